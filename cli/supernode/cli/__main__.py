@@ -1,0 +1,5 @@
+import sys
+
+from supernode.cli.main import main
+
+sys.exit(main())

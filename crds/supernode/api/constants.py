@@ -1,0 +1,115 @@
+"""Every name shared by operator, engine and router: labels, annotations, env vars, conditions.
+
+One place, one comment each (cf. LeaderWorkerSet's leaderworkerset_types.go). Never spell one of
+these strings anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- API identity -------------------------------------------------------------------------------
+GROUP: Final = "supernode.io"  # API group of our custom resources
+VERSION: Final = "v1alpha1"  # served + storage version
+API_VERSION: Final = f"{GROUP}/{VERSION}"  # apiVersion field value
+KIND: Final = "ModelDeployment"  # kind of the main resource
+PLURAL: Final = "modeldeployments"  # REST plural
+SINGULAR: Final = "modeldeployment"  # REST singular
+SHORT_NAMES: Final = ("md",)  # `kubectl get md`
+CATEGORIES: Final = ("supernode", "all-llm")  # `kubectl get supernode`
+FIELD_MANAGER: Final = "supernode-operator"  # field manager name for server-side apply / patches
+FINALIZER: Final = "supernode.io/cleanup"  # finalizer, only where cleanup needs it
+
+# --- Labels (on every object the operator renders; selectors use them) -------------------------
+LABEL_PREFIX: Final = "supernode.io/"
+LABEL_DEPLOYMENT: Final = "supernode.io/deployment"  # owning ModelDeployment name
+LABEL_GROUP: Final = "supernode.io/group"  # replica-group index ("0", "1", ...)
+LABEL_ROLE: Final = "supernode.io/role"  # "leader" (rank 0, serves HTTP) or "worker"
+LABEL_RANK: Final = "supernode.io/rank"  # node rank inside the group's distributed world
+LABEL_MODEL: Final = "supernode.io/model"  # served model name (sanitised to a label value)
+LABEL_REVISION: Final = "supernode.io/revision"  # hash of the group template; rollouts compare it
+LABEL_SUPERNODE: Final = "supernode.io/supernode"  # supernode id the group is bound to
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"  # always "supernode-operator"
+LABEL_NAME: Final = "app.kubernetes.io/name"  # "supernode-engine" on engine pods
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"  # engine | router | operator
+ROLE_LEADER: Final = "leader"
+ROLE_WORKER: Final = "worker"
+MANAGED_BY_VALUE: Final = "supernode-operator"
+
+# --- Annotations --------------------------------------------------------------------------------
+ANNOTATION_DRAINING: Final = "supernode.io/draining"  # set on a group being replaced; router sends it nothing new
+ANNOTATION_DRAIN_STARTED: Final = "supernode.io/drain-started"  # RFC 3339 time draining began
+ANNOTATION_MODES: Final = "supernode.io/modes"  # comma-separated modes a leader serves
+ANNOTATION_ALIASES: Final = "supernode.io/aliases"  # comma-separated model aliases a leader serves
+ANNOTATION_RESTARTS: Final = "supernode.io/group-restarts"  # gang restarts consumed from the budget
+ANNOTATION_LAST_RESTART: Final = "supernode.io/last-restart"  # RFC 3339 time of the last gang restart
+ANNOTATION_ENGINE_TYPE: Final = "supernode.io/engine-type"  # builtin | vllm | sglang | mindie (router metric map)
+ANNOTATION_SP_BLOCK: Final = "sp-block"  # MindCluster: chips per logical SuperPoD
+ANNOTATION_SP_FIT: Final = "sp-fit"  # MindCluster: SuperPoD fitting policy ("idlest")
+
+# --- Node labels we read (inventory) -----------------------------------------------------------
+NODE_LABEL_ASCEND_SUPERPOD: Final = "huawei.com/superpod-id"  # default SuperPoD id label (configurable)
+NODE_LABEL_NVIDIA_CLIQUE: Final = "nvidia.com/gpu.clique"  # NVLink clique = NVIDIA "supernode"
+NODE_LABEL_NVIDIA_PRODUCT: Final = "nvidia.com/gpu.product"  # GPU product (feature discovery)
+NODE_LABEL_ASCEND_CHIP: Final = "node.kubernetes.io/npu.chip.name"  # Ascend chip name, e.g. 910C
+NODE_LABEL_ACCELERATOR: Final = "accelerator"  # e.g. huawei-Ascend910
+NODE_LABEL_ACCELERATOR_TYPE: Final = "accelerator-type"  # e.g. module-a3-16
+NODE_LABEL_HYPERNODE: Final = "volcano.sh/hypernode"  # Volcano network-topology tier member
+NODE_LABEL_HOSTNAME: Final = "kubernetes.io/hostname"  # node affinity key
+
+# --- Extended resources ------------------------------------------------------------------------
+RESOURCE_ASCEND: Final = "huawei.com/Ascend910"  # Ascend device-plugin resource (910B/910C/A3)
+RESOURCE_NVIDIA: Final = "nvidia.com/gpu"  # NVIDIA device-plugin resource
+
+# --- Env vars the engine ranks read (set by operator and local runtime) -------------------------
+ENV_RANK: Final = "SUPERNODE_RANK"  # this pod's node rank in the group (0 = leader)
+ENV_WORLD_SIZE: Final = "SUPERNODE_WORLD_SIZE"  # number of node ranks (pods) in the group
+ENV_LEADER_ADDR: Final = "SUPERNODE_LEADER_ADDR"  # host of rank 0 (torch.distributed master)
+ENV_LEADER_PORT: Final = "SUPERNODE_LEADER_PORT"  # port of the rendezvous on rank 0
+ENV_DEVICES_PER_POD: Final = "SUPERNODE_DEVICES_PER_POD"  # accelerator devices this pod drives
+ENV_TENSOR_PARALLEL: Final = "SUPERNODE_TENSOR_PARALLEL"  # tensor-parallel size of the group
+ENV_EXPERT_PARALLEL: Final = "SUPERNODE_EXPERT_PARALLEL"  # expert-parallel size of the group
+ENV_PIPELINE_PARALLEL: Final = "SUPERNODE_PIPELINE_PARALLEL"  # pipeline-parallel size
+ENV_DATA_PARALLEL: Final = "SUPERNODE_DATA_PARALLEL"  # data-parallel size inside one group
+ENV_DEPLOYMENT: Final = "SUPERNODE_DEPLOYMENT"  # owning ModelDeployment name
+ENV_GROUP: Final = "SUPERNODE_GROUP"  # replica-group index
+ENV_MODEL_NAME: Final = "SUPERNODE_MODEL_NAME"  # served model name
+ENV_MODEL_DIR: Final = "SUPERNODE_MODEL_DIR"  # local checkpoint directory inside the pod
+ENV_DEVICE: Final = "SUPERNODE_DEVICE"  # cpu | cuda | npu
+ENV_HTTP_PORT: Final = "SUPERNODE_HTTP_PORT"  # leader's HTTP port
+ENV_SUPERNODE_ID: Final = "SUPERNODE_SUPERNODE_ID"  # supernode the group is bound to
+ENV_LWS_LEADER_ADDRESS: Final = "LWS_LEADER_ADDRESS"  # set by LeaderWorkerSet
+ENV_LWS_GROUP_SIZE: Final = "LWS_GROUP_SIZE"  # set by LeaderWorkerSet
+ENV_LWS_WORKER_INDEX: Final = "LWS_WORKER_INDEX"  # set by LeaderWorkerSet
+ENV_ASCEND_VISIBLE_DEVICES: Final = "ASCEND_RT_VISIBLE_DEVICES"  # Ascend device visibility
+ENV_CUDA_VISIBLE_DEVICES: Final = "CUDA_VISIBLE_DEVICES"  # NVIDIA device visibility
+ENV_HCCL_IF_IP: Final = "HCCL_IF_IP"  # HCCL: interface IP
+ENV_HCCL_SOCKET_IFNAME: Final = "HCCL_SOCKET_IFNAME"  # HCCL: socket interface
+ENV_GLOO_SOCKET_IFNAME: Final = "GLOO_SOCKET_IFNAME"  # gloo: socket interface
+ENV_HCCL_BUFFSIZE: Final = "HCCL_BUFFSIZE"  # HCCL buffer size (MB)
+ENV_HCCL_OP_EXPANSION_MODE: Final = "HCCL_OP_EXPANSION_MODE"  # "AIV" on A3
+ENV_HCCL_LOGIC_SUPERPOD_ID: Final = "HCCL_LOGIC_SUPERPOD_ID"  # logical SuperPoD id for HCCL
+ENV_NCCL_SOCKET_IFNAME: Final = "NCCL_SOCKET_IFNAME"  # NCCL socket interface
+
+# --- Condition types and reasons ---------------------------------------------------------------
+COND_READY: Final = "Ready"  # all desired groups are ready
+COND_PROGRESSING: Final = "Progressing"  # groups being created, rolled or scaled
+COND_DEGRADED: Final = "Degraded"  # a group exhausted its restart budget, or the spec is invalid
+COND_CAPACITY_LIMITED: Final = "CapacityLimited"  # fewer groups placeable than desired
+CONDITION_TYPES: Final = (COND_READY, COND_PROGRESSING, COND_DEGRADED, COND_CAPACITY_LIMITED)
+
+# --- Reasoning modes ---------------------------------------------------------------------------
+MODE_NON_THINK: Final = "non-think"  # thinking disabled
+MODE_THINK_HIGH: Final = "think-high"  # thinking, effort high
+MODE_THINK_MAX: Final = "think-max"  # thinking, effort max (instruction prefix in the model)
+MODES: Final = (MODE_NON_THINK, MODE_THINK_HIGH, MODE_THINK_MAX)
+
+# --- HTTP headers ------------------------------------------------------------------------------
+HEADER_SESSION_ID: Final = "x-session-id"  # session affinity key
+HEADER_SERVED_MODEL: Final = "x-supernode-model"  # model that actually served (after spill-over)
+HEADER_SERVED_MODE: Final = "x-supernode-mode"  # mode that actually served (after spill-over)
+HEADER_ENDPOINT: Final = "x-supernode-endpoint"  # endpoint (group) that served
+HEADER_REQUEST_ID: Final = "x-request-id"  # request id propagated end to end
+
+# --- Prefix-cache block hashing (shared by engine and router) ----------------------------------
+DEFAULT_BLOCK_SIZE: Final = 16  # tokens per KV block

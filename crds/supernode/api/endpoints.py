@@ -1,0 +1,34 @@
+"""The endpoint record: what discovery backends (static, kubernetes, local) give the router.
+
+One record per replica-group leader. The `static` discovery file and the file the local runtime
+(`supernode up`) keeps up to date are both an `EndpointFile` in JSON or YAML.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from supernode.api.models import EngineType, Mode
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    url: str = Field(description="Base URL of the group leader, e.g. http://127.0.0.1:8100")
+    model: str = Field(description="Served model name")
+    aliases: list[str] = Field(default_factory=list)
+    modes: list[Mode] = Field(default_factory=lambda: list(Mode))
+    deployment: str = Field(default="", description="Owning ModelDeployment (namespace/name or name)")
+    group: int = Field(default=0, ge=0, description="Replica-group index")
+    engine_type: EngineType = EngineType.BUILTIN
+    ready: bool = True
+    draining: bool = False
+    max_concurrency: int = Field(default=32, ge=1, description="Requests one group serves at once")
+    capacity_limited: bool = Field(default=False, description="Owning deployment reports CapacityLimited")
+
+
+class EndpointFile(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    endpoints: list[Endpoint] = Field(default_factory=list)

@@ -1,0 +1,237 @@
+"""The `ModelDeployment` API (supernode.io/v1alpha1): the single source of truth.
+
+`crds/modeldeployment.yaml` is generated from these models (`supernode crds`). Field names are
+the camelCase names users write in YAML; Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from supernode.api import constants as C
+
+
+class _Model(BaseModel):
+    """Base: camelCase aliases, unknown fields refused (a typo is an error, not a silent no-op)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
+    )
+
+
+class Mode(StrEnum):
+    NON_THINK = C.MODE_NON_THINK
+    THINK_HIGH = C.MODE_THINK_HIGH
+    THINK_MAX = C.MODE_THINK_MAX
+
+
+class EngineType(StrEnum):
+    BUILTIN = "builtin"
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    MINDIE = "mindie"
+
+
+class AcceleratorType(StrEnum):
+    ASCEND_910B = "ascend-910b"
+    ASCEND_910C = "ascend-910c"
+    ASCEND_950 = "ascend-950"
+    NVIDIA_H100 = "nvidia-h100"
+    NVIDIA_H200 = "nvidia-h200"
+    NVIDIA_B200 = "nvidia-b200"
+    CPU = "cpu"
+
+    @property
+    def vendor(self) -> Literal["ascend", "nvidia", "cpu"]:
+        if self.value.startswith("ascend"):
+            return "ascend"
+        if self.value.startswith("nvidia"):
+            return "nvidia"
+        return "cpu"
+
+
+class SupernodePolicy(StrEnum):
+    REQUIRED = "Required"  # every pod of a group inside one supernode
+    PREFERRED = "Preferred"  # one supernode when possible, else span
+    NONE = "None"  # ignore supernodes
+
+
+class ModelSpec(_Model):
+    name: str = Field(
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="The model name clients send in requests.",
+    )
+    aliases: list[str] = Field(default_factory=list, max_length=32, description="Other names routed here.")
+    source: str = Field(
+        pattern=r"^(pvc|hf|s3|builtin)://.+$",
+        description="Where weights come from: pvc://CLAIM/path, hf://org/repo, s3://bucket/key, builtin://PRESET.",
+    )
+    revision: str | None = Field(default=None, description="hf:// revision or s3:// version to pin.")
+
+
+class EngineSpec(_Model):
+    type: EngineType = Field(default=EngineType.BUILTIN, description="Inference engine run in the pods.")
+    image: str | None = Field(default=None, description="Container image; defaults per engine type.")
+    args: list[str] = Field(default_factory=list, description="Extra engine arguments, appended.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every rank.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Leader HTTP port.")
+    max_concurrency: int = Field(
+        default=32, ge=1, le=100_000,
+        description="Requests one group serves at once; the router admits ready groups x this.",
+    )
+
+
+class AcceleratorSpec(_Model):
+    type: AcceleratorType = Field(description="Accelerator family the pods run on.")
+    devices_per_pod: int = Field(default=0, ge=0, le=64, description="Devices per pod (0 for cpu).")
+    resource_name: str | None = Field(
+        default=None, description="Override of the device-plugin resource (e.g. huawei.com/ascend-1980)."
+    )
+
+
+class ParallelismSpec(_Model):
+    tensor: int = Field(default=1, ge=1, le=1024)
+    pipeline: int = Field(default=1, ge=1, le=64)
+    data: int = Field(default=1, ge=1, le=1024, description="Data-parallel ranks inside one group.")
+    expert: int = Field(default=1, ge=1, le=4096, description="Expert-parallel size (over TPxDP ranks).")
+
+    @property
+    def world_devices(self) -> int:
+        """Devices (or CPU ranks) one replica group spans."""
+        return self.tensor * self.pipeline * self.data
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class PlacementSpec(_Model):
+    supernode: SupernodePolicy = Field(default=SupernodePolicy.PREFERRED)
+    spread_groups: bool = Field(default=True, description="Spread replica groups across supernodes.")
+    supernode_label: str | None = Field(
+        default=None, description="Node label holding the supernode id (default per accelerator vendor)."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    scheduler_name: str | None = Field(default=None, description="e.g. volcano for gang scheduling.")
+    priority_class_name: str | None = None
+
+
+class RolloutSpec(_Model):
+    max_surge: int = Field(default=1, ge=0, le=100, description="Extra groups during a rollout.")
+    max_unavailable: int = Field(default=0, ge=0, le=100, description="Groups that may be down.")
+    drain_timeout_seconds: int = Field(default=900, ge=0, le=86_400)
+
+
+class RecoverySpec(_Model):
+    max_group_restarts: int = Field(default=5, ge=0, le=1000, description="Gang restarts before Degraded.")
+    backoff_seconds: int = Field(default=10, ge=1, le=3600)
+    max_backoff_seconds: int = Field(default=600, ge=1, le=86_400)
+
+
+class AutoscalingTarget(_Model):
+    queue_depth_per_replica: int = Field(default=4, ge=1, le=10_000)
+
+
+class AutoscalingSpec(_Model):
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=1000)
+    target: AutoscalingTarget = Field(default_factory=AutoscalingTarget)
+
+
+class ResourceRequirements(_Model):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+def _all_modes() -> list[Mode]:
+    return list(Mode)
+
+
+class ModelDeploymentSpec(_Model):
+    model: ModelSpec
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    accelerator: AcceleratorSpec
+    parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    replicas: int = Field(default=1, ge=0, le=1000, description="Replica groups (the /scale target).")
+    modes: list[Mode] = Field(default_factory=_all_modes, min_length=1, max_length=3)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    autoscaling: AutoscalingSpec | None = None
+
+    @property
+    def pods_per_group(self) -> int:
+        """Pods in one replica group: devices / devices-per-pod; one rank per pod on cpu."""
+        per_pod = self.accelerator.devices_per_pod
+        world = self.parallelism.world_devices
+        return world if per_pod == 0 else max(1, world // per_pod)
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class GroupStatus(_Model):
+    index: int
+    phase: Literal["Pending", "Starting", "Ready", "Restarting", "Draining", "Failed"] = "Pending"
+    ready: bool = False
+    ready_pods: int = 0
+    pods: int = 0
+    supernode: str | None = None
+    revision: str | None = None
+    restarts: int = 0
+    message: str = ""
+
+
+class ModelDeploymentStatus(_Model):
+    observed_generation: int | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    placeable_replicas: int = 0
+    selector: str = ""
+    conditions: list[Condition] = Field(default_factory=list)
+    groups: list[GroupStatus] = Field(default_factory=list)
+
+
+class ObjectMeta(BaseModel):
+    """The subset of metadata we read; everything else is kept as is."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+
+
+class ModelDeployment(_Model):
+    api_version: Literal["supernode.io/v1alpha1"] = Field(default="supernode.io/v1alpha1", alias="apiVersion")
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> ModelDeployment:
+        return cls.model_validate(obj)
+
+    def to_obj(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -1,0 +1,1 @@
+"""Supernode router."""
