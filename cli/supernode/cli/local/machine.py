@@ -1,0 +1,164 @@
+"""Supervision decisions as a pure state machine: (state, event) -> (state, actions).
+
+A *unit* is what is started and stopped as a whole: one replica group (all its ranks: a TP world
+cannot run with a rank missing, so any rank dying takes the group down) or the router. The
+process side (`supervisor.py`) turns process exits, health probes and the clock into events and
+carries out the actions; nothing here touches a process, a socket or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"  # not started yet
+    STARTING = "Starting"  # processes spawned, waiting for health
+    READY = "Ready"  # healthy; routed to
+    BACKOFF = "Restarting"  # taken down after a failure, waiting out the back-off
+    FAILED = "Failed"  # gave up: restart budget spent, or it never came up the first time
+    STOPPING = "Stopping"  # shutdown requested
+    STOPPED = "Stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 30.0
+    max_restarts: int = 5
+    start_timeout_seconds: float = 300.0
+    # A unit that has never been ready fails at once: `supernode up` reports why and exits non-zero
+    # instead of retrying a bad spec, a busy port or a missing device forever.
+    fail_fast_before_ready: bool = True
+
+    def backoff(self, restarts: int) -> float:
+        """Back-off before restart number `restarts + 1`: doubles each time, capped."""
+        return float(min(self.backoff_seconds * (2 ** restarts), self.max_backoff_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    name: str
+    phase: Phase = Phase.PENDING
+    restarts: int = 0  # restarts consumed from the budget
+    ever_ready: bool = False
+    started_at: float = 0.0
+    next_start_at: float = 0.0
+    reason: str = ""  # why it is not ready, in words
+
+
+# --- events ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Healthy:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """One process of the unit exited (or was killed)."""
+
+    now: float
+    what: str  # e.g. "rank 1 (pid 4242)"
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AllStopped:
+    """Every process of the unit is gone (after a Kill)."""
+
+    now: float
+
+
+Event = Tick | Healthy | Exited | StopRequested | AllStopped
+
+
+# --- actions --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Stop every process of the unit (TERM, then KILL after a grace period)."""
+
+    unit: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetReady:
+    """Publish readiness (the router routes only to ready endpoints)."""
+
+    unit: str
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    unit: str
+    reason: str
+
+
+Action = Spawn | Kill | SetReady | GiveUp
+
+
+def _describe_exit(event: Exited) -> str:
+    code = "killed" if event.code is None else (
+        f"killed by signal {-event.code}" if event.code < 0 else f"exit code {event.code}"
+    )
+    return f"{event.what} exited ({code})"
+
+
+def _fail(state: UnitState, now: float, reason: str, policy: Policy) -> tuple[UnitState, list[Action]]:
+    """The unit failed: take it all down, then back off and restart, or give up."""
+    actions: list[Action] = [SetReady(state.name, False), Kill(state.name, reason)]
+    if (policy.fail_fast_before_ready and not state.ever_ready) or state.restarts >= policy.max_restarts:
+        why = reason if not state.ever_ready else f"{reason}; restart budget ({policy.max_restarts}) spent"
+        return replace(state, phase=Phase.FAILED, reason=why), [*actions, GiveUp(state.name, why)]
+    wait = policy.backoff(state.restarts)
+    return (
+        replace(state, phase=Phase.BACKOFF, restarts=state.restarts + 1, next_start_at=now + wait,
+                reason=f"{reason}; restarting in {wait:g}s"),
+        actions,
+    )
+
+
+def step(state: UnitState, event: Event, policy: Policy) -> tuple[UnitState, list[Action]]:
+    """Advance one unit by one event. Events that do not apply in a phase are ignored."""
+    phase = state.phase
+    if isinstance(event, StopRequested):
+        if phase in (Phase.STOPPING, Phase.STOPPED):
+            return state, []
+        return replace(state, phase=Phase.STOPPING, reason="stopping"), [
+            SetReady(state.name, False), Kill(state.name, "shutdown")]
+    if isinstance(event, AllStopped):
+        if phase is Phase.STOPPING:
+            return replace(state, phase=Phase.STOPPED, reason="stopped"), []
+        return state, []
+    if isinstance(event, Exited):
+        if phase in (Phase.STARTING, Phase.READY):
+            return _fail(state, event.now, _describe_exit(event), policy)
+        return state, []  # exits while backing off / stopping are the Kill taking effect
+    if isinstance(event, Healthy):
+        if phase is Phase.STARTING:
+            return replace(state, phase=Phase.READY, ever_ready=True, reason=""), [SetReady(state.name, True)]
+        return state, []
+    # Tick
+    now = event.now
+    if phase is Phase.PENDING or (phase is Phase.BACKOFF and now >= state.next_start_at):
+        return replace(state, phase=Phase.STARTING, started_at=now, reason="starting"), [Spawn(state.name)]
+    if phase is Phase.STARTING and now - state.started_at > policy.start_timeout_seconds:
+        return _fail(state, now, f"not healthy after {policy.start_timeout_seconds:g}s", policy)
+    return state, []

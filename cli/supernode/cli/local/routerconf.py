@@ -1,0 +1,36 @@
+"""The router config `supernode up` writes: `local` discovery on the endpoint file, the tenants file,
+the usage ledger in the state dir, and the deployments' aliases (with the mode an alias implies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from supernode.api import constants as C
+from supernode.api.models import ModelDeployment
+from supernode.cli.local.statefile import ENDPOINTS_FILE, LEDGER_FILE
+
+# Aliases whose meaning includes a mode (FACTS.md: the retired DeepSeek names).
+ALIAS_MODES = {"deepseek-chat": C.MODE_NON_THINK, "deepseek-reasoner": C.MODE_THINK_HIGH}
+
+
+def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: int,
+                  tenants: Path | None) -> dict[str, Any]:
+    aliases: dict[str, dict[str, str]] = {}
+    for md in deployments:
+        for alias in md.spec.model.aliases:
+            target = {"model": md.spec.model.name}
+            if alias in ALIAS_MODES:
+                target["mode"] = ALIAS_MODES[alias]
+            aliases[alias] = target
+    admission: dict[str, Any] = {}
+    if tenants is not None:
+        admission["tenantsFile"] = str(tenants.resolve())
+    return {
+        "server": {"host": "127.0.0.1", "port": port},
+        "discovery": {"type": "local", "path": str((state_dir / ENDPOINTS_FILE).resolve()), "poll_interval_s": 0.25},
+        "models": {"aliases": aliases},
+        "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},
+        "admission": admission,
+        "metering": {"path": str((state_dir / LEDGER_FILE).resolve())},
+    }

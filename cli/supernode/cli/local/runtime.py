@@ -1,0 +1,138 @@
+"""`supernode up`: specs → local plan → checkpoints → processes under supervision → report."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import yaml
+
+from supernode.api.models import ModelDeployment
+from supernode.cli.local import procs
+from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
+from supernode.cli.local.inventory import local_inventory, torch_device_for
+from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
+from supernode.cli.local.machine import Policy
+from supernode.cli.local.report import first_api_key, snippets, stack_table
+from supernode.cli.local.routerconf import router_config
+from supernode.cli.local.specs import SpecError, load_deployments, preset_of
+from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomic
+from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
+
+EXIT_BAD_SPEC = 2
+EXIT_CANNOT_START = 1
+
+
+@dataclass(slots=True)
+class UpOptions:
+    files: Sequence[str]
+    tenants: str | None = None
+    port: int = 8080
+    state_dir: str = ".supernode"
+    start_timeout: float = 300.0
+    drain_seconds: float = 10.0
+    python: str = sys.executable
+    # Tests replace the command prefixes (`python -m supernode.cli engine serve` / `... router`).
+    engine_cmd: Sequence[str] | None = None
+    router_cmd: Sequence[str] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class CannotStart(Exception):
+    pass
+
+
+def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir: Path,
+                 out: Callable[[str], None]) -> list[GroupLayout]:
+    from supernode.operator import planner
+
+    inventory = local_inventory()
+    ports = procs.free_ports(avoid=frozenset({opts.port}))
+    device_ids = itertools.count()
+    groups: list[GroupLayout] = []
+    for md in deployments:
+        plan = planner.plan(md, inventory)
+        if plan.capacity.limited:
+            raise CannotStart(f"{md.metadata.name}: only {plan.capacity.placeable} of {plan.capacity.desired} "
+                              f"groups fit on this machine: " + "; ".join(plan.capacity.reasons))
+        inventory = planner.apply_plan(inventory, plan)
+        try:
+            model_dir = ensure_checkpoint(state_dir, preset_of(md), python=opts.python, out=out)
+        except CheckpointError as exc:
+            raise CannotStart(f"{md.metadata.name}: {exc}") from exc
+        device = torch_device_for(md.spec.accelerator.type.vendor)
+        groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
+                                ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
+                                device_ids=device_ids)
+    return groups
+
+
+def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
+    prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", "router"]
+    argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port))
+    policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
+                    start_timeout_seconds=min(120.0, opts.start_timeout))
+    return RouterLaunch(argv=argv, env=dict(os.environ), url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
+
+
+def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
+    """Everything before processes start; raises SpecError or CannotStart with the reason."""
+    deployments = load_deployments(opts.files)
+    tenants = Path(opts.tenants) if opts.tenants else None
+    if tenants is not None and not tenants.is_file():
+        raise SpecError([f"{tenants}: tenants file not found"])
+    state_dir = Path(opts.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    previous = load_state(state_dir)
+    if previous is not None and previous.up_pid != os.getpid() and procs.pid_alive(previous.up_pid):
+        raise CannotStart(f"a stack is already running from {state_dir} (pid {previous.up_pid}); "
+                          "stop it or use another --state-dir")
+    if not procs.port_free(opts.port):
+        raise CannotStart(f"port {opts.port} on {LOCALHOST} is in use (choose another with --port)")
+    groups = _plan_groups(deployments, opts, state_dir, out)
+    config = state_dir / ROUTER_CONFIG
+    write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
+                                                      tenants=tenants)))
+    return Supervisor(groups, _router_launch(opts, config), state_dir, out=out)
+
+
+def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        out(f"received {signal.Signals(signum).name}")
+        opts.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    try:
+        sup = prepare(opts, out)
+    except SpecError as exc:
+        for problem in exc.problems:
+            out(f"error: {problem}")
+        return EXIT_BAD_SPEC
+    except CannotStart as exc:
+        out(f"error: {exc}")
+        return EXIT_CANNOT_START
+    try:
+        sup.start(opts.stop, opts.start_timeout)
+    except StartFailed as exc:
+        out(f"error: cannot start: {exc}")
+        sup.shutdown(drain_seconds=1.0)
+        return EXIT_CANNOT_START
+    state = load_state(sup.state_dir)
+    if state is not None:
+        out("\n" + stack_table(state) + "\n")
+    model = next(iter(sup.groups.values())).model if sup.groups else "MODEL"
+    tenants = Path(opts.tenants) if opts.tenants else None
+    out(snippets(sup.router.url, model, first_api_key(tenants)))
+    out("Serving. Ctrl-C stops everything.")
+    sup.supervise(opts.stop)
+    sup.shutdown(opts.drain_seconds)
+    return 0

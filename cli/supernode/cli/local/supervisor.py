@@ -1,0 +1,196 @@
+"""Runs the units (replica groups + router) as processes, driven by the pure state machine.
+
+One loop, on the main thread: poll processes and health, feed events to `machine.step`, carry out
+the actions, publish readiness into the endpoint file and the state file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from supernode.api.endpoints import EndpointFile
+from supernode.cli.local import machine as M
+from supernode.cli.local import procs
+from supernode.cli.local.layout import GroupLayout
+from supernode.cli.local.statefile import GroupRecord, LocalState, RankRecord, save_endpoints, save_state
+
+Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterLaunch:
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    url: str
+    policy: M.Policy
+    log_name: str = "router.log"
+    unit: str = "router"
+
+
+class StartFailed(Exception):
+    """A unit could not start (its reason and log tail are in the message)."""
+
+
+class Supervisor:
+    def __init__(self, groups: Sequence[GroupLayout], router: RouterLaunch, state_dir: Path, *,
+                 out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0):
+        self.groups = {g.unit: g for g in groups}
+        self.router = router
+        self.state_dir = state_dir
+        self.out = out
+        self.kill_grace = kill_grace_seconds
+        self.units = {name: M.UnitState(name) for name in [*self.groups, router.unit]}
+        self.children: dict[str, list[procs.Child]] = {name: [] for name in self.units}
+        self.ready: dict[str, bool] = dict.fromkeys(self.units, False)
+        self.failures: dict[str, str] = {}  # units that gave up -> reason
+        self._detail: dict[str, str] = {}  # last health detail printed per unit (progress output)
+        self._t0 = time.monotonic()
+        self._client = httpx.Client(timeout=probe_timeout, trust_env=False)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        self.out(f"[{time.monotonic() - self._t0:6.1f}s] {msg}")
+
+    def _policy(self, unit: str) -> M.Policy:
+        return self.router.policy if unit == self.router.unit else self.groups[unit].policy
+
+    def _health_url(self, unit: str) -> str:
+        return f"{self.router.url if unit == self.router.unit else self.groups[unit].url}/health"
+
+    def _feed(self, unit: str, event: M.Event) -> None:
+        before = self.units[unit]
+        state, actions = M.step(before, event, self._policy(unit))
+        self.units[unit] = state
+        for action in actions:
+            self._act(action)
+        after = self.units[unit]
+        if after.phase is not before.phase:
+            self._say(f"{unit}: {after.phase.value}{f' ({after.reason})' if after.reason else ''}")
+            self._publish()
+
+    def _act(self, action: M.Action) -> None:
+        if isinstance(action, M.Spawn):
+            self._spawn(action.unit)
+        elif isinstance(action, M.Kill):
+            procs.stop_all(self.children[action.unit], self.kill_grace)
+            self._feed(action.unit, M.AllStopped(time.monotonic()))
+        elif isinstance(action, M.SetReady):
+            self.ready[action.unit] = action.ready
+            self._write_endpoints()
+        elif isinstance(action, M.GiveUp):
+            logs = [c.log for c in self.children[action.unit]]
+            tails = "\n".join(f"--- {log.name} (last lines)\n{procs.tail(log)}" for log in dict.fromkeys(logs))
+            self.failures[action.unit] = f"{action.reason}\n{tails}".rstrip()
+            self._say(f"{action.unit}: gave up: {action.reason}")
+
+    def _spawn(self, unit: str) -> None:
+        logs = self.state_dir / "logs"
+        if unit == self.router.unit:
+            r = self.router
+            self.children[unit] = [procs.spawn("router", r.argv, r.env, logs / r.log_name)]
+        else:
+            g = self.groups[unit]
+            self.children[unit] = [
+                procs.spawn(f"rank {r.rank}", r.argv, {**os.environ, **r.env}, logs / r.log_name) for r in g.ranks]
+        self._detail.pop(unit, None)
+        pids = ", ".join(c.what for c in self.children[unit])
+        self._say(f"{unit}: started {pids}")
+
+    def _probe(self, unit: str) -> None:
+        try:
+            resp = self._client.get(self._health_url(unit))
+        except httpx.HTTPError as exc:
+            detail = "not listening yet" if isinstance(exc, httpx.ConnectError) else type(exc).__name__
+        else:
+            if resp.status_code == 200:
+                self._feed(unit, M.Healthy(time.monotonic()))
+                return
+            detail = f"health {resp.status_code}: {resp.text.strip()[:160]}"
+        if self._detail.get(unit) != detail:
+            self._detail[unit] = detail
+            self._say(f"{unit}: waiting: {detail}")
+
+    def _write_endpoints(self) -> None:
+        endpoints = [g.endpoint(ready=self.ready[name]) for name, g in self.groups.items()]
+        save_endpoints(self.state_dir, EndpointFile(endpoints=endpoints))
+
+    def _publish(self) -> None:
+        rstate = self.units[self.router.unit]
+        rkids = self.children[self.router.unit]
+        save_state(self.state_dir, LocalState(
+            up_pid=os.getpid(), router_url=self.router.url,
+            router_pid=rkids[0].pid if rkids and rkids[0].poll() is None else None,
+            router_phase=rstate.phase.value, router_restarts=rstate.restarts,
+            groups=[
+                GroupRecord(
+                    deployment=g.deployment, group=g.index, model=g.model, url=g.url,
+                    phase=self.units[name].phase.value, restarts=self.units[name].restarts,
+                    reason=self.units[name].reason,
+                    ranks=[RankRecord(rank=r.rank, pid=c.pid if c.poll() is None else None)
+                           for r, c in zip(g.ranks, self.children[name], strict=False)],
+                )
+                for name, g in self.groups.items()
+            ],
+        ))
+
+    # --- the loop --------------------------------------------------------------------------------
+    def tick(self) -> None:
+        for unit, state in list(self.units.items()):
+            if state.phase in (M.Phase.STARTING, M.Phase.READY):
+                for child in self.children[unit]:
+                    code = child.poll()
+                    if code is not None:
+                        self._feed(unit, M.Exited(time.monotonic(), child.what, code))
+                        break
+            if self.units[unit].phase is M.Phase.STARTING:
+                self._probe(unit)
+            self._feed(unit, M.Tick(time.monotonic()))
+
+    def all_ready(self) -> bool:
+        return all(s.phase is M.Phase.READY for s in self.units.values())
+
+    def start(self, stop: threading.Event, timeout: float, interval: float = 0.25) -> None:
+        """Bring every unit up; raise StartFailed with the reason if one cannot start."""
+        self._write_endpoints()
+        deadline = time.monotonic() + timeout
+        while not self.all_ready():
+            if stop.is_set():
+                raise StartFailed("interrupted while starting")
+            self.tick()
+            if self.failures:
+                raise StartFailed("\n".join(f"{u}: {why}" for u, why in self.failures.items()))
+            if time.monotonic() > deadline:
+                raise StartFailed(f"not ready after {timeout:g}s: " + ", ".join(
+                    f"{u} {s.phase.value}" for u, s in self.units.items() if s.phase is not M.Phase.READY))
+            time.sleep(interval)
+        self._publish()
+
+    def supervise(self, stop: threading.Event, interval: float = 0.25) -> None:
+        while not stop.wait(interval):
+            self.tick()
+
+    def shutdown(self, drain_seconds: float) -> None:
+        """Drain: the router stops accepting and finishes in-flight requests (up to
+        `drain_seconds`) while engines still run; then stop the engines. Nothing survives."""
+        self._say(f"stopping: draining the router (up to {drain_seconds:g}s), then the engines")
+        self.units[self.router.unit] = M.UnitState(self.router.unit, phase=M.Phase.STOPPING)
+        procs.stop_all(self.children[self.router.unit], drain_seconds)
+        for unit in self.units:
+            if unit != self.router.unit:
+                self.units[unit], _ = M.step(self.units[unit], M.StopRequested(time.monotonic()), self._policy(unit))
+                self.ready[unit] = False
+        self._write_endpoints()
+        procs.stop_all([c for u, kids in self.children.items() if u != self.router.unit for c in kids],
+                       self.kill_grace)
+        for unit in self.units:
+            self.units[unit] = M.UnitState(unit, phase=M.Phase.STOPPED)
+        self._publish()
+        self._client.close()
+        self._say("stopped")
