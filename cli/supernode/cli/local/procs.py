@@ -100,10 +100,16 @@ def free_ports(host: str = "127.0.0.1", avoid: frozenset[int] = frozenset()) -> 
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (dead, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): signal 0 succeeded
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+

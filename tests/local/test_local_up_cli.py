@@ -1,0 +1,94 @@
+"""`supernode up` refusals (before any process starts) and the shipped examples' validity."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supernode.api.models import Mode
+from supernode.cli.local.inventory import Devices, local_inventory
+from supernode.cli.local.routerconf import router_config
+from supernode.cli.local.specs import SpecError, load_deployments, parse_documents
+from supernode.operator import planner
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "local"
+
+GOOD = """
+apiVersion: supernode.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: tiny}
+spec:
+  model: {name: tiny-model, source: "builtin://tiny"}
+  accelerator: {type: cpu}
+"""
+
+
+def up(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "supernode.cli", "up", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_a_bad_spec_exits_2_naming_the_field_and_the_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("replicas", "x") + "  replicas: -1\n  parallelism: {tensr: 2}\n")
+    out = up(str(bad), "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 2, out
+    assert "spec.replicas: Input should be greater than or equal to 0" in out.stdout
+    assert "spec.parallelism.tensr: Extra inputs are not permitted" in out.stdout
+
+
+def test_a_busy_port_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(GOOD)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = up("ok.yaml", "--port", str(port), "--state-dir", "s", cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in out.stdout
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ('source: "builtin://tiny"', "spec.model.source: 'hf://org/x' is not available locally"),
+    ("accelerator: {type: cpu}", "spec.engine.type: 'vllm' needs a cluster"),
+])
+def test_specs_the_local_runtime_cannot_run_are_refused(patch: str, message: str) -> None:
+    text = GOOD.replace('source: "builtin://tiny"', 'source: "hf://org/x"') if "source" in patch else (
+        GOOD + "  engine: {type: vllm}\n")
+    with pytest.raises(SpecError) as err:
+        parse_documents(text, "f.yaml")
+    assert any(message in p for p in err.value.problems)
+
+
+def test_a_missing_file_and_a_wrong_kind_are_both_reported(tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text("kind: ConfigMap\n")
+    with pytest.raises(SpecError) as err:
+        load_deployments([tmp_path / "nope.yaml", tmp_path / "cm.yaml"])
+    assert len(err.value.problems) == 2
+    assert "expected ModelDeployment, got 'ConfigMap'" in err.value.problems[1]
+
+
+def test_the_examples_are_valid_and_fit_this_machine() -> None:
+    mds = load_deployments([EXAMPLES / "pro.yaml", EXAMPLES / "flash.yaml"])
+    by_name = {md.metadata.name: md for md in mds}
+    inventory = local_inventory(Devices(), hostname="dev")
+    pro = planner.plan(by_name["pro"], inventory)
+    flash = planner.plan(by_name["flash"], inventory)
+    assert [len(g.pods) for g in pro.groups] == [2] and not pro.capacity.limited
+    assert [len(g.pods) for g in flash.groups] == [1, 1] and not flash.capacity.limited
+    assert Mode.THINK_MAX in by_name["pro"].spec.modes
+    assert set(by_name["flash"].spec.modes) == {Mode.NON_THINK, Mode.THINK_HIGH}
+
+
+def test_the_router_config_maps_the_retired_aliases_to_their_modes(tmp_path: Path) -> None:
+    mds = load_deployments([EXAMPLES / "flash.yaml"])
+    conf = router_config(mds, state_dir=tmp_path, port=9, tenants=None)
+    flash = mds[0].spec.model.name
+    assert conf["models"]["aliases"]["deepseek-chat"] == {"model": flash, "mode": "non-think"}
+    assert conf["models"]["aliases"]["deepseek-reasoner"] == {"model": flash, "mode": "think-high"}
+    assert conf["discovery"]["type"] == "local"
