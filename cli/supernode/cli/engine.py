@@ -12,9 +12,10 @@ import importlib.util
 import sys
 from typing import Any
 
-SUBCOMMANDS: tuple[tuple[str, str], ...] = (
-    ("serve", "run one engine rank (rank 0 serves the OpenAI-compatible HTTP API)"),
-    ("init-checkpoint", "write a random-initialised DeepSeek-V3-family checkpoint with a tokenizer"),
+# (sub-subcommand, module under supernode.cli, help)
+SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("serve", "engine_serve", "run one engine rank (rank 0 serves the OpenAI-compatible HTTP API)"),
+    ("init-checkpoint", "engine_init", "write a random-initialised DeepSeek-V3-family checkpoint with a tokenizer"),
 )
 
 
@@ -30,8 +31,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("engine", help="run or prepare the built-in inference engine")
     sub = parser.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND")
     parser.set_defaults(func=lambda _a: (parser.print_help(), 2)[1])
-    for name, help_ in SUBCOMMANDS:
-        module_name = f"supernode.cli.engine_{name.replace('-', '_')}"
+    for name, module, help_ in SUBCOMMANDS:
+        module_name = f"supernode.cli.{module}"
         if importlib.util.find_spec(module_name) is None:
             p = sub.add_parser(name, help=f"{help_} (not implemented yet)")
             p.set_defaults(func=_missing(name))
