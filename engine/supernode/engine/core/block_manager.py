@@ -163,6 +163,9 @@ class BlockManager:
         seq.num_hashed_blocks = 0
         seq.num_computed_tokens = 0
 
+    def cached_hashes(self) -> list[int]:
+        return list(self._by_hash)
+
     def drain_events(self) -> list[KVEvent]:
         events, self.events = self.events, []
         return events

@@ -130,9 +130,9 @@ class Sequence:
             else:
                 self.num_reasoning_tokens += 1
         p = self.params
-        if self.reasoning_done and token != getattr(self.reasoning, "think_close_id", None):
-            if (not p.ignore_eos and token in eos_ids) or token in p.stop_token_ids:
-                self.finish_reason = FinishReason.STOP
-                return
+        is_close = self.reasoning is not None and token == self.reasoning.think_close_id
+        if self.reasoning_done and not is_close and ((not p.ignore_eos and token in eos_ids) or token in p.stop_token_ids):
+            self.finish_reason = FinishReason.STOP
+            return
         if self.num_output_tokens >= p.max_tokens:
             self.finish_reason = FinishReason.LENGTH
