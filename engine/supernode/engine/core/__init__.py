@@ -1,0 +1,1 @@
+"""Torch-free engine core: sequence state, paged block manager with prefix caching, scheduler."""

@@ -1,0 +1,342 @@
+"""The engine loop: a dedicated thread drives scheduler → runner.run → sample → per-request streams.
+
+The HTTP side (asyncio) only calls ``submit`` / ``abort`` / ``subscribe_kv_events``; those hand work
+to the engine thread through a locked inbox. Results go back with ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from supernode.engine.chat import Delta, OutputText
+from supernode.engine.core.block_manager import BlockManager, KVEvent
+from supernode.engine.core.scheduler import Scheduler, SchedulerConfig
+from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
+from supernode.engine.metrics import EngineMetrics
+from supernode.engine.sampler import Sampler
+from supernode.engine.tokenizer import Tokenizer
+
+log = logging.getLogger("supernode.engine")
+
+
+class Runner(Protocol):
+    """What the engine needs from a model runner (``supernode.engine.runner.ModelRunner``)."""
+
+    num_kv_blocks: int
+    block_size: int
+
+    def run(self, batch: list[Any]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    """One sequence's slice of a step; attribute-compatible with the runner's ``SeqInput``."""
+
+    token_ids: list[int]
+    start_pos: int
+    block_table: list[int]
+
+
+class EngineOverloaded(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("the engine's queue is full; retry later")
+        self.retry_after = retry_after
+
+
+class EngineDead(Exception):
+    """The engine loop stopped (a runner failure); the process should exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    model_name: str
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 4096
+    max_waiting: int = 256  # requests queued beyond the running batch; more → EngineOverloaded
+    seed: int = 0
+    input_type: Callable[..., Any] = StepInput  # the runner's SeqInput class
+
+
+@dataclass(slots=True)
+class Output:
+    """One update of a request: text delta, new token ids, and (when finished) the final accounting."""
+
+    delta: Delta
+    token_ids: list[int]
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class RequestHandle:
+    request_id: str
+    seq: Sequence
+    text: OutputText
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Output] = field(default_factory=asyncio.Queue)
+    arrival: float = field(default_factory=time.monotonic)
+    last_token_at: float | None = None
+    done: bool = False
+
+    async def __aiter__(self) -> AsyncIterator[Output]:
+        while True:
+            out = await self.queue.get()
+            yield out
+            if out.finish_reason is not None or out.error is not None:
+                return
+
+
+class LLMEngine:
+    def __init__(self, runner: Runner, tokenizer: Tokenizer, options: EngineOptions, metrics: EngineMetrics) -> None:
+        self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
+        self.blocks = BlockManager(runner.num_kv_blocks, runner.block_size, options.model_name)
+        cfg = SchedulerConfig(options.max_num_seqs, options.max_num_batched_tokens, options.max_model_len)
+        self.scheduler = Scheduler(cfg, self.blocks)
+        self.sampler = Sampler(options.seed)
+        self.eos_ids = (tokenizer.eos_id,)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._inbox: list[RequestHandle] = []
+        self._aborts: list[str] = []
+        self._active: dict[str, RequestHandle] = {}  # engine thread only
+        self._by_seq: dict[int, RequestHandle] = {}  # seq_id → handle (engine thread only)
+        self._preempt_seen = 0
+        self._new_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
+        self._num_open = 0  # submitted and not finished (guarded by _lock)
+        self._kv_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
+        self._ids = itertools.count()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stop = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    # --- asyncio side -------------------------------------------------------------------------------
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        thinking_budget: int | None = None,
+        request_id: str | None = None,
+    ) -> RequestHandle:
+        """Queue a request. Raises ValueError (bad prompt), EngineOverloaded, EngineDead."""
+        if not self.alive:
+            raise EngineDead(f"engine loop is not running: {self.error!r}")
+        if len(prompt_ids) + 1 > self.options.max_model_len:
+            raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context limit is {self.options.max_model_len}")
+        if any((not isinstance(t, int)) or t < 0 or t >= self.tokenizer.vocab_size for t in prompt_ids):
+            raise ValueError(f"prompt token ids must be integers in [0, {self.tokenizer.vocab_size})")
+        reasoning = None
+        if thinking_budget is not None:
+            # Keep room for an answer: the budget never takes more than half of max_tokens.
+            budget = min(thinking_budget, max(0, params.max_tokens - min(64, params.max_tokens // 2)))
+            reasoning = ReasoningControl(self.tokenizer.think_close_id, budget)
+        seq = Sequence(list(prompt_ids), params, reasoning, arrival=time.monotonic())
+        text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop)
+        handle = RequestHandle(request_id or f"req-{next(self._ids)}", seq, text, asyncio.get_running_loop())
+        with self._lock:
+            if self._num_open >= self.options.max_num_seqs + self.options.max_waiting:
+                self.metrics.rejected.inc()
+                raise EngineOverloaded(retry_after=1.0)
+            self._num_open += 1
+            self._inbox.append(handle)
+            self._wake.notify()
+        return handle
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            self._aborts.append(request_id)
+            self._wake.notify()
+
+    def subscribe_kv_events(self, maxsize: int = 10_000) -> asyncio.Queue[KVEvent | None]:
+        """A queue of KV events: first a snapshot ("stored" of every cached block), then changes.
+
+        ``None`` in the queue means the subscriber fell behind and must resubscribe.
+        """
+        q: asyncio.Queue[KVEvent | None] = asyncio.Queue(maxsize)
+        with self._lock:
+            self._new_subscribers.append((asyncio.get_running_loop(), q))
+            self._wake.notify()
+        return q
+
+    def unsubscribe_kv_events(self, q: asyncio.Queue[KVEvent | None]) -> None:
+        with self._lock:
+            self._kv_subscribers = [(lp, s) for lp, s in self._kv_subscribers if s is not q]
+            self._new_subscribers = [(lp, s) for lp, s in self._new_subscribers if s is not q]
+
+    # --- engine thread ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not (
+                        self._stop or self._inbox or self._aborts or self._new_subscribers or self.scheduler.has_work
+                    ):
+                        self._wake.wait()
+                    if self._stop:
+                        break
+                    inbox, self._inbox = self._inbox, []
+                    aborts, self._aborts = self._aborts, []
+                    new_subs, self._new_subscribers = self._new_subscribers, []
+                    self._kv_subscribers.extend(new_subs)
+                if new_subs:
+                    snapshot = KVEvent("stored", tuple(self.blocks.cached_hashes()))
+                    for loop, q in new_subs:
+                        loop.call_soon_threadsafe(_offer, q, snapshot)
+                for handle in inbox:
+                    self._active[handle.request_id] = handle
+                    self._by_seq[handle.seq.seq_id] = handle
+                    self.scheduler.add(handle.seq)
+                for rid in aborts:
+                    if (handle := self._active.get(rid)) is not None:
+                        self.scheduler.abort(handle.seq)
+                self.step()
+        except BaseException as exc:  # a runner failure ends the engine; the server exits non-zero
+            log.exception("engine loop failed")
+            self.error = exc
+            self._fail_all(f"engine failure: {exc}")
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+
+    def step(self) -> None:
+        batch = self.scheduler.schedule()
+        sampled: list[int | None] = [None] * len(batch)
+        if batch:
+            inputs = [self.options.input_type(b.token_ids, b.start_pos, list(b.seq.block_table)) for b in batch]
+            logits = self.runner.run(inputs)
+            rows = [i for i, b in enumerate(batch) if b.samples]
+            if rows:
+                tokens = self.sampler.sample(
+                    logits[rows], [batch[i].seq.seq_id for i in rows], [batch[i].seq.params for i in rows]
+                )
+                for i, t in zip(rows, tokens, strict=True):
+                    sampled[i] = t
+        progressed = self.scheduler.postprocess(batch, sampled, self.eos_ids)
+        now = time.monotonic()
+        for seq in progressed:
+            if (handle := self._by_seq.get(seq.seq_id)) is not None:
+                self._emit_token(handle, now)
+        for handle in list(self._active.values()):
+            if handle.seq.is_finished:
+                self._emit_finish(handle, now)
+        self._publish(self.blocks.drain_events())
+        self._update_gauges()
+
+    def _emit_token(self, handle: RequestHandle, now: float) -> None:
+        seq = handle.seq
+        token = seq.token_ids[-1]
+        m = self.metrics
+        m.generation_tokens.inc()
+        if handle.last_token_at is None:
+            m.ttft.observe(now - handle.arrival)
+            m.prompt_tokens.inc(seq.num_prompt_tokens)
+            m.prefix_queries.inc(seq.num_prompt_tokens)
+            m.prefix_hits.inc(seq.num_cached_tokens)
+        else:
+            m.itl.observe(now - handle.last_token_at)
+        handle.last_token_at = now
+        delta = handle.text.push(token)
+        if handle.text.stopped and not seq.is_finished:
+            self.scheduler.finish(seq, FinishReason.STOP)
+        if not seq.is_finished:
+            self._send(handle, Output(delta, [token]))
+        else:
+            tail = handle.text.finish()
+            self._send(handle, Output(Delta(delta.reasoning + tail.reasoning, delta.content + tail.content), [token]))
+
+    def _emit_finish(self, handle: RequestHandle, now: float) -> None:
+        seq = handle.seq
+        del self._active[handle.request_id]
+        del self._by_seq[seq.seq_id]
+        self.sampler.forget(seq.seq_id)
+        reason = (seq.finish_reason or FinishReason.ABORT).value
+        self.metrics.finished(reason)
+        self.metrics.e2e.observe(now - handle.arrival)
+        if seq.num_output_tokens > 1 and handle.last_token_at is not None:
+            self.metrics.tpot.observe((now - handle.arrival) / seq.num_output_tokens)
+        with self._lock:
+            self._num_open -= 1
+        self._send(
+            handle,
+            Output(
+                Delta(),
+                [],
+                finish_reason=reason,
+                prompt_tokens=seq.num_prompt_tokens,
+                cached_tokens=seq.num_cached_tokens,
+                completion_tokens=seq.num_output_tokens,
+                reasoning_tokens=seq.num_reasoning_tokens,
+            ),
+        )
+
+    def _send(self, handle: RequestHandle, out: Output) -> None:
+        try:
+            handle.loop.call_soon_threadsafe(handle.queue.put_nowait, out)
+        except RuntimeError:  # the client's event loop is gone
+            pass
+
+    def _publish(self, events: list[KVEvent]) -> None:
+        if not events:
+            return
+        with self._lock:
+            subscribers = list(self._kv_subscribers)
+        for loop, q in subscribers:
+            for ev in events:
+                try:
+                    loop.call_soon_threadsafe(_offer, q, ev)
+                except RuntimeError:
+                    self.unsubscribe_kv_events(q)
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        m.running.set(len(self.scheduler.running))
+        m.waiting.set(len(self.scheduler.waiting))
+        m.gpu_cache_usage.set(self.blocks.usage)
+        m.kv_cache_usage.set(self.blocks.usage)
+        m.preemptions.inc(self.scheduler.num_preemptions - self._preempt_seen)
+        self._preempt_seen = self.scheduler.num_preemptions
+
+    def _fail_all(self, message: str) -> None:
+        with self._lock:
+            handles = list(self._active.values()) + self._inbox
+            self._inbox = []
+        for handle in handles:
+            self._send(handle, Output(Delta(), [], error=message))
+
+
+def _offer(q: asyncio.Queue[KVEvent | None], ev: KVEvent) -> None:
+    try:
+        q.put_nowait(ev)
+    except asyncio.QueueFull:  # a subscriber that cannot keep up loses its stream (it must resync)
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(None)

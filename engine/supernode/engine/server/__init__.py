@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server on the group leader (rank 0)."""

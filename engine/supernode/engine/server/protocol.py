@@ -1,0 +1,114 @@
+"""Request bodies (parsed, then validated) and the OpenAI error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from supernode.engine.core.sequence import SamplingParams
+
+
+class APIError(Exception):
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None, retry_after: float = 0
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.retry_after = status, message, param, retry_after
+        self.code = code or {400: "invalid_request", 404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)
+
+    @property
+    def type(self) -> str:
+        if self.status == 429:
+            return "rate_limit_error"
+        return "invalid_request_error" if self.status < 500 else "server_error"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": str(max(1, round(self.retry_after)))} if self.retry_after else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    n: int = 1
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def sampling(self, default_max_tokens: int) -> SamplingParams:
+        if self.n != 1:
+            raise APIError(400, "n: only n=1 is supported", param="n")
+        max_tokens = self.max_tokens if self.max_tokens is not None else default_max_tokens
+        if max_tokens < 1:
+            raise APIError(400, "max_tokens: must be at least 1", param="max_tokens")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        if any(not s for s in stop):
+            raise APIError(400, "stop: strings must be non-empty", param="stop")
+        try:
+            return SamplingParams(
+                max_tokens=max_tokens,
+                temperature=1.0 if self.temperature is None else self.temperature,
+                top_p=1.0 if self.top_p is None else self.top_p,
+                top_k=max(0, self.top_k or 0),
+                seed=self.seed,
+                stop=stop,
+                stop_token_ids=tuple(self.stop_token_ids or ()),
+                ignore_eos=self.ignore_eos,
+            )
+        except ValueError as exc:
+            raise APIError(400, str(exc), param=str(exc).split(":")[0]) from exc
+
+
+class ChatRequest(_Common):
+    messages: list[Any] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[int] | list[str] | list[list[int]]
+    return_token_ids: bool = False
+    echo: bool = False
+
+    def single_prompt(self) -> str | list[int]:
+        p = self.prompt
+        if isinstance(p, list) and p and isinstance(p[0], str | list):
+            if len(p) != 1:
+                raise APIError(400, "prompt: batched prompts are not supported; send one", param="prompt")
+            p = p[0]
+        if isinstance(p, list) and not p:
+            raise APIError(400, "prompt: must not be empty", param="prompt")
+        return p  # type: ignore[return-value]
+
+
+def parse(model: type[BaseModel], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise APIError(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = str(err["loc"][0]) if err["loc"] else None
+        raise APIError(400, f"{param or 'body'}: {err['msg']}", param=param) from exc

@@ -1,0 +1,66 @@
+"""The checkpoint's tokenizer (``tokenizer.json``) and incremental detokenisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+
+from supernode.engine import tokens as T
+
+
+class Tokenizer:
+    """Thin wrapper over ``tokenizers.Tokenizer`` with the DeepSeek special-token ids resolved once."""
+
+    def __init__(self, tok: HFTokenizer) -> None:
+        self._tok = tok
+        missing = [t for t in (T.EOS, T.THINK_CLOSE) if tok.token_to_id(t) is None]
+        if missing:
+            raise ValueError(f"tokenizer lacks special tokens {missing}")
+        self.eos_id: int = tok.token_to_id(T.EOS)
+        self.think_close_id: int = tok.token_to_id(T.THINK_CLOSE)
+        self.vocab_size: int = tok.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> Tokenizer:
+        path = Path(model_dir) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer.json in {model_dir}")
+        return cls(HFTokenizer.from_file(str(path)))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=True))
+
+
+class IncrementalDecoder:
+    """Turns a growing token stream into text deltas without ever splitting a UTF-8 character.
+
+    Decodes a short window (``prefix_offset``..end) and emits only text past the already-emitted
+    part of that window, holding back while the tail is an incomplete character (U+FFFD).
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tok = tokenizer
+        self._ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        prefix_text = self._tok.decode(self._ids[self._prefix : self._read])
+        full = self._tok.decode(self._ids[self._prefix :])
+        if len(full) > len(prefix_text) and not full.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self._ids)
+            return full[len(prefix_text) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is held back (at the end of the stream)."""
+        prefix_text = self._tok.decode(self._ids[self._prefix : self._read])
+        full = self._tok.decode(self._ids[self._prefix :])
+        self._prefix = self._read = len(self._ids)
+        return full[len(prefix_text) :]
