@@ -92,3 +92,15 @@ def test_the_router_config_maps_the_retired_aliases_to_their_modes(tmp_path: Pat
     assert conf["models"]["aliases"]["deepseek-chat"] == {"model": flash, "mode": "non-think"}
     assert conf["models"]["aliases"]["deepseek-reasoner"] == {"model": flash, "mode": "think-high"}
     assert conf["discovery"]["type"] == "local"
+
+
+def test_the_example_tenants_parse_and_the_snippet_key_authenticates() -> None:
+    from supernode.cli.local.report import first_api_key
+    from supernode.router.admission.tenants import TenantDirectory, parse_tenants
+
+    path = EXAMPLES / "tenants.yaml"
+    parsed = parse_tenants(path.read_text(), source=str(path))
+    tiers = {t.id: t.tier for t in parsed.tenants}
+    assert len(tiers) == 2 and len(set(tiers.values())) == 2
+    key = first_api_key(path)
+    assert TenantDirectory(parsed, source=str(path)).authenticate(key).id == "acme"

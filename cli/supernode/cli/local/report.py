@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from supernode.cli.local.statefile import LocalState
 
@@ -27,38 +25,16 @@ def stack_table(state: LocalState) -> str:
     return table(rows)
 
 
-def _find_key(node: Any) -> str | None:
-    """The first API key in a tenants document, whatever its exact nesting."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k in ("key", "apiKey", "api_key") and isinstance(v, str):
-                return v
-            if k in ("keys", "apiKeys", "api_keys") and isinstance(v, list) and v:
-                first = v[0]
-                if isinstance(first, str):
-                    return first
-                found = _find_key(first)
-                if found:
-                    return found
-        for v in node.values():
-            found = _find_key(v)
-            if found:
-                return found
-    elif isinstance(node, list):
-        for v in node:
-            found = _find_key(v)
-            if found:
-                return found
-    return None
-
-
 def first_api_key(tenants: Path | None) -> str:
+    """The first plain key a local tenants file shows in a comment (`api key: sk-...`): the router
+    itself only knows digests, so a snippet can only be ready to paste when the file says the key."""
     if tenants is None:
         return "none"
     try:
-        return _find_key(yaml.safe_load(tenants.read_text())) or "YOUR_KEY"
-    except (OSError, yaml.YAMLError):
+        m = re.search(r"api key:\s*(\S+)", tenants.read_text())
+    except OSError:
         return "YOUR_KEY"
+    return m.group(1) if m else "YOUR_KEY"
 
 
 def snippets(router_url: str, model: str, api_key: str) -> str:

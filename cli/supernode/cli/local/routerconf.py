@@ -32,5 +32,5 @@ def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: 
         "models": {"aliases": aliases},
         "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},
         "admission": admission,
-        "metering": {"path": str((state_dir / LEDGER_FILE).resolve())},
+        "metering": {"ledger_path": str((state_dir / LEDGER_FILE).resolve())},
     }
