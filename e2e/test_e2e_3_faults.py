@@ -1,0 +1,71 @@
+"""Failures: kill -9 an engine rank mid-stream, kill -9 the router. Depends on: local runtime
+supervision (gang restart, router restart), engine health, router retries + readiness, the
+usage ledger."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+import openai
+
+from supernode.api import constants as C
+
+NON_THINK = {"thinking": {"type": "disabled"}}
+
+
+def _group(stack: Any, deployment: str, index: int) -> Any:
+    return next(g for g in stack.state().groups if g.deployment == deployment and g.group == index)
+
+
+def test_kill_9_a_rank_mid_stream_fails_explicitly_and_the_group_restarts(stack: Any) -> None:
+    before = _group(stack, "pro", 0)
+    assert before.phase == "Ready" and len(before.ranks) == 2
+    client = stack.openai()
+    stream = client.chat.completions.create(
+        model=stack.PRO, messages=[{"role": "user", "content": "a long answer please"}], max_tokens=400,
+        stream=True, extra_body={**NON_THINK, "ignore_eos": True})
+    outcome = "no failure seen"
+    t0 = time.monotonic()
+    try:
+        for i, chunk in enumerate(stream):
+            if i == 1:
+                os.kill(before.ranks[1].pid, signal.SIGKILL)  # the worker: the leader's HTTP stays up
+            if chunk.choices and chunk.choices[0].finish_reason:
+                outcome = f"finished: {chunk.choices[0].finish_reason}"
+    except (openai.APIError, httpx.HTTPError) as exc:
+        outcome = f"failed: {type(exc).__name__}"
+    assert time.monotonic() - t0 < 60, "the broken stream must end, not hang"
+    assert outcome.startswith("failed") or outcome in ("finished: error", "finished: length"), outcome
+    stack.wait_for("pro/0 to be restarted", lambda: _group(stack, "pro", 0).restarts >= 1, 30)
+    stack.wait_for("pro/0 to be ready again", lambda: _group(stack, "pro", 0).phase == "Ready", 180)
+    after = _group(stack, "pro", 0)
+    assert {r.pid for r in after.ranks}.isdisjoint({r.pid for r in before.ranks})
+    deadline = time.monotonic() + 30  # the router re-reads the endpoint file within ~1 s
+    while True:
+        try:
+            r = client.chat.completions.create(model=stack.PRO, messages=[{"role": "user", "content": "again"}],
+                                               max_tokens=4, extra_body=NON_THINK)
+            break
+        except openai.APIStatusError:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    assert r.usage is not None and r.usage.completion_tokens >= 1
+
+
+def test_kill_9_the_router_keeps_answered_usage_in_the_ledger(stack: Any) -> None:
+    raw = stack.openai().chat.completions.with_raw_response.create(
+        model=stack.FLASH, messages=[{"role": "user", "content": "meter me"}], max_tokens=3, extra_body=NON_THINK)
+    request_id = raw.headers[C.HEADER_REQUEST_ID]
+    assert raw.parse().usage is not None
+    state = stack.state()
+    assert state.router_pid
+    os.kill(state.router_pid, signal.SIGKILL)
+    stack.wait_for("the router to be restarted", lambda: stack.state().router_restarts >= state.router_restarts + 1
+                   and stack.state().router_phase == "Ready", 90)
+    rows = stack.usage_rows("acme")
+    mine = [r for r in rows if r["request_id"] == request_id]
+    assert len(mine) == 1 and mine[0]["status"] == "ok" and int(mine[0]["completion_tokens"]) >= 1  # type: ignore[call-overload]
