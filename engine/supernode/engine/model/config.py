@@ -1,0 +1,137 @@
+"""Typed view of a DeepSeek-V3-family `config.json` (no transformers needed at runtime)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from supernode.engine.config import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RopeConfig:
+    """RoPE settings in transformers v5 `rope_parameters` form (legacy `rope_scaling` is folded in)."""
+
+    rope_type: str = "default"  # default | yarn
+    theta: float = 10000.0
+    factor: float = 1.0
+    original_max_position_embeddings: int = 4096
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any]) -> RopeConfig:
+        params = dict(raw.get("rope_parameters") or raw.get("rope_scaling") or {})
+        rope_type = params.get("rope_type", params.get("type", "default"))
+        if rope_type not in ("default", "yarn"):
+            raise ConfigError(f"rope_parameters.rope_type: not implemented: {rope_type!r} (default and yarn are)")
+        max_pos = int(raw.get("max_position_embeddings", 4096))
+        return cls(
+            rope_type=rope_type,
+            theta=float(params.get("rope_theta", raw.get("rope_theta", 10000.0))),
+            factor=float(params.get("factor") or 1.0),
+            original_max_position_embeddings=int(params.get("original_max_position_embeddings") or max_pos),
+            beta_fast=float(params.get("beta_fast") or 32),
+            beta_slow=float(params.get("beta_slow") or 1),
+            mscale=params.get("mscale"),
+            mscale_all_dim=params.get("mscale_all_dim"),
+            attention_factor=params.get("attention_factor"),
+            truncate=bool(params.get("truncate", True)),
+        )
+
+
+def _req(raw: dict[str, Any], name: str) -> Any:
+    if name not in raw:
+        raise ConfigError(f"config.json: missing field {name!r}")
+    return raw[name]
+
+
+@dataclass(frozen=True, slots=True)
+class DeepseekV3Config:
+    """The fields of a `deepseek_v3` config.json the engine uses."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    moe_intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    n_routed_experts: int
+    n_shared_experts: int
+    num_experts_per_tok: int
+    n_group: int
+    topk_group: int
+    first_k_dense_replace: int
+    routed_scaling_factor: float
+    norm_topk_prob: bool
+    kv_lora_rank: int
+    q_lora_rank: int | None
+    qk_rope_head_dim: int
+    qk_nope_head_dim: int
+    v_head_dim: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    rope_interleave: bool
+    attention_bias: bool
+    hidden_act: str
+    rope: RopeConfig
+    torch_dtype: str | None
+    bos_token_id: int | None
+    eos_token_id: int | list[int] | None
+    model_type: str = "deepseek_v3"
+    quantization: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any]) -> DeepseekV3Config:
+        if raw.get("hidden_act", "silu") != "silu":
+            raise ConfigError(f"config.json: hidden_act: not implemented: {raw['hidden_act']!r} (silu is)")
+        n_experts = int(_req(raw, "n_routed_experts"))
+        cfg = cls(
+            vocab_size=int(_req(raw, "vocab_size")),
+            hidden_size=int(_req(raw, "hidden_size")),
+            intermediate_size=int(_req(raw, "intermediate_size")),
+            moe_intermediate_size=int(_req(raw, "moe_intermediate_size")),
+            num_hidden_layers=int(_req(raw, "num_hidden_layers")),
+            num_attention_heads=int(_req(raw, "num_attention_heads")),
+            n_routed_experts=n_experts,
+            n_shared_experts=int(raw.get("n_shared_experts") or 0),
+            num_experts_per_tok=int(_req(raw, "num_experts_per_tok")),
+            n_group=int(raw.get("n_group") or 1),
+            topk_group=int(raw.get("topk_group") or 1),
+            first_k_dense_replace=int(raw.get("first_k_dense_replace") or 0),
+            routed_scaling_factor=float(raw.get("routed_scaling_factor", 1.0)),
+            norm_topk_prob=bool(raw.get("norm_topk_prob", True)),
+            kv_lora_rank=int(_req(raw, "kv_lora_rank")),
+            q_lora_rank=None if raw.get("q_lora_rank") is None else int(raw["q_lora_rank"]),
+            qk_rope_head_dim=int(_req(raw, "qk_rope_head_dim")),
+            qk_nope_head_dim=int(_req(raw, "qk_nope_head_dim")),
+            v_head_dim=int(_req(raw, "v_head_dim")),
+            max_position_embeddings=int(raw.get("max_position_embeddings", 4096)),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            rope_interleave=bool(raw.get("rope_interleave", True)),
+            attention_bias=bool(raw.get("attention_bias", False)),
+            hidden_act="silu",
+            rope=RopeConfig.from_hf(raw),
+            torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_id=raw.get("eos_token_id"),
+            model_type=str(raw.get("model_type", "deepseek_v3")),
+            quantization=raw.get("quantization_config"),
+            raw=raw,
+        )
+        if cfg.n_routed_experts % cfg.n_group:
+            raise ConfigError("config.json: n_routed_experts must be divisible by n_group")
+        if cfg.topk_group > cfg.n_group:
+            raise ConfigError("config.json: topk_group must be <= n_group")
+        return cfg
