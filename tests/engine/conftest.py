@@ -15,7 +15,12 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from supernode.engine import tokens as T
 from supernode.engine.tokenizer import Tokenizer
 
-CORPUS = ["hello world", "the quick brown fox jumps over the lazy dog", "supernode serves models", "héllo wörld ✓ 你好"] * 20
+CORPUS = [
+    "hello world",
+    "the quick brown fox jumps over the lazy dog",
+    "supernode serves models",
+    "héllo wörld ✓ 你好",
+] * 20
 
 
 def build_tokenizer_json(path: Path, vocab_size: int = 400) -> Path:
@@ -23,7 +28,10 @@ def build_tokenizer_json(path: Path, vocab_size: int = 400) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(T.SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        show_progress=False,
+        special_tokens=list(T.SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
     tok.save(str(path))
@@ -122,3 +130,8 @@ class ServerThread:
     def __exit__(self, *_: Any) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server_thread() -> type[ServerThread]:
+    return ServerThread

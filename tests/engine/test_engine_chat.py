@@ -54,7 +54,9 @@ def test_template_shapes_per_mode() -> None:
     assert render_chat(MSGS, Mode.THINK_HIGH).endswith(f"{T.ASSISTANT}{T.THINK_OPEN}")
     think_max = render_chat(MSGS, Mode.THINK_MAX)
     assert think_max.startswith(T.BOS + T.THINK_MAX_PREFIX) and think_max.endswith(T.THINK_OPEN)
-    multi = render_chat([*MSGS, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "again"}], Mode.NON_THINK)
+    multi = render_chat(
+        [*MSGS, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "again"}], Mode.NON_THINK
+    )
     assert f"{T.ASSISTANT}{T.THINK_CLOSE}yo{T.EOS}{T.USER}again" in multi
 
 

@@ -10,7 +10,15 @@ from supernode.api.models import Mode
 from supernode.engine import tokens as T
 from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
 
-_EFFORT = {"minimal": "high", "low": "high", "medium": "high", "high": "high", "xhigh": "max", "max": "max", "ultra": "max"}
+_EFFORT = {
+    "minimal": "high",
+    "low": "high",
+    "medium": "high",
+    "high": "high",
+    "xhigh": "max",
+    "max": "max",
+    "ultra": "max",
+}
 
 
 class ChatError(ValueError):

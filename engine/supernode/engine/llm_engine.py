@@ -7,6 +7,7 @@ to the engine thread through a locked inbox. Results go back with ``loop.call_so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -217,8 +218,8 @@ class LLMEngine:
                     self._by_seq[handle.seq.seq_id] = handle
                     self.scheduler.add(handle.seq)
                 for rid in aborts:
-                    if (handle := self._active.get(rid)) is not None:
-                        self.scheduler.abort(handle.seq)
+                    if (aborted := self._active.get(rid)) is not None:
+                        self.scheduler.abort(aborted.seq)
                 self.step()
         except BaseException as exc:  # a runner failure ends the engine; the server exits non-zero
             log.exception("engine loop failed")
@@ -299,10 +300,8 @@ class LLMEngine:
         )
 
     def _send(self, handle: RequestHandle, out: Output) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the client's event loop is gone
             handle.loop.call_soon_threadsafe(handle.queue.put_nowait, out)
-        except RuntimeError:  # the client's event loop is gone
-            pass
 
     def _publish(self, events: list[KVEvent]) -> None:
         if not events:

@@ -29,14 +29,18 @@ class EngineMetrics:
         self.waiting = gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled").labels(m)
         self.gpu_cache_usage = gauge("vllm:gpu_cache_usage_perc", "KV-cache block usage (1 = 100%)").labels(m)
         self.kv_cache_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache block usage (1 = 100%)").labels(m)
-        self.prefix_queries = counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache").labels(m)
+        self.prefix_queries = counter(
+            "vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache"
+        ).labels(m)
         self.prefix_hits = counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache").labels(m)
         self.prompt_tokens = counter("vllm:prompt_tokens", "Prompt tokens processed").labels(m)
         self.generation_tokens = counter("vllm:generation_tokens", "Tokens generated").labels(m)
         self.preemptions = counter("vllm:num_preemptions", "Sequences preempted (recomputed)").labels(m)
         self._success = counter("vllm:request_success", "Finished requests", ("finished_reason",))
         self._model = m
-        self.rejected = counter("supernode:engine_requests_rejected", "Requests refused because the queue is full").labels(m)
+        self.rejected = counter(
+            "supernode:engine_requests_rejected", "Requests refused because the queue is full"
+        ).labels(m)
         self.ttft = hist("vllm:time_to_first_token_seconds", "Time to first token", _LATENCY_BUCKETS).labels(m)
         self.itl = hist("vllm:inter_token_latency_seconds", "Time between output tokens", _LATENCY_BUCKETS).labels(m)
         self.tpot = hist("vllm:time_per_output_token_seconds", "Time per output token", _LATENCY_BUCKETS).labels(m)

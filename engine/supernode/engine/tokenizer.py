@@ -15,11 +15,11 @@ class Tokenizer:
 
     def __init__(self, tok: HFTokenizer) -> None:
         self._tok = tok
-        missing = [t for t in (T.EOS, T.THINK_CLOSE) if tok.token_to_id(t) is None]
-        if missing:
-            raise ValueError(f"tokenizer lacks special tokens {missing}")
-        self.eos_id: int = tok.token_to_id(T.EOS)
-        self.think_close_id: int = tok.token_to_id(T.THINK_CLOSE)
+        eos, close = tok.token_to_id(T.EOS), tok.token_to_id(T.THINK_CLOSE)
+        if eos is None or close is None:
+            raise ValueError(f"tokenizer lacks the special tokens {T.EOS!r} and {T.THINK_CLOSE!r}")
+        self.eos_id: int = eos
+        self.think_close_id: int = close
         self.vocab_size: int = tok.get_vocab_size(with_added_tokens=True)
 
     @classmethod

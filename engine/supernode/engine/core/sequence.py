@@ -131,7 +131,11 @@ class Sequence:
                 self.num_reasoning_tokens += 1
         p = self.params
         is_close = self.reasoning is not None and token == self.reasoning.think_close_id
-        if self.reasoning_done and not is_close and ((not p.ignore_eos and token in eos_ids) or token in p.stop_token_ids):
+        if (
+            self.reasoning_done
+            and not is_close
+            and ((not p.ignore_eos and token in eos_ids) or token in p.stop_token_ids)
+        ):
             self.finish_reason = FinishReason.STOP
             return
         if self.num_output_tokens >= p.max_tokens:

@@ -61,7 +61,9 @@ def build_app(state: ServerState) -> FastAPI:
         if name not in (state.model_name, *state.aliases):
             raise APIError(404, f"model {name!r} is not served here (serving {state.model_name!r})", param="model")
 
-    def submit(eng: LLMEngine, ids: list[int], req: ChatRequest | CompletionRequest, budget: int | None) -> RequestHandle:
+    def submit(
+        eng: LLMEngine, ids: list[int], req: ChatRequest | CompletionRequest, budget: int | None
+    ) -> RequestHandle:
         limit, is_chat = eng.options.max_model_len, isinstance(req, ChatRequest)
         if len(ids) + 1 > limit:
             param = "messages" if is_chat else "prompt"
