@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,29 @@ def test_month_boundaries_are_utc_calendar_months() -> None:
     assert next_month_start(JAN_31) == calendar.timegm((2026, 2, 1, 0, 0, 0))
     dec = calendar.timegm((2025, 12, 15, 0, 0, 0))
     assert next_month_start(dec) == calendar.timegm((2026, 1, 1, 0, 0, 0))
+
+
+def test_config_accepts_snake_and_camel_case_and_resolves_relative_paths(tmp_path: Path) -> None:
+    from supernode.router.admission import AdmissionConfig
+    from supernode.router.metering import MeteringConfig
+
+    a = AdmissionConfig.model_validate({"tenants_file": "t.yaml", "queue": {"max_wait_seconds": 5}})
+    b = AdmissionConfig.model_validate({"tenantsFile": "t.yaml", "queue": {"maxWaitSeconds": 5}})
+    assert a == b and a.with_base_dir(tmp_path).tenants_file == tmp_path / "t.yaml"
+    m = MeteringConfig.model_validate({"ledger_path": "u.db"}).with_base_dir(tmp_path)
+    assert m.ledger_path == tmp_path / "u.db"
+    with pytest.raises(ValueError, match=r"max_wait_seconds|maxWaitSeconds"):
+        AdmissionConfig.model_validate({"queue": {"max_wait_seconds": 0}})
+    with pytest.raises(ValueError, match="two rules"):
+        rule = {"from": {"model": "m", "mode": "think-max"}, "to": [{"model": "m", "mode": "think-high"}]}
+        AdmissionConfig.model_validate({"spill_over": {"rules": [rule, rule]}})
+
+
+def test_capacity_helper() -> None:
+    from supernode.router.admission.config import CapacityConfig
+
+    c = CapacityConfig.model_validate({"per_group_concurrency": 8, "per_model_concurrency": {"pro": 4}})
+    assert c.pool_capacity("flash", 3) == 24 and c.pool_capacity("pro", 3) == 12
+    assert c.pool_capacity("flash", 3, engine_max=16) == 48
+    assert c.pool_capacity("flash", 3, capacity_limited=True) == 12
+    assert c.pool_capacity("flash", 1, capacity_limited=True) == 4 and c.pool_capacity("flash", 0) == 0

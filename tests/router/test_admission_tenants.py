@@ -143,3 +143,15 @@ async def test_stop_is_idempotent_and_cancels_tasks(tmp_path: Path) -> None:
     await gate.stop()
     await gate.stop()
     assert all(t.done() for t in tasks)
+
+
+def test_hash_key_helper_prints_a_tenants_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    from supernode.router.admission.hash_key import main
+
+    assert main(["sk-local-bob-free"]) == 0
+    out = capsys.readouterr().out
+    assert hash_key("sk-local-bob-free") in out and "sk-local-bob-free" not in out.replace("'sk-local'", "")
+    parsed = parse_tenants(
+        "tenants:\n  - id: bob\n    keys:\n" + "".join("      " + line + "\n" for line in out.splitlines())
+    )
+    assert parsed.tenants[0].keys[0].prefix == "sk-local"
