@@ -182,7 +182,8 @@ class AdmissionGatekeeper:
         expected = self.expected_wait(tenant.priority, cands)
         if expected > q.max_wait_seconds:
             raise self._reject(
-                tenant, "queue_wait",
+                tenant,
+                "queue_wait",
                 f"expected queue wait {expected:.1f}s exceeds the bound of {q.max_wait_seconds:.0f}s",
                 expected - q.max_wait_seconds,
             )
@@ -201,7 +202,9 @@ class AdmissionGatekeeper:
         except TimeoutError:
             self._abandon(waiter, limiter, estimate)
             raise self._reject(
-                tenant, "queue_timeout", f"waited {q.max_wait_seconds:.0f}s in the admission queue",
+                tenant,
+                "queue_timeout",
+                f"waited {q.max_wait_seconds:.0f}s in the admission queue",
                 self.expected_wait(tenant.priority, cands) or q.max_wait_seconds,
             ) from None
         except asyncio.CancelledError:

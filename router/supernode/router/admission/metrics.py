@@ -20,12 +20,12 @@ class AdmissionMetrics:
             registry=r,
         )
         self.rejections = Counter(
-            "supernode_router_admission_rejections_total", "Requests rejected at admission", ["reason", "tier"],
+            "supernode_router_admission_rejections_total",
+            "Requests rejected at admission",
+            ["reason", "tier"],
             registry=r,
         )
-        self.admitted = Counter(
-            "supernode_router_admitted_total", "Requests admitted", ["tier", "spilled"], registry=r
-        )
+        self.admitted = Counter("supernode_router_admitted_total", "Requests admitted", ["tier", "spilled"], registry=r)
         self.in_flight = Gauge(
             "supernode_router_pool_in_flight", "Admitted requests in flight per pool", ["model", "mode"], registry=r
         )
