@@ -98,6 +98,8 @@ def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int,
         "--model-dir", str(model_dir), "--served-model-name", md.spec.model.name,
         "--host", LOCALHOST, "--port", str(port), "--device", device,
         "--tensor-parallel", str(md.spec.parallelism.tensor),
+        "--expert-parallel", str(md.spec.parallelism.expert),
+        *(arg for alias in md.spec.model.aliases for arg in ("--alias", alias)),
         *md.spec.engine.args,
     )
 
