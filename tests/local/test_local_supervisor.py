@@ -148,3 +148,19 @@ def test_a_group_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> No
     finally:
         sup.shutdown(drain_seconds=1)
     assert not any(procs.pid_alive(p) for p in all_pids(sup))
+
+
+def test_status_probes_what_the_state_file_records(stack: Supervisor) -> None:
+    from supernode.cli.local.status import collect
+
+    stack.start(threading.Event(), timeout=30, interval=0.05)
+    got = collect(stack.state_dir)
+    assert got is not None
+    probes, _models = got
+    assert {p.name: (p.health, p.alive, p.phase) for p in probes} == {
+        name: ("200", True, "Ready") for name in ("router", "pro/0", "flash/0", "flash/1")}
+    os.kill(stack.children["flash/1"][0].pid, signal.SIGKILL)
+    stack.children["flash/1"][0].proc.wait()
+    probes, _ = collect(stack.state_dir) or ([], [])
+    flash1 = next(p for p in probes if p.name == "flash/1")
+    assert flash1.health == "down" and not flash1.alive

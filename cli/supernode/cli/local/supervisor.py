@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from supernode.api import constants as C
 from supernode.api.endpoints import EndpointFile
 from supernode.cli.local import machine as M
 from supernode.cli.local import procs
@@ -53,6 +54,7 @@ class Supervisor:
         self._detail: dict[str, str] = {}  # last health detail printed per unit (progress output)
         self._t0 = time.monotonic()
         self._client = httpx.Client(timeout=probe_timeout, trust_env=False)
+        self._ports = procs.free_ports(avoid=frozenset(g.port for g in groups))
 
     # --- helpers ---------------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
@@ -97,8 +99,12 @@ class Supervisor:
             self.children[unit] = [procs.spawn("router", r.argv, r.env, logs / r.log_name)]
         else:
             g = self.groups[unit]
+            # A restarted world gets a fresh rendezvous port: the dead leader's may linger in TIME_WAIT.
+            rdzv = str(next(self._ports)) if self.units[unit].restarts else str(g.rendezvous_port)
             self.children[unit] = [
-                procs.spawn(f"rank {r.rank}", r.argv, {**os.environ, **r.env}, logs / r.log_name) for r in g.ranks]
+                procs.spawn(f"rank {r.rank}", r.argv, {**os.environ, **r.env, C.ENV_LEADER_PORT: rdzv},
+                            logs / r.log_name)
+                for r in g.ranks]
         self._detail.pop(unit, None)
         pids = ", ".join(c.what for c in self.children[unit])
         self._say(f"{unit}: started {pids}")
