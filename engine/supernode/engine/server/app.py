@@ -6,7 +6,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,10 @@ class ServerState:
     engine: LLMEngine | None = None
 
 
-def build_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="supernode engine", docs_url=None, redoc_url=None)
+def build_app(
+    state: ServerState, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
+) -> FastAPI:
+    app = FastAPI(title="supernode engine", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.server = state
 
     @app.exception_handler(APIError)

@@ -1,0 +1,128 @@
+"""`supernode engine serve` as real processes on a tiny checkpoint: health, chat, TP=2 parity, rank death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from supernode.api.constants import ENV_LEADER_ADDR, ENV_LEADER_PORT, ENV_RANK, ENV_WORLD_SIZE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    cmd = [sys.executable, "-m", "supernode.cli", "engine", "init-checkpoint", str(out), "--preset", "tiny"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    return out
+
+
+class Served:
+    def __init__(self, model_dir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, ENV_RANK: "0", ENV_WORLD_SIZE: "1", ENV_LEADER_ADDR: "127.0.0.1"}
+        env[ENV_LEADER_PORT] = str(free_port())
+        cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(model_dir)]
+        cmd += ["--port", str(self.port), "--served-model-name", "tiny", "--num-kv-blocks", "128", *extra]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stdout.read() if self.proc.stdout else ""
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("engine did not become healthy")
+
+    def children(self) -> list[int]:
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                out.append(int(stat.parent.name))
+        return out
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def served(tiny_checkpoint: Path) -> Iterator[Served]:
+    s = Served(tiny_checkpoint)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def greedy_ids(url: str) -> list[int]:
+    body = {"model": "tiny", "prompt": "hello world", "max_tokens": 12, "temperature": 0, "return_token_ids": True}
+    r = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return list(r.json()["choices"][0]["token_ids"])
+
+
+def test_serve_health_chat_modes_and_clean_stop(served: Served) -> None:
+    served.wait_healthy()
+    msgs = [{"role": "user", "content": "hello"}]
+    for kwargs, has_reasoning in (({"thinking": False}, False), ({"thinking": True, "reasoning_effort": "max"}, True)):
+        body = {"model": "tiny", "messages": msgs, "max_tokens": 24, "chat_template_kwargs": kwargs, "seed": 3}
+        r = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        msg = r.json()["choices"][0]["message"]
+        assert ("reasoning_content" in msg) is has_reasoning
+    ids = greedy_ids(served.url)
+    assert ids == greedy_ids(served.url)  # the second run hits the prefix cache and decodes the same
+    assert served.stop() in (0, -signal.SIGTERM)
+
+
+def test_two_ranks_match_one_and_a_dead_rank_stops_the_leader(tiny_checkpoint: Path) -> None:
+    one = Served(tiny_checkpoint)
+    try:
+        one.wait_healthy()
+        expected = greedy_ids(one.url)
+    finally:
+        one.stop()
+    two = Served(tiny_checkpoint, "--nproc-per-node", "2", "--tensor-parallel", "2", "--expert-parallel", "2")
+    try:
+        two.wait_healthy()
+        assert greedy_ids(two.url) == expected
+        (follower,) = two.children()
+        os.kill(follower, signal.SIGKILL)
+        assert two.proc.wait(30) not in (0, None)
+    finally:
+        two.stop()
+
+
+def test_bad_model_dir_fails_fast(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(tmp_path), "--port", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "config.json" in r.stderr
