@@ -150,6 +150,8 @@ class ModelRunner:
                 raise ValueError(f"batch[{i}]: no tokens to compute")
             if s.start_pos + len(s.token_ids) > self.max_model_len:
                 raise ValueError(f"batch[{i}]: {s.start_pos + len(s.token_ids)} tokens exceed max_model_len")
+            if s.start_pos < 0 or any(not 0 <= b < self.num_kv_blocks for b in s.block_table):
+                raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
         work = [(list(s.token_ids), s.start_pos, list(s.block_table)) for s in batch]
         if self.env.world_size > 1:
             self._broadcast(work)

@@ -1,0 +1,126 @@
+"""Tensor/expert parallel over real gloo processes on 127.0.0.1, and peer-loss handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from supernode.api.constants import ENV_LEADER_ADDR, ENV_LEADER_PORT, ENV_RANK, ENV_WORLD_SIZE
+from supernode.engine.checkpoint import init_checkpoint
+from supernode.engine.distributed import PEER_LOST_EXIT_CODE, DistEnv
+
+WORKER = Path(__file__).with_name("engine_model_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(model_dir: Path, tp: int, ep: int, world: int, out: Path, scenario: str) -> list[subprocess.Popen[str]]:
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = {
+            **os.environ,
+            ENV_RANK: str(rank),
+            ENV_WORLD_SIZE: str(world),
+            ENV_LEADER_ADDR: "127.0.0.1",
+            ENV_LEADER_PORT: str(port),
+        }
+        args = [sys.executable, str(WORKER), str(model_dir), str(tp), str(ep), str(out), scenario]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen[str]], timeout: float = 60) -> None:
+    for p in procs:
+        out, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, out
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-dist")
+    init_checkpoint(str(path), "tiny", seed=7)
+    return path
+
+
+def test_tp_and_ep_match_single_process(ckpt: Path, tmp_path: Path) -> None:
+    layouts = {"single": (1, 1, 1), "tp2": (2, 1, 2), "ep2": (1, 2, 2), "tp2ep2": (2, 2, 2)}
+    running = {
+        name: _spawn(ckpt, tp, ep, w, tmp_path / f"{name}.pt", "generate") for name, (tp, ep, w) in layouts.items()
+    }
+    for procs in running.values():
+        _finish(procs)
+    ref = torch.load(tmp_path / "single.pt")
+    for name in ("tp2", "ep2", "tp2ep2"):
+        got = torch.load(tmp_path / f"{name}.pt")
+        assert torch.equal(got["tokens"], ref["tokens"]), name
+        assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, name
+
+
+def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "READY" in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    pytest.fail(f"rank 0 never became ready (rc={proc.poll()})")
+
+
+@pytest.mark.parametrize("scenario", ["idle", "busy"])
+def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, scenario: str) -> None:
+    leader, follower = _spawn(ckpt, 2, 1, 2, tmp_path / "x.pt", scenario)
+    try:
+        _wait_ready(leader)
+        follower.send_signal(signal.SIGKILL)
+        start = time.monotonic()
+        rc = leader.wait(timeout=15)
+        elapsed = time.monotonic() - start
+    finally:
+        for p in (leader, follower):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert rc != 0
+    assert elapsed < 10, f"leader took {elapsed:.1f}s to notice"
+    if scenario == "idle":  # nothing in flight: only the heartbeat can notice
+        assert rc == PEER_LOST_EXIT_CODE
+
+
+def test_follower_exits_nonzero_when_leader_dies(ckpt: Path, tmp_path: Path) -> None:
+    leader, follower = _spawn(ckpt, 2, 1, 2, tmp_path / "x.pt", "idle")
+    try:
+        _wait_ready(leader)
+        leader.send_signal(signal.SIGKILL)
+        rc = follower.wait(timeout=15)
+    finally:
+        for p in (leader, follower):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert rc != 0
+
+
+def test_dist_env_from_env_with_local_ranks() -> None:
+    env = {ENV_RANK: "1", ENV_WORLD_SIZE: "2", ENV_LEADER_ADDR: "leader.svc", ENV_LEADER_PORT: "1234"}
+    got = DistEnv.from_env(env, nproc_per_node=4, local_rank=3)
+    assert got == DistEnv(rank=7, world_size=8, local_rank=3, leader_addr="leader.svc", leader_port=1234)
+    assert DistEnv.from_env({}) == DistEnv()
+    with pytest.raises(ValueError, match="SUPERNODE_RANK"):
+        DistEnv.from_env({ENV_RANK: "2", ENV_WORLD_SIZE: "2"})
+    with pytest.raises(ValueError, match="nproc-per-node"):
+        DistEnv.from_env({}, nproc_per_node=2, local_rank=2)
