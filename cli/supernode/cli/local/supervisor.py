@@ -74,7 +74,8 @@ class Supervisor:
             self._act(action)
         after = self.units[unit]
         if after.phase is not before.phase:
-            self._say(f"{unit}: {after.phase.value}{f' ({after.reason})' if after.reason else ''}")
+            why = f" ({after.reason})" if after.reason and after.reason != after.phase.value.lower() else ""
+            self._say(f"{unit}: {after.phase.value}{why}")
             self._publish()
 
     def _act(self, action: M.Action) -> None:
