@@ -76,7 +76,8 @@ def default_meter(config: RouterConfig) -> Meter:
     return build_meter(MeteringConfig.model_validate(config.metering))  # type: ignore[no-any-return]
 
 
-def _build_discovery(config: RouterConfig, apply: Callable[[list[Endpoint]], None]) -> FileDiscovery | KubernetesDiscovery:
+def _build_discovery(config: RouterConfig,
+                     apply: Callable[[list[Endpoint]], None]) -> FileDiscovery | KubernetesDiscovery:
     d = config.discovery
     if d.type == "kubernetes":
         return KubernetesDiscovery(apply, namespace=d.namespace, relist_interval_s=d.relist_interval_s,
