@@ -102,12 +102,12 @@ def test_anthropic_messages_thinking_blocks_only_when_thinking(stack: Any) -> No
 
 def test_anthropic_streaming_and_claude_names_map_to_flash(stack: Any) -> None:
     client = stack.anthropic()
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=8, messages=HELLO,
+    with client.messages.stream(model="claude-sonnet-5", max_tokens=8, messages=HELLO,
                                 thinking={"type": "enabled", "budget_tokens": 1024}) as s:
         events = [e.type for e in s]
         final = s.get_final_message()
     assert "message_start" in events and "message_stop" in events
-    assert final.model in (stack.FLASH, "claude-sonnet-4-5")
+    assert final.model in (stack.FLASH, "claude-sonnet-5")
     assert any(b.type == "thinking" for b in final.content)
 
 

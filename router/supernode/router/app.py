@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from supernode.api.endpoints import Endpoint
+from supernode.router.admin_mount import mount_admin, start_gatekeeper, stop_gatekeeper
 from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.config import RouterConfig
@@ -121,9 +122,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory = 
             tasks.append(asyncio.create_task(scraper.run(), name="scraper"))
         app.state.router = RouterState(config, table, profile, metrics, gatekeeper, meter, service, client,
                                        discovery, scraper, tasks)
+        await start_gatekeeper(gatekeeper)
         try:
             yield
         finally:
+            await stop_gatekeeper(gatekeeper)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -131,6 +134,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory = 
             meter.close()
 
     app = FastAPI(title="supernode router", lifespan=lifespan)
+    mount_admin(app, config)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -45,13 +45,15 @@ def collect(state_dir: str | Path) -> tuple[list[Probe], list[str]] | None:
             alive = bool(pids) and all(p is not None and pid_alive(p) for p in pids)
             probes.append(Probe(f"{g.deployment}/{g.group}", g.url, _get(client, f"{g.url}/health"),
                                 ",".join(str(p or "-") for p in pids), alive, g.phase))
+        # Models from the leaders themselves: the router's /v1/models needs a tenant key.
         models: list[str] = []
-        try:
-            r = client.get(f"{state.router_url}/v1/models")
-            if r.status_code == 200:
-                models = [m.get("id", "?") for m in r.json().get("data", [])]
-        except (httpx.HTTPError, ValueError):
-            pass
+        for g in state.groups:
+            try:
+                r = client.get(f"{g.url}/v1/models")
+                if r.status_code == 200:
+                    models += [m.get("id", "?") for m in r.json().get("data", []) if m.get("id") not in models]
+            except (httpx.HTTPError, ValueError):
+                continue
     if not pid_alive(state.up_pid):
         probes = [Probe(p.name, p.url, p.health, p.pids, p.alive, "Stopped?") for p in probes]
     return probes, models
@@ -69,5 +71,5 @@ def show_status(state_dir: str, *, as_json: bool = False) -> int:
         rows = [["UNIT", "URL", "STATE", "HEALTH", "PIDS", "ALIVE"]]
         rows += [[p.name, p.url, p.phase, p.health, p.pids, "yes" if p.alive else "no"] for p in probes]
         print(table(rows))
-        print(f"models: {', '.join(models) if models else '(router not answering /v1/models)'}")
+        print(f"models: {', '.join(models) if models else '(no leader answering /v1/models)'}")
     return 0 if all(p.health == "200" for p in probes) else 1
