@@ -45,23 +45,23 @@ def test_a_bad_key_is_401_in_both_api_shapes(stack: Any) -> None:
     assert an.value.status_code == 401
 
 
-def _timed(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[str, float]:
-    """Status and the monotonic time the request finished."""
+def _timed(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[str, str]:
+    """Status and the router's request id (to find the request in the ledger)."""
     try:
-        stream = client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": "flood"}], max_tokens=max_tokens, stream=True,
             extra_body={**NON_THINK, "ignore_eos": True})
-        for _ in stream:
+        for _ in raw.parse():
             pass
     except openai.RateLimitError:
-        return "429", time.monotonic()
-    return "ok", time.monotonic()
+        return "429", ""
+    return "ok", raw.headers[C.HEADER_REQUEST_ID]
 
 
 def test_a_flood_beyond_capacity_queues_then_serves_higher_tier_first_never_hangs(stack: Any) -> None:
     """Flash non-think admits 2 groups x 4 (engine.maxConcurrency); 8 long blockers fill it, then the
-    free tier queues, then the premium tier queues. As the blockers finish one by one, freed slots go
-    to the premium tier first although the free tier queued earlier; everything ends, nothing hangs."""
+    free tier queues, then the premium tier queues. Freed slots go to the premium tier first although
+    the free tier queued earlier (admission times from the ledger); everything ends, nothing hangs."""
     acme, hobby = stack.openai(), stack.openai(key=stack.HOBBY_KEY)
     t_start = time.monotonic()
     with cf.ThreadPoolExecutor(max_workers=16) as pool:
@@ -75,14 +75,18 @@ def test_a_flood_beyond_capacity_queues_then_serves_higher_tier_first_never_hang
     assert time.monotonic() - t_start < 120, "never a hang"
     assert all(status in ("ok", "429") for rs in results.values() for status, _ in rs)
     assert all(status == "ok" for status, _ in results["premium"] + results["blockers"])
-    first_blocker_done = min(t for _, t in results["blockers"])
-    premium_done = sorted(t for _, t in results["premium"])
-    free_done = sorted(t for status, t in results["free"] if status == "ok")
-    assert premium_done[0] >= first_blocker_done - 0.05, "premium requests waited for a free slot (queued)"
-    if free_done:
-        assert premium_done[-1] <= free_done[0] + 0.05, f"premium first: {premium_done} vs free {free_done}"
-    queued = [float(r["queued_seconds"]) for r in stack.usage_rows("hobby")]  # type: ignore[arg-type]
-    assert queued and max(queued) > 0.5, f"the free tier was queued, not rejected or served at once: {queued}"
+    rows = {r["request_id"]: r for r in stack.usage_rows("hobby") + stack.usage_rows("acme")}
+
+    def admitted(name: str) -> list[float]:
+        return sorted(float(rows[rid]["started_at"]) + float(rows[rid]["queued_seconds"])  # type: ignore[arg-type]
+                      for status, rid in results[name] if status == "ok")
+
+    first_blocker_done = min(float(rows[rid]["finished_at"]) for _, rid in results["blockers"])  # type: ignore[arg-type]
+    premium, free_ = admitted("premium"), admitted("free")
+    assert premium[0] >= first_blocker_done - 0.05, "premium requests waited for a slot (were queued)"
+    if free_:
+        assert free_[0] >= first_blocker_done - 0.05, "free requests were queued"
+        assert premium[-1] <= free_[0] + 0.02, f"premium admitted first: {premium} vs free {free_}"
 
 
 def test_a_tenant_over_its_rate_quota_gets_429_with_retry_after(stack: Any) -> None:
