@@ -60,7 +60,7 @@ def plan(
     placed: dict[int, GroupPlan] = {}
 
     for gi in sorted(existing or {}):
-        if gi >= spec.replicas:
+        if not 0 <= gi < spec.replicas:
             continue
         bound = tuple(existing[gi]) if existing else ()
         problem = _kept_problem(bound, pods, by_name, index, policy)
