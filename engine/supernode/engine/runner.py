@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import multiprocessing.process
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +63,10 @@ class ModelRunner:
             config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings
         )
         torch.manual_seed(config.seed)
+        if config.device == "cpu":
+            # Several ranks on one CPU each spinning all-core OpenMP pools slows every op ~10x; split the cores.
+            cores = os.cpu_count() or 1
+            torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))
         self._heartbeat: Heartbeat | None = None
         group = None
         if self.env.world_size > 1:
@@ -196,3 +203,24 @@ class ModelRunner:
             if self._heartbeat:
                 self._heartbeat.stop()
             dist.destroy_process_group()
+
+
+def run_follower(config: EngineConfig, env: DistEnv) -> None:
+    """Entry point of a follower rank's process: load the shard, then follow the leader until shutdown."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
+    ModelRunner(config, env).follower_loop()
+
+
+def spawn_local_followers(config: EngineConfig, envs: Sequence[DistEnv]) -> list[multiprocessing.process.BaseProcess]:
+    """Start one process per extra local rank (`--nproc-per-node`); the caller runs local rank 0 itself.
+
+    A child that dies is noticed by the group's heartbeat (the leader exits non-zero); the children
+    notice a dead leader the same way, so none outlives the group.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    for env in envs:
+        p = ctx.Process(target=run_follower, args=(config, env), name=f"supernode-rank{env.rank}", daemon=False)
+        p.start()
+        procs.append(p)
+    return procs
