@@ -114,3 +114,14 @@ def test_bfloat16_runs_close_to_float32(pair: tuple[Any, ModelRunner]) -> None:
     expected = ref_last_logits(ref, PROMPTS[1])
     assert got.dtype == torch.float32
     assert (got[0] - expected).abs().max().item() < 0.1 * expected.abs().max().item() + 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(pair: tuple[Any, ModelRunner]) -> None:
+    _, cpu = pair
+    gpu = ModelRunner(cpu.config.replace(device="cuda", num_kv_blocks=16))
+    batch = [SeqInput(list(PROMPTS[0]), 0, [3, 9, 1, 0, 12]), SeqInput(list(PROMPTS[1]), 0, [2, 4])]
+    ref = ModelRunner(cpu.config.replace(num_kv_blocks=16)).run(batch)
+    got = gpu.run(batch)
+    assert got.device.type == "cuda"
+    assert (got.cpu() - ref).abs().max().item() <= 1e-3
