@@ -48,7 +48,7 @@ def make_reference(tmp: Path, **overrides: Any) -> Any:
 def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ModelRunner]:
     path = tmp_path_factory.mktemp("ref")
     ref = make_reference(path, **VARIANTS[request.param])
-    runner = ModelRunner(EngineConfig(str(path), num_kv_blocks=96, block_size=4))
+    runner = ModelRunner(EngineConfig(str(path), num_kv_blocks=96, block_size=4, cpu_threads=1))
     return ref, runner
 
 
