@@ -90,8 +90,10 @@ class ModelRunner:
         load_weights(self.model, config.model_dir, raw)
         self.num_kv_blocks = self._agree(self._kv_blocks_fitting())
         shape = (self.num_kv_blocks, self.block_size, self.model.kv_cache_dim())  # type: ignore[operator]
+        # Uninitialised on purpose: a slot is always written before any query reads it (padding reads
+        # repeat a written slot), and on CPU untouched pages are never committed, so a roomy cache is cheap.
         self.kv_caches = [
-            torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.model_config.num_hidden_layers)
+            torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.model_config.num_hidden_layers)
         ]
         self._closed = False
         log.info(
@@ -113,11 +115,11 @@ class ModelRunner:
         return self.model_config.num_hidden_layers * self.block_size * self.model.kv_cache_dim() * elem  # type: ignore[operator,no-any-return]
 
     def _kv_blocks_fitting(self) -> int:
-        """Explicit num_kv_blocks, else enough for max_num_seqs full contexts, capped by free device memory."""
+        """Explicit num_kv_blocks, else enough for max_num_seqs full contexts, capped by free (device) memory."""
         if self.config.num_kv_blocks is not None:
             return self.config.num_kv_blocks
         wanted = self.config.max_num_seqs * math.ceil(self.max_model_len / self.block_size) + 1
-        free = None
+        free = _cpu_available_bytes()
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
         elif self.device.type == "npu":
@@ -203,6 +205,18 @@ class ModelRunner:
             if self._heartbeat:
                 self._heartbeat.stop()
             dist.destroy_process_group()
+
+
+def _cpu_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no cap)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def run_follower(config: EngineConfig, env: DistEnv) -> None:
