@@ -97,6 +97,10 @@ class DeepseekV3Config:
     def from_hf(cls, raw: dict[str, Any]) -> DeepseekV3Config:
         if raw.get("hidden_act", "silu") != "silu":
             raise ConfigError(f"config.json: hidden_act: not implemented: {raw['hidden_act']!r} (silu is)")
+        if raw.get("scoring_func", "sigmoid") != "sigmoid":
+            raise ConfigError(f"config.json: scoring_func: not implemented: {raw['scoring_func']!r} (sigmoid is)")
+        if raw.get("topk_method", "noaux_tc") != "noaux_tc":
+            raise ConfigError(f"config.json: topk_method: not implemented: {raw['topk_method']!r} (noaux_tc is)")
         n_experts = int(_req(raw, "n_routed_experts"))
         cfg = cls(
             vocab_size=int(_req(raw, "vocab_size")),
