@@ -1,12 +1,14 @@
 """One engine rank for the distributed tests (run as a script; not collected by pytest).
 
-usage: engine_model_worker.py MODEL_DIR TP EP OUT SCENARIO   (rank/world/leader from SUPERNODE_* env)
-SCENARIO: generate = prefill two prompts (one chunked) then greedy-decode; save logits and tokens to OUT.
+usage: engine_model_worker.py MODEL_DIR LAYOUTS OUT SCENARIO   (rank/world/leader from SUPERNODE_* env)
+LAYOUTS: "tp,ep,port;tp,ep,port;..." — one group per layout, built one after another in the same processes.
+SCENARIO: generate = prefill two prompts (one chunked) then greedy-decode; save logits and tokens to OUT.N.pt.
           busy = rank 0 steps a decode every 0.1 s forever; idle = rank 0 sleeps forever (peer-loss tests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -35,21 +37,29 @@ def generate(runner: ModelRunner) -> dict[str, torch.Tensor]:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model_dir, tp, ep, out, scenario = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    model_dir, layouts, out, scenario = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    for i, layout in enumerate(layouts.split(";")):
+        tp, ep, port = (int(v) for v in layout.split(","))
+        run_layout(model_dir, tp, ep, port, f"{out}.{i}.pt", scenario)
+    return 0
+
+
+def run_layout(model_dir: str, tp: int, ep: int, port: int, out: str, scenario: str) -> None:
     cfg = EngineConfig(
         model_dir,
         tensor_parallel=tp,
         expert_parallel=ep,
         num_kv_blocks=32,
         block_size=4,
+        cpu_threads=1,
         heartbeat_interval_s=0.2,
         heartbeat_timeout_s=2.0,
         dist_timeout_s=60,
     )
-    runner = ModelRunner(cfg, DistEnv.from_env())
+    runner = ModelRunner(cfg, dataclasses.replace(DistEnv.from_env(), leader_port=port))
     if not runner.is_leader:
         runner.follower_loop()
-        return 0
+        return
     if scenario == "generate":
         torch.save(generate(runner), out)
     elif scenario in ("busy", "idle"):
@@ -59,7 +69,6 @@ def main() -> int:
                 runner.run([SeqInput([5], 0, [0])])
             time.sleep(0.1)
     runner.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -9,13 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from supernode.api.constants import ENV_LEADER_ADDR, ENV_LEADER_PORT, ENV_RANK, ENV_WORLD_SIZE
 from supernode.engine.checkpoint import init_checkpoint
+from supernode.engine.config import EngineConfig
 from supernode.engine.distributed import PEER_LOST_EXIT_CODE, DistEnv
+from supernode.engine.runner import ModelRunner, SeqInput, spawn_local_followers
 
 WORKER = Path(__file__).with_name("engine_model_worker.py")
 
@@ -26,8 +30,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _spawn(model_dir: Path, tp: int, ep: int, world: int, out: Path, scenario: str) -> list[subprocess.Popen[str]]:
-    port = _free_port()
+def _spawn(model_dir: Path, layouts: list[tuple[int, int]], out: Path, scenario: str) -> list[subprocess.Popen[str]]:
+    """One process per rank of a 2-rank world; each process builds the groups in `layouts` ((tp, ep)) in turn."""
+    world = 2
+    spec = ";".join(f"{tp},{ep},{_free_port()}" for tp, ep in layouts)
     procs = []
     for rank in range(world):
         env = {
@@ -35,9 +41,8 @@ def _spawn(model_dir: Path, tp: int, ep: int, world: int, out: Path, scenario: s
             ENV_RANK: str(rank),
             ENV_WORLD_SIZE: str(world),
             ENV_LEADER_ADDR: "127.0.0.1",
-            ENV_LEADER_PORT: str(port),
         }
-        args = [sys.executable, str(WORKER), str(model_dir), str(tp), str(ep), str(out), scenario]
+        args = [sys.executable, str(WORKER), str(model_dir), spec, str(out), scenario]
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
 
@@ -56,17 +61,23 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_tp_and_ep_match_single_process(ckpt: Path, tmp_path: Path) -> None:
-    layouts = {"single": (1, 1, 1), "tp2": (2, 1, 2), "ep2": (1, 2, 2), "tp2ep2": (2, 2, 2)}
-    running = {
-        name: _spawn(ckpt, tp, ep, w, tmp_path / f"{name}.pt", "generate") for name, (tp, ep, w) in layouts.items()
-    }
-    for procs in running.values():
-        _finish(procs)
-    ref = torch.load(tmp_path / "single.pt")
-    for name in ("tp2", "ep2", "tp2ep2"):
-        got = torch.load(tmp_path / f"{name}.pt")
+    layouts = {"tp2": (2, 1), "ep2": (1, 2), "tp2ep2": (2, 2)}
+    _finish(_spawn(ckpt, list(layouts.values()), tmp_path / "out", "generate"))
+    worker = _load_worker()
+    single = ModelRunner(EngineConfig(str(ckpt), num_kv_blocks=32, block_size=4, cpu_threads=1))
+    ref = worker.generate(single)
+    for i, name in enumerate(layouts):
+        got = torch.load(tmp_path / f"out.{i}.pt")
         assert torch.equal(got["tokens"], ref["tokens"]), name
         assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, name
+
+
+def _load_worker() -> Any:
+    spec = importlib.util.spec_from_file_location("engine_model_worker", WORKER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -83,7 +94,7 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> None:
 
 @pytest.mark.parametrize("scenario", ["idle", "busy"])
 def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, scenario: str) -> None:
-    leader, follower = _spawn(ckpt, 2, 1, 2, tmp_path / "x.pt", scenario)
+    leader, follower = _spawn(ckpt, [(2, 1)], tmp_path / "x", scenario)
     try:
         _wait_ready(leader)
         follower.send_signal(signal.SIGKILL)
@@ -102,7 +113,7 @@ def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, sce
 
 
 def test_follower_exits_nonzero_when_leader_dies(ckpt: Path, tmp_path: Path) -> None:
-    leader, follower = _spawn(ckpt, 2, 1, 2, tmp_path / "x.pt", "idle")
+    leader, follower = _spawn(ckpt, [(2, 1)], tmp_path / "x", "idle")
     try:
         _wait_ready(leader)
         leader.send_signal(signal.SIGKILL)
@@ -124,3 +135,23 @@ def test_dist_env_from_env_with_local_ranks() -> None:
         DistEnv.from_env({ENV_RANK: "2", ENV_WORLD_SIZE: "2"})
     with pytest.raises(ValueError, match="nproc-per-node"):
         DistEnv.from_env({}, nproc_per_node=2, local_rank=2)
+
+
+def test_local_ranks_spawned_in_process_follow_the_leader(ckpt: Path) -> None:
+    """`--nproc-per-node 2` on one pod: this process is local rank 0 (leader), a spawned child is rank 1."""
+    port = _free_port()
+    env = {ENV_RANK: "0", ENV_WORLD_SIZE: "1", ENV_LEADER_PORT: str(port)}
+    config = EngineConfig(str(ckpt), tensor_parallel=2, num_kv_blocks=8, heartbeat_timeout_s=10, cpu_threads=1)
+    children = spawn_local_followers(config, [DistEnv.from_env(env, nproc_per_node=2, local_rank=1)])
+    failures: list[str] = []
+    leader = ModelRunner(config, DistEnv.from_env(env, nproc_per_node=2, local_rank=0), on_peer_failure=failures.append)
+    try:
+        got = leader.run([SeqInput([1, 2, 3, 4, 5], 0, [0, 1])])
+    finally:
+        leader.shutdown()
+        for child in children:
+            child.join(timeout=30)
+    single = ModelRunner(config.replace(tensor_parallel=1)).run([SeqInput([1, 2, 3, 4, 5], 0, [0, 1])])
+    assert (got - single).abs().max().item() <= 1e-5
+    assert [c.exitcode for c in children] == [0]
+    assert failures == []

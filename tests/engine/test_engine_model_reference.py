@@ -48,7 +48,7 @@ def make_reference(tmp: Path, **overrides: Any) -> Any:
 def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ModelRunner]:
     path = tmp_path_factory.mktemp("ref")
     ref = make_reference(path, **VARIANTS[request.param])
-    runner = ModelRunner(EngineConfig(str(path), num_kv_blocks=96, block_size=4))
+    runner = ModelRunner(EngineConfig(str(path), num_kv_blocks=96, block_size=4, cpu_threads=1))
     return ref, runner
 
 
@@ -114,3 +114,57 @@ def test_bfloat16_runs_close_to_float32(pair: tuple[Any, ModelRunner]) -> None:
     expected = ref_last_logits(ref, PROMPTS[1])
     assert got.dtype == torch.float32
     assert (got[0] - expected).abs().max().item() < 0.1 * expected.abs().max().item() + 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(pair: tuple[Any, ModelRunner]) -> None:
+    _, cpu = pair
+    gpu = ModelRunner(cpu.config.replace(device="cuda", num_kv_blocks=16))
+    batch = [SeqInput(list(PROMPTS[0]), 0, [3, 9, 1, 0, 12]), SeqInput(list(PROMPTS[1]), 0, [2, 4])]
+    ref = ModelRunner(cpu.config.replace(num_kv_blocks=16)).run(batch)
+    got = gpu.run(batch)
+    assert got.device.type == "cuda"
+    assert (got.cpu() - ref).abs().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "default", "rope_theta": 10000.0},
+        YARN,
+        {"rope_type": "yarn", "rope_theta": 50000.0, "factor": 40.0, "original_max_position_embeddings": 64,
+         "mscale": 0.707, "mscale_all_dim": 1.0, "beta_fast": 16, "beta_slow": 2},
+        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "attention_factor": 1.3, "truncate": False},
+    ],
+)  # fmt: skip
+def test_rope_frequencies_and_scales_match_transformers(rope: dict[str, Any]) -> None:
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3RotaryEmbedding, yarn_apply_mscale
+
+    from supernode.engine.model.config import RopeConfig
+    from supernode.engine.model.rope import rope_frequencies, softmax_scale
+
+    hf_config = transformers.DeepseekV3Config(**{**BASE, "rope_parameters": dict(rope)})
+    ours = RopeConfig.from_hf(hf_config.to_dict())
+    init = DeepseekV3RotaryEmbedding.compute_default_rope_parameters
+    if rope["rope_type"] != "default":
+        init = ROPE_INIT_FUNCTIONS[rope["rope_type"]]
+    expected_freq, expected_scaling = init(hf_config)
+    got_freq, got_scaling = rope_frequencies(ours, BASE["qk_rope_head_dim"])
+    torch.testing.assert_close(got_freq, expected_freq)
+    assert got_scaling == pytest.approx(expected_scaling)
+    qk = BASE["qk_nope_head_dim"] + BASE["qk_rope_head_dim"]
+    assert softmax_scale(ours, qk) == pytest.approx(yarn_apply_mscale(hf_config.rope_parameters, qk**-0.5))
+
+
+def test_legacy_rope_scaling_is_read_like_rope_parameters() -> None:
+    from supernode.engine.model.config import RopeConfig
+
+    legacy = {"max_position_embeddings": 163840, "rope_theta": 10000,
+              "rope_scaling": {"type": "yarn", "factor": 40, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
+                               "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096}}  # fmt: skip
+    modern = {"max_position_embeddings": 163840,
+              "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000, "factor": 40, "beta_fast": 32,
+                                  "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0,
+                                  "original_max_position_embeddings": 4096}}  # fmt: skip
+    assert RopeConfig.from_hf(legacy) == RopeConfig.from_hf(modern)

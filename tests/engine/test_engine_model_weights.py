@@ -36,7 +36,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _logits(model_dir: Path, **kw: object) -> torch.Tensor:
-    runner = ModelRunner(EngineConfig(str(model_dir), num_kv_blocks=8, **kw))  # type: ignore[arg-type]
+    runner = ModelRunner(EngineConfig(str(model_dir), num_kv_blocks=8, cpu_threads=1, **kw))  # type: ignore[arg-type]
     return runner.run([SeqInput(PROMPT, 0, [3, 1, 0])])
 
 
@@ -88,7 +88,7 @@ def test_fp8_checkpoints_are_refused_clearly(tiny: Path, tmp_path: Path) -> None
 def test_bfloat16_checkpoint_loads(tmp_path: Path) -> None:
     init_checkpoint(str(tmp_path), "tiny", seed=1, dtype="bfloat16")
     assert load_file(tmp_path / "model.safetensors")["model.norm.weight"].dtype == torch.bfloat16
-    runner = ModelRunner(EngineConfig(str(tmp_path), num_kv_blocks=8))  # dtype auto -> bfloat16
+    runner = ModelRunner(EngineConfig(str(tmp_path), num_kv_blocks=8, cpu_threads=1))  # dtype auto -> bfloat16
     assert runner.dtype == torch.bfloat16
     assert runner.run([SeqInput(PROMPT, 0, [0, 1, 2])]).dtype == torch.float32
 
@@ -167,7 +167,7 @@ def test_init_checkpoint_cli_writes_a_loadable_checkpoint_and_tokenizer(tmp_path
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
     with torch.no_grad():
         expected = ref(torch.tensor([ids])).logits[0, -1]
-    got = ModelRunner(EngineConfig(str(out), num_kv_blocks=8)).run([SeqInput(ids, 0, list(range(8)))])[0]
+    got = ModelRunner(EngineConfig(str(out), num_kv_blocks=8, cpu_threads=1)).run([SeqInput(ids, 0, list(range(8)))])[0]
     assert (got - expected).abs().max().item() <= 1e-4
 
 
