@@ -116,6 +116,7 @@ class LLMEngine:
         self._active: dict[str, RequestHandle] = {}  # engine thread only
         self._by_seq: dict[int, RequestHandle] = {}  # seq_id → handle (engine thread only)
         self._preempt_seen = 0
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Output], Output]]] = {}
         self._new_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
         self._num_open = 0  # submitted and not finished (guarded by _lock)
         self._kv_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
@@ -249,6 +250,7 @@ class LLMEngine:
         for handle in list(self._active.values()):
             if handle.seq.is_finished:
                 self._emit_finish(handle, now)
+        self._flush()
         self._publish(self.blocks.drain_events())
         self._update_gauges()
 
@@ -300,8 +302,14 @@ class LLMEngine:
         )
 
     def _send(self, handle: RequestHandle, out: Output) -> None:
-        with contextlib.suppress(RuntimeError):  # the client's event loop is gone
-            handle.loop.call_soon_threadsafe(handle.queue.put_nowait, out)
+        self._outbox.setdefault(handle.loop, []).append((handle.queue, out))
+
+    def _flush(self) -> None:
+        """Hand this step's outputs to each event loop in one wake-up (not one per token)."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            with contextlib.suppress(RuntimeError):  # the client's event loop is gone
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _publish(self, events: list[KVEvent]) -> None:
         if not events:
@@ -330,6 +338,12 @@ class LLMEngine:
             self._inbox = []
         for handle in handles:
             self._send(handle, Output(Delta(), [], error=message))
+        self._flush()
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Output], Output]]) -> None:
+    for queue, out in items:
+        queue.put_nowait(out)
 
 
 def _offer(q: asyncio.Queue[KVEvent | None], ev: KVEvent) -> None:
