@@ -63,9 +63,8 @@ def main() -> None:
                 b, cached_b = ttft(client, prefix + tokens(args.suffix_len))
                 cold.append(a)
                 warm.append(b)
-                print(
-                    f"round {i}: cold {a * 1000:7.1f} ms (cached {cached_a}), cached {b * 1000:7.1f} ms (cached {cached_b})"
-                )
+                print(f"round {i}: cold {a * 1000:7.1f} ms (cached {cached_a} tokens),", end=" ")
+                print(f"cached {b * 1000:7.1f} ms (cached {cached_b} tokens)")
         rss = engine.peak_rss_mib()
     finally:
         engine.stop()

@@ -81,9 +81,8 @@ def main() -> None:
     print(f"transformers generate, one at a time: {hf:8.1f} output tokens/s")
     for c, tps in results.items():
         print(f"ratio engine@{c} / transformers: {tps / hf:6.2f}x")
-    print(
-        f"peak RSS: engine server {engine_rss:.0f} MiB; benchmark process with transformers {self_peak_rss_mib():.0f} MiB"
-    )
+    hf_rss = self_peak_rss_mib()
+    print(f"peak RSS: engine server {engine_rss:.0f} MiB; benchmark process with transformers {hf_rss:.0f} MiB")
 
 
 if __name__ == "__main__":
