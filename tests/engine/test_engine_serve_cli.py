@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,13 +39,27 @@ class Served:
         env = {**os.environ, ENV_RANK: "0", ENV_WORLD_SIZE: "1", ENV_LEADER_ADDR: "127.0.0.1"}
         env[ENV_LEADER_PORT] = str(free_port())
         cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(model_dir)]
-        cmd += ["--port", str(self.port), "--served-model-name", "tiny", "--num-kv-blocks", "128", *extra]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cmd += [
+            "--port",
+            str(self.port),
+            "--served-model-name",
+            "tiny",
+            "--num-kv-blocks",
+            "128",
+            "--torch-threads",
+            "1",
+        ]
+        cmd += extra
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="engine-", suffix=".log")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stdout.read() if self.proc.stdout else ""
+            assert self.proc.poll() is None, self.output()
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -74,10 +89,11 @@ class Served:
                 self.proc.kill()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(tiny_checkpoint: Path) -> Iterator[Served]:
     s = Served(tiny_checkpoint)
     try:
+        s.wait_healthy()
         yield s
     finally:
         s.stop()
@@ -90,8 +106,7 @@ def greedy_ids(url: str) -> list[int]:
     return list(r.json()["choices"][0]["token_ids"])
 
 
-def test_serve_health_chat_modes_and_clean_stop(served: Served) -> None:
-    served.wait_healthy()
+def test_serve_health_chat_modes_and_prefix_cache(served: Served) -> None:
     msgs = [{"role": "user", "content": "hello"}]
     for kwargs, has_reasoning in (({"thinking": False}, False), ({"thinking": True, "reasoning_effort": "max"}, True)):
         body = {"model": "tiny", "messages": msgs, "max_tokens": 24, "chat_template_kwargs": kwargs, "seed": 3}
@@ -101,16 +116,10 @@ def test_serve_health_chat_modes_and_clean_stop(served: Served) -> None:
         assert ("reasoning_content" in msg) is has_reasoning
     ids = greedy_ids(served.url)
     assert ids == greedy_ids(served.url)  # the second run hits the prefix cache and decodes the same
-    assert served.stop() in (0, -signal.SIGTERM)
 
 
-def test_two_ranks_match_one_and_a_dead_rank_stops_the_leader(tiny_checkpoint: Path) -> None:
-    one = Served(tiny_checkpoint)
-    try:
-        one.wait_healthy()
-        expected = greedy_ids(one.url)
-    finally:
-        one.stop()
+def test_two_ranks_match_one_and_a_dead_rank_stops_the_leader(tiny_checkpoint: Path, served: Served) -> None:
+    expected = greedy_ids(served.url)
     two = Served(tiny_checkpoint, "--nproc-per-node", "2", "--tensor-parallel", "2", "--expert-parallel", "2")
     try:
         two.wait_healthy()
@@ -126,3 +135,8 @@ def test_bad_model_dir_fails_fast(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(tmp_path), "--port", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "config.json" in r.stderr
+
+
+def test_sigterm_stops_cleanly(tiny_checkpoint: Path, served: Served) -> None:
+    assert served.stop() in (0, -signal.SIGTERM)
+    assert "engine stopped" in served.output()

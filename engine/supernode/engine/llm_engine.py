@@ -12,93 +12,28 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import torch
+from collections.abc import Callable
 
 from supernode.engine.chat import Delta, OutputText
 from supernode.engine.core.block_manager import BlockManager, KVEvent
 from supernode.engine.core.scheduler import Scheduler, SchedulerConfig
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
+from supernode.engine.engine_types import (
+    EngineDead,
+    EngineOptions,
+    EngineOverloaded,
+    Output,
+    RequestHandle,
+    Runner,
+    StepInput,
+)
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.sampler import Sampler
 from supernode.engine.tokenizer import Tokenizer
 
 log = logging.getLogger("supernode.engine")
 
-
-class Runner(Protocol):
-    """What the engine needs from a model runner (``supernode.engine.runner.ModelRunner``)."""
-
-    num_kv_blocks: int
-    block_size: int
-
-    def run(self, batch: list[Any]) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StepInput:
-    """One sequence's slice of a step; attribute-compatible with the runner's ``SeqInput``."""
-
-    token_ids: list[int]
-    start_pos: int
-    block_table: list[int]
-
-
-class EngineOverloaded(Exception):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("the engine's queue is full; retry later")
-        self.retry_after = retry_after
-
-
-class EngineDead(Exception):
-    """The engine loop stopped (a runner failure); the process should exit."""
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    model_name: str
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 4096
-    max_waiting: int = 256  # requests queued beyond the running batch; more → EngineOverloaded
-    seed: int = 0
-    input_type: Callable[..., Any] = StepInput  # the runner's SeqInput class
-
-
-@dataclass(slots=True)
-class Output:
-    """One update of a request: text delta, new token ids, and (when finished) the final accounting."""
-
-    delta: Delta
-    token_ids: list[int]
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    error: str | None = None
-
-
-@dataclass(eq=False)
-class RequestHandle:
-    request_id: str
-    seq: Sequence
-    text: OutputText
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Output] = field(default_factory=asyncio.Queue)
-    arrival: float = field(default_factory=time.monotonic)
-    last_token_at: float | None = None
-    done: bool = False
-
-    async def __aiter__(self) -> AsyncIterator[Output]:
-        while True:
-            out = await self.queue.get()
-            yield out
-            if out.finish_reason is not None or out.error is not None:
-                return
+__all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Output", "RequestHandle", "StepInput"]
 
 
 class LLMEngine:
@@ -116,6 +51,7 @@ class LLMEngine:
         self._active: dict[str, RequestHandle] = {}  # engine thread only
         self._by_seq: dict[int, RequestHandle] = {}  # seq_id → handle (engine thread only)
         self._preempt_seen = 0
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Output], Output]]] = {}
         self._new_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
         self._num_open = 0  # submitted and not finished (guarded by _lock)
         self._kv_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
@@ -249,6 +185,7 @@ class LLMEngine:
         for handle in list(self._active.values()):
             if handle.seq.is_finished:
                 self._emit_finish(handle, now)
+        self._flush()
         self._publish(self.blocks.drain_events())
         self._update_gauges()
 
@@ -300,8 +237,14 @@ class LLMEngine:
         )
 
     def _send(self, handle: RequestHandle, out: Output) -> None:
-        with contextlib.suppress(RuntimeError):  # the client's event loop is gone
-            handle.loop.call_soon_threadsafe(handle.queue.put_nowait, out)
+        self._outbox.setdefault(handle.loop, []).append((handle.queue, out))
+
+    def _flush(self) -> None:
+        """Hand this step's outputs to each event loop in one wake-up (not one per token)."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            with contextlib.suppress(RuntimeError):  # the client's event loop is gone
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _publish(self, events: list[KVEvent]) -> None:
         if not events:
@@ -330,6 +273,12 @@ class LLMEngine:
             self._inbox = []
         for handle in handles:
             self._send(handle, Output(Delta(), [], error=message))
+        self._flush()
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Output], Output]]) -> None:
+    for queue, out in items:
+        queue.put_nowait(out)
 
 
 def _offer(q: asyncio.Queue[KVEvent | None], ev: KVEvent) -> None:

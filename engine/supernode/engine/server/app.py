@@ -102,7 +102,7 @@ def build_app(
 
         async def disconnected() -> None:
             while not await request.is_disconnected():
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
 
         work, watch = asyncio.ensure_future(consume()), asyncio.ensure_future(disconnected())
         try:

@@ -1,0 +1,86 @@
+"""What the engine loop exchanges with its callers and its runner (kept apart from the loop itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from supernode.engine.chat import Delta, OutputText
+from supernode.engine.core.sequence import Sequence
+
+
+class Runner(Protocol):
+    """What the engine needs from a model runner (``supernode.engine.runner.ModelRunner``)."""
+
+    num_kv_blocks: int
+    block_size: int
+
+    def run(self, batch: list[Any]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    """One sequence's slice of a step; attribute-compatible with the runner's ``SeqInput``."""
+
+    token_ids: list[int]
+    start_pos: int
+    block_table: list[int]
+
+
+class EngineOverloaded(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("the engine's queue is full; retry later")
+        self.retry_after = retry_after
+
+
+class EngineDead(Exception):
+    """The engine loop stopped (a runner failure); the process should exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    model_name: str
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 4096
+    max_waiting: int = 256  # requests queued beyond the running batch; more → EngineOverloaded
+    seed: int = 0
+    input_type: Callable[..., Any] = StepInput  # the runner's SeqInput class
+
+
+@dataclass(slots=True)
+class Output:
+    """One update of a request: text delta, new token ids, and (when finished) the final accounting."""
+
+    delta: Delta
+    token_ids: list[int]
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class RequestHandle:
+    request_id: str
+    seq: Sequence
+    text: OutputText
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Output] = field(default_factory=asyncio.Queue)
+    arrival: float = field(default_factory=time.monotonic)
+    last_token_at: float | None = None
+    done: bool = False
+
+    async def __aiter__(self) -> AsyncIterator[Output]:
+        while True:
+            out = await self.queue.get()
+            yield out
+            if out.finish_reason is not None or out.error is not None:
+                return
