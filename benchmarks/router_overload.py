@@ -130,7 +130,8 @@ async def scenario(args: argparse.Namespace, throttling: bool, tenants_path: Pat
     await asyncio.gather(*tasks)
     runner.cancel()
     busy = engine.wasted + engine.useful
-    outs["_engine"].latencies = [engine.useful / max(1e-9, busy), engine.useful / (args.capacity * (time.monotonic() - t_start))]
+    elapsed = time.monotonic() - t_start
+    outs["_engine"].latencies = [engine.useful / max(1e-9, busy), engine.useful / (args.capacity * elapsed)]
     return outs
 
 

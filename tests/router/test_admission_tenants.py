@@ -127,7 +127,10 @@ async def test_live_reload_from_a_secret_mount(tmp_path: Path) -> None:
         await asyncio.sleep(2.5)
         assert gate.authenticate("sk-bob").id == "bob"
         assert (
-            gate.metrics.registry.get_sample_value("supernode_router_tenants_reloads_total", {"result": "error"}) == 1
+            gate.metrics.registry.get_sample_value(
+                "supernode_router_admission_tenants_reloads_total", {"result": "error"}
+            )
+            == 1
         )
     finally:
         await gate.stop()
