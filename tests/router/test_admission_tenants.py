@@ -180,3 +180,9 @@ def test_an_unreadable_tenants_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "dir.yaml").mkdir()
     with pytest.raises(TenantsFileError, match="cannot read"):
         build_gatekeeper(AdmissionConfig(tenants_file=tmp_path / "dir.yaml"), StaticCapacity())
+
+
+def test_require_tenants_file_refuses_to_start_without_it(tmp_path: Path) -> None:
+    cfg = AdmissionConfig(tenants_file=tmp_path / "absent.yaml", require_tenants_file=True)
+    with pytest.raises(TenantsFileError, match="require_tenants_file"):
+        build_gatekeeper(cfg, StaticCapacity())
