@@ -16,10 +16,10 @@ from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_engine import Behaviour, EngineState, create_engine_app  # noqa: E402
+from fake_engine import Behaviour, EngineState, create_engine_app
 
-from supernode.router.app import create_app  # noqa: E402
-from supernode.router.config import RouterConfig  # noqa: E402
+from supernode.router.app import create_app
+from supernode.router.config import RouterConfig
 
 MODEL = "deepseek-v4-flash"
 

@@ -33,7 +33,7 @@ async def test_openai_sdk_chat_non_streaming_thinking_and_headers(stack: Stack) 
     assert raw.headers[C.HEADER_SERVED_MODE] == "think-max"
     assert raw.headers[C.HEADER_SERVED_MODEL] == MODEL
     assert raw.headers[C.HEADER_ENDPOINT] in stack.engine_urls.values()
-    sent = [r for e in stack.engines.values() for r in e.requests][0]
+    sent = next(r for e in stack.engines.values() for r in e.requests)
     assert sent["chat_template_kwargs"] == {"thinking": True, "reasoning_effort": "max"}
     assert "reasoning_effort" not in sent
 
@@ -53,7 +53,7 @@ async def test_openai_sdk_streaming_non_think_alias(stack: Stack) -> None:
             usage = chunk.usage
     assert "-w5" in text and reasoning == ""
     assert usage is not None and usage.completion_tokens == 6
-    sent = [r for e in stack.engines.values() for r in e.requests][0]
+    sent = next(r for e in stack.engines.values() for r in e.requests)
     assert sent["chat_template_kwargs"] == {"thinking": False} and sent["model"] == MODEL
 
 
@@ -69,13 +69,13 @@ async def test_openai_completions_and_models(stack: Stack) -> None:
 async def test_anthropic_sdk_messages_non_streaming_with_thinking(stack: Stack) -> None:
     url = await two_engines(stack)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
-    msg = await client.messages.create(model="claude-sonnet-4-5", max_tokens=100, system="be brief",
+    msg = await client.messages.create(model="claude-sonnet-4-6", max_tokens=100, system="be brief",
                                        messages=[{"role": "user", "content": "hi"}],
                                        thinking={"type": "enabled", "budget_tokens": 1024})
     kinds = [b.type for b in msg.content]
     assert kinds == ["thinking", "text"]
     assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 9
-    sent = [r for e in stack.engines.values() for r in e.requests][0]
+    sent = next(r for e in stack.engines.values() for r in e.requests)
     assert sent["messages"][0] == {"role": "system", "content": "be brief"}
     assert sent["model"] == MODEL and sent["chat_template_kwargs"]["thinking"] is True
 
@@ -95,7 +95,7 @@ async def test_anthropic_sdk_streaming_events(stack: Stack) -> None:
     assert [b.type for b in final.content] == ["thinking", "text"]
     assert final.content[0].thinking.startswith("think0")  # type: ignore[union-attr]
     assert final.usage.output_tokens == 9 and final.stop_reason == "end_turn"
-    sent = [r for e in stack.engines.values() for r in e.requests][0]
+    sent = next(r for e in stack.engines.values() for r in e.requests)
     assert sent["chat_template_kwargs"] == {"thinking": True, "reasoning_effort": "max"}
 
 

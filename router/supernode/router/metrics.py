@@ -12,13 +12,13 @@ class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
         by = ["model", "mode", "tenant"]
-        self.requests = Counter("supernode_router_requests_total", "Requests answered", by + ["code"], registry=r)
+        self.requests = Counter("supernode_router_requests_total", "Requests answered", [*by, "code"], registry=r)
         self.tokens = Counter("supernode_router_tokens_total", "Tokens by kind (prompt, cached, completion, "
                               "reasoning)", [*by, "kind"], registry=r)
         self.ttft = Histogram("supernode_router_time_to_first_token_seconds", "Time to first token", by,
                               buckets=LATENCY_BUCKETS, registry=r)
         self.itl = Histogram("supernode_router_inter_token_latency_seconds", "Time between streamed chunks", by,
-                             buckets=FAST_BUCKETS + (0.25, 0.5, 1, 2.5), registry=r)
+                             buckets=(*FAST_BUCKETS, 0.25, 0.5, 1, 2.5), registry=r)
         self.e2e = Histogram("supernode_router_request_duration_seconds", "End-to-end request latency", by,
                              buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("supernode_router_queue_wait_seconds", "Time waiting for admission", by,

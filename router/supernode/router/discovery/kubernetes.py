@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from supernode.api import constants as C
@@ -38,7 +38,7 @@ def _pod_port(pod: Mapping[str, Any], port_name: str, default: int) -> int:
     return default
 
 
-def _md_index(mds: list[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
+def _md_index(mds: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
     out: dict[tuple[str, str], Mapping[str, Any]] = {}
     for md in mds:
         meta = md.get("metadata") or {}
@@ -94,7 +94,7 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
     )
 
 
-def endpoints_from_objects(pods: list[Mapping[str, Any]], mds: list[Mapping[str, Any]],
+def endpoints_from_objects(pods: Sequence[Mapping[str, Any]], mds: Sequence[Mapping[str, Any]],
                            **kwargs: Any) -> list[Endpoint]:
     index = _md_index(mds)
     out: list[Endpoint] = []
@@ -129,7 +129,7 @@ class KubernetesDiscovery:
         selector = f"{C.LABEL_ROLE}={C.ROLE_LEADER}"
         if self.namespace:
             pods = core.list_namespaced_pod(self.namespace, label_selector=selector)
-            mds = custom.list_namespaced_custom_object(C.GROUP, C.VERSION, self.namespace, C.PLURAL)
+            mds: Any = custom.list_namespaced_custom_object(C.GROUP, C.VERSION, self.namespace, C.PLURAL)
         else:
             pods = core.list_pod_for_all_namespaces(label_selector=selector)
             mds = custom.list_cluster_custom_object(C.GROUP, C.VERSION, C.PLURAL)
