@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,10 @@ import httpx
 from conftest import MODEL, Stack, ep, wait_for  # type: ignore[import-not-found]
 from fake_engine import Behaviour  # type: ignore[import-not-found]
 
-from supernode.router.admin import make_admin_key_check, make_admin_router_lazy
-from supernode.router.admission import AdmissionConfig, Gatekeeper, build_gatekeeper
-from supernode.router.admission.config import AdminConfig
+from supernode.router.admission import Gatekeeper
 from supernode.router.admission.tenants import hash_key
 from supernode.router.admission.testing import tenant, tenants_file
-from supernode.router.config import RouterConfig
-from supernode.router.contracts import PoolCapacity
-from supernode.router.metering import MeteredLedger, MeteringConfig, build_meter
+from supernode.router.metering import MeteredLedger
 
 BODY = {
     "model": MODEL,
@@ -27,23 +24,12 @@ BODY = {
 }
 
 
+@dataclass
 class Wiring:
-    """Builds the admission side the way the app's lifespan does, keeping handles for the test."""
+    """Handles on what the app built from the config's admission/metering sections."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.meter: MeteredLedger | None = None
-        self.gate: Gatekeeper | None = None
-
-    def gatekeeper(self, config: RouterConfig, capacity: PoolCapacity) -> Gatekeeper:
-        self.meter = build_meter(MeteringConfig(ledger_path=self.tmp / "usage.db"))
-        cfg = AdmissionConfig.model_validate(config.admission)
-        self.gate = build_gatekeeper(cfg, capacity, usage_totals=self.meter.tokens_by_tenant)
-        return self.gate
-
-    def meter_(self, config: RouterConfig) -> MeteredLedger:
-        assert self.meter is not None
-        return self.meter
+    gate: Gatekeeper
+    meter: MeteredLedger
 
 
 async def start(stack: Stack, tmp_path: Path, *, queue: dict[str, Any], behaviour: Behaviour) -> Wiring:
@@ -53,13 +39,16 @@ async def start(stack: Stack, tmp_path: Path, *, queue: dict[str, Any], behaviou
         tenant("acme").tier("premium").key("sk-acme").rpm(4),
         tenant("bob").tier("free").key("sk-bob").set(allowedModes=["non-think"]),
     ).write(tmp_path / "tenants.yaml")
-    w = Wiring(tmp_path)
-    admission = {"tenants_file": str(tmp_path / "tenants.yaml"), "queue": queue}
-    await stack.router({"admission": admission}, gatekeeper_factory=w.gatekeeper, meter_factory=w.meter_)
+    admission = {
+        "tenants_file": str(tmp_path / "tenants.yaml"),
+        "queue": {"dispatch_interval_seconds": 0.05, **queue},
+        "admin": {"key_sha256": hash_key("sk-admin")},
+    }
+    await stack.router({"admission": admission, "metering": {"ledger_path": str(tmp_path / "usage.db")}})
     assert stack.router_app is not None
-    check = make_admin_key_check(AdminConfig(key_sha256=hash_key("sk-admin")))
-    stack.router_app.include_router(make_admin_router_lazy(lambda: w.meter, lambda: w.gate, check))  # type: ignore[arg-type,return-value]
-    return w
+    st = stack.router_app.state.router
+    assert isinstance(st.gatekeeper, Gatekeeper) and isinstance(st.meter, MeteredLedger)
+    return Wiring(st.gatekeeper, st.meter)
 
 
 def auth(key: str) -> dict[str, str]:
@@ -101,7 +90,6 @@ async def test_keys_limits_queue_and_ledger_over_http(stack: Stack, tmp_path: Pa
         assert r.json()["error"]["type"] == "rate_limit_error"
 
         # every answered request is in the ledger, queue time included
-        assert w.meter is not None
         rows = w.meter.rows()
         ok = [x for x in rows if x["status"] == "ok"]
         assert sum(1 for x in ok if x["tenant"] == "acme") == 4
@@ -116,4 +104,4 @@ async def test_keys_limits_queue_and_ledger_over_http(stack: Stack, tmp_path: Pa
         assert denied.status_code == 403
         tenants = await c.get(f"{stack.router_url}/admin/tenants", headers=auth("sk-admin"))
         assert {t["id"] for t in tenants.json()["tenants"]} == {"acme", "bob"}
-    await wait_for(lambda: w.gate is not None and w.gate.queue_length() == 0)
+    await wait_for(lambda: w.gate.queue_length() == 0)
