@@ -41,7 +41,7 @@ class TenantAdmin(Protocol):
 def make_admin_key_check(config: AdminConfig, environ: dict[str, str] | None = None) -> AdminKeyCheck:
     digest = config.resolve_digest(environ)
     if digest is None:
-        log.warning("admin API disabled: set admin.keySha256 or the %s env var", config.key_env)
+        log.warning("admin API disabled: set admission.admin.key_sha256 or the %s env var", config.key_env)
 
     def check(key: str | None) -> None:
         if digest is None:
