@@ -130,7 +130,9 @@ async def test_spills_think_max_to_think_high_when_saturated(tmp_path: Path) -> 
     assert (first.pool, first.spilled) == (PRO_MAX, False)
     assert (second.pool, second.spilled) == (PRO_HIGH, True)
     assert (
-        g.metrics.registry.get_sample_value("supernode_router_admitted_total", {"tier": "standard", "spilled": "true"})
+        g.metrics.registry.get_sample_value(
+            "supernode_router_admission_admitted_total", {"tier": "standard", "spilled": "true"}
+        )
         == 1
     )
 

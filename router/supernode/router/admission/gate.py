@@ -170,7 +170,9 @@ class AdmissionGatekeeper:
         cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
         if not cands:
             self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
-            raise NoCapacity(f"no ready endpoint serves {requested.model} in mode {requested.mode.value}")
+            raise NoCapacity(
+                f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
+            )
         limiter = self._limiters.get(tenant.id)
         if limiter is not None:
             verdict = limiter.check(estimate, now, self._wall())
