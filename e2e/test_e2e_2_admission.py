@@ -5,6 +5,7 @@ priority queue), local runtime. Runs before the fault tests (they restart parts 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 import time
 from typing import Any
 
@@ -45,14 +46,17 @@ def test_a_bad_key_is_401_in_both_api_shapes(stack: Any) -> None:
     assert an.value.status_code == 401
 
 
-def _timed(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[str, str]:
-    """Status and the router's request id (to find the request in the ledger)."""
+def _timed(client: openai.OpenAI, model: str, max_tokens: int,
+           started: threading.Event | None = None) -> tuple[str, str]:
+    """Status and the router's request id (to find the request in the ledger); `started` is set at
+    the first streamed chunk."""
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": "flood"}], max_tokens=max_tokens, stream=True,
             extra_body={**NON_THINK, "ignore_eos": True})
         for _ in raw.parse():
-            pass
+            if started is not None:
+                started.set()
     except openai.RateLimitError:
         return "429", ""
     return "ok", raw.headers[C.HEADER_REQUEST_ID]
@@ -64,11 +68,13 @@ def test_a_flood_beyond_capacity_queues_then_serves_higher_tier_first_never_hang
     the free tier queued earlier (admission times from the ledger); everything ends, nothing hangs."""
     acme, hobby = stack.openai(), stack.openai(key=stack.HOBBY_KEY)
     t_start = time.monotonic()
+    running = [threading.Event() for _ in range(8)]
     with cf.ThreadPoolExecutor(max_workers=16) as pool:
-        blockers = [pool.submit(_timed, acme, stack.FLASH, 300 + 60 * i) for i in range(8)]
-        time.sleep(1.0)  # blockers admitted and running
+        blockers = [pool.submit(_timed, acme, stack.FLASH, 200 + 20 * i, running[i]) for i in range(8)]
+        for ev in running:
+            assert ev.wait(60), "blockers stream"
         free = [pool.submit(_timed, hobby, stack.FLASH, 4) for _ in range(3)]
-        time.sleep(0.3)  # the free tier is queued first
+        time.sleep(0.2)  # the free tier is queued first
         premium = [pool.submit(_timed, acme, stack.FLASH, 4) for _ in range(3)]
         results = {name: [f.result(timeout=120) for f in futs]
                    for name, futs in (("blockers", blockers), ("free", free), ("premium", premium))}

@@ -30,7 +30,7 @@ def test_ctrl_c_drains_in_flight_then_leaves_no_process_behind(stack: Any) -> No
     def stream() -> None:
         try:
             chunks = list(stack.openai().chat.completions.create(
-                model=stack.FLASH, messages=[{"role": "user", "content": "drain me"}], max_tokens=48, stream=True,
+                model=stack.FLASH, messages=[{"role": "user", "content": "drain me"}], max_tokens=16, stream=True,
                 extra_body={"thinking": {"type": "disabled"}, "ignore_eos": True}))
             result["finish"] = next((c.choices[0].finish_reason for c in chunks
                                      if c.choices and c.choices[0].finish_reason), None)
