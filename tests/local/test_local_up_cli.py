@@ -104,3 +104,17 @@ def test_the_example_tenants_parse_and_the_snippet_key_authenticates() -> None:
     assert len(tiers) == 2 and len(set(tiers.values())) == 2
     key = first_api_key(path)
     assert TenantDirectory(parsed, source=str(path)).authenticate(key).id == "acme"
+
+
+def test_a_deployment_needing_devices_this_machine_lacks_exits_1_with_the_planner_reason(tmp_path: Path) -> None:
+    (tmp_path / "gpu.yaml").write_text(GOOD.replace("accelerator: {type: cpu}",
+                                                    "accelerator: {type: nvidia-h200, devicesPerPod: 8}\n"
+                                                    "  parallelism: {tensor: 8}"))
+    from supernode.cli.local.inventory import probe_devices
+
+    if probe_devices().cuda >= 8:  # pragma: no cover
+        pytest.skip("this machine has 8 GPUs: the spec would fit")
+    out = up("gpu.yaml", "--port", "0", "--state-dir", "s", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout
+    assert "tiny: only 0 of 1 groups fit on this machine" in out.stdout
+    assert "nvidia.com/gpu" in out.stdout
