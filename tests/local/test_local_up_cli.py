@@ -118,3 +118,45 @@ def test_a_deployment_needing_devices_this_machine_lacks_exits_1_with_the_planne
     assert out.returncode == 1, out.stdout
     assert "tiny: only 0 of 1 groups fit on this machine" in out.stdout
     assert "nvidia.com/gpu" in out.stdout
+
+
+RUN_WITH_STANDINS = """
+import sys
+from supernode.cli.local.runtime import UpOptions, run_up
+standin = sys.argv[1]
+opts = UpOptions(files=sys.argv[2:3], port=int(sys.argv[3]), state_dir=sys.argv[4],
+                 engine_cmd=[sys.executable, standin, "engine"], router_cmd=[sys.executable, standin, "router"])
+sys.exit(run_up(opts, out=lambda line: print(line, flush=True)))
+"""
+
+
+def test_sigterm_stops_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from supernode.cli.local.procs import pid_alive
+    from supernode.cli.local.statefile import load_state
+
+    (tmp_path / "two.yaml").write_text(GOOD + "  parallelism: {tensor: 2}\n")
+    (tmp_path / "s" / "checkpoints" / "tiny").mkdir(parents=True)  # no engine needed for stand-ins
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    standin = str(Path(__file__).parent / "standins" / "standin.py")
+    proc = subprocess.Popen([sys.executable, "-c", RUN_WITH_STANDINS, standin, "two.yaml", str(port), "s"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Serving." in line:
+            break
+    state = load_state(tmp_path / "s")
+    assert state is not None and len(state.pids()) == 4, "".join(lines)  # up, router, 2 ranks
+    assert "Bearer none" in "".join(lines), "without tenants the snippet needs no real key"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "received SIGTERM" in out and "stopped" in out
+    time.sleep(0.1)
+    assert [p for p in state.pids() if pid_alive(p)] == []
