@@ -160,3 +160,34 @@ def test_sigterm_stops_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
     assert "received SIGTERM" in out and "stopped" in out
     time.sleep(0.1)
     assert [p for p in state.pids() if pid_alive(p)] == []
+
+
+def test_if_up_itself_is_killed_its_children_die_with_it(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: even kill -9 of `supernode up` leaves no engine rank or router running."""
+    import time
+
+    from supernode.cli.local.procs import pid_alive
+    from supernode.cli.local.statefile import load_state
+
+    (tmp_path / "one.yaml").write_text(GOOD)
+    (tmp_path / "s" / "checkpoints" / "tiny").mkdir(parents=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    standin = str(Path(__file__).parent / "standins" / "standin.py")
+    proc = subprocess.Popen([sys.executable, "-c", RUN_WITH_STANDINS, standin, "one.yaml", str(port), "s"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Serving." in line:
+            break
+    state = load_state(tmp_path / "s")
+    assert state is not None
+    children = [p for p in state.pids() if p != proc.pid]
+    assert len(children) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in children if pid_alive(p)] == []
