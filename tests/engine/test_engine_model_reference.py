@@ -183,3 +183,15 @@ def test_missing_config_fields_default_like_transformers() -> None:
         assert getattr(ours, name) == getattr(theirs, name), name
     assert ours.rope.theta == theirs.rope_parameters["rope_theta"]
     assert ours.rope.rope_type == theirs.rope_parameters["rope_type"]
+
+
+def test_single_stream_decode_matches_transformers(pair: tuple[Any, ModelRunner]) -> None:
+    """One sequence alone: every decode step is a single token (the MoE's one-token path)."""
+    ref, runner = pair
+    seq, table = [7, 77, 177], [90, 91, 92, 93, 94, 95, 20]
+    out = runner.run([SeqInput(list(seq), 0, table)])
+    for _ in range(16):
+        diff = (out[0] - ref_last_logits(ref, seq)).abs().max().item()
+        assert diff <= 1e-4
+        seq.append(int(out[0].argmax()))
+        out = runner.run([SeqInput(seq[-1:], len(seq) - 1, table)])
