@@ -93,12 +93,17 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> None:
     pytest.fail(f"rank 0 never became ready (rc={proc.poll()})")
 
 
-@pytest.mark.parametrize("scenario", ["idle", "busy"])
-def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, scenario: str) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "sig"),
+    [("idle", signal.SIGKILL), ("busy", signal.SIGKILL), ("busy", signal.SIGSTOP)],
+    ids=["killed-while-idle", "killed-mid-step", "hung-mid-step"],
+)
+def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, scenario: str, sig: int) -> None:
+    """SIGKILL: the follower is gone; SIGSTOP: it hangs (its sockets stay open) — both end the group."""
     leader, follower = _spawn(ckpt, [(2, 1)], tmp_path / "x", scenario)
     try:
         _wait_ready(leader)
-        follower.send_signal(signal.SIGKILL)
+        follower.send_signal(sig)
         start = time.monotonic()
         rc = leader.wait(timeout=15)
         elapsed = time.monotonic() - start
@@ -109,7 +114,7 @@ def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, sce
             p.communicate()
     assert rc != 0
     assert elapsed < 10, f"leader took {elapsed:.1f}s to notice"
-    if scenario == "idle":  # nothing in flight: only the heartbeat can notice
+    if scenario == "idle" or sig == signal.SIGSTOP:  # nothing fails by itself: only the heartbeat can notice
         assert rc == PEER_LOST_EXIT_CODE
 
 
