@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,3 +162,27 @@ def test_local_ranks_spawned_in_process_follow_the_leader(ckpt: Path) -> None:
     assert (got - single).abs().max().item() <= 1e-5
     assert [c.exitcode for c in children] == [0]
     assert failures == []
+
+
+def test_a_rank_that_cannot_load_its_shard_fails_the_group_fast(ckpt: Path, tmp_path: Path) -> None:
+    """Expert 5 lives on rank 1 only (EP=2); without it rank 1 fails to load and rank 0 must not wait."""
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    state = load_file(broken / "model.safetensors")
+    del state["model.layers.1.mlp.experts.5.down_proj.weight"]
+    save_file(state, broken / "model.safetensors")
+    leader, follower = _spawn(broken, [(1, 2)], tmp_path / "x", "generate")
+    start = time.monotonic()
+    try:
+        follower_out, _ = follower.communicate(timeout=60)
+        leader.communicate(timeout=15)
+    finally:
+        for p in (leader, follower):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert follower.returncode != 0 and "experts.5.down_proj" in follower_out
+    assert leader.returncode != 0
+    assert time.monotonic() - start < 30
