@@ -209,6 +209,15 @@ def test_kv_events_stream_stored_and_removed(
         ("/v1/completions", {"model": MODEL, "prompt": [1, 2], "max_tokens": -1}, 400, "max_tokens"),
         ("/v1/completions", {"model": MODEL, "prompt": [999999]}, 400, "prompt"),
         ("/v1/completions", {"model": MODEL}, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "logprobs": 2}, 400, "logprobs"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "n": 2}, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "presence_penalty": 5}, 400, "presence_penalty"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            400,
+            "tools",
+        ),
     ],
 )
 def test_bad_input_gets_openai_errors_and_server_stays_up(

@@ -172,8 +172,9 @@ class LLMEngine:
             logits = self.runner.run(inputs)
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:
+                seqs = [batch[i].seq for i in rows]
                 tokens = self.sampler.sample(
-                    logits[rows], [batch[i].seq.seq_id for i in rows], [batch[i].seq.params for i in rows]
+                    logits[rows], [q.seq_id for q in seqs], [q.params for q in seqs], [q.output_token_ids for q in seqs]
                 )
                 for i, t in zip(rows, tokens, strict=True):
                     sampled[i] = t
