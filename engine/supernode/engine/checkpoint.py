@@ -31,7 +31,7 @@ _COMMON: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~0.3M parameters: unit tests, e2e, the local runtime's default.
+    # ~0.25M parameters: unit tests, e2e, the local runtime's default.
     "tiny": {
         "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,

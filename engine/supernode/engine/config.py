@@ -35,6 +35,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # tokens per step (prefill chunks + decodes)
     max_model_len: int | None = None  # context limit; default: the model's max_position_embeddings
     seed: int = 0  # torch seed (weights are loaded, so this only matters for sampling done on device)
+    cpu_threads: int | None = None  # torch intra-op threads; None: all cores, split evenly when ranks share a CPU
     dist_timeout_s: float = 600.0  # torch.distributed collective timeout
     heartbeat_interval_s: float = 0.5  # ranks publish liveness this often
     heartbeat_timeout_s: float = 5.0  # a rank silent this long is dead: the group exits non-zero
@@ -62,6 +63,8 @@ class EngineConfig:
             raise ConfigError(f"num_kv_blocks: must be >= 2, got {self.num_kv_blocks}")
         if not 0.0 < self.kv_cache_memory_fraction <= 1.0:
             raise ConfigError(f"kv_cache_memory_fraction: must be in (0, 1], got {self.kv_cache_memory_fraction}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"cpu_threads: must be positive, got {self.cpu_threads}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ConfigError(f"max_model_len: must be positive, got {self.max_model_len}")
         for name in ("dist_timeout_s", "heartbeat_interval_s", "heartbeat_timeout_s"):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import multiprocessing.process
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +63,10 @@ class ModelRunner:
             config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings
         )
         torch.manual_seed(config.seed)
+        if config.device == "cpu":
+            # Several ranks on one CPU each spinning all-core OpenMP pools slows every op ~10x; split the cores.
+            cores = os.cpu_count() or 1
+            torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))
         self._heartbeat: Heartbeat | None = None
         group = None
         if self.env.world_size > 1:
@@ -83,8 +90,10 @@ class ModelRunner:
         load_weights(self.model, config.model_dir, raw)
         self.num_kv_blocks = self._agree(self._kv_blocks_fitting())
         shape = (self.num_kv_blocks, self.block_size, self.model.kv_cache_dim())  # type: ignore[operator]
+        # Uninitialised on purpose: a slot is always written before any query reads it (padding reads
+        # repeat a written slot), and on CPU untouched pages are never committed, so a roomy cache is cheap.
         self.kv_caches = [
-            torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.model_config.num_hidden_layers)
+            torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.model_config.num_hidden_layers)
         ]
         self._closed = False
         log.info(
@@ -106,11 +115,11 @@ class ModelRunner:
         return self.model_config.num_hidden_layers * self.block_size * self.model.kv_cache_dim() * elem  # type: ignore[operator,no-any-return]
 
     def _kv_blocks_fitting(self) -> int:
-        """Explicit num_kv_blocks, else enough for max_num_seqs full contexts, capped by free device memory."""
+        """Explicit num_kv_blocks, else enough for max_num_seqs full contexts, capped by free (device) memory."""
         if self.config.num_kv_blocks is not None:
             return self.config.num_kv_blocks
         wanted = self.config.max_num_seqs * math.ceil(self.max_model_len / self.block_size) + 1
-        free = None
+        free = _cpu_available_bytes()
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
         elif self.device.type == "npu":
@@ -150,6 +159,8 @@ class ModelRunner:
                 raise ValueError(f"batch[{i}]: no tokens to compute")
             if s.start_pos + len(s.token_ids) > self.max_model_len:
                 raise ValueError(f"batch[{i}]: {s.start_pos + len(s.token_ids)} tokens exceed max_model_len")
+            if s.start_pos < 0 or any(not 0 <= b < self.num_kv_blocks for b in s.block_table):
+                raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
         work = [(list(s.token_ids), s.start_pos, list(s.block_table)) for s in batch]
         if self.env.world_size > 1:
             self._broadcast(work)
@@ -194,3 +205,36 @@ class ModelRunner:
             if self._heartbeat:
                 self._heartbeat.stop()
             dist.destroy_process_group()
+
+
+def _cpu_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no cap)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def run_follower(config: EngineConfig, env: DistEnv) -> None:
+    """Entry point of a follower rank's process: load the shard, then follow the leader until shutdown."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
+    ModelRunner(config, env).follower_loop()
+
+
+def spawn_local_followers(config: EngineConfig, envs: Sequence[DistEnv]) -> list[multiprocessing.process.BaseProcess]:
+    """Start one process per extra local rank (`--nproc-per-node`); the caller runs local rank 0 itself.
+
+    A child that dies is noticed by the group's heartbeat (the leader exits non-zero); the children
+    notice a dead leader the same way, so none outlives the group.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    for env in envs:
+        p = ctx.Process(target=run_follower, args=(config, env), name=f"supernode-rank{env.rank}", daemon=False)
+        p.start()
+        procs.append(p)
+    return procs

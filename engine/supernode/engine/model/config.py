@@ -30,11 +30,13 @@ class RopeConfig:
         if rope_type not in ("default", "yarn"):
             raise ConfigError(f"rope_parameters.rope_type: not implemented: {rope_type!r} (default and yarn are)")
         max_pos = int(raw.get("max_position_embeddings", 4096))
+        original = int(params.get("original_max_position_embeddings") or max_pos)
         return cls(
             rope_type=rope_type,
             theta=float(params.get("rope_theta", raw.get("rope_theta", 10000.0))),
-            factor=float(params.get("factor") or 1.0),
-            original_max_position_embeddings=int(params.get("original_max_position_embeddings") or max_pos),
+            # transformers: a YaRN config without `factor` scales by max_position / original_max_position
+            factor=float(params.get("factor") or max_pos / original),
+            original_max_position_embeddings=original,
             beta_fast=float(params.get("beta_fast") or 32),
             beta_slow=float(params.get("beta_slow") or 1),
             mscale=params.get("mscale"),
@@ -95,6 +97,10 @@ class DeepseekV3Config:
     def from_hf(cls, raw: dict[str, Any]) -> DeepseekV3Config:
         if raw.get("hidden_act", "silu") != "silu":
             raise ConfigError(f"config.json: hidden_act: not implemented: {raw['hidden_act']!r} (silu is)")
+        if raw.get("scoring_func", "sigmoid") != "sigmoid":
+            raise ConfigError(f"config.json: scoring_func: not implemented: {raw['scoring_func']!r} (sigmoid is)")
+        if raw.get("topk_method", "noaux_tc") != "noaux_tc":
+            raise ConfigError(f"config.json: topk_method: not implemented: {raw['topk_method']!r} (noaux_tc is)")
         n_experts = int(_req(raw, "n_routed_experts"))
         cfg = cls(
             vocab_size=int(_req(raw, "vocab_size")),
