@@ -46,7 +46,7 @@ class Served:
             "tiny",
             "--num-kv-blocks",
             "128",
-            "--torch-threads",
+            "--cpu-threads",
             "1",
         ]
         cmd += extra
