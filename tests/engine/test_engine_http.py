@@ -279,3 +279,18 @@ def test_runner_failure_fails_requests_and_health(
         r = s.client.post("/v1/completions", json={"model": MODEL, "prompt": [1, 2], "max_tokens": 5})
         assert r.status_code == 500 and "rank 1 died" in r.json()["error"]["message"]
         assert s.client.get("/health").status_code == 503
+
+
+def test_stop_strings_and_stop_token_ids(stack: Stack) -> None:
+    stack.runner.banned = [stack.engine.tokenizer.eos_id]
+    body = {"model": MODEL, "prompt": [9, 8, 7], "max_tokens": 24, "temperature": 0, "return_token_ids": True}
+    full = stack.client.post("/v1/completions", json=body).json()["choices"][0]
+    text, ids = full["text"], full["token_ids"]
+    assert len(text) >= 8
+    stop = text[5:8]
+    cut = stack.client.post("/v1/completions", json={**body, "stop": [stop]}).json()["choices"][0]
+    assert cut["text"] == text[: text.find(stop)] and cut["finish_reason"] == "stop"
+    streamed = sse_events(stack.client.post("/v1/completions", json={**body, "stop": stop, "stream": True}))
+    assert "".join(e["choices"][0]["text"] for e in streamed[:-1]) == cut["text"]
+    by_id = stack.client.post("/v1/completions", json={**body, "stop_token_ids": [ids[2]]}).json()["choices"][0]
+    assert by_id["token_ids"] == ids[: ids.index(ids[2]) + 1] and by_id["finish_reason"] == "stop"
