@@ -71,7 +71,11 @@ def test_chat_non_think_answers_with_usage(stack: Stack) -> None:
     assert body["choices"][0]["finish_reason"] in ("stop", "length")
     assert usage["prompt_tokens"] == usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"]
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
-    assert r.headers["x-supernode-mode"] == "non-think"
+    assert r.headers["x-supernode-mode"] == "non-think" and r.headers["x-request-id"] == body["id"]
+    traced = stack.client.post(
+        "/v1/completions", json={"model": MODEL, "prompt": [1], "max_tokens": 1}, headers={"x-request-id": "abc"}
+    )
+    assert traced.headers["x-request-id"] == "abc"
 
 
 def test_thinking_budget_forces_an_answer(stack: Stack) -> None:
