@@ -32,7 +32,14 @@ def generate(runner: ModelRunner) -> dict[str, torch.Tensor]:
         for s, row in zip(seqs, logits[-1], strict=True):
             s.append(int(row.argmax()))
         logits.append(runner.run([SeqInput([s[-1]], len(s) - 1, t) for s, t in zip(seqs, TABLES, strict=True)]))
-    return {"logits": torch.stack(logits), "tokens": torch.tensor([s[-DECODE_STEPS:] for s in seqs])}
+    single = [runner.run([SeqInput([3, 1, 4, 1, 5], 0, [30, 31, 28])])]  # one sequence alone: 1-token steps
+    for pos in range(5, 5 + DECODE_STEPS):
+        single.append(runner.run([SeqInput([int(single[-1][0].argmax())], pos, [30, 31, 28, 29])]))
+    return {
+        "logits": torch.stack(logits),
+        "tokens": torch.tensor([s[-DECODE_STEPS:] for s in seqs]),
+        "single": torch.cat(single),
+    }
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,7 @@ def test_tp_and_ep_match_single_process(ckpt: Path, tmp_path: Path) -> None:
         got = torch.load(tmp_path / f"out.{i}.pt")
         assert torch.equal(got["tokens"], ref["tokens"]), name
         assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, name
+        assert (got["single"] - ref["single"]).abs().max().item() <= 1e-5, name
 
 
 def _load_worker() -> Any:
@@ -92,12 +94,17 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> None:
     pytest.fail(f"rank 0 never became ready (rc={proc.poll()})")
 
 
-@pytest.mark.parametrize("scenario", ["idle", "busy"])
-def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, scenario: str) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "sig"),
+    [("idle", signal.SIGKILL), ("busy", signal.SIGKILL), ("busy", signal.SIGSTOP)],
+    ids=["killed-while-idle", "killed-mid-step", "hung-mid-step"],
+)
+def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, scenario: str, sig: int) -> None:
+    """SIGKILL: the follower is gone; SIGSTOP: it hangs (its sockets stay open) — both end the group."""
     leader, follower = _spawn(ckpt, [(2, 1)], tmp_path / "x", scenario)
     try:
         _wait_ready(leader)
-        follower.send_signal(signal.SIGKILL)
+        follower.send_signal(sig)
         start = time.monotonic()
         rc = leader.wait(timeout=15)
         elapsed = time.monotonic() - start
@@ -108,7 +115,7 @@ def test_leader_exits_nonzero_when_follower_dies(ckpt: Path, tmp_path: Path, sce
             p.communicate()
     assert rc != 0
     assert elapsed < 10, f"leader took {elapsed:.1f}s to notice"
-    if scenario == "idle":  # nothing in flight: only the heartbeat can notice
+    if scenario == "idle" or sig == signal.SIGSTOP:  # nothing fails by itself: only the heartbeat can notice
         assert rc == PEER_LOST_EXIT_CODE
 
 
@@ -155,3 +162,27 @@ def test_local_ranks_spawned_in_process_follow_the_leader(ckpt: Path) -> None:
     assert (got - single).abs().max().item() <= 1e-5
     assert [c.exitcode for c in children] == [0]
     assert failures == []
+
+
+def test_a_rank_that_cannot_load_its_shard_fails_the_group_fast(ckpt: Path, tmp_path: Path) -> None:
+    """Expert 5 lives on rank 1 only (EP=2); without it rank 1 fails to load and rank 0 must not wait."""
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    state = load_file(broken / "model.safetensors")
+    del state["model.layers.1.mlp.experts.5.down_proj.weight"]
+    save_file(state, broken / "model.safetensors")
+    leader, follower = _spawn(broken, [(1, 2)], tmp_path / "x", "generate")
+    start = time.monotonic()
+    try:
+        follower_out, _ = follower.communicate(timeout=60)
+        leader.communicate(timeout=15)
+    finally:
+        for p in (leader, follower):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert follower.returncode != 0 and "experts.5.down_proj" in follower_out
+    assert leader.returncode != 0
+    assert time.monotonic() - start < 30

@@ -168,3 +168,30 @@ def test_legacy_rope_scaling_is_read_like_rope_parameters() -> None:
                                   "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0,
                                   "original_max_position_embeddings": 4096}}  # fmt: skip
     assert RopeConfig.from_hf(legacy) == RopeConfig.from_hf(modern)
+
+
+def test_missing_config_fields_default_like_transformers() -> None:
+    from supernode.engine.model.config import DeepseekV3Config as Ours
+
+    ours = Ours.from_hf({"model_type": "deepseek_v3"})
+    theirs = transformers.DeepseekV3Config()
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "n_routed_experts", "n_shared_experts", "num_experts_per_tok", "n_group",
+                 "topk_group", "first_k_dense_replace", "routed_scaling_factor", "norm_topk_prob", "kv_lora_rank",
+                 "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "max_position_embeddings",
+                 "rms_norm_eps", "tie_word_embeddings", "rope_interleave", "attention_bias"):  # fmt: skip
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.rope.theta == theirs.rope_parameters["rope_theta"]
+    assert ours.rope.rope_type == theirs.rope_parameters["rope_type"]
+
+
+def test_single_stream_decode_matches_transformers(pair: tuple[Any, ModelRunner]) -> None:
+    """One sequence alone: every decode step is a single token (the MoE's one-token path)."""
+    ref, runner = pair
+    seq, table = [7, 77, 177], [90, 91, 92, 93, 94, 95, 20]
+    out = runner.run([SeqInput(list(seq), 0, table)])
+    for _ in range(16):
+        diff = (out[0] - ref_last_logits(ref, seq)).abs().max().item()
+        assert diff <= 1e-4
+        seq.append(int(out[0].argmax()))
+        out = runner.run([SeqInput(seq[-1:], len(seq) - 1, table)])

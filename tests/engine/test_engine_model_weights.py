@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -174,3 +175,55 @@ def test_init_checkpoint_cli_writes_a_loadable_checkpoint_and_tokenizer(tmp_path
 def test_init_checkpoint_rejects_unknown_preset(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="preset"):
         init_checkpoint(str(tmp_path), "huge")
+
+
+class _SpySlice:
+    """Wraps a safetensors slice and records which parts were read."""
+
+    def __init__(self, key: str, inner: Any, reads: dict[str, list[Any]]) -> None:
+        self.key, self.inner, self.reads = key, inner, reads
+
+    def get_shape(self) -> list[int]:
+        return list(self.inner.get_shape())
+
+    def get_dtype(self) -> str:
+        return str(self.inner.get_dtype())
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        self.reads.setdefault(self.key, []).append(index)
+        return self.inner[index]
+
+
+@pytest.mark.parametrize(("tp", "ep"), [(2, 1), (1, 2)])
+def test_each_rank_reads_only_its_shard(tiny: Path, monkeypatch: pytest.MonkeyPatch, tp: int, ep: int) -> None:
+    from supernode.engine import weights
+    from supernode.engine.model import build_model, parse_model_config
+    from supernode.engine.parallel import ParallelContext
+
+    raw = json.loads((tiny / "config.json").read_text())
+    full = load_file(tiny / "model.safetensors")
+    original = weights._iter_slices
+    reads: dict[str, list[Any]] = {}
+    monkeypatch.setattr(
+        weights, "_iter_slices", lambda paths: ((k, _SpySlice(k, s, reads)) for k, s in original(paths))
+    )
+    # rank 1 of 2; loading needs no process group (collectives only run in forward)
+    model = build_model(parse_model_config(raw), ParallelContext(1, 2, tp, ep, None))
+    weights.load_weights(model, str(tiny), raw)
+    params = dict(model.named_parameters())
+    expert_keys = [k for k in full if ".mlp.experts." in k]
+    if ep == 2:  # 8 experts: rank 1 owns 4..7 and never touches 0..3
+        assert all(int(k.split(".")[5]) >= 4 for k in expert_keys if k in reads)
+        assert all(k in reads for k in expert_keys if int(k.split(".")[5]) >= 4)
+        assert torch.equal(params["model.layers.1.mlp.experts.5.up_proj.weight"],
+                           full["model.layers.1.mlp.experts.5.up_proj.weight"])  # fmt: skip
+    if tp == 2:
+        q_b, o = "model.layers.0.self_attn.q_b_proj.weight", "model.layers.0.self_attn.o_proj.weight"
+        rows, cols = full[q_b].shape[0] // 2, full[o].shape[1] // 2
+        assert reads[q_b] == [slice(rows, 2 * rows)]  # column-parallel: second half of the output rows
+        assert torch.equal(params[q_b], full[q_b][rows:])
+        assert reads[o] == [(slice(None), slice(cols, 2 * cols))]  # row-parallel: second half of the inputs
+        assert torch.equal(params[o], full[o][:, cols:])
+        emb = "model.embed_tokens.weight"
+        half = full[emb].shape[0] // 2
+        assert reads[emb] == [slice(half, 2 * half)]

@@ -79,6 +79,25 @@ class ModelRunner:
         self.pctx = ParallelContext(
             self.env.rank, self.env.world_size, config.tensor_parallel, config.expert_parallel, group
         )
+        try:
+            self._load(raw)
+        except BaseException:
+            self._leave_group()  # a rank that cannot load leaves now; the others fail fast instead of waiting
+            raise
+        self._closed = False
+        log.info(
+            "rank %d ready: %s %s on %s, %d KV blocks of %d tokens",
+            self.env.rank,
+            self.model_config.model_type,
+            self.dtype,
+            self.device,
+            self.num_kv_blocks,
+            self.block_size,
+        )
+
+    def _load(self, raw: dict[str, Any]) -> None:
+        """Build this rank's shard of the model, load its weights, allocate the KV cache."""
+        config = self.config
         with torch.device(self.device):
             previous = torch.get_default_dtype()
             torch.set_default_dtype(self.dtype)
@@ -95,16 +114,6 @@ class ModelRunner:
         self.kv_caches = [
             torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.model_config.num_hidden_layers)
         ]
-        self._closed = False
-        log.info(
-            "rank %d ready: %s %s on %s, %d KV blocks of %d tokens",
-            self.env.rank,
-            self.model_config.model_type,
-            self.dtype,
-            self.device,
-            self.num_kv_blocks,
-            self.block_size,
-        )
 
     @property
     def is_leader(self) -> bool:
@@ -202,8 +211,12 @@ class ModelRunner:
             if self._heartbeat and not self.is_leader:
                 self._heartbeat.stop()  # followers stop first so the leader's store going away is not a failure
             dist.barrier()
-            if self._heartbeat:
-                self._heartbeat.stop()
+            self._leave_group()
+
+    def _leave_group(self) -> None:
+        if self._heartbeat:
+            self._heartbeat.stop()
+        if self.env.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 

@@ -46,10 +46,16 @@ class RopeConfig:
         )
 
 
-def _req(raw: dict[str, Any], name: str) -> Any:
-    if name not in raw:
-        raise ConfigError(f"config.json: missing field {name!r}")
-    return raw[name]
+# transformers' DeepseekV3Config defaults (the full DeepSeek-V3 shape): a config.json that omits a field
+# means this value, exactly as transformers reads it.
+V3_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+    "num_hidden_layers": 61, "num_attention_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256,
+    "routed_scaling_factor": 2.5, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64,
+    "v_head_dim": 128, "qk_nope_head_dim": 128, "n_group": 8, "topk_group": 4, "num_experts_per_tok": 8,
+    "first_k_dense_replace": 3, "norm_topk_prob": True, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False, "rope_interleave": True, "attention_bias": False,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,32 +107,35 @@ class DeepseekV3Config:
             raise ConfigError(f"config.json: scoring_func: not implemented: {raw['scoring_func']!r} (sigmoid is)")
         if raw.get("topk_method", "noaux_tc") != "noaux_tc":
             raise ConfigError(f"config.json: topk_method: not implemented: {raw['topk_method']!r} (noaux_tc is)")
-        n_experts = int(_req(raw, "n_routed_experts"))
+
+        def get(name: str) -> Any:
+            return raw.get(name, V3_DEFAULTS[name])
+
         cfg = cls(
-            vocab_size=int(_req(raw, "vocab_size")),
-            hidden_size=int(_req(raw, "hidden_size")),
-            intermediate_size=int(_req(raw, "intermediate_size")),
-            moe_intermediate_size=int(_req(raw, "moe_intermediate_size")),
-            num_hidden_layers=int(_req(raw, "num_hidden_layers")),
-            num_attention_heads=int(_req(raw, "num_attention_heads")),
-            n_routed_experts=n_experts,
-            n_shared_experts=int(raw.get("n_shared_experts") or 0),
-            num_experts_per_tok=int(_req(raw, "num_experts_per_tok")),
-            n_group=int(raw.get("n_group") or 1),
-            topk_group=int(raw.get("topk_group") or 1),
-            first_k_dense_replace=int(raw.get("first_k_dense_replace") or 0),
-            routed_scaling_factor=float(raw.get("routed_scaling_factor", 1.0)),
-            norm_topk_prob=bool(raw.get("norm_topk_prob", True)),
-            kv_lora_rank=int(_req(raw, "kv_lora_rank")),
-            q_lora_rank=None if raw.get("q_lora_rank") is None else int(raw["q_lora_rank"]),
-            qk_rope_head_dim=int(_req(raw, "qk_rope_head_dim")),
-            qk_nope_head_dim=int(_req(raw, "qk_nope_head_dim")),
-            v_head_dim=int(_req(raw, "v_head_dim")),
-            max_position_embeddings=int(raw.get("max_position_embeddings", 4096)),
-            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            rope_interleave=bool(raw.get("rope_interleave", True)),
-            attention_bias=bool(raw.get("attention_bias", False)),
+            vocab_size=int(get("vocab_size")),
+            hidden_size=int(get("hidden_size")),
+            intermediate_size=int(get("intermediate_size")),
+            moe_intermediate_size=int(get("moe_intermediate_size")),
+            num_hidden_layers=int(get("num_hidden_layers")),
+            num_attention_heads=int(get("num_attention_heads")),
+            n_routed_experts=int(get("n_routed_experts")),
+            n_shared_experts=int(get("n_shared_experts") or 0),
+            num_experts_per_tok=int(get("num_experts_per_tok")),
+            n_group=int(get("n_group") or 1),
+            topk_group=int(get("topk_group") or 1),
+            first_k_dense_replace=int(get("first_k_dense_replace") or 0),
+            routed_scaling_factor=float(get("routed_scaling_factor")),
+            norm_topk_prob=bool(get("norm_topk_prob")),
+            kv_lora_rank=int(get("kv_lora_rank")),
+            q_lora_rank=None if get("q_lora_rank") is None else int(get("q_lora_rank")),
+            qk_rope_head_dim=int(get("qk_rope_head_dim")),
+            qk_nope_head_dim=int(get("qk_nope_head_dim")),
+            v_head_dim=int(get("v_head_dim")),
+            max_position_embeddings=int(get("max_position_embeddings")),
+            rms_norm_eps=float(get("rms_norm_eps")),
+            tie_word_embeddings=bool(get("tie_word_embeddings")),
+            rope_interleave=bool(get("rope_interleave")),
+            attention_bias=bool(get("attention_bias")),
             hidden_act="silu",
             rope=RopeConfig.from_hf(raw),
             torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),

@@ -31,12 +31,13 @@ class TopkRouter(nn.Module):
         """x [T, hidden] -> (weights [T, k] fp32, expert ids [T, k])."""
         scores = F.linear(x.float(), self.weight).sigmoid()
         choice = scores + self.e_score_correction_bias
-        per_group = self.n_experts // self.n_group
-        group_scores = choice.view(-1, self.n_group, per_group).topk(min(2, per_group), dim=-1)[0].sum(dim=-1)
-        group_idx = group_scores.topk(self.topk_group, dim=-1, sorted=False)[1]
-        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
-        score_mask = group_mask.unsqueeze(-1).expand(-1, self.n_group, per_group).reshape(-1, self.n_experts)
-        choice = choice.masked_fill(~score_mask.bool(), float("-inf"))
+        if self.topk_group < self.n_group:  # otherwise every group is kept and the mask is a no-op
+            per_group = self.n_experts // self.n_group
+            group_scores = choice.view(-1, self.n_group, per_group).topk(min(2, per_group), dim=-1)[0].sum(dim=-1)
+            group_idx = group_scores.topk(self.topk_group, dim=-1, sorted=False)[1]
+            group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+            score_mask = group_mask.unsqueeze(-1).expand(-1, self.n_group, per_group).reshape(-1, self.n_experts)
+            choice = choice.masked_fill(~score_mask.bool(), float("-inf"))
         idx = choice.topk(self.top_k, dim=-1, sorted=False)[1]
         weights = scores.gather(1, idx)
         if self.norm_topk_prob:
@@ -69,6 +70,23 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, idx = self.gate(x)
+        routed = self._single_token(x, weights, idx) if x.shape[0] == 1 else self._many_tokens(x, weights, idx)
+        if self.shared_experts is None:
+            return self.pctx.all_reduce(routed)
+        shared = self.shared_experts(x)
+        if self.pctx.tp_size > 1:  # both partial over the world: one all-reduce for the sum
+            return self.pctx.all_reduce(routed + shared)
+        return self.pctx.all_reduce(routed) + shared
+
+    def _single_token(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One token (single-stream decode): no grouping, just its k experts (saves ~a third of the MoE time)."""
+        routed = torch.zeros_like(x)
+        for slot, e in enumerate(idx[0].tolist()):
+            if e in self.local:
+                routed += (self.experts[str(e)](x) * weights[:, slot, None]).to(routed.dtype)
+        return routed
+
+    def _many_tokens(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         routed = torch.zeros_like(x)
         counts = torch.bincount(idx.flatten(), minlength=self.gate.n_experts)[self.local.start : self.local.stop]
         for offset in counts.nonzero().flatten().tolist():
@@ -76,9 +94,4 @@ class MoE(nn.Module):
             token, slot = torch.where(idx == e)
             out = self.experts[str(e)](x[token]) * weights[token, slot, None]
             routed.index_add_(0, token, out.to(routed.dtype))
-        if self.shared_experts is None:
-            return self.pctx.all_reduce(routed)
-        shared = self.shared_experts(x)
-        if self.pctx.tp_size > 1:  # both partial over the world: one all-reduce for the sum
-            return self.pctx.all_reduce(routed + shared)
-        return self.pctx.all_reduce(routed) + shared
+        return routed
