@@ -51,7 +51,7 @@ def main() -> None:
         return [rng.randrange(16, vocab) for _ in range(n)]
 
     engine = EngineProcess(
-        model_dir, "--num-kv-blocks", "1024", "--max-num-batched-tokens", "4096", "--torch-threads", "1"
+        model_dir, "--num-kv-blocks", "1024", "--max-num-batched-tokens", "4096", "--cpu-threads", "1"
     )
     cold, warm = [], []
     try:

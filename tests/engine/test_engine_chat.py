@@ -9,7 +9,7 @@ from supernode.api.models import Mode
 from supernode.engine import tokens as T
 from supernode.engine.chat import ChatError, OutputText, render_chat, resolve_mode
 from supernode.engine.core.sequence import SamplingParams
-from supernode.engine.sampler import Sampler, filter_logits
+from supernode.engine.sampler import Sampler, apply_penalties, filter_logits
 from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
@@ -134,3 +134,12 @@ def test_seeded_request_is_deterministic_regardless_of_batch_mates() -> None:
     a = [alone.sample(x[2:3], [7], [seeded])[0] for x in steps]
     b = [crowded.sample(x, [1, 2, 7, 3], [free, free, seeded, free])[2] for x in steps]
     assert a == b and len(set(a)) > 1
+
+
+def test_presence_and_frequency_penalties() -> None:
+    logits = torch.zeros(4)
+    out = apply_penalties(logits, [1, 1, 2], SamplingParams(presence_penalty=0.5, frequency_penalty=1.0))
+    assert out.tolist() == [0.0, -2.5, -1.5, 0.0]
+    s = Sampler()
+    row = torch.tensor([[0.0, 3.0, 2.0]])
+    assert s.sample(row, [1], [SamplingParams(temperature=0, frequency_penalty=2.0)], [[1]]) == [2]

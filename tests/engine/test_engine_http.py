@@ -71,7 +71,11 @@ def test_chat_non_think_answers_with_usage(stack: Stack) -> None:
     assert body["choices"][0]["finish_reason"] in ("stop", "length")
     assert usage["prompt_tokens"] == usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"]
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
-    assert r.headers["x-supernode-mode"] == "non-think"
+    assert r.headers["x-supernode-mode"] == "non-think" and r.headers["x-request-id"] == body["id"]
+    traced = stack.client.post(
+        "/v1/completions", json={"model": MODEL, "prompt": [1], "max_tokens": 1}, headers={"x-request-id": "abc"}
+    )
+    assert traced.headers["x-request-id"] == "abc"
 
 
 def test_thinking_budget_forces_an_answer(stack: Stack) -> None:
@@ -209,6 +213,15 @@ def test_kv_events_stream_stored_and_removed(
         ("/v1/completions", {"model": MODEL, "prompt": [1, 2], "max_tokens": -1}, 400, "max_tokens"),
         ("/v1/completions", {"model": MODEL, "prompt": [999999]}, 400, "prompt"),
         ("/v1/completions", {"model": MODEL}, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "logprobs": 2}, 400, "logprobs"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "n": 2}, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "presence_penalty": 5}, 400, "presence_penalty"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            400,
+            "tools",
+        ),
     ],
 )
 def test_bad_input_gets_openai_errors_and_server_stays_up(
@@ -270,3 +283,18 @@ def test_runner_failure_fails_requests_and_health(
         r = s.client.post("/v1/completions", json={"model": MODEL, "prompt": [1, 2], "max_tokens": 5})
         assert r.status_code == 500 and "rank 1 died" in r.json()["error"]["message"]
         assert s.client.get("/health").status_code == 503
+
+
+def test_stop_strings_and_stop_token_ids(stack: Stack) -> None:
+    stack.runner.banned = [stack.engine.tokenizer.eos_id]
+    body = {"model": MODEL, "prompt": [9, 8, 7], "max_tokens": 24, "temperature": 0, "return_token_ids": True}
+    full = stack.client.post("/v1/completions", json=body).json()["choices"][0]
+    text, ids = full["text"], full["token_ids"]
+    assert len(text) >= 8
+    stop = text[5:8]
+    cut = stack.client.post("/v1/completions", json={**body, "stop": [stop]}).json()["choices"][0]
+    assert cut["text"] == text[: text.find(stop)] and cut["finish_reason"] == "stop"
+    streamed = sse_events(stack.client.post("/v1/completions", json={**body, "stop": stop, "stream": True}))
+    assert "".join(e["choices"][0]["text"] for e in streamed[:-1]) == cut["text"]
+    by_id = stack.client.post("/v1/completions", json={**body, "stop_token_ids": [ids[2]]}).json()["choices"][0]
+    assert by_id["token_ids"] == ids[: ids.index(ids[2]) + 1] and by_id["finish_reason"] == "stop"

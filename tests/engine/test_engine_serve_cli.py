@@ -46,7 +46,7 @@ class Served:
             "tiny",
             "--num-kv-blocks",
             "128",
-            "--torch-threads",
+            "--cpu-threads",
             "1",
         ]
         cmd += extra
@@ -97,6 +97,7 @@ def served(tiny_checkpoint: Path) -> Iterator[Served]:
         yield s
     finally:
         s.stop()
+        s.log.close()
 
 
 def greedy_ids(url: str) -> list[int]:
@@ -129,6 +130,7 @@ def test_two_ranks_match_one_and_a_dead_rank_stops_the_leader(tiny_checkpoint: P
         assert two.proc.wait(30) not in (0, None)
     finally:
         two.stop()
+        two.log.close()
 
 
 def test_bad_model_dir_fails_fast(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 _FORWARDED = (
     "model_dir", "served_model_name", "host", "port", "device", "tensor_parallel", "expert_parallel",
     "nproc_per_node", "max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size", "max_model_len",
-    "max_waiting", "default_mode", "think_high_budget", "think_max_budget", "seed", "torch_threads",
+    "max_waiting", "default_mode", "think_high_budget", "think_max_budget", "seed", "cpu_threads",
 )  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--think-high-budget", type=int, default=1024, help="max reasoning tokens in think-high")
     p.add_argument("--think-max-budget", type=int, default=4096, help="max reasoning tokens in think-max")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--torch-threads", type=int, default=None, help="CPU intra-op threads per rank (default: torch's)")
+    p.add_argument("--cpu-threads", type=int, default=None, help="CPU threads per rank (default: cores / local ranks)")
     p.set_defaults(func=run)
 
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         default_mode=Mode(args.default_mode),
         budgets=ReasoningBudgets(args.think_high_budget, args.think_max_budget),
         seed=args.seed,
-        torch_threads=args.torch_threads,
+        cpu_threads=args.cpu_threads,
         follower_argv=_argv(args),
     )
     try:

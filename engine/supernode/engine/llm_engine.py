@@ -95,7 +95,8 @@ class LLMEngine:
         reasoning = None
         if thinking_budget is not None:
             # Keep room for an answer: the budget never takes more than half of max_tokens.
-            budget = min(thinking_budget, max(0, params.max_tokens - min(64, params.max_tokens // 2)))
+            # (max_tokens also pays for the forced `</think>` itself.)
+            budget = min(thinking_budget, max(0, params.max_tokens - 1 - min(64, params.max_tokens // 2)))
             reasoning = ReasoningControl(self.tokenizer.think_close_id, budget)
         seq = Sequence(list(prompt_ids), params, reasoning, arrival=time.monotonic())
         text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop)
@@ -172,9 +173,10 @@ class LLMEngine:
             logits = self.runner.run(inputs)
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:
-                tokens = self.sampler.sample(
-                    logits[rows], [batch[i].seq.seq_id for i in rows], [batch[i].seq.params for i in rows]
-                )
+                seqs = [batch[i].seq for i in rows]
+                penalised = any(q.params.presence_penalty or q.params.frequency_penalty for q in seqs)
+                outputs = [q.output_token_ids for q in seqs] if penalised else None
+                tokens = self.sampler.sample(logits[rows], [q.seq_id for q in seqs], [q.params for q in seqs], outputs)
                 for i, t in zip(rows, tokens, strict=True):
                     sampled[i] = t
         progressed = self.scheduler.postprocess(batch, sampled, self.eos_ids)

@@ -31,14 +31,29 @@ class Sampler:
             gen = self._generators[seq_id] = torch.Generator().manual_seed(params.seed)
         return gen
 
-    def sample(self, logits: torch.Tensor, seq_ids: Sequence[int], params: Sequence[SamplingParams]) -> list[int]:
-        """``logits``: float [batch, vocab] (any device). Returns one token id per row."""
+    def sample(
+        self,
+        logits: torch.Tensor,
+        seq_ids: Sequence[int],
+        params: Sequence[SamplingParams],
+        outputs: Sequence[Sequence[int]] | None = None,
+    ) -> list[int]:
+        """``logits``: float [batch, vocab] (any device); ``outputs``: tokens generated so far (for penalties)."""
         logits = logits.detach().to("cpu", torch.float32)
+        for row, p in enumerate(params):
+            if outputs is not None and (p.presence_penalty or p.frequency_penalty) and outputs[row]:
+                logits[row] = apply_penalties(logits[row], outputs[row], p)
         out = logits.argmax(dim=-1).tolist()
         for row, (seq_id, p) in enumerate(zip(seq_ids, params, strict=True)):
             if not p.greedy:
                 out[row] = sample_row(logits[row], p, self._generator(seq_id, p))
         return [int(t) for t in out]
+
+
+def apply_penalties(logits: torch.Tensor, generated: Sequence[int], p: SamplingParams) -> torch.Tensor:
+    """OpenAI presence/frequency penalties over the tokens generated so far."""
+    counts = torch.bincount(torch.tensor(list(generated)), minlength=logits.numel())[: logits.numel()].float()
+    return logits - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
 
 
 def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:

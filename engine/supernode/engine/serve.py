@@ -44,7 +44,7 @@ class ServeOptions:
     default_mode: Mode = Mode.THINK_HIGH
     budgets: ReasoningBudgets = field(default_factory=ReasoningBudgets)
     seed: int = 0
-    torch_threads: int | None = None  # intra-op CPU threads (1 avoids OpenMP spin under CPU contention)
+    cpu_threads: int | None = None  # intra-op CPU threads per rank (1 avoids OpenMP spin under CPU contention)
     follower_argv: tuple[str, ...] = ()  # CLI args that start a local follower (``--local-rank`` appended)
 
     @property
@@ -64,10 +64,6 @@ def serve(opts: ServeOptions) -> int:
     if not (Path(opts.model_dir) / "tokenizer.json").is_file():
         raise FileNotFoundError(f"model_dir: no tokenizer.json in {opts.model_dir!r}")
     logs.configure(rank=env.rank, model=opts.model_name)
-    if opts.torch_threads:
-        import torch
-
-        torch.set_num_threads(opts.torch_threads)
     children = _spawn_local_followers(opts) if opts.local_rank == 0 and opts.nproc_per_node > 1 else []
     try:
         return _leader(opts, env) if env.rank == 0 else _follower(opts, env)
@@ -93,6 +89,7 @@ def _engine_config(opts: ServeOptions) -> object:
         max_num_batched_tokens=opts.max_num_batched_tokens,
         max_model_len=opts.max_model_len,
         seed=opts.seed,
+        cpu_threads=opts.cpu_threads,
     )
 
 

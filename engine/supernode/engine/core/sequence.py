@@ -32,6 +32,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    presence_penalty: float = 0.0  # subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # subtracted per occurrence in the generated tokens
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -42,6 +44,9 @@ class SamplingParams:
             raise ValueError("top_p: must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError("top_k: must be >= 0")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name}: must be in [-2, 2]")
 
     @property
     def greedy(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
 from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat, resolve_mode
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine, Output, RequestHandle
@@ -141,7 +142,10 @@ def build_app(
         ids = eng.tokenizer.encode(prompt)
         handle = submit(eng, ids, req, state.budgets.for_mode(mode))
         env = Envelope(handle.request_id, req.model, chat=True)
-        headers = {"x-supernode-mode": mode.value}
+        headers = {
+            HEADER_SERVED_MODE: mode.value,
+            HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, handle.request_id),
+        }
         if not req.stream:
             reasoning, content, _, final = await collect(request, handle, eng)
             return JSONResponse(env.chat_message(reasoning, content, final, thinking), headers=headers)
@@ -178,6 +182,7 @@ def build_app(
         ids = eng.tokenizer.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else list(prompt)
         handle = submit(eng, ids, req, None)
         env = Envelope(handle.request_id, req.model, chat=False)
+        ids_header = {HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, handle.request_id)}
         want_ids = req.return_token_ids
         echo = (prompt if isinstance(prompt, str) else eng.tokenizer.decode(ids)) if req.echo else ""
         if not req.stream:
@@ -185,7 +190,7 @@ def build_app(
             body = env.completion(echo + content, final, out_ids if want_ids else None)
             if want_ids:
                 body["choices"][0]["prompt_token_ids"] = ids
-            return JSONResponse(body)
+            return JSONResponse(body, headers=ids_header)
 
         async def events() -> AsyncIterator[str]:
             if echo:
@@ -201,7 +206,9 @@ def build_app(
                     yield sse(env.usage_chunk(out))
             yield sse("[DONE]")
 
-        return stream(events(), handle, eng)
+        resp = stream(events(), handle, eng)
+        resp.headers.update(ids_header)
+        return resp
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

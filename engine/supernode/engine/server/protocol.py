@@ -50,14 +50,35 @@ class _Common(BaseModel):
     ignore_eos: bool = False
     n: int = 1
     user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    repetition_penalty: float | None = None
 
     @property
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
+    def unsupported(self) -> None:
+        """Features the built-in engine does not implement fail loudly instead of being ignored."""
+        checks = {
+            "n": self.n != 1,
+            "logprobs": self.logprobs not in (None, False, 0),
+            "top_logprobs": bool(self.top_logprobs),
+            "repetition_penalty": self.repetition_penalty not in (None, 1.0),
+            "tools": bool((self.model_extra or {}).get("tools")),
+            "best_of": (self.model_extra or {}).get("best_of") not in (None, 1),
+            "suffix": bool((self.model_extra or {}).get("suffix")),
+        }
+        fmt = (self.model_extra or {}).get("response_format")
+        checks["response_format"] = isinstance(fmt, dict) and fmt.get("type") not in (None, "text")
+        for name, bad in checks.items():
+            if bad:
+                raise APIError(400, f"{name}: not implemented by the built-in engine", param=name, code="unsupported")
+
     def sampling(self, default_max_tokens: int) -> SamplingParams:
-        if self.n != 1:
-            raise APIError(400, "n: only n=1 is supported", param="n")
+        self.unsupported()
         max_tokens = self.max_tokens if self.max_tokens is not None else default_max_tokens
         if max_tokens < 1:
             raise APIError(400, "max_tokens: must be at least 1", param="max_tokens")
@@ -74,6 +95,8 @@ class _Common(BaseModel):
                 stop=stop,
                 stop_token_ids=tuple(self.stop_token_ids or ()),
                 ignore_eos=self.ignore_eos,
+                presence_penalty=self.presence_penalty or 0.0,
+                frequency_penalty=self.frequency_penalty or 0.0,
             )
         except ValueError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0]) from exc
