@@ -208,3 +208,26 @@ def test_endpoint_table_keeps_state_across_updates_and_reports_removals() -> Non
     assert TableCapacity(table, None).capacity(pool) == 36
     assert TableCapacity(table, CapacityConfig.model_validate({"capacity_limited_factor": 0.5})).capacity(pool) == 18
     assert TableCapacity(table, None).capacity(PoolKey("other", Mode.THINK_HIGH)) == 0
+
+
+def test_saturated_affine_endpoint_yields_while_another_has_a_free_slot() -> None:
+    idx = PrefixIndex(1000)
+    r = req("y" * 64)
+    idx.insert("a", r.block_hashes)
+    states = [Ep("a").inflight(2).state(), Ep("b").inflight(1).state()]
+    for s in states:
+        s.endpoint.max_concurrency = 2
+    assert PrefixScorer(idx, LoadGuard()).score(r, states) == [0.0, 0.0]
+    states[1].inflight = 2  # nobody has a free slot: affinity stands (waiting beats a cache miss)
+    assert PrefixScorer(idx, LoadGuard()).score(r, states) == [1.0, 0.0]
+    assert PrefixScorer(idx, LoadGuard(saturation=False)).score(r, [states[0], Ep("c").state()]) == [1.0, 0.0]
+
+
+def test_load_is_own_in_flight_plus_others_from_the_last_scrape() -> None:
+    from supernode.router.routing.state import EngineStats
+
+    s = Ep("a").inflight(3).state()
+    s.apply_scrape(EngineStats(running=4, waiting=1))  # 2 of the engine's 5 came from elsewhere
+    assert s.load == 5
+    s.inflight = 0  # ours finished since: no phantom load from a stale scrape
+    assert s.load == 2

@@ -92,16 +92,20 @@ class Service:
 
     # --- entry ----------------------------------------------------------------------------------
     async def handle(self, request: Request, call: Call) -> Response:
-        admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
+        admit: asyncio.Future[Ticket] | None = None
         try:
             if call.prep.parsed.stream:
+                admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
                 done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
                 if not done:  # queued: commit a 200 stream now and keep the client alive while waiting
                     return self._stream_response(call, self._queued_stream(call, admit))
-            self._admitted(call, await admit)
-            return await (self._start_stream(call) if call.prep.parsed.stream else self._unary(request, call))
+                self._admitted(call, admit.result())
+                return await self._start_stream(call)
+            self._admitted(call, await self.gatekeeper.admit(self.context(call), call.prep.pools))
+            return await self._unary(request, call)
         except BaseException as e:
-            admit.cancel()
+            if admit is not None:
+                admit.cancel()
             await self._finish(call, e)
             if isinstance(e, RouterError):
                 return error_response(call.shape, e)
@@ -279,8 +283,8 @@ class Service:
         elif error is not None:
             call.status, call.error = "error", str(error)[:500]
         record = self._record(call)
-        if isinstance(error, asyncio.CancelledError):
-            self.meter.record(record)  # no awaiting inside a cancelled task
+        if isinstance(error, asyncio.CancelledError) or not getattr(self.meter, "blocking", True):
+            self.meter.record(record)  # no awaiting inside a cancelled task; or a meter that never blocks
         else:
             await asyncio.to_thread(self.meter.record, record)
 
