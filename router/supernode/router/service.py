@@ -235,8 +235,7 @@ class Service:
                     raise UpstreamError(f"engine error mid-stream: {obj['error']}")
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
-                if any((c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("reasoning_content")
-                       for c in obj.get("choices") or []):
+                if any(_has_token(c) for c in obj.get("choices") or []):
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -333,6 +332,13 @@ class Service:
                 "attempts": call.opened.attempts if call.opened else 0, "stream": call.prep.parsed.stream,
                 "duration_s": round(elapsed, 6), "prompt_tokens": u.prompt_tokens, "cached_tokens": u.cached_tokens,
                 "completion_tokens": u.completion_tokens, "error": call.error or None}))
+
+
+def _has_token(choice: Any) -> bool:
+    if not isinstance(choice, dict):
+        return False
+    delta = choice.get("delta") or {}
+    return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content"))
 
 
 def _data(event: bytes) -> str | None:
