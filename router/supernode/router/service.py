@@ -34,6 +34,7 @@ from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Prepared, engine_body
 from supernode.router.proxy import Opened, Upstream
 from supernode.router.routing.state import RoutingRequest
+from supernode.router.sse import SseSplitter, data_of, has_token
 
 log = logging.getLogger("supernode.router.requests")
 
@@ -214,14 +215,12 @@ class Service:
             else None
         if anthropic:
             yield anthropic.start()
-        buffer = b""
+        splitter = SseSplitter()
         last = None
         finished = False
         async for chunk in call.opened.chunks():
-            buffer += chunk
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                payload = _data(event)
+            for event in splitter.feed(chunk):
+                payload = data_of(event)
                 if payload is None:
                     continue
                 if payload == "[DONE]":
@@ -235,7 +234,7 @@ class Service:
                     raise UpstreamError(f"engine error mid-stream: {obj['error']}")
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
-                if any(_has_token(c) for c in obj.get("choices") or []):
+                if any(has_token(c) for c in obj.get("choices") or []):
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -332,20 +331,6 @@ class Service:
                 "attempts": call.opened.attempts if call.opened else 0, "stream": call.prep.parsed.stream,
                 "duration_s": round(elapsed, 6), "prompt_tokens": u.prompt_tokens, "cached_tokens": u.cached_tokens,
                 "completion_tokens": u.completion_tokens, "error": call.error or None}))
-
-
-def _has_token(choice: Any) -> bool:
-    if not isinstance(choice, dict):
-        return False
-    delta = choice.get("delta") or {}
-    return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content"))
-
-
-def _data(event: bytes) -> str | None:
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            return line[5:].strip().decode(errors="replace")
-    return None
 
 
 async def _disconnected(request: Request) -> None:
