@@ -271,3 +271,26 @@ async def test_queued_stream_gets_keepalives(stack: Stack) -> None:
         async with h.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
             text = (await r.aread()).decode()
     assert text.startswith(": keep-alive") and text.rstrip().endswith("data: [DONE]")
+
+
+async def test_engine_4xx_is_passed_on_in_the_client_shape_without_retry(stack: Stack) -> None:
+    bad = await stack.engine("bad", Behaviour(name="bad", fail_status=400))
+    stack.write_endpoints([ep(bad)])
+    url = await stack.router()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
+    assert "bad failing" in str(e.value)
+    an = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as ae:
+        await an.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert ae.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert len(stack.engines["bad"].requests) == 2
+
+
+async def test_completions_stream_passes_through(stack: Stack) -> None:
+    url = await two_engines(stack)
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    stream = await client.completions.create(model=MODEL, prompt="once", max_tokens=4, stream=True)
+    text = "".join([c.choices[0].text async for c in stream if c.choices])
+    assert text.count("-w") == 4

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import Mode
 from supernode.router.config import RoutingConfig
 from supernode.router.routing.plugins import (
     ArgmaxPicker,
     HealthyFilter,
+    LoadGuard,
     LoadScorer,
     NotDrainingFilter,
     PrefixScorer,
@@ -90,7 +93,8 @@ def test_request_hashes_share_prefix_blocks() -> None:
 
 def test_load_scorer_is_in_unit_range() -> None:
     states = [Ep("a").inflight(0).state(), Ep("b").inflight(16).state(), Ep("c").inflight(100).state()]
-    assert LoadScorer().score(req(), states) == [1.0, 0.5, 0.0]
+    scores = LoadScorer().score(req(), states)
+    assert scores[0] == 1.0 and scores[1] == pytest.approx(2 / 3) and 0 < scores[2] < scores[1]
 
 
 def test_prefix_scorer_zeroes_affinity_of_an_overloaded_endpoint() -> None:
@@ -99,7 +103,7 @@ def test_prefix_scorer_zeroes_affinity_of_an_overloaded_endpoint() -> None:
     idx.insert("a", r.block_hashes)
     idx.insert("b", r.block_hashes)
     states = [Ep("a").inflight(10).state(), Ep("b").inflight(1).state(), Ep("c").inflight(0).state()]
-    assert PrefixScorer(idx, abs_threshold=4, rel_threshold=1.25).score(r, states) == [0.0, 1.0, 0.0]
+    assert PrefixScorer(idx, LoadGuard(abs_threshold=4, rel_threshold=1.25)).score(r, states) == [0.0, 1.0, 0.0]
     assert overloaded(10, 0, 4, 1.25) and not overloaded(3, 0, 4, 1.25) and not overloaded(12, 10, 4, 1.25)
 
 
@@ -204,3 +208,26 @@ def test_endpoint_table_keeps_state_across_updates_and_reports_removals() -> Non
     assert TableCapacity(table, None).capacity(pool) == 36
     assert TableCapacity(table, CapacityConfig.model_validate({"capacity_limited_factor": 0.5})).capacity(pool) == 18
     assert TableCapacity(table, None).capacity(PoolKey("other", Mode.THINK_HIGH)) == 0
+
+
+def test_saturated_affine_endpoint_yields_while_another_has_a_free_slot() -> None:
+    idx = PrefixIndex(1000)
+    r = req("y" * 64)
+    idx.insert("a", r.block_hashes)
+    states = [Ep("a").inflight(2).state(), Ep("b").inflight(1).state()]
+    for s in states:
+        s.endpoint.max_concurrency = 2
+    assert PrefixScorer(idx, LoadGuard()).score(r, states) == [0.0, 0.0]
+    states[1].inflight = 2  # nobody has a free slot: affinity stands (waiting beats a cache miss)
+    assert PrefixScorer(idx, LoadGuard()).score(r, states) == [1.0, 0.0]
+    assert PrefixScorer(idx, LoadGuard(saturation=False)).score(r, [states[0], Ep("c").state()]) == [1.0, 0.0]
+
+
+def test_load_is_own_in_flight_plus_others_from_the_last_scrape() -> None:
+    from supernode.router.routing.state import EngineStats
+
+    s = Ep("a").inflight(3).state()
+    s.apply_scrape(EngineStats(running=4, waiting=1))  # 2 of the engine's 5 came from elsewhere
+    assert s.load == 5
+    s.inflight = 0  # ours finished since: no phantom load from a stale scrape
+    assert s.load == 2

@@ -34,6 +34,7 @@ from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Prepared, engine_body
 from supernode.router.proxy import Opened, Upstream
 from supernode.router.routing.state import RoutingRequest
+from supernode.router.sse import SseSplitter, data_of, has_token
 
 log = logging.getLogger("supernode.router.requests")
 
@@ -92,16 +93,20 @@ class Service:
 
     # --- entry ----------------------------------------------------------------------------------
     async def handle(self, request: Request, call: Call) -> Response:
-        admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
+        admit: asyncio.Future[Ticket] | None = None
         try:
             if call.prep.parsed.stream:
+                admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
                 done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
                 if not done:  # queued: commit a 200 stream now and keep the client alive while waiting
                     return self._stream_response(call, self._queued_stream(call, admit))
-            self._admitted(call, await admit)
-            return await (self._start_stream(call) if call.prep.parsed.stream else self._unary(request, call))
+                self._admitted(call, admit.result())
+                return await self._start_stream(call)
+            self._admitted(call, await self.gatekeeper.admit(self.context(call), call.prep.pools))
+            return await self._unary(request, call)
         except BaseException as e:
-            admit.cancel()
+            if admit is not None:
+                admit.cancel()
             await self._finish(call, e)
             if isinstance(e, RouterError):
                 return error_response(call.shape, e)
@@ -210,14 +215,12 @@ class Service:
             else None
         if anthropic:
             yield anthropic.start()
-        buffer = b""
+        splitter = SseSplitter()
         last = None
         finished = False
         async for chunk in call.opened.chunks():
-            buffer += chunk
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                payload = _data(event)
+            for event in splitter.feed(chunk):
+                payload = data_of(event)
                 if payload is None:
                     continue
                 if payload == "[DONE]":
@@ -231,8 +234,7 @@ class Service:
                     raise UpstreamError(f"engine error mid-stream: {obj['error']}")
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
-                if any((c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("reasoning_content")
-                       for c in obj.get("choices") or []):
+                if any(has_token(c) for c in obj.get("choices") or []):
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -279,8 +281,8 @@ class Service:
         elif error is not None:
             call.status, call.error = "error", str(error)[:500]
         record = self._record(call)
-        if isinstance(error, asyncio.CancelledError):
-            self.meter.record(record)  # no awaiting inside a cancelled task
+        if isinstance(error, asyncio.CancelledError) or not getattr(self.meter, "blocking", True):
+            self.meter.record(record)  # no awaiting inside a cancelled task; or a meter that never blocks
         else:
             await asyncio.to_thread(self.meter.record, record)
 
@@ -329,13 +331,6 @@ class Service:
                 "attempts": call.opened.attempts if call.opened else 0, "stream": call.prep.parsed.stream,
                 "duration_s": round(elapsed, 6), "prompt_tokens": u.prompt_tokens, "cached_tokens": u.cached_tokens,
                 "completion_tokens": u.completion_tokens, "error": call.error or None}))
-
-
-def _data(event: bytes) -> str | None:
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            return line[5:].strip().decode(errors="replace")
-    return None
 
 
 async def _disconnected(request: Request) -> None:
