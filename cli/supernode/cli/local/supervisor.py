@@ -185,19 +185,19 @@ class Supervisor:
 
     def shutdown(self, drain_seconds: float) -> None:
         """Drain: the router stops accepting and finishes in-flight requests (up to
-        `drain_seconds`) while engines still run; then stop the engines. Nothing survives."""
+        `drain_seconds`) while engines still run; then stop the engines. Nothing survives.
+        The machine decides (Stopping, unpublish, kill); the grace per unit is decided here."""
         self._say(f"stopping: draining the router (up to {drain_seconds:g}s), then the engines")
-        self.units[self.router.unit] = M.UnitState(self.router.unit, phase=M.Phase.STOPPING)
-        procs.stop_all(self.children[self.router.unit], drain_seconds)
-        for unit in self.units:
-            if unit != self.router.unit:
-                self.units[unit], _ = M.step(self.units[unit], M.StopRequested(time.monotonic()), self._policy(unit))
-                self.ready[unit] = False
+        order = [self.router.unit, *self.groups]  # router first: in-flight requests need the engines
+        for unit in order:
+            self.units[unit], _ = M.step(self.units[unit], M.StopRequested(time.monotonic()), self._policy(unit))
+            if unit == self.router.unit:
+                procs.stop_all(self.children[unit], drain_seconds)
+        self.ready = dict.fromkeys(self.ready, False)
         self._write_endpoints()
-        procs.stop_all([c for u, kids in self.children.items() if u != self.router.unit for c in kids],
-                       self.kill_grace)
-        for unit in self.units:
-            self.units[unit] = M.UnitState(unit, phase=M.Phase.STOPPED)
+        procs.stop_all([c for u in self.groups for c in self.children[u]], self.kill_grace)
+        for unit in order:
+            self.units[unit], _ = M.step(self.units[unit], M.AllStopped(time.monotonic()), self._policy(unit))
         self._publish()
         self._client.close()
         self._say("stopped")
