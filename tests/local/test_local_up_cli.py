@@ -191,3 +191,15 @@ def test_if_up_itself_is_killed_its_children_die_with_it(tmp_path: Path) -> None
     while any(pid_alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p for p in children if pid_alive(p)] == []
+
+
+def test_the_printed_snippets_paste_as_they_are() -> None:
+    import ast
+
+    from supernode.cli.local.report import snippets
+
+    text = snippets("http://127.0.0.1:8080", "deepseek-v4-pro", "sk-x")
+    lines = text.splitlines()
+    py = lines[lines.index("python - <<'EOF'") + 1:len(lines) - 1 - lines[::-1].index("EOF")]
+    ast.parse("\n".join(py))
+    assert any(line.startswith("curl -s http://127.0.0.1:8080/v1/chat/completions") for line in lines)

@@ -38,18 +38,21 @@ def first_api_key(tenants: Path | None) -> str:
 
 
 def snippets(router_url: str, model: str, api_key: str) -> str:
+    """Unindented, so a paste runs as is."""
     return f"""\
-Try it:
+Try it with curl:
 
-  curl -s {router_url}/v1/chat/completions \\
-    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\
-    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 32}}'
+curl -s {router_url}/v1/chat/completions \\
+  -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\
+  -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 32}}'
 
-  python - <<'EOF'
-  from openai import OpenAI
-  client = OpenAI(base_url="{router_url}/v1", api_key="{api_key}")
-  r = client.chat.completions.create(model="{model}", max_tokens=32,
-                                     messages=[{{"role": "user", "content": "Hello!"}}])
-  print(r.choices[0].message.content)
-  EOF
+Or with the OpenAI Python SDK (pip install openai):
+
+python - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{router_url}/v1", api_key="{api_key}")
+r = client.chat.completions.create(model="{model}", max_tokens=32,
+                                   messages=[{{"role": "user", "content": "Hello!"}}])
+print(r.choices[0].message.reasoning_content, r.choices[0].message.content)
+EOF
 """

@@ -55,7 +55,8 @@ def collect(state_dir: str | Path) -> tuple[list[Probe], list[str]] | None:
             except (httpx.HTTPError, ValueError):
                 continue
     if not pid_alive(state.up_pid):
-        probes = [Probe(p.name, p.url, p.health, p.pids, p.alive, "Stopped?") for p in probes]
+        probes = [Probe(p.name, p.url, p.health, p.pids, p.alive,
+                        p.phase if p.phase == "Stopped" else f"{p.phase} (supervisor gone)") for p in probes]
     return probes, models
 
 
