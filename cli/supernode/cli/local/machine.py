@@ -28,6 +28,9 @@ class Policy:
     max_backoff_seconds: float = 30.0
     max_restarts: int = 5
     start_timeout_seconds: float = 300.0
+    # Ready this long without a failure and the restart budget is whole again: the budget bounds a
+    # crash loop, not the number of unrelated failures over weeks.
+    budget_reset_seconds: float = 600.0
     # A unit that has never been ready fails at once: `supernode up` reports why and exits non-zero
     # instead of retrying a bad spec, a busy port or a missing device forever.
     fail_fast_before_ready: bool = True
@@ -44,6 +47,7 @@ class UnitState:
     restarts: int = 0  # restarts consumed from the budget
     ever_ready: bool = False
     started_at: float = 0.0
+    ready_since: float = 0.0
     next_start_at: float = 0.0
     reason: str = ""  # why it is not ready, in words
 
@@ -153,7 +157,8 @@ def step(state: UnitState, event: Event, policy: Policy) -> tuple[UnitState, lis
         return state, []  # exits while backing off / stopping are the Kill taking effect
     if isinstance(event, Healthy):
         if phase is Phase.STARTING:
-            return replace(state, phase=Phase.READY, ever_ready=True, reason=""), [SetReady(state.name, True)]
+            return (replace(state, phase=Phase.READY, ever_ready=True, ready_since=event.now, reason=""),
+                    [SetReady(state.name, True)])
         return state, []
     # Tick
     now = event.now
@@ -161,4 +166,6 @@ def step(state: UnitState, event: Event, policy: Policy) -> tuple[UnitState, lis
         return replace(state, phase=Phase.STARTING, started_at=now, reason="starting"), [Spawn(state.name)]
     if phase is Phase.STARTING and now - state.started_at > policy.start_timeout_seconds:
         return _fail(state, now, f"not healthy after {policy.start_timeout_seconds:g}s", policy)
+    if phase is Phase.READY and state.restarts and now - state.ready_since >= policy.budget_reset_seconds:
+        return replace(state, restarts=0), []
     return state, []
