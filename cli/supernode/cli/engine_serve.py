@@ -14,6 +14,7 @@ _FORWARDED = (
     "model_dir", "served_model_name", "host", "port", "device", "tensor_parallel", "expert_parallel",
     "nproc_per_node", "max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size", "max_model_len",
     "max_waiting", "default_mode", "think_high_budget", "think_max_budget", "seed", "cpu_threads",
+    "shutdown_timeout",
 )  # fmt: skip
 
 
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--think-high-budget", type=int, default=1024, help="max reasoning tokens in think-high")
     p.add_argument("--think-max-budget", type=int, default=4096, help="max reasoning tokens in think-max")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU threads per rank (default: cores / local ranks)")
     p.set_defaults(func=run)
 
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         budgets=ReasoningBudgets(args.think_high_budget, args.think_max_budget),
         seed=args.seed,
         cpu_threads=args.cpu_threads,
+        shutdown_timeout_s=args.shutdown_timeout,
         follower_argv=_argv(args),
     )
     try:
