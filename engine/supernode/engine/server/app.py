@@ -78,7 +78,8 @@ def build_app(
             req.max_tokens = req.max_completion_tokens
         params = req.sampling(default)
         try:
-            return eng.submit(ids, params, budget, request_id=f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}")
+            rid = f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}"
+            return eng.submit(ids, params, budget, request_id=rid, streaming=req.stream)
         except EngineOverloaded as exc:
             raise APIError(429, str(exc), retry_after=exc.retry_after) from exc
         except EngineDead as exc:
