@@ -103,8 +103,9 @@ def build_app(
             raise APIError(500, "stream ended early", code="engine_error")
 
         async def disconnected() -> None:
-            while not await request.is_disconnected():
-                await asyncio.sleep(0.25)
+            # The body is read, so the next ASGI message is the disconnect: wait for it, no polling.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
 
         work, watch = asyncio.ensure_future(consume()), asyncio.ensure_future(disconnected())
         try:
