@@ -298,3 +298,12 @@ def test_stop_strings_and_stop_token_ids(stack: Stack) -> None:
     assert "".join(e["choices"][0]["text"] for e in streamed[:-1]) == cut["text"]
     by_id = stack.client.post("/v1/completions", json={**body, "stop_token_ids": [ids[2]]}).json()["choices"][0]
     assert by_id["token_ids"] == ids[: ids.index(ids[2]) + 1] and by_id["finish_reason"] == "stop"
+
+
+def test_health_and_requests_wait_for_loading(server_thread: Any) -> None:
+    state = ServerState(MODEL, EngineMetrics(MODEL))  # no engine yet: weights still loading
+    with server_thread(build_app(state)) as srv, httpx.Client(base_url=srv.url, timeout=10) as client:
+        assert client.get("/health").status_code == 503
+        r = client.post("/v1/completions", json={"model": MODEL, "prompt": [1]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5" and r.json()["error"]["code"] == "not_ready"
+        assert client.get("/metrics").status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -139,6 +140,15 @@ def test_bad_model_dir_fails_fast(tmp_path: Path) -> None:
     assert r.returncode != 0 and "config.json" in r.stderr
 
 
-def test_sigterm_stops_cleanly(tiny_checkpoint: Path, served: Served) -> None:
+def test_sigterm_drains_in_flight_stream_then_stops(tiny_checkpoint: Path, served: Served) -> None:
+    body = {"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 48, "ignore_eos": True, "stream": True}
+    lines = []
+    with httpx.stream("POST", f"{served.url}/v1/completions", json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and not lines:
+                served.proc.send_signal(signal.SIGTERM)  # mid-stream
+            lines.append(line)
+    data = [line[6:] for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]" and json.loads(data[-2])["choices"][0]["finish_reason"] == "length"
     assert served.stop() in (0, -signal.SIGTERM)
     assert "engine stopped" in served.output()

@@ -1,5 +1,8 @@
 """`supernode engine serve --model-dir DIR ...`: run one engine rank (rank 0 serves HTTP).
 
+Flags win over the pod env the operator sets (SUPERNODE_MODEL_DIR, _MODEL_NAME, _HTTP_PORT, _DEVICE,
+_TENSOR_PARALLEL, _EXPERT_PARALLEL).
+
 Distributed placement comes from SUPERNODE_RANK / SUPERNODE_WORLD_SIZE / SUPERNODE_LEADER_ADDR /
 SUPERNODE_LEADER_PORT (node ranks); ``--nproc-per-node`` starts that many ranks on this node.
 """
@@ -14,19 +17,36 @@ _FORWARDED = (
     "model_dir", "served_model_name", "host", "port", "device", "tensor_parallel", "expert_parallel",
     "nproc_per_node", "max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size", "max_model_len",
     "max_waiting", "default_mode", "think_high_budget", "think_max_budget", "seed", "cpu_threads",
+    "shutdown_timeout",
 )  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
+    import os
+
+    from supernode.api import constants as C
+
+    env = os.environ.get
     p = subparsers.add_parser("serve", help="run one engine rank (rank 0 serves the OpenAI-compatible HTTP API)")
-    p.add_argument("--model-dir", required=True, help="checkpoint directory (config.json, safetensors, tokenizer.json)")
-    p.add_argument("--served-model-name", default="", help="model name clients send (default: directory name)")
+    p.add_argument(
+        "--model-dir",
+        default=env(C.ENV_MODEL_DIR),
+        required=not env(C.ENV_MODEL_DIR),
+        help=f"checkpoint directory: config.json, safetensors, tokenizer.json (env {C.ENV_MODEL_DIR})",
+    )
+    p.add_argument(
+        "--served-model-name",
+        default=env(C.ENV_MODEL_NAME, ""),
+        help=f"model name clients send (env {C.ENV_MODEL_NAME}; default: directory name)",
+    )
     p.add_argument("--alias", action="append", default=[], help="another accepted model name (repeatable)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", choices=("cpu", "cuda", "npu"), default="cpu")
-    p.add_argument("--tensor-parallel", type=int, default=1)
-    p.add_argument("--expert-parallel", type=int, default=1)
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (pods: 0.0.0.0)")
+    p.add_argument("--port", type=int, default=env(C.ENV_HTTP_PORT, "8000"), help=f"env {C.ENV_HTTP_PORT}")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda", "npu"), default=env(C.ENV_DEVICE, "cpu"), help=f"env {C.ENV_DEVICE}"
+    )
+    p.add_argument("--tensor-parallel", type=int, default=env(C.ENV_TENSOR_PARALLEL, "1"))
+    p.add_argument("--expert-parallel", type=int, default=env(C.ENV_EXPERT_PARALLEL, "1"))
     p.add_argument("--nproc-per-node", type=int, default=1, help="ranks started on this node")
     p.add_argument("--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences per step")
@@ -39,6 +59,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--think-high-budget", type=int, default=1024, help="max reasoning tokens in think-high")
     p.add_argument("--think-max-budget", type=int, default=4096, help="max reasoning tokens in think-max")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU threads per rank (default: cores / local ranks)")
     p.set_defaults(func=run)
 
@@ -84,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         budgets=ReasoningBudgets(args.think_high_budget, args.think_max_budget),
         seed=args.seed,
         cpu_threads=args.cpu_threads,
+        shutdown_timeout_s=args.shutdown_timeout,
         follower_argv=_argv(args),
     )
     try:

@@ -76,7 +76,8 @@ class RequestHandle:
     queue: asyncio.Queue[Output] = field(default_factory=asyncio.Queue)
     arrival: float = field(default_factory=time.monotonic)
     last_token_at: float | None = None
-    done: bool = False
+    streaming: bool = True  # False: updates are held back and delivered with the final one (one wake-up)
+    held: list[Output] = field(default_factory=list)
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         while True:

@@ -84,6 +84,7 @@ class LLMEngine:
         params: SamplingParams,
         thinking_budget: int | None = None,
         request_id: str | None = None,
+        streaming: bool = True,
     ) -> RequestHandle:
         """Queue a request. Raises ValueError (bad prompt), EngineOverloaded, EngineDead."""
         if not self.alive:
@@ -100,7 +101,8 @@ class LLMEngine:
             reasoning = ReasoningControl(self.tokenizer.think_close_id, budget)
         seq = Sequence(list(prompt_ids), params, reasoning, arrival=time.monotonic())
         text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop)
-        handle = RequestHandle(request_id or f"req-{next(self._ids)}", seq, text, asyncio.get_running_loop())
+        rid = request_id or f"req-{next(self._ids)}"
+        handle = RequestHandle(rid, seq, text, asyncio.get_running_loop(), streaming=streaming)
         with self._lock:
             if self._num_open >= self.options.max_num_seqs + self.options.max_waiting:
                 self.metrics.rejected.inc()
@@ -239,7 +241,13 @@ class LLMEngine:
         )
 
     def _send(self, handle: RequestHandle, out: Output) -> None:
-        self._outbox.setdefault(handle.loop, []).append((handle.queue, out))
+        if not handle.streaming and out.finish_reason is None and out.error is None:
+            handle.held.append(out)
+            return
+        box = self._outbox.setdefault(handle.loop, [])
+        box.extend((handle.queue, held) for held in handle.held)
+        handle.held.clear()
+        box.append((handle.queue, out))
 
     def _flush(self) -> None:
         """Hand this step's outputs to each event loop in one wake-up (not one per token)."""

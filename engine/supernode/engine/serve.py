@@ -44,6 +44,7 @@ class ServeOptions:
     default_mode: Mode = Mode.THINK_HIGH
     budgets: ReasoningBudgets = field(default_factory=ReasoningBudgets)
     seed: int = 0
+    shutdown_timeout_s: float = 30.0  # on SIGTERM, in-flight requests get this long to finish
     cpu_threads: int | None = None  # intra-op CPU threads per rank (1 avoids OpenMP spin under CPU contention)
     follower_argv: tuple[str, ...] = ()  # CLI args that start a local follower (``--local-rank`` appended)
 
@@ -152,7 +153,11 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
             log.info("engine stopped")
 
     config = uvicorn.Config(
-        build_app(state, lifespan), host=opts.host, port=opts.port, log_config=None, timeout_graceful_shutdown=5
+        build_app(state, lifespan),
+        host=opts.host,
+        port=opts.port,
+        log_config=None,
+        timeout_graceful_shutdown=max(1, round(opts.shutdown_timeout_s)),
     )
     server = uvicorn.Server(config)
     server.run()

@@ -78,7 +78,8 @@ def build_app(
             req.max_tokens = req.max_completion_tokens
         params = req.sampling(default)
         try:
-            return eng.submit(ids, params, budget, request_id=f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}")
+            rid = f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}"
+            return eng.submit(ids, params, budget, request_id=rid, streaming=req.stream)
         except EngineOverloaded as exc:
             raise APIError(429, str(exc), retry_after=exc.retry_after) from exc
         except EngineDead as exc:
@@ -102,8 +103,9 @@ def build_app(
             raise APIError(500, "stream ended early", code="engine_error")
 
         async def disconnected() -> None:
-            while not await request.is_disconnected():
-                await asyncio.sleep(0.25)
+            # The body is read, so the next ASGI message is the disconnect: wait for it, no polling.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
 
         work, watch = asyncio.ensure_future(consume()), asyncio.ensure_future(disconnected())
         try:
