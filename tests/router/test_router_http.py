@@ -297,7 +297,7 @@ async def test_completions_stream_passes_through(stack: Stack) -> None:
 
 
 async def test_non_streaming_client_disconnect_releases_upstream(stack: Stack) -> None:
-    slow = await stack.engine("slow", Behaviour(name="slow", first_byte_delay_s=3))
+    slow = await stack.engine("slow", Behaviour(name="slow", first_byte_delay_s=2))
     stack.write_endpoints([ep(slow)])
     url = await stack.router()
     app = stack.router_app
@@ -307,7 +307,7 @@ async def test_non_streaming_client_disconnect_releases_upstream(stack: Stack) -
         with pytest.raises(httpx.ReadTimeout):
             await h.post(f"{url}/v1/chat/completions", json=body)
     state = app.state.router.table.get(slow)
-    await wait_for(lambda: state.inflight == 0, timeout=1.5)  # long before the engine would answer
+    await wait_for(lambda: state.inflight == 0, timeout=1.0)  # long before the engine would answer
     async with httpx.AsyncClient() as h:
         text = (await h.get(f"{url}/metrics")).text
     assert 'code="499"' in text
