@@ -171,3 +171,12 @@ def test_cli_router_rejects_a_bad_config(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "r.yaml")],
                          capture_output=True, text=True, env=os.environ.copy(), cwd=ROOT, timeout=30)
     assert out.returncode == 2 and "discovery.type" in out.stderr
+
+
+def test_example_router_config_and_endpoints_parse() -> None:
+    cfg = load_config(ROOT / "examples" / "router" / "router.yaml")
+    assert cfg.discovery.path == str(ROOT / "examples" / "router" / "endpoints.json")
+    from supernode.router.discovery.file import parse_endpoint_file
+
+    eps = parse_endpoint_file((ROOT / "examples" / "router" / "endpoints.json").read_text())
+    assert [e.engine_type.value for e in eps] == ["builtin", "vllm"]

@@ -231,3 +231,27 @@ def test_load_is_own_in_flight_plus_others_from_the_last_scrape() -> None:
     assert s.load == 5
     s.inflight = 0  # ours finished since: no phantom load from a stale scrape
     assert s.load == 2
+
+
+def test_power_of_two_picks_the_less_loaded_of_two_among_the_top() -> None:
+    import random
+
+    from supernode.router.routing.plugins import KvCacheScorer, PowerOfTwoPicker
+
+    states = [Ep("a").inflight(5).state(), Ep("b").inflight(1).state(), Ep("c").inflight(0).state()]
+    picker = PowerOfTwoPicker(top_k=2, rng=random.Random(0))
+    scored = [(states[0], 0.9), (states[1], 0.8), (states[2], 0.1)]  # c is outside the top 2
+    assert {picker.pick(req(), scored).key for _ in range(20)} == {"b"}
+    states[0].stats.kv_usage = 0.75
+    assert KvCacheScorer().score(req(), states[:1]) == [0.25]
+
+
+def test_profile_from_config_builds_every_plugin() -> None:
+    cfg = RoutingConfig.model_validate({
+        "scorers": [{"name": n, "weight": 1} for n in ("prefix", "load", "session", "kv-cache")],
+        "picker": {"name": "power-of-two", "top_k": 3}})
+    profile = build_profile(cfg, seed=1)
+    assert [s.name for s, _ in profile.scorers] == ["prefix", "load", "session", "kv-cache"]
+    assert profile.picker.name == "power-of-two"
+    d = profile.pick(req("z" * 80), [Ep("a").state(), Ep("b").draining().state()])
+    assert d is not None and d.endpoint.key == "a" and d.candidates == 1
