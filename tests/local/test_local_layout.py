@@ -24,7 +24,8 @@ def md(name: str, *, tensor: int = 1, replicas: int = 1, acc: str = "cpu", per_p
 def test_each_rank_gets_the_distributed_env_with_the_leader_on_localhost() -> None:
     d = md("pro", tensor=2)
     plan = planner.plan(d, Inventory(nodes=(NodeInfo(name="local"),)))
-    (group,) = layout_groups(d, plan, python="py", model_dir=Path("/ck"), device="cpu", ports=iter([9001, 9002]))
+    (group,) = layout_groups(d, plan, python="py", model_dir=Path("/ck"), device="cpu", ports=iter([9001, 9002]),
+                             cpu_threads=3)
     assert group.unit == "pro/0" and group.port == 9001 and group.rendezvous_port == 9002
     assert [r.rank for r in group.ranks] == [0, 1]
     for r in group.ranks:
@@ -37,6 +38,7 @@ def test_each_rank_gets_the_distributed_env_with_the_leader_on_localhost() -> No
     assert argv[:5] == ("py", "-m", "supernode.cli", "engine", "serve")
     assert argv[argv.index("--port") + 1] == "9001" and argv[argv.index("--tensor-parallel") + 1] == "2"
     assert argv[argv.index("--alias") + 1] == "deepseek-chat"
+    assert argv[argv.index("--cpu-threads") + 1] == "3"
     endpoint = group.endpoint(ready=False)
     assert endpoint.url == "http://127.0.0.1:9001" and endpoint.model == "m-pro" and not endpoint.ready
     assert [m.value for m in endpoint.modes] == list(C.MODES)

@@ -92,7 +92,8 @@ def rank_env(md: ModelDeployment, *, group: int, rank: int, world: int, device: 
     return env
 
 
-def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int, device: str) -> tuple[str, ...]:
+def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int, device: str,
+                cpu_threads: int | None = None) -> tuple[str, ...]:
     return (
         python, "-m", "supernode.cli", "engine", "serve",
         "--model-dir", str(model_dir), "--served-model-name", md.spec.model.name,
@@ -100,6 +101,7 @@ def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int,
         "--tensor-parallel", str(md.spec.parallelism.tensor),
         "--expert-parallel", str(md.spec.parallelism.expert),
         *(arg for alias in md.spec.model.aliases for arg in ("--alias", alias)),
+        *(("--cpu-threads", str(cpu_threads)) if cpu_threads else ()),
         *md.spec.engine.args,
     )
 
@@ -107,7 +109,7 @@ def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int,
 def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Path, device: str,
                   ports: Iterator[int], start_timeout_seconds: float = 300.0,
                   engine_cmd: Sequence[str] | None = None, device_ids: Iterator[int] | None = None,
-                  ) -> list[GroupLayout]:
+                  cpu_threads: int | None = None) -> list[GroupLayout]:
     """One GroupLayout per placed group of the plan. `engine_cmd` replaces the engine command
     prefix (everything before the engine's own flags) — used by tests to run stand-ins.
     `device_ids` hands out this machine's accelerator indices: all pods share one machine here, so
@@ -117,7 +119,7 @@ def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Pa
         if not group.placed:
             continue
         port, rdzv = next(ports), next(ports)
-        argv = engine_argv(python, md, model_dir=model_dir, port=port, device=device)
+        argv = engine_argv(python, md, model_dir=model_dir, port=port, device=device, cpu_threads=cpu_threads)
         if engine_cmd is not None:
             argv = (*engine_cmd, *argv[5:])
         world = len(group.pods)

@@ -57,15 +57,22 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
     from supernode.operator import planner
 
     inventory = local_inventory()
-    ports = procs.free_ports(avoid=frozenset({opts.port}))
-    device_ids = itertools.count()
-    groups: list[GroupLayout] = []
+    plans = []
     for md in deployments:
         plan = planner.plan(md, inventory)
         if plan.capacity.limited:
             raise CannotStart(f"{md.metadata.name}: only {plan.capacity.placeable} of {plan.capacity.desired} "
                               f"groups fit on this machine: " + "; ".join(plan.capacity.reasons))
         inventory = planner.apply_plan(inventory, plan)
+        plans.append((md, plan))
+    # Every rank on this machine shares its cores: split them evenly (the engine alone only knows
+    # its own group's ranks and would oversubscribe).
+    ranks = sum(len(g.pods) for _, plan in plans for g in plan.groups if g.placed)
+    cpu_threads = max(1, (os.cpu_count() or 1) // max(1, ranks))
+    ports = procs.free_ports(avoid=frozenset({opts.port}))
+    device_ids = itertools.count()
+    groups: list[GroupLayout] = []
+    for md, plan in plans:
         try:
             model_dir = ensure_checkpoint(state_dir, preset_of(md), python=opts.python, out=out)
         except CheckpointError as exc:
@@ -73,7 +80,7 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
         device = torch_device_for(md.spec.accelerator.type.vendor)
         groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
                                 ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
-                                device_ids=device_ids)
+                                device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None)
     return groups
 
 
