@@ -4,6 +4,7 @@ usage ledger."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -54,6 +55,29 @@ def test_kill_9_a_rank_mid_stream_fails_explicitly_and_the_group_restarts(stack:
             assert time.monotonic() < deadline
             time.sleep(0.5)
     assert r.usage is not None and r.usage.completion_tokens >= 1
+
+
+def _published_ready(stack: Any, url: str) -> bool:
+    data = json.loads((stack.state_dir / "endpoints.json").read_text())
+    return bool(next(e["ready"] for e in data["endpoints"] if e["url"] == url))
+
+
+def test_while_a_group_restarts_it_is_unpublished_and_requests_go_to_the_other_group(stack: Any) -> None:
+    dead = _group(stack, "flash", 0)
+    os.kill(dead.ranks[0].pid, signal.SIGKILL)
+    stack.wait_for("flash/0 to be unpublished", lambda: not _published_ready(stack, dead.url), 10)
+    client = stack.openai()
+    served_while_down = []
+    for _ in range(4):
+        down_before = not _published_ready(stack, dead.url)
+        raw = client.chat.completions.with_raw_response.create(
+            model=stack.FLASH, messages=[{"role": "user", "content": "still there?"}], max_tokens=2,
+            extra_body=NON_THINK)
+        if down_before and not _published_ready(stack, dead.url):
+            served_while_down.append(raw.headers[C.HEADER_ENDPOINT])
+    assert served_while_down and dead.url not in served_while_down, served_while_down
+    stack.wait_for("flash/0 to be ready again", lambda: _group(stack, "flash", 0).phase == "Ready", 180)
+    stack.wait_for("flash/0 to be published again", lambda: _published_ready(stack, dead.url), 10)
 
 
 def test_kill_9_the_router_keeps_answered_usage_in_the_ledger(stack: Any) -> None:
