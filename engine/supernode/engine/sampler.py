@@ -12,7 +12,6 @@ import torch
 
 from supernode.engine.core.sequence import SamplingParams
 
-
 _SEED_MASK = (1 << 63) - 1  # any integer seed maps into what torch.Generator accepts
 
 
