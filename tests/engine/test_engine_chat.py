@@ -143,3 +143,8 @@ def test_presence_and_frequency_penalties() -> None:
     s = Sampler()
     row = torch.tensor([[0.0, 3.0, 2.0]])
     assert s.sample(row, [1], [SamplingParams(temperature=0, frequency_penalty=2.0)], [[1]]) == [2]
+
+
+def test_extreme_temperature_falls_back_to_greedy() -> None:
+    logits = torch.tensor([[0.0, 5.0, 1.0]])
+    assert Sampler().sample(logits, [1], [SamplingParams(temperature=1e-45, seed=1)]) == [1]

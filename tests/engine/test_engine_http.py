@@ -121,6 +121,13 @@ def test_completions_token_ids_and_cached_prefix(stack: Stack) -> None:
     assert text["object"] == "text_completion" and isinstance(text["choices"][0]["text"], str)
 
 
+def test_any_integer_seed_is_accepted(stack: Stack) -> None:
+    for seed in (-1, 2**70):
+        r = stack.client.post("/v1/completions", json={"model": MODEL, "prompt": [1, 2], "max_tokens": 2, "seed": seed})
+        assert r.status_code == 200, r.text
+    assert stack.client.get("/health").status_code == 200
+
+
 def test_completions_stream_with_token_ids(stack: Stack) -> None:
     body = {"model": MODEL, "prompt": [5, 6, 7], "max_tokens": 6, "stream": True, "return_token_ids": True, "seed": 1}
     events = sse_events(stack.client.post("/v1/completions", json=body))

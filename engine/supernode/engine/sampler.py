@@ -12,6 +12,8 @@ import torch
 
 from supernode.engine.core.sequence import SamplingParams
 
+_SEED_MASK = (1 << 63) - 1  # any integer seed maps into what torch.Generator accepts
+
 
 class Sampler:
     """Samples one token per row of a logits batch. Owns per-request generators (drop them with ``forget``)."""
@@ -28,7 +30,7 @@ class Sampler:
             return self._shared
         gen = self._generators.get(seq_id)
         if gen is None:
-            gen = self._generators[seq_id] = torch.Generator().manual_seed(params.seed)
+            gen = self._generators[seq_id] = torch.Generator().manual_seed(params.seed & _SEED_MASK)
         return gen
 
     def sample(
@@ -73,4 +75,6 @@ def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
 
 def sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) -> int:
     probs = torch.softmax(filter_logits(logits, p), dim=-1)
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+        return int(logits.argmax())  # e.g. a temperature so small that logits overflow: that is greedy
     return int(torch.multinomial(probs, 1, generator=gen).item())
