@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -124,7 +125,7 @@ RUN_WITH_STANDINS = """
 import sys
 from supernode.cli.local.runtime import UpOptions, run_up
 standin = sys.argv[1]
-opts = UpOptions(files=sys.argv[2:3], port=int(sys.argv[3]), state_dir=sys.argv[4],
+opts = UpOptions(files=sys.argv[2:3], port=int(sys.argv[3]), state_dir=sys.argv[4], detach=len(sys.argv) > 5,
                  engine_cmd=[sys.executable, standin, "engine"], router_cmd=[sys.executable, standin, "router"])
 sys.exit(run_up(opts, out=lambda line: print(line, flush=True)))
 """
@@ -203,3 +204,37 @@ def test_the_printed_snippets_paste_as_they_are() -> None:
     py = lines[lines.index("python - <<'EOF'") + 1:len(lines) - 1 - lines[::-1].index("EOF")]
     ast.parse("\n".join(py))
     assert any(line.startswith("curl -s http://127.0.0.1:8080/v1/chat/completions") for line in lines)
+
+
+def test_detach_returns_once_serving_and_leaves_the_stack_running_until_sigint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from supernode.cli.local.procs import pid_alive
+    from supernode.cli.local.statefile import load_state
+
+    (tmp_path / "one.yaml").write_text(GOOD)
+    (tmp_path / "s" / "checkpoints" / "tiny").mkdir(parents=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    standin = str(Path(__file__).parent / "standins" / "standin.py")
+    out = subprocess.run([sys.executable, "-c", RUN_WITH_STANDINS, standin, "one.yaml", str(port), "s", "detach"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Serving." in out.stdout and "Running in the background" in out.stdout
+    state = load_state(tmp_path / "s")
+    assert state is not None and all(pid_alive(p) for p in state.pids())
+    os.kill(state.up_pid, signal.SIGINT)
+    deadline = time.monotonic() + 15
+    while any(pid_alive(p) for p in state.pids()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in state.pids() if pid_alive(p)] == []
+    assert "stopped" in (tmp_path / "s" / "up.log").read_text()
+
+
+def test_detach_reports_a_failure_with_the_exit_code(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(GOOD + "  replicas: -1\n")
+    out = up("bad.yaml", "--detach", "--state-dir", "s", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "spec.replicas" in out.stdout

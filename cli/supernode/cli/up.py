@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--state-dir", default=".supernode", help="checkpoints, logs, ledger, state (default .supernode)")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds for everything to become healthy")
     p.add_argument("--drain-seconds", type=float, default=10.0, help="on Ctrl-C, wait this long for in-flight requests")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background; return once serving (stop it with kill -INT PID)")
     p.set_defaults(func=_run)
 
 
@@ -22,5 +24,6 @@ def _run(args: argparse.Namespace) -> int:
     from supernode.cli.local.runtime import UpOptions, run_up
 
     return run_up(UpOptions(files=args.files, tenants=args.tenants, port=args.port, state_dir=args.state_dir,
-                            start_timeout=args.start_timeout, drain_seconds=args.drain_seconds),
+                            start_timeout=args.start_timeout, drain_seconds=args.drain_seconds,
+                            detach=args.detach),
                   out=lambda line: print(line, flush=True))

@@ -17,6 +17,7 @@ import yaml
 from supernode.api.models import ModelDeployment
 from supernode.cli.local import procs
 from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
+from supernode.cli.local.detach import fork_into_background
 from supernode.cli.local.inventory import local_inventory, torch_device_for
 from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
@@ -43,9 +44,14 @@ class UpOptions:
     drain_seconds: float = 10.0
     python: str = sys.executable
     # Tests replace the command prefixes (`python -m supernode.cli engine serve` / `... router`).
+    detach: bool = False
     engine_cmd: Sequence[str] | None = None
     router_cmd: Sequence[str] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)
 
 
 class CannotStart(Exception):
@@ -115,6 +121,12 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
 
 
 def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:
+    if opts.detach:
+        code = fork_into_background(Path(opts.state_dir), out, opts.start_timeout + 60)
+        if code is not None:
+            return code  # the parent; the child runs the stack below, printing into up.log
+        out = _print_flush
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         out(f"received {signal.Signals(signum).name}")
         opts.stop.set()
