@@ -19,6 +19,7 @@ from supernode.cli.local.machine import (
     Spawn,
     StopRequested,
     Tick,
+    Unhealthy,
     UnitState,
     step,
 )
@@ -113,3 +114,23 @@ def test_the_restart_budget_is_whole_again_after_a_long_ready_spell() -> None:
     assert state.phase is Phase.READY and state.restarts == 3
     assert run(state, Tick(109), policy=policy)[0].restarts == 3
     assert run(state, Tick(110), policy=policy)[0].restarts == 0
+
+
+def test_a_ready_unit_that_stops_answering_is_failed_after_enough_probes_in_a_row() -> None:
+    policy = replace(POLICY, unhealthy_after=3)
+    state = unit(Phase.READY, ever_ready=True)
+    state, actions = run(state, Unhealthy(1, "timeout"), Unhealthy(2, "timeout"), policy=policy)
+    assert state.phase is Phase.READY and state.failed_probes == 2 and actions == []
+    recovered, _ = run(state, Healthy(3), policy=policy)
+    assert recovered.failed_probes == 0 and recovered.phase is Phase.READY
+    state, actions = run(state, Unhealthy(3, "timeout"), policy=policy)
+    assert state.phase is Phase.BACKOFF
+    assert Kill("flash/0", "not healthy for 3 probes in a row (timeout)") in actions
+
+
+def test_the_backoff_counts_from_when_the_old_processes_are_gone() -> None:
+    state, _ = run(unit(Phase.READY, ever_ready=True), Exited(10, "rank 0", -9))
+    assert state.next_start_at == 11
+    state, _ = run(state, AllStopped(13))  # the kill took 3 s
+    assert state.next_start_at == 14
+    assert run(state, Tick(13.5))[0].phase is Phase.BACKOFF

@@ -3,6 +3,7 @@ gang restart, endpoint readiness, fail-fast start, and no orphans after shutdown
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from supernode.operator.types import Inventory, NodeInfo
 
 STANDIN = str(Path(__file__).parent / "standins" / "standin.py")
 INVENTORY = Inventory(nodes=(NodeInfo(name="local"),))
+LINES: list[str] = []  # the supervisor's progress output in the current test
 
 
 class MD:
@@ -60,12 +62,15 @@ def make_supervisor(tmp_path: Path, *mds: ModelDeployment) -> Supervisor:
     groups = []
     for md in mds:
         groups += layout_groups(md, planner.plan(md, INVENTORY), python=sys.executable, model_dir=tmp_path,
-                                device="cpu", ports=ports, start_timeout_seconds=30,
+                                device="cpu", ports=ports, start_timeout_seconds=30, unhealthy_after=3,
                                 engine_cmd=[sys.executable, STANDIN, "engine"])
     rport = next(ports)
     router = RouterLaunch(argv=(sys.executable, STANDIN, "router", "--port", str(rport)), env=dict(os.environ),
                           url=f"http://127.0.0.1:{rport}", policy=Policy(backoff_seconds=0.5, max_restarts=5))
-    return Supervisor(groups, router, tmp_path, out=lambda _line: None, kill_grace_seconds=2)
+    sup = Supervisor(groups, router, tmp_path, out=LINES.append, kill_grace_seconds=2, probe_timeout=0.5,
+                     liveness_interval=0.2)
+    LINES.clear()
+    return sup
 
 
 @pytest.fixture
@@ -164,3 +169,22 @@ def test_status_probes_what_the_state_file_records(stack: Supervisor) -> None:
     probes, _ = collect(stack.state_dir) or ([], [])
     flash1 = next(p for p in probes if p.name == "flash/1")
     assert flash1.health == "down" and not flash1.alive
+
+
+def test_a_hung_leader_is_detected_by_liveness_probes_and_its_group_restarted(stack: Supervisor) -> None:
+    stack.start(threading.Event(), timeout=30, interval=0.05)
+    leader = stack.children["flash/0"][0]
+    os.kill(leader.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        drive(stack, lambda: stack.units["flash/0"].restarts == 1, timeout=15)
+    finally:
+        signal_group_cont(leader.pid)
+    assert any("flash/0: Restarting (not healthy for 3 probes in a row" in line for line in LINES), LINES
+    assert leader.poll() is not None
+    drive(stack, lambda: stack.units["flash/0"].phase is Phase.READY)
+    assert stack.units["pro/0"].phase is Phase.READY, "the others were never touched"
+
+
+def signal_group_cont(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)

@@ -57,10 +57,11 @@ class GroupLayout:
         )
 
 
-def policy_for(md: ModelDeployment, start_timeout_seconds: float) -> Policy:
+def policy_for(md: ModelDeployment, start_timeout_seconds: float, unhealthy_after: int = 6) -> Policy:
     rec = md.spec.recovery
     return Policy(backoff_seconds=rec.backoff_seconds, max_backoff_seconds=rec.max_backoff_seconds,
-                  max_restarts=rec.max_group_restarts, start_timeout_seconds=start_timeout_seconds)
+                  max_restarts=rec.max_group_restarts, start_timeout_seconds=start_timeout_seconds,
+                  unhealthy_after=unhealthy_after)
 
 
 def rank_env(md: ModelDeployment, *, group: int, rank: int, world: int, device: str, model_dir: Path,
@@ -109,7 +110,7 @@ def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int,
 def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Path, device: str,
                   ports: Iterator[int], start_timeout_seconds: float = 300.0,
                   engine_cmd: Sequence[str] | None = None, device_ids: Iterator[int] | None = None,
-                  cpu_threads: int | None = None) -> list[GroupLayout]:
+                  cpu_threads: int | None = None, unhealthy_after: int = 6) -> list[GroupLayout]:
     """One GroupLayout per placed group of the plan. `engine_cmd` replaces the engine command
     prefix (everything before the engine's own flags) — used by tests to run stand-ins.
     `device_ids` hands out this machine's accelerator indices: all pods share one machine here, so
@@ -136,6 +137,6 @@ def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Pa
             deployment=md.metadata.name, index=group.index, model=md.spec.model.name,
             aliases=tuple(md.spec.model.aliases), modes=tuple(m.value for m in md.spec.modes),
             port=port, rendezvous_port=rdzv, max_concurrency=md.spec.engine.max_concurrency,
-            policy=policy_for(md, start_timeout_seconds), ranks=tuple(ranks),
+            policy=policy_for(md, start_timeout_seconds, unhealthy_after), ranks=tuple(ranks),
         ))
     return out

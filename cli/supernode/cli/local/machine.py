@@ -31,6 +31,9 @@ class Policy:
     # Ready this long without a failure and the restart budget is whole again: the budget bounds a
     # crash loop, not the number of unrelated failures over weeks.
     budget_reset_seconds: float = 600.0
+    # Consecutive failed liveness probes of a ready unit before it counts as failed (a hung leader
+    # whose process is still alive); generous so a busy CPU does not cause restarts.
+    unhealthy_after: int = 6
     # A unit that has never been ready fails at once: `supernode up` reports why and exits non-zero
     # instead of retrying a bad spec, a busy port or a missing device forever.
     fail_fast_before_ready: bool = True
@@ -48,6 +51,7 @@ class UnitState:
     ever_ready: bool = False
     started_at: float = 0.0
     ready_since: float = 0.0
+    failed_probes: int = 0
     next_start_at: float = 0.0
     reason: str = ""  # why it is not ready, in words
 
@@ -61,6 +65,14 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class Healthy:
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unhealthy:
+    """A liveness probe failed (no answer, or not 200)."""
+
+    now: float
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,7 @@ class AllStopped:
     now: float
 
 
-Event = Tick | Healthy | Exited | StopRequested | AllStopped
+Event = Tick | Healthy | Unhealthy | Exited | StopRequested | AllStopped
 
 
 # --- actions --------------------------------------------------------------------------------------
@@ -150,14 +162,28 @@ def step(state: UnitState, event: Event, policy: Policy) -> tuple[UnitState, lis
     if isinstance(event, AllStopped):
         if phase is Phase.STOPPING:
             return replace(state, phase=Phase.STOPPED, reason="stopped"), []
+        if phase is Phase.BACKOFF:  # the back-off runs from when the old processes are gone
+            wait = policy.backoff(state.restarts - 1)
+            return replace(state, next_start_at=max(state.next_start_at, event.now + wait)), []
         return state, []
     if isinstance(event, Exited):
         if phase in (Phase.STARTING, Phase.READY):
             return _fail(state, event.now, _describe_exit(event), policy)
         return state, []  # exits while backing off / stopping are the Kill taking effect
+    if isinstance(event, Unhealthy):
+        if phase is not Phase.READY:
+            return state, []
+        failed = state.failed_probes + 1
+        if failed >= policy.unhealthy_after:
+            return _fail(replace(state, failed_probes=0), event.now,
+                         f"not healthy for {failed} probes in a row ({event.detail})", policy)
+        return replace(state, failed_probes=failed), []
     if isinstance(event, Healthy):
+        if phase is Phase.READY and state.failed_probes:
+            return replace(state, failed_probes=0), []
         if phase is Phase.STARTING:
-            return (replace(state, phase=Phase.READY, ever_ready=True, ready_since=event.now, reason=""),
+            return (replace(state, phase=Phase.READY, ever_ready=True, ready_since=event.now, failed_probes=0,
+                            reason=""),
                     [SetReady(state.name, True)])
         return state, []
     # Tick

@@ -41,7 +41,8 @@ class StartFailed(Exception):
 
 class Supervisor:
     def __init__(self, groups: Sequence[GroupLayout], router: RouterLaunch, state_dir: Path, *,
-                 out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0):
+                 out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0,
+                 liveness_interval: float = 5.0):
         self.groups = {g.unit: g for g in groups}
         self.router = router
         self.state_dir = state_dir
@@ -52,6 +53,8 @@ class Supervisor:
         self.ready: dict[str, bool] = dict.fromkeys(self.units, False)
         self.failures: dict[str, str] = {}  # units that gave up -> reason
         self._detail: dict[str, str] = {}  # last health detail printed per unit (progress output)
+        self.liveness_interval = liveness_interval  # seconds between probes of a ready unit; 0 = none
+        self._next_liveness: dict[str, float] = {}
         self._t0 = time.monotonic()
         self._client = httpx.Client(timeout=probe_timeout, trust_env=False)
         self._ports = procs.free_ports(avoid=frozenset(g.port for g in groups))
@@ -120,6 +123,9 @@ class Supervisor:
                 self._feed(unit, M.Healthy(time.monotonic()))
                 return
             detail = f"health {resp.status_code}: {resp.text.strip()[:160]}"
+        if self.units[unit].phase is M.Phase.READY:
+            self._feed(unit, M.Unhealthy(time.monotonic(), detail))
+            return
         if self._detail.get(unit) != detail:
             self._detail[unit] = detail
             self._say(f"{unit}: waiting: {detail}")
@@ -156,7 +162,12 @@ class Supervisor:
                     if code is not None:
                         self._feed(unit, M.Exited(time.monotonic(), child.what, code))
                         break
+            now = time.monotonic()
             if self.units[unit].phase is M.Phase.STARTING:
+                self._probe(unit)
+            elif (self.units[unit].phase is M.Phase.READY and self.liveness_interval > 0
+                  and now >= self._next_liveness.get(unit, 0.0)):
+                self._next_liveness[unit] = now + self.liveness_interval
                 self._probe(unit)
             self._feed(unit, M.Tick(time.monotonic()))
 
