@@ -2,5 +2,5 @@
 
 Pure parts: `specs` (parse + validate), `layout` (what to run per group), `machine` (supervision
 decisions), `routerconf`, `report`. Edges: `procs` (processes), `supervisor` (the loop),
-`runtime` (wiring), `status` (HTTP probes).
+`runtime` (wiring), `detach` (background mode), `status` (HTTP probes).
 """
