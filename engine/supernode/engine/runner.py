@@ -1,0 +1,253 @@
+"""ModelRunner: one per rank. Owns the device, the model shard, the paged KV cache and the group.
+
+The leader (rank 0) calls `run(batch)` each step; it broadcasts the batch so followers (in
+`follower_loop`) execute the same forward, then returns logits for each sequence's last new token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import multiprocessing.process
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from supernode.engine.config import ConfigError, EngineConfig
+from supernode.engine.distributed import DistEnv, Heartbeat, exit_on_peer_loss, init_group, resolve_device
+from supernode.engine.model import build_model, parse_model_config
+from supernode.engine.model.paged import build_metadata
+from supernode.engine.parallel import ParallelContext
+from supernode.engine.weights import load_weights, refuse_quantized, torch_dtype
+
+__all__ = ["EngineConfig", "ModelRunner", "SeqInput"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SeqInput:
+    """One sequence's work in one step."""
+
+    token_ids: list[int]  # tokens to compute now (a prefill chunk, or the one decode token)
+    start_pos: int  # tokens of this sequence already in the KV cache (positions start here)
+    block_table: list[int]  # physical KV block ids covering positions [0, start_pos + len(token_ids))
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        config: EngineConfig,
+        dist_env: DistEnv | None = None,
+        on_peer_failure: Callable[[str], None] = exit_on_peer_loss,
+    ) -> None:
+        self.config = config
+        self.env = dist_env or DistEnv()
+        if self.env.world_size != config.world_size:
+            raise ConfigError(
+                f"world size {self.env.world_size} (ranks started) != max(tensor_parallel, expert_parallel)"
+                f" = {config.world_size}"
+            )
+        raw = config.hf_config()
+        refuse_quantized(raw)
+        self.model_config: Any = parse_model_config(raw)
+        self.device = resolve_device(config.device, self.env.local_rank)
+        self.dtype = torch_dtype(config.dtype if config.dtype != "auto" else self.model_config.torch_dtype)
+        self.block_size = config.block_size
+        self.max_model_len = min(
+            config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings
+        )
+        torch.manual_seed(config.seed)
+        if config.device == "cpu":
+            # Several ranks on one CPU each spinning all-core OpenMP pools slows every op ~10x; split the cores.
+            cores = os.cpu_count() or 1
+            torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))
+        self._heartbeat: Heartbeat | None = None
+        group = None
+        if self.env.world_size > 1:
+            init_group(self.env, config.device, config.dist_timeout_s)
+            group = dist.group.WORLD
+            self._heartbeat = Heartbeat(
+                self.env, config.heartbeat_interval_s, config.heartbeat_timeout_s, on_peer_failure
+            )
+            self._heartbeat.start()
+        self.pctx = ParallelContext(
+            self.env.rank, self.env.world_size, config.tensor_parallel, config.expert_parallel, group
+        )
+        try:
+            self._load(raw)
+        except BaseException:
+            self._leave_group()  # a rank that cannot load leaves now; the others fail fast instead of waiting
+            raise
+        self._closed = False
+        log.info(
+            "rank %d ready: %s %s on %s, %d KV blocks of %d tokens",
+            self.env.rank,
+            self.model_config.model_type,
+            self.dtype,
+            self.device,
+            self.num_kv_blocks,
+            self.block_size,
+        )
+
+    def _load(self, raw: dict[str, Any]) -> None:
+        """Build this rank's shard of the model, load its weights, allocate the KV cache."""
+        config = self.config
+        with torch.device(self.device):
+            previous = torch.get_default_dtype()
+            torch.set_default_dtype(self.dtype)
+            try:
+                self.model = build_model(self.model_config, self.pctx)
+            finally:
+                torch.set_default_dtype(previous)
+        self.model.eval()
+        load_weights(self.model, config.model_dir, raw)
+        self.num_kv_blocks = self._agree(self._kv_blocks_fitting())
+        shape = (self.num_kv_blocks, self.block_size, self.model.kv_cache_dim())  # type: ignore[operator]
+        # Uninitialised on purpose: a slot is always written before any query reads it (padding reads
+        # repeat a written slot), and on CPU untouched pages are never committed, so a roomy cache is cheap.
+        self.kv_caches = [
+            torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.model_config.num_hidden_layers)
+        ]
+
+    @property
+    def is_leader(self) -> bool:
+        return self.env.rank == 0
+
+    def _kv_bytes_per_block(self) -> int:
+        elem = torch.empty((), dtype=self.dtype).element_size()
+        return self.model_config.num_hidden_layers * self.block_size * self.model.kv_cache_dim() * elem  # type: ignore[operator,no-any-return]
+
+    def _kv_blocks_fitting(self) -> int:
+        """Explicit num_kv_blocks, else enough for max_num_seqs full contexts, capped by free (device) memory."""
+        if self.config.num_kv_blocks is not None:
+            return self.config.num_kv_blocks
+        wanted = self.config.max_num_seqs * math.ceil(self.max_model_len / self.block_size) + 1
+        free = _cpu_available_bytes()
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        elif self.device.type == "npu":
+            free = torch.npu.mem_get_info(self.device)[0]  # type: ignore[attr-defined]
+        if free is not None:
+            wanted = min(wanted, int(free * self.config.kv_cache_memory_fraction) // self._kv_bytes_per_block())
+        if wanted < 2:
+            raise ConfigError("num_kv_blocks: not enough device memory for a KV cache")
+        return wanted
+
+    def _agree(self, blocks: int) -> int:
+        """Every rank must use the same block count: take the minimum."""
+        if self.env.world_size == 1:
+            return blocks
+        t = torch.tensor([blocks], dtype=torch.long, device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
+    def _comm_device(self) -> torch.device:
+        return torch.device("cpu") if self.config.device == "cpu" else self.device
+
+    def _broadcast(self, payload: Any) -> Any:
+        box = [payload]
+        dist.broadcast_object_list(box, src=0, device=self._comm_device())
+        return box[0]
+
+    def run(self, batch: Sequence[SeqInput]) -> torch.Tensor:
+        """Leader only: compute one step; float32 logits [len(batch), vocab] for each sequence's last new token."""
+        if not self.is_leader:
+            raise RuntimeError("run() is for rank 0; followers call follower_loop()")
+        if self._closed:
+            raise RuntimeError("runner is shut down")
+        if not batch:
+            raise ValueError("empty batch")
+        for i, s in enumerate(batch):
+            if not s.token_ids:
+                raise ValueError(f"batch[{i}]: no tokens to compute")
+            if s.start_pos + len(s.token_ids) > self.max_model_len:
+                raise ValueError(f"batch[{i}]: {s.start_pos + len(s.token_ids)} tokens exceed max_model_len")
+            if s.start_pos < 0 or any(not 0 <= b < self.num_kv_blocks for b in s.block_table):
+                raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
+        work = [(list(s.token_ids), s.start_pos, list(s.block_table)) for s in batch]
+        if self.env.world_size > 1:
+            self._broadcast(work)
+        return self._execute(work)
+
+    @torch.inference_mode()
+    def _execute(self, work: list[tuple[list[int], int, list[int]]]) -> torch.Tensor:
+        lengths = [len(t) for t, _, _ in work]
+        meta, positions = build_metadata(
+            lengths, [s for _, s, _ in work], [b for _, _, b in work], self.block_size, self.device
+        )
+        tokens = torch.tensor([tok for t, _, _ in work for tok in t], dtype=torch.long).to(self.device)
+        hidden = self.model(tokens, positions, meta, self.kv_caches)
+        last = torch.tensor(lengths).cumsum(0).sub(1).to(self.device)
+        return self.model.compute_logits(hidden[last])  # type: ignore[operator,no-any-return]
+
+    def follower_loop(self) -> None:
+        """Ranks > 0: execute the leader's batches until it shuts the group down."""
+        if self.is_leader:
+            raise RuntimeError("follower_loop() is for ranks > 0")
+        while True:
+            work = self._broadcast(None)
+            if work is None:
+                break
+            self._execute(work)
+        self._close()
+
+    def shutdown(self) -> None:
+        """Leader: release the followers and leave the group. Idempotent."""
+        if self._closed:
+            return
+        if self.is_leader and self.env.world_size > 1:
+            self._broadcast(None)
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self.env.world_size > 1:
+            if self._heartbeat and not self.is_leader:
+                self._heartbeat.stop()  # followers stop first so the leader's store going away is not a failure
+            dist.barrier()
+            self._leave_group()
+
+    def _leave_group(self) -> None:
+        if self._heartbeat:
+            self._heartbeat.stop()
+        if self.env.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _cpu_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no cap)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def run_follower(config: EngineConfig, env: DistEnv) -> None:
+    """Entry point of a follower rank's process: load the shard, then follow the leader until shutdown."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
+    ModelRunner(config, env).follower_loop()
+
+
+def spawn_local_followers(config: EngineConfig, envs: Sequence[DistEnv]) -> list[multiprocessing.process.BaseProcess]:
+    """Start one process per extra local rank (`--nproc-per-node`); the caller runs local rank 0 itself.
+
+    A child that dies is noticed by the group's heartbeat (the leader exits non-zero); the children
+    notice a dead leader the same way, so none outlives the group.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    for env in envs:
+        p = ctx.Process(target=run_follower, args=(config, env), name=f"supernode-rank{env.rank}", daemon=False)
+        p.start()
+        procs.append(p)
+    return procs
