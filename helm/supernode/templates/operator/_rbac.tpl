@@ -1,0 +1,48 @@
+{{/*
+The operator's permissions, in one place. They mirror supernode.operator.kube.REQUIRED_PERMISSIONS
+(what the client wrapper calls) plus what kopf itself needs (CRD discovery, Events, peering);
+tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
+*/}}
+
+{{/* Rules on namespaced resources: in the ClusterRole (all namespaces) or a Role per watched namespace. */}}
+{{- define "supernode.operator.namespacedRules" -}}
+- apiGroups: [supernode.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [supernode.io]
+  resources: [modeldeployments/status]
+  verbs: [get, patch]
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* Rules on cluster-scoped resources: always in the ClusterRole. */}}
+{{- define "supernode.operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list, watch]
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- if and (eq .Values.operator.ha.mode "peering") (not .Values.operator.watchNamespaces) }}
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end -}}
