@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator  # noqa: E402
 
 import kmock  # noqa: E402
 import pytest  # noqa: E402
-
 from k8s_emulator import K8sEmulator  # noqa: E402
 
 

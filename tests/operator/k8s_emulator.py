@@ -27,7 +27,6 @@ import attrs
 import kmock
 import yaml
 from kmock._internal import rendering
-
 from label_selectors import matches_selector
 
 Key = tuple[str, str | None, str]  # (group/plural, namespace, name)
@@ -162,7 +161,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
 
     async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object directly (a test acting as a controller or kubelet)."""
-        group, _, version = obj["apiVersion"].rpartition("/")
+        group, _, _version = obj["apiVersion"].rpartition("/")
         kind = next(k for k in self.kinds.values() if k.kind == obj["kind"] and k.group == group)
         return self._create(kind, obj.get("metadata", {}).get("namespace"), copy.deepcopy(obj))
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from k8s_emulator import LWS_KIND, K8sEmulator
 from label_selectors import matches_selector
 
