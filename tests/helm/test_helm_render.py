@@ -30,7 +30,7 @@ ALL_ON: dict[str, Any] = {
 }
 NAMESPACED_WATCH: dict[str, Any] = {
     "operator": {"watchNamespaces": ["llm", "batch"], "replicas": 2, "ha": {"mode": "peering"}},
-    "router": {"discovery": {"namespaces": ["llm"]}},
+    "router": {"discovery": {"namespace": "llm"}},
 }
 PERSISTENT_LEDGER: dict[str, Any] = {
     "router": {"replicas": 1, "autoscaling": {"enabled": False},
@@ -136,7 +136,7 @@ def test_tenants_secret_and_ledger_volume(render: Any) -> None:
     assert volumes["tenants"]["secret"]["secretName"] == secret["metadata"]["name"]
     assert "emptyDir" in volumes["ledger"]
     config = yaml.safe_load(one(objects, "ConfigMap", "-router")["data"]["router.yaml"])
-    assert config["tenantsFile"] == "/etc/supernode/tenants/tenants.yaml"
+    assert config["admission"]["tenantsFile"] == "/etc/supernode/tenants/tenants.yaml"
 
     persistent = render(PERSISTENT_LEDGER)
     pvc = one(persistent, "PersistentVolumeClaim")

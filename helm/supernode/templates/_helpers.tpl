@@ -128,9 +128,4 @@ seccompProfile:
 {{- if or (eq .Values.image.tag "latest") (and (not .Values.image.digest) (not .Values.image.tag) (eq .Chart.AppVersion "latest")) -}}
 {{- fail "image.tag must pin a version (or set image.digest), not \"latest\"" -}}
 {{- end -}}
-{{- range $family, $ref := .Values.engineImages -}}
-{{- if hasSuffix ":latest" $ref -}}
-{{- fail (printf "engineImages.%s must pin a version or digest, not %q" $family $ref) -}}
-{{- end -}}
-{{- end -}}
 {{- end -}}

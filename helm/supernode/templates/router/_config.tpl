@@ -1,16 +1,16 @@
-{{/* The router's config file: what the chart knows (listen address, discovery, tenants file, ledger),
-with router.config merged over it. */}}
+{{/* The router's config file (supernode.router.config.RouterConfig): what the chart knows (listen
+address, kubernetes discovery, tenants file, ledger path), with router.config merged over it. */}}
 {{- define "supernode.router.config" -}}
 {{- $r := .Values.router -}}
+{{- $discovery := dict "type" "kubernetes" "http_port_name" "http" -}}
+{{- with $r.discovery.namespace }}{{ $_ := set $discovery "namespace" . }}{{ end -}}
 {{- $base := dict
-  "host" "0.0.0.0"
-  "port" (int $r.port)
-  "logLevel" $r.logLevel
-  "discovery" (dict "type" "kubernetes" "namespaces" $r.discovery.namespaces)
-  "ledger" (dict "path" $r.ledger.path)
+  "server" (dict "host" "0.0.0.0" "port" (int $r.port))
+  "discovery" $discovery
+  "metering" (dict "ledger_path" $r.ledger.path)
 -}}
 {{- if include "supernode.router.tenantsSecret" . -}}
-{{- $_ := set $base "tenantsFile" (printf "/etc/supernode/tenants/%s" $r.tenants.key) -}}
+{{- $_ := set $base "admission" (dict "tenantsFile" (printf "/etc/supernode/tenants/%s" $r.tenants.key)) -}}
 {{- end -}}
 {{- toYaml (mergeOverwrite $base (deepCopy $r.config)) -}}
 {{- end -}}
