@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for helm_chart_support
 
-from helm_chart_support import CHART, NAMESPACE, RELEASE, Objects, parse_manifests  # noqa: E402
+from helm_chart_support import CHART, NAMESPACE, RELEASE, Objects, parse_manifests
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) renders the chart")
 

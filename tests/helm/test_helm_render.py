@@ -109,7 +109,7 @@ def test_peering_mode_gives_replicas_distinct_priorities(render: Any) -> None:
     peering = one(objects, "ClusterKopfPeering")
     container = operator["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["/bin/sh", "-c"]
-    script, argv0, *args = container["args"]
+    script, _argv0, *args = container["args"]
     assert script.startswith('exec supernode operator "$@" --priority "$(')  # derived per pod from POD_NAME
     assert f"--peering={peering['metadata']['name']}" in args
     assert "--standalone" not in args

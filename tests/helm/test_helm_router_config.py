@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from helm_chart_support import EXAMPLES, load_values, one
+
 from supernode.router.admission import AdmissionConfig
 from supernode.router.config import parse_config
 from supernode.router.metering import MeteringConfig

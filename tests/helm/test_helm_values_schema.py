@@ -20,7 +20,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("privileged router port", {"router": {"port": 80}}, "/router/port"),
     ("bad service type", {"router": {"service": {"type": "Ingress"}}}, "/router/service/type"),
     ("missing memory limit", {"router": {"resources": {"limits": {"memory": None}}}}, "/router/resources/limits"),
-    ("bad cpu quantity", {"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "/operator/resources/requests/cpu"),
+    ("bad cpu quantity", {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
+     "/operator/resources/requests/cpu"),
     ("bad pull policy", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ("bad digest", {"image": {"digest": "md5:abc"}}, "/image/digest"),
     ("unpinned image tag", {"image": {"tag": "v1 beta"}}, "/image/tag"),
@@ -41,7 +42,8 @@ BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
     ("persistent ledger with two routers",
      {"router": {"replicas": 2, "autoscaling": {"enabled": False}, "ledger": {"persistence": {"enabled": True}}}},
      "router.ledger.persistence.enabled needs router.replicas=1"),
-    ("existing SA without name", {"router": {"serviceAccount": {"create": False}}}, "router.serviceAccount.name is required"),
+    ("existing SA without name", {"router": {"serviceAccount": {"create": False}}},
+     "router.serviceAccount.name is required"),
 ]
 
 
