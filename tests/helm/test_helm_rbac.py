@@ -1,0 +1,132 @@
+"""Least privilege, both ways: the chart's RBAC grants every permission the operator's and router's
+code needs (derived from their own declarations), and nothing beyond them.
+
+Needs the operator branch (supernode.operator.kube.REQUIRED_PERMISSIONS) and the router branch
+(kubernetes discovery)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+from helm_chart_support import NAMESPACE, Objects, find
+
+from supernode.api import constants as C
+from supernode.operator.kube import REQUIRED_PERMISSIONS as OPERATOR_PERMISSIONS
+
+Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+# What kopf itself does for any operator, whatever our handlers: watch and patch the handled resource
+# (finalizer, progress annotations, status.kopf), post Events, scan CRDs for resource discovery, and
+# keep its peering record alive when peering is on.
+KOPF_FRAMEWORK: set[Perm] = {
+    (C.GROUP, C.PLURAL, "list"), (C.GROUP, C.PLURAL, "watch"), (C.GROUP, C.PLURAL, "patch"),
+    (C.GROUP, f"{C.PLURAL}/status", "patch"),
+    ("", "events", "create"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+KOPF_PEERING_CLUSTER: set[Perm] = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+KOPF_PEERING_NAMESPACED: set[Perm] = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+
+# The router's kubernetes discovery: it reads ModelDeployments and their leader pods, nothing else.
+ROUTER_PERMISSIONS: set[Perm] = {
+    (C.GROUP, C.PLURAL, "get"), (C.GROUP, C.PLURAL, "list"), (C.GROUP, C.PLURAL, "watch"),
+    ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
+}
+NEVER: set[str] = {"*", "escalate", "bind", "impersonate", "secrets", "deletecollection"}
+
+
+def _field(rule: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(rule, Mapping) and name in rule:
+            return rule[name]
+        if hasattr(rule, name):
+            return getattr(rule, name)
+    raise KeyError(f"rule {rule!r} has none of {names}")
+
+
+def expand(rules: Any) -> set[Perm]:
+    """(group, resource, verb) triples from RBAC-shaped rules: a list of rules, or a mapping of client
+    method -> rules; a rule is a PolicyRule-like mapping/object or a (group, resource, verbs) tuple."""
+    if isinstance(rules, Mapping) and not {"verbs", "resources"} & set(rules):
+        return set().union(*(expand(v) for v in rules.values())) if rules else set()
+    if isinstance(rules, Mapping) or not isinstance(rules, Iterable) or isinstance(rules, str):
+        rules = [rules]
+    out: set[Perm] = set()
+    for rule in rules:
+        if isinstance(rule, tuple) and len(rule) == 3 and all(isinstance(x, str | tuple | list) for x in rule):
+            groups, resources, verbs = ([x] if isinstance(x, str) else list(x) for x in rule)
+        else:
+            groups = _field(rule, "apiGroups", "api_groups", "groups", "group")
+            resources = _field(rule, "resources", "resource")
+            verbs = _field(rule, "verbs", "verb")
+            groups, resources, verbs = ([x] if isinstance(x, str) else list(x) for x in (groups, resources, verbs))
+        out |= {(g, r, v) for g in groups for r in resources for v in verbs}
+    return out
+
+
+def granted_to(objects: Objects, service_account_suffix: str) -> dict[str, set[Perm]]:
+    """Permissions bound to the chart's ServiceAccount, by scope ('' = cluster-wide, else namespace)."""
+    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+             for o in objects if o["kind"] in {"Role", "ClusterRole"}}
+    scopes: dict[str, set[Perm]] = {}
+    for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        subjects = binding["subjects"]
+        if not any(s["name"].endswith(service_account_suffix) and s["namespace"] == NAMESPACE for s in subjects):
+            continue
+        ns = binding["metadata"].get("namespace", "")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], "" if ref["kind"] == "ClusterRole" else ns, ref["name"])]
+        scopes.setdefault(ns, set()).update(expand(role["rules"]))
+    return scopes
+
+
+def operator_needs(mode: str, namespaced: bool) -> set[Perm]:
+    needs = expand(OPERATOR_PERMISSIONS) | KOPF_FRAMEWORK
+    if mode == "peering":
+        needs |= KOPF_PEERING_NAMESPACED if namespaced else KOPF_PEERING_CLUSTER
+    return needs
+
+
+def test_required_permissions_are_declared() -> None:
+    perms = expand(OPERATOR_PERMISSIONS)
+    assert perms, "supernode.operator.kube.REQUIRED_PERMISSIONS is empty"
+    assert (C.GROUP, C.PLURAL, "watch") in perms | KOPF_FRAMEWORK
+
+
+@pytest.mark.parametrize("mode", ["standalone", "peering"])
+def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any, mode: str) -> None:
+    values = {"operator": {"ha": {"mode": mode}, "replicas": 2 if mode == "peering" else 1}}
+    scopes = granted_to(render(values), "-operator")
+    assert set(scopes) == {""}, f"cluster-wide operator should only have a ClusterRole, got scopes {set(scopes)}"
+    need = operator_needs(mode, namespaced=False)
+    assert not need - scopes[""], f"missing RBAC for operator calls: {sorted(need - scopes[''])}"
+    assert not scopes[""] - need, f"RBAC grants more than the operator uses: {sorted(scopes[''] - need)}"
+
+
+def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -> None:
+    values = {"operator": {"watchNamespaces": ["llm", "batch"], "replicas": 2, "ha": {"mode": "peering"}}}
+    scopes = granted_to(render(values), "-operator")
+    assert set(scopes) == {"", "llm", "batch"}
+    need = operator_needs("peering", namespaced=True)
+    cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "customresourcedefinitions"}}
+    assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
+    for ns in ("llm", "batch"):
+        assert scopes[ns] == need - cluster_scoped, ns
+
+
+@pytest.mark.parametrize("namespace", ["", "llm"])
+def test_router_rbac_is_read_only_discovery(render: Any, namespace: str) -> None:
+    scopes = granted_to(render({"router": {"discovery": {"namespace": namespace}}}), "-router")
+    assert set(scopes) == {namespace}, "router: one ClusterRole (all namespaces) or one Role (its namespace)"
+    assert scopes[namespace] == ROUTER_PERMISSIONS
+
+
+def test_nothing_dangerous_is_ever_granted(render: Any) -> None:
+    for values in ({}, {"operator": {"replicas": 2, "ha": {"mode": "peering"}}}):
+        for obj in render(values):
+            if obj["kind"] in {"Role", "ClusterRole"}:
+                for group, resource, verb in expand(obj["rules"]):
+                    assert not {group, resource, verb} & NEVER, f"{obj['metadata']['name']}: {resource} {verb}"
