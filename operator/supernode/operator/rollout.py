@@ -52,7 +52,11 @@ class Step:
 def next_step(observed: Sequence[Observed], target: Target) -> Step:
     n, rev = target.replicas, target.revision
     surge = target.max_surge if (target.max_surge or target.max_unavailable) else 1  # both 0 would deadlock
-    can_place = (lambda i: True) if target.placeable is None else (lambda i: i in target.placeable)  # noqa: E731
+    placeable = target.placeable
+
+    def can_place(slot: int) -> bool:
+        return placeable is None or slot in placeable
+
     create: list[int] = []
     drain: list[str] = []
     delete: list[str] = []
