@@ -196,7 +196,9 @@ class ModelDeploymentSpec(_Model):
         # The same rules the CRD's CEL validations enforce (supernode.api.rules), same messages.
         broken = rules.violations(self.model_dump(by_alias=True, mode="json", exclude_none=True))
         if broken:
-            raise PydanticCustomError("cross_field", "{message}", {"message": broken[0].message})
+            rule = broken[0]
+            context = {"message": rule.message, "field_path": rule.field_path}
+            raise PydanticCustomError("cross_field", "{message}", context)
         return self
 
     @property

@@ -72,7 +72,8 @@ NODES = Res("", "v1", "nodes", "Node", namespaced=False)
 EVENTS = Res("", "v1", "events", "Event")
 CRDS = Res("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
 CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS)}
-_CHILD_RULES = (("apps", ["statefulsets"], []), ("", ["services"], []), ("policy", ["poddisruptionbudgets"], []),
+_CHILD_RULES: tuple[tuple[str, list[str], list[str]], ...] = (
+    ("apps", ["statefulsets"], []), ("", ["services"], []), ("policy", ["poddisruptionbudgets"], []),
                 (N.LWS_GROUP, [N.LWS_PLURAL], []))
 
 
@@ -142,7 +143,11 @@ class KubeClient:
     @needs(*_child_rules("list"))
     async def list_children(self, res: Res, namespace: str, selector: str) -> list[dict[str, Any]]:
         body = await self._call("GET", res.path(namespace), params={"labelSelector": selector})
-        return list(body.get("items", []))
+        items = list(body.get("items", []))
+        for item in items:  # list items carry no kind/apiVersion on a real API server
+            item.setdefault("kind", res.kind)
+            item.setdefault("apiVersion", res.api_version)
+        return items
 
     @needs(*_child_rules("create"))
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:

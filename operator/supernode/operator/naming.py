@@ -72,3 +72,12 @@ def selector_string(labels: dict[str, str]) -> str:
 def status_selector(md_name: str) -> str:
     """`status.selector` for /scale (HPA): the leader pods of every group."""
     return selector_string({C.LABEL_DEPLOYMENT: label_value(md_name), C.LABEL_ROLE: C.ROLE_LEADER})
+
+# Operator-internal (only the operator reads it): hash of the manifest last applied to an object, so a
+# resync compares hashes instead of diffing server-defaulted fields and writes nothing when equal.
+ANNOTATION_APPLIED_HASH = "supernode.io/applied-hash"
+
+
+def manifest_hash(obj: dict[str, Any]) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -49,7 +49,7 @@ def plan(
     pods = spec.pods_per_group
     resource = resource_name(spec)
     label_key = _label_key(spec, supernode_label)
-    policy = spec.placement.supernode if label_key else SupernodePolicy.NONE
+    policy = spec.placement.supernode
     by_name = {node.name: node for node in inventory.nodes}
     excluded = {n.name: why for n in inventory.nodes if (why := exclusion(n, spec, resource)) is not None}
     eligible = set(by_name) - set(excluded)
