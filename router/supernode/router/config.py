@@ -68,10 +68,12 @@ class PrefixConfig(_Section):
     max_blocks_per_request: int = Field(default=4096, ge=1, description="Only the first N blocks are hashed")
 
 
+FilterName = Literal["healthy", "not-draining", "serves-model-mode"]
+DEFAULT_FILTERS: tuple[FilterName, ...] = ("healthy", "not-draining", "serves-model-mode")
+
+
 class RoutingConfig(_Section):
-    filters: list[Literal["healthy", "not-draining", "serves-model-mode"]] = Field(
-        default_factory=lambda: ["healthy", "not-draining", "serves-model-mode"]
-    )
+    filters: list[FilterName] = Field(default_factory=lambda: list(DEFAULT_FILTERS))
     scorers: list[ScorerConfig] = Field(
         default_factory=lambda: [
             ScorerConfig(name="prefix", weight=2.0),
@@ -100,7 +102,8 @@ def _default_aliases() -> dict[str, AliasTarget]:
 
 
 def _default_patterns() -> dict[str, str]:
-    return {"claude-opus*": "deepseek-v4-pro", "claude-sonnet*": "deepseek-v4-flash", "claude-haiku*": "deepseek-v4-flash"}
+    flash = "deepseek-v4-flash"
+    return {"claude-opus*": "deepseek-v4-pro", "claude-sonnet*": flash, "claude-haiku*": flash}
 
 
 class SpillConfig(_Section):

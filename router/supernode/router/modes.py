@@ -43,7 +43,7 @@ class UnknownModel(LookupError):
         self.model = model
 
 
-def _effort_mode(effort: Any, param: str) -> Mode | None | str:
+def _effort_mode(effort: Any, param: str) -> Mode | str | None:
     """The mode an effort value asks for; "" when absent."""
     if effort is None:
         return ""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from supernode.router import contracts
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.admission.gate import AdmissionTicket, UsageTotals
 from supernode.router.admission.metrics import AdmissionMetrics
@@ -53,3 +54,8 @@ def build_gatekeeper(
     if config.tenants_file is not None:
         gate._signature = file_signature(config.tenants_file)
     return gate
+
+
+def _conforms(g: Gatekeeper, t: AdmissionTicket) -> tuple[contracts.Gatekeeper, contracts.Ticket]:
+    """Never called: lets mypy prove the implementations satisfy the request path's protocols."""
+    return g, t

@@ -127,3 +127,9 @@ class AdmissionConfig(_Config):
     def _check_rules(self) -> AdmissionConfig:
         self.spill_over.rules_by_source()
         return self
+
+    def with_base_dir(self, base: Path) -> AdmissionConfig:
+        """A relative ``tenants_file`` is taken relative to the config file's folder."""
+        if self.tenants_file is None or self.tenants_file.is_absolute():
+            return self
+        return self.model_copy(update={"tenants_file": (base / self.tenants_file).resolve()})

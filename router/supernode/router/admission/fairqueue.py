@@ -74,11 +74,18 @@ class FairQueue:
     def pop_grantable(self, room: Callable[[PoolKey], bool]) -> tuple[Waiter, PoolKey] | None:
         """Remove and return the next waiter (in fair order) with a candidate pool that has room,
         and that pool (the first such in its spill-over order); charge its tenant's virtual time."""
+        seen: dict[PoolKey, bool] = {}
+
+        def has_room(p: PoolKey) -> bool:
+            if p not in seen:
+                seen[p] = room(p)
+            return seen[p]
+
         for prio in sorted(self._tiers):
             tier = self._tiers[prio]
             for tenant in sorted(tier.queues, key=lambda t: (tier.vtime[t], tier.queues[t][0].seq)):
                 for w in tier.queues[tenant]:
-                    pool = next((p for p in w.pools if room(p)), None)
+                    pool = next((p for p in w.pools if has_room(p)), None)
                     if pool is not None:
                         self.remove(w)
                         tier.floor = max(tier.floor, tier.vtime[tenant])

@@ -170,7 +170,9 @@ class AdmissionGatekeeper:
         cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
         if not cands:
             self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
-            raise NoCapacity(f"no ready endpoint serves {requested.model} in mode {requested.mode.value}")
+            raise NoCapacity(
+                f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
+            )
         limiter = self._limiters.get(tenant.id)
         if limiter is not None:
             verdict = limiter.check(estimate, now, self._wall())
@@ -182,7 +184,8 @@ class AdmissionGatekeeper:
         expected = self.expected_wait(tenant.priority, cands)
         if expected > q.max_wait_seconds:
             raise self._reject(
-                tenant, "queue_wait",
+                tenant,
+                "queue_wait",
                 f"expected queue wait {expected:.1f}s exceeds the bound of {q.max_wait_seconds:.0f}s",
                 expected - q.max_wait_seconds,
             )
@@ -201,7 +204,9 @@ class AdmissionGatekeeper:
         except TimeoutError:
             self._abandon(waiter, limiter, estimate)
             raise self._reject(
-                tenant, "queue_timeout", f"waited {q.max_wait_seconds:.0f}s in the admission queue",
+                tenant,
+                "queue_timeout",
+                f"waited {q.max_wait_seconds:.0f}s in the admission queue",
                 self.expected_wait(tenant.priority, cands) or q.max_wait_seconds,
             ) from None
         except asyncio.CancelledError:

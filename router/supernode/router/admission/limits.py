@@ -45,9 +45,11 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + amount)
 
     def resize(self, limit: int, now: float) -> None:
+        """New limit, same consumption: what was used in the current window stays used."""
         self._refill(now)
+        used = self.capacity - self.level
         self.capacity, self.rate = float(limit), limit / 60.0
-        self.level = min(self.level, self.capacity)
+        self.level = self.capacity - used
 
 
 def month_start(unix: float) -> float:

@@ -32,8 +32,11 @@ class Gatekeeper(AdmissionGatekeeper):
         try:
             if sig is None:
                 if self.directory.enabled:
-                    log.error("tenants file %s disappeared; keeping the %d tenants loaded", path,
-                              len(self.directory.entries()))
+                    log.error(
+                        "tenants file %s disappeared; keeping the %d tenants loaded",
+                        path,
+                        len(self.directory.entries()),
+                    )
                 self._signature = None
                 return False
             directory = load_directory(path)
@@ -71,11 +74,15 @@ class Gatekeeper(AdmissionGatekeeper):
         self._signature = file_signature(path) if path is not None else None
         self._tasks = []
         if path is not None and self.config.tenants_reload_seconds > 0:
-            self._tasks.append(asyncio.create_task(self._watch_tenants(self.config.tenants_reload_seconds),
-                                                   name="tenants-reload"))
+            self._tasks.append(
+                asyncio.create_task(self._watch_tenants(self.config.tenants_reload_seconds), name="tenants-reload")
+            )
         if self.config.queue.dispatch_interval_seconds > 0:
-            self._tasks.append(asyncio.create_task(self._poll_capacity(self.config.queue.dispatch_interval_seconds),
-                                                   name="admission-capacity-poll"))
+            self._tasks.append(
+                asyncio.create_task(
+                    self._poll_capacity(self.config.queue.dispatch_interval_seconds), name="admission-capacity-poll"
+                )
+            )
 
     async def stop(self) -> None:
         tasks, self._tasks = getattr(self, "_tasks", []), []

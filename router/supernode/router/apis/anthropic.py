@@ -155,7 +155,7 @@ def parse_messages(body: dict[str, Any], *, max_tokens_limit: int) -> ParsedRequ
                                                           "parameters": t.input_schema}} for t in req.tools]
     if req.tool_choice:
         out["tool_choice"] = _tool_choice(req.tool_choice)
-    mode_fields = {k: body[k] for k in ("model", "thinking", "output_config") if k in body}
+    mode_fields: dict[str, Any] = {k: body[k] for k in ("model", "thinking", "output_config") if k in body}
     return ParsedRequest(
         api="anthropic-messages",
         upstream_path="/v1/chat/completions",

@@ -80,8 +80,9 @@ class AnthropicStream:
         self.finish_reason: str | None = None
 
     def start(self) -> bytes:
-        message = {"id": message_id(), "type": "message", "role": "assistant", "model": self.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": message_id(), "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
         return sse("message_start", {"type": "message_start", "message": message}) + sse("ping", {"type": "ping"})
 
     def _open(self, kind: str, block: dict[str, Any]) -> bytes:

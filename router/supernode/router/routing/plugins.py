@@ -87,7 +87,7 @@ class PrefixScorer:
 
 
 class LoadScorer:
-    """1 − load / max concurrency (running + waiting, or the router's in-flight count if larger)."""
+    """1 - load / max concurrency (running + waiting, or the router's in-flight count if larger)."""
 
     name = "load"
 

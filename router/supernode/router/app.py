@@ -1,0 +1,207 @@
+"""The router's FastAPI app. Everything stateful is built in the lifespan and lives on app.state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from supernode.api.endpoints import Endpoint
+from supernode.router.apis.anthropic import parse_messages
+from supernode.router.apis.openai import parse_chat, parse_completion
+from supernode.router.config import RouterConfig
+from supernode.router.contracts import Gatekeeper, Meter, PoolCapacity, RouterError
+from supernode.router.discovery.file import FileDiscovery
+from supernode.router.discovery.kubernetes import KubernetesDiscovery
+from supernode.router.errors import InvalidRequest, Shape, error_body
+from supernode.router.gate import LogMeter, OpenGatekeeper
+from supernode.router.metrics import RouterMetrics
+from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of
+from supernode.router.proxy import Upstream
+from supernode.router.routing.profile import Profile, build_profile
+from supernode.router.routing.state import EndpointState, EndpointTable
+from supernode.router.service import Call, Service, error_response, new_request_id
+from supernode.router.stats import Scraper
+
+log = logging.getLogger("supernode.router")
+
+GatekeeperFactory = Callable[[RouterConfig, PoolCapacity], Gatekeeper]
+MeterFactory = Callable[[RouterConfig], Meter]
+
+
+@dataclass
+class RouterState:
+    config: RouterConfig
+    table: EndpointTable
+    profile: Profile
+    metrics: RouterMetrics
+    gatekeeper: Gatekeeper
+    meter: Meter
+    service: Service
+    client: httpx.AsyncClient
+    discovery: FileDiscovery | KubernetesDiscovery
+    scraper: Scraper
+    tasks: list[asyncio.Task[None]]
+
+
+def default_gatekeeper(config: RouterConfig, capacity: PoolCapacity) -> Gatekeeper:
+    if not config.admission:
+        return OpenGatekeeper(capacity)
+    try:
+        from supernode.router.admission import build_gatekeeper
+        from supernode.router.admission.config import AdmissionConfig
+    except ImportError as e:  # the section is set but its implementation is not installed
+        raise RuntimeError(f"not implemented: admission section configured but {e}") from e
+    return build_gatekeeper(AdmissionConfig.model_validate(config.admission), capacity)  # type: ignore[no-any-return]
+
+
+def default_meter(config: RouterConfig) -> Meter:
+    if not config.metering:
+        return LogMeter()
+    try:
+        from supernode.router.metering import MeteringConfig, build_meter
+    except ImportError as e:
+        raise RuntimeError(f"not implemented: metering section configured but {e}") from e
+    return build_meter(MeteringConfig.model_validate(config.metering))  # type: ignore[no-any-return]
+
+
+def _build_discovery(config: RouterConfig,
+                     apply: Callable[[list[Endpoint]], None]) -> FileDiscovery | KubernetesDiscovery:
+    d = config.discovery
+    if d.type == "kubernetes":
+        return KubernetesDiscovery(apply, namespace=d.namespace, relist_interval_s=d.relist_interval_s,
+                                   port_name=d.http_port_name, default_port=d.default_port,
+                                   default_max_concurrency=d.default_max_concurrency)
+    assert d.path is not None
+    return FileDiscovery(d.path, apply, d.poll_interval_s)
+
+
+def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory = default_gatekeeper,
+               meter_factory: MeterFactory = default_meter, routing_seed: int | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics = RouterMetrics()
+        profile = build_profile(config.routing, seed=routing_seed)
+        table = EndpointTable(on_removed=profile.forget)
+
+        def apply(endpoints: list[Endpoint]) -> None:
+            table.update(endpoints)
+            metrics.endpoints.set(len(table))
+
+        discovery = _build_discovery(config, apply)
+        if isinstance(discovery, FileDiscovery):
+            discovery.poll()  # serve with the current endpoints from the first request on
+        gatekeeper = gatekeeper_factory(config, table)
+        meter = meter_factory(config)
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=4096, max_keepalive_connections=1024),
+                                   timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s))
+
+        def on_health(s: EndpointState) -> None:
+            metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
+            metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
+
+        h = config.health
+        scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
+                          unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after, on_health=on_health)
+        upstream = Upstream(client, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
+        service = Service(config, gatekeeper, meter, upstream, metrics)
+        tasks = [asyncio.create_task(discovery.run(), name="discovery")]
+        if h.scrape_interval_s > 0:
+            tasks.append(asyncio.create_task(scraper.run(), name="scraper"))
+        app.state.router = RouterState(config, table, profile, metrics, gatekeeper, meter, service, client,
+                                       discovery, scraper, tasks)
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.aclose()
+            meter.close()
+
+    app = FastAPI(title="supernode router", lifespan=lifespan)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        shape: Shape = "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+        code = "not_found" if exc.status_code == 404 else "invalid_request"
+        return JSONResponse(error_body(shape, exc.status_code, str(exc.detail), code=code), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response("openai", InvalidRequest(str(exc.errors()[:1])))
+
+    async def serve(request: Request, parser: Parser, shape: Shape) -> Response:
+        st: RouterState = request.app.state.router
+        rid = request.headers.get("x-request-id") or new_request_id()
+        try:
+            tenant = st.gatekeeper.authenticate(api_key(request))
+            raw = await read_body(request, config.server.max_body_bytes)
+            prep = prepare(raw, parser, anthropic=shape == "anthropic", config=config, table=st.table,
+                           session_header=session_of(request))
+        except RouterError as e:
+            st.metrics.requests.labels(model="", mode="", tenant="", code=str(e.status)).inc()
+            if e.status in (401, 403, 413):
+                st.metrics.rejections.labels(e.code).inc()
+            return error_response(shape, e)
+        return await st.service.handle(request, Call(rid, shape, tenant, prep))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await serve(request, parse_chat, "openai")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await serve(request, parse_completion, "openai")
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        return await serve(request, parse_messages, "anthropic")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        try:
+            st.gatekeeper.authenticate(api_key(request))
+        except RouterError as e:
+            return error_response("openai", e)
+        served, served_aliases = st.table.served_models()
+        names = set(served) | set(served_aliases)
+        names |= {alias for alias, target in config.models.aliases.items() if target.model in served}
+        now = int(time.time())
+        data: list[dict[str, Any]] = [{"id": n, "object": "model", "created": now, "owned_by": "supernode"}
+                                      for n in sorted(names)]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        routable = [s.key for s in st.table if s.healthy and s.endpoint.ready and not s.endpoint.draining]
+        body = {"ready": bool(routable), "endpoints": len(st.table), "routable": len(routable),
+                "discovery_error": st.discovery.last_error}
+        return JSONResponse(body, status_code=200 if routable else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        st.metrics.queue_length.set(st.gatekeeper.queue_length())
+        for s in st.table:
+            st.metrics.inflight.labels(s.key).set(s.inflight)
+        return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
