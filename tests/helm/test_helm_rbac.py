@@ -6,11 +6,13 @@ Needs the operator branch (supernode.operator.kube.REQUIRED_PERMISSIONS) and the
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
-from helm_chart_support import NAMESPACE, Objects, find
+from helm_chart_support import NAMESPACE, REPO, Objects, find
 
 from supernode.api import constants as C
 from supernode.operator.kube import REQUIRED_PERMISSIONS as OPERATOR_PERMISSIONS
@@ -30,11 +32,56 @@ KOPF_FRAMEWORK: set[Perm] = {
 KOPF_PEERING_CLUSTER: set[Perm] = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 KOPF_PEERING_NAMESPACED: set[Perm] = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 
-# The router's kubernetes discovery: it reads ModelDeployments and their leader pods, nothing else.
-ROUTER_PERMISSIONS: set[Perm] = {
-    (C.GROUP, C.PLURAL, "get"), (C.GROUP, C.PLURAL, "list"), (C.GROUP, C.PLURAL, "watch"),
-    ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
+# Kubernetes client methods -> the permission each needs. Custom-object calls get their resource from
+# the arguments (constants.PLURAL = ModelDeployments). A router call not in this table fails the test.
+CLIENT_CALLS: dict[str, tuple[str, str, str] | str] = {
+    "list_namespaced_pod": ("", "pods", "list"),
+    "list_pod_for_all_namespaces": ("", "pods", "list"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", "list"),
+    "list_endpoint_slice_for_all_namespaces": ("discovery.k8s.io", "endpointslices", "list"),
+    "list_namespaced_custom_object": "list",
+    "list_cluster_custom_object": "list",
+    "get_namespaced_custom_object": "get",
 }
+API_CALL = re.compile(r"^(list|read|get|create|patch|replace|delete|watch|connect)_\w+$")
+ROUTER_SRC = REPO / "router" / "supernode" / "router"
+
+
+def router_permissions() -> set[Perm]:
+    """Derived from the router's source: every Kubernetes client call in modules importing `kubernetes`
+    (a streamed call through kubernetes.watch adds the `watch` verb for the same resource)."""
+    perms: set[Perm] = set()
+    for path in sorted(ROUTER_SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        imports_k8s = any(
+            (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "kubernetes")
+            or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "kubernetes" for a in n.names))
+            for n in ast.walk(tree))
+        if not imports_k8s:
+            continue
+        streamed = {a.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and n.func.attr == "stream" for a in n.args if isinstance(a, ast.Attribute)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            if not API_CALL.match(name) or name in {"load_incluster_config", "load_kube_config"}:
+                continue
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            assert name in CLIENT_CALLS, f"{where}: Kubernetes call {name}() has no RBAC mapping (chart + this table)"
+            target = CLIENT_CALLS[name]
+            if isinstance(target, str):
+                args = ast.unparse(node)
+                assert "PLURAL" in args and "GROUP" in args, f"{where}: custom object call on an unknown resource"
+                target = (C.GROUP, C.PLURAL, target)
+            perms.add(target)
+            if name in streamed:
+                perms.add((target[0], target[1], "watch"))
+    return perms
+
+
+ROUTER_PERMISSIONS = router_permissions()
 NEVER: set[str] = {"*", "escalate", "bind", "impersonate", "secrets", "deletecollection"}
 
 
@@ -88,6 +135,11 @@ def operator_needs(mode: str, namespaced: bool) -> set[Perm]:
     if mode == "peering":
         needs |= KOPF_PEERING_NAMESPACED if namespaced else KOPF_PEERING_CLUSTER
     return needs
+
+
+def test_router_permissions_are_derived_from_its_discovery_code() -> None:
+    assert ("", "pods", "list") in ROUTER_PERMISSIONS and (C.GROUP, C.PLURAL, "list") in ROUTER_PERMISSIONS
+    assert all(p[1] in {"pods", C.PLURAL, "endpointslices"} for p in ROUTER_PERMISSIONS), ROUTER_PERMISSIONS
 
 
 def test_required_permissions_are_declared() -> None:
