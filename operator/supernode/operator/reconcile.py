@@ -127,6 +127,11 @@ class _Run:
         others = [p for p in all_pods if not (id(p) in mine_ids and _group_key(p) in keep)]
         inventory = inventory_from_k8s(nodes, others)
         plan = make_plan(md, inventory, existing, supernode_label=self.r.supernode_label)
+        capacity = plan.capacity
+        if any(g.revision != rev for g in groups):
+            # Mid-rollout the old groups hold devices they will give back: capacity is judged without them.
+            free = inventory_from_k8s(nodes, [p for p in all_pods if id(p) not in mine_ids])
+            capacity = make_plan(md, free, existing, supernode_label=self.r.supernode_label).capacity
 
         exhausted = await self._gang(md, groups, lws)
         step = rollout.next_step(
@@ -140,8 +145,9 @@ class _Run:
         if not lws:
             await self._label_leaders(groups, mine)
         facts = Facts(generation=self.meta.get("generation"), desired=n, revision=rev,
-                      selector=N.status_selector(self.name), placeable=plan.capacity.placeable,
-                      capacity_reasons=plan.capacity.reasons, exhausted=tuple(exhausted), rolling=not step.empty)
+                      selector=N.status_selector(self.name), placeable=capacity.placeable,
+                      capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
+                      rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
         return Result(self.writes, self.requeue)
 
