@@ -46,6 +46,7 @@ class Kind:
 BUILTIN_KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "pods", "Pod"),
     Kind("", "v1", "nodes", "Node", namespaced=False),
+    Kind("", "v1", "namespaces", "Namespace", namespaced=False),  # discovery only: kopf waits for it
     Kind("", "v1", "services", "Service"),
     Kind("", "v1", "events", "Event", status=False),
     Kind("events.k8s.io", "v1", "events", "Event", status=False),
@@ -142,6 +143,11 @@ class K8sEmulator(kmock.KubernetesEmulator):
             kind=kind.kind, singular=kind.kind.lower(), namespaced=kind.namespaced, shortnames=set(shortnames),
             verbs={"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"},
             subresources=subs)
+
+    async def _serve_version(self, request: rendering.Request) -> Any:
+        payload = await super()._serve_version(request)
+        payload["groupVersion"] = payload["groupVersion"].lstrip("/")  # kmock says "/v1" for the core group
+        return payload
 
     # --- test-facing helpers ----------------------------------------------------------------------
     def objects_of(self, plural: str, group: str = "", namespace: str | None = None,

@@ -58,8 +58,9 @@ def test_malformed_entries_are_skipped_with_reasons_never_raised() -> None:
         {"name": "bad-taint", "taints": [{"value": "v"}, {"key": "k", "effect": "Sometimes"}, {"key": "ok"}]},
         {"name": "bad-label-value", "labels": {"a": {"nested": 1}, "b": "fine"}},
         {"name": "bad-qty"},
+        {"name": "typo", "alocatable": {ASCEND: 16}},
     ], "pools": [{"namePrefix": "p-", "count": "many"}]})
-    assert [n.name for n in inv.nodes] == ["bad-qty", "bad-taint", "bad-label-value"]
+    assert [n.name for n in inv.nodes] == ["bad-qty", "bad-taint", "bad-label-value", "typo"]
     assert inv.nodes[0].allocatable == {"x/y": 2000}
     assert inv.nodes[1].taints == (Taint(key="ok"),)
     assert inv.nodes[2].labels == {"b": "fine"}
@@ -67,7 +68,7 @@ def test_malformed_entries_are_skipped_with_reasons_never_raised() -> None:
     for expected in ("nodes[0]: not a mapping", "nodes[1]: node has no name", "node bad-labels: labels is not a",
                      "'sixteen' is not a whole device count", "taint {'value': 'v'} has no key",
                      "unknown effect 'Sometimes'", "label a has a dict value", "node bad-qty: duplicate name",
-                     "pools[0]: needs namePrefix"):
+                     "pools[0]: needs namePrefix", "node typo: unknown field 'alocatable' ignored"):
         assert expected in reasons
 
 

@@ -83,13 +83,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if reconciler is not None:
             await reconciler.client.close()
 
-    @kopf.index("nodes", registry=registry)
+    @kopf.index("nodes", id="nodes_idx", registry=registry)
     def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: {"metadata": {"name": name, "labels": dict(body.metadata.labels)},
                        "spec": dict(body.spec), "status": {k: body.status.get(k) for k in (
                            "allocatable", "capacity", "conditions")}}}
 
-    @kopf.index("pods", registry=registry)
+    @kopf.index("pods", id="pods_idx", registry=registry)
     def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         key = (namespace or "", body.metadata.labels.get(C.LABEL_DEPLOYMENT, ""))
         return {key: _slim_pod(body)}
@@ -107,12 +107,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if result.writes:
             log.info("reconciled %s/%s: %d writes", body.metadata.namespace, body.metadata.name, result.writes)
 
-    kopf.on.create(*md, registry=registry)(reconcile)
-    kopf.on.update(*md, registry=registry)(reconcile)
-    kopf.on.resume(*md, registry=registry)(reconcile)
-    kopf.timer(*md, interval=config.resync_seconds, registry=registry)(reconcile)
+    backoff = 1.0 if config.fast else 5.0  # unexpected errors retry soon, never a tight loop
+    kopf.on.create(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
+    kopf.on.update(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
+    kopf.on.resume(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
+    kopf.timer(*md, id="resync", interval=config.resync_seconds, backoff=backoff, registry=registry)(reconcile)
 
-    @kopf.on.delete(*md, optional=True, registry=registry)
+    @kopf.on.delete(*md, id="forget", optional=True, registry=registry)
     def forget(uid: str, memo: kopf.Memo, **_: Any) -> None:
         # Children go by ownerReference garbage collection; no finalizer is needed for that.
         reconciler: Reconciler | None = getattr(memo, "reconciler", None)

@@ -171,8 +171,8 @@ class KubeClient:
                 raise
 
     @needs((C.GROUP, [f"{C.PLURAL}/status"], ["get", "patch", "update"]))
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._call("PATCH", MODEL_DEPLOYMENTS.path(namespace, name, "status"), json={"status": status},
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PATCH", MODEL_DEPLOYMENTS.path(namespace, name, "status"), json={"status": status},
                          content_type="application/merge-patch+json")
 
     @needs(("", ["events"], ["create"]), ("events.k8s.io", ["events"], ["create"]))

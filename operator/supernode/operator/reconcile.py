@@ -53,9 +53,12 @@ class Reconciler:
     lws_cache_seconds: float = 60.0
     _lws: tuple[float, bool] | None = field(default=None, init=False)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    # Status we last wrote per object (resourceVersion, status): a watch event may still carry the older one.
+    _written: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False)
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self._written.pop(uid, None)
 
     async def lws_installed(self) -> bool:
         now = self.clock()
@@ -78,6 +81,7 @@ class _Run:
     def __init__(self, owner: Reconciler, body: dict[str, Any]) -> None:
         self.r, self.client, self.body = owner, owner.client, body
         self.meta = body["metadata"]
+        self.uid = str(self.meta.get("uid", self.meta["name"]))
         self.ns, self.name = self.meta.get("namespace") or "default", self.meta["name"]
         self.now = owner.clock()
         self.writes = 0
@@ -93,6 +97,9 @@ class _Run:
 
     async def execute(self, nodes: list[Mapping[str, Any]], all_pods: list[Mapping[str, Any]]) -> Result:
         previous = self.body.get("status") or {}
+        written = self.r._written.get(self.uid)
+        if written and written[0] > _rv(self.meta):
+            previous = written[1]
         try:
             md = ModelDeployment.from_obj({k: self.body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         except ValidationError as exc:
@@ -120,6 +127,11 @@ class _Run:
         others = [p for p in all_pods if not (id(p) in mine_ids and _group_key(p) in keep)]
         inventory = inventory_from_k8s(nodes, others)
         plan = make_plan(md, inventory, existing, supernode_label=self.r.supernode_label)
+        capacity = plan.capacity
+        if any(g.revision != rev for g in groups):
+            # Mid-rollout the old groups hold devices they will give back: capacity is judged without them.
+            free = inventory_from_k8s(nodes, [p for p in all_pods if id(p) not in mine_ids])
+            capacity = make_plan(md, free, existing, supernode_label=self.r.supernode_label).capacity
 
         exhausted = await self._gang(md, groups, lws)
         step = rollout.next_step(
@@ -133,8 +145,9 @@ class _Run:
         if not lws:
             await self._label_leaders(groups, mine)
         facts = Facts(generation=self.meta.get("generation"), desired=n, revision=rev,
-                      selector=N.status_selector(self.name), placeable=plan.capacity.placeable,
-                      capacity_reasons=plan.capacity.reasons, exhausted=tuple(exhausted), rolling=not step.empty)
+                      selector=N.status_selector(self.name), placeable=capacity.placeable,
+                      capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
+                      rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
         return Result(self.writes, self.requeue)
 
@@ -265,8 +278,9 @@ class _Run:
             return
         # Merge patch: keys we no longer report are nulled, lists are replaced whole.
         patch = {**{k: None for k in previous if k not in status and not k.startswith("kopf")}, **status}
-        await self.client.patch_status(self.ns, self.name, patch)
+        result = await self.client.patch_status(self.ns, self.name, patch)
         self.writes += 1
+        self.r._written[self.uid] = (_rv(result.get("metadata", {})), result.get("status", status))
 
 
 _PODS = Res("", "v1", "pods", "Pod")
@@ -276,6 +290,11 @@ _RES_BY_KIND: dict[str, Res] = {"StatefulSet": STATEFULSETS, "Service": SERVICES
 
 def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     return all(old.get(k) == v for k, v in new.items()) and all(k in new or k.startswith("kopf") for k in old)
+
+
+def _rv(meta: Mapping[str, Any]) -> int:
+    value = str(meta.get("resourceVersion", ""))
+    return int(value) if value.isdigit() else 0
 
 
 def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:

@@ -56,11 +56,12 @@ def compute_status(groups: Sequence[GroupState], facts: Facts, previous: Mapping
         ready_ok = ready >= facts.desired
         conditions.append(_cond(C.COND_READY, ready_ok, "AllGroupsReady" if ready_ok else "GroupsNotReady",
                                 f"{ready}/{facts.desired} replica groups ready", gen))
-        progressing = facts.rolling or updated < facts.desired or len(live) != facts.desired or not ready_ok
+        progressing = (facts.rolling or updated < facts.desired or len(live) != facts.desired or not ready_ok
+                       or len(live) != len(groups))
         if updated < facts.desired and any(g.revision != facts.revision for g in groups):
             reason = "RollingUpdate"
-        elif len(live) > facts.desired:
-            reason = "ScalingDown"
+        elif len(live) > facts.desired or len(live) != len(groups):
+            reason = "ScalingDown" if len(live) > facts.desired else "Draining"
         elif not ready_ok:
             reason = "GroupsStarting"
         else:
