@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from helm_chart_support import CHART, REPO, one
 
+from supernode.api import crdgen
+
 # vLLM's documented Prometheus names (the engine contract in ARCHITECTURE.md uses them).
 VLLM_METRICS = {
     "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc",
@@ -43,11 +45,55 @@ def exposed(names: set[str]) -> set[str]:
     return out
 
 
+KSM_CONFIG = CHART / "files" / "kube-state-metrics-modeldeployments.yaml"
+
+
+def ksm_metrics() -> dict[str, list[list[str]]]:
+    """kube-state-metrics custom-resource metric name -> the object paths it reads."""
+    out: dict[str, list[list[str]]] = {}
+    for resource in yaml.safe_load(KSM_CONFIG.read_text())["spec"]["resources"]:
+        prefix = resource["metricNamePrefix"]
+        common = list(resource.get("labelsFromPath", {}).values())
+        for metric in resource["metrics"]:
+            gauge = metric["each"]["gauge"]
+            paths = [gauge["path"], *common]
+            paths += [gauge["path"] + p for p in gauge.get("labelsFromPath", {}).values()]
+            if "valueFrom" in gauge:
+                paths.append(gauge["path"] + gauge["valueFrom"])
+            out[f"{prefix}_{metric['name']}"] = paths
+    return out
+
+
 def known_metrics() -> set[str]:
     router = registered_names(REPO / "router" / "supernode" / "router")
     operator = registered_names(REPO / "operator" / "supernode" / "operator")
     vllm = VLLM_METRICS | {f"{n}_bucket" for n in VLLM_METRICS} | {f"{n}_count" for n in VLLM_METRICS}
-    return exposed(router) | exposed(operator) | vllm
+    return exposed(router) | exposed(operator) | vllm | set(ksm_metrics())
+
+
+def schema_has(schema: dict[str, Any], path: list[str]) -> bool:
+    node = schema
+    for part in path:
+        if node.get("type") == "array":
+            node = node["items"]
+        props = node.get("properties", {})
+        if part not in props:
+            return part in {"name", "namespace"} and node is schema  # metadata is not in the CRD schema
+        node = props[part]
+    return True
+
+
+def test_kube_state_metrics_config_reads_fields_the_crd_has(render: Any) -> None:
+    root = crdgen.crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    metrics = ksm_metrics()
+    assert metrics
+    for name, paths in metrics.items():
+        for path in paths:
+            if path[0] == "metadata":
+                continue
+            assert schema_has(root, path), f"{name}: {'.'.join(path)} is not in the ModelDeployment schema"
+    cm = one(render({}), "ConfigMap", "-ksm-config")
+    assert yaml.safe_load(cm["data"]["modeldeployments.yaml"]) == yaml.safe_load(KSM_CONFIG.read_text())
 
 
 def used_metrics(text: str) -> set[str]:

@@ -106,7 +106,7 @@ def expand(rules: Any) -> set[Perm]:
         if isinstance(rule, tuple) and len(rule) == 3 and all(isinstance(x, str | tuple | list) for x in rule):
             groups, resources, verbs = ([x] if isinstance(x, str) else list(x) for x in rule)
         else:
-            groups = _field(rule, "apiGroups", "api_groups", "groups", "group")
+            groups = _field(rule, "apiGroups", "api_groups", "api_group", "groups", "group")
             resources = _field(rule, "resources", "resource")
             verbs = _field(rule, "verbs", "verb")
             groups, resources, verbs = ([x] if isinstance(x, str) else list(x) for x in (groups, resources, verbs))
@@ -163,7 +163,7 @@ def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -
     scopes = granted_to(render(values), "-operator")
     assert set(scopes) == {"", "llm", "batch"}
     need = operator_needs("peering", namespaced=True)
-    cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "customresourcedefinitions"}}
+    cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "namespaces", "customresourcedefinitions"}}
     assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
     for ns in ("llm", "batch"):
         assert scopes[ns] == need - cluster_scoped, ns

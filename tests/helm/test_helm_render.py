@@ -25,7 +25,8 @@ K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest schemas s
 ALL_ON: dict[str, Any] = {
     "operator": {"replicas": 2, "ha": {"mode": "peering"}},
     "router": {"tenants": {"inline": "tenants: []\n"}},
-    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                   "kubeStateMetrics": {"serviceAccount": {"name": "kube-state-metrics", "namespace": "monitoring"}}},
     "networkPolicy": {"enabled": True, "routerIngressFrom": [{"podSelector": {"matchLabels": {"a": "b"}}}]},
 }
 NAMESPACED_WATCH: dict[str, Any] = {

@@ -8,10 +8,10 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
 {{- define "supernode.operator.namespacedRules" -}}
 - apiGroups: [supernode.io]
   resources: [modeldeployments]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, patch, update]
 - apiGroups: [supernode.io]
   resources: [modeldeployments/status]
-  verbs: [get, patch]
+  verbs: [get, patch, update]
 - apiGroups: [leaderworkerset.x-k8s.io]
   resources: [leaderworkersets]
   verbs: [get, list, watch, create, patch, delete]
@@ -26,16 +26,19 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, delete]
+  verbs: [get, list, watch, patch, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create]
 {{- end -}}
 
 {{/* Rules on cluster-scoped resources: always in the ClusterRole. */}}
 {{- define "supernode.operator.clusterRules" -}}
 - apiGroups: [""]
-  resources: [nodes]
+  resources: [nodes, namespaces]
   verbs: [get, list, watch]
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
