@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from md_builder import make_md, make_plan
+
 from supernode.api import constants as C
 from supernode.operator import builders, naming
 

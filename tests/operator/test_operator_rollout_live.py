@@ -6,12 +6,11 @@ import asyncio
 from typing import Any
 
 import httpx
-
-from fake_cluster import FakeCluster
 from k8s_emulator import LWS_KIND, K8sEmulator
 from operator_harness import eventually, running_operator
-from supernode.api import constants as C
 from test_operator_lifecycle import MDS, MERGE, ascend_md, cond, groups, setup, status
+
+from supernode.api import constants as C
 
 
 def sts_timeline(emu: K8sEmulator) -> list[tuple[str, str, dict[str, Any]]]:
