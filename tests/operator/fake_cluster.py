@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from k8s_emulator import K8sEmulator, Kind
+
 from supernode.api import constants as C
 
 MD_KIND = Kind(C.GROUP, C.VERSION, C.PLURAL, C.KIND, scale=True)

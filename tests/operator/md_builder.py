@@ -7,7 +7,7 @@ from typing import Any, Self
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
-from supernode.operator.types import CapacityVerdict, GroupPlan, PodPlan, Plan
+from supernode.operator.types import CapacityVerdict, GroupPlan, Plan, PodPlan
 
 
 class MD:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from md_builder import make_md, make_plan
+
 from supernode.api import constants as C
 from supernode.operator import builders, naming
 
@@ -38,7 +38,8 @@ CASES: dict[str, tuple[Any, bool, list[list[str]], list[str | None], str | None]
     "sglang-ascend-sts": (make_md().engine("sglang").accelerator("ascend-910b", 8)
                           .parallelism(tensor=8, pipeline=2), False, [["a2-0", "a2-1"]], ["sp-2"],
                           C.RESOURCE_ASCEND),
-    "mindie-ascend-sts": (make_md().engine("mindie").accelerator("ascend-910b", 8, resourceName="huawei.com/ascend-1980")
+    "mindie-ascend-sts": (make_md().engine("mindie")
+                          .accelerator("ascend-910b", 8, resourceName="huawei.com/ascend-1980")
                           .parallelism(tensor=16), False, [["a2-0", "a2-1"]], [None], C.RESOURCE_ASCEND),
 }
 

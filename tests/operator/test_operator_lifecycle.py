@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-
 from fake_cluster import MD_KIND, FakeCluster, node
 from k8s_emulator import K8sEmulator
 from md_builder import make_md
 from operator_harness import eventually, running_operator
+
 from supernode.api import constants as C
 
 MDS = f"/apis/{C.GROUP}/{C.VERSION}/namespaces/llm/{C.PLURAL}"

@@ -6,12 +6,11 @@ import asyncio
 from typing import Any
 
 import httpx
-
-from fake_cluster import FakeCluster
 from k8s_emulator import LWS_KIND, K8sEmulator
 from operator_harness import eventually, running_operator
-from supernode.api import constants as C
 from test_operator_lifecycle import MDS, MERGE, ascend_md, cond, groups, setup, status
+
+from supernode.api import constants as C
 
 
 def sts_timeline(emu: K8sEmulator) -> list[tuple[str, str, dict[str, Any]]]:
@@ -114,8 +113,7 @@ async def test_failed_pod_recreates_whole_group_then_budget_exhausts(k8s: tuple[
         assert any(e["reason"] == "GroupRestarted" for e in emu.objects_of("events", "", "llm"))
         await eventually(lambda: status(emu).get("readyReplicas") == 1, what="ready again")
         await cluster.set_pod("llm", f"{name}-0", ready=False, crash=True)
-        await eventually(lambda: cond(emu)["status"] == "True" if False else cond(emu, C.COND_DEGRADED)["status"]
-                         == "True", what="Degraded")
+        await eventually(lambda: cond(emu, C.COND_DEGRADED)["status"] == "True", what="Degraded")
         degraded = cond(emu, C.COND_DEGRADED)
         assert degraded["reason"] == "RestartBudgetExhausted" and "maxGroupRestarts" in degraded["message"]
 
