@@ -12,7 +12,8 @@ from supernode.cli.main import build_parser
 
 OPERATOR_VARIANTS = {
     "standalone": {},
-    "peering": {"operator": {"replicas": 2, "ha": {"mode": "peering"}}},
+    "all options": {"operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "resyncSeconds": 5,
+                                 "extraArgs": ["--context=ignored"]}},
     "namespaced": {"operator": {"watchNamespaces": ["llm", "batch"]}},
 }
 
@@ -22,11 +23,6 @@ def container(objects: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
 
 
 def operator_argv(c: dict[str, Any]) -> list[str]:
-    """argv after `supernode`: the plain command, or what the peering shell wrapper execs."""
-    if c["command"][:2] == ["/bin/sh", "-c"]:
-        script, _argv0, *args = c["args"]
-        assert script.startswith('exec supernode operator "$@" --priority '), script
-        return ["operator", *args, "--priority", "1234567"]
     assert c["command"][0] == "supernode", c["command"]
     return [*c["command"][1:], *c["args"]]
 
@@ -36,6 +32,8 @@ def test_operator_command_line_parses(render: Any, variant: str) -> None:
     argv = operator_argv(container(render(OPERATOR_VARIANTS[variant]), "-operator"))
     args = build_parser().parse_args(argv)
     assert args.command == "operator" and callable(args.func)
+    assert args.standalone and args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.all_namespaces != bool(args.namespace), "exactly one of -A / --namespace"
 
 
 def test_router_command_line_parses(render: Any) -> None:

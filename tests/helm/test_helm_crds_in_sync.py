@@ -16,7 +16,6 @@ from helm_chart_support import CHART, REPO
 from supernode.api import crdgen
 
 SYNC = REPO / "scripts" / "sync-chart-crds.sh"
-THIRD_PARTY = {"kopf-peering.yaml"}  # kopf's peering CRDs: not ours to generate
 
 
 def test_chart_crd_is_the_generated_one_byte_for_byte() -> None:
@@ -26,10 +25,10 @@ def test_chart_crd_is_the_generated_one_byte_for_byte() -> None:
     assert (REPO / "crds" / crdgen.CRD_FILE).read_text() == chart_copy
 
 
-def test_chart_ships_every_repo_crd_and_nothing_unexplained() -> None:
+def test_chart_ships_every_repo_crd_and_nothing_else() -> None:
     repo_crds = {p.name for p in (REPO / "crds").glob("*.yaml")}
     chart_crds = {p.name for p in (CHART / "crds").glob("*.yaml")}
-    assert chart_crds == repo_crds | THIRD_PARTY
+    assert chart_crds == repo_crds
     for name in repo_crds:
         assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), name
 

@@ -8,7 +8,7 @@ import pytest
 from helm_chart_support import EXAMPLES, load_values, pod_templates
 
 VARIANTS = {"default": {}, **{p.stem: load_values(p) for p in EXAMPLES},
-            "peering": {"operator": {"replicas": 2, "ha": {"mode": "peering"}}}}
+            "namespaced": {"operator": {"watchNamespaces": ["llm"]}, "router": {"discovery": {"namespace": "llm"}}}}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -20,8 +20,8 @@ from supernode.operator.kube import REQUIRED_PERMISSIONS as OPERATOR_PERMISSIONS
 Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 # What kopf itself does for any operator, whatever our handlers: watch and patch the handled resource
-# (finalizer, progress annotations, status.kopf), post Events, scan CRDs for resource discovery, and
-# keep its peering record alive when peering is on.
+# (finalizer, progress annotations), post Events, scan CRDs for resource discovery. (kube.py declares
+# these too; kept here so the chart stays right even if that declaration shrinks.)
 KOPF_FRAMEWORK: set[Perm] = {
     (C.GROUP, C.PLURAL, "list"), (C.GROUP, C.PLURAL, "watch"), (C.GROUP, C.PLURAL, "patch"),
     (C.GROUP, f"{C.PLURAL}/status", "patch"),
@@ -29,8 +29,6 @@ KOPF_FRAMEWORK: set[Perm] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 }
-KOPF_PEERING_CLUSTER: set[Perm] = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
-KOPF_PEERING_NAMESPACED: set[Perm] = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 
 # Kubernetes client methods -> the permission each needs. Custom-object calls get their resource from
 # the arguments (constants.PLURAL = ModelDeployments). A router call not in this table fails the test.
@@ -130,11 +128,8 @@ def granted_to(objects: Objects, service_account_suffix: str) -> dict[str, set[P
     return scopes
 
 
-def operator_needs(mode: str, namespaced: bool) -> set[Perm]:
-    needs = expand(OPERATOR_PERMISSIONS) | KOPF_FRAMEWORK
-    if mode == "peering":
-        needs |= KOPF_PEERING_NAMESPACED if namespaced else KOPF_PEERING_CLUSTER
-    return needs
+def operator_needs() -> set[Perm]:
+    return expand(OPERATOR_PERMISSIONS) | KOPF_FRAMEWORK
 
 
 def test_router_permissions_are_derived_from_its_discovery_code() -> None:
@@ -148,21 +143,18 @@ def test_required_permissions_are_declared() -> None:
     assert (C.GROUP, C.PLURAL, "watch") in perms | KOPF_FRAMEWORK
 
 
-@pytest.mark.parametrize("mode", ["standalone", "peering"])
-def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any, mode: str) -> None:
-    values = {"operator": {"ha": {"mode": mode}, "replicas": 2 if mode == "peering" else 1}}
-    scopes = granted_to(render(values), "-operator")
+def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any) -> None:
+    scopes = granted_to(render({}), "-operator")
     assert set(scopes) == {""}, f"cluster-wide operator should only have a ClusterRole, got scopes {set(scopes)}"
-    need = operator_needs(mode, namespaced=False)
+    need = operator_needs()
     assert not need - scopes[""], f"missing RBAC for operator calls: {sorted(need - scopes[''])}"
     assert not scopes[""] - need, f"RBAC grants more than the operator uses: {sorted(scopes[''] - need)}"
 
 
 def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -> None:
-    values = {"operator": {"watchNamespaces": ["llm", "batch"], "replicas": 2, "ha": {"mode": "peering"}}}
-    scopes = granted_to(render(values), "-operator")
+    scopes = granted_to(render({"operator": {"watchNamespaces": ["llm", "batch"]}}), "-operator")
     assert set(scopes) == {"", "llm", "batch"}
-    need = operator_needs("peering", namespaced=True)
+    need = operator_needs()
     cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "namespaces", "customresourcedefinitions"}}
     assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
     for ns in ("llm", "batch"):
@@ -177,7 +169,8 @@ def test_router_rbac_is_read_only_discovery(render: Any, namespace: str) -> None
 
 
 def test_nothing_dangerous_is_ever_granted(render: Any) -> None:
-    for values in ({}, {"operator": {"replicas": 2, "ha": {"mode": "peering"}}}):
+    for values in ({}, {"operator": {"watchNamespaces": ["llm"]}, "monitoring": {"kubeStateMetrics": {
+            "serviceAccount": {"name": "ksm"}}}}):
         for obj in render(values):
             if obj["kind"] in {"Role", "ClusterRole"}:
                 for group, resource, verb in expand(obj["rules"]):

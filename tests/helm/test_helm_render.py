@@ -16,21 +16,21 @@ CUSTOM_KINDS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
-    "ClusterKopfPeering": "kopf.dev/v1",
-    "KopfPeering": "kopf.dev/v1",
 }
 K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest schemas shipped (a current release)
 
 # Every optional feature on at once, so one render covers every template branch that adds objects.
 ALL_ON: dict[str, Any] = {
-    "operator": {"replicas": 2, "ha": {"mode": "peering"}},
+    "operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["infra"]}]}]}}}},
     "router": {"tenants": {"inline": "tenants: []\n"}},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
                    "kubeStateMetrics": {"serviceAccount": {"name": "kube-state-metrics", "namespace": "monitoring"}}},
     "networkPolicy": {"enabled": True, "routerIngressFrom": [{"podSelector": {"matchLabels": {"a": "b"}}}]},
 }
 NAMESPACED_WATCH: dict[str, Any] = {
-    "operator": {"watchNamespaces": ["llm", "batch"], "replicas": 2, "ha": {"mode": "peering"}},
+    "operator": {"watchNamespaces": ["llm", "batch"]},
     "router": {"discovery": {"namespace": "llm"}},
 }
 PERSISTENT_LEDGER: dict[str, Any] = {
@@ -83,7 +83,7 @@ def test_chart_crds_validate_as_custom_resource_definitions(chart: Any) -> None:
             assert doc["kind"] == "CustomResourceDefinition", entry["filename"]
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
             names.add(doc["metadata"]["name"])
-    assert names == {"modeldeployments.supernode.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert names == {"modeldeployments.supernode.io"}
 
 
 def test_default_install_has_the_control_plane(render: Any) -> None:
@@ -100,30 +100,27 @@ def test_default_install_has_the_control_plane(render: Any) -> None:
     assert svc["spec"]["selector"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
     assert "replicas" not in router["spec"], "the HPA owns router replicas"
     assert not find(objects, "ServiceMonitor") and not find(objects, "PrometheusRule")
-    assert not find(objects, "NetworkPolicy") and not find(objects, "ClusterKopfPeering")
+    assert not find(objects, "NetworkPolicy")
     assert one(objects, "ConfigMap", "-dashboard")
 
 
-def test_peering_mode_gives_replicas_distinct_priorities(render: Any) -> None:
-    objects = render(ALL_ON)
-    operator = one(objects, "Deployment", "-operator")
-    peering = one(objects, "ClusterKopfPeering")
+def test_operator_is_standalone_and_passes_its_options(render: Any) -> None:
+    operator = one(render(ALL_ON), "Deployment", "-operator")
     container = operator["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["/bin/sh", "-c"]
-    script, _argv0, *args = container["args"]
-    assert script.startswith('exec supernode operator "$@" --priority "$(')  # derived per pod from POD_NAME
-    assert f"--peering={peering['metadata']['name']}" in args
-    assert "--standalone" not in args
-    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
-    assert {e["name"] for e in container["env"]} >= {"POD_NAME"}
+    assert container["command"] == ["supernode", "operator"]
+    assert container["args"][:2] == ["--standalone", "--all-namespaces"]
+    assert {"--verbose", "--supernode-label=example.com/superpod", "--resync=10"} <= set(container["args"])
+    assert operator["spec"]["strategy"]["type"] == "Recreate" and operator["spec"]["replicas"] == 1
+    probe_port = container["livenessProbe"]["httpGet"]["port"]
+    assert any(p["name"] == probe_port for p in container["ports"])
+    assert f"--liveness=http://0.0.0.0:{container['ports'][0]['containerPort']}/healthz" in container["args"]
 
 
-def test_namespaced_watch_uses_roles_and_namespaced_peering(render: Any) -> None:
+def test_namespaced_watch_uses_roles(render: Any) -> None:
     objects = render(NAMESPACED_WATCH)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in find(objects, "Role")}
     assert roles == {("llm", f"{RELEASE}-supernode-operator"), ("batch", f"{RELEASE}-supernode-operator"),
                      ("llm", f"{RELEASE}-supernode-router")}
-    assert {p["metadata"]["namespace"] for p in find(objects, "KopfPeering")} == {"llm", "batch"}
     args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=llm" in args and "--namespace=batch" in args and "--all-namespaces" not in args
     assert not find(objects, "ClusterRole", "-router"), "a namespaced router needs no ClusterRole"
@@ -149,7 +146,7 @@ def test_tenants_secret_and_ledger_volume(render: Any) -> None:
 
 
 def test_release_namespace_and_labels_everywhere(render: Any) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
     objects: Objects = render(ALL_ON)
     for obj in objects:
         meta = obj["metadata"]

@@ -86,10 +86,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{- define "supernode.peeringName" -}}
-{{- default (include "supernode.fullname" .) .Values.operator.ha.peeringName -}}
-{{- end -}}
-
 {{/* Name of the Secret holding the router's tenants file ("" when none). */}}
 {{- define "supernode.router.tenantsSecret" -}}
 {{- if .Values.router.tenants.existingSecret -}}

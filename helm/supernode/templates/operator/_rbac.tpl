@@ -1,6 +1,6 @@
 {{/*
 The operator's permissions, in one place. They mirror supernode.operator.kube.REQUIRED_PERMISSIONS
-(what the client wrapper calls) plus what kopf itself needs (CRD discovery, Events, peering);
+(what the client wrapper calls) plus what kopf itself needs (CRD discovery, Events);
 tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
 */}}
 
@@ -43,9 +43,4 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
-{{- if and (eq .Values.operator.ha.mode "peering") (not .Values.operator.watchNamespaces) }}
-- apiGroups: [kopf.dev]
-  resources: [clusterkopfpeerings]
-  verbs: [get, list, watch, patch]
-{{- end }}
 {{- end -}}
