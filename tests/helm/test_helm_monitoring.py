@@ -139,3 +139,28 @@ def test_monitors_select_the_right_pods(render: Any) -> None:
         "app.kubernetes.io/managed-by": "supernode-operator", "supernode.io/role": "leader"}
     assert engines["spec"]["podMetricsEndpoints"][0]["port"] == "http"  # the engine container's port name
     assert yaml.safe_dump(engines)  # round-trips
+
+
+def test_engine_pod_monitor_matches_what_the_operator_renders(render: Any) -> None:
+    """The operator's golden manifests (tests/operator/golden): LWS leader templates carry the PodMonitor's
+    labels (StatefulSet leaders get `role: leader` patched on by the operator) and name the port."""
+    selector = one(render(ON), "PodMonitor")["spec"]["selector"]["matchLabels"]
+    port = one(render(ON), "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"]
+    goldens = sorted((REPO / "tests" / "operator" / "golden").glob("*.yaml"))
+    assert goldens, "operator golden manifests not found"
+    leader_templates = []
+    for path in goldens:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] == "LeaderWorkerSet":
+                leader_templates.append(doc["spec"]["leaderWorkerTemplate"]["leaderTemplate"])
+            elif doc and doc["kind"] == "StatefulSet":
+                labels = doc["spec"]["template"]["metadata"]["labels"]
+                assert {k: v for k, v in selector.items() if k != "supernode.io/role"}.items() <= labels.items()
+                leader_templates.append(doc["spec"]["template"])
+    assert any("supernode.io/role" in t["metadata"]["labels"] for t in leader_templates)
+    for template in leader_templates:
+        labels = template["metadata"]["labels"]
+        if "supernode.io/role" in labels:
+            assert selector.items() <= labels.items(), labels
+        ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert port in ports, ports
