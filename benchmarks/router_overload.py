@@ -135,9 +135,9 @@ async def scenario(args: argparse.Namespace, throttling: bool, tenants_path: Pat
     return outs
 
 
-def report(name: str, outs: dict[str, Outcome]) -> None:
+def report(name: str, outs: dict[str, Outcome], *, engine: bool = True) -> None:
     for tier in ("premium", "free"):
-        o = outs[tier]
+        o = outs.get(tier, Outcome())
         n = o.ok + o.late + o.rejected
         lat = sorted(o.latencies)
         p50 = statistics.median(lat) if lat else float("nan")
@@ -147,8 +147,11 @@ def report(name: str, outs: dict[str, Outcome]) -> None:
             f"late/timed_out={o.late / n:6.1%}  rejected_429={o.rejected / n:6.1%}  "
             f"latency_ok p50={p50:5.2f}s p99={p99:5.2f}s"
         )
-    useful_share, useful_vs_capacity = outs.pop("_engine").latencies
     total = sum(o.ok for o in outs.values()) / max(1, sum(o.ok + o.late + o.rejected for o in outs.values()))
+    if not engine:
+        print(f"  {name:<14} all      ok_within_bound={total:6.1%}")
+        return
+    useful_share, useful_vs_capacity = outs.pop("_engine").latencies
     print(
         f"  {name:<14} all      ok_within_bound={total:6.1%}  engine work useful={useful_share:6.1%} "
         f"(wasted on requests that missed their bound: {1 - useful_share:6.1%}); "
@@ -177,6 +180,7 @@ async def main() -> None:
     p.add_argument("--bound", type=float, default=3.0, help="end-to-end bound per request (s)")
     p.add_argument("--premium-share", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--http", action="store_true", help="also run through the real router over HTTP (fake engine)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         path = tenants_file(
@@ -193,7 +197,24 @@ async def main() -> None:
             outs = await scenario(args, throttling, path)
             report("throttling=" + ("on" if throttling else "off"), outs)
             print(f"  (scenario wall time {time.monotonic() - t0:.1f}s)", file=sys.stderr)
+        if args.http:
+            await http_scenarios(args, path, Path(d))
     ledger_commit_cost()
+
+
+async def http_scenarios(args: argparse.Namespace, tenants_path: Path, tmp: Path) -> None:
+    from overload_http import run_http
+
+    print("through the real router over HTTP (fake engine with its own FIFO queue behind its slots):")
+    for throttling in (True, False):
+        res = await run_http(
+            throttling=throttling, tenants_path=tenants_path, tmp=tmp, slots=args.capacity, service=args.service,
+            load=args.load, bound=args.bound, seconds=args.seconds, premium_share=args.premium_share, seed=args.seed,
+        )  # fmt: skip
+        outs: dict[str, Outcome] = {}
+        for tier, r in res.items():
+            outs[tier] = Outcome(ok=r["ok"], late=r["late"], rejected=r["rejected"], latencies=r["lat"])
+        report("http throttle=" + ("on" if throttling else "off"), outs, engine=False)
 
 
 if __name__ == "__main__":

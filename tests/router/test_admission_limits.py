@@ -120,3 +120,9 @@ def test_capacity_helper() -> None:
     assert c.pool_capacity("flash", 3, engine_max=16) == 48
     assert c.pool_capacity("flash", 3, capacity_limited=True) == 12
     assert c.pool_capacity("flash", 1, capacity_limited=True) == 4 and c.pool_capacity("flash", 0) == 0
+
+
+def test_a_clock_that_jumps_back_does_not_freeze_the_bucket() -> None:
+    b = TokenBucket.per_minute(60, now=1000.0)  # built on another clock
+    b.take(60, 0.0)
+    assert b.wait_for(1, 0.5) == pytest.approx(0.5)

@@ -158,3 +158,31 @@ def test_hash_key_helper_prints_a_tenants_entry(capsys: pytest.CaptureFixture[st
         "tenants:\n  - id: bob\n    keys:\n" + "".join("      " + line + "\n" for line in out.splitlines())
     )
     assert parsed.tenants[0].keys[0].prefix == "sk-local"
+
+
+@pytest.mark.looptime
+async def test_a_tenants_file_created_later_turns_auth_on(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    gate = build_gatekeeper(AdmissionConfig(tenants_file=path, tenants_reload_seconds=1), StaticCapacity())
+    await gate.start()
+    try:
+        assert gate.authenticate(None) is ANONYMOUS
+        tenants_file(tenant("a").key("sk-a")).write(path)
+        await asyncio.sleep(1.5)
+        with pytest.raises(AuthError):
+            gate.authenticate(None)
+        assert gate.authenticate("sk-a").id == "a"
+    finally:
+        await gate.stop()
+
+
+def test_an_unreadable_tenants_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(TenantsFileError, match="cannot read"):
+        build_gatekeeper(AdmissionConfig(tenants_file=tmp_path / "dir.yaml"), StaticCapacity())
+
+
+def test_require_tenants_file_refuses_to_start_without_it(tmp_path: Path) -> None:
+    cfg = AdmissionConfig(tenants_file=tmp_path / "absent.yaml", require_tenants_file=True)
+    with pytest.raises(TenantsFileError, match="require_tenants_file"):
+        build_gatekeeper(cfg, StaticCapacity())

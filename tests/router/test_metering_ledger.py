@@ -132,3 +132,24 @@ def test_kill_9_loses_no_committed_row(tmp_path: Path) -> None:
     rows = SqliteLedger(path).rows(limit=1_000_000)
     ids = {r["request_id"] for r in rows}
     assert all(f"r{i}" in ids for i in range(last + 1))  # every acknowledged row survived
+
+
+async def test_monthly_quota_survives_a_restart_through_the_ledger(tmp_path: Path) -> None:
+    from supernode.router.admission import AdmissionConfig, build_gatekeeper
+    from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tenants_file
+    from supernode.router.contracts import AdmissionRejected, PoolKey
+
+    path = tenants_file(tenant("acme").key("sk-acme").quota(1000)).write(tmp_path / "t.yaml")
+    led = SqliteLedger(tmp_path / "u.db")
+    led.record(usage_record("last-month", "acme", prompt=5000, completion=0, at=T0 - 40 * 86400))
+    for i in range(3):
+        led.record(usage_record(f"r{i}", "acme", prompt=300, completion=50, at=T0 + i))  # 1050 this month
+    pool = PoolKey("deepseek-v4-flash", Mode.NON_THINK)
+    gate = build_gatekeeper(
+        AdmissionConfig(tenants_file=path), StaticCapacity({pool: 4}),
+        usage_totals=led.tokens_by_tenant, wall_clock=lambda: T0 + 100,
+    )  # fmt: skip
+    with pytest.raises(AdmissionRejected) as exc:
+        await gate.admit(ctx(gate.authenticate("sk-acme")).obj(), [pool])
+    assert exc.value.limit == "monthly_token_quota"
+    assert gate.tenants()[0]["usage"]["month_tokens"] == 1050

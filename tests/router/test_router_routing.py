@@ -193,6 +193,14 @@ def test_endpoint_table_keeps_state_across_updates_and_reports_removals() -> Non
     table.update([Endpoint(url="a", model=MODEL, draining=True, max_concurrency=4)])
     assert table.get("a") is a and a.inflight == 2 and a.endpoint.draining
     assert removed == ["b"]
+    from supernode.router.admission.config import CapacityConfig
     from supernode.router.contracts import PoolKey
+    from supernode.router.wiring import TableCapacity
 
-    assert table.capacity(PoolKey(MODEL, Mode.THINK_HIGH)) == 0  # draining
+    pool = PoolKey(MODEL, Mode.THINK_HIGH)
+    assert TableCapacity(table, None).capacity(pool) == 0  # draining
+    table.update([Endpoint(url="a", model=MODEL, max_concurrency=4), Endpoint(url="b", model=MODEL,
+                                                                              capacity_limited=True)])
+    assert TableCapacity(table, None).capacity(pool) == 36
+    assert TableCapacity(table, CapacityConfig.model_validate({"capacity_limited_factor": 0.5})).capacity(pool) == 18
+    assert TableCapacity(table, None).capacity(PoolKey("other", Mode.THINK_HIGH)) == 0

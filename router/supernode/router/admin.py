@@ -41,7 +41,7 @@ class TenantAdmin(Protocol):
 def make_admin_key_check(config: AdminConfig, environ: dict[str, str] | None = None) -> AdminKeyCheck:
     digest = config.resolve_digest(environ)
     if digest is None:
-        log.warning("admin API disabled: set admin.keySha256 or the %s env var", config.key_env)
+        log.warning("admin API disabled: set admission.admin.key_sha256 or the %s env var", config.key_env)
 
     def check(key: str | None) -> None:
         if digest is None:
@@ -102,6 +102,14 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 def make_admin_router(meter: UsageSource, gatekeeper: TenantAdmin, admin_key_check: AdminKeyCheck) -> APIRouter:
+    return make_admin_router_lazy(lambda: meter, lambda: gatekeeper, admin_key_check)
+
+
+def make_admin_router_lazy(
+    get_meter: Callable[[], UsageSource], get_gatekeeper: Callable[[], TenantAdmin], admin_key_check: AdminKeyCheck
+) -> APIRouter:
+    """Same, for apps that build the meter and gatekeeper later (in the lifespan): the getters are
+    called per request, e.g. ``lambda: app.state.router.meter``."""
     router = APIRouter(prefix="/admin", tags=["admin"])
 
     def authorize(request: Request) -> JSONResponse | None:
@@ -128,6 +136,7 @@ def make_admin_router(meter: UsageSource, gatekeeper: TenantAdmin, admin_key_che
         except BadRequest as exc:
             return _error(exc)
         span = {"tenant": tenant, "start": start, "end": end}
+        meter = get_meter()
         totals = await asyncio.to_thread(meter.totals, **span)
         if format == "csv":
             if view == "rows":
@@ -143,12 +152,13 @@ def make_admin_router(meter: UsageSource, gatekeeper: TenantAdmin, admin_key_che
     async def tenants(request: Request) -> Response:
         if (denied := authorize(request)) is not None:
             return denied
-        return JSONResponse({"tenants": gatekeeper.tenants()})
+        return JSONResponse({"tenants": get_gatekeeper().tenants()})
 
     @router.post("/tenants/reload", response_model=None)
     async def reload(request: Request) -> Response:
         if (denied := authorize(request)) is not None:
             return denied
+        gatekeeper = get_gatekeeper()
         try:
             changed = gatekeeper.reload_tenants()
         except TenantsFileError as exc:

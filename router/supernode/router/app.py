@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -21,11 +21,10 @@ from supernode.api.endpoints import Endpoint
 from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import Gatekeeper, Meter, PoolCapacity, RouterError
+from supernode.router.contracts import Gatekeeper, Meter, RouterError
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, Shape, error_body
-from supernode.router.gate import LogMeter, OpenGatekeeper
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of
 from supernode.router.proxy import Upstream
@@ -33,11 +32,17 @@ from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
 from supernode.router.service import Call, Service, error_response, new_request_id
 from supernode.router.stats import Scraper
+from supernode.router.wiring import (
+    GatekeeperFactory,
+    MeterFactory,
+    TableCapacity,
+    keepalive_seconds,
+    make_gatekeeper,
+    make_meter,
+)
 
 log = logging.getLogger("supernode.router")
 
-GatekeeperFactory = Callable[[RouterConfig, PoolCapacity], Gatekeeper]
-MeterFactory = Callable[[RouterConfig], Meter]
 
 
 @dataclass
@@ -49,31 +54,10 @@ class RouterState:
     gatekeeper: Gatekeeper
     meter: Meter
     service: Service
-    client: httpx.AsyncClient
+    upstream: Upstream
     discovery: FileDiscovery | KubernetesDiscovery
-    scraper: Scraper
-    tasks: list[asyncio.Task[None]]
-
-
-def default_gatekeeper(config: RouterConfig, capacity: PoolCapacity) -> Gatekeeper:
-    if not config.admission:
-        return OpenGatekeeper(capacity)
-    try:
-        from supernode.router.admission import build_gatekeeper
-        from supernode.router.admission.config import AdmissionConfig
-    except ImportError as e:  # the section is set but its implementation is not installed
-        raise RuntimeError(f"not implemented: admission section configured but {e}") from e
-    return build_gatekeeper(AdmissionConfig.model_validate(config.admission), capacity)  # type: ignore[no-any-return]
-
-
-def default_meter(config: RouterConfig) -> Meter:
-    if not config.metering:
-        return LogMeter()
-    try:
-        from supernode.router.metering import MeteringConfig, build_meter
-    except ImportError as e:
-        raise RuntimeError(f"not implemented: metering section configured but {e}") from e
-    return build_meter(MeteringConfig.model_validate(config.metering))  # type: ignore[no-any-return]
+    scraper: Scraper | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _build_discovery(config: RouterConfig,
@@ -87,50 +71,66 @@ def _build_discovery(config: RouterConfig,
     return FileDiscovery(d.path, apply, d.poll_interval_s)
 
 
-def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory = default_gatekeeper,
-               meter_factory: MeterFactory = default_meter, routing_seed: int | None = None) -> FastAPI:
+def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | None = None,
+               meter_factory: MeterFactory | None = None, routing_seed: int | None = None) -> FastAPI:
+    """Objects are built here from the parsed config; the lifespan opens the HTTP client and owns the
+    background tasks (discovery, health scraping, admission's own loops)."""
+    metrics = RouterMetrics()
+    profile = build_profile(config.routing, seed=routing_seed)
+    table = EndpointTable(on_removed=profile.forget)
+    capacity = TableCapacity(table, config.admission.capacity if config.admission else None)
+    meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
+    gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
+                  else make_gatekeeper(config, capacity, meter, metrics.registry))
+
+    def apply(endpoints: list[Endpoint]) -> None:
+        table.update(endpoints)
+        metrics.endpoints.set(len(table))
+
+    discovery = _build_discovery(config, apply)
+    h = config.health
+    upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
+    service = Service(config, gatekeeper, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
+    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery)
+
+    def on_health(s: EndpointState) -> None:
+        metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
+        metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = RouterMetrics()
-        profile = build_profile(config.routing, seed=routing_seed)
-        table = EndpointTable(on_removed=profile.forget)
-
-        def apply(endpoints: list[Endpoint]) -> None:
-            table.update(endpoints)
-            metrics.endpoints.set(len(table))
-
-        discovery = _build_discovery(config, apply)
         if isinstance(discovery, FileDiscovery):
             discovery.poll()  # serve with the current endpoints from the first request on
-        gatekeeper = gatekeeper_factory(config, table)
-        meter = meter_factory(config)
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=4096, max_keepalive_connections=1024),
                                    timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s))
-
-        def on_health(s: EndpointState) -> None:
-            metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
-            metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
-
-        h = config.health
-        scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
-                          unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after, on_health=on_health)
-        upstream = Upstream(client, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
-        service = Service(config, gatekeeper, meter, upstream, metrics)
-        tasks = [asyncio.create_task(discovery.run(), name="discovery")]
+        upstream.client = client
+        state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
         if h.scrape_interval_s > 0:
-            tasks.append(asyncio.create_task(scraper.run(), name="scraper"))
-        app.state.router = RouterState(config, table, profile, metrics, gatekeeper, meter, service, client,
-                                       discovery, scraper, tasks)
+            state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
+                                    unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after,
+                                    on_health=on_health)
+            state.tasks.append(asyncio.create_task(state.scraper.run(), name="scraper"))
+        start = getattr(gatekeeper, "start", None)
+        if start is not None:
+            await start()
         try:
             yield
         finally:
-            for t in tasks:
+            stop = getattr(gatekeeper, "stop", None)
+            if stop is not None:
+                await stop()
+            for t in state.tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*state.tasks, return_exceptions=True)
             await client.aclose()
             meter.close()
 
     app = FastAPI(title="supernode router", lifespan=lifespan)
+    app.state.router = state
+    if config.admission is not None and config.metering is not None:
+        from supernode.router.admin import make_admin_key_check, make_admin_router
+
+        app.include_router(make_admin_router(meter, gatekeeper, make_admin_key_check(config.admission.admin)))  # type: ignore[arg-type]
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -197,7 +197,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory = 
         return JSONResponse(body, status_code=200 if routable else 503)
 
     @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
+    async def prometheus(request: Request) -> Response:
         st: RouterState = request.app.state.router
         st.metrics.queue_length.set(st.gatekeeper.queue_length())
         for s in st.table:

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from supernode.api.models import Mode
+from supernode.router.admission.config import AdmissionConfig
+from supernode.router.metering.config import MeteringConfig
 
 
 class _Section(BaseModel):
@@ -106,21 +108,12 @@ def _default_patterns() -> dict[str, str]:
     return {"claude-opus*": "deepseek-v4-pro", "claude-sonnet*": flash, "claude-haiku*": flash}
 
 
-class SpillConfig(_Section):
-    """When pool (model, mode) is saturated, admission may try these pools in order."""
-
-    model: str
-    mode: Mode
-    to: list[tuple[str, Mode]] = Field(min_length=1)
-
-
 class ModelsConfig(_Section):
     aliases: dict[str, AliasTarget] = Field(default_factory=_default_aliases)
     patterns: dict[str, str] = Field(
         default_factory=_default_patterns, description="fnmatch pattern → model (e.g. claude-opus* → pro)"
     )
     default_mode: Mode = Mode.THINK_HIGH
-    spill_over: list[SpillConfig] = Field(default_factory=list)
     max_tokens_limit: int = Field(default=393_216, ge=1, description="Larger max_tokens → 400")
     default_max_tokens: int = Field(default=4096, ge=1, description="Assumed for admission when a request sets none")
 
@@ -147,16 +140,22 @@ class RouterConfig(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
-    # Sections owned by the admission side; validated by its own models when the app is built.
-    admission: dict[str, Any] = Field(default_factory=dict)
-    metering: dict[str, Any] = Field(default_factory=dict)
+    # Owned by the admission side (docs/tenants.md). None = no tenants/limits/queue; usage to the log only.
+    admission: AdmissionConfig | None = None
+    metering: MeteringConfig | None = None
 
 
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> RouterConfig:
     """Validate a config dict; a relative discovery path is taken relative to ``base_dir``."""
     config = RouterConfig.model_validate(data)
-    if base_dir is not None and config.discovery.path and not Path(config.discovery.path).is_absolute():
+    if base_dir is None:
+        return config
+    if config.discovery.path and not Path(config.discovery.path).is_absolute():
         config.discovery.path = str((base_dir / config.discovery.path).resolve())
+    if config.admission is not None:
+        config.admission = config.admission.with_base_dir(base_dir)
+    if config.metering is not None:
+        config.metering = config.metering.with_base_dir(base_dir)
     return config
 
 

@@ -71,10 +71,7 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         raise ModelNotFound(str(e)) from None
     if resolved.model not in served:
         raise ModelNotFound(f"The model `{parsed.mode_fields.get('model')}` does not exist or is not served here")
-    pools = [PoolKey(resolved.model, resolved.mode)]
-    for rule in config.models.spill_over:
-        if rule.model == resolved.model and rule.mode == resolved.mode:
-            pools.extend(PoolKey(m, md) for m, md in rule.to if PoolKey(m, md) not in pools)
+    pools = [PoolKey(resolved.model, resolved.mode)]  # spill-over targets come from admission's rules
     prefix = config.routing.prefix
     hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
                             max_blocks=prefix.max_blocks_per_request)

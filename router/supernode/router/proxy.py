@@ -80,7 +80,7 @@ class Opened:
 
 
 class Upstream:
-    def __init__(self, client: httpx.AsyncClient, table: EndpointTable, profile: Profile, metrics: RouterMetrics,
+    def __init__(self, client: httpx.AsyncClient | None, table: EndpointTable, profile: Profile, metrics: RouterMetrics,
                  timeouts: TimeoutsConfig, health: HealthConfig, max_attempts: int):
         self.client = client
         self.table = table
@@ -104,9 +104,10 @@ class Upstream:
         t = self.timeouts
         read = max(t.first_byte_s, t.between_chunks_s) if stream else t.total_s
         timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.connect_s, pool=t.connect_s)
+        assert self.client is not None, "the app lifespan opens the HTTP client"
         request = self.client.build_request("POST", state.endpoint.url.rstrip("/") + path, json=body,
                                             timeout=timeout)
-        response = await self.client.send(request, stream=True)
+        response = await self.client.send(request, stream=True)  # type: ignore[union-attr]
         opened = Opened(state, response, t.between_chunks_s)
         try:
             if response.status_code >= 500:

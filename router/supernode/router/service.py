@@ -70,7 +70,8 @@ class Call:
 
 class Service:
     def __init__(self, config: RouterConfig, gatekeeper: Gatekeeper, meter: Meter, upstream: Upstream,
-                 metrics: RouterMetrics):
+                 metrics: RouterMetrics, *, keepalive_s: float):
+        self.keepalive_s = keepalive_s
         self.config = config
         self.gatekeeper = gatekeeper
         self.meter = meter
@@ -94,7 +95,7 @@ class Service:
         admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
         try:
             if call.prep.parsed.stream:
-                done, _ = await asyncio.wait({admit}, timeout=self.config.timeouts.keepalive_s)
+                done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
                 if not done:  # queued: commit a 200 stream now and keep the client alive while waiting
                     return self._stream_response(call, self._queued_stream(call, admit))
             self._admitted(call, await admit)
@@ -171,7 +172,7 @@ class Service:
     async def _queued_stream(self, call: Call, admit: asyncio.Future[Ticket]) -> AsyncIterator[bytes]:
         async def body() -> AsyncIterator[bytes]:
             while True:
-                done, _ = await asyncio.wait({admit}, timeout=self.config.timeouts.keepalive_s)
+                done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
                 if done:
                     break
                 yield b": keep-alive\n\n"

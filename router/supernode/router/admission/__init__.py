@@ -16,7 +16,7 @@ from supernode.router.admission.config import AdmissionConfig
 from supernode.router.admission.gate import AdmissionTicket, UsageTotals
 from supernode.router.admission.metrics import AdmissionMetrics
 from supernode.router.admission.service import Gatekeeper
-from supernode.router.admission.tenants import file_signature, hash_key, load_directory
+from supernode.router.admission.tenants import TenantsFileError, file_signature, hash_key, load_directory
 from supernode.router.contracts import PoolCapacity
 
 __all__ = ["AdmissionConfig", "AdmissionTicket", "Gatekeeper", "build_gatekeeper", "hash_key"]
@@ -42,6 +42,8 @@ def build_gatekeeper(
     """``usage_totals`` (e.g. ``SqliteLedger.tokens_by_tenant``) seeds monthly quotas from the ledger;
     ``registry`` receives the admission metrics (a private one when None). A bad tenants file raises
     TenantsFileError here (fail fast at startup); later bad reloads keep the previous tenants."""
+    if config.require_tenants_file and (config.tenants_file is None or not config.tenants_file.exists()):
+        raise TenantsFileError(f"tenants file {config.tenants_file} is missing and require_tenants_file is set")
     gate = Gatekeeper(
         config,
         capacity,

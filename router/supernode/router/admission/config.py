@@ -117,6 +117,9 @@ class AdmissionConfig(_Config):
         None, description="YAML/JSON tenants file (or a mounted Secret/ConfigMap key); absent = auth disabled"
     )
     tenants_reload_seconds: float = Field(5.0, ge=0, description="mtime poll period; 0 = no live reload")
+    require_tenants_file: bool = Field(
+        False, description="refuse to start when the tenants file is missing, instead of disabling auth"
+    )
     admin: AdminConfig = Field(default_factory=lambda: AdminConfig.model_validate({}))
     queue: QueueConfig = Field(default_factory=lambda: QueueConfig.model_validate({}))
     spill_over: SpillOverConfig = Field(default_factory=lambda: SpillOverConfig.model_validate({}))

@@ -24,6 +24,8 @@ class TokenBucket:
         return cls(capacity=float(limit), rate=limit / 60.0, level=float(limit), stamp=now)
 
     def _refill(self, now: float) -> None:
+        if now < self.stamp:  # a different clock than at creation (e.g. built before the loop ran)
+            self.stamp = now
         if now > self.stamp:
             self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
             self.stamp = now

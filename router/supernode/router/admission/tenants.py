@@ -172,4 +172,8 @@ def load_directory(path: Path | None) -> TenantDirectory:
     """Load the tenants file; a missing file disables auth (callers log it loudly)."""
     if path is None or not path.exists():
         return TenantDirectory(None, source=str(path or ""))
-    return TenantDirectory(parse_tenants(path.read_text(), source=str(path)), source=str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TenantsFileError(f"{path}: cannot read: {exc}") from exc
+    return TenantDirectory(parse_tenants(text, source=str(path)), source=str(path))

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import Mode
-from supernode.router.contracts import PoolKey
 
 
 @dataclass(slots=True)
@@ -106,18 +105,3 @@ class EndpointTable:
             for alias in s.endpoint.aliases:
                 aliases.setdefault(alias, s.endpoint.model)
         return models, aliases
-
-    def capacity(self, pool: PoolKey) -> int:
-        """PoolCapacity for admission: ready, healthy, non-draining endpoints' concurrency.
-
-        A CapacityLimited deployment has fewer groups than desired; only the groups that exist (and
-        are ready) count, so admission throttles to the capacity that exists."""
-        total = 0
-        for s in self._states.values():
-            ep = s.endpoint
-            if ep.model != pool.model or pool.mode not in ep.modes:
-                continue
-            if not (ep.ready and s.healthy) or ep.draining:
-                continue
-            total += ep.max_concurrency
-        return total
