@@ -30,8 +30,9 @@ def test_rendered_router_config_is_valid_and_matches_the_pod(render: Any, varian
     objects = render(VARIANTS[variant])
     raw = yaml.safe_load(one(objects, "ConfigMap", "-router")["data"]["router.yaml"])
     config = parse_config(raw)
-    admission = AdmissionConfig.model_validate(config.admission)
-    metering = MeteringConfig.model_validate(config.metering)
+    admission, metering = config.admission, config.metering
+    assert isinstance(admission, AdmissionConfig), "admission control must always be on"
+    assert isinstance(metering, MeteringConfig), "usage must always be metered to the ledger"
 
     pod = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -56,4 +57,23 @@ def test_rendered_router_config_is_valid_and_matches_the_pod(render: Any, varian
 def test_router_config_override_wins(render: Any) -> None:
     raw = yaml.safe_load(one(render(VARIANTS["custom config"]), "ConfigMap", "-router")["data"]["router.yaml"])
     assert parse_config(raw).routing.max_attempts == 2
-    assert AdmissionConfig.model_validate(raw["admission"]).queue.max_wait_seconds == 30
+    admission = parse_config(raw).admission
+    assert admission is not None and admission.queue.max_wait_seconds == 30
+
+
+def test_queue_saturation_alert_uses_the_routers_queue_bound(render: Any) -> None:
+    """SupernodeQueueSaturated compares against admission.queue's bound: the router's default, or the
+    value set in router.config (camelCase or snake_case, as the router accepts both)."""
+    on = {"monitoring": {"prometheusRule": {"enabled": True, "queueSaturatedRatio": 0.5}}}
+
+    def expr(values: dict[str, Any]) -> str:
+        rule = one(render(values), "PrometheusRule")
+        return next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]
+                    if r["alert"] == "SupernodeQueueSaturated")
+
+    default_bound = parse_config({"discovery": {"type": "kubernetes"}, "admission": {}}).admission
+    assert default_bound is not None
+    assert f"> 0.5 * {default_bound.queue.max_queue_length}" in expr(on)
+    for key in ("maxQueueLength", "max_queue_length"):
+        values = {**on, "router": {"config": {"admission": {"queue": {key: 64}}}}}
+        assert "> 0.5 * 64" in expr(values), key

@@ -4,13 +4,16 @@ address, kubernetes discovery, tenants file, ledger path), with router.config me
 {{- $r := .Values.router -}}
 {{- $discovery := dict "type" "kubernetes" "http_port_name" "http" -}}
 {{- with $r.discovery.namespace }}{{ $_ := set $discovery "namespace" . }}{{ end -}}
+{{- /* admission is always on (bounded queue, capacity-aware admission); auth only with a tenants file. */ -}}
+{{- $admission := dict -}}
+{{- if include "supernode.router.tenantsSecret" . -}}
+{{- $_ := set $admission "tenantsFile" (printf "/etc/supernode/tenants/%s" $r.tenants.key) -}}
+{{- end -}}
 {{- $base := dict
   "server" (dict "host" "0.0.0.0" "port" (int $r.port))
   "discovery" $discovery
+  "admission" $admission
   "metering" (dict "ledger_path" $r.ledger.path)
 -}}
-{{- if include "supernode.router.tenantsSecret" . -}}
-{{- $_ := set $base "admission" (dict "tenantsFile" (printf "/etc/supernode/tenants/%s" $r.tenants.key)) -}}
-{{- end -}}
 {{- toYaml (mergeOverwrite $base (deepCopy $r.config)) -}}
 {{- end -}}
