@@ -52,7 +52,7 @@ def test_examples_exist() -> None:
 
 
 def test_lint_passes_for_default_and_examples(tmp_path: Path) -> None:
-    for name, values in [("default", None)] + [(p.name, load_values(p)) for p in EXAMPLES]:
+    for name, values in [("default", None), ("all-on", ALL_ON)] + [(p.name, load_values(p)) for p in EXAMPLES]:
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert not problems, f"helm lint ({name}): {problems}"
