@@ -34,7 +34,7 @@ NAMESPACED_WATCH: dict[str, Any] = {
     "router": {"discovery": {"namespace": "llm"}},
 }
 PERSISTENT_LEDGER: dict[str, Any] = {
-    "router": {"replicas": 1, "autoscaling": {"enabled": False},
+    "router": {"replicas": 1, "autoscaling": {"enabled": False}, "pdb": {"enabled": False},
                "ledger": {"persistence": {"enabled": True, "storageClassName": "fast"}}},
 }
 

@@ -42,6 +42,8 @@ BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
     ("persistent ledger with two routers",
      {"router": {"replicas": 2, "autoscaling": {"enabled": False}, "ledger": {"persistence": {"enabled": True}}}},
      "router.ledger.persistence.enabled needs router.replicas=1"),
+    ("PDB that blocks drains", {"router": {"replicas": 1, "autoscaling": {"enabled": False}}},
+     "router.pdb.minAvailable (1) must be below the router's replicas (1)"),
     ("existing SA without name", {"router": {"serviceAccount": {"create": False}}},
      "router.serviceAccount.name is required"),
 ]
