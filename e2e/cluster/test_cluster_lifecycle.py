@@ -160,7 +160,8 @@ def test_spec_change_rolls_the_group(cluster: Cluster, ns: str) -> None:
 def test_killing_one_pod_recreates_the_whole_group(cluster: Cluster, ns: str) -> None:
     group = pods(cluster, ns, **{C.LABEL_GROUP: "0"})
     old_uids = {p.metadata.uid for p in group}
-    worker = next(p for p in group if p.metadata.labels.get(C.LABEL_ROLE) == C.ROLE_WORKER)
+    # A non-leader rank (LWS labels it worker; StatefulSet workers carry no role label).
+    worker = next(p for p in group if p.metadata.labels.get(C.LABEL_ROLE) != C.ROLE_LEADER)
     cluster.core().delete_namespaced_pod(worker.metadata.name, ns, grace_period_seconds=0)
 
     def recreated() -> bool:
