@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the emulator and fake cl
 
 import httpx  # noqa: E402
 import kmock  # noqa: E402
-
 from fake_cluster import MD_KIND, FakeCluster, node  # noqa: E402
 from k8s_emulator import K8sEmulator  # noqa: E402
 from md_builder import make_md  # noqa: E402
+
 from supernode.api import constants as C  # noqa: E402
 
 UA = "operator-bench"
@@ -45,11 +45,15 @@ def operator_requests(emu: K8sEmulator, since: int) -> tuple[int, int]:
     return len(reqs), len(writes)
 
 
-def children_ready(emu: K8sEmulator, name: str) -> bool:
-    sel = f"{C.LABEL_DEPLOYMENT}={name}"
-    return (len(emu.objects_of("statefulsets", "apps", "bench", sel)) == 1
-            and len(emu.objects_of("services", "", "bench", sel)) == 2
-            and len(emu.objects_of("poddisruptionbudgets", "policy", "bench", sel)) == 1)
+def children_count(emu: K8sEmulator) -> dict[str, int]:
+    """Children per deployment (StatefulSet + 2 Services + PDB = 4 when complete), one pass, no copies."""
+    counts: dict[str, int] = {}
+    for (gp, ns, _), obj in list(emu.store.items()):
+        if ns == "bench" and gp in ("apps/statefulsets", "/services", "policy/poddisruptionbudgets"):
+            owner = (obj["metadata"].get("labels") or {}).get(C.LABEL_DEPLOYMENT)
+            if owner:
+                counts[owner] = counts.get(owner, 0) + 1
+    return counts
 
 
 async def main(count: int, resync: float) -> None:
@@ -77,15 +81,16 @@ async def main(count: int, resync: float) -> None:
                     r.raise_for_status()
                     applied[md["metadata"]["name"]] = time.monotonic()
                 while len(done) < count and time.monotonic() - t0 < 300:
+                    counts = children_count(emu)
                     for name in applied:
-                        if name not in done and children_ready(emu, name):
+                        if name not in done and counts.get(name) == 4:
                             done[name] = time.monotonic()
                     await asyncio.sleep(0.05)
                 total = time.monotonic() - t0
                 # Let status settle (pods ready → readyReplicas), then measure a quiet window.
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
-                    mds = emu.objects_of(C.PLURAL, C.GROUP, "bench")
+                    mds = emu.objects_of(C.PLURAL, C.GROUP, "bench", copy_=False)
                     if all(m.get("status", {}).get("readyReplicas") == 1 for m in mds):
                         break
                     await asyncio.sleep(0.5)

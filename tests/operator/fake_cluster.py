@@ -50,16 +50,15 @@ class FakeCluster:
                                         subresource="status")
 
     async def step(self) -> None:
-        pods = self.emu.objects_of("pods")
-        for sts in self.emu.objects_of("statefulsets", "apps"):
+        have = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.emu.objects_of("pods", copy_=False)}
+        for sts in self.emu.objects_of("statefulsets", "apps", copy_=False):
             meta = sts["metadata"]
             name, ns = meta["name"], meta["namespace"]
             want = sts["spec"]["replicas"]
             nodes = _nodes_of(sts)
-            have = {p["metadata"]["name"] for p in pods if p["metadata"]["namespace"] == ns}
             for i in range(want):
                 pod_name = f"{name}-{i}"
-                if pod_name in have:
+                if (ns, pod_name) in have:
                     continue
                 template = sts["spec"]["template"]
                 labels = {**template["metadata"]["labels"], POD_INDEX: str(i)}

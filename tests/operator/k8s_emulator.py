@@ -151,9 +151,12 @@ class K8sEmulator(kmock.KubernetesEmulator):
 
     # --- test-facing helpers ----------------------------------------------------------------------
     def objects_of(self, plural: str, group: str = "", namespace: str | None = None,
-                   selector: str | None = None) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for (gp, ns, _), o in sorted(self.store.items())
-                if gp == f"{group}/{plural}" and (namespace is None or ns == namespace)
+                   selector: str | None = None, *, copy_: bool = True) -> list[dict[str, Any]]:
+        """Stored objects of one kind, sorted by key (`copy_=False`: live dicts, read-only use)."""
+        gp = f"{group}/{plural}"
+        found = sorted((k, o) for k, o in self.store.items() if k[0] == gp)
+        return [copy.deepcopy(o) if copy_ else o for (_, ns, _), o in found
+                if (namespace is None or ns == namespace)
                 and matches_selector(o.get("metadata", {}).get("labels", {}), selector)]
 
     def get(self, plural: str, namespace: str | None, name: str, group: str = "") -> dict[str, Any] | None:
@@ -237,8 +240,9 @@ class K8sEmulator(kmock.KubernetesEmulator):
         selector = params.get("labelSelector")
         fields = dict(f.split("=", 1) for f in params.get("fieldSelector", "").split(",") if "=" in f)
         out = []
-        for (gp, ons, name), obj in sorted(self.store.items()):
-            if gp != f"{kind.group}/{kind.plural}" or (ns is not None and ons != ns):
+        gp = f"{kind.group}/{kind.plural}"
+        for (_, ons, name), obj in sorted((k, o) for k, o in self.store.items() if k[0] == gp):
+            if ns is not None and ons != ns:
                 continue
             if not matches_selector(obj["metadata"].get("labels", {}), selector):
                 continue
