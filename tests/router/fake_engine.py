@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +212,14 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
     async def sglang_generate(request: Request) -> Response:
         return JSONResponse({"text": "ok"})
 
+    @app.post("/reset")
+    async def reset() -> Response:
+        """Benchmarks: empty the cache and counters between runs."""
+        st.cache.clear()
+        st.requests.clear()
+        st.hit_blocks = st.total_blocks = st.completed = st.cancelled = 0
+        return JSONResponse({"ok": True})
+
     @app.get("/health")
     async def health() -> Response:
         return Response(status_code=503 if st.behaviour.fail_status else 200)
@@ -235,15 +243,24 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
         text = (f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"fake\"}} "
                 f"{st.running}\nvllm:num_requests_waiting{{model_name=\"fake\"}} {st.waiting}\n"
                 f"vllm:gpu_cache_usage_perc{{model_name=\"fake\"}} "
-                f"{len(st.cache) / st.behaviour.cache_blocks if st.behaviour.cache_blocks else 0.0}\n")
+                f"{len(st.cache) / st.behaviour.cache_blocks if st.behaviour.cache_blocks else 0.0}\n"
+                f"fake:prefix_hit_blocks_total {st.hit_blocks}\nfake:prefix_blocks_total {st.total_blocks}\n"
+                f"fake:requests_completed_total {st.completed}\n")
         return Response(text, media_type="text/plain")
 
     return app
 
 
+async def serve_many(ports: list[int], make: Callable[[int], Behaviour]) -> None:
+    """Several engines in one process (one event loop): a cheap simulated fleet."""
+    servers = [uvicorn.Server(uvicorn.Config(create_engine_app(make(i)), host="127.0.0.1", port=p,
+                                             log_level="warning", access_log=False)) for i, p in enumerate(ports)]
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, nargs="+", required=True, help="one engine per port, all in this process")
     ap.add_argument("--name", default="engine")
     ap.add_argument("--cache-blocks", type=int, default=0)
     ap.add_argument("--block-cost-ms", type=float, default=0.0)
@@ -251,9 +268,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=0)
     ap.add_argument("--answer-words", type=int, default=6)
     a = ap.parse_args()
-    behaviour = Behaviour(name=a.name, cache_blocks=a.cache_blocks, block_cost_s=a.block_cost_ms / 1000,
-                          decode_s=a.decode_ms / 1000, concurrency=a.concurrency, answer_words=a.answer_words)
-    uvicorn.run(create_engine_app(behaviour), host="127.0.0.1", port=a.port, log_level="warning", access_log=False)
+
+    def make(i: int) -> Behaviour:
+        return Behaviour(name=f"{a.name}{i}", cache_blocks=a.cache_blocks, block_cost_s=a.block_cost_ms / 1000,
+                         decode_s=a.decode_ms / 1000, concurrency=a.concurrency, answer_words=a.answer_words)
+
+    asyncio.run(serve_many(a.port, make))
 
 
 if __name__ == "__main__":

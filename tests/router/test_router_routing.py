@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import Mode
 from supernode.router.config import RoutingConfig
 from supernode.router.routing.plugins import (
     ArgmaxPicker,
     HealthyFilter,
+    LoadGuard,
     LoadScorer,
     NotDrainingFilter,
     PrefixScorer,
@@ -90,7 +93,8 @@ def test_request_hashes_share_prefix_blocks() -> None:
 
 def test_load_scorer_is_in_unit_range() -> None:
     states = [Ep("a").inflight(0).state(), Ep("b").inflight(16).state(), Ep("c").inflight(100).state()]
-    assert LoadScorer().score(req(), states) == [1.0, 0.5, 0.0]
+    scores = LoadScorer().score(req(), states)
+    assert scores[0] == 1.0 and scores[1] == pytest.approx(2 / 3) and 0 < scores[2] < scores[1]
 
 
 def test_prefix_scorer_zeroes_affinity_of_an_overloaded_endpoint() -> None:
@@ -99,7 +103,7 @@ def test_prefix_scorer_zeroes_affinity_of_an_overloaded_endpoint() -> None:
     idx.insert("a", r.block_hashes)
     idx.insert("b", r.block_hashes)
     states = [Ep("a").inflight(10).state(), Ep("b").inflight(1).state(), Ep("c").inflight(0).state()]
-    assert PrefixScorer(idx, abs_threshold=4, rel_threshold=1.25).score(r, states) == [0.0, 1.0, 0.0]
+    assert PrefixScorer(idx, LoadGuard(abs_threshold=4, rel_threshold=1.25)).score(r, states) == [0.0, 1.0, 0.0]
     assert overloaded(10, 0, 4, 1.25) and not overloaded(3, 0, 4, 1.25) and not overloaded(12, 10, 4, 1.25)
 
 

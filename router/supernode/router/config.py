@@ -62,6 +62,8 @@ class ImbalanceConfig(_Section):
 
     abs_threshold: float = Field(default=8.0, ge=0)
     rel_threshold: float = Field(default=1.25, ge=1.0)
+    saturation_guard: bool = Field(default=True, description="Affinity also yields on an endpoint whose load "
+                                   "reached its max concurrency while another candidate has a free slot")
 
 
 class PrefixConfig(_Section):

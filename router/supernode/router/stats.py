@@ -89,7 +89,7 @@ class Scraper:
                                             response=health)
             metrics = await self.client.get(f"{url}/metrics", timeout=self.timeout_s)
             if metrics.status_code == 200:
-                state.stats = engine_stats(metrics.text, state.endpoint.engine_type)
+                state.apply_scrape(engine_stats(metrics.text, state.endpoint.engine_type))
             state.record_success(self.healthy_after)
         except (httpx.HTTPError, OSError) as e:
             was = state.healthy

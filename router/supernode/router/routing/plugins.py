@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
@@ -57,18 +58,36 @@ def overloaded(load: float, min_load: float, abs_threshold: float, rel_threshold
     return load - min_load > abs_threshold and load > rel_threshold * min_load
 
 
+@dataclass(frozen=True, slots=True)
+class LoadGuard:
+    """When affinity (prefix or session) must yield to load: on an endpoint overloaded relative to the
+    least loaded candidate (SGLang's rule), or saturated (load >= its max concurrency) while another
+    candidate still has a free slot."""
+
+    abs_threshold: float = 8.0
+    rel_threshold: float = 1.25
+    saturation: bool = True
+
+    def yielding(self, candidates: Sequence[EndpointState]) -> list[bool]:
+        if not candidates:
+            return []
+        min_load = min(s.load for s in candidates)
+        free_slot = self.saturation and any(s.load < s.endpoint.max_concurrency for s in candidates)
+        return [(free_slot and s.load >= s.endpoint.max_concurrency)
+                or overloaded(s.load, min_load, self.abs_threshold, self.rel_threshold) for s in candidates]
+
+
 class PrefixScorer:
-    """Share of the prompt's leading blocks an endpoint holds — zeroed where that endpoint is overloaded
-    relative to the least loaded candidate. A hot prefix thus overflows to the least loaded endpoint,
-    which then holds it too: the prefix spreads over as many endpoints as its load needs, while a cold
-    prefix, whose endpoint is never overloaded, stays put."""
+    """Share of the prompt's leading blocks an endpoint holds, zeroed where the load guard says affinity
+    yields. A hot prefix thus overflows to the least loaded endpoint, which then holds it too: the
+    prefix spreads over as many endpoints as its load needs, while a cold prefix, whose endpoint is
+    neither overloaded nor saturated, stays put."""
 
     name = "prefix"
 
-    def __init__(self, index: PrefixIndex, abs_threshold: float, rel_threshold: float):
+    def __init__(self, index: PrefixIndex, guard: LoadGuard):
         self.index = index
-        self.abs_threshold = abs_threshold
-        self.rel_threshold = rel_threshold
+        self.guard = guard
 
     def ratios(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
         n = len(req.block_hashes)
@@ -77,22 +96,18 @@ class PrefixScorer:
         return [self.index.match(s.key, req.block_hashes) / n for s in candidates]
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        if not candidates:
-            return []
-        min_load = min(s.load for s in candidates)
-        return [
-            0.0 if overloaded(s.load, min_load, self.abs_threshold, self.rel_threshold) else r
-            for s, r in zip(candidates, self.ratios(req, candidates), strict=True)
-        ]
+        ratios = self.ratios(req, candidates)
+        return [0.0 if y else r for r, y in zip(ratios, self.guard.yielding(candidates), strict=True)]
 
 
 class LoadScorer:
-    """1 - load / max concurrency (running + waiting, or the router's in-flight count if larger)."""
+    """1 / (1 + load / max concurrency): 1 when idle, 0.5 at its concurrency, still ordered beyond it
+    (load = running + waiting, or the router's in-flight count if larger)."""
 
     name = "load"
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        return [max(0.0, 1.0 - s.load / max(1, s.endpoint.max_concurrency)) for s in candidates]
+        return [1.0 / (1.0 + s.load / max(1, s.endpoint.max_concurrency)) for s in candidates]
 
 
 class KvCacheScorer:
@@ -103,14 +118,20 @@ class KvCacheScorer:
 
 
 class SessionScorer:
+    """1 for the endpoint that served this session last, unless the load guard says it must yield."""
+
     name = "session"
 
-    def __init__(self, sessions: SessionMap):
+    def __init__(self, sessions: SessionMap, guard: LoadGuard):
         self.sessions = sessions
+        self.guard = guard
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
         target = self.sessions.get(req.session) if req.session else None
-        return [1.0 if target is not None and s.key == target else 0.0 for s in candidates]
+        if target is None:
+            return [0.0] * len(candidates)
+        return [1.0 if s.key == target and not y else 0.0
+                for s, y in zip(candidates, self.guard.yielding(candidates), strict=True)]
 
 
 # --- pickers ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from supernode.router.routing.plugins import (
     Filter,
     HealthyFilter,
     KvCacheScorer,
+    LoadGuard,
     LoadScorer,
     NotDrainingFilter,
     Picker,
@@ -88,14 +89,16 @@ def build_profile(config: RoutingConfig, *, seed: int | None = None) -> Profile:
     sessions = SessionMap(config.session_capacity)
     filters = [FILTERS[name]() for name in config.filters]
     scorers: list[tuple[Scorer, float]] = []
+    im = config.imbalance
+    guard = LoadGuard(im.abs_threshold, im.rel_threshold, im.saturation_guard)
     for sc in config.scorers:
         scorer: Scorer
         if sc.name == "prefix":
-            scorer = PrefixScorer(index, config.imbalance.abs_threshold, config.imbalance.rel_threshold)
+            scorer = PrefixScorer(index, guard)
         elif sc.name == "load":
             scorer = LoadScorer()
         elif sc.name == "session":
-            scorer = SessionScorer(sessions)
+            scorer = SessionScorer(sessions, guard)
         else:
             scorer = KvCacheScorer()
         scorers.append((scorer, sc.weight))

@@ -15,6 +15,7 @@ class EngineStats:
     waiting: float = 0.0
     kv_usage: float = 0.0  # 0..1
     scraped: bool = False
+    foreign: float = 0.0  # requests on the engine not sent by this router, as of the last scrape
 
 
 @dataclass(slots=True)
@@ -32,8 +33,14 @@ class EndpointState:
 
     @property
     def load(self) -> float:
-        """Requests on the engine: its own count (lags by a scrape) or ours (instant), whichever is larger."""
-        return max(float(self.inflight), self.stats.running + self.stats.waiting)
+        """Requests on the engine: ours (exact, instant) plus others' (other router replicas, direct
+        clients) as of the last scrape. Using the raw scraped count instead lags by a scrape interval
+        and makes a just-freed engine look busy."""
+        return self.inflight + self.stats.foreign
+
+    def apply_scrape(self, stats: EngineStats) -> None:
+        stats.foreign = max(0.0, stats.running + stats.waiting - self.inflight)
+        self.stats = stats
 
     def record_failure(self, unhealthy_after: int) -> None:
         self.successes = 0
