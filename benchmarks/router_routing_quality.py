@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "router")
 from fake_engine import BLOCK
 
 ENGINES = 8
+VERBOSE = "--verbose" in sys.argv
 
 
 @dataclass
@@ -67,6 +69,7 @@ async def run_load(url: str, plan: list[tuple[float, int]], prompts: list[str], 
     convs: dict[int, list[Conversation]] = {}
     ttfts: list[float] = []
     ok = failed = 0
+    trace: list[tuple[float, float, int, str, int]] = []
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         async def one(conv: Conversation, text: str) -> None:
@@ -81,6 +84,8 @@ async def run_load(url: str, plan: list[tuple[float, int]], prompts: list[str], 
                     async for _ in r.aiter_bytes():
                         if first is None:
                             first = time.perf_counter() - t0
+                            trace.append((first, time.perf_counter() - start, conv.tenant,
+                                          r.headers.get("x-supernode-endpoint", "?")[-5:], len(conv.messages)))
                     if r.status_code != 200:
                         raise httpx.HTTPError(f"status {r.status_code}")
                 ok += 1
@@ -93,7 +98,7 @@ async def run_load(url: str, plan: list[tuple[float, int]], prompts: list[str], 
                 conv.busy = False
 
         start = time.perf_counter()
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         for i, (at, tenant) in enumerate(plan):
             delay = start + at - time.perf_counter()
             if delay > 0:
@@ -110,6 +115,11 @@ async def run_load(url: str, plan: list[tuple[float, int]], prompts: list[str], 
         elapsed = time.perf_counter() - start
         for t in tasks:
             t.cancel()
+    if VERBOSE:
+        trace.sort(reverse=True)
+        for row in trace[:12]:
+            print(f"  slow: ttft {row[0] * 1000:.0f}ms at t={row[1]:.1f}s tenant {row[2]} endpoint {row[3]} "
+                  f"turn {row[4]}")
     return ttfts, ok, failed, elapsed
 
 
@@ -143,6 +153,7 @@ def main() -> None:
     ap.add_argument("--ours", action="append", default=[], metavar="JSON",
                     help="extra runs of our router with this config merged in, e.g. '{\"routing\": {...}}'")
     ap.add_argument("--no-peers", action="store_true", help="skip sglang-router")
+    ap.add_argument("--verbose", action="store_true", help="print the slowest requests")
     a = ap.parse_args()
     ports = free_ports(ENGINES + 3 + len(a.ours))
     engine_ports, (ours, rr, ca), variant_ports = ports[:ENGINES], ports[ENGINES:ENGINES + 3], ports[ENGINES + 3:]
@@ -171,7 +182,11 @@ def main() -> None:
                 targets[name] = procs.sglang_router(port, engine_ports, policy)
             except (RuntimeError, TimeoutError) as e:
                 print(f"{name}: could not run sglang-router ({e})")
+        # 2 s of unmeasured traffic per router (other prompts, so no router starts with a useful index)
+        warm = [(i * 0.02, i % a.tenants) for i in range(100)]
+        warm_prompts = [system_prompt(1000 + t, a.system_blocks) for t in range(a.tenants)]
         for name, url in targets.items():
+            asyncio.run(run_load(url, warm, warm_prompts, a.seed + 1, drain_s=10))
             asyncio.run(engine_hits(engine_ports, reset=True))
             ttfts, ok, failed, elapsed = asyncio.run(run_load(url, plan, prompts, a.seed, drain_s=a.seconds + 30))
             hit, total = asyncio.run(engine_hits(engine_ports, reset=False))
@@ -183,3 +198,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    print(f"(machine load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")

@@ -271,3 +271,56 @@ async def test_queued_stream_gets_keepalives(stack: Stack) -> None:
         async with h.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
             text = (await r.aread()).decode()
     assert text.startswith(": keep-alive") and text.rstrip().endswith("data: [DONE]")
+
+
+async def test_engine_4xx_is_passed_on_in_the_client_shape_without_retry(stack: Stack) -> None:
+    bad = await stack.engine("bad", Behaviour(name="bad", fail_status=400))
+    stack.write_endpoints([ep(bad)])
+    url = await stack.router()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
+    assert "bad failing" in str(e.value)
+    an = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as ae:
+        await an.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert ae.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert len(stack.engines["bad"].requests) == 2
+
+
+async def test_completions_stream_passes_through(stack: Stack) -> None:
+    url = await two_engines(stack)
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    stream = await client.completions.create(model=MODEL, prompt="once", max_tokens=4, stream=True)
+    text = "".join([c.choices[0].text async for c in stream if c.choices])
+    assert text.count("-w") == 4
+
+
+async def test_non_streaming_client_disconnect_releases_upstream(stack: Stack) -> None:
+    slow = await stack.engine("slow", Behaviour(name="slow", first_byte_delay_s=2))
+    stack.write_endpoints([ep(slow)])
+    url = await stack.router()
+    app = stack.router_app
+    assert app is not None
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient(timeout=0.3) as h:
+        with pytest.raises(httpx.ReadTimeout):
+            await h.post(f"{url}/v1/chat/completions", json=body)
+    state = app.state.router.table.get(slow)
+    await wait_for(lambda: state.inflight == 0, timeout=1.0)  # long before the engine would answer
+    async with httpx.AsyncClient() as h:
+        text = (await h.get(f"{url}/metrics")).text
+    assert 'code="499"' in text
+
+
+async def test_first_byte_timeout_retries_on_another_endpoint(stack: Stack) -> None:
+    slow = await stack.engine("slow", Behaviour(name="slow", first_byte_delay_s=5))
+    fast = await stack.engine("fast")
+    stack.write_endpoints([ep(slow), ep(fast)])
+    url = await stack.router({"timeouts": {"first_byte_s": 0.3}})
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    for i in range(4):  # different prompts: some are routed to the slow engine first
+        raw = await client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": f"prompt {i}"}], stream=True)
+        assert raw.headers[C.HEADER_ENDPOINT] == fast
+    assert stack.engines["slow"].requests  # it was tried, timed out, and the request moved on

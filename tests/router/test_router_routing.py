@@ -208,3 +208,50 @@ def test_endpoint_table_keeps_state_across_updates_and_reports_removals() -> Non
     assert TableCapacity(table, None).capacity(pool) == 36
     assert TableCapacity(table, CapacityConfig.model_validate({"capacity_limited_factor": 0.5})).capacity(pool) == 18
     assert TableCapacity(table, None).capacity(PoolKey("other", Mode.THINK_HIGH)) == 0
+
+
+def test_saturated_affine_endpoint_yields_while_another_has_a_free_slot() -> None:
+    idx = PrefixIndex(1000)
+    r = req("y" * 64)
+    idx.insert("a", r.block_hashes)
+    states = [Ep("a").inflight(2).state(), Ep("b").inflight(1).state()]
+    for s in states:
+        s.endpoint.max_concurrency = 2
+    assert PrefixScorer(idx, LoadGuard()).score(r, states) == [0.0, 0.0]
+    states[1].inflight = 2  # nobody has a free slot: affinity stands (waiting beats a cache miss)
+    assert PrefixScorer(idx, LoadGuard()).score(r, states) == [1.0, 0.0]
+    assert PrefixScorer(idx, LoadGuard(saturation=False)).score(r, [states[0], Ep("c").state()]) == [1.0, 0.0]
+
+
+def test_load_is_own_in_flight_plus_others_from_the_last_scrape() -> None:
+    from supernode.router.routing.state import EngineStats
+
+    s = Ep("a").inflight(3).state()
+    s.apply_scrape(EngineStats(running=4, waiting=1))  # 2 of the engine's 5 came from elsewhere
+    assert s.load == 5
+    s.inflight = 0  # ours finished since: no phantom load from a stale scrape
+    assert s.load == 2
+
+
+def test_power_of_two_picks_the_less_loaded_of_two_among_the_top() -> None:
+    import random
+
+    from supernode.router.routing.plugins import KvCacheScorer, PowerOfTwoPicker
+
+    states = [Ep("a").inflight(5).state(), Ep("b").inflight(1).state(), Ep("c").inflight(0).state()]
+    picker = PowerOfTwoPicker(top_k=2, rng=random.Random(0))
+    scored = [(states[0], 0.9), (states[1], 0.8), (states[2], 0.1)]  # c is outside the top 2
+    assert {picker.pick(req(), scored).key for _ in range(20)} == {"b"}
+    states[0].stats.kv_usage = 0.75
+    assert KvCacheScorer().score(req(), states[:1]) == [0.25]
+
+
+def test_profile_from_config_builds_every_plugin() -> None:
+    cfg = RoutingConfig.model_validate({
+        "scorers": [{"name": n, "weight": 1} for n in ("prefix", "load", "session", "kv-cache")],
+        "picker": {"name": "power-of-two", "top_k": 3}})
+    profile = build_profile(cfg, seed=1)
+    assert [s.name for s, _ in profile.scorers] == ["prefix", "load", "session", "kv-cache"]
+    assert profile.picker.name == "power-of-two"
+    d = profile.pick(req("z" * 80), [Ep("a").state(), Ep("b").draining().state()])
+    assert d is not None and d.endpoint.key == "a" and d.candidates == 1

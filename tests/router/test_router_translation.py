@@ -182,3 +182,15 @@ def test_prepare_never_crashes_on_arbitrary_bodies(body: dict[str, Any], msgs: l
 def test_prepare_never_crashes_on_arbitrary_bytes(raw: bytes) -> None:
     _check(raw, parse_chat, False)
     _check(raw, parse_messages, True)
+
+
+def test_sse_splitter_reassembles_events_across_chunks() -> None:
+    from supernode.router.sse import SseSplitter, data_of, has_token
+
+    sp = SseSplitter()
+    assert sp.feed(b"data: {\"a\"") == []
+    assert sp.feed(b": 1}\n\ndata: [DONE]\r\n\r\n: keep") == [b'data: {"a": 1}', b"data: [DONE]"]
+    assert sp.feed(b"-alive\n\n") == [b": keep-alive"]
+    assert data_of(b": keep-alive") is None and data_of(b"event: x\ndata: 5") == "5"
+    assert has_token({"delta": {"reasoning_content": "r"}}) and has_token({"text": "t"})
+    assert not has_token({"delta": {"role": "assistant", "content": ""}}) and not has_token(None)

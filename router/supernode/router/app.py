@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from supernode.api.endpoints import Endpoint
 from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
+from supernode.router.call import Call
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RouterError
 from supernode.router.discovery.file import FileDiscovery
@@ -30,7 +31,7 @@ from supernode.router.pipeline import Parser, api_key, prepare, read_body, sessi
 from supernode.router.proxy import Upstream
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
-from supernode.router.service import Call, Service, error_response, new_request_id
+from supernode.router.service import Service, error_response, new_request_id
 from supernode.router.stats import Scraper
 from supernode.router.wiring import (
     GatekeeperFactory,

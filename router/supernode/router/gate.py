@@ -58,7 +58,11 @@ class OpenGatekeeper:
 class LogMeter:
     """Usage as one structured log line per request (not durable: configure `metering:` for a ledger)."""
 
+    blocking = False  # called on the event loop, not in a worker thread
+
     def record(self, record: UsageRecord) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         data = asdict(record)
         data["mode"], data["served_mode"] = record.mode.value, record.served_mode.value
         log.info(json.dumps({"event": "usage", **data}, default=str))

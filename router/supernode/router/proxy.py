@@ -26,7 +26,11 @@ RETRYABLE = (httpx.TransportError, TimeoutError)
 
 
 class _Retry(Exception):
-    pass
+    """Try another endpoint. ``alive``: the endpoint answered (e.g. a 5xx), so its health is not marked."""
+
+    def __init__(self, message: str, *, alive: bool):
+        super().__init__(message)
+        self.alive = alive
 
 
 @dataclass
@@ -111,7 +115,7 @@ class Upstream:
         opened = Opened(state, response, t.between_chunks_s)
         try:
             if response.status_code >= 500:
-                raise _Retry(f"{state.key} answered {response.status_code}")
+                raise _Retry(f"{state.key} answered {response.status_code}", alive=True)
             if not stream or response.status_code != 200:
                 async with asyncio.timeout(t.total_s):
                     opened.content = await response.aread()
@@ -123,7 +127,7 @@ class Upstream:
                         opened.first_chunk = chunk
                         break
             if not opened.first_chunk:
-                raise _Retry(f"{state.key} closed the stream before the first byte")
+                raise _Retry(f"{state.key} closed the stream before the first byte", alive=False)
             return opened
         except BaseException:
             await response.aclose()
@@ -145,7 +149,7 @@ class Upstream:
             except (*RETRYABLE, _Retry) as e:
                 state.inflight -= 1
                 last_error = f"{state.key}: {type(e).__name__}: {e}".rstrip(": ")
-                if not isinstance(e, _Retry) or "answered" not in str(e):
+                if not (isinstance(e, _Retry) and e.alive):
                     state.record_failure(self.health.unhealthy_after)
                 exclude.add(state.key)
                 self.metrics.retries.labels(type(e).__name__).inc()

@@ -9,14 +9,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from supernode.api import constants as C
 from supernode.router.apis.responses import AnthropicStream, to_anthropic_message, usage_from_openai
+from supernode.router.call import Call, call_headers, observe, usage_record
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import (
     AdmissionRejected,
@@ -24,16 +23,14 @@ from supernode.router.contracts import (
     Meter,
     RequestContext,
     RouterError,
-    Tenant,
     Ticket,
-    Usage,
-    UsageRecord,
 )
 from supernode.router.errors import Shape, UpstreamError, render, sse_error
 from supernode.router.metrics import RouterMetrics
-from supernode.router.pipeline import Prepared, engine_body
+from supernode.router.pipeline import engine_body
 from supernode.router.proxy import Opened, Upstream
 from supernode.router.routing.state import RoutingRequest
+from supernode.router.sse import SseSplitter, data_of, has_token
 
 log = logging.getLogger("supernode.router.requests")
 
@@ -41,31 +38,6 @@ log = logging.getLogger("supernode.router.requests")
 def error_response(shape: Shape, err: RouterError) -> JSONResponse:
     status, body, headers = render(shape, err)
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-@dataclass
-class Call:
-    """One request's bookkeeping, shared by the streaming and non-streaming paths."""
-
-    request_id: str
-    shape: Shape
-    tenant: Tenant
-    prep: Prepared
-    started: float = field(default_factory=time.time)
-    t0: float = field(default_factory=time.perf_counter)
-    ticket: Ticket | None = None
-    opened: Opened | None = None
-    usage: Usage = field(default_factory=Usage)
-    status: str = "ok"
-    error: str = ""
-    code: int = 200
-    first_token_at: float | None = None
-    metered: bool = False
-    finished: bool = False
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return {"model": self.prep.resolved.model, "mode": self.prep.resolved.mode.value, "tenant": self.tenant.id}
 
 
 class Service:
@@ -92,16 +64,20 @@ class Service:
 
     # --- entry ----------------------------------------------------------------------------------
     async def handle(self, request: Request, call: Call) -> Response:
-        admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
+        admit: asyncio.Future[Ticket] | None = None
         try:
             if call.prep.parsed.stream:
+                admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
                 done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
                 if not done:  # queued: commit a 200 stream now and keep the client alive while waiting
                     return self._stream_response(call, self._queued_stream(call, admit))
-            self._admitted(call, await admit)
-            return await (self._start_stream(call) if call.prep.parsed.stream else self._unary(request, call))
+                self._admitted(call, admit.result())
+                return await self._start_stream(call)
+            self._admitted(call, await self.gatekeeper.admit(self.context(call), call.prep.pools))
+            return await self._unary(request, call)
         except BaseException as e:
-            admit.cancel()
+            if admit is not None:
+                admit.cancel()
             await self._finish(call, e)
             if isinstance(e, RouterError):
                 return error_response(call.shape, e)
@@ -122,7 +98,7 @@ class Service:
         else:
             body["model"] = call.prep.parsed.mode_fields.get("model", data.get("model"))
         await self._finish(call, None)  # metered before the body is sent
-        return JSONResponse(body, headers=self._headers(call))
+        return JSONResponse(body, headers=call_headers(call))
 
     async def _open_watching_disconnect(self, request: Request, call: Call) -> Opened:
         task = asyncio.ensure_future(self._open(call))
@@ -160,7 +136,7 @@ class Service:
 
     # --- streaming ------------------------------------------------------------------------------
     def _stream_response(self, call: Call, body: AsyncIterator[bytes]) -> StreamingResponse:
-        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **self._headers(call)}
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **call_headers(call)}
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     async def _start_stream(self, call: Call) -> Response:
@@ -210,14 +186,12 @@ class Service:
             else None
         if anthropic:
             yield anthropic.start()
-        buffer = b""
+        splitter = SseSplitter()
         last = None
         finished = False
         async for chunk in call.opened.chunks():
-            buffer += chunk
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                payload = _data(event)
+            for event in splitter.feed(chunk):
+                payload = data_of(event)
                 if payload is None:
                     continue
                 if payload == "[DONE]":
@@ -231,8 +205,7 @@ class Service:
                     raise UpstreamError(f"engine error mid-stream: {obj['error']}")
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
-                if any((c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("reasoning_content")
-                       for c in obj.get("choices") or []):
+                if any(has_token(c) for c in obj.get("choices") or []):
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -251,24 +224,6 @@ class Service:
         yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
 
     # --- completion ---------------------------------------------------------------------------
-    def _headers(self, call: Call) -> dict[str, str]:
-        headers = {C.HEADER_REQUEST_ID: call.request_id}
-        if call.ticket is not None:
-            headers[C.HEADER_SERVED_MODEL] = call.ticket.pool.model
-            headers[C.HEADER_SERVED_MODE] = call.ticket.pool.mode.value
-        if call.opened is not None:
-            headers[C.HEADER_ENDPOINT] = call.opened.state.key
-        return headers
-
-    def _record(self, call: Call) -> UsageRecord:
-        pool = call.ticket.pool if call.ticket else call.prep.pools[0]
-        return UsageRecord(
-            request_id=call.request_id, tenant=call.tenant.id, api=call.prep.parsed.api,
-            model=call.prep.resolved.model, mode=call.prep.resolved.mode, served_model=pool.model,
-            served_mode=pool.mode, endpoint=call.opened.state.key if call.opened else "", usage=call.usage,
-            status=call.status, started_at=call.started, finished_at=time.time(),  # type: ignore[arg-type]
-            error=call.error, queued_seconds=call.ticket.queued_seconds if call.ticket else 0.0)
-
     async def _meter(self, call: Call, error: BaseException | None) -> None:
         """Durably record usage (before the final bytes). Only admitted requests are metered."""
         if call.ticket is None or call.metered:
@@ -278,9 +233,9 @@ class Service:
             call.status, call.error = "cancelled", "client disconnected"
         elif error is not None:
             call.status, call.error = "error", str(error)[:500]
-        record = self._record(call)
-        if isinstance(error, asyncio.CancelledError):
-            self.meter.record(record)  # no awaiting inside a cancelled task
+        record = usage_record(call)
+        if isinstance(error, asyncio.CancelledError) or not getattr(self.meter, "blocking", True):
+            self.meter.record(record)  # no awaiting inside a cancelled task; or a meter that never blocks
         else:
             await asyncio.to_thread(self.meter.record, record)
 
@@ -305,38 +260,7 @@ class Service:
                 await _quiet_close(call.opened)
             if call.ticket is not None:
                 call.ticket.release(call.usage)
-            self._observe(call)
-
-    def _observe(self, call: Call) -> None:
-        lb = call.labels
-        m = self.metrics
-        m.requests.labels(**lb, code=str(call.code)).inc()
-        elapsed = time.perf_counter() - call.t0
-        m.e2e.labels(**lb).observe(elapsed)
-        if call.first_token_at is not None:
-            m.ttft.labels(**lb).observe(call.first_token_at - call.t0)
-        u = call.usage
-        for kind, n in (("prompt", u.prompt_tokens), ("cached", u.cached_tokens),
-                        ("completion", u.completion_tokens), ("reasoning", u.reasoning_tokens)):
-            if n:
-                m.tokens.labels(**lb, kind=kind).inc(n)
-        if self.config.server.log_requests:
-            log.info(json.dumps({
-                "event": "request", "request_id": call.request_id, "api": call.prep.parsed.api,
-                "tenant": call.tenant.id, "model": lb["model"], "mode": lb["mode"], "code": call.code,
-                "served": call.ticket.pool.model if call.ticket else None,
-                "endpoint": call.opened.state.key if call.opened else None,
-                "attempts": call.opened.attempts if call.opened else 0, "stream": call.prep.parsed.stream,
-                "duration_s": round(elapsed, 6), "prompt_tokens": u.prompt_tokens, "cached_tokens": u.cached_tokens,
-                "completion_tokens": u.completion_tokens, "error": call.error or None}))
-
-
-def _data(event: bytes) -> str | None:
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            return line[5:].strip().decode(errors="replace")
-    return None
-
+            observe(call, self.metrics, log_requests=self.config.server.log_requests)
 
 async def _disconnected(request: Request) -> None:
     while True:
