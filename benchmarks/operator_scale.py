@@ -62,8 +62,8 @@ async def main(count: int, resync: float) -> None:
         emu.declare(MD_KIND)
         cluster = FakeCluster(emu)
         await cluster.add_nodes(*(node(f"sp{i}-n{j}", f"sp-{i}") for i in range(count) for j in range(2)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(ROOT / p) for p in ("crds", "operator", "engine", "router", "cli")] + [os.environ.get("PYTHONPATH", "")]))
+        paths = [str(ROOT / p) for p in ("crds", "operator", "engine", "router", "cli")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url,
             "--resync", str(resync), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)

@@ -6,6 +6,7 @@ and the CLI each get their own. `kopf run -m supernode.operator.operator_main` u
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -74,12 +75,16 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             settings.batching.batch_window = 0.01
             settings.queueing.exit_timeout = 1
             settings.process.ultimate_exiting_timeout = 2
+            settings.background.instant_exit_timeout = 0.5
+            settings.background.cancellation_polling = 0.2
+        memo.stopping = asyncio.Event()
         memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
                                      supernode_label=config.supernode_label)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
+        memo.stopping.set()  # timers may still fire while kopf winds down: they return at once
         if reconciler is not None:
             await reconciler.client.close()
 
@@ -99,7 +104,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         body: kopf.Body = kwargs["body"]
         nodes_idx: kopf.Index[str, dict[str, Any]] = kwargs["nodes_idx"]
         pods_idx: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["pods_idx"]
-        reconciler: Reconciler = kwargs["memo"].reconciler
+        memo: kopf.Memo = kwargs["memo"]
+        if memo.stopping.is_set():  # an Event: per-object memos are shallow copies sharing it
+            return
+        reconciler: Reconciler = memo.reconciler
         try:
             result = await reconciler.reconcile(dict(body), _all(nodes_idx), _all(pods_idx))
         except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
