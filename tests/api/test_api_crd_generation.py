@@ -119,3 +119,22 @@ def test_scale_and_status_subresources_printer_columns_and_names() -> None:
 @pytest.mark.parametrize("path", sorted(str(p) for p in ROOT.joinpath("crds").glob("*.yaml")))
 def test_every_committed_crd_file_parses(path: str) -> None:
     assert yaml.safe_load(Path(path).read_text())["kind"] == "CustomResourceDefinition"
+
+
+def _field_paths(schema: dict[str, Any], path: str) -> list[str]:
+    out = []
+    for key, sub in (schema.get("properties") or {}).items():
+        here = f"{path}.{key}"
+        out.append(here)
+        out += _field_paths(sub, here)
+        if isinstance(sub.get("items"), dict):
+            out += _field_paths(sub["items"], here + "[]")
+    return out
+
+
+def test_api_docs_cover_every_spec_field_and_rule() -> None:
+    doc = (ROOT / "docs" / "api.md").read_text()
+    missing = [p for p in _field_paths(crdgen.spec_schema(), "spec") if f"`{p}`" not in doc]
+    assert not missing, f"docs/api.md lacks {missing}"
+    for rule in rules.RULES:
+        assert rule.message in doc and f"`{rule.name}`" in doc, rule.name

@@ -70,7 +70,7 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("port out of range", lambda b: b.set("spec.engine.port", 70000), "spec.engine.port", None),
     ("unknown toleration effect", lambda b: b.tolerate("k", effect="Sometimes"),
      "spec.placement.tolerations[0].effect", None),
-    ("alias with a space", lambda b: b.model("m", "bad alias"), "spec.model.aliases[0]", None),
+    ("empty alias", lambda b: b.model("m", ""), "spec.model.aliases[0]", None),
     ("cpu asking for devices", lambda b: b.accelerator("cpu", 4).parallelism(tensor=4),
      "spec.accelerator.devicesPerPod", "accelerator.devicesPerPod must be 0 when accelerator.type is cpu"),
     ("accelerator without devices", lambda b: b.accelerator("ascend-910c", 0),

@@ -70,7 +70,7 @@ class ModelSpec(_Model):
         min_length=1, max_length=128, pattern=_NAME_PATTERN,
         description="The model name clients send in requests.",
     )
-    aliases: list[Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)]] = Field(
+    aliases: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default_factory=list, max_length=32, description="Other names routed here."
     )
     source: str = Field(

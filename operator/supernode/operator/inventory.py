@@ -36,6 +36,8 @@ _SUFFIX = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 MAX_POOL_COUNT = 100_000
+_NODE_FIELDS = frozenset({"name", "labels", "allocatable", "used", "taints", "ready", "unschedulable",
+                          "namePrefix", "count"})
 
 
 class InventoryError(ValueError):
@@ -119,6 +121,8 @@ def _node_from_entry(entry: Any, where: str, skipped: list[str], name: str | Non
         skipped.append(f"{where}: node has no name; skipped")
         return None
     where = f"node {name}"
+    for key in sorted(set(map(str, entry)) - _NODE_FIELDS):
+        skipped.append(f"{where}: unknown field {key!r} ignored")
     labels = _labels(entry.get("labels"), where, skipped)
     if labels is None:
         return None

@@ -8,7 +8,7 @@ pods are placed so choosing a supernode costs O(supernodes), not O(nodes).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from supernode.api import constants as C
@@ -54,33 +54,41 @@ def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
     return False
 
 
-def _product_mismatch(node: NodeInfo, acc_type: AcceleratorType) -> str | None:
+def _product_token(acc_type: AcceleratorType) -> str | None:
     # Only NVIDIA: GPU feature discovery names products consistently (NVIDIA-H200...); Ascend chip
     # names vary by device plugin, so nodeSelector is the tool there.
-    if acc_type.vendor != "nvidia":
-        return None
-    product = node.labels.get(C.NODE_LABEL_NVIDIA_PRODUCT)
-    token = acc_type.value.split("-", 1)[1].upper()
-    if product is None or token in product.upper():
-        return None
-    return f"{C.NODE_LABEL_NVIDIA_PRODUCT}={product} is not {acc_type.value}"
+    return acc_type.value.split("-", 1)[1].upper() if acc_type.vendor == "nvidia" else None
 
 
-def exclusion(node: NodeInfo, spec: ModelDeploymentSpec, resource: str | None) -> str | None:
-    """Why `node` cannot take new pods of this deployment, or None when it can."""
-    if not node.ready:
-        return "not ready"
-    if node.unschedulable:
-        return "cordoned"
-    for key, value in spec.placement.node_selector.items():
-        if node.labels.get(key) != value:
-            return f"nodeSelector {key}={value} not matched"
-    for taint in node.taints:
-        if taint.effect in _NOSCHEDULE_EFFECTS and not tolerates(spec.placement.tolerations, taint):
-            return f"taint {taint.key}{'=' + taint.value if taint.value else ''}:{taint.effect} not tolerated"
-    if resource is not None and node.allocatable.get(resource, 0) <= 0:
-        return f"no {resource}"
-    return _product_mismatch(node, spec.accelerator.type)
+def node_filter(spec: ModelDeploymentSpec, resource: str | None) -> Callable[[NodeInfo], str | None]:
+    """A function telling why a node cannot take new pods of this deployment (None when it can).
+    Spec-derived values are computed once, not per node."""
+    selector = tuple(spec.placement.node_selector.items())
+    tolerations = tuple(spec.placement.tolerations)
+    token = _product_token(spec.accelerator.type)
+    acc_name = spec.accelerator.type.value
+
+    def why_not(node: NodeInfo) -> str | None:
+        if not node.ready:
+            return "not ready"
+        if node.unschedulable:
+            return "cordoned"
+        labels = node.labels
+        for key, value in selector:
+            if labels.get(key) != value:
+                return f"nodeSelector {key}={value} not matched"
+        for taint in node.taints:
+            if taint.effect in _NOSCHEDULE_EFFECTS and not tolerates(tolerations, taint):
+                return f"taint {taint.key}{'=' + taint.value if taint.value else ''}:{taint.effect} not tolerated"
+        if resource is not None and node.allocatable.get(resource, 0) <= 0:
+            return f"no {resource}"
+        if token is not None:
+            product = labels.get(C.NODE_LABEL_NVIDIA_PRODUCT)
+            if product is not None and token not in product.upper():
+                return f"{C.NODE_LABEL_NVIDIA_PRODUCT}={product} is not {acc_name}"
+        return None
+
+    return why_not
 
 
 def summarize_exclusions(reasons: Mapping[str, str], total: int) -> str | None:
@@ -115,23 +123,26 @@ class CapacityIndex:
         self.supernode_of: dict[str, str | None] = {}
         self.domains: dict[str, Domain] = {}
         self.domain_of: dict[str, str] = {}
-        for node in sorted(nodes, key=lambda n: n.name):
-            sn = node.labels.get(label_key) if label_key else None
-            key = sn if sn else f"node/{node.name}"
-            self.supernode_of[node.name] = sn or None
-            self.free[node.name] = self._free_devices(node)
-            if node.name not in eligible:
+        for node in nodes:
+            name = node.name
+            if resource is None:
+                free = UNBOUNDED
+            else:
+                free = max(0, node.allocatable.get(resource, 0) - node.used.get(resource, 0))
+            self.free[name] = free
+            sn = (node.labels.get(label_key) or None) if label_key else None
+            self.supernode_of[name] = sn
+            if name not in eligible:
                 continue
-            domain = self.domains.setdefault(key, Domain(key=key, supernode=sn or None, nodes=[]))
-            domain.nodes.append(node.name)
-            self.domain_of[node.name] = key
+            key = sn if sn else f"node/{name}"
+            domain = self.domains.get(key)
+            if domain is None:
+                domain = self.domains[key] = Domain(key=key, supernode=sn, nodes=[])
+            domain.nodes.append(name)
+            domain.room += free // per_pod if per_pod else UNBOUNDED
+            self.domain_of[name] = key
         for domain in self.domains.values():
-            domain.room = sum(self.room(n) for n in domain.nodes)
-
-    def _free_devices(self, node: NodeInfo) -> int:
-        if self.resource is None:
-            return UNBOUNDED
-        return max(0, node.allocatable.get(self.resource, 0) - node.used.get(self.resource, 0))
+            domain.nodes.sort()
 
     def room(self, node: str) -> int:
         """Pods of this deployment `node` can still take."""

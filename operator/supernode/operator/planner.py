@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment, SupernodePolicy
-from supernode.operator.nodepool import CapacityIndex, Domain, exclusion, resource_name, summarize_exclusions
+from supernode.operator.nodepool import CapacityIndex, Domain, node_filter, resource_name, summarize_exclusions
 from supernode.operator.nodepool import supernode_label_key as _label_key
 from supernode.operator.types import (
     CapacityVerdict,
@@ -49,9 +49,10 @@ def plan(
     pods = spec.pods_per_group
     resource = resource_name(spec)
     label_key = _label_key(spec, supernode_label)
-    policy = spec.placement.supernode if label_key else SupernodePolicy.NONE
+    policy = spec.placement.supernode
     by_name = {node.name: node for node in inventory.nodes}
-    excluded = {n.name: why for n in inventory.nodes if (why := exclusion(n, spec, resource)) is not None}
+    why_not = node_filter(spec, resource)
+    excluded = {n.name: why for n in inventory.nodes if (why := why_not(n)) is not None}
     eligible = set(by_name) - set(excluded)
     index = CapacityIndex(inventory.nodes, eligible, label_key, resource, per_pod)
     own: Counter[str] = Counter()  # this deployment's groups per domain (spreading)
@@ -59,7 +60,7 @@ def plan(
     placed: dict[int, GroupPlan] = {}
 
     for gi in sorted(existing or {}):
-        if gi >= spec.replicas:
+        if not 0 <= gi < spec.replicas:
             continue
         bound = tuple(existing[gi]) if existing else ()
         problem = _kept_problem(bound, pods, by_name, index, policy)
