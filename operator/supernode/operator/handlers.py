@@ -66,7 +66,6 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="supernode.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="supernode.io")
         settings.persistence.finalizer = C.FINALIZER
-        settings.peering.standalone = True
         if config.fast:
             settings.watching.server_timeout = 10
             settings.watching.client_timeout = 15
