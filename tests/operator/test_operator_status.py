@@ -107,3 +107,11 @@ def test_group_states_match_pods_by_group_and_revision() -> None:
              "status": {"conditions": [{"type": "Ready", "status": "True"}]}} for i, rev in ((0, "r1"), (1, "r0"))]
     (state,) = group_states([sts], pods)
     assert state.restarts == 2 and [p.rank for p in state.pods] == [0] and not state.ready
+
+
+def test_status_matches_the_api_status_model() -> None:
+    from supernode.api.models import ModelDeploymentStatus
+
+    st = compute_status([group(0), group(1, draining=True, rev="r0")], FACTS, None, "2026-01-01T00:00:00Z")
+    parsed = ModelDeploymentStatus.model_validate(st)
+    assert parsed.ready_replicas == 1 and parsed.groups[1].phase == "Draining"

@@ -35,6 +35,8 @@ log = logging.getLogger("supernode.operator")
 class Result:
     writes: int
     requeue_after: float | None = None  # seconds until something time-driven is due (back-off, drain)
+    status: dict[str, Any] | None = None  # the status computed this pass (metrics)
+    desired: int = 0
 
 
 def spec_error(exc: ValidationError) -> str:
@@ -127,6 +129,7 @@ class _Run:
         self.now = owner.clock()
         self.writes = 0
         self.requeue: float | None = None
+        self.status_out: dict[str, Any] | None = None
 
     def _due(self, seconds: float) -> None:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
@@ -191,7 +194,7 @@ class _Run:
                       capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.requeue)
+        return Result(self.writes, self.requeue, self.status_out, n)
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(
@@ -202,7 +205,7 @@ class _Run:
         if old.get(C.COND_DEGRADED, {}).get("message") != message:
             await self._event("Warning", "InvalidSpec", message)
         await self._status_patch(status, previous)
-        return Result(self.writes)
+        return Result(self.writes, status=status)
 
     async def _gang(self, md: ModelDeployment, groups: list[GroupState], lws: bool) -> list[str]:
         exhausted: list[str] = []
@@ -312,6 +315,7 @@ class _Run:
 
     async def _status(self, groups: list[GroupState], facts: Facts, previous: Mapping[str, Any]) -> None:
         status = compute_status(groups, facts, previous, format_time(self.now))
+        self.status_out = status
         old = {c["type"]: c for c in previous.get("conditions", [])}
         limited = next(c for c in status["conditions"] if c["type"] == C.COND_CAPACITY_LIMITED)
         if limited["status"] == "True" and old.get(C.COND_CAPACITY_LIMITED, {}).get("message") != limited["message"]:
