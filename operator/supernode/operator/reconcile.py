@@ -40,11 +40,16 @@ class Result:
 
 
 def spec_error(exc: ValidationError) -> str:
-    """The first validation problem, naming the field the way users write it."""
+    """The first validation problem, naming the field the way users write it (`spec.engine.type: ...`)."""
     err = exc.errors()[0]
-    ctx = err.get("ctx") or {}
-    path = ctx.get("field_path") or ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
-    return f"{path}: {err['msg']}"
+    loc = ".".join(str(p) for p in err["loc"] if isinstance(p, int | str) and not str(p).startswith("function"))
+    rule_path = str((err.get("ctx") or {}).get("field_path") or "")
+    path = f"{loc}{rule_path}" if rule_path.startswith(".") else (rule_path or loc)
+    message = str(err["msg"])
+    last = path.rsplit(".", 1)[-1]
+    if message.startswith(f"{last}: "):  # cross-field rule messages repeat the field
+        message = message[len(last) + 2:]
+    return f"{path}: {message}"
 
 
 @dataclass(frozen=True, slots=True)
