@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +40,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def operator_requests(emu: K8sEmulator, since: int) -> tuple[int, int]:
+def operator_requests(emu: K8sEmulator, since: int) -> tuple[int, int, Counter[str]]:
     reqs = [r for r in list(emu._requests)[since:] if r.headers.get("User-Agent") != UA]
     writes = [r for r in reqs if r.method.value in ("POST", "PUT", "PATCH", "DELETE")]
-    return len(reqs), len(writes)
+    kinds = Counter(f"{r.method.value} {r.resource.plural if r.resource else r.url.path}"
+                    f"{'/' + r.subresource if r.subresource else ''}" for r in writes)
+    return len(reqs), len(writes), kinds
 
 
 def children_count(emu: K8sEmulator) -> dict[str, int]:
@@ -62,8 +65,8 @@ async def main(count: int, resync: float) -> None:
         emu.declare(MD_KIND)
         cluster = FakeCluster(emu)
         await cluster.add_nodes(*(node(f"sp{i}-n{j}", f"sp-{i}") for i in range(count) for j in range(2)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(ROOT / p) for p in ("crds", "operator", "engine", "router", "cli")] + [os.environ.get("PYTHONPATH", "")]))
+        paths = [str(ROOT / p) for p in ("crds", "operator", "engine", "router", "cli")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url,
             "--resync", str(resync), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -94,12 +97,12 @@ async def main(count: int, resync: float) -> None:
                     if all(m.get("status", {}).get("readyReplicas") == 1 for m in mds):
                         break
                     await asyncio.sleep(0.5)
-                initial_reqs, initial_writes = operator_requests(emu, start_req)
+                initial_reqs, initial_writes, initial_kinds = operator_requests(emu, start_req)
                 await asyncio.sleep(resync * 2)
                 quiet_start = emu.request_count
                 window = resync * 5
                 await asyncio.sleep(window)
-                quiet_reqs, quiet_writes = operator_requests(emu, quiet_start)
+                quiet_reqs, quiet_writes, _ = operator_requests(emu, quiet_start)
                 rss = rss_mib(proc.pid)
         finally:
             proc.terminate()
@@ -110,7 +113,8 @@ async def main(count: int, resync: float) -> None:
     print(f"ModelDeployments: {count} (1 group x 2 pods each), children created for {len(done)} in {total:.1f}s")
     print(f"apply -> all children created: median {statistics.median(lat) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     print(f"initial reconcile (to all ready): {initial_reqs / count:.1f} API requests/MD "
-          f"({initial_writes / count:.1f} writes/MD)")
+          f"({initial_writes / count:.1f} writes/MD: "
+          + ", ".join(f"{k} {v / count:.1f}" for k, v in initial_kinds.most_common()) + ")")
     print(f"no-op resync: {quiet_reqs / count / resyncs:.1f} API requests/MD per resync, "
           f"{quiet_writes} writes in {resyncs:.0f} resyncs x {count} MDs")
     print(f"operator RSS: {rss:.0f} MiB")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,18 +34,33 @@ def _env() -> dict[str, str]:
 async def test_operator_process_reconciles_and_stops_cleanly(k8s: tuple[K8sEmulator, str]) -> None:
     emu, url = k8s
     cluster: FakeCluster = await setup(emu)
+    port = _free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url, "--resync", "0.5",
+        "--metrics-port", str(port), "--metrics-addr", "127.0.0.1", "--log-format", "json",
         env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         async with cluster.running(), httpx.AsyncClient(base_url=url) as c:
             await c.post(MDS, json=ascend_md())
             await eventually(lambda: status(emu).get("readyReplicas") == 2, timeout=20, what="ready via CLI")
             assert len(groups(emu)) == 2
+            await asyncio.sleep(1.2)  # a resync or two: gauges follow the status
+            metrics = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert 'supernode_operator_groups{deployment="v4",namespace="llm",phase="Ready"} 2.0' in metrics
+            assert 'supernode_operator_condition{condition="Ready",deployment="v4",namespace="llm"} 1.0' in metrics
+            assert "supernode_operator_reconcile_duration_seconds_count" in metrics
     finally:
         proc.terminate()
         out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, out.decode()[-2000:]
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    assert any("GroupCreated" in entry.get("message", "") for entry in lines), "structured (json) logs"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_preview_rollout_prints_steps(tmp_path: Path) -> None:

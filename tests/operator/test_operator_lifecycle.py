@@ -158,3 +158,21 @@ async def test_delete_removes_everything(k8s: tuple[K8sEmulator, str]) -> None:
         assert emu.objects_of("services", "", "llm") == []
         assert emu.objects_of("poddisruptionbudgets", "policy", "llm") == []
         assert emu.objects_of("pods", "", "llm") == []
+
+
+async def test_concurrent_deployments_never_share_a_supernode(k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=3)
+    cluster.ready = False  # pods appear late: placement must not rely on seeing them
+    async with cluster.running(period=0.5), running_operator(url), httpx.AsyncClient(base_url=url) as c:
+        since = emu.request_count
+        for name in ("a", "b", "c"):
+            await c.post(MDS, json=ascend_md(name=name, replicas=1))
+        await eventually(lambda: all(len(groups(emu, n)) == 1 for n in "abc"), what="3 groups")
+        await eventually(lambda: len(emu.objects_of("pods", "", "llm")) == 6, what="pods")
+        import asyncio
+        await asyncio.sleep(0.5)
+        superpods = {s["metadata"]["annotations"][C.LABEL_SUPERNODE] for n in "abc" for s in groups(emu, n)}
+        assert superpods == {"sp-0", "sp-1", "sp-2"}
+        assert not [w for w in emu.writes(since) if w.startswith("PATCH") and "statefulsets" in w], \
+            "no group was re-placed"

@@ -110,7 +110,8 @@ async def test_failed_pod_recreates_whole_group_then_budget_exhausts(k8s: tuple[
         await eventually(lambda: len(emu.objects_of("pods", "", "llm")) == 2 and all(
             p["metadata"]["uid"] != uids[p["metadata"]["name"]] for p in emu.objects_of("pods", "", "llm")),
             what="both ranks recreated")
-        assert any(e["reason"] == "GroupRestarted" for e in emu.objects_of("events", "", "llm"))
+        await eventually(lambda: any(e["reason"] == "GroupRestarted" for e in emu.objects_of("events", "", "llm")),
+                         what="GroupRestarted event")
         await eventually(lambda: status(emu).get("readyReplicas") == 1, what="ready again")
         await cluster.set_pod("llm", f"{name}-0", ready=False, crash=True)
         await eventually(lambda: cond(emu, C.COND_DEGRADED)["status"] == "True", what="Degraded")
@@ -147,7 +148,7 @@ async def test_lws_installed_renders_leaderworkersets(k8s: tuple[K8sEmulator, st
         lws = emu.objects_of("leaderworkersets", "leaderworkerset.x-k8s.io", "llm")[0]
         assert lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
         assert groups(emu) == []
-        (svc,) = emu.objects_of("services", "", "llm")
+        (svc,) = await eventually(lambda: emu.objects_of("services", "", "llm"), what="leader Service")
         assert svc["spec"]["selector"][C.LABEL_ROLE] == C.ROLE_LEADER
         await eventually(lambda: status(emu).get("replicas") == 2, what="status")
         assert status(emu)["readyReplicas"] == 0  # no LWS controller here: no pods, never "ready"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from supernode.api import constants as C
 from supernode.api.models import RecoverySpec
 from supernode.operator.lifecycle import backoff, decide
@@ -107,3 +110,36 @@ def test_group_states_match_pods_by_group_and_revision() -> None:
              "status": {"conditions": [{"type": "Ready", "status": "True"}]}} for i, rev in ((0, "r1"), (1, "r0"))]
     (state,) = group_states([sts], pods)
     assert state.restarts == 2 and [p.rank for p in state.pods] == [0] and not state.ready
+
+
+def test_status_matches_the_api_status_model() -> None:
+    from supernode.api.models import ModelDeploymentStatus
+
+    st = compute_status([group(0), group(1, draining=True, rev="r0")], FACTS, None, "2026-01-01T00:00:00Z")
+    parsed = ModelDeploymentStatus.model_validate(st)
+    assert parsed.ready_replicas == 1 and parsed.groups[1].phase == "Draining"
+
+
+def _problem(mutate: Callable[[dict[str, Any]], None]) -> str:
+    from md_builder import make_md
+    from pydantic import ValidationError
+
+    from supernode.api.models import ModelDeployment
+    from supernode.operator.reconcile import spec_error
+
+    obj = make_md().engine("vllm").accelerator("ascend-910c", 16).parallelism(tensor=16).obj()
+    mutate(obj)
+    try:
+        ModelDeployment.from_obj(obj)
+    except ValidationError as exc:
+        return spec_error(exc)
+    return ""
+
+
+def test_bad_input_names_the_field() -> None:
+    assert _problem(lambda o: o["spec"]["engine"].update(type="tensorrt")).startswith("spec.engine.type:")
+    assert _problem(lambda o: o["spec"]["model"].pop("source")).startswith("spec.model.source:")
+    assert _problem(lambda o: o["spec"]["parallelism"].update(tensor=0)).startswith("spec.parallelism.tensor:")
+    assert _problem(lambda o: o["spec"].update(replicas=-1)).startswith("spec.replicas:")
+    impossible = _problem(lambda o: o["spec"]["parallelism"].update(tensor=24))
+    assert impossible.startswith("spec.parallelism: tensor x pipeline x data must be a multiple"), impossible

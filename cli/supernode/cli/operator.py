@@ -23,6 +23,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--context", default=None, help="kubeconfig context")
     parser.add_argument("--resync", type=float, default=10.0, help="seconds between health/drift resyncs")
     parser.add_argument("--supernode-label", default=None, help="node label with the Ascend SuperPoD id")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port")
+    parser.add_argument("--log-format", choices=("plain", "full", "json"), default="full",
+                        help="log format (json: one structured object per line)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.set_defaults(func=run)
     sub = parser.add_subparsers(dest="operator_command", metavar="SUBCOMMAND")
@@ -40,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     from supernode.operator.handlers import OperatorConfig, build_registry
 
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
-                                             supernode_label=args.supernode_label))
+                                             supernode_label=args.supernode_label, metrics_port=args.metrics_port,
+                                             metrics_addr=args.metrics_addr))
     kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
              standalone=args.standalone, liveness_endpoint=args.liveness)
     return 0

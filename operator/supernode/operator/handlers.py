@@ -6,7 +6,9 @@ and the CLI each get their own. `kopf run -m supernode.operator.operator_main` u
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ import kopf
 
 from supernode.api import constants as C
 from supernode.operator.kube import ApiError, KubeClient, load_connection
+from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
 
 log = logging.getLogger("supernode.operator")
@@ -27,6 +30,8 @@ class OperatorConfig:
     resync_seconds: float = 10.0  # timer: gang health, drain timeouts, drift
     supernode_label: str | None = None  # operator-wide Ascend SuperPoD node label key
     fast: bool = False  # short watch/retry timings (tests, benchmarks)
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (None: off)
+    metrics_addr: str = "0.0.0.0"
 
 
 def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,7 +70,6 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="supernode.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="supernode.io")
         settings.persistence.finalizer = C.FINALIZER
-        settings.peering.standalone = True
         if config.fast:
             settings.watching.server_timeout = 10
             settings.watching.client_timeout = 15
@@ -74,14 +78,24 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             settings.batching.batch_window = 0.01
             settings.queueing.exit_timeout = 1
             settings.process.ultimate_exiting_timeout = 2
+            settings.background.instant_exit_timeout = 0.5
+            settings.background.cancellation_polling = 0.2
+        memo.stopping = asyncio.Event()
+        memo.metrics = OperatorMetrics()
+        if config.metrics_port is not None:
+            memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
                                      supernode_label=config.supernode_label)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
+        memo.stopping.set()  # timers may still fire while kopf winds down: they return at once
         if reconciler is not None:
             await reconciler.client.close()
+        metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
+        if metrics is not None:
+            metrics.stop()
 
     @kopf.index("nodes", id="nodes_idx", registry=registry)
     def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
@@ -99,11 +113,22 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         body: kopf.Body = kwargs["body"]
         nodes_idx: kopf.Index[str, dict[str, Any]] = kwargs["nodes_idx"]
         pods_idx: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["pods_idx"]
-        reconciler: Reconciler = kwargs["memo"].reconciler
+        memo: kopf.Memo = kwargs["memo"]
+        if memo.stopping.is_set():  # an Event: per-object memos are shallow copies sharing it
+            return
+        reconciler: Reconciler = memo.reconciler
+        metrics: OperatorMetrics = memo.metrics
+        started = time.monotonic()
         try:
             result = await reconciler.reconcile(dict(body), _all(nodes_idx), _all(pods_idx))
         except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
+            metrics.reconciles.labels("api-error").inc()
             raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
+        finally:
+            metrics.duration.observe(time.monotonic() - started)
+        metrics.reconciles.labels("ok").inc()
+        metrics.writes.inc(result.writes)
+        metrics.observe(body.metadata.namespace or "", body.metadata.name or "", result.status, result.desired)
         if result.writes:
             log.info("reconciled %s/%s: %d writes", body.metadata.namespace, body.metadata.name, result.writes)
 
@@ -114,10 +139,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.timer(*md, id="resync", interval=config.resync_seconds, backoff=backoff, registry=registry)(reconcile)
 
     @kopf.on.delete(*md, id="forget", optional=True, registry=registry)
-    def forget(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    def forget(uid: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
         # Children go by ownerReference garbage collection; no finalizer is needed for that.
         reconciler: Reconciler | None = getattr(memo, "reconciler", None)
         if reconciler is not None:
             reconciler.forget(uid)
+        metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
+        if metrics is not None:
+            metrics.forget(namespace or "", name)
 
     return registry

@@ -1,4 +1,4 @@
-"""The one module that talks to the Kubernetes API (plain REST over httpx).
+"""The one module that talks to the Kubernetes API (plain REST over aiohttp, as kopf itself uses).
 
 Every method declares the RBAC rules it needs with `@needs(...)`; `REQUIRED_PERMISSIONS` collects
 them (plus what kopf itself uses to watch), so the Helm chart's ClusterRole can be tested against it.
@@ -7,12 +7,13 @@ them (plus what kopf itself uses to watch), so the Helm chart's ClusterRole can 
 from __future__ import annotations
 
 import datetime
+import json as _json
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 
 from supernode.api import constants as C
 from supernode.operator import naming as N
@@ -117,28 +118,40 @@ class KubeClient:
     """Typed calls the operator makes; one httpx connection pool; errors as `ApiError`."""
 
     def __init__(self, conn: Connection, *, timeout: float = 10.0) -> None:
-        verify: ssl.SSLContext | bool = not conn.insecure
-        if conn.ca_file and not conn.insecure:
-            verify = ssl.create_default_context(cafile=conn.ca_file)
-        if conn.cert_file and conn.key_file and isinstance(verify, ssl.SSLContext):
-            verify.load_cert_chain(conn.cert_file, conn.key_file)
-        headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
-        self._http = httpx.AsyncClient(base_url=conn.server, headers=headers, verify=verify, timeout=timeout)
+        self._conn, self._timeout = conn, timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created lazily inside the running loop
+            conn = self._conn
+            ssl_ctx: ssl.SSLContext | bool = not conn.insecure
+            if conn.ca_file and not conn.insecure:
+                ssl_ctx = ssl.create_default_context(cafile=conn.ca_file)
+            if conn.cert_file and conn.key_file and isinstance(ssl_ctx, ssl.SSLContext):
+                ssl_ctx.load_cert_chain(conn.cert_file, conn.key_file)
+            headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
+            self._session = aiohttp.ClientSession(
+                base_url=conn.server + "/", headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=64),
+                timeout=aiohttp.ClientTimeout(total=self._timeout))
+        return self._session
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None,
                     content_type: str | None = None) -> Any:
         headers = {"Content-Type": content_type} if content_type else None
-        resp = await self._http.request(method, path, json=json, params=params, headers=headers)
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = {"reason": resp.reason_phrase, "message": resp.text[:500]}
-            raise ApiError(resp.status_code, body.get("reason", ""), body.get("message", ""))
-        return resp.json() if resp.content else None
+        async with self._http().request(method, path.lstrip("/"), json=json, params=params, headers=headers) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                try:
+                    body = _json.loads(text)
+                except ValueError:
+                    body = {"reason": resp.reason or "", "message": text[:500]}
+                raise ApiError(resp.status, body.get("reason", ""), body.get("message", ""))
+            return _json.loads(text) if text else None
 
     @needs(*_child_rules("list"))
     async def list_children(self, res: Res, namespace: str, selector: str) -> list[dict[str, Any]]:

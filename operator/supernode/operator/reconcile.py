@@ -35,14 +35,46 @@ log = logging.getLogger("supernode.operator")
 class Result:
     writes: int
     requeue_after: float | None = None  # seconds until something time-driven is due (back-off, drain)
+    status: dict[str, Any] | None = None  # the status computed this pass (metrics)
+    desired: int = 0
 
 
 def spec_error(exc: ValidationError) -> str:
-    """The first validation problem, naming the field the way users write it."""
+    """The first validation problem, naming the field the way users write it (`spec.engine.type: ...`)."""
     err = exc.errors()[0]
-    ctx = err.get("ctx") or {}
-    path = ctx.get("field_path") or ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
-    return f"{path}: {err['msg']}"
+    loc = ".".join(str(p) for p in err["loc"] if isinstance(p, int | str) and not str(p).startswith("function"))
+    rule_path = str((err.get("ctx") or {}).get("field_path") or "")
+    path = f"{loc}{rule_path}" if rule_path.startswith(".") else (rule_path or loc)
+    message = str(err["msg"])
+    last = path.rsplit(".", 1)[-1]
+    if message.startswith(f"{last}: "):  # cross-field rule messages repeat the field
+        message = message[len(last) + 2:]
+    return f"{path}: {message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    namespace: str
+    deployment: str
+    index: str
+    revision: str
+    nodes: tuple[str, ...]  # one per rank
+    resource: str | None
+    devices: int
+    since: float
+
+    @property
+    def group(self) -> str:
+        return f"{self.deployment}/{self.index}/{self.revision}"
+
+    def pods(self) -> list[dict[str, Any]]:
+        if not self.resource or not self.devices:
+            return []
+        return [{"metadata": {"name": f"reserved-{self.deployment}-{self.index}-{rank}", "namespace": self.namespace,
+                              "labels": {}},
+                 "spec": {"nodeName": node, "containers": [{"name": "reserved", "resources": {
+                     "requests": {self.resource: str(self.devices)}, "limits": {self.resource: str(self.devices)}}}]},
+                 "status": {"phase": "Pending"}} for rank, node in enumerate(self.nodes)]
 
 
 @dataclass
@@ -52,13 +84,31 @@ class Reconciler:
     clock: Callable[[], float] = time.time
     lws_cache_seconds: float = 60.0
     _lws: tuple[float, bool] | None = field(default=None, init=False)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    # One reconcile at a time: two deployments never plan against the same free capacity.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     # Status we last wrote per object (resourceVersion, status): a watch event may still carry the older one.
     _written: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False)
+    # Devices promised to groups just created whose pods the pod index does not show yet.
+    _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
+    reservation_ttl: float = 600.0
 
     def forget(self, uid: str) -> None:
-        self._locks.pop(uid, None)
         self._written.pop(uid, None)
+
+    def reserve(self, res: Reservation) -> None:
+        self._reserved[(res.namespace, res.group)] = res
+
+    def reservation_pods(self, all_pods: Iterable[Mapping[str, Any]], namespace: str, deployment: str,
+                         now: float) -> list[dict[str, Any]]:
+        """Placeholder pods for other deployments' groups whose real pods have not appeared yet."""
+        seen = {(m.get("namespace"), (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT), *_group_key(p))
+                for p in all_pods if (m := p.get("metadata") or {})}
+        for key, res in list(self._reserved.items()):
+            if now - res.since > self.reservation_ttl or (
+                    res.namespace, res.deployment, res.index, res.revision) in seen:
+                del self._reserved[key]
+        return [pod for res in self._reserved.values() if (res.namespace, res.deployment) != (namespace, deployment)
+                for pod in res.pods()]
 
     async def lws_installed(self) -> bool:
         now = self.clock()
@@ -68,9 +118,7 @@ class Reconciler:
 
     async def reconcile(self, body: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]],
                         pods: Iterable[Mapping[str, Any]]) -> Result:
-        uid = str(body["metadata"].get("uid", body["metadata"]["name"]))
-        lock = self._locks.setdefault(uid, asyncio.Lock())
-        async with lock:
+        async with self._lock:
             run = _Run(self, dict(body))
             return await run.execute(list(nodes), list(pods))
 
@@ -86,6 +134,7 @@ class _Run:
         self.now = owner.clock()
         self.writes = 0
         self.requeue: float | None = None
+        self.status_out: dict[str, Any] | None = None
 
     def _due(self, seconds: float) -> None:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
@@ -125,12 +174,13 @@ class _Run:
         keep = {(str(i), rev) for i in current}
         mine_ids = {id(p) for p in mine}
         others = [p for p in all_pods if not (id(p) in mine_ids and _group_key(p) in keep)]
+        others += self.r.reservation_pods(all_pods, self.ns, N.label_value(self.name), self.now)
         inventory = inventory_from_k8s(nodes, others)
         plan = make_plan(md, inventory, existing, supernode_label=self.r.supernode_label)
         capacity = plan.capacity
         if any(g.revision != rev for g in groups):
             # Mid-rollout the old groups hold devices they will give back: capacity is judged without them.
-            free = inventory_from_k8s(nodes, [p for p in all_pods if id(p) not in mine_ids])
+            free = inventory_from_k8s(nodes, [p for p in others if id(p) not in mine_ids])
             capacity = make_plan(md, free, existing, supernode_label=self.r.supernode_label).capacity
 
         exhausted = await self._gang(md, groups, lws)
@@ -149,7 +199,7 @@ class _Run:
                       capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.requeue)
+        return Result(self.writes, self.requeue, self.status_out, n)
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(
@@ -160,7 +210,7 @@ class _Run:
         if old.get(C.COND_DEGRADED, {}).get("message") != message:
             await self._event("Warning", "InvalidSpec", message)
         await self._status_patch(status, previous)
-        return Result(self.writes)
+        return Result(self.writes, status=status)
 
     async def _gang(self, md: ModelDeployment, groups: list[GroupState], lws: bool) -> list[str]:
         exhausted: list[str] = []
@@ -188,6 +238,9 @@ class _Run:
             group = next(g for g in plan.groups if g.index == slot)
             for obj in builders.group_objects(md, plan, group, rev, lws=lws):
                 await self._create(obj)
+            self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
+                                       tuple(p.node for p in group.pods if p.node), plan.resource_name,
+                                       plan.devices_per_pod, self.now))
             old = [g for g in groups if g.index == slot and g.revision != rev]
             verb = "GroupRolling" if old else "GroupCreated"
             where = f" on supernode {group.supernode}" if group.supernode else ""
@@ -267,6 +320,7 @@ class _Run:
 
     async def _status(self, groups: list[GroupState], facts: Facts, previous: Mapping[str, Any]) -> None:
         status = compute_status(groups, facts, previous, format_time(self.now))
+        self.status_out = status
         old = {c["type"]: c for c in previous.get("conditions", [])}
         limited = next(c for c in status["conditions"] if c["type"] == C.COND_CAPACITY_LIMITED)
         if limited["status"] == "True" and old.get(C.COND_CAPACITY_LIMITED, {}).get("message") != limited["message"]:
