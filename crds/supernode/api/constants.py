@@ -66,6 +66,7 @@ ENV_RANK: Final = "SUPERNODE_RANK"  # this pod's node rank in the group (0 = lea
 ENV_WORLD_SIZE: Final = "SUPERNODE_WORLD_SIZE"  # number of node ranks (pods) in the group
 ENV_LEADER_ADDR: Final = "SUPERNODE_LEADER_ADDR"  # host of rank 0 (torch.distributed master)
 ENV_LEADER_PORT: Final = "SUPERNODE_LEADER_PORT"  # port of the rendezvous on rank 0
+LEADER_ADDR_PLACEHOLDER: Final = "$(LWS_LEADER_ADDRESS)"  # planned leader address; k8s expands it, others substitute
 ENV_DEVICES_PER_POD: Final = "SUPERNODE_DEVICES_PER_POD"  # accelerator devices this pod drives
 ENV_TENSOR_PARALLEL: Final = "SUPERNODE_TENSOR_PARALLEL"  # tensor-parallel size of the group
 ENV_EXPERT_PARALLEL: Final = "SUPERNODE_EXPERT_PARALLEL"  # expert-parallel size of the group

@@ -7,12 +7,14 @@ the camelCase names users write in YAML; Python attributes are snake_case.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from supernode.api import constants as C
+from supernode.api import rules
 
 
 class _Model(BaseModel):
@@ -60,12 +62,17 @@ class SupernodePolicy(StrEnum):
     NONE = "None"  # ignore supernodes
 
 
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+
+
 class ModelSpec(_Model):
     name: str = Field(
-        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        min_length=1, max_length=128, pattern=_NAME_PATTERN,
         description="The model name clients send in requests.",
     )
-    aliases: list[str] = Field(default_factory=list, max_length=32, description="Other names routed here.")
+    aliases: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=32, description="Other names routed here."
+    )
     source: str = Field(
         pattern=r"^(pvc|hf|s3|builtin)://.+$",
         description="Where weights come from: pvc://CLAIM/path, hf://org/repo, s3://bucket/key, builtin://PRESET.",
@@ -94,8 +101,8 @@ class AcceleratorSpec(_Model):
 
 
 class ParallelismSpec(_Model):
-    tensor: int = Field(default=1, ge=1, le=1024)
-    pipeline: int = Field(default=1, ge=1, le=64)
+    tensor: int = Field(default=1, ge=1, le=1024, description="Tensor-parallel size inside one group.")
+    pipeline: int = Field(default=1, ge=1, le=64, description="Pipeline-parallel stages inside one group.")
     data: int = Field(default=1, ge=1, le=1024, description="Data-parallel ranks inside one group.")
     expert: int = Field(default=1, ge=1, le=4096, description="Expert-parallel size (over TPxDP ranks).")
 
@@ -106,50 +113,59 @@ class ParallelismSpec(_Model):
 
 
 class Toleration(_Model):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(default=None, description="Taint key; empty with Exists tolerates every taint.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value to match (Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
 
 
 class PlacementSpec(_Model):
-    supernode: SupernodePolicy = Field(default=SupernodePolicy.PREFERRED)
+    supernode: SupernodePolicy = Field(
+        default=SupernodePolicy.PREFERRED,
+        description="Required: every pod of a group in one supernode; Preferred: when possible; None: ignore.",
+    )
     spread_groups: bool = Field(default=True, description="Spread replica groups across supernodes.")
     supernode_label: str | None = Field(
         default=None, description="Node label holding the supernode id (default per accelerator vendor)."
     )
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Labels a node must carry.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the engine pods tolerate.")
     scheduler_name: str | None = Field(default=None, description="e.g. volcano for gang scheduling.")
-    priority_class_name: str | None = None
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the engine pods.")
 
 
 class RolloutSpec(_Model):
     max_surge: int = Field(default=1, ge=0, le=100, description="Extra groups during a rollout.")
     max_unavailable: int = Field(default=0, ge=0, le=100, description="Groups that may be down.")
-    drain_timeout_seconds: int = Field(default=900, ge=0, le=86_400)
+    drain_timeout_seconds: int = Field(
+        default=900, ge=0, le=86_400, description="How long in-flight requests may finish before a group is deleted."
+    )
 
 
 class RecoverySpec(_Model):
     max_group_restarts: int = Field(default=5, ge=0, le=1000, description="Gang restarts before Degraded.")
-    backoff_seconds: int = Field(default=10, ge=1, le=3600)
-    max_backoff_seconds: int = Field(default=600, ge=1, le=86_400)
+    backoff_seconds: int = Field(default=10, ge=1, le=3600, description="First back-off after a gang restart.")
+    max_backoff_seconds: int = Field(default=600, ge=1, le=86_400, description="Back-off cap (doubling).")
 
 
 class AutoscalingTarget(_Model):
-    queue_depth_per_replica: int = Field(default=4, ge=1, le=10_000)
+    queue_depth_per_replica: int = Field(
+        default=4, ge=1, le=10_000, description="Waiting requests per ready group that trigger a scale-up."
+    )
 
 
 class AutoscalingSpec(_Model):
-    min_replicas: int = Field(default=1, ge=0, le=1000)
-    max_replicas: int = Field(default=1, ge=1, le=1000)
-    target: AutoscalingTarget = Field(default_factory=AutoscalingTarget)
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replica groups.")
+    max_replicas: int = Field(default=1, ge=1, le=1000, description="Most replica groups.")
+    target: AutoscalingTarget = Field(default_factory=AutoscalingTarget, description="Scaling signal.")
 
 
 class ResourceRequirements(_Model):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, str] = Field(default_factory=dict, description="e.g. cpu, memory (Kubernetes quantities).")
+    limits: dict[str, str] = Field(default_factory=dict, description="e.g. memory (Kubernetes quantities).")
 
 
 def _all_modes() -> list[Mode]:
@@ -157,17 +173,33 @@ def _all_modes() -> list[Mode]:
 
 
 class ModelDeploymentSpec(_Model):
-    model: ModelSpec
-    engine: EngineSpec = Field(default_factory=EngineSpec)
-    accelerator: AcceleratorSpec
-    parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec)
-    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    model: ModelSpec = Field(description="What is served and under which names.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="Inference engine of the pods.")
+    accelerator: AcceleratorSpec = Field(description="Accelerator type and devices per pod.")
+    parallelism: ParallelismSpec = Field(
+        default_factory=ParallelismSpec, description="Parallel layout of one replica group (pods are derived)."
+    )
+    placement: PlacementSpec = Field(default_factory=PlacementSpec, description="Where groups may run.")
     replicas: int = Field(default=1, ge=0, le=1000, description="Replica groups (the /scale target).")
-    modes: list[Mode] = Field(default_factory=_all_modes, min_length=1, max_length=3)
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
-    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
-    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    autoscaling: AutoscalingSpec | None = None
+    modes: list[Mode] = Field(
+        default_factory=_all_modes, min_length=1, max_length=3, description="Reasoning modes these groups serve."
+    )
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How groups are replaced (counts groups).")
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec, description="Gang-restart budget and back-off.")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="CPU/memory of the engine container (devices are added)."
+    )
+    autoscaling: AutoscalingSpec | None = Field(default=None, description="Replica bounds for autoscaling.")
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ModelDeploymentSpec:
+        # The same rules the CRD's CEL validations enforce (supernode.api.rules), same messages.
+        broken = rules.violations(self.model_dump(by_alias=True, mode="json", exclude_none=True))
+        if broken:
+            rule = broken[0]
+            context = {"message": rule.message, "field_path": rule.field_path}
+            raise PydanticCustomError("cross_field", "{message}", context)
+        return self
 
     @property
     def pods_per_group(self) -> int:

@@ -32,6 +32,7 @@ class NodeInfo:
 @dataclass(frozen=True, slots=True)
 class Inventory:
     nodes: tuple[NodeInfo, ...] = ()
+    skipped: tuple[str, ...] = ()  # inputs the loader could not use, each with the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class GroupPlan:
     supernode: str | None
     pods: tuple[PodPlan, ...]
     reason: str = ""  # why it is not placed, when it is not
+    supernodes: tuple[str, ...] = ()  # distinct supernodes its pods landed on (>1 only when Preferred spans)
+    kept: bool = False  # True when an existing binding was kept as is
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,8 @@ class Plan:
     resource_name: str | None  # extended resource requested per pod (None for cpu)
     groups: tuple[GroupPlan, ...]
     capacity: CapacityVerdict
+    supernode_label: str | None = None  # node label read as the supernode id (None: no supernodes)
+    notes: tuple[str, ...] = ()  # excluded nodes, re-placed groups, skipped inventory entries
 
 
 # Existing placement the planner must keep (group index -> node name per rank), so that adding a

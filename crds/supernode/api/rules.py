@@ -1,0 +1,145 @@
+"""Cross-field rules of a ModelDeployment spec, written once for both enforcement points.
+
+Each rule carries a CEL expression (rendered into the CRD's `x-kubernetes-validations`, evaluated
+by the API server with `self` = the spec) and a Python predicate over the same camelCase spec dict
+(run by the pydantic models, so the CLI and the local runtime refuse exactly what the API server
+refuses, with the same message). Tests evaluate both sides on the same objects so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Spec = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str  # short id, used in tests and docs
+    cel: str  # CEL over `self` = spec (defaults applied)
+    check: Callable[[Spec], bool]  # same predicate in Python over the camelCase spec dict
+    message: str  # shown by the API server and by pydantic; names the field
+    field_path: str  # JSONPath under spec that the API server reports (".parallelism.tensor")
+
+
+def _get(spec: Spec, *path: str, default: Any = None) -> Any:
+    node: Any = spec
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def _world(spec: Spec) -> int:
+    p = _get(spec, "parallelism", default={}) or {}
+    return int(p.get("tensor", 1)) * int(p.get("pipeline", 1)) * int(p.get("data", 1))
+
+
+def _per_pod(spec: Spec) -> int:
+    return int(_get(spec, "accelerator", "devicesPerPod", default=0))
+
+
+def _acc_type(spec: Spec) -> str:
+    return str(_get(spec, "accelerator", "type", default=""))
+
+
+def _autoscaling_ok(spec: Spec, check: Callable[[Mapping[str, Any]], bool]) -> bool:
+    auto = spec.get("autoscaling")
+    return auto is None or check(auto)
+
+
+_WORLD_CEL = "self.parallelism.tensor * self.parallelism.pipeline * self.parallelism.data"
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        name="cpu-no-devices",
+        cel="self.accelerator.type != 'cpu' || self.accelerator.devicesPerPod == 0",
+        check=lambda s: _acc_type(s) != "cpu" or _per_pod(s) == 0,
+        message="accelerator.devicesPerPod must be 0 when accelerator.type is cpu",
+        field_path=".accelerator.devicesPerPod",
+    ),
+    Rule(
+        name="devices-required",
+        cel="self.accelerator.type == 'cpu' || self.accelerator.devicesPerPod >= 1",
+        check=lambda s: _acc_type(s) == "cpu" or _per_pod(s) >= 1,
+        message="accelerator.devicesPerPod must be at least 1 for accelerator types other than cpu",
+        field_path=".accelerator.devicesPerPod",
+    ),
+    Rule(
+        name="world-multiple-of-devices",
+        cel=f"self.accelerator.devicesPerPod == 0 || ({_WORLD_CEL}) % self.accelerator.devicesPerPod == 0",
+        check=lambda s: _per_pod(s) == 0 or _world(s) % _per_pod(s) == 0,
+        message="parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod",
+        field_path=".parallelism",
+    ),
+    Rule(
+        name="expert-divides-world",
+        cel=f"({_WORLD_CEL}) % self.parallelism.expert == 0",
+        check=lambda s: _world(s) % int(_get(s, "parallelism", "expert", default=1)) == 0,
+        message="parallelism.expert must divide tensor x pipeline x data",
+        field_path=".parallelism.expert",
+    ),
+    Rule(
+        name="autoscaling-min-le-max",
+        cel="!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+        check=lambda s: _autoscaling_ok(s, lambda a: a.get("minReplicas", 1) <= a.get("maxReplicas", 1)),
+        message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        field_path=".autoscaling.minReplicas",
+    ),
+    Rule(
+        name="replicas-within-autoscaling",
+        cel="!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas"
+        " && self.replicas <= self.autoscaling.maxReplicas)",
+        check=lambda s: _autoscaling_ok(
+            s, lambda a: a.get("minReplicas", 1) <= s.get("replicas", 1) <= a.get("maxReplicas", 1)
+        ),
+        message="replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas",
+        field_path=".replicas",
+    ),
+    Rule(
+        name="rollout-progress",
+        cel="self.rollout.maxSurge + self.rollout.maxUnavailable > 0",
+        check=lambda s: int(_get(s, "rollout", "maxSurge", default=1))
+        + int(_get(s, "rollout", "maxUnavailable", default=0)) > 0,
+        message="rollout.maxSurge + rollout.maxUnavailable must be greater than 0 (a rollout could never progress)",
+        field_path=".rollout",
+    ),
+    Rule(
+        name="recovery-backoff",
+        cel="self.recovery.backoffSeconds <= self.recovery.maxBackoffSeconds",
+        check=lambda s: int(_get(s, "recovery", "backoffSeconds", default=10))
+        <= int(_get(s, "recovery", "maxBackoffSeconds", default=600)),
+        message="recovery.backoffSeconds must not exceed recovery.maxBackoffSeconds",
+        field_path=".recovery.backoffSeconds",
+    ),
+    Rule(
+        name="modes-unique",
+        cel="self.modes.all(m, self.modes.exists_one(x, x == m))",
+        check=lambda s: len(set(s.get("modes", []))) == len(s.get("modes", [])),
+        message="modes must not repeat a mode",
+        field_path=".modes",
+    ),
+    Rule(
+        name="aliases-not-name",
+        cel="!has(self.model.aliases) || !self.model.aliases.exists(a, a == self.model.name)",
+        check=lambda s: _get(s, "model", "name") not in (_get(s, "model", "aliases", default=[]) or []),
+        message="model.aliases must not contain model.name",
+        field_path=".model.aliases",
+    ),
+    Rule(
+        name="aliases-unique",
+        cel="!has(self.model.aliases) || self.model.aliases.all(a, self.model.aliases.exists_one(x, x == a))",
+        check=lambda s: len(set(_get(s, "model", "aliases", default=[]) or []))
+        == len(_get(s, "model", "aliases", default=[]) or []),
+        message="model.aliases must not repeat a name",
+        field_path=".model.aliases",
+    ),
+)
+
+
+def violations(spec: Spec) -> list[Rule]:
+    """Rules the camelCase spec dict breaks, in declaration order."""
+    return [rule for rule in RULES if not rule.check(spec)]

@@ -1,0 +1,160 @@
+"""Which nodes a ModelDeployment may use, what supernode each belongs to, and how much room is left.
+
+Pure helpers for the planner: node eligibility (readiness, cordons, nodeSelector, taints,
+accelerator resource and product) and a free-capacity index per supernode, kept up to date as
+pods are placed so choosing a supernode costs O(supernodes), not O(nodes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from supernode.api import constants as C
+from supernode.api.models import AcceleratorType, ModelDeploymentSpec, Toleration
+from supernode.operator.types import NodeInfo, Taint
+
+UNBOUNDED = 1 << 30  # pods a node can take when pods need no devices (cpu)
+_NOSCHEDULE_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+
+
+def resource_name(spec: ModelDeploymentSpec) -> str | None:
+    """Extended resource each pod requests; None for cpu."""
+    acc = spec.accelerator
+    if acc.type.vendor == "cpu":
+        return None
+    if acc.resource_name:
+        return acc.resource_name
+    return C.RESOURCE_ASCEND if acc.type.vendor == "ascend" else C.RESOURCE_NVIDIA
+
+
+def supernode_label_key(spec: ModelDeploymentSpec, operator_default: str | None = None) -> str | None:
+    """Node label holding the supernode id: spec override, else the operator's Ascend label, else per vendor."""
+    vendor = spec.accelerator.type.vendor
+    if vendor == "cpu":
+        return None
+    if spec.placement.supernode_label:
+        return spec.placement.supernode_label
+    if vendor == "ascend":
+        return operator_default or C.NODE_LABEL_ASCEND_SUPERPOD
+    return C.NODE_LABEL_NVIDIA_CLIQUE
+
+
+def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
+    """Kubernetes toleration semantics for one taint."""
+    for tol in tolerations:
+        if tol.effect is not None and tol.effect != taint.effect:
+            continue
+        if tol.operator == "Exists":
+            if not tol.key or tol.key == taint.key:
+                return True
+        elif tol.key == taint.key and (tol.value or "") == (taint.value or ""):
+            return True
+    return False
+
+
+def _product_token(acc_type: AcceleratorType) -> str | None:
+    # Only NVIDIA: GPU feature discovery names products consistently (NVIDIA-H200...); Ascend chip
+    # names vary by device plugin, so nodeSelector is the tool there.
+    return acc_type.value.split("-", 1)[1].upper() if acc_type.vendor == "nvidia" else None
+
+
+def node_filter(spec: ModelDeploymentSpec, resource: str | None) -> Callable[[NodeInfo], str | None]:
+    """A function telling why a node cannot take new pods of this deployment (None when it can).
+    Spec-derived values are computed once, not per node."""
+    selector = tuple(spec.placement.node_selector.items())
+    tolerations = tuple(spec.placement.tolerations)
+    token = _product_token(spec.accelerator.type)
+    acc_name = spec.accelerator.type.value
+
+    def why_not(node: NodeInfo) -> str | None:
+        if not node.ready:
+            return "not ready"
+        if node.unschedulable:
+            return "cordoned"
+        labels = node.labels
+        for key, value in selector:
+            if labels.get(key) != value:
+                return f"nodeSelector {key}={value} not matched"
+        for taint in node.taints:
+            if taint.effect in _NOSCHEDULE_EFFECTS and not tolerates(tolerations, taint):
+                return f"taint {taint.key}{'=' + taint.value if taint.value else ''}:{taint.effect} not tolerated"
+        if resource is not None and node.allocatable.get(resource, 0) <= 0:
+            return f"no {resource}"
+        if token is not None:
+            product = labels.get(C.NODE_LABEL_NVIDIA_PRODUCT)
+            if product is not None and token not in product.upper():
+                return f"{C.NODE_LABEL_NVIDIA_PRODUCT}={product} is not {acc_name}"
+        return None
+
+    return why_not
+
+
+def summarize_exclusions(reasons: Mapping[str, str], total: int) -> str | None:
+    if not reasons:
+        return None
+    counts = Counter(reasons.values())
+    parts = ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{len(reasons)} of {total} nodes excluded: {parts}"
+
+
+@dataclass(slots=True)
+class Domain:
+    """A set of nodes a group may span under Required: one supernode, or one unlabelled node."""
+
+    key: str  # supernode id, or "node/<name>" for a node without a supernode label
+    supernode: str | None
+    nodes: list[str]  # sorted node names
+    room: int = 0  # pods this domain can still take (sum over nodes)
+
+
+class CapacityIndex:
+    """Free devices per node and free pod room per domain, updated as pods are placed."""
+
+    def __init__(
+        self, nodes: Iterable[NodeInfo], eligible: set[str], label_key: str | None, resource: str | None,
+        per_pod: int,
+    ):
+        """`nodes`: every known node (kept groups may sit on any); domains hold only `eligible` ones."""
+        self.per_pod = per_pod
+        self.resource = resource
+        self.free: dict[str, int] = {}
+        self.supernode_of: dict[str, str | None] = {}
+        self.domains: dict[str, Domain] = {}
+        self.domain_of: dict[str, str] = {}
+        for node in nodes:
+            name = node.name
+            if resource is None:
+                free = UNBOUNDED
+            else:
+                free = max(0, node.allocatable.get(resource, 0) - node.used.get(resource, 0))
+            self.free[name] = free
+            sn = (node.labels.get(label_key) or None) if label_key else None
+            self.supernode_of[name] = sn
+            if name not in eligible:
+                continue
+            key = sn if sn else f"node/{name}"
+            domain = self.domains.get(key)
+            if domain is None:
+                domain = self.domains[key] = Domain(key=key, supernode=sn, nodes=[])
+            domain.nodes.append(name)
+            domain.room += free // per_pod if per_pod else UNBOUNDED
+            self.domain_of[name] = key
+        for domain in self.domains.values():
+            domain.nodes.sort()
+
+    def room(self, node: str) -> int:
+        """Pods of this deployment `node` can still take."""
+        if self.per_pod == 0:
+            return UNBOUNDED if node in self.free else 0
+        return self.free.get(node, 0) // self.per_pod
+
+    def take(self, node: str, pods: int) -> None:
+        domain = self.domains.get(self.domain_of.get(node, ""))
+        if domain is not None:
+            domain.room -= self.room(node)
+        if self.per_pod:
+            self.free[node] -= pods * self.per_pod
+        if domain is not None:
+            domain.room += self.room(node)

@@ -1,0 +1,168 @@
+"""The admin API: usage export and tenants, behind the admin key.
+
+``GET /admin/usage?tenant=&from=&to=&format=json|csv&view=totals|rows&limit=``,
+``GET /admin/tenants`` (no secrets), ``POST /admin/tenants/reload``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hmac
+import io
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from supernode.router.admission.config import AdminConfig
+from supernode.router.admission.tenants import TenantsFileError, hash_key
+from supernode.router.contracts import AuthError, ForbiddenError, RouterError
+from supernode.router.metering.ledger import COLUMNS, SUMS, TOTAL_KEYS
+
+log = logging.getLogger("supernode.router.admin")
+
+AdminKeyCheck = Callable[[str | None], None]  # raises AuthError (no key) / ForbiddenError (wrong key)
+
+
+class UsageSource(Protocol):
+    def rows(self, **kw: Any) -> list[dict[str, Any]]: ...
+    def totals(self, **kw: Any) -> list[dict[str, Any]]: ...
+
+
+class TenantAdmin(Protocol):
+    def tenants(self) -> list[dict[str, Any]]: ...
+    def reload_tenants(self) -> bool: ...
+
+
+def make_admin_key_check(config: AdminConfig, environ: dict[str, str] | None = None) -> AdminKeyCheck:
+    digest = config.resolve_digest(environ)
+    if digest is None:
+        log.warning("admin API disabled: set admission.admin.key_sha256 or the %s env var", config.key_env)
+
+    def check(key: str | None) -> None:
+        if digest is None:
+            raise ForbiddenError("admin API disabled: no admin key configured")
+        if not key:
+            raise AuthError("missing admin key")
+        if not hmac.compare_digest(hash_key(key), digest):
+            raise ForbiddenError("not an admin key")
+
+    return check
+
+
+def _key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def _error(exc: RouterError) -> JSONResponse:
+    headers = dict(exc.headers)
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(int(exc.retry_after))
+    body = {"error": {"message": exc.message, "type": type(exc).__name__, "code": exc.code}}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def parse_time(value: str | None, field: str) -> float | None:
+    """Unix seconds or ISO 8601 (naive = UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{field}: expected unix seconds or ISO 8601, got {value!r}") from None
+    if dt.tzinfo is None:
+        from datetime import UTC
+
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+class BadRequest(RouterError):
+    status = 400
+    code = "invalid_request"
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def make_admin_router(meter: UsageSource, gatekeeper: TenantAdmin, admin_key_check: AdminKeyCheck) -> APIRouter:
+    return make_admin_router_lazy(lambda: meter, lambda: gatekeeper, admin_key_check)
+
+
+def make_admin_router_lazy(
+    get_meter: Callable[[], UsageSource], get_gatekeeper: Callable[[], TenantAdmin], admin_key_check: AdminKeyCheck
+) -> APIRouter:
+    """Same, for apps that build the meter and gatekeeper later (in the lifespan): the getters are
+    called per request, e.g. ``lambda: app.state.router.meter``."""
+    router = APIRouter(prefix="/admin", tags=["admin"])
+
+    def authorize(request: Request) -> JSONResponse | None:
+        try:
+            admin_key_check(_key(request))
+        except RouterError as exc:
+            return _error(exc)
+        return None
+
+    @router.get("/usage", response_model=None)
+    async def usage(
+        request: Request,
+        tenant: str | None = None,
+        from_: str | None = Query(None, alias="from"),
+        to: str | None = None,
+        format: Literal["json", "csv"] = "json",
+        view: Literal["totals", "rows"] = "totals",
+        limit: int = Query(10000, ge=1, le=1_000_000),
+    ) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        try:
+            start, end = parse_time(from_, "from"), parse_time(to, "to")
+        except BadRequest as exc:
+            return _error(exc)
+        span = {"tenant": tenant, "start": start, "end": end}
+        meter = get_meter()
+        totals = await asyncio.to_thread(meter.totals, **span)
+        if format == "csv":
+            if view == "rows":
+                rows = await asyncio.to_thread(meter.rows, **span, limit=limit)
+                return Response(_csv(rows, COLUMNS), media_type="text/csv")
+            return Response(_csv(totals, (*TOTAL_KEYS, "requests", "errors", *SUMS)), media_type="text/csv")
+        body: dict[str, Any] = {"tenant": tenant, "from": start, "to": end, "totals": totals}
+        if view == "rows":
+            body["rows"] = await asyncio.to_thread(meter.rows, **span, limit=limit)
+        return JSONResponse(body)
+
+    @router.get("/tenants", response_model=None)
+    async def tenants(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        return JSONResponse({"tenants": get_gatekeeper().tenants()})
+
+    @router.post("/tenants/reload", response_model=None)
+    async def reload(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        gatekeeper = get_gatekeeper()
+        try:
+            changed = gatekeeper.reload_tenants()
+        except TenantsFileError as exc:
+            return _error(BadRequest(f"tenants file rejected, previous tenants kept: {exc}"))
+        return JSONResponse({"reloaded": changed, "tenants": len(gatekeeper.tenants())})
+
+    return router

@@ -1,0 +1,63 @@
+"""Admission control: tenants and API keys, limits, the fair priority queue, capacity and spill-over.
+
+Build it from parsed config with ``build_gatekeeper``; the app lifespan owns ``start()`` / ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from supernode.router import contracts
+from supernode.router.admission.config import AdmissionConfig
+from supernode.router.admission.gate import AdmissionTicket, UsageTotals
+from supernode.router.admission.metrics import AdmissionMetrics
+from supernode.router.admission.service import Gatekeeper
+from supernode.router.admission.tenants import TenantsFileError, file_signature, hash_key, load_directory
+from supernode.router.contracts import PoolCapacity
+
+__all__ = ["AdmissionConfig", "AdmissionTicket", "Gatekeeper", "build_gatekeeper", "hash_key"]
+
+
+def loop_clock() -> float:
+    """The running event loop's clock (so ``looptime`` drives limits in tests), else time.monotonic."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+def build_gatekeeper(
+    config: AdmissionConfig,
+    capacity: PoolCapacity,
+    *,
+    clock: Callable[[], float] = loop_clock,
+    wall_clock: Callable[[], float] = time.time,
+    usage_totals: UsageTotals | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Gatekeeper:
+    """``usage_totals`` (e.g. ``SqliteLedger.tokens_by_tenant``) seeds monthly quotas from the ledger;
+    ``registry`` receives the admission metrics (a private one when None). A bad tenants file raises
+    TenantsFileError here (fail fast at startup); later bad reloads keep the previous tenants."""
+    if config.require_tenants_file and (config.tenants_file is None or not config.tenants_file.exists()):
+        raise TenantsFileError(f"tenants file {config.tenants_file} is missing and require_tenants_file is set")
+    gate = Gatekeeper(
+        config,
+        capacity,
+        load_directory(config.tenants_file),
+        clock=clock,
+        wall_clock=wall_clock,
+        usage_totals=usage_totals,
+        metrics=AdmissionMetrics(registry),
+    )
+    if config.tenants_file is not None:
+        gate._signature = file_signature(config.tenants_file)
+    return gate
+
+
+def _conforms(g: Gatekeeper, t: AdmissionTicket) -> tuple[contracts.Gatekeeper, contracts.Ticket]:
+    """Never called: lets mypy prove the implementations satisfy the request path's protocols."""
+    return g, t

@@ -1,0 +1,298 @@
+"""The Gatekeeper: tenant limits → spill-over candidates → capacity-bounded fair priority queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from supernode.router.admission.config import AdmissionConfig
+from supernode.router.admission.fairqueue import FairQueue, Waiter
+from supernode.router.admission.limits import TenantLimiter, month_start
+from supernode.router.admission.metrics import AdmissionMetrics
+from supernode.router.admission.tenants import TenantDirectory, TenantEntry
+from supernode.router.contracts import (
+    AdmissionRejected,
+    ForbiddenError,
+    NoCapacity,
+    PoolCapacity,
+    PoolKey,
+    RequestContext,
+    SpillRule,
+    Tenant,
+    Usage,
+)
+
+log = logging.getLogger("supernode.router.admission")
+
+UsageTotals = Callable[[float], Mapping[str, int]]  # month start (unix) → tokens used per tenant
+
+
+@dataclass(eq=False)
+class AdmissionTicket:
+    """Returned by ``admit``; ``release`` is idempotent and must be called exactly once per admit."""
+
+    pool: PoolKey
+    queued_seconds: float
+    tenant: Tenant
+    requested: PoolKey
+    estimate: int
+    admitted_at: float
+    _gate: AdmissionGatekeeper | None = field(repr=False, default=None)
+
+    @property
+    def spilled(self) -> bool:
+        return self.pool != self.requested
+
+    def release(self, usage: Usage) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate._release(self, usage)
+
+
+@dataclass(slots=True)
+class _Pending:
+    fut: asyncio.Future[AdmissionTicket]
+    tenant: Tenant
+    requested: PoolKey
+
+
+class AdmissionGatekeeper:
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        capacity: PoolCapacity,
+        directory: TenantDirectory,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        usage_totals: UsageTotals | None = None,
+        metrics: AdmissionMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self._capacity = capacity
+        self._clock, self._wall = clock, wall_clock
+        self._usage_totals = usage_totals
+        self.metrics = metrics or AdmissionMetrics()
+        self._queue = FairQueue()
+        self._in_flight: dict[PoolKey, int] = {}
+        self._service_time: dict[PoolKey, float] = {}  # EWMA of admitted → released seconds
+        self._limiters: dict[str, TenantLimiter] = {}
+        self._rules = config.spill_over.rules_by_source()
+        self.wait_observers: list[Callable[[Tenant, float], None]] = []  # metrics hook for queue waits
+        self.directory = directory
+        self._set_directory(directory)
+
+    # --- tenants -----------------------------------------------------------------------------
+    def _set_directory(self, directory: TenantDirectory) -> None:
+        now, wall = self._clock(), self._wall()
+        used: Mapping[str, int] = {}
+        missing = [e for e in directory.entries() if e.spec.id not in self._limiters]
+        if missing and self._usage_totals is not None:
+            used = self._usage_totals(month_start(wall))  # quotas survive restarts: counted from the ledger
+        for e in directory.entries():
+            lim = self._limiters.get(e.spec.id)
+            if lim is None:
+                self._limiters[e.spec.id] = TenantLimiter.create(e.spec, now, wall, int(used.get(e.spec.id, 0)))
+            else:
+                lim.update(e.spec, now)
+        keep = {e.spec.id for e in directory.entries()}
+        for tid in [t for t, lim in self._limiters.items() if t not in keep and lim.in_flight == 0]:
+            del self._limiters[tid]
+        self.directory = directory
+        if not directory.enabled:
+            log.warning(
+                "AUTH DISABLED: no tenants file (%s); every request runs as tenant 'anonymous' without limits",
+                directory.source or "not configured",
+            )
+        else:
+            log.info("tenants loaded from %s: %d tenants", directory.source, len(directory.entries()))
+
+    def replace_directory(self, directory: TenantDirectory) -> None:
+        self._set_directory(directory)
+
+    def authenticate(self, api_key: str | None) -> Tenant:
+        return self.directory.authenticate(api_key)
+
+    def tenants(self) -> list[dict[str, Any]]:
+        out = self.directory.describe()
+        for d in out:
+            lim = self._limiters.get(d["id"])
+            d["usage"] = {"in_flight": lim.in_flight, "month_tokens": lim.used_tokens} if lim else {}
+        return out
+
+    # --- admission ---------------------------------------------------------------------------
+    def candidates(self, tenant: Tenant, pools: Sequence[PoolKey]) -> tuple[PoolKey, ...]:
+        """The caller's pools, each followed by its spill-over targets (tenant rules override global),
+        deduplicated; only the first pool when spill-over is off for this tenant."""
+        if not pools:
+            return ()
+        entry = self.directory.entry(tenant.id)
+        if not self.config.spill_over.enabled or (entry is not None and not entry.spec.spill_over):
+            return (pools[0],)
+        rules: dict[PoolKey, SpillRule] = {**self._rules, **(entry.spill_rules() if entry else {})}
+        out: list[PoolKey] = []
+        todo = list(pools)
+        while todo and len(out) < 16:
+            p = todo.pop(0)
+            if p in out:
+                continue
+            out.append(p)
+            todo[0:0] = [t for t in (rules[p].targets if p in rules else ()) if t not in out]
+        return tuple(p for p in out if self._allowed(tenant, p))
+
+    @staticmethod
+    def _allowed(tenant: Tenant, pool: PoolKey) -> bool:
+        return (not tenant.allowed_models or pool.model in tenant.allowed_models) and (
+            not tenant.allowed_modes or pool.mode in tenant.allowed_modes
+        )
+
+    def _reject(self, tenant: Tenant, limit: str, message: str, retry_after: float) -> AdmissionRejected:
+        self.metrics.rejections.labels(limit, tenant.tier).inc()
+        log.info("rejected tenant=%s limit=%s retry_after=%.1f: %s", tenant.id, limit, retry_after, message)
+        return AdmissionRejected(message, limit=limit, retry_after=max(1.0, round(retry_after, 1)))
+
+    async def admit(self, ctx: RequestContext, pools: Sequence[PoolKey]) -> AdmissionTicket:
+        tenant = ctx.tenant
+        if not pools:
+            raise NoCapacity(f"no pool serves model {ctx.model!r} in mode {ctx.mode.value!r}")
+        requested = pools[0]
+        if not self._allowed(tenant, requested):
+            self.metrics.rejections.labels("forbidden", tenant.tier).inc()
+            raise ForbiddenError(f"tenant {tenant.id!r} may not use {requested.model} in mode {requested.mode.value}")
+        estimate = max(0, ctx.prompt_tokens_estimate) + max(0, ctx.max_tokens)
+        now = self._clock()
+        if not self.config.throttling:
+            return self._grant(ctx.tenant, requested, requested, estimate, now, now)
+        cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
+        if not cands:
+            self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
+            raise NoCapacity(
+                f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
+            )
+        limiter = self._limiters.get(tenant.id)
+        if limiter is not None:
+            verdict = limiter.check(estimate, now, self._wall())
+            if not verdict.ok:
+                raise self._reject(tenant, verdict.limit, verdict.message, verdict.retry_after)
+        q = self.config.queue
+        if len(self._queue) >= q.max_queue_length and not any(self._room(p) for p in cands):
+            raise self._reject(tenant, "queue_full", f"admission queue full ({len(self._queue)} waiting)", 1.0)
+        expected = self.expected_wait(tenant.priority, cands)
+        if expected > q.max_wait_seconds:
+            raise self._reject(
+                tenant,
+                "queue_wait",
+                f"expected queue wait {expected:.1f}s exceeds the bound of {q.max_wait_seconds:.0f}s",
+                expected - q.max_wait_seconds,
+            )
+        if limiter is not None:
+            limiter.charge(estimate, now)
+        fut: asyncio.Future[AdmissionTicket] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(tenant.id, tenant.priority, estimate, cands, now, handle=_Pending(fut, tenant, requested))
+        self._queue.add(waiter)
+        self._dispatch()
+        if fut.done():
+            return fut.result()
+        self.metrics.queue_length.set(len(self._queue))
+        try:
+            async with asyncio.timeout(q.max_wait_seconds):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            self._abandon(waiter, limiter, estimate)
+            raise self._reject(
+                tenant,
+                "queue_timeout",
+                f"waited {q.max_wait_seconds:.0f}s in the admission queue",
+                self.expected_wait(tenant.priority, cands) or q.max_wait_seconds,
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(waiter, limiter, estimate)
+            raise
+
+    def _abandon(self, waiter: Waiter, limiter: TenantLimiter | None, estimate: int) -> None:
+        """A waiter left (deadline or client disconnect): out of the queue, its charge refunded; if it
+        was granted in the same instant, the grant is released."""
+        fut = waiter.handle.fut
+        if self._queue.remove(waiter):
+            if limiter is not None:
+                limiter.settle(estimate, 0, self._clock(), self._wall())
+            self.metrics.queue_length.set(len(self._queue))
+        elif fut.done() and not fut.cancelled():
+            fut.result().release(Usage())
+        if not fut.done():
+            fut.cancel()
+
+    def expected_wait(self, priority: int, pools: tuple[PoolKey, ...]) -> float:
+        """Waiters ahead (same or better tier) x mean service time / concurrency, when no pool has room;
+        0 before any service time was observed."""
+        if any(self._room(p) for p in pools):
+            return 0.0
+        times = [self._service_time[p] for p in pools if p in self._service_time]
+        slots = sum(self._capacity.capacity(p) for p in pools)
+        if not times or slots <= 0:
+            return 0.0
+        return (self._queue.ahead_of(priority, pools) + 1) * (sum(times) / len(times)) / slots
+
+    def _room(self, pool: PoolKey) -> bool:
+        return self._in_flight.get(pool, 0) < self._capacity.capacity(pool)
+
+    def _dispatch(self) -> None:
+        """Grant queued waiters, in fair order, while their pools have room."""
+        while len(self._queue):
+            got = self._queue.pop_grantable(self._room)
+            if got is None:
+                break
+            waiter, pool = got
+            pending: _Pending = waiter.handle
+            now = self._clock()
+            ticket = self._grant(pending.tenant, pending.requested, pool, waiter.cost, waiter.enqueued_at, now)
+            pending.fut.set_result(ticket)
+        self._queue.prune()
+        self.metrics.queue_length.set(len(self._queue))
+
+    def _grant(
+        self, tenant: Tenant, requested: PoolKey, pool: PoolKey, estimate: int, enqueued: float, now: float
+    ) -> AdmissionTicket:
+        self._in_flight[pool] = self._in_flight.get(pool, 0) + 1
+        ticket = AdmissionTicket(pool, max(0.0, now - enqueued), tenant, requested, estimate, now, self)
+        self.metrics.admitted.labels(tenant.tier, str(ticket.spilled).lower()).inc()
+        self.metrics.queue_wait.labels(tenant.tier).observe(ticket.queued_seconds)
+        self.metrics.in_flight.labels(pool.model, pool.mode.value).set(self._in_flight[pool])
+        for observe in self.wait_observers:
+            observe(tenant, ticket.queued_seconds)
+        return ticket
+
+    def _release(self, ticket: AdmissionTicket, usage: Usage) -> None:
+        now = self._clock()
+        pool = ticket.pool
+        self._in_flight[pool] = max(0, self._in_flight.get(pool, 0) - 1)
+        self.metrics.in_flight.labels(pool.model, pool.mode.value).set(self._in_flight[pool])
+        held = now - ticket.admitted_at
+        a = self.config.queue.service_time_ewma_alpha
+        prev = self._service_time.get(pool)
+        self._service_time[pool] = held if prev is None else (1 - a) * prev + a * held
+        used = usage.prompt_tokens + usage.completion_tokens
+        if self.config.throttling:
+            limiter = self._limiters.get(ticket.tenant.id)
+            if limiter is not None:
+                limiter.settle(ticket.estimate, used, now, self._wall())
+            self._queue.settle(ticket.tenant.id, ticket.tenant.priority, used - ticket.estimate)
+        self._dispatch()
+
+    # --- introspection and lifecycle -------------------------------------------------------------
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def in_flight(self, pool: PoolKey) -> int:
+        return self._in_flight.get(pool, 0)
+
+    def entry(self, tenant_id: str) -> TenantEntry | None:
+        return self.directory.entry(tenant_id)
+
+    def poke(self) -> None:
+        """Capacity may have grown (endpoints appeared): start waiters that now fit."""
+        self._dispatch()

@@ -1,0 +1,1 @@
+"""Client-facing API shapes: parsers (pure) and translators."""

@@ -1,0 +1,208 @@
+"""The router's FastAPI app. Everything stateful is built in the lifespan and lives on app.state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from supernode.api.endpoints import Endpoint
+from supernode.router.apis.anthropic import parse_messages
+from supernode.router.apis.openai import parse_chat, parse_completion
+from supernode.router.call import Call
+from supernode.router.config import RouterConfig
+from supernode.router.contracts import Gatekeeper, Meter, RouterError
+from supernode.router.discovery.file import FileDiscovery
+from supernode.router.discovery.kubernetes import KubernetesDiscovery
+from supernode.router.errors import InvalidRequest, Shape, error_body
+from supernode.router.metrics import RouterMetrics
+from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of
+from supernode.router.proxy import Upstream
+from supernode.router.routing.profile import Profile, build_profile
+from supernode.router.routing.state import EndpointState, EndpointTable
+from supernode.router.service import Service, error_response, new_request_id
+from supernode.router.stats import Scraper
+from supernode.router.wiring import (
+    GatekeeperFactory,
+    MeterFactory,
+    TableCapacity,
+    keepalive_seconds,
+    make_gatekeeper,
+    make_meter,
+)
+
+log = logging.getLogger("supernode.router")
+
+
+
+@dataclass
+class RouterState:
+    config: RouterConfig
+    table: EndpointTable
+    profile: Profile
+    metrics: RouterMetrics
+    gatekeeper: Gatekeeper
+    meter: Meter
+    service: Service
+    upstream: Upstream
+    discovery: FileDiscovery | KubernetesDiscovery
+    scraper: Scraper | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _build_discovery(config: RouterConfig,
+                     apply: Callable[[list[Endpoint]], None]) -> FileDiscovery | KubernetesDiscovery:
+    d = config.discovery
+    if d.type == "kubernetes":
+        return KubernetesDiscovery(apply, namespace=d.namespace, relist_interval_s=d.relist_interval_s,
+                                   port_name=d.http_port_name, default_port=d.default_port,
+                                   default_max_concurrency=d.default_max_concurrency)
+    assert d.path is not None
+    return FileDiscovery(d.path, apply, d.poll_interval_s)
+
+
+def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | None = None,
+               meter_factory: MeterFactory | None = None, routing_seed: int | None = None) -> FastAPI:
+    """Objects are built here from the parsed config; the lifespan opens the HTTP client and owns the
+    background tasks (discovery, health scraping, admission's own loops)."""
+    metrics = RouterMetrics()
+    profile = build_profile(config.routing, seed=routing_seed)
+    table = EndpointTable(on_removed=profile.forget)
+    capacity = TableCapacity(table, config.admission.capacity if config.admission else None)
+    meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
+    gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
+                  else make_gatekeeper(config, capacity, meter, metrics.registry))
+
+    def apply(endpoints: list[Endpoint]) -> None:
+        table.update(endpoints)
+        metrics.endpoints.set(len(table))
+
+    discovery = _build_discovery(config, apply)
+    h = config.health
+    upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
+    service = Service(config, gatekeeper, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
+    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery)
+
+    def on_health(s: EndpointState) -> None:
+        metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
+        metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(discovery, FileDiscovery):
+            discovery.poll()  # serve with the current endpoints from the first request on
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=4096, max_keepalive_connections=1024),
+                                   timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s))
+        upstream.client = client
+        state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
+        if h.scrape_interval_s > 0:
+            state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
+                                    unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after,
+                                    on_health=on_health)
+            state.tasks.append(asyncio.create_task(state.scraper.run(), name="scraper"))
+        start = getattr(gatekeeper, "start", None)
+        if start is not None:
+            await start()
+        try:
+            yield
+        finally:
+            stop = getattr(gatekeeper, "stop", None)
+            if stop is not None:
+                await stop()
+            for t in state.tasks:
+                t.cancel()
+            await asyncio.gather(*state.tasks, return_exceptions=True)
+            await client.aclose()
+            meter.close()
+
+    app = FastAPI(title="supernode router", lifespan=lifespan)
+    app.state.router = state
+    if config.admission is not None and config.metering is not None:
+        from supernode.router.admin import make_admin_key_check, make_admin_router
+
+        app.include_router(make_admin_router(meter, gatekeeper, make_admin_key_check(config.admission.admin)))  # type: ignore[arg-type]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        shape: Shape = "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+        code = "not_found" if exc.status_code == 404 else "invalid_request"
+        return JSONResponse(error_body(shape, exc.status_code, str(exc.detail), code=code), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response("openai", InvalidRequest(str(exc.errors()[:1])))
+
+    async def serve(request: Request, parser: Parser, shape: Shape) -> Response:
+        st: RouterState = request.app.state.router
+        rid = request.headers.get("x-request-id") or new_request_id()
+        try:
+            tenant = st.gatekeeper.authenticate(api_key(request))
+            raw = await read_body(request, config.server.max_body_bytes)
+            prep = prepare(raw, parser, anthropic=shape == "anthropic", config=config, table=st.table,
+                           session_header=session_of(request))
+        except RouterError as e:
+            st.metrics.requests.labels(model="", mode="", tenant="", code=str(e.status)).inc()
+            if e.status in (401, 403, 413):
+                st.metrics.rejections.labels(e.code).inc()
+            return error_response(shape, e)
+        return await st.service.handle(request, Call(rid, shape, tenant, prep))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await serve(request, parse_chat, "openai")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await serve(request, parse_completion, "openai")
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        return await serve(request, parse_messages, "anthropic")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        try:
+            st.gatekeeper.authenticate(api_key(request))
+        except RouterError as e:
+            return error_response("openai", e)
+        served, served_aliases = st.table.served_models()
+        names = set(served) | set(served_aliases)
+        names |= {alias for alias, target in config.models.aliases.items() if target.model in served}
+        now = int(time.time())
+        data: list[dict[str, Any]] = [{"id": n, "object": "model", "created": now, "owned_by": "supernode"}
+                                      for n in sorted(names)]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        routable = [s.key for s in st.table if s.healthy and s.endpoint.ready and not s.endpoint.draining]
+        body = {"ready": bool(routable), "endpoints": len(st.table), "routable": len(routable),
+                "discovery_error": st.discovery.last_error}
+        return JSONResponse(body, status_code=200 if routable else 503)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        st.metrics.queue_length.set(st.gatekeeper.queue_length())
+        for s in st.table:
+            st.metrics.inflight.labels(s.key).set(s.inflight)
+        return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,171 @@
+"""RouterConfig: the router's whole configuration, parsed and validated before anything is built.
+
+Parse, then instantiate (STYLE.md #9): `load_config(path)` gives plain validated data; `app.create_app`
+builds objects from it. Unknown keys are errors, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from supernode.api.models import Mode
+from supernode.router.admission.config import AdmissionConfig
+from supernode.router.metering.config import MeteringConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
+    log_requests: bool = True
+
+
+class DiscoveryConfig(_Section):
+    type: Literal["static", "local", "kubernetes"] = "static"
+    path: str | None = Field(default=None, description="EndpointFile (JSON or YAML) for static/local")
+    poll_interval_s: float = Field(default=0.25, gt=0, description="How often the file's mtime is checked")
+    namespace: str | None = Field(default=None, description="kubernetes: namespace to watch (None = all)")
+    relist_interval_s: float = Field(default=2.0, gt=0, description="kubernetes: seconds between relists")
+    http_port_name: str = Field(default="http", description="kubernetes: leader container port name")
+    default_port: int = Field(default=8000, ge=1, le=65535)
+    default_max_concurrency: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DiscoveryConfig:
+        if self.type in ("static", "local") and not self.path:
+            raise ValueError(f"discovery.path is required for discovery type {self.type!r}")
+        return self
+
+
+class ScorerConfig(_Section):
+    name: Literal["prefix", "load", "session", "kv-cache"]
+    weight: float = Field(default=1.0, ge=0)
+
+
+class PickerConfig(_Section):
+    name: Literal["argmax", "power-of-two"] = "argmax"
+    top_k: int = Field(default=2, ge=2, description="power-of-two: sample two among the top k")
+
+
+class ImbalanceConfig(_Section):
+    """Affinity yields to load on an endpoint whose load exceeds the least loaded candidate's by more
+    than `abs_threshold` requests AND by a factor of `rel_threshold` (SGLang's rule, per endpoint)."""
+
+    abs_threshold: float = Field(default=8.0, ge=0)
+    rel_threshold: float = Field(default=1.25, ge=1.0)
+    saturation_guard: bool = Field(default=True, description="Affinity also yields on an endpoint whose load "
+                                   "reached its max concurrency while another candidate has a free slot")
+
+
+class PrefixConfig(_Section):
+    block_size: int = Field(default=64, ge=1, description="Bytes of rendered prompt text per hashed block")
+    capacity_blocks: int = Field(default=200_000, ge=1, description="LRU bound of the index per endpoint")
+    max_blocks_per_request: int = Field(default=4096, ge=1, description="Only the first N blocks are hashed")
+
+
+FilterName = Literal["healthy", "not-draining", "serves-model-mode"]
+DEFAULT_FILTERS: tuple[FilterName, ...] = ("healthy", "not-draining", "serves-model-mode")
+
+
+class RoutingConfig(_Section):
+    filters: list[FilterName] = Field(default_factory=lambda: list(DEFAULT_FILTERS))
+    scorers: list[ScorerConfig] = Field(
+        default_factory=lambda: [
+            ScorerConfig(name="prefix", weight=2.0),
+            ScorerConfig(name="load", weight=1.0),
+            ScorerConfig(name="session", weight=1.0),
+        ]
+    )
+    picker: PickerConfig = Field(default_factory=PickerConfig)
+    imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    session_capacity: int = Field(default=100_000, ge=1, description="LRU bound of session → endpoint")
+    max_attempts: int = Field(default=3, ge=1, description="Endpoints tried when failing before the first byte")
+
+
+class AliasTarget(_Section):
+    model: str
+    mode: Mode | None = Field(default=None, description="Mode implied by the alias when the request sets none")
+
+
+def _default_aliases() -> dict[str, AliasTarget]:
+    return {
+        "deepseek-chat": AliasTarget(model="deepseek-v4-flash", mode=Mode.NON_THINK),
+        "deepseek-reasoner": AliasTarget(model="deepseek-v4-flash", mode=Mode.THINK_HIGH),
+        "deepseek-flash": AliasTarget(model="deepseek-v4-flash"),
+    }
+
+
+def _default_patterns() -> dict[str, str]:
+    flash = "deepseek-v4-flash"
+    return {"claude-opus*": "deepseek-v4-pro", "claude-sonnet*": flash, "claude-haiku*": flash}
+
+
+class ModelsConfig(_Section):
+    aliases: dict[str, AliasTarget] = Field(default_factory=_default_aliases)
+    patterns: dict[str, str] = Field(
+        default_factory=_default_patterns, description="fnmatch pattern → model (e.g. claude-opus* → pro)"
+    )
+    default_mode: Mode = Mode.THINK_HIGH
+    max_tokens_limit: int = Field(default=393_216, ge=1, description="Larger max_tokens → 400")
+    default_max_tokens: int = Field(default=4096, ge=1, description="Assumed for admission when a request sets none")
+
+
+class TimeoutsConfig(_Section):
+    connect_s: float = Field(default=2.0, gt=0)
+    first_byte_s: float = Field(default=60.0, gt=0, description="Streaming: until the first upstream chunk")
+    between_chunks_s: float = Field(default=60.0, gt=0)
+    total_s: float = Field(default=900.0, gt=0, description="Non-streaming: whole upstream response")
+    keepalive_s: float = Field(default=5.0, gt=0, description="SSE keep-alive period while queued")
+
+
+class HealthConfig(_Section):
+    scrape_interval_s: float = Field(default=1.0, ge=0, description="0 = no background scraping")
+    scrape_timeout_s: float = Field(default=1.0, gt=0)
+    unhealthy_after: int = Field(default=3, ge=1, description="Consecutive failures before ejection")
+    healthy_after: int = Field(default=1, ge=1, description="Consecutive successes before re-admission")
+
+
+class RouterConfig(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    discovery: DiscoveryConfig
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    # Owned by the admission side (docs/tenants.md). None = no tenants/limits/queue; usage to the log only.
+    admission: AdmissionConfig | None = None
+    metering: MeteringConfig | None = None
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> RouterConfig:
+    """Validate a config dict; a relative discovery path is taken relative to ``base_dir``."""
+    config = RouterConfig.model_validate(data)
+    if base_dir is None:
+        return config
+    if config.discovery.path and not Path(config.discovery.path).is_absolute():
+        config.discovery.path = str((base_dir / config.discovery.path).resolve())
+    if config.admission is not None:
+        config.admission = config.admission.with_base_dir(base_dir)
+    if config.metering is not None:
+        config.metering = config.metering.with_base_dir(base_dir)
+    return config
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read a YAML or JSON config file and validate it."""
+    p = Path(path)
+    text = p.read_text()
+    data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: the config must be a mapping, got {type(data).__name__}")
+    return parse_config(data, base_dir=p.parent)

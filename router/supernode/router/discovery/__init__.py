@@ -1,0 +1,1 @@
+"""Endpoint discovery backends: static / local file, kubernetes."""

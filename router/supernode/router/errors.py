@@ -1,0 +1,83 @@
+"""Request-path errors and their rendering in each API's own error shape (pure)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+from supernode.router.contracts import RouterError
+
+Shape = Literal["openai", "anthropic"]
+
+
+class InvalidRequest(RouterError):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class ModelNotFound(RouterError):
+    status = 404
+    code = "model_not_found"
+
+
+class PayloadTooLarge(RouterError):
+    status = 413
+    code = "request_too_large"
+
+
+class UpstreamError(RouterError):
+    """Every endpoint tried failed before the first byte, or the stream broke."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def error_body(shape: Shape, status: int, message: str, *, code: str, param: str | None = None) -> dict[str, Any]:
+    if shape == "anthropic":
+        return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_headers(err: RouterError) -> dict[str, str]:
+    headers = dict(err.headers)
+    if err.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
+    elif err.status in (429, 503):
+        headers["retry-after"] = "1"
+    return headers
+
+
+def render(shape: Shape, err: RouterError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, body, headers) for an error in the given API's shape."""
+    body = error_body(shape, err.status, err.message, code=err.code, param=getattr(err, "param", None))
+    return err.status, body, error_headers(err)
+
+
+def sse_error(shape: Shape, err: RouterError) -> bytes:
+    """An in-stream error event, sent when a failure happens after the response started."""
+    body = error_body(shape, err.status, err.message, code=err.code)
+    if shape == "anthropic":
+        return f"event: error\ndata: {json.dumps(body)}\n\n".encode()
+    return f"data: {json.dumps(body)}\n\n".encode()

@@ -1,0 +1,147 @@
+"""The usage ledger: one SQLite row per request, committed before ``record`` returns (WAL mode)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from supernode.router.contracts import UsageRecord
+
+log = logging.getLogger("supernode.router.metering")
+
+COLUMNS: tuple[str, ...] = (
+    "request_id", "tenant", "api", "model", "mode", "served_model", "served_mode", "endpoint",
+    "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens",
+    "status", "error", "started_at", "finished_at", "queued_seconds",
+)  # fmt: skip
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+  id INTEGER PRIMARY KEY,
+  request_id TEXT NOT NULL, tenant TEXT NOT NULL, api TEXT NOT NULL,
+  model TEXT NOT NULL, mode TEXT NOT NULL, served_model TEXT NOT NULL, served_mode TEXT NOT NULL,
+  endpoint TEXT NOT NULL,
+  prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+  status TEXT NOT NULL, error TEXT NOT NULL,
+  started_at REAL NOT NULL, finished_at REAL NOT NULL, queued_seconds REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_time ON usage(finished_at);
+CREATE INDEX IF NOT EXISTS usage_tenant_time ON usage(tenant, finished_at);
+"""
+
+TOTAL_KEYS = ("tenant", "model", "mode")
+SUMS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
+
+
+def _row(r: UsageRecord) -> tuple[Any, ...]:
+    u = r.usage
+    return (
+        r.request_id, r.tenant, r.api, r.model, str(r.mode.value), r.served_model, str(r.served_mode.value),
+        r.endpoint, u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.reasoning_tokens,
+        r.status, r.error, r.started_at, r.finished_at, r.queued_seconds,
+    )  # fmt: skip
+
+
+def _where(tenant: str | None, start: float | None, end: float | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if tenant:
+        clauses.append("tenant = ?")
+        args.append(tenant)
+    if start is not None:
+        clauses.append("finished_at >= ?")
+        args.append(start)
+    if end is not None:
+        clauses.append("finished_at < ?")
+        args.append(end)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+class SqliteLedger:
+    """Implements ``Meter``. Writes go through one connection under a lock (commit in the caller's
+    thread: sub-millisecond with synchronous=NORMAL); reads open their own connection (WAL lets them
+    run beside the writer), so the admin API can run them in a worker thread."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000) -> None:
+        self.path = str(path)
+        self._sync = synchronous
+        self._busy = busy_timeout_ms
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = self._connect()
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal" and self.path != ":memory:":
+            log.warning("ledger %s: journal_mode is %s, not WAL", self.path, mode)
+        self._db.executescript(_SCHEMA)
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy)}")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        return db
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if self.path == ":memory:":
+            with self._lock:
+                yield self._db
+            return
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def record(self, record: UsageRecord) -> None:
+        sql = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ledger is closed")
+            self._db.execute(sql, _row(record))  # autocommit: durable when this returns
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    # --- queries -----------------------------------------------------------------------------
+    def rows(
+        self, *, tenant: str | None = None, start: float | None = None, end: float | None = None, limit: int = 10000
+    ) -> list[dict[str, Any]]:
+        where, args = _where(tenant, start, end)
+        sql = f"SELECT {', '.join(COLUMNS)} FROM usage{where} ORDER BY finished_at, id LIMIT ?"
+        with self._reader() as db:
+            return [dict(zip(COLUMNS, r, strict=True)) for r in db.execute(sql, [*args, int(limit)])]
+
+    def totals(
+        self, *, tenant: str | None = None, start: float | None = None, end: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Per tenant and *served* model/mode: requests, errors and token sums."""
+        where, args = _where(tenant, start, end)
+        sums = ", ".join(f"SUM({c})" for c in SUMS)
+        sql = (
+            f"SELECT tenant, served_model, served_mode, COUNT(*), SUM(status != 'ok'), {sums} FROM usage{where} "
+            "GROUP BY tenant, served_model, served_mode ORDER BY tenant, served_model, served_mode"
+        )
+        keys = (*TOTAL_KEYS, "requests", "errors", *SUMS)
+        with self._reader() as db:
+            return [dict(zip(keys, r, strict=True)) for r in db.execute(sql, args)]
+
+    def tokens_by_tenant(self, since: float) -> dict[str, int]:
+        """Prompt + completion tokens per tenant since ``since`` (monthly quotas after a restart)."""
+        sql = "SELECT tenant, SUM(prompt_tokens + completion_tokens) FROM usage WHERE finished_at >= ? GROUP BY tenant"
+        with self._reader() as db:
+            return {t: int(n or 0) for t, n in db.execute(sql, (since,))}
+
+    def count(self) -> int:
+        with self._reader() as db:
+            return int(db.execute("SELECT COUNT(*) FROM usage").fetchone()[0])

@@ -1,0 +1,52 @@
+"""The router's Prometheus metrics, on a registry owned by one app (no global registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        by = ["model", "mode", "tenant"]
+        self.requests = Counter("supernode_router_requests_total", "Requests answered", [*by, "code"], registry=r)
+        self.tokens = Counter("supernode_router_tokens_total", "Tokens by kind (prompt, cached, completion, "
+                              "reasoning)", [*by, "kind"], registry=r)
+        self.ttft = Histogram("supernode_router_time_to_first_token_seconds", "Time to first token", by,
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("supernode_router_inter_token_latency_seconds", "Time between streamed chunks", by,
+                             buckets=(*FAST_BUCKETS, 0.25, 0.5, 1, 2.5), registry=r)
+        self.e2e = Histogram("supernode_router_request_duration_seconds", "End-to-end request latency", by,
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("supernode_router_queue_wait_seconds", "Time waiting for admission", by,
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_length = Gauge("supernode_router_queue_length", "Requests waiting for admission", registry=r)
+        self.routing_latency = Histogram("supernode_router_routing_decision_seconds", "Routing decision time",
+                                         buckets=FAST_BUCKETS, registry=r)
+        self.prefix_lookup_blocks = Counter("supernode_router_prefix_lookup_blocks_total",
+                                            "Prompt blocks looked up in the prefix index", registry=r)
+        self.prefix_hit_blocks = Counter("supernode_router_prefix_hit_blocks_total",
+                                         "Prompt blocks the chosen endpoint was believed to hold", registry=r)
+        self.prefix_hit_ratio = Gauge("supernode_router_prefix_hit_ratio",
+                                      "Hit blocks / looked-up blocks since start", registry=r)
+        self.rejections = Counter("supernode_router_rejections_total", "Requests rejected", ["reason"], registry=r)
+        self.retries = Counter("supernode_router_retries_total", "Attempts on another endpoint", ["reason"],
+                               registry=r)
+        self.inflight = Gauge("supernode_router_inflight_requests", "Requests open upstream", ["endpoint"],
+                              registry=r)
+        self.endpoint_healthy = Gauge("supernode_router_endpoint_healthy", "1 = routable", ["endpoint", "model"],
+                                      registry=r)
+        self.endpoint_load = Gauge("supernode_router_endpoint_load", "running + waiting as last seen",
+                                   ["endpoint", "model"], registry=r)
+        self.endpoints = Gauge("supernode_router_endpoints", "Endpoints known to discovery", registry=r)
+
+    def record_prefix(self, hit: int, total: int) -> None:
+        if total <= 0:
+            return
+        self.prefix_lookup_blocks.inc(total)
+        self.prefix_hit_blocks.inc(hit)
+        looked = self.prefix_lookup_blocks._value.get()
+        self.prefix_hit_ratio.set(self.prefix_hit_blocks._value.get() / looked if looked else 0.0)

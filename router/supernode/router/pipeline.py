@@ -1,0 +1,97 @@
+"""Request preparation (pure-ish): auth header, body limit, parse, model + mode, pools, engine body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from supernode.api.constants import HEADER_SESSION_ID
+from supernode.router.apis.common import ParsedRequest, load_json
+from supernode.router.config import RouterConfig
+from supernode.router.contracts import PoolKey
+from supernode.router.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from supernode.router.modes import ModeError, Resolved, UnknownModel, resolve, template_kwargs
+from supernode.router.routing.prefix_index import request_hashes
+from supernode.router.routing.state import EndpointTable
+
+Parser = Callable[..., ParsedRequest]
+
+
+def api_key(request: Request) -> str | None:
+    """`x-api-key` (Anthropic) or `Authorization: Bearer` (OpenAI)."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(slots=True)
+class Prepared:
+    parsed: ParsedRequest
+    resolved: Resolved
+    pools: list[PoolKey]
+    session: str | None
+    block_hashes: tuple[int, ...]
+    prompt_tokens_estimate: int
+
+
+def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig, table: EndpointTable,
+            session_header: str | None) -> Prepared:
+    """Everything the request path decides before admission; raises RouterError subclasses (4xx)."""
+    body = load_json(raw)
+    parsed = parser(body, max_tokens_limit=config.models.max_tokens_limit)
+    served, served_aliases = table.served_models()
+    try:
+        resolved = resolve(parsed.mode_fields, anthropic=anthropic, aliases=config.models.aliases,
+                           patterns=config.models.patterns, served=served, served_aliases=served_aliases,
+                           default_mode=config.models.default_mode)
+    except ModeError as e:
+        raise InvalidRequest(str(e), param=e.param) from None
+    except UnknownModel as e:
+        raise ModelNotFound(str(e)) from None
+    if resolved.model not in served:
+        raise ModelNotFound(f"The model `{parsed.mode_fields.get('model')}` does not exist or is not served here")
+    pools = [PoolKey(resolved.model, resolved.mode)]  # spill-over targets come from admission's rules
+    prefix = config.routing.prefix
+    hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
+                            max_blocks=prefix.max_blocks_per_request)
+    return Prepared(parsed=parsed, resolved=resolved, pools=pools,
+                    session=session_header or parsed.user, block_hashes=hashes,
+                    prompt_tokens_estimate=max(1, len(parsed.prompt_text) // 4))
+
+
+def session_of(request: Request) -> str | None:
+    return request.headers.get(HEADER_SESSION_ID) or None
+
+
+def engine_body(parsed: ParsedRequest, pool: PoolKey) -> dict[str, Any]:
+    """The body sent to the engine: served model name, mode as chat_template_kwargs, usage in streams."""
+    body = dict(parsed.body)
+    body["model"] = pool.model
+    if parsed.upstream_path == "/v1/chat/completions":
+        kwargs = body.get("chat_template_kwargs")
+        body["chat_template_kwargs"] = {**(kwargs if isinstance(kwargs, dict) else {}), **template_kwargs(pool.mode)}
+    if parsed.stream:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return body

@@ -1,0 +1,162 @@
+"""Upstream calls: pick an endpoint, send, retry on another endpoint while nothing reached the client.
+
+A failure before the first byte (connect error, timeout, 5xx, broken stream) marks the endpoint and
+tries the next pick; after the first byte the caller turns a failure into an explicit error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from supernode.router.config import HealthConfig, TimeoutsConfig
+from supernode.router.contracts import NoCapacity
+from supernode.router.errors import UpstreamError, UpstreamTimeout
+from supernode.router.metrics import RouterMetrics
+from supernode.router.routing.profile import Profile
+from supernode.router.routing.state import EndpointState, EndpointTable, RoutingRequest
+
+RETRYABLE = (httpx.TransportError, TimeoutError)
+
+
+class _Retry(Exception):
+    """Try another endpoint. ``alive``: the endpoint answered (e.g. a 5xx), so its health is not marked."""
+
+    def __init__(self, message: str, *, alive: bool):
+        super().__init__(message)
+        self.alive = alive
+
+
+@dataclass
+class Opened:
+    """An upstream response; for streams, the first chunk has already arrived."""
+
+    state: EndpointState
+    response: httpx.Response
+    between_chunks_s: float
+    first_chunk: bytes = b""
+    content: bytes = b""
+    attempts: int = 1
+    iterator: AsyncIterator[bytes] | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def status(self) -> int:
+        return self.response.status_code
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.first_chunk:
+            yield self.first_chunk
+        it = self.iterator or self.response.aiter_raw().__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(self.between_chunks_s):
+                    chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UpstreamTimeout(f"no data from {self.state.key} for {self.between_chunks_s:g}s") from None
+            except httpx.HTTPError as e:
+                raise UpstreamError(f"stream from {self.state.key} broke: {type(e).__name__}") from None
+            yield chunk
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.state.inflight -= 1
+        await self.response.aclose()
+
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.content)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UpstreamError(f"{self.state.key} answered invalid JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamError(f"{self.state.key} answered a non-object")
+        return data
+
+
+class Upstream:
+    def __init__(self, client: httpx.AsyncClient | None, table: EndpointTable, profile: Profile, metrics: RouterMetrics,
+                 timeouts: TimeoutsConfig, health: HealthConfig, max_attempts: int):
+        self.client = client
+        self.table = table
+        self.profile = profile
+        self.metrics = metrics
+        self.timeouts = timeouts
+        self.health = health
+        self.max_attempts = max_attempts
+
+    def _pick(self, req: RoutingRequest, exclude: frozenset[str]) -> EndpointState | None:
+        t0 = time.perf_counter()
+        decision = self.profile.pick(req, self.table, exclude)
+        self.metrics.routing_latency.observe(time.perf_counter() - t0)
+        if decision is None:
+            return None
+        self.metrics.record_prefix(decision.prefix_blocks, decision.total_blocks)
+        self.profile.observe(req, decision.endpoint)
+        return decision.endpoint
+
+    async def _attempt(self, state: EndpointState, path: str, body: dict[str, Any], stream: bool) -> Opened:
+        t = self.timeouts
+        read = max(t.first_byte_s, t.between_chunks_s) if stream else t.total_s
+        timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.connect_s, pool=t.connect_s)
+        assert self.client is not None, "the app lifespan opens the HTTP client"
+        request = self.client.build_request("POST", state.endpoint.url.rstrip("/") + path, json=body,
+                                            timeout=timeout)
+        response = await self.client.send(request, stream=True)  # type: ignore[union-attr]
+        opened = Opened(state, response, t.between_chunks_s)
+        try:
+            if response.status_code >= 500:
+                raise _Retry(f"{state.key} answered {response.status_code}", alive=True)
+            if not stream or response.status_code != 200:
+                async with asyncio.timeout(t.total_s):
+                    opened.content = await response.aread()
+                return opened
+            opened.iterator = response.aiter_raw().__aiter__()
+            async with asyncio.timeout(t.first_byte_s):
+                async for chunk in opened.iterator:
+                    if chunk:
+                        opened.first_chunk = chunk
+                        break
+            if not opened.first_chunk:
+                raise _Retry(f"{state.key} closed the stream before the first byte", alive=False)
+            return opened
+        except BaseException:
+            await response.aclose()
+            raise
+
+    async def open(self, req: RoutingRequest, path: str, body: dict[str, Any], *, stream: bool) -> Opened:
+        """Send to the best endpoint, retrying others on failures before the first byte."""
+        exclude: set[str] = set()
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            state = self._pick(req, frozenset(exclude))
+            if state is None:
+                break
+            state.inflight += 1
+            try:
+                opened = await self._attempt(state, path, body, stream)
+                opened.attempts = attempt
+                return opened
+            except (*RETRYABLE, _Retry) as e:
+                state.inflight -= 1
+                last_error = f"{state.key}: {type(e).__name__}: {e}".rstrip(": ")
+                if not (isinstance(e, _Retry) and e.alive):
+                    state.record_failure(self.health.unhealthy_after)
+                exclude.add(state.key)
+                self.metrics.retries.labels(type(e).__name__).inc()
+            except BaseException:
+                state.inflight -= 1
+                raise
+        if not exclude:
+            raise NoCapacity(f"no ready endpoint serves model {req.model!r} in mode {req.mode.value}",
+                             retry_after=1.0)
+        raise UpstreamError(f"all {len(exclude)} endpoint(s) tried failed before responding; last: {last_error}")

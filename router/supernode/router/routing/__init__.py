@@ -1,0 +1,1 @@
+"""Filter → Scorer → Picker routing plugins and the prefix index."""

@@ -1,0 +1,165 @@
+"""Filters, scorers (scores in [0, 1]) and pickers, each behind a Protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
+from supernode.router.routing.state import EndpointState, RoutingRequest
+
+
+class Filter(Protocol):
+    name: str
+
+    def filter(self, req: RoutingRequest, candidates: list[EndpointState]) -> list[EndpointState]: ...
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]: ...
+
+
+class Picker(Protocol):
+    name: str
+
+    def pick(self, req: RoutingRequest, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState: ...
+
+
+# --- filters ---------------------------------------------------------------------------------------
+class HealthyFilter:
+    name = "healthy"
+
+    def filter(self, req: RoutingRequest, candidates: list[EndpointState]) -> list[EndpointState]:
+        return [s for s in candidates if s.healthy and s.endpoint.ready]
+
+
+class NotDrainingFilter:
+    name = "not-draining"
+
+    def filter(self, req: RoutingRequest, candidates: list[EndpointState]) -> list[EndpointState]:
+        return [s for s in candidates if not s.endpoint.draining]
+
+
+class ServesModelModeFilter:
+    name = "serves-model-mode"
+
+    def filter(self, req: RoutingRequest, candidates: list[EndpointState]) -> list[EndpointState]:
+        return [s for s in candidates if s.endpoint.model == req.model and req.mode in s.endpoint.modes]
+
+
+# --- scorers ---------------------------------------------------------------------------------------
+def overloaded(load: float, min_load: float, abs_threshold: float, rel_threshold: float) -> bool:
+    """SGLang's imbalance rule, applied to one endpoint against the least loaded candidate."""
+    return load - min_load > abs_threshold and load > rel_threshold * min_load
+
+
+@dataclass(frozen=True, slots=True)
+class LoadGuard:
+    """When affinity (prefix or session) must yield to load: on an endpoint overloaded relative to the
+    least loaded candidate (SGLang's rule), or saturated (load >= its max concurrency) while another
+    candidate still has a free slot."""
+
+    abs_threshold: float = 8.0
+    rel_threshold: float = 1.25
+    saturation: bool = True
+
+    def yielding(self, candidates: Sequence[EndpointState]) -> list[bool]:
+        if not candidates:
+            return []
+        min_load = min(s.load for s in candidates)
+        free_slot = self.saturation and any(s.load < s.endpoint.max_concurrency for s in candidates)
+        return [(free_slot and s.load >= s.endpoint.max_concurrency)
+                or overloaded(s.load, min_load, self.abs_threshold, self.rel_threshold) for s in candidates]
+
+
+class PrefixScorer:
+    """Share of the prompt's leading blocks an endpoint holds, zeroed where the load guard says affinity
+    yields. A hot prefix thus overflows to the least loaded endpoint, which then holds it too: the
+    prefix spreads over as many endpoints as its load needs, while a cold prefix, whose endpoint is
+    neither overloaded nor saturated, stays put."""
+
+    name = "prefix"
+
+    def __init__(self, index: PrefixIndex, guard: LoadGuard):
+        self.index = index
+        self.guard = guard
+
+    def ratios(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        n = len(req.block_hashes)
+        if n == 0:
+            return [0.0] * len(candidates)
+        return [self.index.match(s.key, req.block_hashes) / n for s in candidates]
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        ratios = self.ratios(req, candidates)
+        return [0.0 if y else r for r, y in zip(ratios, self.guard.yielding(candidates), strict=True)]
+
+
+class LoadScorer:
+    """1 / (1 + load / max concurrency): 1 when idle, 0.5 at its concurrency, still ordered beyond it
+    (load = running + waiting, or the router's in-flight count if larger)."""
+
+    name = "load"
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        return [1.0 / (1.0 + s.load / max(1, s.endpoint.max_concurrency)) for s in candidates]
+
+
+class KvCacheScorer:
+    name = "kv-cache"
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        return [min(1.0, max(0.0, 1.0 - s.stats.kv_usage)) for s in candidates]
+
+
+class SessionScorer:
+    """1 for the endpoint that served this session last, unless the load guard says it must yield."""
+
+    name = "session"
+
+    def __init__(self, sessions: SessionMap, guard: LoadGuard):
+        self.sessions = sessions
+        self.guard = guard
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        target = self.sessions.get(req.session) if req.session else None
+        if target is None:
+            return [0.0] * len(candidates)
+        return [1.0 if s.key == target and not y else 0.0
+                for s, y in zip(candidates, self.guard.yielding(candidates), strict=True)]
+
+
+# --- pickers ---------------------------------------------------------------------------------------
+def _tiebreak(seed: str, key: str) -> int:
+    """Rendezvous hash: equal scores go to a stable, seed-dependent endpoint (new prefixes spread)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}|{key}".encode(), digest_size=8).digest(), "little")
+
+
+class ArgmaxPicker:
+    name = "argmax"
+
+    def pick(self, req: RoutingRequest, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState:
+        seed = req.routing_key
+        return max(scored, key=lambda p: (round(p[1], 9), -p[0].load, _tiebreak(seed, p[0].key)))[0]
+
+
+class PowerOfTwoPicker:
+    """Two random endpoints among the top k by score; the less loaded one wins."""
+
+    name = "power-of-two"
+
+    def __init__(self, top_k: int = 2, rng: random.Random | None = None):
+        self.top_k = top_k
+        self.rng = rng or random.Random()
+
+    def pick(self, req: RoutingRequest, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState:
+        top = sorted(scored, key=lambda p: -p[1])[: self.top_k]
+        if len(top) == 1:
+            return top[0][0]
+        a, b = self.rng.sample(top, 2)
+        return min((a, b), key=lambda p: (p[0].load, -p[1]))[0]

@@ -1,0 +1,114 @@
+"""Live per-endpoint state (stats, health, router in-flight) and the table discovery updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from supernode.api.endpoints import Endpoint
+from supernode.api.models import Mode
+
+
+@dataclass(slots=True)
+class EngineStats:
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_usage: float = 0.0  # 0..1
+    scraped: bool = False
+    foreign: float = 0.0  # requests on the engine not sent by this router, as of the last scrape
+
+
+@dataclass(slots=True)
+class EndpointState:
+    endpoint: Endpoint
+    stats: EngineStats = field(default_factory=EngineStats)
+    healthy: bool = True
+    failures: int = 0  # consecutive
+    successes: int = 0  # consecutive
+    inflight: int = 0  # requests this router has open to it
+
+    @property
+    def key(self) -> str:
+        return self.endpoint.url
+
+    @property
+    def load(self) -> float:
+        """Requests on the engine: ours (exact, instant) plus others' (other router replicas, direct
+        clients) as of the last scrape. Using the raw scraped count instead lags by a scrape interval
+        and makes a just-freed engine look busy."""
+        return self.inflight + self.stats.foreign
+
+    def apply_scrape(self, stats: EngineStats) -> None:
+        stats.foreign = max(0.0, stats.running + stats.waiting - self.inflight)
+        self.stats = stats
+
+    def record_failure(self, unhealthy_after: int) -> None:
+        self.successes = 0
+        self.failures += 1
+        if self.failures >= unhealthy_after:
+            self.healthy = False
+
+    def record_success(self, healthy_after: int) -> None:
+        self.failures = 0
+        self.successes += 1
+        if not self.healthy and self.successes >= healthy_after:
+            self.healthy = True
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    request_id: str
+    model: str
+    mode: Mode
+    block_hashes: tuple[int, ...] = ()
+    session: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        """Deterministic tie-break seed: the session, else the first prompt block."""
+        if self.session:
+            return self.session
+        return str(self.block_hashes[0]) if self.block_hashes else self.request_id
+
+
+class EndpointTable:
+    """The endpoints discovery knows, each with its live state (kept across discovery updates)."""
+
+    def __init__(self, on_removed: Callable[[str], None] | None = None):
+        self._states: dict[str, EndpointState] = {}
+        self._on_removed = on_removed
+        self.version = 0
+
+    def update(self, endpoints: Iterable[Endpoint]) -> None:
+        fresh: dict[str, EndpointState] = {}
+        for ep in endpoints:
+            state = self._states.get(ep.url)
+            if state is None:
+                state = EndpointState(endpoint=ep)
+            else:
+                state.endpoint = ep
+            fresh[ep.url] = state
+        for url in self._states.keys() - fresh.keys():
+            if self._on_removed:
+                self._on_removed(url)
+        self._states = fresh
+        self.version += 1
+
+    def __iter__(self) -> Iterator[EndpointState]:
+        return iter(list(self._states.values()))
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, url: str) -> EndpointState | None:
+        return self._states.get(url)
+
+    def served_models(self) -> tuple[set[str], dict[str, str]]:
+        """(model names, alias → model) announced by endpoints."""
+        models: set[str] = set()
+        aliases: dict[str, str] = {}
+        for s in self._states.values():
+            models.add(s.endpoint.model)
+            for alias in s.endpoint.aliases:
+                aliases.setdefault(alias, s.endpoint.model)
+        return models, aliases

@@ -1,0 +1,278 @@
+"""The request path, end to end: admit → route + proxy → translate → meter → release."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from supernode.router.apis.responses import AnthropicStream, to_anthropic_message, usage_from_openai
+from supernode.router.call import Call, call_headers, observe, usage_record
+from supernode.router.config import RouterConfig
+from supernode.router.contracts import (
+    AdmissionRejected,
+    Gatekeeper,
+    Meter,
+    RequestContext,
+    RouterError,
+    Ticket,
+)
+from supernode.router.errors import Shape, UpstreamError, render, sse_error
+from supernode.router.metrics import RouterMetrics
+from supernode.router.pipeline import engine_body
+from supernode.router.proxy import Opened, Upstream
+from supernode.router.routing.state import RoutingRequest
+from supernode.router.sse import SseSplitter, data_of, has_token
+
+log = logging.getLogger("supernode.router.requests")
+
+
+def error_response(shape: Shape, err: RouterError) -> JSONResponse:
+    status, body, headers = render(shape, err)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Service:
+    def __init__(self, config: RouterConfig, gatekeeper: Gatekeeper, meter: Meter, upstream: Upstream,
+                 metrics: RouterMetrics, *, keepalive_s: float):
+        self.keepalive_s = keepalive_s
+        self.config = config
+        self.gatekeeper = gatekeeper
+        self.meter = meter
+        self.upstream = upstream
+        self.metrics = metrics
+
+    # --- admission ------------------------------------------------------------------------------
+    def context(self, call: Call) -> RequestContext:
+        p = call.prep
+        return RequestContext(
+            request_id=call.request_id, api=p.parsed.api, tenant=call.tenant, model=p.resolved.model,
+            mode=p.resolved.mode, stream=p.parsed.stream, prompt_tokens_estimate=p.prompt_tokens_estimate,
+            max_tokens=p.parsed.max_tokens or self.config.models.default_max_tokens, user=p.parsed.user)
+
+    def _admitted(self, call: Call, ticket: Ticket) -> None:
+        call.ticket = ticket
+        self.metrics.queue_wait.labels(**call.labels).observe(ticket.queued_seconds)
+
+    # --- entry ----------------------------------------------------------------------------------
+    async def handle(self, request: Request, call: Call) -> Response:
+        admit: asyncio.Future[Ticket] | None = None
+        try:
+            if call.prep.parsed.stream:
+                admit = asyncio.ensure_future(self.gatekeeper.admit(self.context(call), call.prep.pools))
+                done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
+                if not done:  # queued: commit a 200 stream now and keep the client alive while waiting
+                    return self._stream_response(call, self._queued_stream(call, admit))
+                self._admitted(call, admit.result())
+                return await self._start_stream(call)
+            self._admitted(call, await self.gatekeeper.admit(self.context(call), call.prep.pools))
+            return await self._unary(request, call)
+        except BaseException as e:
+            if admit is not None:
+                admit.cancel()
+            await self._finish(call, e)
+            if isinstance(e, RouterError):
+                return error_response(call.shape, e)
+            raise
+
+    # --- non-streaming --------------------------------------------------------------------------
+    async def _unary(self, request: Request, call: Call) -> Response:
+        call.opened = await self._open_watching_disconnect(request, call)
+        opened = call.opened
+        if opened.status != 200:
+            return await self._upstream_error(call)
+        data = opened.json()
+        call.usage = usage_from_openai(data.get("usage"))
+        call.first_token_at = time.perf_counter()
+        body: dict[str, Any] = data
+        if call.shape == "anthropic":
+            body = to_anthropic_message(data, model=str(call.prep.parsed.mode_fields.get("model")))
+        else:
+            body["model"] = call.prep.parsed.mode_fields.get("model", data.get("model"))
+        await self._finish(call, None)  # metered before the body is sent
+        return JSONResponse(body, headers=call_headers(call))
+
+    async def _open_watching_disconnect(self, request: Request, call: Call) -> Opened:
+        task = asyncio.ensure_future(self._open(call))
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise asyncio.CancelledError("client disconnected")
+        return task.result()
+
+    async def _open(self, call: Call) -> Opened:
+        assert call.ticket is not None
+        pool = call.ticket.pool
+        rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session)
+        return await self.upstream.open(rreq, call.prep.parsed.upstream_path, engine_body(call.prep.parsed, pool),
+                                        stream=call.prep.parsed.stream)
+
+    async def _upstream_error(self, call: Call) -> Response:
+        """An engine 4xx: passed on in the client's API shape."""
+        assert call.opened is not None
+        status = call.opened.status
+        try:
+            message = str(call.opened.json().get("error", {}).get("message") or call.opened.content[:500])
+        except RouterError:
+            message = call.opened.content[:500].decode(errors="replace")
+        err = RouterError(f"engine: {message}")
+        err.status, err.code = status, "upstream_rejected"
+        await self._finish(call, err)
+        return error_response(call.shape, err)
+
+    # --- streaming ------------------------------------------------------------------------------
+    def _stream_response(self, call: Call, body: AsyncIterator[bytes]) -> StreamingResponse:
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **call_headers(call)}
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+    async def _start_stream(self, call: Call) -> Response:
+        call.opened = await self._open(call)
+        if call.opened.status != 200:
+            return await self._upstream_error(call)
+        return self._stream_response(call, self._guarded(call, self._relay(call)))
+
+    async def _queued_stream(self, call: Call, admit: asyncio.Future[Ticket]) -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[bytes]:
+            while True:
+                done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
+                if done:
+                    break
+                yield b": keep-alive\n\n"
+            self._admitted(call, admit.result())
+            call.opened = await self._open(call)
+            if call.opened.status != 200:
+                raise UpstreamError(f"engine answered {call.opened.status}: {call.opened.content[:300]!r}")
+            async for chunk in self._relay(call):
+                yield chunk
+
+        try:
+            async for chunk in self._guarded(call, body()):
+                yield chunk
+        finally:
+            admit.cancel()
+
+    async def _guarded(self, call: Call, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Errors after the response started become an error event; every path is finished once."""
+        try:
+            async for chunk in body:
+                yield chunk
+        except RouterError as e:
+            await self._finish(call, e)
+            yield sse_error(call.shape, e)
+        except BaseException as e:  # client went away (cancelled) or a bug: finish, then re-raise
+            await self._finish(call, e)
+            raise
+        else:
+            await self._finish(call, None)
+
+    async def _relay(self, call: Call) -> AsyncIterator[bytes]:
+        """Forward SSE events as they complete; hold the final bytes until usage is metered."""
+        assert call.opened is not None
+        anthropic = AnthropicStream(str(call.prep.parsed.mode_fields.get("model"))) if call.shape == "anthropic" \
+            else None
+        if anthropic:
+            yield anthropic.start()
+        splitter = SseSplitter()
+        last = None
+        finished = False
+        async for chunk in call.opened.chunks():
+            for event in splitter.feed(chunk):
+                payload = data_of(event)
+                if payload is None:
+                    continue
+                if payload == "[DONE]":
+                    finished = True
+                    continue
+                try:
+                    obj = json.loads(payload)
+                except json.JSONDecodeError:
+                    continue
+                if "error" in obj and "choices" not in obj:
+                    raise UpstreamError(f"engine error mid-stream: {obj['error']}")
+                if obj.get("usage"):
+                    call.usage = usage_from_openai(obj["usage"])
+                if any(has_token(c) for c in obj.get("choices") or []):
+                    now = time.perf_counter()
+                    if call.first_token_at is None:
+                        call.first_token_at = now
+                    elif last is not None:
+                        self.metrics.itl.labels(**call.labels).observe(now - last)
+                    last = now
+                if anthropic:
+                    out = anthropic.feed(obj)
+                    if out:
+                        yield out
+                elif obj.get("choices") or call.prep.parsed.include_usage:
+                    yield event + b"\n\n"
+        if not finished and anthropic is None:
+            raise UpstreamError("the engine's stream ended without [DONE]")
+        await self._meter(call, None)
+        yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
+
+    # --- completion ---------------------------------------------------------------------------
+    async def _meter(self, call: Call, error: BaseException | None) -> None:
+        """Durably record usage (before the final bytes). Only admitted requests are metered."""
+        if call.ticket is None or call.metered:
+            return
+        call.metered = True
+        if isinstance(error, asyncio.CancelledError):
+            call.status, call.error = "cancelled", "client disconnected"
+        elif error is not None:
+            call.status, call.error = "error", str(error)[:500]
+        record = usage_record(call)
+        if isinstance(error, asyncio.CancelledError) or not getattr(self.meter, "blocking", True):
+            self.meter.record(record)  # no awaiting inside a cancelled task; or a meter that never blocks
+        else:
+            await asyncio.to_thread(self.meter.record, record)
+
+    async def _finish(self, call: Call, error: BaseException | None) -> None:
+        if call.finished:
+            return
+        call.finished = True
+        if isinstance(error, RouterError):
+            call.code = error.status
+            if isinstance(error, AdmissionRejected):
+                self.metrics.rejections.labels(error.limit).inc()
+            elif error.status in (401, 403, 413, 429, 503):
+                self.metrics.rejections.labels(error.code).inc()
+        elif isinstance(error, asyncio.CancelledError):
+            call.code = 499
+        elif error is not None:
+            call.code = 500
+        try:
+            await self._meter(call, error)
+        finally:
+            if call.opened is not None:
+                await _quiet_close(call.opened)
+            if call.ticket is not None:
+                call.ticket.release(call.usage)
+            observe(call, self.metrics, log_requests=self.config.server.log_requests)
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _quiet_close(opened: Opened) -> None:
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(opened.close())
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:20]}"

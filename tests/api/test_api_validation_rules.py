@@ -1,0 +1,151 @@
+"""Every example is accepted, every bad spec refused with the same message by the API server's
+checks (schema + CEL, via tests/crdcheck.py) and by the pydantic models; CEL and Python rules agree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from builders import MDBuilder, make_md
+from crdcheck import apply_defaults, cel_results, crd_schema, server_errors
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from supernode.api import rules
+from supernode.api.models import AcceleratorType, ModelDeployment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _example_docs() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(ROOT.joinpath("examples").rglob("*.yaml")):
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if isinstance(doc, dict) and doc.get("kind") == "ModelDeployment":
+                docs.append((f"{path.relative_to(ROOT)}#{i}", doc))
+    return docs
+
+
+EXAMPLES = _example_docs()
+
+
+def test_the_examples_include_the_three_documented_deployments() -> None:
+    names = {doc["metadata"]["name"] for _, doc in EXAMPLES}
+    assert {"v4-pro", "v4-flash", "tiny"} <= names
+
+
+@pytest.mark.parametrize(("where", "doc"), EXAMPLES, ids=[w for w, _ in EXAMPLES])
+def test_example_is_accepted_by_schema_cel_and_pydantic(where: str, doc: dict[str, Any]) -> None:
+    assert server_errors(doc) == []
+    ModelDeployment.from_obj(doc)
+
+
+def _pydantic_errors(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    try:
+        ModelDeployment.from_obj(obj)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
+            out.append((path + (err.get("ctx") or {}).get("field_path", ""), err["msg"]))
+        return out
+    return []
+
+
+Mutation = Callable[[MDBuilder], MDBuilder]
+# (case, mutation, expected field path, expected message for CEL rules (None: a schema check))
+BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
+    ("tensor below 1", lambda b: b.parallelism(tensor=0), "spec.parallelism.tensor", None),
+    ("unknown accelerator", lambda b: b.accelerator("tpu-v5", 4), "spec.accelerator.type", None),
+    ("unsupported source scheme", lambda b: b.set("spec.model.source", "ftp://x/y"), "spec.model.source", None),
+    ("typo in a field name", lambda b: b.set("spec.replica", 2), "spec.replica", None),
+    ("negative replicas", lambda b: b.replicas(-1), "spec.replicas", None),
+    ("no modes", lambda b: b.modes(), "spec.modes", None),
+    ("unknown mode", lambda b: b.modes("fast"), "spec.modes[0]", None),
+    ("missing model", lambda b: b.unset("spec.model"), "spec.model", None),
+    ("port out of range", lambda b: b.set("spec.engine.port", 70000), "spec.engine.port", None),
+    ("unknown toleration effect", lambda b: b.tolerate("k", effect="Sometimes"),
+     "spec.placement.tolerations[0].effect", None),
+    ("empty alias", lambda b: b.model("m", ""), "spec.model.aliases[0]", None),
+    ("cpu asking for devices", lambda b: b.accelerator("cpu", 4).parallelism(tensor=4),
+     "spec.accelerator.devicesPerPod", "accelerator.devicesPerPod must be 0 when accelerator.type is cpu"),
+    ("accelerator without devices", lambda b: b.accelerator("ascend-910c", 0),
+     "spec.accelerator.devicesPerPod",
+     "accelerator.devicesPerPod must be at least 1 for accelerator types other than cpu"),
+    ("world not a multiple of devices per pod", lambda b: b.accelerator("ascend-910c", 16).parallelism(tensor=12),
+     "spec.parallelism",
+     "parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod"),
+    ("expert not dividing the world", lambda b: b.accelerator("nvidia-h200", 8).parallelism(tensor=8, expert=3),
+     "spec.parallelism.expert", "parallelism.expert must divide tensor x pipeline x data"),
+    ("autoscaling min above max", lambda b: b.replicas(3).autoscaling(3, 2), "spec.autoscaling.minReplicas",
+     "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+    ("replicas above autoscaling max", lambda b: b.replicas(5).autoscaling(1, 4), "spec.replicas",
+     "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"),
+    ("replicas below autoscaling min", lambda b: b.replicas(1).autoscaling(2, 4), "spec.replicas",
+     "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"),
+    ("rollout that cannot progress", lambda b: b.rollout(0, 0), "spec.rollout",
+     "rollout.maxSurge + rollout.maxUnavailable must be greater than 0 (a rollout could never progress)"),
+    ("backoff above its cap", lambda b: b.set("spec.recovery", {"backoffSeconds": 100, "maxBackoffSeconds": 50}),
+     "spec.recovery.backoffSeconds", "recovery.backoffSeconds must not exceed recovery.maxBackoffSeconds"),
+    ("a mode twice", lambda b: b.modes("think-high", "think-high"), "spec.modes", "modes must not repeat a mode"),
+    ("alias equal to the name", lambda b: b.model("m", "m"), "spec.model.aliases",
+     "model.aliases must not contain model.name"),
+    ("alias twice", lambda b: b.model("m", "a", "a"), "spec.model.aliases", "model.aliases must not repeat a name"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "path", "message"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_bad_spec_is_refused_by_server_checks_and_pydantic(
+    case: str, mutate: Mutation, path: str, message: str | None
+) -> None:
+    obj = mutate(make_md("bad")).dict()
+    server = server_errors(obj)
+    local = _pydantic_errors(obj)
+    assert server, f"{case}: the API server checks accepted it"
+    assert local, f"{case}: pydantic accepted it"
+    assert path in [p for p, _ in server], server
+    assert path in [p for p, _ in local], local
+    if message is not None:
+        assert (path, message) in server
+        assert local == [(path, message)]
+
+
+def test_a_good_baseline_passes_so_each_bad_case_breaks_one_thing() -> None:
+    assert server_errors(make_md("good").dict()) == []
+    assert _pydantic_errors(make_md("good").dict()) == []
+
+
+# Random specs within the schema's bounds: the CEL rule and its Python twin must agree on each.
+_specs = st.fixed_dictionaries(
+    {
+        "model": st.fixed_dictionaries({"name": st.sampled_from(["m", "a"]), "source": st.just("builtin://x"),
+                                        "aliases": st.lists(st.sampled_from(["a", "b", "m"]), max_size=3)}),
+        "accelerator": st.fixed_dictionaries({"type": st.sampled_from([t.value for t in AcceleratorType]),
+                                              "devicesPerPod": st.integers(0, 16)}),
+        "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline", "data",
+                                                                              "expert")}),
+        "replicas": st.integers(0, 6),
+        "modes": st.lists(st.sampled_from(["non-think", "think-high", "think-max"]), min_size=1, max_size=3),
+        "rollout": st.fixed_dictionaries({"maxSurge": st.integers(0, 2), "maxUnavailable": st.integers(0, 2)}),
+        "recovery": st.fixed_dictionaries({"backoffSeconds": st.integers(1, 20),
+                                           "maxBackoffSeconds": st.integers(1, 20)}),
+    },
+    optional={"autoscaling": st.fixed_dictionaries({"minReplicas": st.integers(0, 5),
+                                                    "maxReplicas": st.integers(1, 5)})},
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_specs)
+def test_cel_and_python_rules_agree(spec: dict[str, Any]) -> None:
+    spec_schema = crd_schema()["properties"]["spec"]
+    defaulted = apply_defaults(spec_schema, spec)
+    cel = {message: ok for _, message, ok in cel_results(spec_schema, defaulted)}
+    for rule in rules.RULES:
+        assert cel[rule.message] == rule.check(defaulted), rule.name
+    obj = {"metadata": {"name": "x"}, "spec": spec}
+    assert bool(_pydantic_errors(obj)) == (not all(cel.values()))

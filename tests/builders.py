@@ -1,0 +1,235 @@
+"""Fluent builders for test objects (cf. LeaderWorkerSet test/wrappers).
+
+    make_md("x").replicas(2).accelerator("ascend-910c", 16).group(pods=2).obj()   # ModelDeployment
+    make_node("a3-0").superpod("sp-0").ascend(16).obj()                           # NodeInfo
+    make_inventory().superpods(3, nodes=4, devices=16).add(make_node("c")).obj()   # Inventory
+    k8s_node("a3-0", labels=..., allocatable=...), k8s_pod("p", "a3-0", {...})    # API dicts
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from supernode.api import constants as C
+from supernode.api.models import ModelDeployment
+from supernode.operator.types import Inventory, NodeInfo, Taint
+
+
+class MDBuilder:
+    def __init__(self, name: str):
+        self._obj: dict[str, Any] = {
+            "apiVersion": C.API_VERSION,
+            "kind": C.KIND,
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "model": {"name": f"{name}-model", "source": "builtin://tiny"},
+                "accelerator": {"type": "cpu"},
+                "replicas": 1,
+            },
+        }
+        self._parallelism_set = False
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self._obj["spec"]  # type: ignore[no-any-return]
+
+    def replicas(self, n: int) -> MDBuilder:
+        self.spec["replicas"] = n
+        return self
+
+    def model(self, name: str, *aliases: str, source: str | None = None) -> MDBuilder:
+        self.spec["model"] = {"name": name, "aliases": list(aliases),
+                              "source": source or self.spec["model"]["source"]}
+        return self
+
+    def accelerator(self, type_: str, devices_per_pod: int = 0, resource_name: str | None = None) -> MDBuilder:
+        self.spec["accelerator"] = {"type": type_, "devicesPerPod": devices_per_pod}
+        if resource_name:
+            self.spec["accelerator"]["resourceName"] = resource_name
+        return self
+
+    def parallelism(self, tensor: int = 1, pipeline: int = 1, data: int = 1, expert: int = 1) -> MDBuilder:
+        self.spec["parallelism"] = {"tensor": tensor, "pipeline": pipeline, "data": data, "expert": expert}
+        self._parallelism_set = True
+        return self
+
+    def group(self, pods: int) -> MDBuilder:
+        """`pods` pods per group: tensor = devices per pod (or 1 on cpu), data = pods."""
+        per_pod = self.spec["accelerator"].get("devicesPerPod", 0) or 1
+        return self.parallelism(tensor=per_pod, data=pods)
+
+    def placement(self, supernode: str | None = None, *, spread: bool | None = None,
+                  label: str | None = None, **node_selector: str) -> MDBuilder:
+        placement = self.spec.setdefault("placement", {})
+        if supernode is not None:
+            placement["supernode"] = supernode
+        if spread is not None:
+            placement["spreadGroups"] = spread
+        if label is not None:
+            placement["supernodeLabel"] = label
+        if node_selector:
+            placement["nodeSelector"] = node_selector
+        return self
+
+    def node_selector(self, selector: dict[str, str]) -> MDBuilder:
+        self.spec.setdefault("placement", {})["nodeSelector"] = dict(selector)
+        return self
+
+    def tolerate(self, key: str | None, value: str | None = None, effect: str | None = None,
+                 operator: str | None = None) -> MDBuilder:
+        tol: dict[str, Any] = {"key": key, "operator": operator or ("Equal" if value is not None else "Exists")}
+        if value is not None:
+            tol["value"] = value
+        if effect is not None:
+            tol["effect"] = effect
+        self.spec.setdefault("placement", {}).setdefault("tolerations", []).append(tol)
+        return self
+
+    def modes(self, *modes: str) -> MDBuilder:
+        self.spec["modes"] = list(modes)
+        return self
+
+    def autoscaling(self, min_replicas: int, max_replicas: int) -> MDBuilder:
+        self.spec["autoscaling"] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+        return self
+
+    def rollout(self, max_surge: int, max_unavailable: int) -> MDBuilder:
+        self.spec["rollout"] = {"maxSurge": max_surge, "maxUnavailable": max_unavailable}
+        return self
+
+    def set(self, path: str, value: Any) -> MDBuilder:
+        """Set any field by dotted camelCase path under the object ("spec.engine.port")."""
+        *parents, last = path.split(".")
+        node = self._obj
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+        return self
+
+    def unset(self, path: str) -> MDBuilder:
+        *parents, last = path.split(".")
+        node = self._obj
+        for key in parents:
+            node = node[key]
+        node.pop(last, None)
+        return self
+
+    def dict(self) -> dict[str, Any]:
+        obj = copy.deepcopy(self._obj)
+        acc = obj["spec"].get("accelerator", {})
+        if not self._parallelism_set and acc.get("devicesPerPod"):
+            obj["spec"]["parallelism"] = {"tensor": acc["devicesPerPod"]}
+        return obj
+
+    def obj(self) -> ModelDeployment:
+        return ModelDeployment.from_obj(self.dict())
+
+
+def make_md(name: str = "md") -> MDBuilder:
+    return MDBuilder(name)
+
+
+class NodeBuilder:
+    def __init__(self, name: str):
+        self.name = name
+        self.labels: dict[str, str] = {}
+        self.allocatable: dict[str, int] = {}
+        self.used: dict[str, int] = {}
+        self.taints: list[Taint] = []
+        self.ready = True
+        self.unschedulable = False
+
+    def label(self, key: str, value: str) -> NodeBuilder:
+        self.labels[key] = value
+        return self
+
+    def superpod(self, sp: str, key: str = C.NODE_LABEL_ASCEND_SUPERPOD) -> NodeBuilder:
+        return self.label(key, sp)
+
+    def clique(self, clique: str) -> NodeBuilder:
+        return self.label(C.NODE_LABEL_NVIDIA_CLIQUE, clique)
+
+    def devices(self, resource: str, count: int, used: int = 0) -> NodeBuilder:
+        self.allocatable[resource] = count
+        if used:
+            self.used[resource] = used
+        return self
+
+    def ascend(self, count: int = 16, used: int = 0) -> NodeBuilder:
+        return self.devices(C.RESOURCE_ASCEND, count, used)
+
+    def nvidia(self, count: int = 8, used: int = 0, product: str | None = None) -> NodeBuilder:
+        if product:
+            self.label(C.NODE_LABEL_NVIDIA_PRODUCT, product)
+        return self.devices(C.RESOURCE_NVIDIA, count, used)
+
+    def taint(self, key: str, value: str | None = None, effect: str = "NoSchedule") -> NodeBuilder:
+        self.taints.append(Taint(key=key, value=value, effect=effect))
+        return self
+
+    def not_ready(self) -> NodeBuilder:
+        self.ready = False
+        return self
+
+    def cordoned(self) -> NodeBuilder:
+        self.unschedulable = True
+        return self
+
+    def obj(self) -> NodeInfo:
+        return NodeInfo(name=self.name, labels=dict(self.labels), allocatable=dict(self.allocatable),
+                        used=dict(self.used), taints=tuple(self.taints), ready=self.ready,
+                        unschedulable=self.unschedulable)
+
+
+def make_node(name: str) -> NodeBuilder:
+    return NodeBuilder(name)
+
+
+class InventoryBuilder:
+    def __init__(self) -> None:
+        self._nodes: list[NodeInfo] = []
+
+    def add(self, *nodes: NodeBuilder | NodeInfo) -> InventoryBuilder:
+        self._nodes.extend(n.obj() if isinstance(n, NodeBuilder) else n for n in nodes)
+        return self
+
+    def superpods(self, count: int, nodes: int = 4, devices: int = 16, prefix: str = "sp-") -> InventoryBuilder:
+        """`count` Ascend SuperPoDs `{prefix}{s}` of `nodes` nodes `{prefix}{s}-n{i}` with `devices` NPUs."""
+        for s in range(count):
+            for i in range(nodes):
+                self.add(make_node(f"{prefix}{s}-n{i}").superpod(f"{prefix}{s}").ascend(devices))
+        return self
+
+    def cpu_nodes(self, count: int, prefix: str = "cpu-") -> InventoryBuilder:
+        return self.add(*(make_node(f"{prefix}{i}") for i in range(count)))
+
+    def obj(self) -> Inventory:
+        return Inventory(nodes=tuple(self._nodes))
+
+
+def make_inventory() -> InventoryBuilder:
+    return InventoryBuilder()
+
+
+def k8s_node(name: str, *, labels: dict[str, Any] | None = None, allocatable: dict[str, Any] | None = None,
+             taints: list[dict[str, Any]] | None = None, ready: bool = True,
+             unschedulable: bool = False) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"taints": taints or [], "unschedulable": unschedulable},
+        "status": {"allocatable": {"cpu": "192", "memory": "1500Gi", "pods": "110", **(allocatable or {})},
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def k8s_pod(name: str, node: str | None, devices: dict[str, Any], *, labels: dict[str, str] | None = None,
+            namespace: str = "default", phase: str = "Running") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {"nodeName": node, "containers": [
+            {"name": "main", "resources": {"limits": dict(devices), "requests": {"cpu": "1", **devices}}}]},
+        "status": {"phase": phase},
+    }

@@ -1,0 +1,280 @@
+"""A small OpenAI-compatible fake engine for router tests and benchmarks (real HTTP via uvicorn).
+
+It answers chat/completions (streaming and not) with `reasoning_content` when the mode asks for
+thinking, reports usage (prompt, cached, completion, reasoning tokens), serves `/health` and vLLM-named
+`/metrics`, and can simulate a prefix cache (LRU of N blocks; prefill cost ∝ uncached blocks),
+limited concurrency, slow or failing starts and hangs. Run standalone:
+`python tests/router/fake_engine.py --port 8101 [--cache-blocks N --block-cost-ms X --concurrency C]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+BLOCK = 64  # bytes of rendered prompt per cache block
+
+
+@dataclass
+class Behaviour:
+    name: str = "engine"
+    fail_status: int | None = None  # answer this status before any byte
+    first_byte_delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    hang_after_first_chunk: bool = False
+    answer_words: int = 6
+    cache_blocks: int = 0  # 0 = no prefix cache simulation
+    block_cost_s: float = 0.0  # prefill time per uncached block
+    decode_s: float = 0.0  # time per generated chunk when simulating
+    concurrency: int = 0  # 0 = unlimited
+
+
+@dataclass
+class EngineState:
+    behaviour: Behaviour
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: int = 0
+    completed: int = 0
+    running: int = 0
+    waiting: int = 0
+    cache: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    hit_blocks: int = 0
+    total_blocks: int = 0
+    semaphore: asyncio.Semaphore | None = None
+
+
+def render(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        parts = []
+        for m in body["messages"]:
+            c = m.get("content")
+            text = c if isinstance(c, str) else "".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+            parts.append(f"<|{m.get('role', '')}|>{text}\n")
+        return "".join(parts)
+    p = body.get("prompt", "")
+    return p if isinstance(p, str) else json.dumps(p)
+
+
+def block_keys(text: str) -> list[bytes]:
+    data = text.encode()
+    keys, h = [], b""
+    for i in range(0, len(data) - BLOCK + 1, BLOCK):
+        h = hashlib.blake2b(h + data[i : i + BLOCK], digest_size=8).digest()
+        keys.append(h)
+    return keys
+
+
+def prefill(state: EngineState, text: str) -> tuple[int, int]:
+    """Look up and insert the prompt's blocks in the LRU; (cached blocks, total blocks)."""
+    keys = block_keys(text)
+    hit = 0
+    for k in keys:
+        if k not in state.cache:
+            break
+        hit += 1
+    for k in keys:
+        state.cache[k] = None
+        state.cache.move_to_end(k)
+    while len(state.cache) > state.behaviour.cache_blocks:
+        state.cache.popitem(last=False)
+    state.hit_blocks += hit
+    state.total_blocks += len(keys)
+    return hit, len(keys)
+
+
+def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
+    app = FastAPI()
+    st = EngineState(behaviour or Behaviour())
+    if st.behaviour.concurrency:
+        st.semaphore = asyncio.Semaphore(st.behaviour.concurrency)
+    app.state.engine = st
+
+    def plan(body: dict[str, Any]) -> tuple[list[str], list[str], dict[str, Any], float]:
+        b = st.behaviour
+        kwargs = body.get("chat_template_kwargs") or {}
+        thinking = bool(kwargs.get("thinking"))
+        text = render(body)
+        prompt_tokens = max(1, len(text) // 4)
+        cached_tokens, prefill_s = 0, 0.0
+        if b.cache_blocks:
+            hit, total = prefill(st, text)
+            cached_tokens = hit * BLOCK // 4
+            prefill_s = (total - hit) * b.block_cost_s
+        limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 10_000)
+        reasoning = [f"think{i} " for i in range(3)] if thinking else []
+        words = [f"{b.name}-w{i} " for i in range(b.answer_words)]
+        reasoning, words = reasoning[:limit], words[: max(0, limit - len(reasoning))]
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reasoning) + len(words),
+                 "total_tokens": prompt_tokens + len(reasoning) + len(words),
+                 "prompt_tokens_details": {"cached_tokens": cached_tokens},
+                 "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}
+        return reasoning, words, usage, prefill_s
+
+    @contextlib.asynccontextmanager
+    async def slot() -> AsyncIterator[None]:
+        st.waiting += 1
+        try:
+            if st.semaphore:
+                await st.semaphore.acquire()
+        finally:
+            st.waiting -= 1
+        st.running += 1
+        try:
+            yield
+        finally:
+            st.running -= 1
+            if st.semaphore:
+                st.semaphore.release()
+
+    async def generate(request: Request, chat: bool) -> Response:
+        body = await request.json()
+        st.requests.append(body)
+        b = st.behaviour
+        if b.fail_status:
+            return JSONResponse({"error": {"message": f"{b.name} failing"}}, status_code=b.fail_status)
+        if b.first_byte_delay_s and not body.get("stream"):
+            await asyncio.sleep(b.first_byte_delay_s)
+        rid = f"cmpl-{len(st.requests)}"
+        created = int(time.time())
+        obj = "chat.completion" if chat else "text_completion"
+        if not body.get("stream"):
+            async with slot():
+                reasoning, words, usage, prefill_s = plan(body)
+                if prefill_s or b.decode_s:
+                    await asyncio.sleep(prefill_s + b.decode_s * len(words))
+            st.completed += 1
+            if chat:
+                msg: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
+                if reasoning:
+                    msg["reasoning_content"] = "".join(reasoning)
+                choice: dict[str, Any] = {"index": 0, "message": msg, "finish_reason": "stop"}
+            else:
+                choice = {"index": 0, "text": "".join(words), "finish_reason": "stop"}
+            return JSONResponse({"id": rid, "object": obj, "created": created, "model": body.get("model"),
+                                 "choices": [choice], "usage": usage})
+
+        async def events() -> AsyncIterator[bytes]:
+            def chunk(delta: dict[str, Any] | None, finish: str | None = None, usage: Any = None) -> bytes:
+                choices = [] if delta is None else (
+                    [{"index": 0, "delta": delta, "finish_reason": finish}] if chat
+                    else [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}])
+                data: dict[str, Any] = {"id": rid, "object": obj + ".chunk", "created": created,
+                                        "model": body.get("model"), "choices": choices}
+                if usage is not None:
+                    data["usage"] = usage
+                return f"data: {json.dumps(data)}\n\n".encode()
+
+            try:
+                async with slot():
+                    reasoning, words, usage, prefill_s = plan(body)
+                    await asyncio.sleep(b.first_byte_delay_s + prefill_s)
+                    yield chunk({"role": "assistant", "content": ""})
+                    if b.hang_after_first_chunk:
+                        await asyncio.sleep(3600)
+                    for piece in reasoning:
+                        yield chunk({"reasoning_content": piece})
+                    for piece in words:
+                        if b.chunk_delay_s or b.decode_s:
+                            await asyncio.sleep(b.chunk_delay_s or b.decode_s)
+                        yield chunk({"content": piece})
+                    yield chunk({}, finish="stop")
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        yield chunk(None, usage=usage)
+                    yield b"data: [DONE]\n\n"
+                st.completed += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                st.cancelled += 1
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await generate(request, True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await generate(request, False)
+
+    @app.post("/generate")
+    async def sglang_generate(request: Request) -> Response:
+        return JSONResponse({"text": "ok"})
+
+    @app.post("/reset")
+    async def reset() -> Response:
+        """Benchmarks: empty the cache and counters between runs."""
+        st.cache.clear()
+        st.requests.clear()
+        st.hit_blocks = st.total_blocks = st.completed = st.cancelled = 0
+        return JSONResponse({"ok": True})
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=503 if st.behaviour.fail_status else 200)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    @app.get("/get_model_info")
+    @app.get("/model_info")
+    async def model_info() -> Response:
+        return JSONResponse({"model_path": "fake", "tokenizer_path": None, "is_generation": True})
+
+    @app.get("/get_server_info")
+    @app.get("/server_info")
+    async def server_info() -> Response:
+        return JSONResponse({"model_path": "fake", "disaggregation_mode": "null"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        text = (f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"fake\"}} "
+                f"{st.running}\nvllm:num_requests_waiting{{model_name=\"fake\"}} {st.waiting}\n"
+                f"vllm:gpu_cache_usage_perc{{model_name=\"fake\"}} "
+                f"{len(st.cache) / st.behaviour.cache_blocks if st.behaviour.cache_blocks else 0.0}\n"
+                f"fake:prefix_hit_blocks_total {st.hit_blocks}\nfake:prefix_blocks_total {st.total_blocks}\n"
+                f"fake:requests_completed_total {st.completed}\n")
+        return Response(text, media_type="text/plain")
+
+    return app
+
+
+async def serve_many(ports: list[int], make: Callable[[int], Behaviour]) -> None:
+    """Several engines in one process (one event loop): a cheap simulated fleet."""
+    servers = [uvicorn.Server(uvicorn.Config(create_engine_app(make(i)), host="127.0.0.1", port=p,
+                                             log_level="warning", access_log=False)) for i, p in enumerate(ports)]
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, nargs="+", required=True, help="one engine per port, all in this process")
+    ap.add_argument("--name", default="engine")
+    ap.add_argument("--cache-blocks", type=int, default=0)
+    ap.add_argument("--block-cost-ms", type=float, default=0.0)
+    ap.add_argument("--decode-ms", type=float, default=0.0)
+    ap.add_argument("--concurrency", type=int, default=0)
+    ap.add_argument("--answer-words", type=int, default=6)
+    a = ap.parse_args()
+
+    def make(i: int) -> Behaviour:
+        return Behaviour(name=f"{a.name}{i}", cache_blocks=a.cache_blocks, block_cost_s=a.block_cost_ms / 1000,
+                         decode_s=a.decode_ms / 1000, concurrency=a.concurrency, answer_words=a.answer_words)
+
+    asyncio.run(serve_many(a.port, make))
+
+
+if __name__ == "__main__":
+    main()
