@@ -1,5 +1,4 @@
 """DeepSeek chat special tokens (the spellings DeepSeek V3/V4 tokenizers use) and mode prefixes."""
-# ruff: noqa: RUF001  (the DeepSeek special tokens really use FULLWIDTH VERTICAL LINE)
 
 from __future__ import annotations
 

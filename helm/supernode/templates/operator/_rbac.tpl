@@ -1,0 +1,46 @@
+{{/*
+The operator's permissions, in one place. They mirror supernode.operator.kube.REQUIRED_PERMISSIONS
+(what the client wrapper calls) plus what kopf itself needs (CRD discovery, Events);
+tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
+*/}}
+
+{{/* Rules on namespaced resources: in the ClusterRole (all namespaces) or a Role per watched namespace. */}}
+{{- define "supernode.operator.namespacedRules" -}}
+- apiGroups: [supernode.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [supernode.io]
+  resources: [modeldeployments/status]
+  verbs: [get, patch, update]
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, patch, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
+
+{{/* Rules on cluster-scoped resources: always in the ClusterRole. */}}
+{{- define "supernode.operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: [nodes, namespaces]
+  verbs: [get, list, watch]
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- end -}}

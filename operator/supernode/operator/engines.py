@@ -1,0 +1,206 @@
+"""The engine container of one replica-group pod, per engine type (pure).
+
+Every pod of a group runs the same container; its node rank and the leader's address arrive through
+env (`$(SUPERNODE_RANK)`, `$(SUPERNODE_LEADER_ADDR)`, expanded by the kubelet in command/args), so
+one template serves a StatefulSet (rank = pod index) and a LeaderWorkerSet (rank = worker index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from supernode.api import constants as C
+from supernode.api.models import EngineType, Mode, ModelDeployment
+
+MODEL_DIR = "/models"
+RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader
+DP_RPC_PORT = 13345  # vLLM data-parallel RPC port on the leader
+
+DEFAULT_IMAGES: dict[tuple[str, str], str] = {
+    ("builtin", "any"): "ghcr.io/supernode-io/supernode:0.1.0",
+    ("vllm", "nvidia"): "vllm/vllm-openai:v0.11.0",
+    ("vllm", "ascend"): "quay.io/ascend/vllm-ascend:v0.11.0rc0",
+    ("vllm", "cpu"): "vllm/vllm-openai:v0.11.0",
+    ("sglang", "any"): "lmsysorg/sglang:latest",
+    ("mindie", "any"): "swr.cn-south-1.myhuaweicloud.com/ascendhub/mindie:2.1.RC1-800I-A3-py311-openeuler24.03-lts",
+}
+MINDIE_RANKTABLE_DIR = "/user/serverid/devindex/config"  # where MindCluster mounts hccl.json
+
+
+@dataclass(frozen=True, slots=True)
+class GroupContext:
+    """What a pod needs to know about its group, as strings the kubelet expands."""
+
+    index: int
+    pods: int  # node ranks in the group
+    leader_addr: str  # e.g. "$(LWS_LEADER_ADDRESS)" or the leader's headless DNS name
+    rank_env: dict[str, Any]  # env entry (minus name) giving the node rank
+    supernode: str | None = None
+
+
+def image_for(md: ModelDeployment) -> str:
+    if md.spec.engine.image:
+        return md.spec.engine.image
+    engine, vendor = md.spec.engine.type.value, md.spec.accelerator.type.vendor
+    return DEFAULT_IMAGES.get((engine, vendor)) or DEFAULT_IMAGES[(engine, "any")]
+
+
+def device_kind(md: ModelDeployment) -> str:
+    return {"ascend": "npu", "nvidia": "cuda", "cpu": "cpu"}[md.spec.accelerator.type.vendor]
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def base_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
+    spec, par = md.spec, md.spec.parallelism
+    env: list[dict[str, Any]] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": C.ENV_RANK, **ctx.rank_env},
+        _env(C.ENV_WORLD_SIZE, str(ctx.pods)),
+        _env(C.ENV_LEADER_ADDR, ctx.leader_addr),
+        _env(C.ENV_LEADER_PORT, str(RENDEZVOUS_PORT)),
+        _env(C.ENV_DEVICES_PER_POD, str(spec.accelerator.devices_per_pod)),
+        _env(C.ENV_TENSOR_PARALLEL, str(par.tensor)),
+        _env(C.ENV_EXPERT_PARALLEL, str(par.expert)),
+        _env(C.ENV_PIPELINE_PARALLEL, str(par.pipeline)),
+        _env(C.ENV_DATA_PARALLEL, str(par.data)),
+        _env(C.ENV_DEPLOYMENT, md.metadata.name),
+        _env(C.ENV_GROUP, str(ctx.index)),
+        _env(C.ENV_MODEL_NAME, spec.model.name),
+        _env(C.ENV_MODEL_DIR, MODEL_DIR),
+        _env(C.ENV_DEVICE, device_kind(md)),
+        _env(C.ENV_HTTP_PORT, str(spec.engine.port)),
+    ]
+    if ctx.supernode:
+        env.append(_env(C.ENV_SUPERNODE_ID, ctx.supernode))
+    vendor = spec.accelerator.type.vendor
+    if vendor == "ascend":
+        env += [_env(C.ENV_HCCL_IF_IP, "$(POD_IP)"), _env(C.ENV_HCCL_SOCKET_IFNAME, "eth0"),
+                _env(C.ENV_GLOO_SOCKET_IFNAME, "eth0"), _env(C.ENV_HCCL_BUFFSIZE, "1024")]
+        if spec.accelerator.type.value in ("ascend-910c", "ascend-950"):  # A3 / SuperPoD generations
+            env.append(_env(C.ENV_HCCL_OP_EXPANSION_MODE, "AIV"))
+    elif vendor == "nvidia":
+        env += [_env(C.ENV_NCCL_SOCKET_IFNAME, "eth0"), _env(C.ENV_GLOO_SOCKET_IFNAME, "eth0")]
+    else:
+        env.append(_env(C.ENV_GLOO_SOCKET_IFNAME, "eth0"))
+    overrides = dict(spec.engine.env)
+    env = [e for e in env if e["name"] not in overrides]
+    env += [_env(k, v) for k, v in sorted(overrides.items())]
+    return env
+
+
+def _served_names(md: ModelDeployment) -> list[str]:
+    return [md.spec.model.name, *md.spec.model.aliases]
+
+
+def _is_deepseek_v4(md: ModelDeployment) -> bool:
+    text = f"{md.spec.model.name} {md.spec.model.source}".lower()
+    return "deepseek-v4" in text or "deepseek_v4" in text
+
+
+def _builtin(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
+    return ["supernode", "engine", "serve"], []
+
+
+def _vllm(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
+    spec, par = md.spec, md.spec.parallelism
+    rank = f"$({C.ENV_RANK})"
+    shell_extra = ""
+    args = [MODEL_DIR, "--served-model-name", *_served_names(md), "--host", "0.0.0.0",
+            "--port", str(spec.engine.port), "--tensor-parallel-size", str(par.tensor)]
+    if par.pipeline > 1:
+        args += ["--pipeline-parallel-size", str(par.pipeline)]
+    if par.data > 1:
+        args += ["--data-parallel-size", str(par.data)]
+    if par.expert > 1:
+        args.append("--enable-expert-parallel")
+    if ctx.pods > 1:
+        per_dp_rank = par.tensor * par.pipeline
+        devices = max(1, spec.accelerator.devices_per_pod)
+        if par.data > 1 and per_dp_rank <= devices and par.data % ctx.pods == 0:
+            # Whole DP ranks per pod: vLLM's Ray-free multi-node data parallel (workers headless).
+            local = par.data // ctx.pods
+            shell_extra = f"--data-parallel-start-rank $$(({local} * ${C.ENV_RANK}))"
+            args += ["--data-parallel-size-local", str(local),
+                     "--data-parallel-address", f"$({C.ENV_LEADER_ADDR})", "--data-parallel-rpc-port",
+                     str(DP_RPC_PORT)]
+        else:
+            # One TP/PP world spans pods: multiprocessing multi-node (no Ray).
+            args += ["--nnodes", str(ctx.pods), "--node-rank", rank, "--master-addr",
+                     f"$({C.ENV_LEADER_ADDR})", "--master-port", str(RENDEZVOUS_PORT)]
+    if _is_deepseek_v4(md):
+        args += ["--reasoning-parser", "deepseek_v4"]
+        if Mode.THINK_MAX in spec.modes:
+            args += ["--max-model-len", "393216"]
+    args += ["--trust-remote-code"]
+    return ["/bin/sh", "-c", _leader_or_headless("vllm serve", ctx, shell_extra)], args
+
+
+def _leader_or_headless(cmd: str, ctx: GroupContext, extra: str) -> str:
+    """Workers (rank > 0) of a multi-node vLLM group run `--headless` (no API server)."""
+    run = f'exec {cmd} "$@"' + (f" {extra}" if extra else "")
+    if ctx.pods == 1:
+        return run
+    return f'if [ "${C.ENV_RANK}" = "0" ]; then {run}; else {run} --headless; fi'
+
+
+def _sglang(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
+    spec, par = md.spec, md.spec.parallelism
+    args = ["--model-path", MODEL_DIR, "--served-model-name", spec.model.name, "--host", "0.0.0.0",
+            "--port", str(spec.engine.port), "--tp", str(par.tensor * par.pipeline)]
+    if par.data > 1:
+        args += ["--dp", str(par.data), "--enable-dp-attention"]
+    if par.expert > 1:
+        args += ["--ep", str(par.expert)]
+    if ctx.pods > 1:
+        args += ["--nnodes", str(ctx.pods), "--node-rank", f"$({C.ENV_RANK})",
+                 "--dist-init-addr", f"$({C.ENV_LEADER_ADDR}):{RENDEZVOUS_PORT}"]
+    if md.spec.accelerator.type.vendor == "ascend":
+        args += ["--device", "npu", "--attention-backend", "ascend"]
+    args += ["--trust-remote-code"]
+    return ["python3", "-m", "sglang.launch_server"], args
+
+
+def _mindie(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
+    # MindIE Service reads its multi-node setup from env (MIES_CONTAINER_IP, RANKTABLEFILE) and
+    # config.json (multiNodesInferEnabled); the rank table is written by MindCluster's controller.
+    return ["/bin/sh", "-c", "exec /usr/local/Ascend/mindie/latest/mindie-service/bin/mindieservice_daemon"], []
+
+
+def mindie_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
+    env = [_env("MIES_CONTAINER_IP", "$(POD_IP)"), _env("MIES_CONFIG_JSON_PATH", f"{MODEL_DIR}/mindie-config.json")]
+    if ctx.pods > 1:
+        env += [_env("RANKTABLEFILE", f"{MINDIE_RANKTABLE_DIR}/hccl.json"), _env("WORLD_SIZE", str(
+            ctx.pods * max(1, md.spec.accelerator.devices_per_pod)))]
+    return env
+
+
+COMMANDS: dict[EngineType, Callable[[ModelDeployment, GroupContext], tuple[list[str], list[str]]]] = {
+    EngineType.BUILTIN: _builtin,
+    EngineType.VLLM: _vllm,
+    EngineType.SGLANG: _sglang,
+    EngineType.MINDIE: _mindie,
+}
+
+
+def engine_container(md: ModelDeployment, ctx: GroupContext) -> dict[str, Any]:
+    spec = md.spec
+    command, args = COMMANDS[spec.engine.type](md, ctx)
+    if command[:2] == ["/bin/sh", "-c"] and args:
+        command = [*command, "engine"]  # "$0" for sh -c; "$@" = args
+    env = base_env(md, ctx)
+    if spec.engine.type == EngineType.MINDIE:
+        env += mindie_env(md, ctx)
+    return {
+        "name": "engine",
+        "image": image_for(md),
+        "command": command,
+        "args": [*args, *spec.engine.args],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"},
+                  {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+    }

@@ -1,0 +1,83 @@
+"""Names, labels and the template revision of the objects the operator renders (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from supernode.api import constants as C
+from supernode.api.models import ModelDeployment
+
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller (k8s >= 1.28)
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"  # set by the LWS controller
+LWS_GROUP = "leaderworkerset.x-k8s.io"
+LWS_VERSION = "v1"
+LWS_PLURAL = "leaderworkersets"
+LWS_CRD_NAME = f"{LWS_PLURAL}.{LWS_GROUP}"
+
+
+def label_value(value: str) -> str:
+    """A string made safe for a label value (63 chars, alnum ends, [-_.] inside)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63].strip("-_.")
+    return cleaned or "x"
+
+
+def revision(md: ModelDeployment) -> str:
+    """Hash of everything that changes what a group runs; replicas, rollout and recovery do not."""
+    spec = md.spec
+    relevant: dict[str, Any] = {
+        "model": spec.model.model_dump(mode="json"),
+        "engine": spec.engine.model_dump(mode="json"),
+        "accelerator": spec.accelerator.model_dump(mode="json"),
+        "parallelism": spec.parallelism.model_dump(mode="json"),
+        "resources": spec.resources.model_dump(mode="json"),
+        "modes": [str(m) for m in spec.modes],
+        "placement": spec.placement.model_dump(
+            mode="json", include={"node_selector", "tolerations", "scheduler_name", "priority_class_name"}),
+    }
+    blob = json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def group_name(md_name: str, index: int, rev: str) -> str:
+    """`<md>-g<index>-<rev>`: a replaced group never reuses its predecessor's name (surge at the same slot)."""
+    return f"{md_name[:36]}-g{index}-{rev[:6]}"
+
+
+def leader_service_name(md_name: str) -> str:
+    return md_name[:63]
+
+
+def deployment_labels(md_name: str) -> dict[str, str]:
+    return {C.LABEL_DEPLOYMENT: label_value(md_name), C.LABEL_MANAGED_BY: C.MANAGED_BY_VALUE}
+
+
+def group_labels(md: ModelDeployment, index: int, rev: str) -> dict[str, str]:
+    return {
+        **deployment_labels(md.metadata.name),
+        C.LABEL_GROUP: str(index),
+        C.LABEL_REVISION: rev,
+        C.LABEL_MODEL: label_value(md.spec.model.name),
+        C.LABEL_NAME: "supernode-engine",
+        C.LABEL_COMPONENT: "engine",
+    }
+
+
+def selector_string(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def status_selector(md_name: str) -> str:
+    """`status.selector` for /scale (HPA): the leader pods of every group."""
+    return selector_string({C.LABEL_DEPLOYMENT: label_value(md_name), C.LABEL_ROLE: C.ROLE_LEADER})
+
+# Operator-internal (only the operator reads it): hash of the manifest last applied to an object, so a
+# resync compares hashes instead of diffing server-defaulted fields and writes nothing when equal.
+ANNOTATION_APPLIED_HASH = "supernode.io/applied-hash"
+
+
+def manifest_hash(obj: dict[str, Any]) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

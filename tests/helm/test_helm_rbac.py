@@ -1,0 +1,177 @@
+"""Least privilege, both ways: the chart's RBAC grants every permission the operator's and router's
+code needs (derived from their own declarations), and nothing beyond them.
+
+Needs the operator branch (supernode.operator.kube.REQUIRED_PERMISSIONS) and the router branch
+(kubernetes discovery)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+from helm_chart_support import NAMESPACE, REPO, Objects, find
+
+from supernode.api import constants as C
+from supernode.operator.kube import REQUIRED_PERMISSIONS as OPERATOR_PERMISSIONS
+
+Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+# What kopf itself does for any operator, whatever our handlers: watch and patch the handled resource
+# (finalizer, progress annotations), post Events, scan CRDs for resource discovery. (kube.py declares
+# these too; kept here so the chart stays right even if that declaration shrinks.)
+KOPF_FRAMEWORK: set[Perm] = {
+    (C.GROUP, C.PLURAL, "list"), (C.GROUP, C.PLURAL, "watch"), (C.GROUP, C.PLURAL, "patch"),
+    (C.GROUP, f"{C.PLURAL}/status", "patch"),
+    ("", "events", "create"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+# Kubernetes client methods -> the permission each needs. Custom-object calls get their resource from
+# the arguments (constants.PLURAL = ModelDeployments). A router call not in this table fails the test.
+CLIENT_CALLS: dict[str, tuple[str, str, str] | str] = {
+    "list_namespaced_pod": ("", "pods", "list"),
+    "list_pod_for_all_namespaces": ("", "pods", "list"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", "list"),
+    "list_endpoint_slice_for_all_namespaces": ("discovery.k8s.io", "endpointslices", "list"),
+    "list_namespaced_custom_object": "list",
+    "list_cluster_custom_object": "list",
+    "get_namespaced_custom_object": "get",
+}
+API_CALL = re.compile(r"^(list|read|get|create|patch|replace|delete|watch|connect)_\w+$")
+ROUTER_SRC = REPO / "router" / "supernode" / "router"
+
+
+def router_permissions() -> set[Perm]:
+    """Derived from the router's source: every Kubernetes client call in modules importing `kubernetes`
+    (a streamed call through kubernetes.watch adds the `watch` verb for the same resource)."""
+    perms: set[Perm] = set()
+    for path in sorted(ROUTER_SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        imports_k8s = any(
+            (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "kubernetes")
+            or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "kubernetes" for a in n.names))
+            for n in ast.walk(tree))
+        if not imports_k8s:
+            continue
+        streamed = {a.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and n.func.attr == "stream" for a in n.args if isinstance(a, ast.Attribute)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            if not API_CALL.match(name) or name in {"load_incluster_config", "load_kube_config"}:
+                continue
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            assert name in CLIENT_CALLS, f"{where}: Kubernetes call {name}() has no RBAC mapping (chart + this table)"
+            target = CLIENT_CALLS[name]
+            if isinstance(target, str):
+                args = ast.unparse(node)
+                assert "PLURAL" in args and "GROUP" in args, f"{where}: custom object call on an unknown resource"
+                target = (C.GROUP, C.PLURAL, target)
+            perms.add(target)
+            if name in streamed:
+                perms.add((target[0], target[1], "watch"))
+    return perms
+
+
+ROUTER_PERMISSIONS = router_permissions()
+NEVER: set[str] = {"*", "escalate", "bind", "impersonate", "secrets", "deletecollection"}
+
+
+def _field(rule: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(rule, Mapping) and name in rule:
+            return rule[name]
+        if hasattr(rule, name):
+            return getattr(rule, name)
+    raise KeyError(f"rule {rule!r} has none of {names}")
+
+
+def expand(rules: Any) -> set[Perm]:
+    """(group, resource, verb) triples from RBAC-shaped rules: a list of rules, or a mapping of client
+    method -> rules; a rule is a PolicyRule-like mapping/object or a (group, resource, verbs) tuple."""
+    if isinstance(rules, Mapping) and not {"verbs", "resources"} & set(rules):
+        return set().union(*(expand(v) for v in rules.values())) if rules else set()
+    if isinstance(rules, Mapping) or not isinstance(rules, Iterable) or isinstance(rules, str):
+        rules = [rules]
+    out: set[Perm] = set()
+    for rule in rules:
+        if isinstance(rule, tuple) and len(rule) == 3 and all(isinstance(x, str | tuple | list) for x in rule):
+            groups, resources, verbs = ([x] if isinstance(x, str) else list(x) for x in rule)
+        else:
+            groups = _field(rule, "apiGroups", "api_groups", "api_group", "groups", "group")
+            resources = _field(rule, "resources", "resource")
+            verbs = _field(rule, "verbs", "verb")
+            groups, resources, verbs = ([x] if isinstance(x, str) else list(x) for x in (groups, resources, verbs))
+        out |= {(g, r, v) for g in groups for r in resources for v in verbs}
+    return out
+
+
+def granted_to(objects: Objects, service_account_suffix: str) -> dict[str, set[Perm]]:
+    """Permissions bound to the chart's ServiceAccount, by scope ('' = cluster-wide, else namespace)."""
+    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+             for o in objects if o["kind"] in {"Role", "ClusterRole"}}
+    scopes: dict[str, set[Perm]] = {}
+    for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        subjects = binding["subjects"]
+        if not any(s["name"].endswith(service_account_suffix) and s["namespace"] == NAMESPACE for s in subjects):
+            continue
+        ns = binding["metadata"].get("namespace", "")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], "" if ref["kind"] == "ClusterRole" else ns, ref["name"])]
+        scopes.setdefault(ns, set()).update(expand(role["rules"]))
+    return scopes
+
+
+def operator_needs() -> set[Perm]:
+    return expand(OPERATOR_PERMISSIONS) | KOPF_FRAMEWORK
+
+
+def test_router_permissions_are_derived_from_its_discovery_code() -> None:
+    assert ("", "pods", "list") in ROUTER_PERMISSIONS and (C.GROUP, C.PLURAL, "list") in ROUTER_PERMISSIONS
+    assert all(p[1] in {"pods", C.PLURAL, "endpointslices"} for p in ROUTER_PERMISSIONS), ROUTER_PERMISSIONS
+
+
+def test_required_permissions_are_declared() -> None:
+    perms = expand(OPERATOR_PERMISSIONS)
+    assert perms, "supernode.operator.kube.REQUIRED_PERMISSIONS is empty"
+    assert (C.GROUP, C.PLURAL, "watch") in perms | KOPF_FRAMEWORK
+
+
+def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any) -> None:
+    scopes = granted_to(render({}), "-operator")
+    assert set(scopes) == {""}, f"cluster-wide operator should only have a ClusterRole, got scopes {set(scopes)}"
+    need = operator_needs()
+    assert not need - scopes[""], f"missing RBAC for operator calls: {sorted(need - scopes[''])}"
+    assert not scopes[""] - need, f"RBAC grants more than the operator uses: {sorted(scopes[''] - need)}"
+
+
+def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -> None:
+    scopes = granted_to(render({"operator": {"watchNamespaces": ["llm", "batch"]}}), "-operator")
+    assert set(scopes) == {"", "llm", "batch"}
+    need = operator_needs()
+    cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "namespaces", "customresourcedefinitions"}}
+    assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
+    for ns in ("llm", "batch"):
+        assert scopes[ns] == need - cluster_scoped, ns
+
+
+@pytest.mark.parametrize("namespace", ["", "llm"])
+def test_router_rbac_is_read_only_discovery(render: Any, namespace: str) -> None:
+    scopes = granted_to(render({"router": {"discovery": {"namespace": namespace}}}), "-router")
+    assert set(scopes) == {namespace}, "router: one ClusterRole (all namespaces) or one Role (its namespace)"
+    assert scopes[namespace] == ROUTER_PERMISSIONS
+
+
+def test_nothing_dangerous_is_ever_granted(render: Any) -> None:
+    for values in ({}, {"operator": {"watchNamespaces": ["llm"]}, "monitoring": {"kubeStateMetrics": {
+            "serviceAccount": {"name": "ksm"}}}}):
+        for obj in render(values):
+            if obj["kind"] in {"Role", "ClusterRole"}:
+                for group, resource, verb in expand(obj["rules"]):
+                    assert not {group, resource, verb} & NEVER, f"{obj['metadata']['name']}: {resource} {verb}"

@@ -1,0 +1,75 @@
+"""values.schema.json and the chart's own checks refuse bad values with a message naming the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python as helm
+import pytest
+from helm_chart_support import EXAMPLES, load_values
+
+# (case, values, text the error must contain). Schema errors name the JSON pointer of the bad key.
+BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown top-level key", {"opertor": {}}, "opertor"),
+    ("unknown operator key (typo)", {"operator": {"replica": 2}}, "replica"),
+    ("unknown router key", {"router": {"prot": 8080}}, "prot"),
+    ("replicas is not a number", {"operator": {"replicas": "two"}}, "/operator/replicas"),
+    ("two operators (kopf standalone)", {"operator": {"replicas": 2}}, "/operator/replicas"),
+    ("resync not positive", {"operator": {"resyncSeconds": 0}}, "/operator/resyncSeconds"),
+    ("root user", {"podSecurity": {"runAsUser": 0}}, "/podSecurity/runAsUser"),
+    ("privileged router port", {"router": {"port": 80}}, "/router/port"),
+    ("bad service type", {"router": {"service": {"type": "Ingress"}}}, "/router/service/type"),
+    ("missing memory limit", {"router": {"resources": {"limits": {"memory": None}}}}, "/router/resources/limits"),
+    ("bad cpu quantity", {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
+     "/operator/resources/requests/cpu"),
+    ("bad pull policy", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ("bad digest", {"image": {"digest": "md5:abc"}}, "/image/digest"),
+    ("unpinned image tag", {"image": {"tag": "v1 beta"}}, "/image/tag"),
+    ("namespace not a DNS label", {"operator": {"watchNamespaces": ["LLM_Prod"]}}, "/operator/watchNamespaces/0"),
+    ("log level", {"router": {"logLevel": "verbose"}}, "/router/logLevel"),
+    ("ledger path relative", {"router": {"ledger": {"path": "usage.sqlite"}}}, "/router/ledger/path"),
+    ("error ratio above 1", {"monitoring": {"prometheusRule": {"errorRateRatio": 5}}}, "errorRateRatio"),
+    ("scrape interval unit", {"monitoring": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
+    ("network peer typo", {"networkPolicy": {"routerIngressFrom": [{"podSelectr": {}}]}}, "podSelectr"),
+    ("env without name", {"router": {"extraEnv": [{"value": "x"}]}}, "/router/extraEnv/0"),
+]
+
+# Checks the schema cannot express clearly; the templates `fail` with a message instead.
+BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
+    ("latest control-plane tag", {"image": {"tag": "latest"}}, 'image.tag must pin a version'),
+    ("HPA min above max", {"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+     "router.autoscaling.minReplicas (5) must not exceed maxReplicas (2)"),
+    ("persistent ledger with two routers",
+     {"router": {"replicas": 2, "autoscaling": {"enabled": False}, "ledger": {"persistence": {"enabled": True}}}},
+     "router.ledger.persistence.enabled needs router.replicas=1"),
+    ("PDB that blocks drains", {"router": {"replicas": 1, "autoscaling": {"enabled": False}}},
+     "router.pdb.minAvailable (1) must be below the router's replicas (1)"),
+    ("existing SA without name", {"router": {"serviceAccount": {"create": False}}},
+     "router.serviceAccount.name is required"),
+]
+
+
+def test_defaults_and_examples_pass_the_schema(chart: Any) -> None:
+    chart.validate_schema(chart.values)
+    for path in EXAMPLES:
+        chart.validate_schema(load_values(path))
+
+
+@pytest.mark.parametrize(("case", "values", "expected"), BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_schema_rejects_bad_values(chart: Any, case: str, values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as err:
+        chart.validate_schema(values)
+    assert expected in str(err.value), f"{case}: message does not name {expected!r}: {err.value}"
+
+
+def test_render_refuses_values_that_fail_the_schema(chart: Any) -> None:
+    """The same check happens at install time (render validates), not only when asked."""
+    with pytest.raises(helm.HelmValuesError, match="/podSecurity/runAsUser"):
+        chart.render({"podSecurity": {"runAsUser": 0}}, name="sn", namespace="x")
+
+
+@pytest.mark.parametrize(("case", "values", "expected"), BAD_RENDERS, ids=[c[0] for c in BAD_RENDERS])
+def test_templates_fail_with_a_clear_message(chart: Any, case: str, values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        chart.render(values, name="sn", namespace="x")
+    assert expected in str(err.value), f"{case}: {err.value}"
