@@ -116,7 +116,7 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
 
 def preview_rollout(args: argparse.Namespace) -> int:
     from supernode.cli.plan import PlanInputError, load_deployments
-    from supernode.operator.preview import render, simulate
+    from supernode.operator.preview import preview_text
 
     try:
         deployments = load_deployments(args.file)
@@ -124,9 +124,5 @@ def preview_rollout(args: argparse.Namespace) -> int:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
     for md in deployments:
-        r = md.spec.rollout
-        print(f"{md.metadata.name}: {md.spec.replicas} groups, maxSurge {r.max_surge}, maxUnavailable "
-              f"{r.max_unavailable}, drain {r.drain_timeout_seconds}s, new group ready after {args.ready_seconds:.0f}s")
-        ticks = max(1, round(args.ready_seconds / 60.0))
-        print(render(simulate(md, ready_ticks=ticks, tick_seconds=60.0), md.spec.replicas))
+        print(preview_text(md, args.ready_seconds))
     return 0
