@@ -134,3 +134,24 @@ async def test_leader_gives_up_when_it_cannot_renew(k8s: tuple[K8sEmulator, str]
         assert lost is False and not elector.is_leader
     finally:
         await elector.client.close()
+
+
+async def test_run_elected_stops_the_operator_and_exits_1_when_the_lease_is_taken(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    from supernode.operator.elected import EXIT_LOST, run_elected
+
+    emu, url = k8s
+    elector = LeaderElector(KubeClient(Connection(url)), ElectionConfig(
+        "op", "sys", "me", lease_duration=1.0, renew_deadline=0.5, retry_period=0.1))
+    seen: list[str] = []
+
+    async def operate(stop: asyncio.Event) -> None:
+        seen.append("started")
+        await emu.patch_object("leases", "sys", "op", {"spec": {"holderIdentity": "usurper"}},
+                               group="coordination.k8s.io")
+        await stop.wait()
+        seen.append("stopped")
+
+    assert await asyncio.wait_for(run_elected(elector, operate), 5) == EXIT_LOST
+    assert seen == ["started", "stopped"], "the operator runs only as leader and is stopped on loss"
+    assert emu.get("leases", "sys", "op", "coordination.k8s.io")["spec"]["holderIdentity"] == "usurper"
