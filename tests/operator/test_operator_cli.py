@@ -158,3 +158,24 @@ def test_leader_election_flags_are_validated() -> None:
         proc = subprocess.run([sys.executable, "-m", "supernode.cli", "operator", *flags, "--server",
                                "http://127.0.0.1:9"], env=_env(), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+async def test_leader_that_loses_its_lease_exits_1(k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    await setup(emu)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "supernode.cli", "operator", "-A", "--leader-elect", "--server", url, "--identity", "a",
+        "--lease-namespace", "ns", "--lease-duration", "2", "--renew-deadline", "1", "--retry-period", "0.2",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await eventually(lambda: emu.get("leases", "ns", "supernode-operator", "coordination.k8s.io")["spec"][
+            "holderIdentity"] == "a", timeout=15, what="a leads")
+        await emu.patch_object("leases", "ns", "supernode-operator", {"spec": {"holderIdentity": "b"}},
+                               group="coordination.k8s.io")
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 1, out.decode()[-2000:]
+        assert b"lost lease ns/supernode-operator" in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

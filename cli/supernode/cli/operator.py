@@ -95,10 +95,12 @@ def _election_config(args: argparse.Namespace) -> Any:
 
 def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
     import asyncio
+    import logging
+    import os
 
     import kopf
 
-    from supernode.operator.elected import run_elected
+    from supernode.operator.elected import EXIT_LOST, run_elected
     from supernode.operator.kube import KubeClient, load_connection
     from supernode.operator.leader import LeaderElector
 
@@ -109,7 +111,11 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
 
     async def main() -> int:
         client = KubeClient(load_connection(args.server, args.context))
-        return await run_elected(LeaderElector(client, election), operate, liveness=args.liveness)
+        code = await run_elected(LeaderElector(client, election), operate, liveness=args.liveness)
+        if code == EXIT_LOST:  # leadership lost: exit now, not after a graceful asyncio teardown
+            logging.shutdown()
+            os._exit(code)
+        return code
 
     return asyncio.run(main())
 

@@ -49,9 +49,17 @@ async def health_server(url: str | None, elector: LeaderElector) -> AsyncIterato
         await runner.cleanup()
 
 
+def lost_grace(elector: LeaderElector) -> float:
+    """How long a leader that lost the Lease may take to stop reconciling: a standby may acquire
+    `lease_duration` after the last renewal; the leader notices within `renew_deadline + retry_period`."""
+    cfg = elector.config
+    return max(0.2, cfg.lease_duration - cfg.renew_deadline - 2 * cfg.retry_period)
+
+
 async def run_elected(elector: LeaderElector, operate: Operate, *, liveness: str | None = None,
                       stop_timeout: float = 20.0) -> int:
-    """The process's main coroutine in leader-election mode; returns the exit code."""
+    """The process's main coroutine in leader-election mode; returns the exit code. On EXIT_LOST the
+    caller should exit at once (the operator was given only `lost_grace` to stop)."""
     stop = asyncio.Event()  # SIGTERM/SIGINT
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,7 +77,7 @@ async def run_elected(elector: LeaderElector, operate: Operate, *, liveness: str
             kopf_stop.set()
             stop.set()
             await _finish(holding, stop_timeout)
-            await _finish(work, stop_timeout)
+            await _finish(work, lost_grace(elector) if lost else stop_timeout)
             if lost:
                 return EXIT_LOST
             await elector.release()
@@ -82,11 +90,9 @@ async def run_elected(elector: LeaderElector, operate: Operate, *, liveness: str
 
 
 async def _finish(task: asyncio.Task[Any], timeout: float) -> None:
-    try:
-        await asyncio.wait_for(asyncio.shield(task), timeout)
-    except TimeoutError:
+    """Wait for a task to end, cancelling it after `timeout`; never raises, never hangs (bounded)."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("%s did not stop within %.1fs; cancelling", task.get_name(), timeout)
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    except Exception:  # reported by the caller from task.exception()
-        pass
+        await asyncio.wait({task}, timeout=1.0)
