@@ -113,3 +113,29 @@ def test_missing_files_are_reported_not_raised(tmp_path: Path) -> None:
     bad_inventory.write_text("just a string\n")
     out = supernode("plan", "examples/tiny-cpu.yaml", "--inventory", str(bad_inventory))
     assert out.returncode == 2 and "an inventory is a mapping" in out.stderr
+
+
+def test_plan_rollout_previews_steps_like_the_operator(tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "examples/v4-pro-ascend-910c.yaml").read_text())
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["rollout"] = {"maxSurge": 1, "maxUnavailable": 0, "drainTimeoutSeconds": 60}
+    path = tmp_path / "md.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = supernode("plan", str(path), "--rollout")  # no inventory needed for a rollout preview
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("v4-pro: 2 groups, maxSurge 1, maxUnavailable 0, drain 60s")
+    assert "peak groups 3, lowest ready 2" in out.stdout
+    same = supernode("operator", "preview-rollout", str(path))
+    assert same.returncode == 0 and same.stdout == out.stdout, "one implementation behind both commands"
+    data = json.loads(supernode("plan", str(path), "--rollout", "-o", "json", "--ready-seconds", "60").stdout)
+    steps = data["rollouts"][0]["steps"]
+    assert max(s["groups"] for s in steps) == 3 and min(s["ready"] for s in steps) == 2
+    assert sorted(g for s in steps for g in s["delete"]) == sorted(g for s in steps for g in s["drain"])
+    assert len(sorted(g for s in steps for g in s["delete"])) == 2, "both old groups drained then deleted"
+
+
+def test_plan_rollout_bad_input_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "md.yaml"
+    path.write_text("apiVersion: supernode.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: x}\nspec: {}\n")
+    out = supernode("plan", str(path), "--rollout")
+    assert out.returncode == 2 and f"{path}: spec" in out.stderr, out.stderr

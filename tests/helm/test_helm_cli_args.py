@@ -11,7 +11,8 @@ from helm_chart_support import one
 from supernode.cli.main import build_parser
 
 OPERATOR_VARIANTS = {
-    "standalone": {},
+    "leader election": {},
+    "standalone": {"operator": {"replicas": 1, "leaderElection": {"enabled": False}}},
     "all options": {"operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "resyncSeconds": 5,
                                  "extraArgs": ["--context=ignored"]}},
     "namespaced": {"operator": {"watchNamespaces": ["llm", "batch"]}},
@@ -32,7 +33,13 @@ def test_operator_command_line_parses(render: Any, variant: str) -> None:
     argv = operator_argv(container(render(OPERATOR_VARIANTS[variant]), "-operator"))
     args = build_parser().parse_args(argv)
     assert args.command == "operator" and callable(args.func)
-    assert args.standalone and args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.standalone == (variant == "standalone") and args.leader_elect == (variant != "standalone")
+    if args.leader_elect:
+        from supernode.operator.leader import ElectionConfig
+
+        ElectionConfig(args.lease_name, args.lease_namespace, "pod", lease_duration=args.lease_duration,
+                       renew_deadline=args.renew_deadline, retry_period=args.retry_period)  # timings are valid
     assert args.all_namespaces != bool(args.namespace), "exactly one of -A / --namespace"
 
 

@@ -165,3 +165,28 @@ def test_chart_references_the_control_plane_image(dockerfiles: dict[str, Dockerf
     labels = " ".join(dockerfiles["control-plane"].instructions("LABEL"))
     title = re.search(r'org\.opencontainers\.image\.title="([^"]+)"', labels)
     assert title and values["image"]["repository"].endswith("/" + title.group(1))
+
+
+def built_tag(name: str) -> str:
+    """The `docker build -t IMAGE` each Dockerfile documents in its header."""
+    text = (DOCKER / f"{name}.Dockerfile").read_text()
+    match = re.search(rf"docker build -f docker/{re.escape(name)}\.Dockerfile\s+-t\s+(\S+)", text)
+    assert match, f"{name}.Dockerfile: header must show its `docker build -f ... -t IMAGE` command"
+    return match.group(1)
+
+
+def test_operator_default_engine_images_are_the_ones_the_dockerfiles_build() -> None:
+    from supernode.operator.engines import BUILTIN_ENGINE_IMAGES, DEFAULT_IMAGES, IMAGE_REGISTRY, IMAGE_TAG
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert IMAGE_TAG == chart["appVersion"] == version, "engine image tag = chart appVersion = package version"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["image"]
+    org = values["repository"].rsplit("/", 1)[0]
+    assert f"{values['registry']}/{org}" == IMAGE_REGISTRY, "engine images live next to the control-plane image"
+    assert built_tag("control-plane") == f"{values['registry']}/{values['repository']}:{IMAGE_TAG}"
+    for vendor, name in BUILTIN_ENGINE_IMAGES.items():
+        dockerfile = name.removeprefix("supernode-")
+        assert built_tag(dockerfile) == DEFAULT_IMAGES[("builtin", vendor)] == f"{IMAGE_REGISTRY}/{name}:{IMAGE_TAG}"
+    assert {f"engine-{v}" for v in ("cpu", "cuda", "ascend")} == {
+        n.removeprefix("supernode-") for n in BUILTIN_ENGINE_IMAGES.values()}, "every engine Dockerfile is a default"

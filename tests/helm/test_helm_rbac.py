@@ -129,7 +129,16 @@ def granted_to(objects: Objects, service_account_suffix: str) -> dict[str, set[P
 
 
 def operator_needs() -> set[Perm]:
-    return expand(OPERATOR_PERMISSIONS) | KOPF_FRAMEWORK
+    """Everything but the leader-election Lease (granted by a Role in the release namespace only)."""
+    return (expand(OPERATOR_PERMISSIONS) | KOPF_FRAMEWORK) - lease_needs()
+
+
+def lease_needs() -> set[Perm]:
+    return {p for p in expand(OPERATOR_PERMISSIONS) if p[:2] == ("coordination.k8s.io", "leases")}
+
+
+def test_leader_election_permissions_are_declared() -> None:
+    assert {v for _, _, v in lease_needs()} == {"get", "create", "update"}
 
 
 def test_router_permissions_are_derived_from_its_discovery_code() -> None:
@@ -145,7 +154,8 @@ def test_required_permissions_are_declared() -> None:
 
 def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any) -> None:
     scopes = granted_to(render({}), "-operator")
-    assert set(scopes) == {""}, f"cluster-wide operator should only have a ClusterRole, got scopes {set(scopes)}"
+    assert set(scopes) == {"", NAMESPACE}, f"a ClusterRole plus the leader-election Role, got {set(scopes)}"
+    assert scopes[NAMESPACE] == lease_needs(), "the Lease Role grants exactly the Lease calls"
     need = operator_needs()
     assert not need - scopes[""], f"missing RBAC for operator calls: {sorted(need - scopes[''])}"
     assert not scopes[""] - need, f"RBAC grants more than the operator uses: {sorted(scopes[''] - need)}"
@@ -153,12 +163,18 @@ def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any) -> Non
 
 def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -> None:
     scopes = granted_to(render({"operator": {"watchNamespaces": ["llm", "batch"]}}), "-operator")
-    assert set(scopes) == {"", "llm", "batch"}
+    assert set(scopes) == {"", "llm", "batch", NAMESPACE}
+    assert scopes[NAMESPACE] == lease_needs()
     need = operator_needs()
     cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "namespaces", "customresourcedefinitions"}}
     assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
     for ns in ("llm", "batch"):
         assert scopes[ns] == need - cluster_scoped, ns
+
+
+def test_operator_without_leader_election_gets_no_lease_rights(render: Any) -> None:
+    scopes = granted_to(render({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}}), "-operator")
+    assert set(scopes) == {""} and not scopes[""] & lease_needs()
 
 
 @pytest.mark.parametrize("namespace", ["", "llm"])

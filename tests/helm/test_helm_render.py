@@ -90,9 +90,16 @@ def test_default_install_has_the_control_plane(render: Any) -> None:
     objects = render({})
     operator = one(objects, "Deployment", "-operator")
     router = one(objects, "Deployment", "-router")
-    assert operator["spec"]["strategy"]["type"] == "Recreate"  # standalone: never two at once
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate" and operator["spec"]["replicas"] == 2
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--standalone" in args and "--all-namespaces" in args
+    assert "--leader-elect" in args and "--standalone" not in args and "--all-namespaces" in args
+    assert f"--lease-namespace={NAMESPACE}" in args
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # the Lease holder identity
+    pdb = one(objects, "PodDisruptionBudget", "-operator")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= operator["spec"]["template"]["metadata"][
+        "labels"].items()
     assert one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == router["metadata"]["name"]
     pdb = one(objects, "PodDisruptionBudget", "-router")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
@@ -104,13 +111,23 @@ def test_default_install_has_the_control_plane(render: Any) -> None:
     assert one(objects, "ConfigMap", "-dashboard")
 
 
-def test_operator_is_standalone_and_passes_its_options(render: Any) -> None:
+def test_operator_without_leader_election_is_one_standalone_replica(render: Any) -> None:
+    objects = render({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}})
+    operator = one(objects, "Deployment", "-operator")
+    assert operator["spec"]["strategy"]["type"] == "Recreate" and operator["spec"]["replicas"] == 1
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--standalone", "--all-namespaces"] and "--leader-elect" not in args
+    assert not find(objects, "PodDisruptionBudget", "-operator")
+    assert not find(objects, "Role", "-leader-election")
+
+
+def test_operator_passes_its_options(render: Any) -> None:
     operator = one(render(ALL_ON), "Deployment", "-operator")
     container = operator["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["supernode", "operator"]
-    assert container["args"][:2] == ["--standalone", "--all-namespaces"]
-    assert {"--verbose", "--supernode-label=example.com/superpod", "--resync=10"} <= set(container["args"])
-    assert operator["spec"]["strategy"]["type"] == "Recreate" and operator["spec"]["replicas"] == 1
+    assert container["args"][0] == "--leader-elect"
+    assert {"--verbose", "--supernode-label=example.com/superpod", "--resync=10", "--lease-duration=15",
+            "--renew-deadline=10", "--retry-period=2"} <= set(container["args"])
     probe_port = container["livenessProbe"]["httpGet"]["port"]
     assert any(p["name"] == probe_port for p in container["ports"])
     assert f"--liveness=http://0.0.0.0:{container['ports'][0]['containerPort']}/healthz" in container["args"]
@@ -120,7 +137,8 @@ def test_namespaced_watch_uses_roles(render: Any) -> None:
     objects = render(NAMESPACED_WATCH)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in find(objects, "Role")}
     assert roles == {("llm", f"{RELEASE}-supernode-operator"), ("batch", f"{RELEASE}-supernode-operator"),
-                     ("llm", f"{RELEASE}-supernode-router")}
+                     ("llm", f"{RELEASE}-supernode-router"),
+                     (NAMESPACE, f"{RELEASE}-supernode-operator-leader-election")}
     args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=llm" in args and "--namespace=batch" in args and "--all-namespaces" not in args
     assert not find(objects, "ClusterRole", "-router"), "a namespaced router needs no ClusterRole"

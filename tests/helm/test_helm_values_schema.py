@@ -14,7 +14,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown operator key (typo)", {"operator": {"replica": 2}}, "replica"),
     ("unknown router key", {"router": {"prot": 8080}}, "prot"),
     ("replicas is not a number", {"operator": {"replicas": "two"}}, "/operator/replicas"),
-    ("two operators (kopf standalone)", {"operator": {"replicas": 2}}, "/operator/replicas"),
+    ("two operators without leader election", {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}},
+     "/operator/replicas"),
+    ("too many operators", {"operator": {"replicas": 9}}, "/operator/replicas"),
+    ("lease duration not positive", {"operator": {"leaderElection": {"leaseDuration": 0}}},
+     "/operator/leaderElection/leaseDuration"),
     ("resync not positive", {"operator": {"resyncSeconds": 0}}, "/operator/resyncSeconds"),
     ("root user", {"podSecurity": {"runAsUser": 0}}, "/podSecurity/runAsUser"),
     ("privileged router port", {"router": {"port": 80}}, "/router/port"),
@@ -36,6 +40,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
 
 # Checks the schema cannot express clearly; the templates `fail` with a message instead.
 BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
+    ("renew deadline above lease duration", {"operator": {"leaderElection": {"renewDeadline": 30}}},
+     "need retryPeriod < renewDeadline < leaseDuration"),
     ("latest control-plane tag", {"image": {"tag": "latest"}}, 'image.tag must pin a version'),
     ("HPA min above max", {"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
      "router.autoscaling.minReplicas (5) must not exceed maxReplicas (2)"),

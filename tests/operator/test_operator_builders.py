@@ -184,3 +184,23 @@ def test_unplaced_groups_render_nothing() -> None:
     plan = make_plan(md, [["n0"]], [None], unplaced=2)
     objs = builders.desired_objects(md, plan, "r1", lws=False)
     assert sorted({o["metadata"]["labels"].get(C.LABEL_GROUP, "-") for o in objs}) == ["-", "0"]
+
+
+def test_every_engine_and_accelerator_has_a_pinned_default_image() -> None:
+    from types import SimpleNamespace
+
+    from supernode.api.models import AcceleratorType, EngineType
+    from supernode.operator.engines import image_for
+
+    def image(engine: EngineType, acc: AcceleratorType) -> str:  # every pair, valid spec or not
+        spec = SimpleNamespace(engine=SimpleNamespace(image=None, type=engine), accelerator=SimpleNamespace(type=acc))
+        return image_for(SimpleNamespace(spec=spec))  # type: ignore[arg-type]
+
+    for engine in EngineType:
+        for acc in AcceleratorType:
+            assert ":" in image(engine, acc).rsplit("/", 1)[-1], f"{engine}/{acc}: {image(engine, acc)} has no tag"
+    builtin = {acc.vendor: image(EngineType.BUILTIN, acc) for acc in AcceleratorType}
+    assert builtin == {"cpu": "ghcr.io/supernode-io/supernode-engine-cpu:0.1.0",
+                       "nvidia": "ghcr.io/supernode-io/supernode-engine-cuda:0.1.0",
+                       "ascend": "ghcr.io/supernode-io/supernode-engine-ascend:0.1.0"}
+    assert image_for(make_md().engine("builtin", image="mine:1").model_obj()) == "mine:1"

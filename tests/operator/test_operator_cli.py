@@ -17,7 +17,7 @@ from fake_cluster import FakeCluster
 from k8s_emulator import K8sEmulator
 from md_builder import make_md
 from operator_harness import eventually
-from test_operator_lifecycle import MDS, ascend_md, groups, setup, status
+from test_operator_lifecycle import MDS, MERGE, ascend_md, groups, setup, status
 
 from supernode.operator import kube
 
@@ -85,3 +85,97 @@ def test_every_client_method_declares_its_permissions() -> None:
     assert {"create"} <= rules[("", "events")]
     assert {"patch"} <= rules[("supernode.io", "modeldeployments/status")]
     assert {"list", "watch"} <= rules[("", "nodes")] and {"list", "watch"} <= rules[("", "pods")]
+
+
+async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
+        k8s: tuple[K8sEmulator, str], tmp_path: Path) -> None:
+    emu, url = k8s
+    cluster: FakeCluster = await setup(emu)
+    health = {name: _free_port() for name in ("a", "b")}
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in health}
+
+    def holder() -> str:
+        return str((emu.get("leases", "supernode-system", "supernode-operator", "coordination.k8s.io") or {})
+                   .get("spec", {}).get("holderIdentity") or "")
+
+    async def start(name: str) -> None:
+        with logs[name].open("wb") as out:
+            procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "supernode.cli", "operator", "-A", "--leader-elect", "--server", url,
+                "--identity", name, "--lease-namespace", "supernode-system", "--lease-duration", "2",
+                "--renew-deadline", "1.5", "--retry-period", "0.25", "--resync", "0.5", "--log-format", "json",
+                "--liveness", f"http://127.0.0.1:{health[name]}/healthz", env=_env(), stdout=out,
+                stderr=asyncio.subprocess.STDOUT)
+
+    def reconciled(name: str) -> bool:
+        return "GroupCreated" in logs[name].read_text() or "reconcile" in logs[name].read_text().lower()
+
+    try:
+        async with cluster.running(), httpx.AsyncClient(base_url=url) as c:
+            await start("a")
+            await eventually(lambda: holder() == "a", timeout=15, what="a leads")
+            await start("b")
+            await c.post(MDS, json=ascend_md())
+            await eventually(lambda: status(emu).get("readyReplicas") == 2, timeout=20, what="ready via leader")
+            assert await _roles(c, health) == {"a": "leader", "b": "standby"}
+            assert not reconciled("b"), "the standby must not reconcile"
+            procs["a"].kill()  # no release: b must wait for the Lease to expire
+            await procs["a"].wait()
+            killed = asyncio.get_running_loop().time()
+            await eventually(lambda: holder() == "b", timeout=10, what="b takes over")
+            assert asyncio.get_running_loop().time() - killed < 2 + 1.5, "takeover within leaseDuration (+retry)"
+            patch = await c.patch(f"{MDS}/v4", json={"spec": {"replicas": 3}}, headers=MERGE)
+            assert patch.status_code == 200, patch.text
+            await eventually(lambda: status(emu).get("readyReplicas") == 3, timeout=20, what="b converges")
+            assert len(groups(emu)) == 3, "no duplicate groups after failover"
+            assert reconciled("b")
+        procs["b"].terminate()
+        assert await asyncio.wait_for(procs["b"].wait(), 20) == 0, logs["b"].read_text()[-2000:]
+        assert holder() == "", "a clean shutdown releases the Lease"
+    finally:
+        for p in procs.values():
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
+async def _roles(c: httpx.AsyncClient, health: dict[str, int], timeout: float = 15.0) -> dict[str, str]:
+    """Each replica's role from its /healthz, once all answer (a standby serves it too)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return {n: (await c.get(f"http://127.0.0.1:{p}/healthz")).json()["role"] for n, p in health.items()}
+        except httpx.TransportError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def test_leader_election_flags_are_validated() -> None:
+    for flags, message in ((["--standalone", "--leader-elect"], "--standalone means no leader election"),
+                           (["--leader-elect", "--renew-deadline", "20"], "renew-deadline < lease-duration")):
+        proc = subprocess.run([sys.executable, "-m", "supernode.cli", "operator", *flags, "--server",
+                               "http://127.0.0.1:9"], env=_env(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+async def test_leader_that_loses_its_lease_exits_1(k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    await setup(emu)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "supernode.cli", "operator", "-A", "--leader-elect", "--server", url, "--identity", "a",
+        "--lease-namespace", "ns", "--lease-duration", "2", "--renew-deadline", "1", "--retry-period", "0.2",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await eventually(lambda: emu.get("leases", "ns", "supernode-operator", "coordination.k8s.io")["spec"][
+            "holderIdentity"] == "a", timeout=15, what="a leads")
+        await emu.patch_object("leases", "ns", "supernode-operator", {"spec": {"holderIdentity": "b"}},
+                               group="coordination.k8s.io")
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 1, out.decode()[-2000:]
+        assert b"lost lease ns/supernode-operator" in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,5 +1,9 @@
 """`supernode operator [-A | --namespace NS ...]`: run the Kubernetes operator (kopf), or preview a rollout.
 
+Leader election (`--leader-elect`, what the Helm chart runs): every replica competes for a
+coordination.k8s.io Lease; only the holder runs the operator, the others wait as standbys; a leader that
+loses the Lease exits 1 (its pod restarts as a standby). `--standalone`: no election, no peering (dev).
+
 `supernode operator preview-rollout FILE` prints the group-by-group steps a spec change would take,
 from the same rollout planner the operator runs.
 """
@@ -17,7 +21,20 @@ def register(subparsers: Any) -> None:
         "operator", help="run the Kubernetes operator", description=__doc__.splitlines()[0])
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeat)")
-    parser.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    parser.add_argument("--standalone", action="store_true",
+                        help="no leader election and no peering: the only replica (local/dev)")
+    election = parser.add_argument_group("leader election (run several replicas safely)")
+    election.add_argument("--leader-elect", action="store_true",
+                          help="run the operator only while holding the Lease (default off; on in the chart)")
+    election.add_argument("--lease-name", default="supernode-operator", help="Lease name")
+    election.add_argument("--lease-namespace", default=None,
+                          help="Lease namespace (default: $POD_NAMESPACE, else 'default')")
+    election.add_argument("--identity", default=None, help="holder identity (default: $POD_NAME, else host_pid)")
+    election.add_argument("--lease-duration", type=float, default=15.0,
+                          help="seconds a standby waits after the leader's last renewal before taking over")
+    election.add_argument("--renew-deadline", type=float, default=10.0,
+                          help="seconds the leader keeps trying to renew before it gives up leadership")
+    election.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease attempts")
     parser.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--server", default=None, help="API server URL (default: in-cluster or kubeconfig)")
     parser.add_argument("--context", default=None, help="kubeconfig context")
@@ -40,6 +57,16 @@ def run(args: argparse.Namespace) -> int:
     if args.all_namespaces and args.namespace:
         print("supernode operator: use either -A or --namespace", file=sys.stderr)
         return 2
+    if args.standalone and args.leader_elect:
+        print("supernode operator: --standalone means no leader election; drop one of them", file=sys.stderr)
+        return 2
+    election = None
+    if args.leader_elect:
+        try:
+            election = _election_config(args)
+        except ValueError as exc:
+            print(f"supernode operator: {exc}", file=sys.stderr)
+            return 2
     import kopf
 
     from supernode.operator.handlers import OperatorConfig, build_registry
@@ -48,14 +75,54 @@ def run(args: argparse.Namespace) -> int:
     registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
                                              supernode_label=args.supernode_label, metrics_port=args.metrics_port,
                                              metrics_addr=args.metrics_addr))
-    kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
-             standalone=args.standalone, liveness_endpoint=args.liveness)
-    return 0
+    if election is None:
+        kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
+                 standalone=args.standalone, liveness_endpoint=args.liveness)
+        return 0
+    return _run_elected(args, registry, election)
+
+
+def _election_config(args: argparse.Namespace) -> Any:
+    import os
+
+    from supernode.operator.leader import ElectionConfig, default_identity
+
+    return ElectionConfig(name=args.lease_name,
+                          namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
+                          identity=args.identity or default_identity(), lease_duration=args.lease_duration,
+                          renew_deadline=args.renew_deadline, retry_period=args.retry_period)
+
+
+def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
+    import asyncio
+    import logging
+    import os
+
+    import kopf
+
+    from supernode.operator.elected import EXIT_LOST, run_elected
+    from supernode.operator.kube import KubeClient, load_connection
+    from supernode.operator.leader import LeaderElector
+
+    async def operate(stop: asyncio.Event) -> None:
+        # standalone: the Lease, not kopf's peering, keeps the other replicas idle.
+        await kopf.operator(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
+                            standalone=True, stop_flag=stop)
+
+    async def main() -> int:
+        client = KubeClient(load_connection(args.server, args.context))
+        code = await run_elected(LeaderElector(client, election), operate, liveness=args.liveness)
+        if code == EXIT_LOST:  # leadership lost: exit now, not after a graceful asyncio teardown
+            logging.shutdown()
+            os._exit(code)
+        return code
+
+    return asyncio.run(main())
 
 
 def preview_rollout(args: argparse.Namespace) -> int:
     from supernode.cli.plan import PlanInputError, load_deployments
-    from supernode.operator.preview import render, simulate
+    from supernode.operator.preview import preview_text
 
     try:
         deployments = load_deployments(args.file)
@@ -63,9 +130,5 @@ def preview_rollout(args: argparse.Namespace) -> int:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
     for md in deployments:
-        r = md.spec.rollout
-        print(f"{md.metadata.name}: {md.spec.replicas} groups, maxSurge {r.max_surge}, maxUnavailable "
-              f"{r.max_unavailable}, drain {r.drain_timeout_seconds}s, new group ready after {args.ready_seconds:.0f}s")
-        ticks = max(1, round(args.ready_seconds / 60.0))
-        print(render(simulate(md, ready_ticks=ticks, tick_seconds=60.0), md.spec.replicas))
+        print(preview_text(md, args.ready_seconds))
     return 0

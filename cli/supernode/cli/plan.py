@@ -1,8 +1,10 @@
-"""`supernode plan FILE [--inventory FILE] [-o table|yaml|json]`: preview replica-group placement.
+"""`supernode plan FILE [--inventory FILE] [-o table|yaml|json] [--rollout]`: preview replica-group placement.
 
 Runs the operator's pure planner on a ModelDeployment YAML (several documents are planned in
 order, each against the capacity the previous ones left) and prints where every group would go
-and why groups do not fit. Bad input prints `FILE: field.path: reason` and exits 2.
+and why groups do not fit. `--rollout` instead previews the group-by-group steps a spec change would
+take (the operator's rollout planner, as `supernode operator preview-rollout`; no inventory needed).
+Bad input prints `FILE: field.path: reason` and exits 2.
 The steps are separate functions (load, plan, render) so other flags can reuse them.
 """
 
@@ -45,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format")
     parser.add_argument("--supernode-label", default=None,
                         help="node label with the Ascend SuperPoD id (default huawei.com/superpod-id)")
+    parser.add_argument("--rollout", action="store_true",
+                        help="preview the rollout steps of a spec change instead of the placement")
+    parser.add_argument("--ready-seconds", type=float, default=180.0,
+                        help="with --rollout: time a new group takes to become ready")
 
 
 def _read_yaml_documents(path: Path) -> list[Any]:
@@ -182,7 +188,28 @@ def render(plans: list[Plan], fmt: str) -> str:
     return yaml.safe_dump(data, sort_keys=False, width=120).rstrip()
 
 
+def render_rollouts(deployments: list[ModelDeployment], fmt: str, ready_seconds: float) -> str:
+    from supernode.operator.preview import preview_dict, preview_text
+
+    if fmt == "table":
+        return "\n\n".join(preview_text(md, ready_seconds) for md in deployments)
+    data = {"rollouts": [preview_dict(md, ready_seconds) for md in deployments]}
+    if fmt == "json":
+        return json.dumps(data, indent=2)
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, width=120).rstrip()
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "rollout", False):
+        try:
+            deployments = load_deployments(args.file)
+        except PlanInputError as exc:
+            print("\n".join(exc.lines), file=sys.stderr)
+            return 2
+        print(render_rollouts(deployments, args.output, args.ready_seconds))
+        return 0
     try:
         deployments = load_deployments(args.file)
         inventory = load_inventory(args.inventory, deployments)

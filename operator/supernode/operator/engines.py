@@ -18,8 +18,20 @@ MODEL_DIR = "/models"
 RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader
 DP_RPC_PORT = 13345  # vLLM data-parallel RPC port on the leader
 
+# The built-in engine's images are what docker/engine-{cpu,cuda,ascend}.Dockerfile build, in the registry
+# and at the version the Helm chart uses for the control plane (tests/helm/test_helm_dockerfiles.py
+# holds the Dockerfiles' `docker build -t`, the chart's appVersion and pyproject's version to these).
+IMAGE_REGISTRY = "ghcr.io/supernode-io"
+IMAGE_TAG = "0.1.0"
+BUILTIN_ENGINE_IMAGES: dict[str, str] = {  # accelerator vendor -> image name (docker/<name minus supernode->)
+    "cpu": "supernode-engine-cpu",
+    "nvidia": "supernode-engine-cuda",
+    "ascend": "supernode-engine-ascend",
+}
+# One place for every engine's default image (spec.engine.image overrides it), keyed (engine, vendor);
+# "any" is the fallback for vendors without an entry.
 DEFAULT_IMAGES: dict[tuple[str, str], str] = {
-    ("builtin", "any"): "ghcr.io/supernode-io/supernode:0.1.0",
+    **{("builtin", vendor): f"{IMAGE_REGISTRY}/{name}:{IMAGE_TAG}" for vendor, name in BUILTIN_ENGINE_IMAGES.items()},
     ("vllm", "nvidia"): "vllm/vllm-openai:v0.11.0",
     ("vllm", "ascend"): "quay.io/ascend/vllm-ascend:v0.11.0rc0",
     ("vllm", "cpu"): "vllm/vllm-openai:v0.11.0",
@@ -44,7 +56,10 @@ def image_for(md: ModelDeployment) -> str:
     if md.spec.engine.image:
         return md.spec.engine.image
     engine, vendor = md.spec.engine.type.value, md.spec.accelerator.type.vendor
-    return DEFAULT_IMAGES.get((engine, vendor)) or DEFAULT_IMAGES[(engine, "any")]
+    image = DEFAULT_IMAGES.get((engine, vendor)) or DEFAULT_IMAGES.get((engine, "any"))
+    if image is None:  # unreachable for the validated engine/vendor enums; say what is missing if not
+        raise ValueError(f"spec.engine.image: no default image for engine {engine} on {vendor}; set one")
+    return image
 
 
 def device_kind(md: ModelDeployment) -> str:

@@ -71,6 +71,7 @@ LWS = Res(N.LWS_GROUP, N.LWS_VERSION, N.LWS_PLURAL, "LeaderWorkerSet")
 PODS = Res("", "v1", "pods", "Pod")
 NODES = Res("", "v1", "nodes", "Node", namespaced=False)
 EVENTS = Res("", "v1", "events", "Event")
+LEASES = Res("coordination.k8s.io", "v1", "leases", "Lease")
 CRDS = Res("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
 CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS)}
 _CHILD_RULES: tuple[tuple[str, list[str], list[str]], ...] = (
@@ -86,6 +87,10 @@ class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code, self.reason, self.message = code, reason, message
+
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
+"""What a call raises when the API server cannot be reached (besides `ApiError` for an API answer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +218,34 @@ class KubeClient:
                 return False
             raise
         return True
+
+    @needs(("coordination.k8s.io", ["leases"], ["get"]))
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The leader-election Lease, or None when it does not exist yet."""
+        try:
+            lease: dict[str, Any] = await self._call("GET", LEASES.path(namespace, name))
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+        return lease
+
+    @needs(("coordination.k8s.io", ["leases"], ["create"]))
+    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        result: dict[str, Any] = await self._call("POST", LEASES.path(namespace), json=body)
+        return result
+
+    @needs(("coordination.k8s.io", ["leases"], ["update"]))
+    async def update_lease(self, lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the lease's resourceVersion: a concurrent writer makes this fail with 409."""
+        meta = lease["metadata"]
+        body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind, "spec": spec,
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                             "resourceVersion": meta["resourceVersion"]}}
+        result: dict[str, Any] = await self._call("PUT", LEASES.path(meta["namespace"], meta["name"]), json=body)
+        return result
 
     @needs((C.GROUP, [C.PLURAL], ["get", "list", "watch", "patch", "update"]),
            ("", ["pods", "nodes"], ["get", "list", "watch"]),

@@ -7,6 +7,7 @@ ticks later; a draining group serves until `drainTimeoutSeconds` (one tick = `ti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from supernode.api.models import ModelDeployment
 from supernode.operator.rollout import Observed, Step, Target, next_step
@@ -60,3 +61,24 @@ def render(frames: list[Frame], replicas: int) -> str:
     low = min((f.ready for f in frames), default=replicas)
     lines.append(f"peak groups {peak}, lowest ready {low}, done at t={frames[-1].time if frames else 0:.0f}s")
     return "\n".join(lines)
+
+
+def ticks_for(ready_seconds: float, tick_seconds: float = 60.0) -> int:
+    return max(1, round(ready_seconds / tick_seconds))
+
+
+def preview_text(md: ModelDeployment, ready_seconds: float = 180.0, tick_seconds: float = 60.0) -> str:
+    """What `supernode plan --rollout` and `supernode operator preview-rollout` print for one deployment."""
+    r = md.spec.rollout
+    head = (f"{md.metadata.name}: {md.spec.replicas} groups, maxSurge {r.max_surge}, maxUnavailable "
+            f"{r.max_unavailable}, drain {r.drain_timeout_seconds}s, new group ready after {ready_seconds:.0f}s")
+    frames = simulate(md, ready_ticks=ticks_for(ready_seconds, tick_seconds), tick_seconds=tick_seconds)
+    return head + "\n" + render(frames, md.spec.replicas)
+
+
+def preview_dict(md: ModelDeployment, ready_seconds: float = 180.0, tick_seconds: float = 60.0) -> dict[str, Any]:
+    """The same preview as data (for `-o json|yaml`)."""
+    frames = simulate(md, ready_ticks=ticks_for(ready_seconds, tick_seconds), tick_seconds=tick_seconds)
+    return {"deployment": md.metadata.name, "replicas": md.spec.replicas,
+            "steps": [{"time": f.time, "create": list(f.step.create), "drain": list(f.step.drain),
+                       "delete": list(f.step.delete), "ready": f.ready, "groups": len(f.groups)} for f in frames]}

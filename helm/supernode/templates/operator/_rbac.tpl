@@ -44,3 +44,10 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
 {{- end -}}
+
+{{/* The leader-election Lease: only in the release namespace (a Role there), whatever is watched. */}}
+{{- define "supernode.operator.leaderElectionRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
+{{- end -}}
