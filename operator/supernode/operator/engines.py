@@ -118,7 +118,8 @@ def _is_deepseek_v4(md: ModelDeployment) -> bool:
 
 
 def _builtin(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
-    return ["supernode", "engine", "serve"], []
+    # Everything else comes from the SUPERNODE_* env; the bind address must reach other pods.
+    return ["supernode", "engine", "serve"], ["--host", "0.0.0.0"]
 
 
 def _vllm(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
