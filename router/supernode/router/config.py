@@ -64,7 +64,7 @@ class ImbalanceConfig(_Section):
     rel_threshold: float = Field(default=1.25, ge=1.0)
     saturation_guard: bool = Field(default=True, description="Affinity also yields on an endpoint whose load "
                                    "reached its max concurrency while another candidate has a free slot")
-    saturation_slack: float = Field(default=1.0, ge=0, description="Requests allowed to wait on a saturated "
+    saturation_slack: float = Field(default=2.0, ge=0, description="Requests allowed to wait on a saturated "
                                     "affine endpoint before affinity yields (a short wait for a cached prefix "
                                     "can beat a cold prefill elsewhere)")
 
