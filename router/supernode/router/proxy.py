@@ -110,7 +110,7 @@ class Upstream:
         read = max(t.first_byte_s, t.between_chunks_s) if stream else t.total_s
         assert self.client is not None, "the app lifespan opens the HTTP client"
         response = await self.client.post(
-            state.endpoint.url.rstrip("/") + path, data=payload, headers=JSON_HEADERS,
+            state.endpoint.url.rstrip("/") + path, data=payload, headers=JSON_HEADERS, allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=read))
         opened = Opened(state, response, t.between_chunks_s)
         try:
