@@ -61,12 +61,14 @@ class Procs(ExitStack):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="supernode-bench-"))
+        self.pids: dict[str, int] = {}  # name -> pid, e.g. to read a router's CPU time
         self.callback(shutil.rmtree, self.tmp, True)
 
     def spawn(self, args: Sequence[str], name: str) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed by the exit stack
         self.callback(log.close)
         proc = subprocess.Popen(list(args), env=env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.pids[name] = proc.pid
 
         def stop() -> None:
             proc.terminate()
@@ -125,6 +127,15 @@ class Procs(ExitStack):
                 pass
             time.sleep(0.25)
         raise TimeoutError(f"sglang-router not routing after 60s: {self.log_tail(f'sglang-{policy}')}")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads), from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: Sequence[float], q: float) -> float:

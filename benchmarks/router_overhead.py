@@ -5,7 +5,9 @@ same run and against the same engines: direct calls, our router (one worker proc
 `sglang-router` (cache_aware). Latency: sequential non-streaming chat requests (concurrency 1), p50/p99;
 added latency = router p50/p99 minus direct. Throughput: closed loop at fixed concurrency for a few
 seconds. All processes share this machine's cores with the load generator, so absolute req/s are a
-floor; compare the columns.
+floor; compare the columns. `CPU us/req`: the router process's own CPU time (user + system, all
+threads) during the throughput phase per completed request, a figure that moves far less with the
+machine's load than the latencies do.
 
     python benchmarks/router_overhead.py [--requests 300] [--seconds 6] [--concurrency 32]
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from router_bench_common import MODEL, Procs, free_ports, pct
+from router_bench_common import MODEL, Procs, cpu_seconds, free_ports, pct
 
 
 def body(i: int) -> dict[str, object]:
@@ -78,22 +80,31 @@ def main() -> None:
         procs.engines([e1, e2])
         targets: dict[str, str] = {"direct": f"http://127.0.0.1:{e1}"}
         targets["supernode"] = procs.our_router(ours_port, [e1, e2])
+        pids = {"supernode": procs.pids["router"]}
         try:
             targets["sglang-router"] = procs.sglang_router(sg_port, [e1, e2], "cache_aware")
+            pids["sglang-router"] = procs.pids["sglang-cache_aware"]
         except (RuntimeError, TimeoutError) as e:
             print(f"sglang-router: could not run ({e})")
         rows = {}
         for name, url in targets.items():
             lat = asyncio.run(latency(url, a.requests))
+            cpu0 = cpu_seconds(pids[name]) if name in pids else None
+            t0 = time.perf_counter()
             rps, errors = asyncio.run(throughput(url, a.seconds, a.concurrency))
-            rows[name] = (pct(lat, 50) * 1000, pct(lat, 99) * 1000, rps, errors)
+            cpu1 = cpu_seconds(pids[name]) if name in pids else None
+            done = rps * (time.perf_counter() - t0)
+            cpu_us = (cpu1 - cpu0) / done * 1e6 if cpu0 is not None and cpu1 is not None and done else None
+            rows[name] = (pct(lat, 50) * 1000, pct(lat, 99) * 1000, rps, errors, cpu_us)
         base50, base99 = rows["direct"][0], rows["direct"][1]
         print(f"\nrouter overhead: {a.requests} sequential requests; throughput at concurrency {a.concurrency} "
               f"for {a.seconds:g}s (fake engines answer instantly; one router worker process)")
-        print(f"{'target':<15}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'errors':>8}")
-        for name, (p50, p99, rps, errors) in rows.items():
+        print(f"{'target':<15}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}{'errors':>8}"
+              f"{'CPU us/req':>12}")
+        for name, (p50, p99, rps, errors, cpu_us) in rows.items():
             added = ("-", "-") if name == "direct" else (f"{p50 - base50:.2f}", f"{p99 - base99:.2f}")
-            print(f"{name:<15}{p50:>9.2f}{p99:>9.2f}{added[0]:>11}{added[1]:>11}{rps:>9.0f}{errors:>8}")
+            cpu = "-" if cpu_us is None else f"{cpu_us:.0f}"
+            print(f"{name:<15}{p50:>9.2f}{p99:>9.2f}{added[0]:>11}{added[1]:>11}{rps:>9.0f}{errors:>8}{cpu:>12}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class DiscoveryConfig(_Section):
 
 
 class ScorerConfig(_Section):
-    name: Literal["prefix", "load", "session", "kv-cache"]
+    name: Literal["prefix", "load", "headroom", "session", "kv-cache"]
     weight: float = Field(default=1.0, ge=0)
 
 
@@ -64,6 +64,9 @@ class ImbalanceConfig(_Section):
     rel_threshold: float = Field(default=1.25, ge=1.0)
     saturation_guard: bool = Field(default=True, description="Affinity also yields on an endpoint whose load "
                                    "reached its max concurrency while another candidate has a free slot")
+    saturation_slack: float = Field(default=2.0, ge=0, description="Requests allowed to wait on a saturated "
+                                    "affine endpoint before affinity yields (a short wait for a cached prefix "
+                                    "can beat a cold prefill elsewhere)")
 
 
 class PrefixConfig(_Section):
@@ -81,7 +84,7 @@ class RoutingConfig(_Section):
     scorers: list[ScorerConfig] = Field(
         default_factory=lambda: [
             ScorerConfig(name="prefix", weight=2.0),
-            ScorerConfig(name="load", weight=1.0),
+            ScorerConfig(name="headroom", weight=1.0),
             ScorerConfig(name="session", weight=1.0),
         ]
     )

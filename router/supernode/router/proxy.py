@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from supernode.router.config import HealthConfig, TimeoutsConfig
 from supernode.router.contracts import NoCapacity
@@ -22,7 +22,8 @@ from supernode.router.metrics import RouterMetrics
 from supernode.router.routing.profile import Profile
 from supernode.router.routing.state import EndpointState, EndpointTable, RoutingRequest
 
-RETRYABLE = (httpx.TransportError, TimeoutError)
+JSON_HEADERS = {"content-type": "application/json"}
+RETRYABLE = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 class _Retry(Exception):
@@ -38,7 +39,7 @@ class Opened:
     """An upstream response; for streams, the first chunk has already arrived."""
 
     state: EndpointState
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     between_chunks_s: float
     first_chunk: bytes = b""
     content: bytes = b""
@@ -48,12 +49,12 @@ class Opened:
 
     @property
     def status(self) -> int:
-        return self.response.status_code
+        return self.response.status
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.first_chunk:
             yield self.first_chunk
-        it = self.iterator or self.response.aiter_raw().__aiter__()
+        it = self.iterator or self.response.content.iter_any().__aiter__()
         while True:
             try:
                 async with asyncio.timeout(self.between_chunks_s):
@@ -62,7 +63,7 @@ class Opened:
                 return
             except TimeoutError:
                 raise UpstreamTimeout(f"no data from {self.state.key} for {self.between_chunks_s:g}s") from None
-            except httpx.HTTPError as e:
+            except (aiohttp.ClientError, OSError) as e:
                 raise UpstreamError(f"stream from {self.state.key} broke: {type(e).__name__}") from None
             yield chunk
 
@@ -71,7 +72,7 @@ class Opened:
             return
         self._closed = True
         self.state.inflight -= 1
-        await self.response.aclose()
+        self.response.close()  # a fully read response already went back to the pool; else drop the socket
 
     def json(self) -> dict[str, Any]:
         try:
@@ -84,8 +85,8 @@ class Opened:
 
 
 class Upstream:
-    def __init__(self, client: httpx.AsyncClient | None, table: EndpointTable, profile: Profile, metrics: RouterMetrics,
-                 timeouts: TimeoutsConfig, health: HealthConfig, max_attempts: int):
+    def __init__(self, client: aiohttp.ClientSession | None, table: EndpointTable, profile: Profile,
+                 metrics: RouterMetrics, timeouts: TimeoutsConfig, health: HealthConfig, max_attempts: int):
         self.client = client
         self.table = table
         self.profile = profile
@@ -104,23 +105,22 @@ class Upstream:
         self.profile.observe(req, decision.endpoint)
         return decision.endpoint
 
-    async def _attempt(self, state: EndpointState, path: str, body: dict[str, Any], stream: bool) -> Opened:
+    async def _attempt(self, state: EndpointState, path: str, payload: bytes, stream: bool) -> Opened:
         t = self.timeouts
         read = max(t.first_byte_s, t.between_chunks_s) if stream else t.total_s
-        timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.connect_s, pool=t.connect_s)
         assert self.client is not None, "the app lifespan opens the HTTP client"
-        request = self.client.build_request("POST", state.endpoint.url.rstrip("/") + path, json=body,
-                                            timeout=timeout)
-        response = await self.client.send(request, stream=True)  # type: ignore[union-attr]
+        response = await self.client.post(
+            state.endpoint.url.rstrip("/") + path, data=payload, headers=JSON_HEADERS, allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=read))
         opened = Opened(state, response, t.between_chunks_s)
         try:
-            if response.status_code >= 500:
-                raise _Retry(f"{state.key} answered {response.status_code}", alive=True)
-            if not stream or response.status_code != 200:
+            if response.status >= 500:
+                raise _Retry(f"{state.key} answered {response.status}", alive=True)
+            if not stream or response.status != 200:
                 async with asyncio.timeout(t.total_s):
-                    opened.content = await response.aread()
+                    opened.content = await response.read()
                 return opened
-            opened.iterator = response.aiter_raw().__aiter__()
+            opened.iterator = response.content.iter_any().__aiter__()
             async with asyncio.timeout(t.first_byte_s):
                 async for chunk in opened.iterator:
                     if chunk:
@@ -130,11 +130,12 @@ class Upstream:
                 raise _Retry(f"{state.key} closed the stream before the first byte", alive=False)
             return opened
         except BaseException:
-            await response.aclose()
+            response.close()
             raise
 
     async def open(self, req: RoutingRequest, path: str, body: dict[str, Any], *, stream: bool) -> Opened:
         """Send to the best endpoint, retrying others on failures before the first byte."""
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # once for all attempts
         exclude: set[str] = set()
         last_error = ""
         for attempt in range(1, self.max_attempts + 1):
@@ -143,7 +144,7 @@ class Upstream:
                 break
             state.inflight += 1
             try:
-                opened = await self._attempt(state, path, body, stream)
+                opened = await self._attempt(state, path, payload, stream)
                 opened.attempts = attempt
                 return opened
             except (*RETRYABLE, _Retry) as e:

@@ -187,6 +187,7 @@ class Service:
         if anthropic:
             yield anthropic.start()
         splitter = SseSplitter()
+        itl = self.metrics.itl.labels(**call.labels)  # looked up once, observed per token
         last = None
         finished = False
         async for chunk in call.opened.chunks():
@@ -210,7 +211,7 @@ class Service:
                     if call.first_token_at is None:
                         call.first_token_at = now
                     elif last is not None:
-                        self.metrics.itl.labels(**call.labels).observe(now - last)
+                        itl.observe(now - last)
                     last = now
                 if anthropic:
                     out = anthropic.feed(obj)

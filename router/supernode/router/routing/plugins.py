@@ -67,13 +67,14 @@ class LoadGuard:
     abs_threshold: float = 8.0
     rel_threshold: float = 1.25
     saturation: bool = True
+    saturation_slack: float = 0.0  # requests that may wait on a saturated affine endpoint before it yields
 
     def yielding(self, candidates: Sequence[EndpointState]) -> list[bool]:
         if not candidates:
             return []
         min_load = min(s.load for s in candidates)
         free_slot = self.saturation and any(s.load < s.endpoint.max_concurrency for s in candidates)
-        return [(free_slot and s.load >= s.endpoint.max_concurrency)
+        return [(free_slot and s.load >= s.endpoint.max_concurrency + self.saturation_slack)
                 or overloaded(s.load, min_load, self.abs_threshold, self.rel_threshold) for s in candidates]
 
 
@@ -108,6 +109,23 @@ class LoadScorer:
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
         return [1.0 / (1.0 + s.load / max(1, s.endpoint.max_concurrency)) for s in candidates]
+
+
+class HeadroomScorer:
+    """1 while the endpoint has a free slot (load < max concurrency), then 0.5 x max concurrency / load.
+    Unlike `load`, it does not tell busy-but-unsaturated endpoints apart, so prefix, session and the
+    prefix's stable tie-break decide there: a prefix packs onto its home endpoints and spills to the
+    next one in its rendezvous order only when they are full (its replica set grows and shrinks with
+    its load) instead of drifting to whichever endpoint is momentarily idlest."""
+
+    name = "headroom"
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        out = []
+        for s in candidates:
+            cap = max(1, s.endpoint.max_concurrency)
+            out.append(1.0 if s.load < cap else 0.5 * cap / s.load)
+        return out
 
 
 class KvCacheScorer:

@@ -9,6 +9,7 @@ from supernode.router.config import RoutingConfig
 from supernode.router.routing.plugins import (
     ArgmaxPicker,
     Filter,
+    HeadroomScorer,
     HealthyFilter,
     KvCacheScorer,
     LoadGuard,
@@ -90,13 +91,15 @@ def build_profile(config: RoutingConfig, *, seed: int | None = None) -> Profile:
     filters = [FILTERS[name]() for name in config.filters]
     scorers: list[tuple[Scorer, float]] = []
     im = config.imbalance
-    guard = LoadGuard(im.abs_threshold, im.rel_threshold, im.saturation_guard)
+    guard = LoadGuard(im.abs_threshold, im.rel_threshold, im.saturation_guard, im.saturation_slack)
     for sc in config.scorers:
         scorer: Scorer
         if sc.name == "prefix":
             scorer = PrefixScorer(index, guard)
         elif sc.name == "load":
             scorer = LoadScorer()
+        elif sc.name == "headroom":
+            scorer = HeadroomScorer()
         elif sc.name == "session":
             scorer = SessionScorer(sessions, guard)
         else:

@@ -55,6 +55,9 @@ class EndpointState:
             self.healthy = True
 
 
+HOME_KEY_BLOCKS = 4  # the prefix that picks a request's home endpoints: long enough to tell system prompts apart
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingRequest:
     request_id: str
@@ -65,10 +68,13 @@ class RoutingRequest:
 
     @property
     def routing_key(self) -> str:
-        """Deterministic tie-break seed: the session, else the first prompt block."""
-        if self.session:
-            return self.session
-        return str(self.block_hashes[0]) if self.block_hashes else self.request_id
+        """Deterministic tie-break seed: the prompt's leading blocks (its system prompt, say), else the
+        session, else the request id. Seeding with the prefix gives each prefix a stable rendezvous
+        order of endpoints, so all its sessions share a home and, when it overflows, it grows onto the
+        same next endpoints instead of scattering over the fleet."""
+        if self.block_hashes:
+            return str(self.block_hashes[min(len(self.block_hashes), HOME_KEY_BLOCKS) - 1])
+        return self.session or self.request_id
 
 
 class EndpointTable:
