@@ -92,7 +92,8 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
 
 def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
     prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", "router"]
-    argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port))
+    argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port),
+            "--shutdown-timeout", f"{opts.drain_seconds:g}")
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
     env = {ADMIN_KEY_ENV: LOCAL_ADMIN_KEY, **os.environ}
