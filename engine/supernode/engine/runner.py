@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import multiprocessing.process
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -230,24 +228,3 @@ def _cpu_available_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def run_follower(config: EngineConfig, env: DistEnv) -> None:
-    """Entry point of a follower rank's process: load the shard, then follow the leader until shutdown."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
-    ModelRunner(config, env).follower_loop()
-
-
-def spawn_local_followers(config: EngineConfig, envs: Sequence[DistEnv]) -> list[multiprocessing.process.BaseProcess]:
-    """Start one process per extra local rank (`--nproc-per-node`); the caller runs local rank 0 itself.
-
-    A child that dies is noticed by the group's heartbeat (the leader exits non-zero); the children
-    notice a dead leader the same way, so none outlives the group.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    procs: list[multiprocessing.process.BaseProcess] = []
-    for env in envs:
-        p = ctx.Process(target=run_follower, args=(config, env), name=f"supernode-rank{env.rank}", daemon=False)
-        p.start()
-        procs.append(p)
-    return procs
