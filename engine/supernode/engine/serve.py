@@ -69,11 +69,13 @@ def serve(opts: ServeOptions) -> int:
     try:
         return _leader(opts, env) if env.rank == 0 else _follower(opts, env)
     finally:
+        deadline = time.monotonic() + 15  # released followers exit at once; one shared grace period, not 15 s each
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
 
 
 def _engine_config(opts: ServeOptions) -> object:
