@@ -34,7 +34,6 @@ log = logging.getLogger("supernode.operator")
 @dataclass(frozen=True, slots=True)
 class Result:
     writes: int
-    requeue_after: float | None = None  # seconds until something time-driven is due (back-off, drain)
     status: dict[str, Any] | None = None  # the status computed this pass (metrics)
     desired: int = 0
 
@@ -133,11 +132,7 @@ class _Run:
         self.ns, self.name = self.meta.get("namespace") or "default", self.meta["name"]
         self.now = owner.clock()
         self.writes = 0
-        self.requeue: float | None = None
         self.status_out: dict[str, Any] | None = None
-
-    def _due(self, seconds: float) -> None:
-        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -199,7 +194,7 @@ class _Run:
                       capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.requeue, self.status_out, n)
+        return Result(self.writes, self.status_out, n)
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(
@@ -218,8 +213,6 @@ class _Run:
             decision = lifecycle.decide(g, md.spec.recovery, self.now)
             if decision.action == "exhausted":
                 exhausted.append(decision.reason)
-            elif decision.action == "wait":
-                self._due(decision.retry_in)
             elif decision.action == "restart":
                 res = LWS if lws else STATEFULSETS
                 await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
@@ -255,14 +248,11 @@ class _Run:
                 self.writes += 1
             await self._event("Normal", "GroupDraining", f"group {g.index} ({name}) draining for up to "
                               f"{md.spec.rollout.drain_timeout_seconds}s")
-            self._due(float(md.spec.rollout.drain_timeout_seconds))
         for name in step.delete:
             await self._delete_group(name, lws)
             g = by_name[name]
             reason = "GroupRolled" if g.index < md.spec.replicas else "GroupRemoved"
             await self._event("Normal", reason, f"group {g.index} ({name}, revision {g.revision}) deleted")
-        if step.waiting:
-            self._due(1.0)
 
     async def _create(self, obj: dict[str, Any]) -> None:
         obj = _with_hash(obj)
