@@ -58,10 +58,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences per step")
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="tokens per step")
     p.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache size in blocks (default: derived)")
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (must match the router)")
+    p.add_argument(
+        "--block-size", type=int, default=C.DEFAULT_BLOCK_SIZE, help="tokens per KV block (must match the router)"
+    )
     p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond the batch; more get 429")
-    p.add_argument("--default-mode", choices=("non-think", "think-high", "think-max"), default="think-high")
+    p.add_argument("--default-mode", choices=C.MODES, default=C.MODE_THINK_HIGH)
     p.add_argument("--think-high-budget", type=int, default=1024, help="max reasoning tokens in think-high")
     p.add_argument("--think-max-budget", type=int, default=4096, help="max reasoning tokens in think-max")
     p.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from supernode.api.constants import DEFAULT_BLOCK_SIZE
 from supernode.api.models import Mode
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.distributed import DistEnv
@@ -38,7 +39,7 @@ class ServeOptions:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
     num_kv_blocks: int | None = None
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_SIZE
     max_model_len: int | None = None
     max_waiting: int = 256
     default_mode: Mode = Mode.THINK_HIGH
