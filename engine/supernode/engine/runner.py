@@ -10,7 +10,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ import torch.distributed as dist
 
 from supernode.engine.config import ConfigError, EngineConfig
 from supernode.engine.distributed import DistEnv, Heartbeat, exit_on_peer_loss, init_group, resolve_device
+from supernode.engine.engine_types import SeqInput
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.model.paged import build_metadata
 from supernode.engine.parallel import ParallelContext
@@ -26,15 +26,6 @@ from supernode.engine.weights import load_weights, refuse_quantized, torch_dtype
 __all__ = ["EngineConfig", "ModelRunner", "SeqInput"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SeqInput:
-    """One sequence's work in one step."""
-
-    token_ids: list[int]  # tokens to compute now (a prefill chunk, or the one decode token)
-    start_pos: int  # tokens of this sequence already in the KV cache (positions start here)
-    block_table: list[int]  # physical KV block ids covering positions [0, start_pos + len(token_ids))
 
 
 class ModelRunner:

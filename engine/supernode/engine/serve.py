@@ -171,7 +171,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
 
 def _load(opts: ServeOptions, env: DistEnv, state: object, runner_box: list[object], fail: object) -> None:
     from supernode.engine.llm_engine import EngineOptions, LLMEngine
-    from supernode.engine.runner import ModelRunner, SeqInput
+    from supernode.engine.runner import ModelRunner
     from supernode.engine.tokenizer import Tokenizer
 
     started = time.monotonic()
@@ -190,7 +190,6 @@ def _load(opts: ServeOptions, env: DistEnv, state: object, runner_box: list[obje
         max_model_len=max_len,
         max_waiting=opts.max_waiting,
         seed=opts.seed,
-        input_type=SeqInput,
     )
     engine = LLMEngine(runner, tokenizer, options, state.metrics)  # type: ignore[attr-defined]
     engine.on_fatal = lambda exc: fail(f"engine loop failed: {exc}")  # type: ignore[operator]
