@@ -22,7 +22,7 @@ from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import LWS, PDBS, SERVICES, STATEFULSETS, ApiError, KubeClient, Res
+from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
 from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.planner import plan as make_plan
 from supernode.operator.status import Facts, compute_status
@@ -219,7 +219,7 @@ class _Run:
                     C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now)}}})
                 self.writes += 1
                 for pod in g.pods:  # the whole gang goes; its controller recreates every rank
-                    await self.client.delete(_PODS, self.ns, pod.name)
+                    await self.client.delete(PODS, self.ns, pod.name)
                     self.writes += 1
                 await self._event("Warning", "GroupRestarted", decision.reason)
         return exhausted
@@ -244,7 +244,7 @@ class _Run:
             self.writes += 1
             g = by_name[name]
             for pod in g.pods[:1]:  # the leader: the router stops sending it new requests
-                await self.client.patch(_PODS, self.ns, pod.name, {"metadata": {"annotations": stamp}})
+                await self.client.patch(PODS, self.ns, pod.name, {"metadata": {"annotations": stamp}})
                 self.writes += 1
             await self._event("Normal", "GroupDraining", f"group {g.index} ({name}) draining for up to "
                               f"{md.spec.rollout.drain_timeout_seconds}s")
@@ -290,12 +290,12 @@ class _Run:
             elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
                     obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
-                await self.client.patch(_RES_BY_KIND[obj["kind"]], self.ns, key[1], obj)
+                await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1
         names = {g.name for g in live.values()} | {N.leader_service_name(self.name)}
         for kind, name in have:
-            if name not in names and name not in created and kind in _RES_BY_KIND:
-                await self.client.delete(_RES_BY_KIND[kind], self.ns, name)
+            if name not in names and name not in created and kind in CHILD_KINDS:
+                await self.client.delete(CHILD_KINDS[kind], self.ns, name)
                 self.writes += 1
 
     async def _label_leaders(self, groups: list[GroupState], pods: list[Mapping[str, Any]]) -> None:
@@ -304,7 +304,7 @@ class _Run:
         for pod in pods:
             meta = pod["metadata"]
             if meta["name"] in leaders and (meta.get("labels") or {}).get(C.LABEL_ROLE) != C.ROLE_LEADER:
-                await self.client.patch(_PODS, self.ns, meta["name"], {"metadata": {"labels": {
+                await self.client.patch(PODS, self.ns, meta["name"], {"metadata": {"labels": {
                     C.LABEL_ROLE: C.ROLE_LEADER}}})
                 self.writes += 1
 
@@ -325,11 +325,6 @@ class _Run:
         result = await self.client.patch_status(self.ns, self.name, patch)
         self.writes += 1
         self.r._written[self.uid] = (_rv(result.get("metadata", {})), result.get("status", status))
-
-
-_PODS = Res("", "v1", "pods", "Pod")
-_RES_BY_KIND: dict[str, Res] = {"StatefulSet": STATEFULSETS, "Service": SERVICES, "PodDisruptionBudget": PDBS,
-                                "LeaderWorkerSet": LWS}
 
 
 def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
