@@ -14,6 +14,7 @@ from types import FrameType
 
 import yaml
 
+from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.cli.local import procs
 from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
@@ -28,7 +29,6 @@ from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomi
 from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
 
 # The admin API key the local router gets unless SUPERNODE_ADMIN_KEY is set (local use only).
-ADMIN_KEY_ENV = "SUPERNODE_ADMIN_KEY"
 LOCAL_ADMIN_KEY = "sk-local-admin"
 EXIT_BAD_SPEC = 2
 EXIT_CANNOT_START = 1
@@ -95,7 +95,7 @@ def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
     argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port))
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
-    env = {ADMIN_KEY_ENV: LOCAL_ADMIN_KEY, **os.environ}
+    env = {C.ENV_ADMIN_KEY: LOCAL_ADMIN_KEY, **os.environ}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
 
@@ -155,7 +155,7 @@ def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:
     model = next(iter(sup.groups.values())).model if sup.groups else "MODEL"
     tenants = Path(opts.tenants) if opts.tenants else None
     out(snippets(sup.router.url, model, first_api_key(tenants)))
-    admin = os.environ.get(ADMIN_KEY_ENV, LOCAL_ADMIN_KEY)
+    admin = os.environ.get(C.ENV_ADMIN_KEY, LOCAL_ADMIN_KEY)
     out(f"Usage ledger: curl -s {sup.router.url}/admin/usage -H 'Authorization: Bearer {admin}'")
     out(f"Logs: {sup.state_dir / 'logs'}    Status: supernode status --state-dir {opts.state_dir}")
     out("Serving. Ctrl-C stops everything.")
