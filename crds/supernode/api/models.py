@@ -31,6 +31,21 @@ class Mode(StrEnum):
     THINK_MAX = C.MODE_THINK_MAX
 
 
+# Effort values clients send (OpenAI `reasoning_effort`, Anthropic `output_config.effort`, lower-cased) and
+# the mode each means: `none` turns thinking off; low/medium map to high, xhigh/ultra to max (FACTS.md).
+# One table for the router and the engine.
+EFFORT_MODES: dict[str, Mode] = {
+    "none": Mode.NON_THINK,
+    "minimal": Mode.THINK_HIGH,
+    "low": Mode.THINK_HIGH,
+    "medium": Mode.THINK_HIGH,
+    "high": Mode.THINK_HIGH,
+    "xhigh": Mode.THINK_MAX,
+    "max": Mode.THINK_MAX,
+    "ultra": Mode.THINK_MAX,
+}
+
+
 class EngineType(StrEnum):
     BUILTIN = "builtin"
     VLLM = "vllm"
