@@ -70,6 +70,16 @@ class AcceleratorType(StrEnum):
             return "nvidia"
         return "cpu"
 
+    @property
+    def device(self) -> Literal["npu", "cuda", "cpu"]:
+        """The torch device kind engines run on (`SUPERNODE_DEVICE`, the engine's `--device`)."""
+        return DEVICE_KINDS[self.vendor]
+
+
+# Torch device kind per accelerator vendor, and the env var that limits a process to its devices.
+DEVICE_KINDS: dict[str, Literal["npu", "cuda", "cpu"]] = {"ascend": "npu", "nvidia": "cuda", "cpu": "cpu"}
+VISIBLE_DEVICES_ENV: dict[str, str] = {"npu": C.ENV_ASCEND_VISIBLE_DEVICES, "cuda": C.ENV_CUDA_VISIBLE_DEVICES}
+
 
 class SupernodePolicy(StrEnum):
     REQUIRED = "Required"  # every pod of a group inside one supernode

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
-from supernode.api.models import EngineType, ModelDeployment
+from supernode.api.models import VISIBLE_DEVICES_ENV, EngineType, ModelDeployment
 from supernode.cli.local.machine import Policy
 from supernode.operator.types import Plan
 
 LOCALHOST = "127.0.0.1"
-VISIBLE_DEVICES_ENV = {"cuda": C.ENV_CUDA_VISIBLE_DEVICES, "npu": C.ENV_ASCEND_VISIBLE_DEVICES}
 
 
 @dataclass(frozen=True, slots=True)

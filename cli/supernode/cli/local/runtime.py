@@ -19,7 +19,7 @@ from supernode.api.models import ModelDeployment
 from supernode.cli.local import procs
 from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
 from supernode.cli.local.detach import fork_into_background
-from supernode.cli.local.inventory import local_inventory, torch_device_for
+from supernode.cli.local.inventory import local_inventory
 from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
 from supernode.cli.local.report import first_api_key, snippets, stack_table
@@ -83,7 +83,7 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
             model_dir = ensure_checkpoint(state_dir, preset_of(md), python=opts.python, out=out)
         except CheckpointError as exc:
             raise CannotStart(f"{md.metadata.name}: {exc}") from exc
-        device = torch_device_for(md.spec.accelerator.type.vendor)
+        device = md.spec.accelerator.type.device
         groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
                                 ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
                                 device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None)
