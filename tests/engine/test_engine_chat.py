@@ -27,6 +27,7 @@ MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "
         ({"thinking": {"type": "enabled"}, "reasoning_effort": "max"}, Mode.THINK_MAX),
         ({"reasoning_effort": "low"}, Mode.THINK_HIGH),
         ({"reasoning_effort": "none"}, Mode.NON_THINK),
+        ({"reasoning_effort": "Max"}, Mode.THINK_MAX),  # case-insensitive, as the router reads it
         ({"chat_template_kwargs": {"thinking": False}, "thinking": {"type": "enabled"}}, Mode.NON_THINK),
     ],
 )

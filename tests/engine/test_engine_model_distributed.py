@@ -20,7 +20,7 @@ from supernode.api.constants import ENV_LEADER_ADDR, ENV_LEADER_PORT, ENV_RANK, 
 from supernode.engine.checkpoint import init_checkpoint
 from supernode.engine.config import EngineConfig
 from supernode.engine.distributed import PEER_LOST_EXIT_CODE, DistEnv
-from supernode.engine.runner import ModelRunner, SeqInput, spawn_local_followers
+from supernode.engine.runner import ModelRunner, SeqInput
 
 WORKER = Path(__file__).with_name("engine_model_worker.py")
 
@@ -144,23 +144,32 @@ def test_dist_env_from_env_with_local_ranks() -> None:
         DistEnv.from_env({}, nproc_per_node=2, local_rank=2)
 
 
-def test_local_ranks_spawned_in_process_follow_the_leader(ckpt: Path) -> None:
-    """`--nproc-per-node 2` on one pod: this process is local rank 0 (leader), a spawned child is rank 1."""
+def test_a_local_rank_started_by_the_cli_follows_the_leader(ckpt: Path) -> None:
+    """`--nproc-per-node 2` on one pod: this process is local rank 0 (leader); rank 1 is what
+    `supernode engine serve` starts for it (`--local-rank 1`)."""
     port = _free_port()
     env = {ENV_RANK: "0", ENV_WORLD_SIZE: "1", ENV_LEADER_PORT: str(port)}
     config = EngineConfig(str(ckpt), tensor_parallel=2, num_kv_blocks=8, heartbeat_timeout_s=10, cpu_threads=1)
-    children = spawn_local_followers(config, [DistEnv.from_env(env, nproc_per_node=2, local_rank=1)])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(ckpt), "--tensor-parallel", "2",
+         "--num-kv-blocks", "8", "--cpu-threads", "1", "--nproc-per-node", "2", "--local-rank", "1"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     failures: list[str] = []
-    leader = ModelRunner(config, DistEnv.from_env(env, nproc_per_node=2, local_rank=0), on_peer_failure=failures.append)
     try:
-        got = leader.run([SeqInput([1, 2, 3, 4, 5], 0, [0, 1])])
+        leader = ModelRunner(config, DistEnv.from_env(env, nproc_per_node=2, local_rank=0), failures.append)
+        try:
+            got = leader.run([SeqInput([1, 2, 3, 4, 5], 0, [0, 1])])
+        finally:
+            leader.shutdown()
+        out, _ = child.communicate(timeout=30)
     finally:
-        leader.shutdown()
-        for child in children:
-            child.join(timeout=30)
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
     single = ModelRunner(config.replace(tensor_parallel=1)).run([SeqInput([1, 2, 3, 4, 5], 0, [0, 1])])
     assert (got - single).abs().max().item() <= 1e-5
-    assert [c.exitcode for c in children] == [0]
+    assert child.returncode == 0, out
     assert failures == []
 
 

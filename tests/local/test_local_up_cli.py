@@ -43,6 +43,14 @@ def test_a_bad_spec_exits_2_naming_the_field_and_the_reason(tmp_path: Path) -> N
     assert "spec.parallelism.tensr: Extra inputs are not permitted" in out.stdout
 
 
+def test_a_cross_field_rule_names_its_field() -> None:
+    text = GOOD + "  parallelism: {tensor: 2, expert: 3}\n"
+    with pytest.raises(SpecError) as err:
+        parse_documents(text, "f.yaml")
+    expected = "f.yaml: spec.parallelism.expert: parallelism.expert must divide tensor x pipeline x data"
+    assert err.value.problems == [expected]
+
+
 def test_a_busy_port_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "ok.yaml").write_text(GOOD)
     with socket.socket() as s:

@@ -4,7 +4,8 @@ Flags win over the pod env the operator sets (SUPERNODE_MODEL_DIR, _MODEL_NAME, 
 _TENSOR_PARALLEL, _EXPERT_PARALLEL).
 
 Distributed placement comes from SUPERNODE_RANK / SUPERNODE_WORLD_SIZE / SUPERNODE_LEADER_ADDR /
-SUPERNODE_LEADER_PORT (node ranks); ``--nproc-per-node`` starts that many ranks on this node.
+SUPERNODE_LEADER_PORT (node ranks); ``--nproc-per-node`` starts that many ranks on this node (default on
+cuda/npu: SUPERNODE_DEVICES_PER_POD, one rank per device, as the operator and `supernode up` plan pods).
 """
 
 from __future__ import annotations
@@ -47,15 +48,22 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--tensor-parallel", type=int, default=env(C.ENV_TENSOR_PARALLEL, "1"))
     p.add_argument("--expert-parallel", type=int, default=env(C.ENV_EXPERT_PARALLEL, "1"))
-    p.add_argument("--nproc-per-node", type=int, default=1, help="ranks started on this node")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help=f"ranks started on this node (default: env {C.ENV_DEVICES_PER_POD} on cuda/npu, else 1)",
+    )
     p.add_argument("--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences per step")
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="tokens per step")
     p.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache size in blocks (default: derived)")
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (must match the router)")
+    p.add_argument(
+        "--block-size", type=int, default=C.DEFAULT_BLOCK_SIZE, help="tokens per KV block (must match the router)"
+    )
     p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond the batch; more get 429")
-    p.add_argument("--default-mode", choices=("non-think", "think-high", "think-max"), default="think-high")
+    p.add_argument("--default-mode", choices=C.MODES, default=C.MODE_THINK_HIGH)
     p.add_argument("--think-high-budget", type=int, default=1024, help="max reasoning tokens in think-high")
     p.add_argument("--think-max-budget", type=int, default=4096, help="max reasoning tokens in think-max")
     p.add_argument("--seed", type=int, default=0)
@@ -75,6 +83,23 @@ def _argv(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _nproc_per_node(args: argparse.Namespace) -> int:
+    """One rank per device of the pod: the planner counts devices per pod, the engine counts ranks."""
+    import os
+
+    from supernode.api import constants as C
+
+    if args.nproc_per_node is not None:
+        return int(args.nproc_per_node)
+    raw = os.environ.get(C.ENV_DEVICES_PER_POD, "")
+    if args.device == "cpu" or not raw:
+        return 1
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"{C.ENV_DEVICES_PER_POD}={raw!r} must be an integer") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from supernode.api.models import Mode
     from supernode.engine.chat import ReasoningBudgets
@@ -83,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.think_high_budget < 1 or args.think_max_budget < 1:
         print("supernode: engine serve: reasoning budgets must be positive", file=sys.stderr)
+        return 2
+    try:
+        args.nproc_per_node = _nproc_per_node(args)
+    except ValueError as exc:
+        print(f"supernode: engine serve: {exc}", file=sys.stderr)
         return 2
     opts = ServeOptions(
         model_dir=args.model_dir,

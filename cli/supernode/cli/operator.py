@@ -121,14 +121,13 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
 
 
 def preview_rollout(args: argparse.Namespace) -> int:
-    from supernode.cli.plan import PlanInputError, load_deployments
-    from supernode.operator.preview import preview_text
+    """The same output as `supernode plan FILE --rollout` (one renderer behind both)."""
+    from supernode.cli.plan import PlanInputError, load_deployments, render_rollouts
 
     try:
         deployments = load_deployments(args.file)
     except PlanInputError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
-    for md in deployments:
-        print(preview_text(md, args.ready_seconds))
+    print(render_rollouts(deployments, "table", args.ready_seconds))
     return 0

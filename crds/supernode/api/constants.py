@@ -91,6 +91,7 @@ ENV_HCCL_BUFFSIZE: Final = "HCCL_BUFFSIZE"  # HCCL buffer size (MB)
 ENV_HCCL_OP_EXPANSION_MODE: Final = "HCCL_OP_EXPANSION_MODE"  # "AIV" on A3
 ENV_HCCL_LOGIC_SUPERPOD_ID: Final = "HCCL_LOGIC_SUPERPOD_ID"  # logical SuperPoD id for HCCL
 ENV_NCCL_SOCKET_IFNAME: Final = "NCCL_SOCKET_IFNAME"  # NCCL socket interface
+ENV_ADMIN_KEY: Final = "SUPERNODE_ADMIN_KEY"  # router: admin API key (usage, tenants); `supernode up` sets one
 
 # --- Condition types and reasons ---------------------------------------------------------------
 COND_READY: Final = "Ready"  # all desired groups are ready

@@ -31,6 +31,21 @@ class Mode(StrEnum):
     THINK_MAX = C.MODE_THINK_MAX
 
 
+# Effort values clients send (OpenAI `reasoning_effort`, Anthropic `output_config.effort`, lower-cased) and
+# the mode each means: `none` turns thinking off; low/medium map to high, xhigh/ultra to max (FACTS.md).
+# One table for the router and the engine.
+EFFORT_MODES: dict[str, Mode] = {
+    "none": Mode.NON_THINK,
+    "minimal": Mode.THINK_HIGH,
+    "low": Mode.THINK_HIGH,
+    "medium": Mode.THINK_HIGH,
+    "high": Mode.THINK_HIGH,
+    "xhigh": Mode.THINK_MAX,
+    "max": Mode.THINK_MAX,
+    "ultra": Mode.THINK_MAX,
+}
+
+
 class EngineType(StrEnum):
     BUILTIN = "builtin"
     VLLM = "vllm"
@@ -54,6 +69,16 @@ class AcceleratorType(StrEnum):
         if self.value.startswith("nvidia"):
             return "nvidia"
         return "cpu"
+
+    @property
+    def device(self) -> Literal["npu", "cuda", "cpu"]:
+        """The torch device kind engines run on (`SUPERNODE_DEVICE`, the engine's `--device`)."""
+        return DEVICE_KINDS[self.vendor]
+
+
+# Torch device kind per accelerator vendor, and the env var that limits a process to its devices.
+DEVICE_KINDS: dict[str, Literal["npu", "cuda", "cpu"]] = {"ascend": "npu", "nvidia": "cuda", "cpu": "cpu"}
+VISIBLE_DEVICES_ENV: dict[str, str] = {"npu": C.ENV_ASCEND_VISIBLE_DEVICES, "cuda": C.ENV_CUDA_VISIBLE_DEVICES}
 
 
 class SupernodePolicy(StrEnum):

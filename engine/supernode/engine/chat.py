@@ -6,19 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from supernode.api.models import Mode
+from supernode.api.models import EFFORT_MODES, Mode
 from supernode.engine import tokens as T
 from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
-
-_EFFORT = {
-    "minimal": "high",
-    "low": "high",
-    "medium": "high",
-    "high": "high",
-    "xhigh": "max",
-    "max": "max",
-    "ultra": "max",
-}
 
 
 class ChatError(ValueError):
@@ -43,11 +33,9 @@ class ReasoningBudgets:
 def _effort_mode(effort: Any, param: str) -> Mode | None:
     if effort is None:
         return None
-    if not isinstance(effort, str) or (effort != "none" and effort not in _EFFORT):
-        raise ChatError(f"{param}: must be one of none, {', '.join(_EFFORT)}", param)
-    if effort == "none":
-        return Mode.NON_THINK
-    return Mode.THINK_MAX if _EFFORT[effort] == "max" else Mode.THINK_HIGH
+    if not isinstance(effort, str) or effort.lower() not in EFFORT_MODES:
+        raise ChatError(f"{param}: must be one of {', '.join(EFFORT_MODES)}", param)
+    return EFFORT_MODES[effort.lower()]
 
 
 def resolve_mode(body: Mapping[str, Any], default: Mode = Mode.THINK_HIGH) -> Mode:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,12 +24,12 @@ class Runner(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class StepInput:
-    """One sequence's slice of a step; attribute-compatible with the runner's ``SeqInput``."""
+class SeqInput:
+    """One sequence's work in one step (what the engine loop hands the runner)."""
 
-    token_ids: list[int]
-    start_pos: int
-    block_table: list[int]
+    token_ids: list[int]  # tokens to compute now (a prefill chunk, or the one decode token)
+    start_pos: int  # tokens of this sequence already in the KV cache (positions start here)
+    block_table: list[int]  # physical KV block ids covering positions [0, start_pos + len(token_ids))
 
 
 class EngineOverloaded(Exception):
@@ -50,7 +50,6 @@ class EngineOptions:
     max_model_len: int = 4096
     max_waiting: int = 256  # requests queued beyond the running batch; more → EngineOverloaded
     seed: int = 0
-    input_type: Callable[..., Any] = StepInput  # the runner's SeqInput class
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from supernode.engine.engine_types import (
     Output,
     RequestHandle,
     Runner,
-    StepInput,
+    SeqInput,
 )
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.sampler import Sampler
@@ -33,7 +33,7 @@ from supernode.engine.tokenizer import Tokenizer
 
 log = logging.getLogger("supernode.engine")
 
-__all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Output", "RequestHandle", "StepInput"]
+__all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Output", "RequestHandle", "SeqInput"]
 
 
 class LLMEngine:
@@ -171,7 +171,7 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         sampled: list[int | None] = [None] * len(batch)
         if batch:
-            inputs = [self.options.input_type(b.token_ids, b.start_pos, list(b.seq.block_table)) for b in batch]
+            inputs = [SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table)) for b in batch]
             logits = self.runner.run(inputs)
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:

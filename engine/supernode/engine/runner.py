@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import multiprocessing.process
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +17,7 @@ import torch.distributed as dist
 
 from supernode.engine.config import ConfigError, EngineConfig
 from supernode.engine.distributed import DistEnv, Heartbeat, exit_on_peer_loss, init_group, resolve_device
+from supernode.engine.engine_types import SeqInput
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.model.paged import build_metadata
 from supernode.engine.parallel import ParallelContext
@@ -28,15 +26,6 @@ from supernode.engine.weights import load_weights, refuse_quantized, torch_dtype
 __all__ = ["EngineConfig", "ModelRunner", "SeqInput"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SeqInput:
-    """One sequence's work in one step."""
-
-    token_ids: list[int]  # tokens to compute now (a prefill chunk, or the one decode token)
-    start_pos: int  # tokens of this sequence already in the KV cache (positions start here)
-    block_table: list[int]  # physical KV block ids covering positions [0, start_pos + len(token_ids))
 
 
 class ModelRunner:
@@ -230,24 +219,3 @@ def _cpu_available_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def run_follower(config: EngineConfig, env: DistEnv) -> None:
-    """Entry point of a follower rank's process: load the shard, then follow the leader until shutdown."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
-    ModelRunner(config, env).follower_loop()
-
-
-def spawn_local_followers(config: EngineConfig, envs: Sequence[DistEnv]) -> list[multiprocessing.process.BaseProcess]:
-    """Start one process per extra local rank (`--nproc-per-node`); the caller runs local rank 0 itself.
-
-    A child that dies is noticed by the group's heartbeat (the leader exits non-zero); the children
-    notice a dead leader the same way, so none outlives the group.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    procs: list[multiprocessing.process.BaseProcess] = []
-    for env in envs:
-        p = ctx.Process(target=run_follower, args=(config, env), name=f"supernode-rank{env.rank}", daemon=False)
-        p.start()
-        procs.append(p)
-    return procs

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from supernode.api.constants import DEFAULT_BLOCK_SIZE
 from supernode.api.models import Mode
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.distributed import DistEnv
@@ -38,7 +39,7 @@ class ServeOptions:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
     num_kv_blocks: int | None = None
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_SIZE
     max_model_len: int | None = None
     max_waiting: int = 256
     default_mode: Mode = Mode.THINK_HIGH
@@ -69,11 +70,13 @@ def serve(opts: ServeOptions) -> int:
     try:
         return _leader(opts, env) if env.rank == 0 else _follower(opts, env)
     finally:
+        deadline = time.monotonic() + 15  # released followers exit at once; one shared grace period, not 15 s each
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
 
 
 def _engine_config(opts: ServeOptions) -> object:
@@ -168,7 +171,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
 
 def _load(opts: ServeOptions, env: DistEnv, state: object, runner_box: list[object], fail: object) -> None:
     from supernode.engine.llm_engine import EngineOptions, LLMEngine
-    from supernode.engine.runner import ModelRunner, SeqInput
+    from supernode.engine.runner import ModelRunner
     from supernode.engine.tokenizer import Tokenizer
 
     started = time.monotonic()
@@ -187,7 +190,6 @@ def _load(opts: ServeOptions, env: DistEnv, state: object, runner_box: list[obje
         max_model_len=max_len,
         max_waiting=opts.max_waiting,
         seed=opts.seed,
-        input_type=SeqInput,
     )
     engine = LLMEngine(runner, tokenizer, options, state.metrics)  # type: ignore[attr-defined]
     engine.on_fatal = lambda exc: fail(f"engine loop failed: {exc}")  # type: ignore[operator]

@@ -62,10 +62,6 @@ def image_for(md: ModelDeployment) -> str:
     return image
 
 
-def device_kind(md: ModelDeployment) -> str:
-    return {"ascend": "npu", "nvidia": "cuda", "cpu": "cpu"}[md.spec.accelerator.type.vendor]
-
-
 def _env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
@@ -87,7 +83,7 @@ def base_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
         _env(C.ENV_GROUP, str(ctx.index)),
         _env(C.ENV_MODEL_NAME, spec.model.name),
         _env(C.ENV_MODEL_DIR, MODEL_DIR),
-        _env(C.ENV_DEVICE, device_kind(md)),
+        _env(C.ENV_DEVICE, spec.accelerator.type.device),
         _env(C.ENV_HTTP_PORT, str(spec.engine.port)),
     ]
     if ctx.supernode:

@@ -1,7 +1,7 @@
 """Thin kopf handlers: indices for inventory, one reconcile entry point, settings in one startup hook.
 
 No module-global registry: `build_registry(config)` returns a fresh `kopf.OperatorRegistry`, so tests
-and the CLI each get their own. `kopf run -m supernode.operator.operator_main` uses the default one.
+and the CLI each get their own. `kopf run -m supernode.operator.kopf_main` uses the default one.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.enabled = False  # our Events are explicit; kopf's per-handler ones are noise
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="supernode.io")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="supernode.io")
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=C.GROUP)
         settings.persistence.finalizer = C.FINALIZER
         if config.fast:
             settings.watching.server_timeout = 10

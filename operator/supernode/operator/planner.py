@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from supernode.api import constants as C
-from supernode.api.models import ModelDeployment, SupernodePolicy
+from supernode.api.models import VISIBLE_DEVICES_ENV, ModelDeployment, SupernodePolicy
 from supernode.operator.nodepool import CapacityIndex, Domain, node_filter, resource_name, summarize_exclusions
 from supernode.operator.nodepool import supernode_label_key as _label_key
 from supernode.operator.types import (
@@ -27,8 +27,6 @@ from supernode.operator.types import (
     Plan,
     PodPlan,
 )
-
-_DEVICE_ENV = {"ascend": ("npu", C.ENV_ASCEND_VISIBLE_DEVICES), "nvidia": ("cuda", C.ENV_CUDA_VISIBLE_DEVICES)}
 
 
 def plan(
@@ -208,12 +206,11 @@ def _pod(md: ModelDeployment, gi: int, rank: int, node: str | None, supernode: s
         C.ENV_PIPELINE_PARALLEL: str(par.pipeline),
         C.ENV_DATA_PARALLEL: str(par.data),
         C.ENV_EXPERT_PARALLEL: str(par.expert),
-        C.ENV_DEVICE: "cpu",
+        C.ENV_DEVICE: spec.accelerator.type.device,
     }
-    device = _DEVICE_ENV.get(spec.accelerator.type.vendor)
-    if device is not None:
-        env[C.ENV_DEVICE] = device[0]
-        env[device[1]] = ",".join(str(d) for d in range(per_pod))
+    visible = VISIBLE_DEVICES_ENV.get(spec.accelerator.type.device)
+    if visible is not None:
+        env[visible] = ",".join(str(d) for d in range(per_pod))
     if supernode:
         env[C.ENV_SUPERNODE_ID] = supernode
     role = C.ROLE_LEADER if rank == 0 else C.ROLE_WORKER

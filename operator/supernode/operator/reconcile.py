@@ -22,7 +22,7 @@ from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import LWS, PDBS, SERVICES, STATEFULSETS, ApiError, KubeClient, Res
+from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
 from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.planner import plan as make_plan
 from supernode.operator.status import Facts, compute_status
@@ -34,7 +34,6 @@ log = logging.getLogger("supernode.operator")
 @dataclass(frozen=True, slots=True)
 class Result:
     writes: int
-    requeue_after: float | None = None  # seconds until something time-driven is due (back-off, drain)
     status: dict[str, Any] | None = None  # the status computed this pass (metrics)
     desired: int = 0
 
@@ -133,11 +132,7 @@ class _Run:
         self.ns, self.name = self.meta.get("namespace") or "default", self.meta["name"]
         self.now = owner.clock()
         self.writes = 0
-        self.requeue: float | None = None
         self.status_out: dict[str, Any] | None = None
-
-    def _due(self, seconds: float) -> None:
-        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -199,7 +194,7 @@ class _Run:
                       capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.requeue, self.status_out, n)
+        return Result(self.writes, self.status_out, n)
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(
@@ -218,15 +213,13 @@ class _Run:
             decision = lifecycle.decide(g, md.spec.recovery, self.now)
             if decision.action == "exhausted":
                 exhausted.append(decision.reason)
-            elif decision.action == "wait":
-                self._due(decision.retry_in)
             elif decision.action == "restart":
                 res = LWS if lws else STATEFULSETS
                 await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
                     C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now)}}})
                 self.writes += 1
                 for pod in g.pods:  # the whole gang goes; its controller recreates every rank
-                    await self.client.delete(_PODS, self.ns, pod.name)
+                    await self.client.delete(PODS, self.ns, pod.name)
                     self.writes += 1
                 await self._event("Warning", "GroupRestarted", decision.reason)
         return exhausted
@@ -251,18 +244,15 @@ class _Run:
             self.writes += 1
             g = by_name[name]
             for pod in g.pods[:1]:  # the leader: the router stops sending it new requests
-                await self.client.patch(_PODS, self.ns, pod.name, {"metadata": {"annotations": stamp}})
+                await self.client.patch(PODS, self.ns, pod.name, {"metadata": {"annotations": stamp}})
                 self.writes += 1
             await self._event("Normal", "GroupDraining", f"group {g.index} ({name}) draining for up to "
                               f"{md.spec.rollout.drain_timeout_seconds}s")
-            self._due(float(md.spec.rollout.drain_timeout_seconds))
         for name in step.delete:
             await self._delete_group(name, lws)
             g = by_name[name]
             reason = "GroupRolled" if g.index < md.spec.replicas else "GroupRemoved"
             await self._event("Normal", reason, f"group {g.index} ({name}, revision {g.revision}) deleted")
-        if step.waiting:
-            self._due(1.0)
 
     async def _create(self, obj: dict[str, Any]) -> None:
         obj = _with_hash(obj)
@@ -300,12 +290,12 @@ class _Run:
             elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
                     obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
-                await self.client.patch(_RES_BY_KIND[obj["kind"]], self.ns, key[1], obj)
+                await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1
         names = {g.name for g in live.values()} | {N.leader_service_name(self.name)}
         for kind, name in have:
-            if name not in names and name not in created and kind in _RES_BY_KIND:
-                await self.client.delete(_RES_BY_KIND[kind], self.ns, name)
+            if name not in names and name not in created and kind in CHILD_KINDS:
+                await self.client.delete(CHILD_KINDS[kind], self.ns, name)
                 self.writes += 1
 
     async def _label_leaders(self, groups: list[GroupState], pods: list[Mapping[str, Any]]) -> None:
@@ -314,7 +304,7 @@ class _Run:
         for pod in pods:
             meta = pod["metadata"]
             if meta["name"] in leaders and (meta.get("labels") or {}).get(C.LABEL_ROLE) != C.ROLE_LEADER:
-                await self.client.patch(_PODS, self.ns, meta["name"], {"metadata": {"labels": {
+                await self.client.patch(PODS, self.ns, meta["name"], {"metadata": {"labels": {
                     C.LABEL_ROLE: C.ROLE_LEADER}}})
                 self.writes += 1
 
@@ -335,11 +325,6 @@ class _Run:
         result = await self.client.patch_status(self.ns, self.name, patch)
         self.writes += 1
         self.r._written[self.uid] = (_rv(result.get("metadata", {})), result.get("status", status))
-
-
-_PODS = Res("", "v1", "pods", "Pod")
-_RES_BY_KIND: dict[str, Res] = {"StatefulSet": STATEFULSETS, "Service": SERVICES, "PodDisruptionBudget": PDBS,
-                                "LeaderWorkerSet": LWS}
 
 
 def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:

@@ -40,7 +40,7 @@ def model_volume(md: ModelDeployment, engine_image: str) -> Volumes:
                 "volumeMounts": init_mount}
     elif scheme == "builtin":
         init = {"name": "init-checkpoint", "image": engine_image,
-                "command": ["supernode", "engine", "init-checkpoint", "--preset", rest, "--out", MODEL_DIR],
+                "command": ["supernode", "engine", "init-checkpoint", MODEL_DIR, "--preset", rest.strip("/")],
                 "env": [{"name": C.ENV_MODEL_NAME, "value": md.spec.model.name}],
                 "volumeMounts": init_mount}
     else:  # the API's pattern refuses anything else; keep the error explicit anyway

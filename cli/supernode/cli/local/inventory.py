@@ -63,7 +63,3 @@ def local_inventory(devices: Devices | None = None, hostname: str | None = None)
         labels[C.NODE_LABEL_ACCELERATOR] = "huawei-Ascend910"
     return Inventory(nodes=(NodeInfo(name=name, labels=labels, allocatable=allocatable),))
 
-
-def torch_device_for(accelerator_vendor: str) -> str:
-    """The engine's --device for an accelerator family."""
-    return {"nvidia": "cuda", "ascend": "npu"}.get(accelerator_vendor, "cpu")

@@ -1,7 +1,7 @@
 """What to run for each planned replica group on this machine: pure data, no processes.
 
-Each rank gets the torch.distributed env the operator would give its pod (rank, world size,
-leader address/port, parallel sizes), with the leader on 127.0.0.1 and free local ports.
+Each rank gets the env the planner gives its pod (rank, world size, parallel sizes, group), with
+the leader on 127.0.0.1, free local ports and the local checkpoint.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from pathlib import Path
 
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
-from supernode.api.models import EngineType, ModelDeployment
+from supernode.api.models import VISIBLE_DEVICES_ENV, EngineType, ModelDeployment
 from supernode.cli.local.machine import Policy
 from supernode.operator.types import Plan
 
 LOCALHOST = "127.0.0.1"
-VISIBLE_DEVICES_ENV = {"cuda": C.ENV_CUDA_VISIBLE_DEVICES, "npu": C.ENV_ASCEND_VISIBLE_DEVICES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +63,14 @@ def policy_for(md: ModelDeployment, start_timeout_seconds: float, unhealthy_afte
                   unhealthy_after=unhealthy_after)
 
 
-def rank_env(md: ModelDeployment, *, group: int, rank: int, world: int, device: str, model_dir: Path,
-             http_port: int, rendezvous_port: int, plan_env: Mapping[str, str]) -> dict[str, str]:
-    par = md.spec.parallelism
-    env = dict(plan_env)  # what the planner gives the pod; local addresses below override it
+def rank_env(md: ModelDeployment, *, device: str, model_dir: Path, http_port: int, rendezvous_port: int,
+             plan_env: Mapping[str, str]) -> dict[str, str]:
+    """The planner's pod env (rank, world size, parallel sizes, group, ...) with this machine's addresses,
+    ports and paths in place of the cluster's."""
+    env = dict(plan_env)
     env.update({
-        C.ENV_RANK: str(rank),
-        C.ENV_WORLD_SIZE: str(world),
         C.ENV_LEADER_ADDR: LOCALHOST,
         C.ENV_LEADER_PORT: str(rendezvous_port),
-        C.ENV_TENSOR_PARALLEL: str(par.tensor),
-        C.ENV_EXPERT_PARALLEL: str(par.expert),
-        C.ENV_PIPELINE_PARALLEL: str(par.pipeline),
-        C.ENV_DATA_PARALLEL: str(par.data),
-        C.ENV_DEVICES_PER_POD: str(md.spec.accelerator.devices_per_pod),
-        C.ENV_DEPLOYMENT: md.metadata.name,
-        C.ENV_GROUP: str(group),
-        C.ENV_MODEL_NAME: md.spec.model.name,
         C.ENV_MODEL_DIR: str(model_dir),
         C.ENV_DEVICE: device,
         C.ENV_HTTP_PORT: str(http_port),
@@ -123,11 +113,10 @@ def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Pa
         argv = engine_argv(python, md, model_dir=model_dir, port=port, device=device, cpu_threads=cpu_threads)
         if engine_cmd is not None:
             argv = (*engine_cmd, *argv[5:])
-        world = len(group.pods)
         ranks = []
         for pod in group.pods:
-            env = rank_env(md, group=group.index, rank=pod.rank, world=world, device=device, model_dir=model_dir,
-                           http_port=port, rendezvous_port=rdzv, plan_env=pod.env)
+            env = rank_env(md, device=device, model_dir=model_dir, http_port=port, rendezvous_port=rdzv,
+                           plan_env=pod.env)
             visible = VISIBLE_DEVICES_ENV.get(device)
             if visible and device_ids is not None:
                 env[visible] = ",".join(str(next(device_ids)) for _ in range(max(1, pod.devices)))

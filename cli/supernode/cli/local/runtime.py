@@ -14,11 +14,12 @@ from types import FrameType
 
 import yaml
 
+from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.cli.local import procs
 from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
 from supernode.cli.local.detach import fork_into_background
-from supernode.cli.local.inventory import local_inventory, torch_device_for
+from supernode.cli.local.inventory import local_inventory
 from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
 from supernode.cli.local.report import first_api_key, snippets, stack_table
@@ -28,7 +29,6 @@ from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomi
 from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
 
 # The admin API key the local router gets unless SUPERNODE_ADMIN_KEY is set (local use only).
-ADMIN_KEY_ENV = "SUPERNODE_ADMIN_KEY"
 LOCAL_ADMIN_KEY = "sk-local-admin"
 EXIT_BAD_SPEC = 2
 EXIT_CANNOT_START = 1
@@ -83,7 +83,7 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
             model_dir = ensure_checkpoint(state_dir, preset_of(md), python=opts.python, out=out)
         except CheckpointError as exc:
             raise CannotStart(f"{md.metadata.name}: {exc}") from exc
-        device = torch_device_for(md.spec.accelerator.type.vendor)
+        device = md.spec.accelerator.type.device
         groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
                                 ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
                                 device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None)
@@ -96,7 +96,7 @@ def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
             "--shutdown-timeout", f"{opts.drain_seconds:g}")
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
-    env = {ADMIN_KEY_ENV: LOCAL_ADMIN_KEY, **os.environ}
+    env = {C.ENV_ADMIN_KEY: LOCAL_ADMIN_KEY, **os.environ}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
 
@@ -156,7 +156,7 @@ def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:
     model = next(iter(sup.groups.values())).model if sup.groups else "MODEL"
     tenants = Path(opts.tenants) if opts.tenants else None
     out(snippets(sup.router.url, model, first_api_key(tenants)))
-    admin = os.environ.get(ADMIN_KEY_ENV, LOCAL_ADMIN_KEY)
+    admin = os.environ.get(C.ENV_ADMIN_KEY, LOCAL_ADMIN_KEY)
     out(f"Usage ledger: curl -s {sup.router.url}/admin/usage -H 'Authorization: Bearer {admin}'")
     out(f"Logs: {sup.state_dir / 'logs'}    Status: supernode status --state-dir {opts.state_dir}")
     out("Serving. Ctrl-C stops everything.")

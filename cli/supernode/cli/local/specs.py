@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from supernode.api.models import EngineType, ModelDeployment
+from supernode.cli.plan import validation_lines
 
 BUILTIN_SCHEME = "builtin://"
 
@@ -20,13 +21,6 @@ class SpecError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def _field_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(document)"
 
 
 def _local_problems(md: ModelDeployment) -> list[str]:
@@ -56,7 +50,7 @@ def parse_documents(text: str, origin: str) -> list[ModelDeployment]:
         try:
             md = ModelDeployment.from_obj(_without_status(doc))
         except ValidationError as exc:
-            problems.extend(f"{where}: {_field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+            problems.extend(validation_lines(where, exc))
             continue
         local = _local_problems(md)
         problems.extend(f"{where}: {p}" for p in local)
