@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
@@ -151,7 +152,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 
     async def serve(request: Request, parser: Parser, shape: Shape) -> Response:
         st: RouterState = request.app.state.router
-        rid = request.headers.get("x-request-id") or new_request_id()
+        rid = request.headers.get(C.HEADER_REQUEST_ID) or new_request_id()
         try:
             tenant = st.gatekeeper.authenticate(api_key(request))
             raw = await read_body(request, config.server.max_body_bytes)

@@ -14,19 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from supernode.api.models import Mode
+from supernode.api.models import EFFORT_MODES, Mode
 from supernode.router.config import AliasTarget
-
-EFFORT_MAP: dict[str, Mode | None] = {
-    "none": None,  # thinking off
-    "minimal": Mode.THINK_HIGH,
-    "low": Mode.THINK_HIGH,
-    "medium": Mode.THINK_HIGH,
-    "high": Mode.THINK_HIGH,
-    "xhigh": Mode.THINK_MAX,
-    "max": Mode.THINK_MAX,
-    "ultra": Mode.THINK_MAX,
-}
 
 
 class ModeError(ValueError):
@@ -43,13 +32,13 @@ class UnknownModel(LookupError):
         self.model = model
 
 
-def _effort_mode(effort: Any, param: str) -> Mode | str | None:
-    """The mode an effort value asks for; "" when absent."""
+def _effort_mode(effort: Any, param: str) -> Mode | None:
+    """The mode an effort value asks for (the shared EFFORT_MODES table); None when absent."""
     if effort is None:
-        return ""
-    if not isinstance(effort, str) or effort.lower() not in EFFORT_MAP:
-        raise ModeError(f"{param} must be one of {', '.join(EFFORT_MAP)}; got {effort!r}", param)
-    return EFFORT_MAP[effort.lower()]
+        return None
+    if not isinstance(effort, str) or effort.lower() not in EFFORT_MODES:
+        raise ModeError(f"{param} must be one of {', '.join(EFFORT_MODES)}; got {effort!r}", param)
+    return EFFORT_MODES[effort.lower()]
 
 
 def requested_mode(body: Mapping[str, Any], *, anthropic: bool) -> Mode | None:
@@ -67,9 +56,9 @@ def requested_mode(body: Mapping[str, Any], *, anthropic: bool) -> Mode | None:
         effort = _effort_mode(oc.get("effort") if oc else None, "output_config.effort")
     else:
         effort = _effort_mode(body.get("reasoning_effort"), "reasoning_effort")
-    if thinking_type == "disabled" or effort is None:
+    if thinking_type == "disabled":
         return Mode.NON_THINK
-    if isinstance(effort, Mode):
+    if effort is not None:
         return effort
     if thinking_type in ("enabled", "adaptive"):
         return Mode.THINK_HIGH

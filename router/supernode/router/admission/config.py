@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from supernode.api import constants as C
 from supernode.api.models import Mode
 from supernode.router.contracts import PoolKey, SpillRule
 
@@ -99,7 +100,7 @@ class AdminConfig(_Config):
     """The admin API key: a sha256 hex digest, or the name of an env var holding the plain key."""
 
     key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    key_env: str | None = "SUPERNODE_ADMIN_KEY"
+    key_env: str | None = C.ENV_ADMIN_KEY
 
     def resolve_digest(self, environ: dict[str, str] | None = None) -> str | None:
         from supernode.router.admission.tenants import hash_key
