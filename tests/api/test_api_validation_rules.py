@@ -95,6 +95,9 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("alias equal to the name", lambda b: b.model("m", "m"), "spec.model.aliases",
      "model.aliases must not contain model.name"),
     ("alias twice", lambda b: b.model("m", "a", "a"), "spec.model.aliases", "model.aliases must not repeat a name"),
+    ("revision on an s3 source", lambda b: b.model("m", source="s3://bucket/v4").set("spec.model.revision", "v1"),
+     "spec.model.revision",
+     "model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)"),
 ]
 
 

@@ -137,6 +137,14 @@ RULES: tuple[Rule, ...] = (
         message="model.aliases must not repeat a name",
         field_path=".model.aliases",
     ),
+    Rule(
+        name="revision-hf-only",
+        cel="!has(self.model.revision) || self.model.source.startsWith('hf://')",
+        check=lambda s: _get(s, "model", "revision") is None
+        or str(_get(s, "model", "source", default="")).startswith("hf://"),
+        message="model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)",
+        field_path=".model.revision",
+    ),
 )
 
 

@@ -33,9 +33,7 @@ def model_volume(md: ModelDeployment, engine_image: str) -> Volumes:
         init = {"name": "fetch-model", "image": engine_image, "command": ["python3", "-c", code],
                 "volumeMounts": init_mount}
     elif scheme == "s3":
-        args = ["s3", "sync", f"s3://{rest}", MODEL_DIR]
-        if md.spec.model.revision:
-            args += ["--version-id", md.spec.model.revision]
+        args = ["s3", "sync", f"s3://{rest}", MODEL_DIR]  # revision is refused for s3:// by the API rules
         init = {"name": "fetch-model", "image": S3_IMAGE, "command": ["aws"], "args": args,
                 "volumeMounts": init_mount}
     elif scheme == "builtin":
