@@ -74,6 +74,13 @@ def test_specs_the_local_runtime_cannot_run_are_refused(patch: str, message: str
     assert any(message in p for p in err.value.problems)
 
 
+def test_a_shape_the_builtin_engine_cannot_run_is_refused_before_anything_starts() -> None:
+    text = GOOD + "  parallelism: {tensor: 2, data: 2}\n"
+    with pytest.raises(SpecError) as err:
+        parse_documents(text, "f.yaml")
+    assert any("spec.parallelism: the builtin engine runs pipeline=1, data=1" in p for p in err.value.problems)
+
+
 def test_a_missing_file_and_a_wrong_kind_are_both_reported(tmp_path: Path) -> None:
     (tmp_path / "cm.yaml").write_text("kind: ConfigMap\n")
     with pytest.raises(SpecError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from fake_cluster import MD_KIND, FakeCluster, node
 from k8s_emulator import K8sEmulator
 from md_builder import make_md
@@ -126,17 +127,23 @@ async def test_capacity_limited_places_what_fits(k8s: tuple[K8sEmulator, str]) -
         assert cond(emu, C.COND_CAPACITY_LIMITED)["status"] == "False"
 
 
-async def test_invalid_spec_sets_degraded_without_crash_loop(k8s: tuple[K8sEmulator, str]) -> None:
+@pytest.mark.parametrize(("engine", "field"), [
+    ("tensorrt", "spec.engine.type"),  # refused by the model (schema)
+    ("builtin", "spec.parallelism"),  # valid CRD, but a shape the builtin engine cannot run (DP2 x TP16)
+])
+async def test_invalid_spec_sets_degraded_without_crash_loop(
+    k8s: tuple[K8sEmulator, str], engine: str, field: str
+) -> None:
     emu, url = k8s
     await setup(emu)
     bad = ascend_md(name="bad")
-    bad["spec"]["engine"]["type"] = "tensorrt"
+    bad["spec"]["engine"]["type"] = engine
     async with running_operator(url), httpx.AsyncClient(base_url=url) as c:
         await c.post(MDS, json=bad)
         await c.post(MDS, json=ascend_md(name="good", replicas=1))
         await eventually(lambda: cond(emu, C.COND_DEGRADED, "bad")["status"] == "True", what="Degraded")
         message = cond(emu, C.COND_DEGRADED, "bad")["message"]
-        assert message.startswith("spec.engine.type")
+        assert message.startswith(field)
         assert cond(emu, C.COND_DEGRADED, "bad")["reason"] == "InvalidSpec"
         await eventually(lambda: len(groups(emu, "good")) == 1, what="other deployments still served")
         import asyncio

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from supernode.api import constants as C
+from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
@@ -150,6 +151,8 @@ class _Run:
             return await self._invalid(spec_error(exc), previous)
         except KeyError as exc:
             return await self._invalid(f"{exc.args[0]}: Field required", previous)
+        if problem := engine_shape_problem(md.spec):
+            return await self._invalid(problem, previous)
         lws = await self.r.lws_installed()
         workload_res = LWS if lws else STATEFULSETS
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})

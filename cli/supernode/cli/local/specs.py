@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import EngineType, ModelDeployment
 from supernode.cli.plan import validation_lines
 
@@ -31,6 +32,8 @@ def _local_problems(md: ModelDeployment) -> list[str]:
     if not md.spec.model.source.startswith(BUILTIN_SCHEME):
         problems.append(
             f"spec.model.source: {md.spec.model.source!r} is not available locally; use builtin://PRESET (e.g. tiny)")
+    if shape := engine_shape_problem(md.spec):
+        problems.append(shape)
     return problems
 
 
