@@ -66,9 +66,10 @@ def _build_discovery(config: RouterConfig,
                      apply: Callable[[list[Endpoint]], None]) -> FileDiscovery | KubernetesDiscovery:
     d = config.discovery
     if d.type == "kubernetes":
-        return KubernetesDiscovery(apply, namespace=d.namespace, relist_interval_s=d.relist_interval_s,
-                                   port_name=d.http_port_name, default_port=d.default_port,
-                                   default_max_concurrency=d.default_max_concurrency)
+        return KubernetesDiscovery(apply, namespace=d.namespace, port_name=d.http_port_name,
+                                   default_port=d.default_port, default_max_concurrency=d.default_max_concurrency,
+                                   api_url=d.api_url, resync_interval_s=d.resync_interval_s,
+                                   watch_timeout_s=d.watch_timeout_s, debounce_s=d.debounce_s)
     assert d.path is not None
     return FileDiscovery(d.path, apply, d.poll_interval_s)
 
