@@ -123,7 +123,7 @@ def _own_client_verbs(path: Any, tree: ast.Module) -> set[str]:
 
 def router_permissions() -> set[Perm]:
     """Derived from the router's source: official-client calls, plus every KubeResource the discovery
-    declares × every verb the router's own KubeClient can issue (its informers list and watch each)."""
+    declares, times every verb the router's own KubeClient can issue (its informers list and watch each)."""
     perms: set[Perm] = set()
     resources: set[tuple[str, str]] = set()
     verbs: set[str] = set()
