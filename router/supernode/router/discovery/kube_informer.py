@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from supernode.router.discovery.kube_cache import Expired, ResourceCache
 from supernode.router.discovery.kube_client import KubeClient, KubeResource
+from supernode.router.metrics import RouterMetrics
 
 log = logging.getLogger("supernode.router.discovery")
 
@@ -48,7 +49,7 @@ class InformerStats:
 class Informer:
     def __init__(self, client: KubeClient, resource: KubeResource, namespace: str | None,
                  on_change: Callable[[], None], *, watch_timeout_s: float = 290.0, resync_s: float = 300.0,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, metrics: RouterMetrics | None = None):
         self.client, self.resource, self.namespace = client, resource, namespace
         self.on_change = on_change
         self.watch_timeout_s, self.resync_s = watch_timeout_s, resync_s
@@ -56,10 +57,14 @@ class Informer:
         self.cache = ResourceCache()
         self.stats = InformerStats()
         self.last_error: str | None = None
+        self.metrics = metrics
+        self._list_reason = "initial"
 
     async def relist(self) -> None:
         items, rv = await self.client.list(self.resource, self.namespace)
         self.stats.lists += 1
+        if self.metrics is not None:
+            self.metrics.discovery_lists.labels(self.resource.plural, self._list_reason).inc()
         if self.cache.replace(items, rv):
             self.on_change()
         log.info("discovery: listed %d %s (resourceVersion %s)", len(items), self.resource, rv)
@@ -71,6 +76,8 @@ class Informer:
             async for event in self.client.watch(self.resource, self.namespace, self.cache.resource_version,
                                                  min(self.watch_timeout_s, left)):
                 self.stats.events += 1
+                if self.metrics is not None:
+                    self.metrics.discovery_events.labels(self.resource.plural, str(event.get("type"))).inc()
                 if self.cache.apply(event):
                     self.on_change()
                 self.backoff.reset()
@@ -82,13 +89,18 @@ class Informer:
                 self.last_error = None
                 self.backoff.reset()
                 await self.watch_until(time.monotonic() + self.resync_s)
+                self._list_reason = "resync"
             except Expired as e:
                 self.stats.expired += 1
+                self._list_reason = "expired"
                 log.info("discovery: %s watch expired (%s); relisting", self.resource, e)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # API down, RBAC, dropped stream: keep the cache, relist after a pause
                 self.stats.errors += 1
+                self._list_reason = "error"
+                if self.metrics is not None:
+                    self.metrics.discovery_errors.labels(self.resource.plural).inc()
                 self.last_error = f"{type(e).__name__}: {e}"
                 delay = self.backoff.next()
                 log.warning("discovery: %s failed (%s); keeping the last objects, relisting in %.1fs",

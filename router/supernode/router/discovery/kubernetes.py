@@ -17,6 +17,7 @@ from supernode.api.endpoints import Endpoint
 from supernode.api.models import EngineType, Mode
 from supernode.router.discovery.kube_client import KubeClient, KubeResource, load_access
 from supernode.router.discovery.kube_informer import Informer
+from supernode.router.metrics import RouterMetrics
 
 log = logging.getLogger("supernode.router.discovery")
 
@@ -123,7 +124,7 @@ class KubernetesDiscovery:
     def __init__(self, on_change: Callable[[list[Endpoint]], None], *, namespace: str | None,
                  port_name: str, default_port: int, default_max_concurrency: int, api_url: str | None = None,
                  resync_interval_s: float = 300.0, watch_timeout_s: float = 290.0, debounce_s: float = 0.1,
-                 client: KubeClient | None = None):
+                 client: KubeClient | None = None, metrics: RouterMetrics | None = None):
         self.on_change = on_change
         self.namespace = namespace
         self.api_url = api_url
@@ -131,6 +132,7 @@ class KubernetesDiscovery:
         self.kwargs = {"port_name": port_name, "default_port": default_port,
                        "default_max_concurrency": default_max_concurrency}
         self._client = client
+        self.metrics = metrics
         self._dirty = asyncio.Event()
         self.watch_timeout_s, self.resync_interval_s = watch_timeout_s, resync_interval_s
         self.pods: Informer | None = None
@@ -166,7 +168,8 @@ class KubernetesDiscovery:
     async def run(self) -> None:
         client = self._client or KubeClient(await asyncio.to_thread(load_access, self.api_url))
         self.pods, self.mds = (Informer(client, resource, self.namespace, self._dirty.set,
-                                        watch_timeout_s=self.watch_timeout_s, resync_s=self.resync_interval_s)
+                                        watch_timeout_s=self.watch_timeout_s, resync_s=self.resync_interval_s,
+                                        metrics=self.metrics)
                                for resource in (LEADER_PODS, MODEL_DEPLOYMENTS))
         tasks = [asyncio.create_task(t, name=n) for t, n in ((self.pods.run(), "discovery-pods"),
                                                               (self.mds.run(), "discovery-mds"),
