@@ -141,7 +141,8 @@ async def test_informer_keeps_objects_through_errors_and_backs_off() -> None:
 
 async def test_informer_relists_when_resync_is_due() -> None:
     client = ScriptedClient(lists=[([], "1"), ([obj("a", 2)], "2")] + [([obj("a", 2)], "2")] * 50, watches=[])
-    inf = Informer(client, PODS, None, lambda: None, resync_s=0.03, watch_timeout_s=0.01)  # type: ignore[arg-type]
+    inf = Informer(client, PODS, None, lambda: None, resync_s=0.03, watch_timeout_s=0.01,  # type: ignore[arg-type]
+                   backoff=Backoff(0.001, 0.01))
     await run_until(inf, client, 8)
     assert client.calls[:3] == [("list", ""), ("watch", "1"), ("watch", "1")]  # resumed after the server timeout
     assert ("list", "") in client.calls[3:]
@@ -154,3 +155,40 @@ def test_backoff_grows_to_its_cap_and_resets() -> None:
     assert delays[0] <= 0.1 and 0.8 <= delays[-1] <= 1.0 and delays[2] > delays[0]
     b.reset()
     assert b.next() <= 0.1
+
+
+def test_resource_paths_and_explicit_or_in_cluster_access(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supernode.router.discovery import kube_client
+
+    md = KubeResource("supernode.io", "v1alpha1", "modeldeployments")
+    assert md.path("llm") == "/apis/supernode.io/v1alpha1/namespaces/llm/modeldeployments"
+    assert PODS.path(None) == "/api/v1/pods"
+    assert kube_client.load_access("http://127.0.0.1:1/").url == "http://127.0.0.1:1"
+    (tmp_path / "token").write_text("t1\n")
+    (tmp_path / "ca.crt").write_text("")
+    monkeypatch.setattr(kube_client, "SA_DIR", tmp_path)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    access = kube_client.load_access()
+    assert access.url == "https://[fd00::1]:443" and access.token() == "t1"
+    (tmp_path / "token").write_text("t2")  # rotated by the kubelet: the next request sends the new one
+    assert access.token() == "t2"
+
+
+async def test_missing_api_settings_are_reported_not_fatal(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supernode.router.discovery.kubernetes import KubernetesDiscovery
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nope"))
+    d = KubernetesDiscovery(lambda eps: None, namespace=None, port_name="http", default_port=8000,
+                            default_max_concurrency=8)
+    task = asyncio.create_task(d.run())
+    try:
+        for _ in range(200):
+            if d.last_error:
+                break
+            await asyncio.sleep(0.01)
+        assert d.last_error and "kubernetes API settings" in d.last_error and not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -73,6 +73,7 @@ class Informer:
         """Watch, resuming after each server-side timeout, until `deadline` (monotonic)."""
         while (left := deadline - time.monotonic()) > 0:
             self.stats.watches += 1
+            started, seen = time.monotonic(), self.stats.events
             async for event in self.client.watch(self.resource, self.namespace, self.cache.resource_version,
                                                  min(self.watch_timeout_s, left)):
                 self.stats.events += 1
@@ -81,6 +82,8 @@ class Informer:
                 if self.cache.apply(event):
                     self.on_change()
                 self.backoff.reset()
+            if self.stats.events == seen and time.monotonic() - started < min(1.0, self.watch_timeout_s / 2):
+                await asyncio.sleep(self.backoff.next())  # streams that end at once, empty: do not spin
 
     async def run(self) -> None:
         while True:

@@ -15,7 +15,7 @@ from typing import Any
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import EngineType, Mode
-from supernode.router.discovery.kube_client import KubeClient, KubeResource, load_access
+from supernode.router.discovery.kube_client import KubeAccess, KubeClient, KubeResource, load_access
 from supernode.router.discovery.kube_informer import Informer
 from supernode.router.metrics import RouterMetrics
 
@@ -138,11 +138,14 @@ class KubernetesDiscovery:
         self.pods: Informer | None = None
         self.mds: Informer | None = None
         self.published: list[Endpoint] | None = None
+        self.config_error: str | None = None
         self.publishes = 0
 
     @property
     def last_error(self) -> str | None:
         errors = [i.last_error for i in (self.pods, self.mds) if i is not None and i.last_error]
+        if self.pods is None and self.config_error:
+            errors.append(self.config_error)
         return "; ".join(errors) or None
 
     def endpoints(self) -> list[Endpoint]:
@@ -165,8 +168,19 @@ class KubernetesDiscovery:
                 log.info("discovery: %d endpoints (%d draining)", len(endpoints),
                          sum(e.draining for e in endpoints))
 
+    async def _load_access(self) -> KubeAccess:
+        """No API settings (no service account, no kubeconfig) is an error to fix, not to crash on:
+        log it and try again now and then, serving whatever endpoints are known (none)."""
+        while True:
+            try:
+                return await asyncio.to_thread(load_access, self.api_url)
+            except Exception as e:
+                self.config_error = f"kubernetes API settings: {type(e).__name__}: {e}"
+                log.error("discovery: %s; retrying in 30s", self.config_error)
+                await asyncio.sleep(30)
+
     async def run(self) -> None:
-        client = self._client or KubeClient(await asyncio.to_thread(load_access, self.api_url))
+        client = self._client or KubeClient(await self._load_access())
         self.pods, self.mds = (Informer(client, resource, self.namespace, self._dirty.set,
                                         watch_timeout_s=self.watch_timeout_s, resync_s=self.resync_interval_s,
                                         metrics=self.metrics)
