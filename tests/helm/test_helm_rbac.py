@@ -43,40 +43,107 @@ CLIENT_CALLS: dict[str, tuple[str, str, str] | str] = {
     "get_namespaced_custom_object": "get",
 }
 API_CALL = re.compile(r"^(list|read|get|create|patch|replace|delete|watch|connect)_\w+$")
+# Methods of the official client's Configuration used for config loading: no API request.
+NOT_API_CALLS = {"load_incluster_config", "load_kube_config", "get_api_key_with_prefix"}
 ROUTER_SRC = REPO / "router" / "supernode" / "router"
+RBAC_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+HTTP_METHOD_OF_VERB = {"get": "get", "list": "get", "watch": "get", "create": "post", "update": "put",
+                       "patch": "patch", "delete": "delete"}
+
+
+def _official_client_permissions(path: Any, tree: ast.Module) -> set[Perm]:
+    """Kubernetes client calls in a module importing `kubernetes` (a streamed call through
+    kubernetes.watch adds the `watch` verb for the same resource)."""
+    perms: set[Perm] = set()
+    # Calls on other imported modules (ssl.create_default_context, ...) are not Kubernetes calls.
+    other_modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                     for a in n.names if a.name.split(".")[0] != "kubernetes"}
+    streamed = {a.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr == "stream" for a in n.args if isinstance(a, ast.Attribute)}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name = node.func.attr
+        if not API_CALL.match(name) or name in NOT_API_CALLS:
+            continue
+        if isinstance(node.func.value, ast.Name) and node.func.value.id in other_modules:
+            continue
+        where = f"{path.relative_to(REPO)}:{node.lineno}"
+        assert name in CLIENT_CALLS, f"{where}: Kubernetes call {name}() has no RBAC mapping (chart + this table)"
+        target = CLIENT_CALLS[name]
+        if isinstance(target, str):
+            args = ast.unparse(node)
+            assert "PLURAL" in args and "GROUP" in args, f"{where}: custom object call on an unknown resource"
+            target = (C.GROUP, C.PLURAL, target)
+        perms.add(target)
+        if name in streamed:
+            perms.add((target[0], target[1], "watch"))
+    return perms
+
+
+def _builds_official_api_object(tree: ast.Module) -> bool:
+    """The official client sends requests only through an API object (CoreV1Api, CustomObjectsApi,
+    ApiClient, DynamicClient); a module that builds none uses `kubernetes` for config loading only."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name.endswith("Api") or name in {"ApiClient", "DynamicClient"}:
+                return True
+    return False
+
+
+def _constant(node: ast.expr, where: str) -> str:
+    """A KubeResource argument: a string literal or a supernode.api.constants name (C.X)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "C":
+        return str(getattr(C, node.attr))
+    raise AssertionError(f"{where}: KubeResource argument {ast.unparse(node)} is not a literal or constant")
+
+
+def _own_client_verbs(path: Any, tree: ast.Module) -> set[str]:
+    """The router's own API client (class KubeClient): each method issuing an HTTP request is named
+    after its RBAC verb and uses that verb's HTTP method."""
+    verbs: set[str] = set()
+    for cls in ast.walk(tree):
+        if not (isinstance(cls, ast.ClassDef) and cls.name == "KubeClient"):
+            continue
+        for fn in cls.body:
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and isinstance(node.func.value, ast.Call) and ast.unparse(node.func.value) == "self._http()"):
+                    where = f"{path.relative_to(REPO)}:{node.lineno}"
+                    assert fn.name in RBAC_VERBS, f"{where}: request issued from {fn.name}(), not a verb-named method"
+                    assert node.func.attr == HTTP_METHOD_OF_VERB[fn.name], f"{where}: {fn.name} via {node.func.attr}"
+                    verbs.add(fn.name)
+    return verbs
 
 
 def router_permissions() -> set[Perm]:
-    """Derived from the router's source: every Kubernetes client call in modules importing `kubernetes`
-    (a streamed call through kubernetes.watch adds the `watch` verb for the same resource)."""
+    """Derived from the router's source: official-client calls, plus every KubeResource the discovery
+    declares, times every verb the router's own KubeClient can issue (its informers list and watch each)."""
     perms: set[Perm] = set()
+    resources: set[tuple[str, str]] = set()
+    verbs: set[str] = set()
     for path in sorted(ROUTER_SRC.rglob("*.py")):
         tree = ast.parse(path.read_text())
         imports_k8s = any(
             (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "kubernetes")
             or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "kubernetes" for a in n.names))
             for n in ast.walk(tree))
-        if not imports_k8s:
-            continue
-        streamed = {a.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                    and n.func.attr == "stream" for a in n.args if isinstance(a, ast.Attribute)}
+        if imports_k8s and _builds_official_api_object(tree):
+            perms |= _official_client_permissions(path, tree)
+        verbs |= _own_client_verbs(path, tree)
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            name = node.func.attr
-            if not API_CALL.match(name) or name in {"load_incluster_config", "load_kube_config"}:
-                continue
-            where = f"{path.relative_to(REPO)}:{node.lineno}"
-            assert name in CLIENT_CALLS, f"{where}: Kubernetes call {name}() has no RBAC mapping (chart + this table)"
-            target = CLIENT_CALLS[name]
-            if isinstance(target, str):
-                args = ast.unparse(node)
-                assert "PLURAL" in args and "GROUP" in args, f"{where}: custom object call on an unknown resource"
-                target = (C.GROUP, C.PLURAL, target)
-            perms.add(target)
-            if name in streamed:
-                perms.add((target[0], target[1], "watch"))
-    return perms
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "KubeResource":
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                args = dict(zip(("group", "version", "plural"), node.args, strict=False))
+                args |= {k.arg: k.value for k in node.keywords if k.arg in ("group", "plural")}
+                resources.add((_constant(args["group"], where), _constant(args["plural"], where)))
+    assert not resources or verbs, "KubeResources declared but no KubeClient request method found"
+    return perms | {(group, plural, verb) for group, plural in resources for verb in verbs}
 
 
 ROUTER_PERMISSIONS = router_permissions()
@@ -142,7 +209,7 @@ def test_leader_election_permissions_are_declared() -> None:
 
 
 def test_router_permissions_are_derived_from_its_discovery_code() -> None:
-    assert ("", "pods", "list") in ROUTER_PERMISSIONS and (C.GROUP, C.PLURAL, "list") in ROUTER_PERMISSIONS
+    assert {(g, r, v) for g, r in (("", "pods"), (C.GROUP, C.PLURAL)) for v in ("list", "watch")} <= ROUTER_PERMISSIONS
     assert all(p[1] in {"pods", C.PLURAL, "endpointslices"} for p in ROUTER_PERMISSIONS), ROUTER_PERMISSIONS
 
 

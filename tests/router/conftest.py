@@ -1,92 +1,16 @@
-"""Harness for router integration tests: real uvicorn servers on 127.0.0.1 inside the test's loop."""
+"""Router test fixtures; the harness itself lives in router_stack.py (importable from test files)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_engine import Behaviour, EngineState, create_engine_app
-
-from supernode.router.app import create_app
-from supernode.router.config import RouterConfig
-
-MODEL = "deepseek-v4-flash"
-
-
-async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                           access_log=False))
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, task, f"http://127.0.0.1:{port}"
-
-
-@dataclass
-class Stack:
-    tmp: Path
-    engines: dict[str, EngineState] = field(default_factory=dict)
-    engine_urls: dict[str, str] = field(default_factory=dict)
-    router_url: str = ""
-    router_app: FastAPI | None = None
-    _servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = field(default_factory=list)
-
-    @property
-    def endpoints_path(self) -> Path:
-        return self.tmp / "endpoints.json"
-
-    async def engine(self, name: str, behaviour: Behaviour | None = None) -> str:
-        app = create_engine_app(behaviour or Behaviour(name=name))
-        server, task, url = await serve(app)
-        self._servers.append((server, task))
-        self.engines[name] = app.state.engine
-        self.engine_urls[name] = url
-        return url
-
-    def write_endpoints(self, endpoints: list[dict[str, Any]]) -> None:
-        tmp = self.endpoints_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"endpoints": endpoints}))
-        tmp.replace(self.endpoints_path)
-
-    async def router(self, extra: dict[str, Any] | None = None, **kwargs: Any) -> str:
-        cfg: dict[str, Any] = {
-            "discovery": {"type": "local", "path": str(self.endpoints_path), "poll_interval_s": 0.05},
-            "health": {"scrape_interval_s": 0},
-            "timeouts": {"connect_s": 1, "first_byte_s": 2, "between_chunks_s": 1, "total_s": 5, "keepalive_s": 0.2},
-        }
-        for key, value in (extra or {}).items():
-            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-        app = create_app(RouterConfig.model_validate(cfg), **kwargs)
-        server, task, url = await serve(app)
-        self._servers.append((server, task))
-        self.router_app = app
-        self.router_url = url
-        return url
-
-    async def close(self) -> None:
-        for server, _ in reversed(self._servers):
-            server.should_exit = True
-        await asyncio.gather(*(t for _, t in self._servers), return_exceptions=True)
-
-
-def ep(url: str, **kw: Any) -> dict[str, Any]:
-    return {"url": url, "model": MODEL, **kw}
+from router_stack import Stack
 
 
 @pytest.fixture
@@ -94,11 +18,3 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     s = Stack(tmp_path)
     yield s
     await s.close()
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import MODEL, Stack, ep, wait_for  # type: ignore[import-not-found]
 from fake_engine import Behaviour  # type: ignore[import-not-found]
+from router_stack import MODEL, Stack, ep, wait_for  # type: ignore[import-not-found]
 
 from supernode.router.admission import Gatekeeper
 from supernode.router.admission.tenants import hash_key

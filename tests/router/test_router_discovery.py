@@ -180,29 +180,3 @@ def test_example_router_config_and_endpoints_parse() -> None:
 
     eps = parse_endpoint_file((ROOT / "examples" / "router" / "endpoints.json").read_text())
     assert [e.engine_type.value for e in eps] == ["builtin", "vllm"]
-
-
-async def test_kubernetes_discovery_applies_lists_and_keeps_last_on_error() -> None:
-    from supernode.router.discovery.kubernetes import KubernetesDiscovery
-
-    seen: list[list[str]] = []
-    d = KubernetesDiscovery(lambda eps: seen.append([e.url for e in eps]), namespace="llm", relist_interval_s=0.01,
-                            port_name="http", default_port=8000, default_max_concurrency=8)
-    answers: list[object] = [([Pod("p0").obj], [md()]), RuntimeError("apiserver down")]
-
-    def fake_list() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        answer = answers.pop(0) if answers else ([], [md()])
-        if isinstance(answer, Exception):
-            raise answer
-        return answer  # type: ignore[return-value]
-
-    d._list = fake_list  # type: ignore[method-assign]
-    task = asyncio.create_task(d.run())
-    try:
-        for _ in range(100):
-            if len(seen) >= 2:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-    assert seen[0] == ["http://10.0.0.5:8100"] and seen[1] == []  # the error in between changed nothing

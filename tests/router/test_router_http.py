@@ -8,8 +8,8 @@ import anthropic
 import httpx
 import openai
 import pytest
-from conftest import MODEL, Stack, ep, wait_for
 from fake_engine import Behaviour
+from router_stack import MODEL, Stack, ep, wait_for
 
 from supernode.api import constants as C
 

@@ -9,8 +9,8 @@ import anthropic
 import httpx
 import openai
 import pytest
-from conftest import MODEL, Stack, ep
 from fake_engine import Behaviour
+from router_stack import MODEL, Stack, ep
 
 from supernode.api import constants as C
 from supernode.router.admission.tenants import hash_key

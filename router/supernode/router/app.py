@@ -63,13 +63,14 @@ class RouterState:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-def _build_discovery(config: RouterConfig,
-                     apply: Callable[[list[Endpoint]], None]) -> FileDiscovery | KubernetesDiscovery:
+def _build_discovery(config: RouterConfig, apply: Callable[[list[Endpoint]], None],
+                     metrics: RouterMetrics) -> FileDiscovery | KubernetesDiscovery:
     d = config.discovery
     if d.type == "kubernetes":
-        return KubernetesDiscovery(apply, namespace=d.namespace, relist_interval_s=d.relist_interval_s,
-                                   port_name=d.http_port_name, default_port=d.default_port,
-                                   default_max_concurrency=d.default_max_concurrency)
+        return KubernetesDiscovery(apply, namespace=d.namespace, port_name=d.http_port_name,
+                                   default_port=d.default_port, default_max_concurrency=d.default_max_concurrency,
+                                   api_url=d.api_url, resync_interval_s=d.resync_interval_s,
+                                   watch_timeout_s=d.watch_timeout_s, debounce_s=d.debounce_s, metrics=metrics)
     assert d.path is not None
     return FileDiscovery(d.path, apply, d.poll_interval_s)
 
@@ -90,7 +91,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         table.update(endpoints)
         metrics.endpoints.set(len(table))
 
-    discovery = _build_discovery(config, apply)
+    discovery = _build_discovery(config, apply, metrics)
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
     service = Service(config, gatekeeper, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))

@@ -34,7 +34,11 @@ class DiscoveryConfig(_Section):
     path: str | None = Field(default=None, description="EndpointFile (JSON or YAML) for static/local")
     poll_interval_s: float = Field(default=0.25, gt=0, description="How often the file's mtime is checked")
     namespace: str | None = Field(default=None, description="kubernetes: namespace to watch (None = all)")
-    relist_interval_s: float = Field(default=2.0, gt=0, description="kubernetes: seconds between relists")
+    api_url: str | None = Field(default=None, description="kubernetes: API server URL (default: in-cluster "
+                                "service account, else kubeconfig)")
+    resync_interval_s: float = Field(default=300.0, gt=0, description="kubernetes: full relist as a safety net")
+    watch_timeout_s: float = Field(default=290.0, ge=1, description="kubernetes: server-side timeout of one watch")
+    debounce_s: float = Field(default=0.1, ge=0, le=5, description="kubernetes: events coalesced before a recompute")
     http_port_name: str = Field(default="http", description="kubernetes: leader container port name")
     default_port: int = Field(default=8000, ge=1, le=65535)
     default_max_concurrency: int = Field(default=32, ge=1)

@@ -42,6 +42,12 @@ class RouterMetrics:
         self.endpoint_load = Gauge("supernode_router_endpoint_load", "running + waiting as last seen",
                                    ["endpoint", "model"], registry=r)
         self.endpoints = Gauge("supernode_router_endpoints", "Endpoints known to discovery", registry=r)
+        self.discovery_events = Counter("supernode_router_discovery_watch_events_total",
+                                        "Kubernetes watch events applied", ["resource", "type"], registry=r)
+        self.discovery_lists = Counter("supernode_router_discovery_lists_total", "Kubernetes full LISTs "
+                                       "(reason: initial, resync, expired, error)", ["resource", "reason"], registry=r)
+        self.discovery_errors = Counter("supernode_router_discovery_errors_total",
+                                        "Failed Kubernetes lists / watches", ["resource"], registry=r)
 
     def record_prefix(self, hit: int, total: int) -> None:
         if total <= 0:

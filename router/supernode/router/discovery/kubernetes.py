@@ -1,8 +1,8 @@
 """`kubernetes` discovery: group-leader pods (labelled by the operator) + ModelDeployments → Endpoints.
 
 `endpoints_from_objects` is the pure translation (tested without a cluster). `KubernetesDiscovery`
-relists leader pods and ModelDeployments every `relist_interval_s` through the official client (in a
-worker thread) and applies the result; a failed list keeps the last endpoint set.
+lists then watches both (kube_informer), so a change reaches the routing table within `debounce_s`
+of the API event; a failed list or watch keeps the last endpoint set.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from typing import Any
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import EngineType, Mode
+from supernode.router.discovery.kube_client import KubeAccess, KubeClient, KubeResource, load_access
+from supernode.router.discovery.kube_informer import Informer
+from supernode.router.metrics import RouterMetrics
 
 log = logging.getLogger("supernode.router.discovery")
 
@@ -107,41 +110,89 @@ def endpoints_from_objects(pods: Sequence[Mapping[str, Any]], mds: Sequence[Mapp
     return out
 
 
+LEADER_PODS = KubeResource("", "v1", "pods", label_selector=f"{C.LABEL_ROLE}={C.ROLE_LEADER}")
+MODEL_DEPLOYMENTS = KubeResource(C.GROUP, C.VERSION, C.PLURAL)
+
+
 class KubernetesDiscovery:
+    """Two informers (leader pods, ModelDeployments) feed one debounced recompute of the endpoints.
+
+    Nothing is published until both have listed once (a pod without its ModelDeployment would get
+    default modes); after that each change publishes within `debounce_s`, and only if the endpoint
+    set actually changed. An API outage keeps the last endpoints."""
+
     def __init__(self, on_change: Callable[[list[Endpoint]], None], *, namespace: str | None,
-                 relist_interval_s: float, port_name: str, default_port: int, default_max_concurrency: int):
+                 port_name: str, default_port: int, default_max_concurrency: int, api_url: str | None = None,
+                 resync_interval_s: float = 300.0, watch_timeout_s: float = 290.0, debounce_s: float = 0.1,
+                 client: KubeClient | None = None, metrics: RouterMetrics | None = None):
         self.on_change = on_change
         self.namespace = namespace
-        self.relist_interval_s = relist_interval_s
+        self.api_url = api_url
+        self.debounce_s = debounce_s
         self.kwargs = {"port_name": port_name, "default_port": default_port,
                        "default_max_concurrency": default_max_concurrency}
-        self.last_error: str | None = None
+        self._client = client
+        self.metrics = metrics
+        self._dirty = asyncio.Event()
+        self.watch_timeout_s, self.resync_interval_s = watch_timeout_s, resync_interval_s
+        self.pods: Informer | None = None
+        self.mds: Informer | None = None
+        self.published: list[Endpoint] | None = None
+        self.config_error: str | None = None
+        self.publishes = 0
 
-    def _list(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        from kubernetes import client, config  # imported here: only this backend needs it
+    @property
+    def last_error(self) -> str | None:
+        errors = [i.last_error for i in (self.pods, self.mds) if i is not None and i.last_error]
+        if self.pods is None and self.config_error:
+            errors.append(self.config_error)
+        return "; ".join(errors) or None
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api = client.ApiClient()
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        selector = f"{C.LABEL_ROLE}={C.ROLE_LEADER}"
-        if self.namespace:
-            pods = core.list_namespaced_pod(self.namespace, label_selector=selector)
-            mds: Any = custom.list_namespaced_custom_object(C.GROUP, C.VERSION, self.namespace, C.PLURAL)
-        else:
-            pods = core.list_pod_for_all_namespaces(label_selector=selector)
-            mds = custom.list_cluster_custom_object(C.GROUP, C.VERSION, C.PLURAL)
-        return [api.sanitize_for_serialization(p) for p in pods.items], list(mds.get("items") or [])
+    def endpoints(self) -> list[Endpoint]:
+        assert self.pods is not None and self.mds is not None
+        return endpoints_from_objects(self.pods.cache.items(), self.mds.cache.items(), **self.kwargs)
 
-    async def run(self) -> None:
+    async def _publish_loop(self) -> None:
+        assert self.pods is not None and self.mds is not None
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce_s)  # coalesce a burst of events into one recompute
+            self._dirty.clear()
+            if not (self.pods.cache.synced and self.mds.cache.synced):
+                continue
+            endpoints = self.endpoints()
+            if endpoints != self.published:
+                self.published = endpoints
+                self.publishes += 1
+                self.on_change(endpoints)
+                log.info("discovery: %d endpoints (%d draining)", len(endpoints),
+                         sum(e.draining for e in endpoints))
+
+    async def _load_access(self) -> KubeAccess:
+        """No API settings (no service account, no kubeconfig) is an error to fix, not to crash on:
+        log it and try again now and then, serving whatever endpoints are known (none)."""
         while True:
             try:
-                pods, mds = await asyncio.to_thread(self._list)
-                self.on_change(endpoints_from_objects(pods, mds, **self.kwargs))
-                self.last_error = None
-            except Exception as e:  # API down or RBAC missing: keep the last endpoints, retry
-                self.last_error = str(e)
-                log.error("kubernetes discovery failed, keeping the last endpoints: %s", e)
-            await asyncio.sleep(self.relist_interval_s)
+                return await asyncio.to_thread(load_access, self.api_url)
+            except Exception as e:
+                self.config_error = f"kubernetes API settings: {type(e).__name__}: {e}"
+                log.error("discovery: %s; retrying in 30s", self.config_error)
+                await asyncio.sleep(30)
+
+    async def run(self) -> None:
+        client = self._client or KubeClient(await self._load_access())
+        self.pods, self.mds = (Informer(client, resource, self.namespace, self._dirty.set,
+                                        watch_timeout_s=self.watch_timeout_s, resync_s=self.resync_interval_s,
+                                        metrics=self.metrics)
+                               for resource in (LEADER_PODS, MODEL_DEPLOYMENTS))
+        tasks = [asyncio.create_task(t, name=n) for t, n in ((self.pods.run(), "discovery-pods"),
+                                                              (self.mds.run(), "discovery-mds"),
+                                                              (self._publish_loop(), "discovery-publish"))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._client is None:  # ours: close it; an injected client belongs to the caller
+                await client.close()
