@@ -1,6 +1,7 @@
 """Fluent builders for test objects (cf. LeaderWorkerSet test/wrappers).
 
     make_md("x").replicas(2).accelerator("ascend-910c", 16).group(pods=2).obj()   # ModelDeployment
+    operator_md().uid().engine("vllm").dict(); make_plan(md, [["n0", "n1"]], ["sp-0"])  # operator tests
     make_node("a3-0").superpod("sp-0").ascend(16).obj()                           # NodeInfo
     make_inventory().superpods(3, nodes=4, devices=16).add(make_node("c")).obj()   # Inventory
     k8s_node("a3-0", labels=..., allocatable=...), k8s_pod("p", "a3-0", {...})    # API dicts
@@ -13,7 +14,7 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
-from supernode.operator.types import Inventory, NodeInfo, Taint
+from supernode.operator.types import CapacityVerdict, GroupPlan, Inventory, NodeInfo, Plan, PodPlan, Taint
 
 
 class MDBuilder:
@@ -34,13 +35,33 @@ class MDBuilder:
     def spec(self) -> dict[str, Any]:
         return self._obj["spec"]  # type: ignore[no-any-return]
 
+    def namespace(self, ns: str) -> MDBuilder:
+        self._obj["metadata"]["namespace"] = ns
+        return self
+
+    def uid(self, uid: str | None = None, generation: int = 1) -> MDBuilder:
+        """Server-set metadata, as if read back from the API (default uid `uid-<name>`)."""
+        meta = self._obj["metadata"]
+        meta["uid"], meta["generation"] = uid or f"uid-{meta['name']}", generation
+        return self
+
     def replicas(self, n: int) -> MDBuilder:
         self.spec["replicas"] = n
         return self
 
     def model(self, name: str, *aliases: str, source: str | None = None) -> MDBuilder:
-        self.spec["model"] = {"name": name, "aliases": list(aliases),
-                              "source": source or self.spec["model"]["source"]}
+        self.spec["model"] = {"name": name, "source": source or self.spec["model"]["source"]}
+        if aliases:
+            self.spec["model"]["aliases"] = list(aliases)
+        return self
+
+    def source(self, uri: str) -> MDBuilder:
+        self.spec["model"]["source"] = uri
+        return self
+
+    def engine(self, type_: str, **extra: Any) -> MDBuilder:
+        """`spec.engine` = {"type": type_, **extra} (camelCase keys, e.g. image=...)."""
+        self.spec["engine"] = {"type": type_, **extra}
         return self
 
     def accelerator(self, type_: str, devices_per_pod: int = 0, resource_name: str | None = None) -> MDBuilder:
@@ -94,8 +115,15 @@ class MDBuilder:
         self.spec["autoscaling"] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
         return self
 
-    def rollout(self, max_surge: int, max_unavailable: int) -> MDBuilder:
+    def rollout(self, max_surge: int, max_unavailable: int, drain_timeout_seconds: int | None = None) -> MDBuilder:
         self.spec["rollout"] = {"maxSurge": max_surge, "maxUnavailable": max_unavailable}
+        if drain_timeout_seconds is not None:
+            self.spec["rollout"]["drainTimeoutSeconds"] = drain_timeout_seconds
+        return self
+
+    def recovery(self, max_group_restarts: int, backoff_seconds: int, max_backoff_seconds: int) -> MDBuilder:
+        self.spec["recovery"] = {"maxGroupRestarts": max_group_restarts, "backoffSeconds": backoff_seconds,
+                                 "maxBackoffSeconds": max_backoff_seconds}
         return self
 
     def set(self, path: str, value: Any) -> MDBuilder:
@@ -128,6 +156,32 @@ class MDBuilder:
 
 def make_md(name: str = "md") -> MDBuilder:
     return MDBuilder(name)
+
+
+def operator_md(name: str = "v4-flash") -> MDBuilder:
+    """The operator tests' baseline: namespace llm, a pvc:// model, no drain wait, fast gang-restart back-off."""
+    return (make_md(name).namespace("llm").model("deepseek-v4-flash", source="pvc://model-cache/deepseek-v4-flash")
+            .rollout(1, 0, drain_timeout_seconds=0)
+            .recovery(max_group_restarts=3, backoff_seconds=1, max_backoff_seconds=4))
+
+
+def make_plan(md: ModelDeployment, nodes_per_group: list[list[str]], supernodes: list[str | None] | None = None,
+              resource: str | None = None, unplaced: int = 0) -> Plan:
+    """A hand-made placement: group i on nodes_per_group[i] (rank r on node r), then `unplaced` unplaced groups."""
+    pods = md.spec.pods_per_group
+    groups = []
+    for i, nodes in enumerate(nodes_per_group):
+        sn = supernodes[i] if supernodes else None
+        groups.append(GroupPlan(index=i, placed=True, supernode=sn, pods=tuple(
+            PodPlan(rank=r, role=C.ROLE_LEADER if r == 0 else C.ROLE_WORKER, node=nodes[r] if nodes else None,
+                    devices=md.spec.accelerator.devices_per_pod) for r in range(pods))))
+    for j in range(unplaced):
+        groups.append(GroupPlan(index=len(nodes_per_group) + j, placed=False, supernode=None, pods=(),
+                                reason="no free supernode"))
+    return Plan(deployment=md.metadata.name, pods_per_group=pods, devices_per_pod=md.spec.accelerator.devices_per_pod,
+                resource_name=resource, groups=tuple(groups),
+                capacity=CapacityVerdict(desired=len(groups), placeable=len(nodes_per_group),
+                                         reasons=("no free supernode",) * unplaced))
 
 
 class NodeBuilder:

@@ -15,7 +15,7 @@ def spec_of(builder: object) -> ModelDeployment:
 def test_builtin_runs_tensor_parallel_with_optional_matching_expert_parallel(
     tensor: int, data: int, expert: int
 ) -> None:
-    md = spec_of(make_md("x").set("spec.engine.type", "builtin").parallelism(tensor=tensor, data=data, expert=expert))
+    md = spec_of(make_md("x").engine("builtin").parallelism(tensor=tensor, data=data, expert=expert))
     assert engine_shape_problem(md.spec) is None
 
 
@@ -23,13 +23,13 @@ def test_builtin_runs_tensor_parallel_with_optional_matching_expert_parallel(
 def test_builtin_refuses_data_parallel_and_partial_expert_parallel_naming_the_field(
     tensor: int, data: int, expert: int
 ) -> None:
-    md = spec_of(make_md("x").set("spec.engine.type", "builtin").parallelism(tensor=tensor, data=data, expert=expert))
+    md = spec_of(make_md("x").engine("builtin").parallelism(tensor=tensor, data=data, expert=expert))
     problem = engine_shape_problem(md.spec)
     assert problem is not None and problem.startswith("spec.parallelism:")
     assert f"tensor={tensor}" in problem
 
 
 def test_other_engines_are_not_second_guessed() -> None:
-    builder = make_md("x").set("spec.engine.type", "vllm").accelerator("nvidia-h200", 8)
+    builder = make_md("x").engine("vllm").accelerator("nvidia-h200", 8)
     md = spec_of(builder.parallelism(tensor=8, data=2, expert=16))
     assert engine_shape_problem(md.spec) is None

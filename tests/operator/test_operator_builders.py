@@ -11,42 +11,46 @@ from typing import Any
 
 import pytest
 import yaml
-from md_builder import make_md, make_plan
+from builders import MDBuilder, make_plan, operator_md
 
 from supernode.api import constants as C
 from supernode.operator import builders, naming
 
 GOLDEN = Path(__file__).parent / "golden"
 
+
+def base_md() -> MDBuilder:
+    return operator_md().uid()
+
 CASES: dict[str, tuple[Any, bool, list[list[str]], list[str | None], str | None]] = {
-    "builtin-cpu-sts": (make_md().engine("builtin").accelerator("cpu").parallelism(tensor=2)
+    "builtin-cpu-sts": (base_md().engine("builtin").accelerator("cpu").parallelism(tensor=2)
                         .source("builtin://tiny"), False, [["cpu-a", "cpu-b"]], [None], None),
-    "builtin-ascend-lws": (make_md().engine("builtin").accelerator("ascend-910c", 16)
+    "builtin-ascend-lws": (base_md().engine("builtin").accelerator("ascend-910c", 16)
                            .parallelism(tensor=16, data=2, expert=32), True, [["a3-0", "a3-1"]], ["sp-1"],
                            C.RESOURCE_ASCEND),
-    "vllm-ascend-sts": (make_md().engine("vllm").accelerator("ascend-910c", 16)
-                        .parallelism(tensor=16, data=2, expert=32).model(aliases=["deepseek-chat"]),
+    "vllm-ascend-sts": (base_md().engine("vllm").accelerator("ascend-910c", 16)
+                        .parallelism(tensor=16, data=2, expert=32).model("deepseek-v4-flash", "deepseek-chat"),
                         False, [["a3-0", "a3-1"]], ["sp-1"], C.RESOURCE_ASCEND),
-    "vllm-nvidia-dp-lws": (make_md().engine("vllm").accelerator("nvidia-h200", 8)
+    "vllm-nvidia-dp-lws": (base_md().engine("vllm").accelerator("nvidia-h200", 8)
                            .parallelism(tensor=1, data=16, expert=16).source("hf://deepseek-ai/DeepSeek-V4-Flash"),
                            True, [["h200-0", "h200-1"]], ["clique-a"], C.RESOURCE_NVIDIA),
-    "vllm-nvidia-single-sts": (make_md().engine("vllm").accelerator("nvidia-b200", 8)
+    "vllm-nvidia-single-sts": (base_md().engine("vllm").accelerator("nvidia-b200", 8)
                                .parallelism(data=8, expert=8), False, [["b200-0"]], [None], C.RESOURCE_NVIDIA),
-    "sglang-nvidia-lws": (make_md().engine("sglang").accelerator("nvidia-h200", 8)
+    "sglang-nvidia-lws": (base_md().engine("sglang").accelerator("nvidia-h200", 8)
                           .parallelism(tensor=16, expert=16).source("s3://weights/v4-flash"), True,
                           [["h200-0", "h200-1"]], ["clique-b"], C.RESOURCE_NVIDIA),
-    "sglang-ascend-sts": (make_md().engine("sglang").accelerator("ascend-910b", 8)
+    "sglang-ascend-sts": (base_md().engine("sglang").accelerator("ascend-910b", 8)
                           .parallelism(tensor=8, pipeline=2), False, [["a2-0", "a2-1"]], ["sp-2"],
                           C.RESOURCE_ASCEND),
-    "mindie-ascend-sts": (make_md().engine("mindie")
-                          .accelerator("ascend-910b", 8, resourceName="huawei.com/ascend-1980")
+    "mindie-ascend-sts": (base_md().engine("mindie")
+                          .accelerator("ascend-910b", 8, resource_name="huawei.com/ascend-1980")
                           .parallelism(tensor=16), False, [["a2-0", "a2-1"]], [None], C.RESOURCE_ASCEND),
 }
 
 
 def render(case: str) -> list[dict[str, Any]]:
-    md_builder, lws, nodes, sns, resource = CASES[case]
-    md = md_builder.model_obj()
+    builder, lws, nodes, sns, resource = CASES[case]
+    md = builder.obj()
     plan = make_plan(md, nodes, sns, resource)
     return builders.desired_objects(md, plan, naming.revision(md), lws=lws)
 
@@ -173,14 +177,14 @@ def test_leader_service_and_router_annotations() -> None:
 
 
 def test_revision_ignores_replicas_but_not_image() -> None:
-    a = make_md().replicas(1).model_obj()
-    b = make_md().replicas(5).model_obj()
-    c = make_md().engine("builtin", image="x:2").model_obj()
+    a = base_md().replicas(1).obj()
+    b = base_md().replicas(5).obj()
+    c = base_md().engine("builtin", image="x:2").obj()
     assert naming.revision(a) == naming.revision(b) != naming.revision(c)
 
 
 def test_unplaced_groups_render_nothing() -> None:
-    md = make_md().replicas(3).model_obj()
+    md = base_md().replicas(3).obj()
     plan = make_plan(md, [["n0"]], [None], unplaced=2)
     objs = builders.desired_objects(md, plan, "r1", lws=False)
     assert sorted({o["metadata"]["labels"].get(C.LABEL_GROUP, "-") for o in objs}) == ["-", "0"]
@@ -203,4 +207,4 @@ def test_every_engine_and_accelerator_has_a_pinned_default_image() -> None:
     assert builtin == {"cpu": "ghcr.io/supernode-io/supernode-engine-cpu:0.1.0",
                        "nvidia": "ghcr.io/supernode-io/supernode-engine-cuda:0.1.0",
                        "ascend": "ghcr.io/supernode-io/supernode-engine-ascend:0.1.0"}
-    assert image_for(make_md().engine("builtin", image="mine:1").model_obj()) == "mine:1"
+    assert image_for(base_md().engine("builtin", image="mine:1").obj()) == "mine:1"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import yaml
+from builders import operator_md
 from fake_cluster import FakeCluster
 from k8s_emulator import K8sEmulator
-from md_builder import make_md
 from operator_harness import eventually
 from test_operator_lifecycle import MDS, MERGE, ascend_md, groups, setup, status
 
@@ -64,9 +64,7 @@ def _free_port() -> int:
 
 
 def test_preview_rollout_prints_steps(tmp_path: Path) -> None:
-    md = make_md("demo").replicas(2).rollout(maxSurge=1, maxUnavailable=0, drainTimeoutSeconds=60).obj()
-    for key in ("uid", "generation"):
-        md["metadata"].pop(key)
+    md = operator_md("demo").replicas(2).rollout(1, 0, drain_timeout_seconds=60).dict()
     path = tmp_path / "md.yaml"
     path.write_text(yaml.safe_dump(md))
     out = subprocess.run([sys.executable, "-m", "supernode.cli", "operator", "preview-rollout", str(path)],

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
+from builders import operator_md
 from fake_cluster import MD_KIND, FakeCluster, node
 from k8s_emulator import K8sEmulator
-from md_builder import make_md
 from operator_harness import eventually, running_operator
 
 from supernode.api import constants as C
@@ -18,8 +18,8 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 def ascend_md(name: str = "v4", replicas: int = 2) -> dict[str, Any]:
-    return (make_md(name).no_uid().engine("vllm").accelerator("ascend-910c", 16)
-            .parallelism(tensor=16, data=2, expert=32).placement(supernode="Required").replicas(replicas).obj())
+    return (operator_md(name).engine("vllm").accelerator("ascend-910c", 16)
+            .parallelism(tensor=16, data=2, expert=32).placement(supernode="Required").replicas(replicas).dict())
 
 
 def groups(emu: K8sEmulator, name: str = "v4") -> list[dict[str, Any]]:

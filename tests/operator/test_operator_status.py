@@ -121,13 +121,13 @@ def test_status_matches_the_api_status_model() -> None:
 
 
 def _problem(mutate: Callable[[dict[str, Any]], None]) -> str:
-    from md_builder import make_md
+    from builders import operator_md
     from pydantic import ValidationError
 
     from supernode.api.models import ModelDeployment
     from supernode.operator.reconcile import spec_error
 
-    obj = make_md().engine("vllm").accelerator("ascend-910c", 16).parallelism(tensor=16).obj()
+    obj = operator_md().uid().engine("vllm").accelerator("ascend-910c", 16).parallelism(tensor=16).dict()
     mutate(obj)
     try:
         ModelDeployment.from_obj(obj)
