@@ -87,11 +87,29 @@ class MoE(nn.Module):
         return routed
 
     def _many_tokens(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Group (token, slot) pairs by expert with one stable sort; run each local expert on its contiguous run.
+
+        One index_add_ over the sorted pairs adds each token's contributions in ascending expert order, the
+        same order as a loop over experts would.
+        """
+        k = idx.shape[1]
+        flat = idx.flatten()
+        order = torch.sort(flat, stable=True)[1]
+        counts = torch.bincount(flat, minlength=self.gate.n_experts).tolist()  # one host sync per layer
+        lo = sum(counts[: self.local.start])
+        hi = lo + sum(counts[self.local.start : self.local.stop])
         routed = torch.zeros_like(x)
-        counts = torch.bincount(idx.flatten(), minlength=self.gate.n_experts)[self.local.start : self.local.stop]
-        for offset in counts.nonzero().flatten().tolist():
-            e = self.local.start + offset
-            token, slot = torch.where(idx == e)
-            out = self.experts[str(e)](x[token]) * weights[token, slot, None]
-            routed.index_add_(0, token, out.to(routed.dtype))
-        return routed
+        if hi == lo:
+            return routed
+        order = order[lo:hi]
+        token = order // k
+        xs, ws = x[token], weights.flatten()[order, None]
+        out = torch.empty_like(xs)
+        start = 0
+        for e in self.local:
+            n = counts[e]
+            if n:
+                end = start + n
+                out[start:end] = (self.experts[str(e)](xs[start:end]) * ws[start:end]).to(out.dtype)
+                start = end
+        return routed.index_add_(0, token, out)
