@@ -103,13 +103,12 @@ class MoE(nn.Module):
             return routed
         order = order[lo:hi]
         token = order // k
-        xs, ws = x[token], weights.flatten()[order, None]
-        out = torch.empty_like(xs)
-        start = 0
+        xs = x[token]
+        outs, start = [], 0
         for e in self.local:
-            n = counts[e]
-            if n:
-                end = start + n
-                out[start:end] = (self.experts[str(e)](xs[start:end]) * ws[start:end]).to(out.dtype)
-                start = end
-        return routed.index_add_(0, token, out)
+            if n := counts[e]:
+                expert: MLP = self.experts[str(e)]  # type: ignore[assignment]
+                outs.append(expert.partial(xs[start : start + n]))  # experts are never reduced on their own
+                start += n
+        weighted = (torch.cat(outs) * weights.flatten()[order, None]).to(x.dtype)
+        return routed.index_add_(0, token, weighted)
