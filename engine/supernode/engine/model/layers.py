@@ -136,6 +136,11 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
+    def partial(self, x: torch.Tensor) -> torch.Tensor:
+        """forward without the all-reduce and without submodule calls (the MoE runs many small experts)."""
+        gate, up = F.linear(x, self.gate_proj.weight), F.linear(x, self.up_proj.weight)
+        return F.linear(F.silu(gate) * up, self.down_proj.weight)
+
 
 def _padded_vocab_shard(vocab: int, shards: int) -> int:
     return -(-vocab // shards)

@@ -72,15 +72,18 @@ class MLAttention(nn.Module):
         w_uk, w_uv = w[:, : self.nope], w[:, self.nope :]
         q_lat = torch.einsum("thn,hnc->thc", q_nope, w_uk)  # [T, H, C]
 
+        q_full = torch.cat([q_lat, q_pe.to(q_lat.dtype)], dim=-1)  # [T, H, C+R]: one score product
         out_lat = q_lat.new_empty(t, self.heads, self.kv_lora)
         for g in meta.groups:
-            ql, qp = q_lat[g.q_rows], q_pe[g.q_rows]  # [B, Q, H, *]
-            ctx = flat_cache[g.ctx_slots].to(ql.dtype)  # [B, L, C+R]
-            c_kv, c_pe = ctx[..., : self.kv_lora], ctx[..., self.kv_lora :]
-            scores = torch.einsum("bqhc,blc->bhql", ql, c_kv) + torch.einsum("bqhr,blr->bhql", qp, c_pe)
-            scores = (scores * self.scale).masked_fill(~g.mask, float("-inf"))
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(ql.dtype)
-            o = torch.einsum("bhql,blc->bqhc", probs, c_kv)  # [B, Q, H, C]
+            b, q_len = g.q_rows.shape
+            qg = q_full[g.q_rows.flatten()].view(b, q_len * self.heads, -1)  # [B, Q*H, C+R]
+            # index_select over flat slots: far cheaper than 2-D advanced indexing on CPU
+            ctx = flat_cache.index_select(0, g.ctx_slots.flatten()).view(b, -1, flat_cache.shape[-1]).to(qg.dtype)
+            scores = torch.bmm(qg, ctx.transpose(1, 2)).view(b, q_len, self.heads, -1)  # [B, Q, H, L]
+            scores = (scores * self.scale).masked_fill(~g.mask.transpose(1, 2), float("-inf"))
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qg.dtype)
+            o = torch.bmm(probs.view(b, q_len * self.heads, -1), ctx[..., : self.kv_lora])
+            o = o.view(b, q_len, self.heads, self.kv_lora)  # [B, Q, H, C]
             out_lat[g.q_rows[g.q_valid]] = o[g.q_valid]
         out = torch.einsum("thc,hvc->thv", out_lat, w_uv).reshape(t, self.heads * self.v_dim)
         return self.o_proj(out)

@@ -87,11 +87,28 @@ class MoE(nn.Module):
         return routed
 
     def _many_tokens(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Group (token, slot) pairs by expert with one stable sort; run each local expert on its contiguous run.
+
+        One index_add_ over the sorted pairs adds each token's contributions in ascending expert order, the
+        same order as a loop over experts would.
+        """
+        k = idx.shape[1]
+        flat = idx.flatten()
+        order = torch.sort(flat, stable=True)[1]
+        counts = torch.bincount(flat, minlength=self.gate.n_experts).tolist()  # one host sync per layer
+        lo = sum(counts[: self.local.start])
+        hi = lo + sum(counts[self.local.start : self.local.stop])
         routed = torch.zeros_like(x)
-        counts = torch.bincount(idx.flatten(), minlength=self.gate.n_experts)[self.local.start : self.local.stop]
-        for offset in counts.nonzero().flatten().tolist():
-            e = self.local.start + offset
-            token, slot = torch.where(idx == e)
-            out = self.experts[str(e)](x[token]) * weights[token, slot, None]
-            routed.index_add_(0, token, out.to(routed.dtype))
-        return routed
+        if hi == lo:
+            return routed
+        order = order[lo:hi]
+        token = order // k
+        xs = x[token]
+        outs, start = [], 0
+        for e in self.local:
+            if n := counts[e]:
+                expert: MLP = self.experts[str(e)]  # type: ignore[assignment]
+                outs.append(expert.partial(xs[start : start + n]))  # experts are never reduced on their own
+                start += n
+        weighted = (torch.cat(outs) * weights.flatten()[order, None]).to(x.dtype)
+        return routed.index_add_(0, token, weighted)

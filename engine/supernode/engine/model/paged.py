@@ -32,23 +32,22 @@ def _group(
     """members: (first flat row, num new tokens, start_pos, block_table)."""
     q_len = max(n for _, n, _, _ in members)
     ctx_len = max(start + n for _, n, start, _ in members)
+    num_blocks = -(-ctx_len // block_size)
+    # Tables padded to a common width; a row only reads blocks below its own length, so padding is never used.
+    tables = torch.tensor([list(t[:num_blocks]) + [0] * (num_blocks - len(t[:num_blocks])) for *_, t in members])
+    rows, lens, starts = torch.tensor([(r, n, s) for r, n, s, _ in members], dtype=torch.long).unbind(1)
+    totals = starts + lens
     offsets = torch.arange(ctx_len)
-    q_rows, q_valid, slots, masks = [], [], [], []
-    for row, n, start, table in members:
-        q_idx = torch.arange(q_len)
-        q_rows.append(row + q_idx.clamp(max=n - 1))
-        q_valid.append(q_idx < n)
-        total = start + n
-        blocks = torch.tensor(list(table[: -(-total // block_size)]) or [0], dtype=torch.long)
-        pos = offsets.clamp(max=total - 1)
-        slots.append(blocks[pos // block_size] * block_size + pos % block_size)
-        q_pos = start + q_idx
-        masks.append((offsets[None, :] <= q_pos[:, None]) & (offsets[None, :] < total))
+    q_idx = torch.arange(q_len)
+    pos = torch.minimum(offsets[None, :], totals[:, None] - 1)  # [B, L]
+    slots = tables.gather(1, pos // block_size) * block_size + pos % block_size
+    q_pos = starts[:, None] + q_idx[None, :]  # [B, Q]
+    mask = (offsets[None, None, :] <= q_pos[:, :, None]) & (offsets[None, None, :] < totals[:, None, None])
     return AttentionGroup(
-        q_rows=torch.stack(q_rows).to(device),
-        q_valid=torch.stack(q_valid).to(device),
-        ctx_slots=torch.stack(slots).to(device),
-        mask=torch.stack(masks)[:, None].to(device),
+        q_rows=(rows[:, None] + torch.minimum(q_idx[None, :], lens[:, None] - 1)).to(device),
+        q_valid=(q_idx[None, :] < lens[:, None]).to(device),
+        ctx_slots=slots.to(device),
+        mask=mask[:, None].to(device),
     )
 
 
