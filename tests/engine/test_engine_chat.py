@@ -24,6 +24,7 @@ MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "
         ({"chat_template_kwargs": {"thinking": True, "reasoning_effort": "max"}}, Mode.THINK_MAX),
         ({"chat_template_kwargs": {"reasoning_effort": "xhigh"}}, Mode.THINK_MAX),
         ({"thinking": {"type": "disabled"}}, Mode.NON_THINK),
+        ({"thinking": {"type": "adaptive"}}, Mode.THINK_HIGH),
         ({"thinking": {"type": "enabled"}, "reasoning_effort": "max"}, Mode.THINK_MAX),
         ({"reasoning_effort": "low"}, Mode.THINK_HIGH),
         ({"reasoning_effort": "none"}, Mode.NON_THINK),

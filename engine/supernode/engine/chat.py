@@ -51,9 +51,9 @@ def resolve_mode(body: Mapping[str, Any], default: Mode = Mode.THINK_HIGH) -> Mo
         field_ = body.get("thinking")
         if field_ is not None:
             kind = field_.get("type") if isinstance(field_, Mapping) else None
-            if kind not in ("enabled", "disabled"):
-                raise ChatError("thinking.type: must be 'enabled' or 'disabled'", "thinking.type")
-            thinking = kind == "enabled"
+            if kind not in ("enabled", "disabled", "adaptive"):  # adaptive = enabled, as the router reads it
+                raise ChatError("thinking.type: must be 'enabled', 'disabled' or 'adaptive'", "thinking.type")
+            thinking = kind != "disabled"
         effort = _effort_mode(body.get("reasoning_effort"), "reasoning_effort")
     if thinking is False or effort is Mode.NON_THINK:
         return Mode.NON_THINK
