@@ -16,6 +16,7 @@ OPERATOR_VARIANTS = {
     "all options": {"operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "resyncSeconds": 5,
                                  "extraArgs": ["--context=ignored"]}},
     "namespaced": {"operator": {"watchNamespaces": ["llm", "batch"]}},
+    "no metrics": {"operator": {"metrics": {"enabled": False, "port": 9090}}},
 }
 
 
@@ -41,6 +42,11 @@ def test_operator_command_line_parses(render: Any, variant: str) -> None:
         ElectionConfig(args.lease_name, args.lease_namespace, "pod", lease_duration=args.lease_duration,
                        renew_deadline=args.renew_deadline, retry_period=args.retry_period)  # timings are valid
     assert args.all_namespaces != bool(args.namespace), "exactly one of -A / --namespace"
+    ports = {p["name"]: p["containerPort"] for p in container(render(OPERATOR_VARIANTS[variant]), "-operator")["ports"]}
+    if variant == "no metrics":
+        assert args.metrics_port is None and "metrics" not in ports
+    else:
+        assert args.metrics_port == 9090 == ports["metrics"], "the metrics port the CLI binds is the named port"
 
 
 def test_router_command_line_parses(render: Any) -> None:

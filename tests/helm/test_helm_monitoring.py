@@ -23,7 +23,8 @@ VLLM_METRICS = {
 }
 METRIC = re.compile(r"\b((?:supernode_[a-z_]+)|(?:vllm:[a-z_]+))\b")
 PROMQL_WORDS = {"supernode_router", "supernode_operator"}
-ALERTS = {"SupernodeGroupDegraded", "SupernodeCapacityLimited", "SupernodeQueueSaturated", "SupernodeRouterErrorRate"}
+ALERTS = {"SupernodeGroupDegraded", "SupernodeCapacityLimited", "SupernodeQueueSaturated", "SupernodeRouterErrorRate",
+          "SupernodeOperatorReconcileErrors", "SupernodeOperatorSlowReconcile", "SupernodeGroupsFailed"}
 ON = {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
 
 
@@ -123,6 +124,7 @@ def test_dashboard_is_valid_grafana_json_with_router_and_engine_panels(render: A
     used = set().union(*(used_metrics(e) for e in exprs))
     assert used <= known_metrics(), f"dashboard queries unknown metrics {sorted(used - known_metrics())}"
     assert any(m.startswith("supernode_router_") for m in used) and any(m.startswith("vllm:") for m in used)
+    assert any(m.startswith("supernode_operator_") for m in used)
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     assert json.loads((CHART / "dashboards" / "supernode.json").read_text()) == dash
@@ -164,3 +166,30 @@ def test_engine_pod_monitor_matches_what_the_operator_renders(render: Any) -> No
             assert selector.items() <= labels.items(), labels
         ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
         assert port in ports, ports
+
+
+def test_operator_metrics_are_scraped_through_its_service(render: Any) -> None:
+    objects = render(ON)
+    monitor = one(objects, "ServiceMonitor", "-operator")
+    svc = one(objects, "Service", "-operator-metrics")
+    pod = one(objects, "Deployment", "-operator")["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == svc["spec"]["ports"][0]["name"] == svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert endpoint["honorLabels"] is True  # supernode_operator_groups' namespace is the ModelDeployment's
+    container = pod["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    assert "--metrics-port=9090" in container["args"]
+    policy = one(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy", "-operator")
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["metrics"]
+
+
+def test_operator_metrics_can_be_turned_off(render: Any) -> None:
+    off = {"operator": {"metrics": {"enabled": False, "port": 9090}}, "networkPolicy": {"enabled": True}}
+    objects = render({**ON, **off})
+    assert not [o for o in objects if o["kind"] == "ServiceMonitor" and o["metadata"]["name"].endswith("-operator")]
+    assert not [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-operator-metrics")]
+    rules = {r["alert"] for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert "SupernodeOperatorReconcileErrors" not in rules and "SupernodeGroupDegraded" in rules
+    assert one(objects, "NetworkPolicy", "-operator")["spec"]["ingress"] == []

@@ -36,6 +36,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("scrape interval unit", {"monitoring": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
     ("network peer typo", {"networkPolicy": {"routerIngressFrom": [{"podSelectr": {}}]}}, "podSelectr"),
     ("env without name", {"router": {"extraEnv": [{"value": "x"}]}}, "/router/extraEnv/0"),
+    ("privileged metrics port", {"operator": {"metrics": {"enabled": True, "port": 90}}}, "/operator/metrics/port"),
+    ("metrics key typo", {"operator": {"metrics": {"enabled": True, "port": 9090, "path": "/m"}}}, "path"),
 ]
 
 # Checks the schema cannot express clearly; the templates `fail` with a message instead.
@@ -50,6 +52,8 @@ BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
      "router.ledger.persistence.enabled needs router.replicas=1"),
     ("PDB that blocks drains", {"router": {"replicas": 1, "autoscaling": {"enabled": False}}},
      "router.pdb.minAvailable (1) must be below the router's replicas (1)"),
+    ("metrics port on the health port", {"operator": {"metrics": {"port": 8080}}},
+     "operator.metrics.port must differ from operator.healthPort"),
     ("existing SA without name", {"router": {"serviceAccount": {"create": False}}},
      "router.serviceAccount.name is required"),
 ]

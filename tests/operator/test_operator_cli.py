@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from builders import operator_md
 from fake_cluster import FakeCluster
@@ -90,6 +91,7 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
     emu, url = k8s
     cluster: FakeCluster = await setup(emu)
     health = {name: _free_port() for name in ("a", "b")}
+    metrics = {name: _free_port() for name in health}
     procs: dict[str, asyncio.subprocess.Process] = {}
     logs = {name: tmp_path / f"{name}.log" for name in health}
 
@@ -103,7 +105,8 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
                 sys.executable, "-m", "supernode.cli", "operator", "-A", "--leader-elect", "--server", url,
                 "--identity", name, "--lease-namespace", "supernode-system", "--lease-duration", "2",
                 "--renew-deadline", "1.5", "--retry-period", "0.25", "--resync", "0.5", "--log-format", "json",
-                "--liveness", f"http://127.0.0.1:{health[name]}/healthz", env=_env(), stdout=out,
+                "--liveness", f"http://127.0.0.1:{health[name]}/healthz", "--metrics-port", str(metrics[name]),
+                "--metrics-addr", "127.0.0.1", env=_env(), stdout=out,
                 stderr=asyncio.subprocess.STDOUT)
 
     def reconciled(name: str) -> bool:
@@ -118,6 +121,10 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
             await eventually(lambda: status(emu).get("readyReplicas") == 2, timeout=20, what="ready via leader")
             assert await _roles(c, health) == {"a": "leader", "b": "standby"}
             assert not reconciled("b"), "the standby must not reconcile"
+            # Only the Lease holder serves /metrics (the server starts with kopf); a standby refuses.
+            assert "supernode_operator_reconciles_total" in (await c.get(f"http://127.0.0.1:{metrics['a']}/metrics")).text
+            with pytest.raises(httpx.ConnectError):
+                await c.get(f"http://127.0.0.1:{metrics['b']}/metrics")
             procs["a"].kill()  # no release: b must wait for the Lease to expire
             await procs["a"].wait()
             killed = asyncio.get_running_loop().time()
@@ -128,6 +135,7 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
             await eventually(lambda: status(emu).get("readyReplicas") == 3, timeout=20, what="b converges")
             assert len(groups(emu)) == 3, "no duplicate groups after failover"
             assert reconciled("b")
+            assert "supernode_operator_reconciles_total" in (await c.get(f"http://127.0.0.1:{metrics['b']}/metrics")).text
         procs["b"].terminate()
         assert await asyncio.wait_for(procs["b"].wait(), 20) == 0, logs["b"].read_text()[-2000:]
         assert holder() == "", "a clean shutdown releases the Lease"
