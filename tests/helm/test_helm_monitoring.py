@@ -24,7 +24,8 @@ VLLM_METRICS = {
 METRIC = re.compile(r"\b((?:supernode_[a-z_]+)|(?:vllm:[a-z_]+))\b")
 PROMQL_WORDS = {"supernode_router", "supernode_operator"}
 ALERTS = {"SupernodeGroupDegraded", "SupernodeCapacityLimited", "SupernodeQueueSaturated", "SupernodeRouterErrorRate",
-          "SupernodeOperatorReconcileErrors", "SupernodeOperatorSlowReconcile", "SupernodeGroupsFailed"}
+          "SupernodeOperatorReconcileErrors", "SupernodeOperatorSlowReconcile", "SupernodeGroupsFailed",
+          "SupernodeOperatorNoLeader"}
 ON = {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
 
 
@@ -192,4 +193,5 @@ def test_operator_metrics_can_be_turned_off(render: Any) -> None:
     assert not [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-operator-metrics")]
     rules = {r["alert"] for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
     assert "SupernodeOperatorReconcileErrors" not in rules and "SupernodeGroupDegraded" in rules
+    assert "SupernodeOperatorNoLeader" not in rules
     assert one(objects, "NetworkPolicy", "-operator")["spec"]["ingress"] == []

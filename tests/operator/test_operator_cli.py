@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from builders import operator_md
 from fake_cluster import FakeCluster
@@ -121,10 +120,13 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
             await eventually(lambda: status(emu).get("readyReplicas") == 2, timeout=20, what="ready via leader")
             assert await _roles(c, health) == {"a": "leader", "b": "standby"}
             assert not reconciled("b"), "the standby must not reconcile"
-            # Only the Lease holder serves /metrics (the server starts with kopf); a standby refuses.
-            assert "supernode_operator_reconciles_total" in (await c.get(f"http://127.0.0.1:{metrics['a']}/metrics")).text
-            with pytest.raises(httpx.ConnectError):
-                await c.get(f"http://127.0.0.1:{metrics['b']}/metrics")
+            # Both serve /metrics from process start (one server each); only the Lease holder reports 1.
+            text_a = (await c.get(f"http://127.0.0.1:{metrics['a']}/metrics")).text
+            text_b = (await c.get(f"http://127.0.0.1:{metrics['b']}/metrics")).text
+            assert "supernode_operator_reconciles_total" in text_a
+            assert "supernode_operator_leader 1.0" in text_a and "supernode_operator_leader 0.0" in text_b
+            assert "supernode_operator_leader_transitions_total 1.0" in text_a
+            assert "supernode_operator_leader_transitions_total 0.0" in text_b
             procs["a"].kill()  # no release: b must wait for the Lease to expire
             await procs["a"].wait()
             killed = asyncio.get_running_loop().time()
@@ -135,7 +137,10 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
             await eventually(lambda: status(emu).get("readyReplicas") == 3, timeout=20, what="b converges")
             assert len(groups(emu)) == 3, "no duplicate groups after failover"
             assert reconciled("b")
-            assert "supernode_operator_reconciles_total" in (await c.get(f"http://127.0.0.1:{metrics['b']}/metrics")).text
+            text_b = (await c.get(f"http://127.0.0.1:{metrics['b']}/metrics")).text
+            assert "supernode_operator_reconciles_total" in text_b
+            assert "supernode_operator_leader 1.0" in text_b
+            assert "supernode_operator_leader_transitions_total 1.0" in text_b
         procs["b"].terminate()
         assert await asyncio.wait_for(procs["b"].wait(), 20) == 0, logs["b"].read_text()[-2000:]
         assert holder() == "", "a clean shutdown releases the Lease"

@@ -19,6 +19,7 @@ from supernode.operator.leader import (
     record_key,
     released_spec,
 )
+from supernode.operator.metrics import OperatorMetrics
 
 WALL = datetime.datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=datetime.UTC)
 
@@ -80,12 +81,22 @@ async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8s
     emu, url = k8s
     clock = Clock()
     cfg = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5}
-    a = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="a", **cfg), clock=clock)
-    b = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="b", **cfg), clock=clock)
+    metrics = {n: OperatorMetrics() for n in "ab"}
+    a = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="a", **cfg), clock=clock,
+                      on_change=metrics["a"].set_leader)
+    b = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="b", **cfg), clock=clock,
+                      on_change=metrics["b"].set_leader)
+
+    def gauges(e: LeaderElector) -> tuple[float | None, float | None]:
+        reg = metrics[e.config.identity].registry
+        return (reg.get_sample_value("supernode_operator_leader"),
+                reg.get_sample_value("supernode_operator_leader_transitions_total"))
+
     try:
         first = await asyncio.gather(a.try_once(), b.try_once())
         assert sorted(first) == [False, True], "exactly one creates the Lease"
         leader, standby = (a, b) if first[0] else (b, a)
+        assert gauges(leader) == (1.0, 1.0) and gauges(standby) == (0.0, 0.0)
         assert emu.get("leases", "sys", "op", "coordination.k8s.io")["spec"]["holderIdentity"] == leader.config.identity
         clock.t = 2.0
         assert await leader.try_once() and not await standby.try_once()  # renewed: standby sees a new record
@@ -96,7 +107,9 @@ async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8s
         spec = emu.get("leases", "sys", "op", "coordination.k8s.io")["spec"]
         assert spec["holderIdentity"] == standby.config.identity and spec["leaseTransitions"] == 1
         assert not await leader.try_once() and not leader.is_leader, "the old leader sees it lost"
+        assert gauges(leader) == (0.0, 2.0) and gauges(standby) == (1.0, 1.0)
         await standby.release()
+        assert gauges(standby) == (0.0, 2.0)
         assert emu.get("leases", "sys", "op", "coordination.k8s.io")["spec"]["holderIdentity"] is None
         assert await leader.try_once(), "a released Lease is free at once"
     finally:

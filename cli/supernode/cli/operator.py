@@ -70,16 +70,22 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from supernode.operator.handlers import OperatorConfig, build_registry
+    from supernode.operator.metrics import OperatorMetrics
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    # With election the process owns the metrics from the start (a standby serves them too, with
+    # supernode_operator_leader 0); kopf's startup handler then reuses them instead of binding again.
+    metrics = OperatorMetrics() if election is not None else None
     registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
-                                             supernode_label=args.supernode_label, metrics_port=args.metrics_port,
-                                             metrics_addr=args.metrics_addr))
+                                             supernode_label=args.supernode_label, metrics_addr=args.metrics_addr,
+                                             metrics_port=args.metrics_port if metrics is None else None,
+                                             metrics=metrics))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)
         return 0
-    return _run_elected(args, registry, election)
+    assert metrics is not None
+    return _run_elected(args, registry, election, metrics)
 
 
 def _election_config(args: argparse.Namespace) -> Any:
@@ -93,7 +99,7 @@ def _election_config(args: argparse.Namespace) -> Any:
                           renew_deadline=args.renew_deadline, retry_period=args.retry_period)
 
 
-def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
+def _run_elected(args: argparse.Namespace, registry: Any, election: Any, metrics: Any) -> int:
     import asyncio
     import logging
     import os
@@ -110,11 +116,16 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any) -> int:
                             standalone=True, stop_flag=stop)
 
     async def main() -> int:
+        metrics.set_leader(False)
+        if args.metrics_port is not None:
+            metrics.serve(args.metrics_port, args.metrics_addr)
         client = KubeClient(load_connection(args.server, args.context))
-        code = await run_elected(LeaderElector(client, election), operate, liveness=args.liveness)
+        code = await run_elected(LeaderElector(client, election, on_change=metrics.set_leader), operate,
+                                 liveness=args.liveness)
         if code == EXIT_LOST:  # leadership lost: exit now, not after a graceful asyncio teardown
             logging.shutdown()
             os._exit(code)
+        metrics.stop()
         return code
 
     return asyncio.run(main())

@@ -32,6 +32,13 @@ class OperatorConfig:
     fast: bool = False  # short watch/retry timings (tests, benchmarks)
     metrics_port: int | None = None  # serve Prometheus metrics on this port (None: off)
     metrics_addr: str = "0.0.0.0"
+    # Metrics owned (and served) by the caller, e.g. from process start under --leader-elect; then
+    # metrics_port must be None so the port is bound once per process.
+    metrics: OperatorMetrics | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None and self.metrics_port is not None:
+            raise ValueError("OperatorConfig: metrics_port with caller-owned metrics would bind the port twice")
 
 
 def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,9 +88,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             settings.background.instant_exit_timeout = 0.5
             settings.background.cancellation_polling = 0.2
         memo.stopping = asyncio.Event()
-        memo.metrics = OperatorMetrics()
-        if config.metrics_port is not None:
-            memo.metrics.serve(config.metrics_port, config.metrics_addr)
+        if config.metrics is not None:
+            memo.metrics, memo.owns_metrics = config.metrics, False
+        else:
+            memo.metrics, memo.owns_metrics = OperatorMetrics(), True
+            memo.metrics.set_leader(True)  # no election: this process is the operator
+            if config.metrics_port is not None:
+                memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
                                      supernode_label=config.supernode_label)
 
@@ -94,7 +105,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if reconciler is not None:
             await reconciler.client.close()
         metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
-        if metrics is not None:
+        if metrics is not None and getattr(memo, "owns_metrics", True):
             metrics.stop()
 
     @kopf.index("nodes", id="nodes_idx", registry=registry)

@@ -107,11 +107,23 @@ class LeaderElector:
 
     def __init__(self, client: KubeClient, config: ElectionConfig, *,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)) -> None:
+                 wall: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+                 on_change: Callable[[bool], None] | None = None) -> None:
         self.client, self.config, self._clock, self._wall = client, config, clock, wall
         self._observed: tuple[tuple[str, str, str], float] | None = None
         self._lease: dict[str, Any] | None = None  # last Lease we wrote while leader
-        self.is_leader = False
+        self._on_change = on_change  # called with the new role on every change (metrics)
+        self._is_leader = False
+
+    @property
+    def is_leader(self) -> bool:
+        return self._is_leader
+
+    @is_leader.setter
+    def is_leader(self, value: bool) -> None:
+        changed, self._is_leader = value != self._is_leader, value
+        if changed and self._on_change is not None:
+            self._on_change(value)
 
     async def try_once(self) -> bool:
         """One read-decide-write round; True when we hold the Lease afterwards. API errors count as False."""

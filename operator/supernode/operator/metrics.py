@@ -33,7 +33,21 @@ class OperatorMetrics:
                                ["namespace", "deployment"], registry=self.registry)
         self.condition = Gauge("supernode_operator_condition", "1 when the condition is True.",
                                ["namespace", "deployment", "condition"], registry=self.registry)
+        self.leader = Gauge("supernode_operator_leader",
+                            "1 while this replica runs the operator (holds the Lease with --leader-elect).",
+                            registry=self.registry)
+        self.leader_transitions = Counter("supernode_operator_leader_transitions_total",
+                                          "Changes of this replica's leadership (acquired or lost).",
+                                          registry=self.registry)
+        self._is_leader = False
         self._server: tuple[WSGIServer, threading.Thread] | None = None
+
+    def set_leader(self, leader: bool) -> None:
+        """Record this replica's role; a change counts as one transition."""
+        if leader != self._is_leader:
+            self.leader_transitions.inc()
+        self._is_leader = leader
+        self.leader.set(1 if leader else 0)
 
     def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None, desired: int) -> None:
         if status is None:
