@@ -80,7 +80,8 @@ class Clock:
 async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8sEmulator, str]) -> None:
     emu, url = k8s
     clock = Clock()
-    cfg = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5}
+    cfg: dict[str, Any] = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0,
+                           "retry_period": 0.5}
     metrics = {n: OperatorMetrics() for n in "ab"}
     a = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="a", **cfg), clock=clock,
                       on_change=metrics["a"].set_leader)
@@ -119,7 +120,8 @@ async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8s
 
 async def test_racing_takeover_has_one_winner(k8s: tuple[K8sEmulator, str]) -> None:
     _, url = k8s
-    cfg = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5}
+    cfg: dict[str, Any] = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0,
+                           "retry_period": 0.5}
     owner = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="gone", **cfg))
     assert await owner.try_once()
     clock = Clock()
