@@ -137,15 +137,18 @@ def make_admin_router_lazy(
             return _error(exc)
         span = {"tenant": tenant, "start": start, "end": end}
         meter = get_meter()
-        totals = await asyncio.to_thread(meter.totals, **span)
-        if format == "csv":
+        try:  # a shared ledger that is unreachable raises a RouterError (503), never a 500
+            totals = await asyncio.to_thread(meter.totals, **span)
+            if format == "csv":
+                if view == "rows":
+                    rows = await asyncio.to_thread(meter.rows, **span, limit=limit)
+                    return Response(_csv(rows, COLUMNS), media_type="text/csv")
+                return Response(_csv(totals, (*TOTAL_KEYS, "requests", "errors", *SUMS)), media_type="text/csv")
+            body: dict[str, Any] = {"tenant": tenant, "from": start, "to": end, "totals": totals}
             if view == "rows":
-                rows = await asyncio.to_thread(meter.rows, **span, limit=limit)
-                return Response(_csv(rows, COLUMNS), media_type="text/csv")
-            return Response(_csv(totals, (*TOTAL_KEYS, "requests", "errors", *SUMS)), media_type="text/csv")
-        body: dict[str, Any] = {"tenant": tenant, "from": start, "to": end, "totals": totals}
-        if view == "rows":
-            body["rows"] = await asyncio.to_thread(meter.rows, **span, limit=limit)
+                body["rows"] = await asyncio.to_thread(meter.rows, **span, limit=limit)
+        except RouterError as exc:
+            return _error(exc)
         return JSONResponse(body)
 
     @router.get("/tenants", response_model=None)

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from supernode.api.models import Mode
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.metering.config import MeteringConfig
+from supernode.router.shared.config import LocalState, StateConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 class ServerConfig(_Section):
@@ -152,6 +153,8 @@ class RouterConfig(_Section):
     # Owned by the admission side (docs/tenants.md). None = no tenants/limits/queue; usage to the log only.
     admission: AdmissionConfig | None = None
     metering: MeteringConfig | None = None
+    # Admission state shared by replicas: local (one replica) or redis (docs/tenants.md, "Several replicas").
+    state: StateConfig = Field(default_factory=LocalState)
 
 
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> RouterConfig:

@@ -1,4 +1,5 @@
-"""Usage metering: a durable per-request ledger (SQLite, WAL) and token metrics."""
+"""Usage metering: a durable per-request ledger (SQLite WAL for one replica, PostgreSQL + a local spool
+for several) and token metrics."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ from supernode.router import contracts
 from supernode.router.metering.config import MeteringConfig
 from supernode.router.metering.ledger import SqliteLedger
 from supernode.router.metering.metered import MeteredLedger
+from supernode.router.metering.postgres import PostgresLedger
+from supernode.router.shared.config import PostgresLedgerConfig, replica_id
+from supernode.router.shared.metrics import for_registry
 
-__all__ = ["MeteredLedger", "MeteringConfig", "SqliteLedger", "build_meter"]
+__all__ = ["MeteredLedger", "MeteringConfig", "PostgresLedger", "SqliteLedger", "build_meter"]
 
 
 def build_meter(config: MeteringConfig, *, registry: CollectorRegistry | None = None) -> MeteredLedger:
     """The ledger behind ``Meter``, counting tokens into ``registry`` (a private one when None)."""
-    ledger = SqliteLedger(config.ledger_path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms)
+    led = config.effective_ledger()
+    ledger: SqliteLedger | PostgresLedger
+    if isinstance(led, PostgresLedgerConfig):
+        ledger = PostgresLedger(led, for_registry(registry), replica=replica_id())
+    else:
+        ledger = SqliteLedger(led.path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms)
     return MeteredLedger(ledger, registry)
 
 
-def _conforms(m: MeteredLedger, s: SqliteLedger) -> tuple[contracts.Meter, contracts.Meter]:
-    """Never called: lets mypy prove both satisfy the request path's ``Meter`` protocol."""
-    return m, s
+def _conforms(m: MeteredLedger, s: SqliteLedger, p: PostgresLedger) -> tuple[contracts.Meter, ...]:
+    """Never called: lets mypy prove all satisfy the request path's ``Meter`` protocol."""
+    return m, s, p

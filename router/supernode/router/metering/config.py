@@ -8,9 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from supernode.router.shared.config import LedgerConfig, PostgresLedgerConfig, SqliteLedgerConfig
+
 
 class MeteringConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_camel, hide_input_in_errors=True
+    )
 
     backend: Literal["sqlite"] = "sqlite"
     ledger_path: Path = Field(Path("supernode-usage.sqlite3"), description="SQLite file (WAL mode); ':memory:' ok")
@@ -18,9 +22,21 @@ class MeteringConfig(BaseModel):
     # loss, at the cost of an fsync per request (see docs/tenants.md for measured costs).
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout_ms: int = Field(5000, ge=0)
+    ledger: LedgerConfig | None = Field(
+        None, description="{type: sqlite, path} or {type: postgres, dsn/dsnEnv}; absent = sqlite at ledger_path")
+
+    def effective_ledger(self) -> SqliteLedgerConfig | PostgresLedgerConfig:
+        return self.ledger if self.ledger is not None else SqliteLedgerConfig(path=self.ledger_path)
 
     def with_base_dir(self, base: Path) -> MeteringConfig:
         """A relative ``ledger_path`` is taken relative to the config file's folder."""
-        if str(self.ledger_path) == ":memory:" or self.ledger_path.is_absolute():
-            return self
-        return self.model_copy(update={"ledger_path": (base / self.ledger_path).resolve()})
+        out = self
+        if str(self.ledger_path) != ":memory:" and not self.ledger_path.is_absolute():
+            out = out.model_copy(update={"ledger_path": (base / self.ledger_path).resolve()})
+        led = out.ledger
+        if isinstance(led, SqliteLedgerConfig) and str(led.path) != ":memory:" and not led.path.is_absolute():
+            out = out.model_copy(update={"ledger": led.model_copy(update={"path": (base / led.path).resolve()})})
+        elif isinstance(led, PostgresLedgerConfig) and not led.spool_path.is_absolute():
+            spool = (base / led.spool_path).resolve()
+            out = out.model_copy(update={"ledger": led.model_copy(update={"spool_path": spool})})
+        return out

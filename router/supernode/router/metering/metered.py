@@ -8,10 +8,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from supernode.router.contracts import UsageRecord
 from supernode.router.metering.ledger import SqliteLedger
+from supernode.router.metering.postgres import PostgresLedger
 
 
 class MeteredLedger:
-    def __init__(self, ledger: SqliteLedger, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, ledger: SqliteLedger | PostgresLedger, registry: CollectorRegistry | None = None) -> None:
         self.ledger = ledger
         self.registry = registry if registry is not None else CollectorRegistry()
         self.tokens = Counter(
