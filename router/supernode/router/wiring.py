@@ -15,6 +15,7 @@ from supernode.router.contracts import Gatekeeper, Meter, PoolCapacity, PoolKey
 from supernode.router.gate import LogMeter, OpenGatekeeper
 from supernode.router.metering import build_meter
 from supernode.router.routing.state import EndpointTable
+from supernode.router.shared.config import RedisState
 
 GatekeeperFactory = Callable[[RouterConfig, PoolCapacity], Gatekeeper]
 MeterFactory = Callable[[RouterConfig], Meter]
@@ -53,6 +54,12 @@ def make_gatekeeper(config: RouterConfig, capacity: PoolCapacity, meter: Meter,
     if config.admission is None:
         return OpenGatekeeper(capacity)
     totals = getattr(meter, "tokens_by_tenant", None)  # monthly quotas resume from the ledger
+    if isinstance(config.state, RedisState):  # several replicas: limits in Redis, capacity shared out
+        from supernode.router.shared.build import shared_parts
+
+        factory, extra = shared_parts(config.state, capacity, registry)
+        return build_gatekeeper(config.admission, extra.pop("capacity"), usage_totals=totals, registry=registry,
+                                wall_clock=time.time, factory=factory, **extra)
     return build_gatekeeper(config.admission, capacity, usage_totals=totals, registry=registry, wall_clock=time.time)
 
 

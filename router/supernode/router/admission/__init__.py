@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -38,13 +39,16 @@ def build_gatekeeper(
     wall_clock: Callable[[], float] = time.time,
     usage_totals: UsageTotals | None = None,
     registry: CollectorRegistry | None = None,
+    factory: Callable[..., Gatekeeper] = Gatekeeper,
+    **extra: Any,
 ) -> Gatekeeper:
     """``usage_totals`` (e.g. ``SqliteLedger.tokens_by_tenant``) seeds monthly quotas from the ledger;
     ``registry`` receives the admission metrics (a private one when None). A bad tenants file raises
-    TenantsFileError here (fail fast at startup); later bad reloads keep the previous tenants."""
+    TenantsFileError here (fail fast at startup); later bad reloads keep the previous tenants.
+    ``factory`` (+ ``extra`` keywords) builds a subclass, e.g. the shared-state gatekeeper."""
     if config.require_tenants_file and (config.tenants_file is None or not config.tenants_file.exists()):
         raise TenantsFileError(f"tenants file {config.tenants_file} is missing and require_tenants_file is set")
-    gate = Gatekeeper(
+    gate = factory(
         config,
         capacity,
         load_directory(config.tenants_file),
@@ -52,6 +56,7 @@ def build_gatekeeper(
         wall_clock=wall_clock,
         usage_totals=usage_totals,
         metrics=AdmissionMetrics(registry),
+        **extra,
     )
     if config.tenants_file is not None:
         gate._signature = file_signature(config.tenants_file)

@@ -42,6 +42,7 @@ class AdmissionTicket:
     estimate: int
     admitted_at: float
     _gate: AdmissionGatekeeper | None = field(repr=False, default=None)
+    hold: Any = field(repr=False, default=None)  # what ``_hold`` charged (settled by ``_unhold``)
 
     @property
     def spilled(self) -> bool:
@@ -58,6 +59,7 @@ class _Pending:
     fut: asyncio.Future[AdmissionTicket]
     tenant: Tenant
     requested: PoolKey
+    hold: Any = None
 
 
 class AdmissionGatekeeper:
@@ -166,7 +168,7 @@ class AdmissionGatekeeper:
         estimate = max(0, ctx.prompt_tokens_estimate) + max(0, ctx.max_tokens)
         now = self._clock()
         if not self.config.throttling:
-            return self._grant(ctx.tenant, requested, requested, estimate, now, now)
+            return self._grant(ctx.tenant, requested, requested, estimate, now, now, None)
         cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
         if not cands:
             self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
@@ -174,25 +176,25 @@ class AdmissionGatekeeper:
                 f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
             )
         limiter = self._limiters.get(tenant.id)
-        if limiter is not None:
-            verdict = limiter.check(estimate, now, self._wall())
-            if not verdict.ok:
-                raise self._reject(tenant, verdict.limit, verdict.message, verdict.retry_after)
+        hold = await self._hold(tenant, limiter, estimate, now)  # every limit checked and charged at once
         q = self.config.queue
-        if len(self._queue) >= q.max_queue_length and not any(self._room(p) for p in cands):
-            raise self._reject(tenant, "queue_full", f"admission queue full ({len(self._queue)} waiting)", 1.0)
-        expected = self.expected_wait(tenant.priority, cands)
-        if expected > q.max_wait_seconds:
-            raise self._reject(
-                tenant,
-                "queue_wait",
-                f"expected queue wait {expected:.1f}s exceeds the bound of {q.max_wait_seconds:.0f}s",
-                expected - q.max_wait_seconds,
-            )
-        if limiter is not None:
-            limiter.charge(estimate, now)
+        try:
+            if len(self._queue) >= q.max_queue_length and not any(self._room(p) for p in cands):
+                raise self._reject(tenant, "queue_full", f"admission queue full ({len(self._queue)} waiting)", 1.0)
+            expected = self.expected_wait(tenant.priority, cands)
+            if expected > q.max_wait_seconds:
+                raise self._reject(
+                    tenant,
+                    "queue_wait",
+                    f"expected queue wait {expected:.1f}s exceeds the bound of {q.max_wait_seconds:.0f}s",
+                    expected - q.max_wait_seconds,
+                )
+        except AdmissionRejected:
+            self._unhold(hold, tenant, estimate, 0)
+            raise
         fut: asyncio.Future[AdmissionTicket] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(tenant.id, tenant.priority, estimate, cands, now, handle=_Pending(fut, tenant, requested))
+        pending = _Pending(fut, tenant, requested, hold)
+        waiter = Waiter(tenant.id, tenant.priority, estimate, cands, now, handle=pending)
         self._queue.add(waiter)
         self._dispatch()
         if fut.done():
@@ -202,7 +204,7 @@ class AdmissionGatekeeper:
             async with asyncio.timeout(q.max_wait_seconds):
                 return await asyncio.shield(fut)
         except TimeoutError:
-            self._abandon(waiter, limiter, estimate)
+            self._abandon(waiter)
             raise self._reject(
                 tenant,
                 "queue_timeout",
@@ -210,16 +212,32 @@ class AdmissionGatekeeper:
                 self.expected_wait(tenant.priority, cands) or q.max_wait_seconds,
             ) from None
         except asyncio.CancelledError:
-            self._abandon(waiter, limiter, estimate)
+            self._abandon(waiter)
             raise
 
-    def _abandon(self, waiter: Waiter, limiter: TenantLimiter | None, estimate: int) -> None:
+    async def _hold(self, tenant: Tenant, limiter: TenantLimiter | None, estimate: int, now: float) -> Any:
+        """Check every limit and charge the request (one request, its token estimate, a concurrency
+        slot); raise AdmissionRejected. Returns what ``_unhold`` settles. Shared state overrides both."""
+        if limiter is None:
+            return None
+        verdict = limiter.check(estimate, now, self._wall())
+        if not verdict.ok:
+            raise self._reject(tenant, verdict.limit, verdict.message, verdict.retry_after)
+        limiter.charge(estimate, now)
+        return limiter
+
+    def _unhold(self, hold: Any, tenant: Tenant, estimate: int, used: int) -> None:
+        """Settle a hold: free the slot, replace the estimate with ``used`` (0 = a refund)."""
+        if isinstance(hold, TenantLimiter):
+            hold.settle(estimate, used, self._clock(), self._wall())
+
+    def _abandon(self, waiter: Waiter) -> None:
         """A waiter left (deadline or client disconnect): out of the queue, its charge refunded; if it
         was granted in the same instant, the grant is released."""
-        fut = waiter.handle.fut
+        pending: _Pending = waiter.handle
+        fut = pending.fut
         if self._queue.remove(waiter):
-            if limiter is not None:
-                limiter.settle(estimate, 0, self._clock(), self._wall())
+            self._unhold(pending.hold, pending.tenant, waiter.cost, 0)
             self.metrics.queue_length.set(len(self._queue))
         elif fut.done() and not fut.cancelled():
             fut.result().release(Usage())
@@ -249,16 +267,18 @@ class AdmissionGatekeeper:
             waiter, pool = got
             pending: _Pending = waiter.handle
             now = self._clock()
-            ticket = self._grant(pending.tenant, pending.requested, pool, waiter.cost, waiter.enqueued_at, now)
+            ticket = self._grant(
+                pending.tenant, pending.requested, pool, waiter.cost, waiter.enqueued_at, now, pending.hold
+            )
             pending.fut.set_result(ticket)
         self._queue.prune()
         self.metrics.queue_length.set(len(self._queue))
 
     def _grant(
-        self, tenant: Tenant, requested: PoolKey, pool: PoolKey, estimate: int, enqueued: float, now: float
+        self, tenant: Tenant, requested: PoolKey, pool: PoolKey, estimate: int, enqueued: float, now: float, hold: Any
     ) -> AdmissionTicket:
         self._in_flight[pool] = self._in_flight.get(pool, 0) + 1
-        ticket = AdmissionTicket(pool, max(0.0, now - enqueued), tenant, requested, estimate, now, self)
+        ticket = AdmissionTicket(pool, max(0.0, now - enqueued), tenant, requested, estimate, now, self, hold)
         self.metrics.admitted.labels(tenant.tier, str(ticket.spilled).lower()).inc()
         self.metrics.queue_wait.labels(tenant.tier).observe(ticket.queued_seconds)
         self.metrics.in_flight.labels(pool.model, pool.mode.value).set(self._in_flight[pool])
@@ -277,9 +297,7 @@ class AdmissionGatekeeper:
         self._service_time[pool] = held if prev is None else (1 - a) * prev + a * held
         used = usage.prompt_tokens + usage.completion_tokens
         if self.config.throttling:
-            limiter = self._limiters.get(ticket.tenant.id)
-            if limiter is not None:
-                limiter.settle(ticket.estimate, used, now, self._wall())
+            self._unhold(ticket.hold, ticket.tenant, ticket.estimate, used)
             self._queue.settle(ticket.tenant.id, ticket.tenant.priority, used - ticket.estimate)
         self._dispatch()
 

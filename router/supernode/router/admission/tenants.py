@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -54,6 +54,9 @@ class TenantSpec(_Spec):
     allowed_modes: list[Mode] = Field(default_factory=list)
     spill_over: bool = True
     spill_over_rules: list[SpillOverRule] = Field(default_factory=list, description="override the global rules")
+    state_outage: Literal["failOpen", "failClosed"] | None = Field(
+        None, description="shared state (Redis) unreachable: local limits at 1/N (failOpen) or 503 (failClosed); "
+        "None = the router's state.failPolicy")
 
 
 class TenantsFile(_Spec):
