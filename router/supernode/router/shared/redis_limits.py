@@ -60,8 +60,12 @@ if tpm > 0 then
   local need = math.min(est, tpm)
   if tl < need then return {0, 'tpm', math.ceil((need - tl) * 60000 / tpm), used, reserved, expired} end
 end
-if rpm > 0 then redis.call('HSET', KEYS[1], 'l', tostring(rl - 1), 's', now); redis.call('PEXPIRE', KEYS[1], 120000) end
-if tpm > 0 then redis.call('HSET', KEYS[2], 'l', tostring(tl - est), 's', now); redis.call('PEXPIRE', KEYS[2], 120000) end
+if rpm > 0 then
+  redis.call('HSET', KEYS[1], 'l', tostring(rl - 1), 's', now); redis.call('PEXPIRE', KEYS[1], 120000)
+end
+if tpm > 0 then
+  redis.call('HSET', KEYS[2], 'l', tostring(tl - est), 's', now); redis.call('PEXPIRE', KEYS[2], 120000)
+end
 redis.call('ZADD', KEYS[3], now + ttl, id)
 redis.call('HSET', KEYS[4], id, est)
 redis.call('INCRBY', KEYS[6], est)
