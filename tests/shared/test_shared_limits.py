@@ -170,3 +170,25 @@ def test_outage_spec_is_a_fair_share_of_what_is_left() -> None:
     spec = TenantSpec(id="x", rpm=10, tpm=1001, max_concurrent=1, monthly_token_quota=1000)
     got = outage_spec(spec, 3, 400)
     assert (got.rpm, got.tpm, got.max_concurrent, got.monthly_token_quota) == (4, 334, 1, 200)
+
+
+async def test_fair_share_is_counted_fleet_wide(fleet: Fleet) -> None:
+    gates = await fleet(2, tenant("flood").key("sk-f"), tenant("quiet").key("sk-q"), cap=1)
+    a, b = gates
+    # the flooder is served 5 requests of 1000 tokens on replica A
+    for _ in range(5):
+        t = await a.admit(ctx(a.authenticate("sk-f")).tokens(500, 500).obj(), [FLASH])
+        t.release(Usage(500, 0, 500, 0))
+    await a.tick()
+    await b.tick()
+    # on B both wait for the single slot: the quiet tenant goes first although the flooder queued first
+    busy = await b.admit(ctx(b.authenticate("sk-q")).tokens(1, 1).obj(), [FLASH])
+    flood = asyncio.create_task(b.admit(ctx(b.authenticate("sk-f")).tokens(1, 1).obj(), [FLASH]))
+    await asyncio.sleep(0.05)
+    quiet = asyncio.create_task(b.admit(ctx(b.authenticate("sk-q")).tokens(1, 1).obj(), [FLASH]))
+    await asyncio.sleep(0.05)
+    busy.release(Usage(1, 0, 1, 0))
+    first = await asyncio.wait_for(quiet, 2)
+    assert not flood.done()
+    first.release(Usage(1, 0, 1, 0))
+    (await asyncio.wait_for(flood, 2)).release(Usage(1, 0, 1, 0))

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from supernode.router.contracts import PoolCapacity
 from supernode.router.shared.config import RedisState, redact, replica_id
+from supernode.router.shared.fairshare import SharedFairness
 from supernode.router.shared.gatekeeper import SharedGatekeeper
 from supernode.router.shared.metrics import for_registry
 from supernode.router.shared.redis_limits import RedisLimits
@@ -30,7 +31,8 @@ def shared_parts(state: RedisState, capacity: PoolCapacity, registry: CollectorR
     limits = RedisLimits(client, state.key_prefix, lease_ttl_s=state.lease_ttl_seconds)
     replicas = Replicas(client, state.key_prefix, replica or replica_id(), ttl_s=max(3 * state.heartbeat_seconds, 1))
     extra: dict[str, Any] = {"capacity": SharedCapacity(capacity, replicas), "state": state, "limits": limits,
-                             "replicas": replicas, "backend": for_registry(registry)}
+                             "replicas": replicas, "backend": for_registry(registry),
+                             "fairness": SharedFairness(client, state.key_prefix)}
     return SharedGatekeeper, extra
 
 

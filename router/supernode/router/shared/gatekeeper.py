@@ -25,6 +25,7 @@ from supernode.router.admission.service import Gatekeeper
 from supernode.router.admission.tenants import TenantSpec
 from supernode.router.contracts import RouterError, Tenant
 from supernode.router.shared.config import RedisState
+from supernode.router.shared.fairshare import SharedFairness
 from supernode.router.shared.metrics import BackendMetrics
 from supernode.router.shared.redis_limits import Decision, Limits, RedisLimits
 from supernode.router.shared.replicas import Replicas
@@ -64,8 +65,9 @@ def outage_spec(spec: TenantSpec, replicas: int, month_used: int) -> TenantSpec:
 
 class SharedGatekeeper(Gatekeeper):
     def __init__(self, *args: Any, state: RedisState, limits: RedisLimits, replicas: Replicas,
-                 backend: BackendMetrics, **kw: Any) -> None:
+                 backend: BackendMetrics, fairness: SharedFairness | None = None, **kw: Any) -> None:
         self.state = state
+        self.fairness = fairness
         self.limits = limits
         self.replicas = replicas
         self.backend = backend
@@ -164,6 +166,8 @@ class SharedGatekeeper(Gatekeeper):
                 for tenant, leases in list(self._held.items()):
                     if leases:
                         await self.limits.renew(tenant, list(leases))
+                if self.fairness is not None:
+                    await self.fairness.sync(self._queue, {e.tenant.priority for e in self.directory.entries()})
                 if not was_up:
                     await self.seed_months()
         except OUTAGE_ERRORS as exc:
