@@ -11,6 +11,8 @@ import pytest
 import yaml
 from helm_chart_support import CHART, EXAMPLES, NAMESPACE, RELEASE, Objects, find, load_values, one
 
+from supernode.router.config import RouterConfig
+
 # Kinds from CRDs the Kubernetes OpenAPI schemas cannot know; each must come from a known CRD.
 CUSTOM_KINDS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
@@ -100,12 +102,11 @@ def test_default_install_has_the_control_plane(render: Any) -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= operator["spec"]["template"]["metadata"][
         "labels"].items()
-    assert one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == router["metadata"]["name"]
-    pdb = one(objects, "PodDisruptionBudget", "-router")
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
+    # local state + SQLite ledger (the defaults): exactly one router, no HPA, no PDB over it
+    assert router["spec"]["replicas"] == 1
+    assert not find(objects, "HorizontalPodAutoscaler") and not find(objects, "PodDisruptionBudget", "-router")
     svc = one(objects, "Service", "-router")
     assert svc["spec"]["selector"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
-    assert "replicas" not in router["spec"], "the HPA owns router replicas"
     assert not find(objects, "ServiceMonitor") and not find(objects, "PrometheusRule")
     assert not find(objects, "NetworkPolicy")
     assert one(objects, "ConfigMap", "-dashboard")
@@ -174,3 +175,42 @@ def test_release_namespace_and_labels_everywhere(render: Any) -> None:
             assert "namespace" not in meta, f"{obj['kind']} is cluster-scoped"
         else:
             assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']} lacks the release namespace"
+
+
+SHARED_ROUTER: dict[str, Any] = {
+    "autoscaling": {"enabled": True}, "pdb": {"enabled": True},
+    "state": {"type": "redis", "redis": {"url": "redis://cache:6379/0", "existingSecret": "rs", "passwordKey": "pw",
+                                         "failPolicy": "failClosed"}},
+    "ledger": {"type": "postgres", "postgres": {"existingSecret": "pg", "dsnKey": "dsn", "schema": "billing"},
+               "persistence": {"enabled": False}},
+}
+
+
+def test_shared_state_router_fleet(render: Any) -> None:
+    """Redis state + PostgreSQL ledger: HPA and PDB allowed; secrets only through env from Secrets."""
+    objects = render({"router": SHARED_ROUTER, "monitoring": {"prometheusRule": {"enabled": True}}})
+    router = one(objects, "Deployment", "-router")
+    assert "replicas" not in router["spec"], "the HPA owns router replicas"
+    assert one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == router["metadata"]["name"]
+    pdb = one(objects, "PodDisruptionBudget", "-router")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
+    env = {e["name"]: e for e in router["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SUPERNODE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "rs", "key": "pw"}
+    assert env["SUPERNODE_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "dsn"}
+    assert env["SUPERNODE_ROUTER_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    config = yaml.safe_load(one(objects, "ConfigMap", "-router")["data"]["router.yaml"])
+    parsed = RouterConfig.model_validate(config)
+    assert parsed.state.type == "redis" and config["state"]["passwordEnv"] == "SUPERNODE_REDIS_PASSWORD"
+    assert config["state"]["failPolicy"] == "failClosed"
+    assert config["metering"]["ledger"] == {"type": "postgres", "dsnEnv": "SUPERNODE_POSTGRES_DSN",
+                                            "schema": "billing",
+                                            "spoolPath": "/var/lib/supernode/ledger/ledger-spool.sqlite3"}
+    assert not find(objects, "PersistentVolumeClaim"), "the ledger PVC is for sqlite only"
+    rules = {r["alert"] for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert {"SupernodeRouterStateBackendDown", "SupernodeRouterLedgerSpoolGrowing"} <= rules
+
+
+def test_local_state_has_no_shared_state_alerts(render: Any) -> None:
+    rules = {r["alert"] for g in one(render({"monitoring": {"prometheusRule": {"enabled": True}}}),
+                                       "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert "SupernodeRouterStateBackendDown" not in rules

@@ -38,20 +38,42 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("env without name", {"router": {"extraEnv": [{"value": "x"}]}}, "/router/extraEnv/0"),
     ("privileged metrics port", {"operator": {"metrics": {"enabled": True, "port": 90}}}, "/operator/metrics/port"),
     ("metrics key typo", {"operator": {"metrics": {"enabled": True, "port": 9090, "path": "/m"}}}, "path"),
+    ("two routers on local state", {"router": {"replicas": 2}}, "/router/state/type"),
+    ("router HPA on local state", {"router": {"autoscaling": {"enabled": True}}}, "/router/state/type"),
+    ("router HPA on a sqlite ledger", {"router": {"autoscaling": {"enabled": True}, "state": {"type": "redis"}}},
+     "/router/ledger/type"),
+    ("unknown state backend", {"router": {"state": {"type": "etcd"}}}, "/router/state/type"),
+    ("redis URL scheme", {"router": {"state": {"type": "redis", "redis": {"url": "http://cache:6379"}}}},
+     "/router/state/redis/url"),
+    ("postgres DSN scheme", {"router": {"ledger": {"type": "postgres", "postgres": {"dsn": "mysql://db/x"}}}},
+     "/router/ledger/postgres/dsn"),
 ]
+
+# Router state shared by several replicas (router.state / router.ledger).
+SHARED: dict[str, Any] = {"state": {"type": "redis", "redis": {"url": "redis://cache:6379/0"}},
+                          "ledger": {"type": "postgres", "postgres": {"dsn": "postgresql://app@db:5432/usage"}}}
 
 # Checks the schema cannot express clearly; the templates `fail` with a message instead.
 BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
     ("renew deadline above lease duration", {"operator": {"leaderElection": {"renewDeadline": 30}}},
      "need retryPeriod < renewDeadline < leaseDuration"),
     ("latest control-plane tag", {"image": {"tag": "latest"}}, 'image.tag must pin a version'),
-    ("HPA min above max", {"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+    ("HPA min above max", {"router": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2},
+                                      **SHARED}},
      "router.autoscaling.minReplicas (5) must not exceed maxReplicas (2)"),
-    ("persistent ledger with two routers",
-     {"router": {"replicas": 2, "autoscaling": {"enabled": False}, "ledger": {"persistence": {"enabled": True}}}},
-     "router.ledger.persistence.enabled needs router.replicas=1"),
-    ("PDB that blocks drains", {"router": {"replicas": 1, "autoscaling": {"enabled": False}}},
+    ("PDB that blocks drains", {"router": {"pdb": {"enabled": True}}},
      "router.pdb.minAvailable (1) must be below the router's replicas (1)"),
+    ("redis without a URL", {"router": {"state": {"type": "redis"}}},
+     "router.state.type=redis needs router.state.redis.url or router.state.redis.existingSecret"),
+    ("password in the redis URL", {"router": {"state": {"type": "redis", "redis": {"url": "redis://:pw1@c:6379"}}}},
+     "router.state.redis.url must not contain a password"),
+    ("password in the postgres DSN",
+     {"router": {"ledger": {"type": "postgres", "postgres": {"dsn": "postgresql://u:pw1@db/x"}}}},
+     "router.ledger.postgres.dsn must not contain a password"),
+    ("ledger PVC with postgres",
+     {"router": {"ledger": {"type": "postgres", "postgres": {"dsn": "postgresql://u@db/x"},
+                            "persistence": {"enabled": True}}}},
+     "router.ledger.persistence is for the sqlite ledger only"),
     ("metrics port on the health port", {"operator": {"metrics": {"port": 8080}}},
      "operator.metrics.port must differ from operator.healthPort"),
     ("existing SA without name", {"router": {"serviceAccount": {"create": False}}},
@@ -83,3 +105,4 @@ def test_templates_fail_with_a_clear_message(chart: Any, case: str, values: dict
     with pytest.raises(helm.HelmError) as err:
         chart.render(values, name="sn", namespace="x")
     assert expected in str(err.value), f"{case}: {err.value}"
+    assert "pw1" not in str(err.value), "a password was echoed"
