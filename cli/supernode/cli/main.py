@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module registers its own parser and imports its component only when run.
-SUBCOMMANDS: tuple[str, ...] = ("plan", "crds", "operator", "router", "engine", "up", "status")
+SUBCOMMANDS: tuple[str, ...] = ("plan", "crds", "operator", "router", "router_fleet", "engine", "up", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--state-dir", default=".supernode", help="checkpoints, logs, ledger, state (default .supernode)")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds for everything to become healthy")
     p.add_argument("--drain-seconds", type=float, default=10.0, help="on Ctrl-C, wait this long for in-flight requests")
+    p.add_argument("--router-replicas", type=int, default=1, metavar="N",
+                   help="router replicas behind --port (N > 1 needs --redis and --postgres)")
+    p.add_argument("--redis", metavar="URL", help="shared admission state (redis://host:6379/0); passed by env")
+    p.add_argument("--postgres", metavar="DSN", help="shared usage ledger (postgresql://user@host/db); passed by env")
     p.add_argument("--detach", action="store_true",
                    help="run in the background; return once serving (stop it with kill -INT PID)")
     p.set_defaults(func=_run)
@@ -25,5 +29,6 @@ def _run(args: argparse.Namespace) -> int:
 
     return run_up(UpOptions(files=args.files, tenants=args.tenants, port=args.port, state_dir=args.state_dir,
                             start_timeout=args.start_timeout, drain_seconds=args.drain_seconds,
-                            detach=args.detach),
+                            detach=args.detach, router_replicas=args.router_replicas, redis=args.redis,
+                            postgres=args.postgres),
                   out=lambda line: print(line, flush=True))

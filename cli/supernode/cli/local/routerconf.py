@@ -14,8 +14,20 @@ from supernode.cli.local.statefile import ENDPOINTS_FILE, LEDGER_FILE
 ALIAS_MODES = {"deepseek-chat": C.MODE_NON_THINK, "deepseek-reasoner": C.MODE_THINK_HIGH}
 
 
+def shared_env(redis: str | None, postgres: str | None) -> dict[str, str]:
+    """The shared-state URL/DSN go to the routers by env, never into the written config (passwords)."""
+    from supernode.router.shared.config import ENV_POSTGRES_DSN, ENV_REDIS_URL
+
+    env = {}
+    if redis:
+        env[ENV_REDIS_URL] = redis
+    if postgres:
+        env[ENV_POSTGRES_DSN] = postgres
+    return env
+
+
 def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: int,
-                  tenants: Path | None) -> dict[str, Any]:
+                  tenants: Path | None, redis: bool = False, postgres: bool = False) -> dict[str, Any]:
     aliases: dict[str, dict[str, str]] = {}
     for md in deployments:
         for alias in md.spec.model.aliases:
@@ -26,11 +38,20 @@ def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: 
     admission: dict[str, Any] = {}
     if tenants is not None:
         admission["tenantsFile"] = str(tenants.resolve())
-    return {
+    metering: dict[str, Any] = {"ledger_path": str((state_dir / LEDGER_FILE).resolve())}
+    if postgres:  # DSN from $SUPERNODE_POSTGRES_DSN; rows spool in the state dir while it is down
+        metering["ledger"] = {"type": "postgres", "spoolPath": str((state_dir / "ledger-spool.sqlite3").resolve())}
+    config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port},
         "discovery": {"type": "local", "path": str((state_dir / ENDPOINTS_FILE).resolve()), "poll_interval_s": 0.25},
         "models": {"aliases": aliases},
         "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},
         "admission": admission,
-        "metering": {"ledger_path": str((state_dir / LEDGER_FILE).resolve())},
+        "metering": metering,
     }
+    if redis:  # URL from $SUPERNODE_REDIS_URL; keys prefixed per state dir (several stacks may share a Redis)
+        import hashlib
+
+        tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+        config["state"] = {"type": "redis", "keyPrefix": f"supernode-{tag}"}
+    return config

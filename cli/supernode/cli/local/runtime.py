@@ -23,7 +23,7 @@ from supernode.cli.local.inventory import local_inventory
 from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
 from supernode.cli.local.report import first_api_key, snippets, stack_table
-from supernode.cli.local.routerconf import router_config
+from supernode.cli.local.routerconf import router_config, shared_env
 from supernode.cli.local.specs import SpecError, load_deployments, preset_of
 from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomic
 from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
@@ -47,6 +47,9 @@ class UpOptions:
     detach: bool = False
     engine_cmd: Sequence[str] | None = None
     router_cmd: Sequence[str] | None = None
+    router_replicas: int = 1
+    redis: str | None = None  # shared state URL, handed to the routers by env only (may carry a password)
+    postgres: str | None = None  # shared ledger DSN, same
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -91,12 +94,17 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
 
 
 def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
-    prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", "router"]
-    argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port),
-            "--shutdown-timeout", f"{opts.drain_seconds:g}")
+    fleet = opts.router_replicas > 1
+    command = "router-fleet" if fleet else "router"
+    prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", command]
+    argv: tuple[str, ...] = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port),
+                             "--shutdown-timeout", f"{opts.drain_seconds:g}")
+    if fleet:
+        argv = (*argv, "--replicas", str(opts.router_replicas),
+                "--state-file", str(config.parent / "router-fleet.json"))
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
-    env = {C.ENV_ADMIN_KEY: LOCAL_ADMIN_KEY, **os.environ}
+    env = {C.ENV_ADMIN_KEY: LOCAL_ADMIN_KEY, **os.environ, **shared_env(opts.redis, opts.postgres)}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
 
@@ -116,8 +124,12 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
         raise CannotStart(f"port {opts.port} on {LOCALHOST} is in use (choose another with --port)")
     groups = _plan_groups(deployments, opts, state_dir, out)
     config = state_dir / ROUTER_CONFIG
+    if opts.router_replicas > 1 and not (opts.redis and opts.postgres):
+        raise SpecError([f"--router-replicas {opts.router_replicas} needs --redis URL and --postgres DSN: replicas "
+                         "on local state would each grant every tenant's limits and quota again"])
     write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
-                                                      tenants=tenants)))
+                                                      tenants=tenants, redis=bool(opts.redis),
+                                                      postgres=bool(opts.postgres))))
     return Supervisor(groups, _router_launch(opts, config), state_dir, out=out)
 
 
