@@ -6,6 +6,7 @@ replays exactly once, a Redis cut applies each tenant's outage policy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -103,10 +104,8 @@ async def fleet(tmp_path: Path, pg_schema: str, redis_prefix: str) -> AsyncItera
                 if state_file.exists():
                     ok = 0
                     for r in f.replicas():
-                        try:
+                        with contextlib.suppress(httpx.HTTPError):
                             ok += (await c.get(f"http://127.0.0.1:{r['port']}/ready")).status_code == 200
-                        except httpx.HTTPError:
-                            pass
                     if ok == 3:
                         break
                 await asyncio.sleep(0.2)
