@@ -110,6 +110,9 @@ def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
 
 def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
     """Everything before processes start; raises SpecError or CannotStart with the reason."""
+    if opts.router_replicas > 1 and not (opts.redis and opts.postgres):
+        raise SpecError([f"--router-replicas {opts.router_replicas} needs --redis URL and --postgres DSN: replicas "
+                         "on local state would each grant every tenant's limits and quota again"])
     deployments = load_deployments(opts.files)
     tenants = Path(opts.tenants) if opts.tenants else None
     if tenants is not None and not tenants.is_file():
@@ -124,9 +127,6 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
         raise CannotStart(f"port {opts.port} on {LOCALHOST} is in use (choose another with --port)")
     groups = _plan_groups(deployments, opts, state_dir, out)
     config = state_dir / ROUTER_CONFIG
-    if opts.router_replicas > 1 and not (opts.redis and opts.postgres):
-        raise SpecError([f"--router-replicas {opts.router_replicas} needs --redis URL and --postgres DSN: replicas "
-                         "on local state would each grant every tenant's limits and quota again"])
     write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
                                                       tenants=tenants, redis=bool(opts.redis),
                                                       postgres=bool(opts.postgres))))
