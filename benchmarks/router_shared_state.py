@@ -9,6 +9,8 @@ each figure next to its baseline from the same run:
 * max admissions/s per replica (closed loop, one replica, then 3 replicas at once).
 * limit accuracy under a burst: 3 replicas, a tenant with rpm R, 3R admissions fired at once;
   admitted ÷ R (1.00 = exact; target ≤ 1.02).
+* pool capacity at 2x offered load, 1 vs 3 replicas: peak in flight across the fleet (never above the
+  capacity), started at once / after queueing / 429.
 * ledger: record latency p50/p99, SQLite (WAL, NORMAL) vs PostgreSQL; then 3 ledgers write N rows
   concurrently and the rows are counted (target: zero lost, zero duplicated).
 
@@ -141,6 +143,52 @@ async def burst_accuracy(tmp: Path, rpm: int) -> dict[str, Any]:
             "accuracy": round(sum(got) / rpm, 4), "allowed_with_refill": round(rpm + refill, 2)}
 
 
+async def capacity_overload(tmp: Path, capacity: int, replicas: int, hold_s: float) -> dict[str, Any]:
+    """2x the pool's capacity offered at once, round robin over ``replicas``, each request holding its
+    slot ``hold_s``; waits bounded at 1.5 x hold_s. Reports the fleet's peak in flight (must stay at
+    most the capacity), how many started at once, after queueing, or got a 429."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    path = tenants_file(tenant("bench").key("sk-bench")).write(tmp / f"cap-{prefix}.yaml")
+    cfg = AdmissionConfig.model_validate({"tenantsFile": str(path),
+                                          "queue": {"dispatchIntervalSeconds": 0, "maxWaitSeconds": 1.5 * hold_s}})
+    gates: list[Any] = []
+    for i in range(replicas):
+        st = RedisState.model_validate({"type": "redis", "url": REDIS_URL, "keyPrefix": prefix,
+                                        "heartbeatSeconds": 1})
+        factory, extra = shared_parts(st, StaticCapacity({POOL: capacity}), CollectorRegistry(),
+                                      client=aioredis.from_url(REDIS_URL), replica=f"cap-{i}")
+        g = build_gatekeeper(cfg, extra.pop("capacity"), factory=factory, **extra)
+        await g.start()
+        gates.append(g)
+    for g in gates:
+        await g.tick()
+    now, peak = 0, 0
+    outcome = {"immediate": 0, "queued": 0, "rejected_429": 0}
+
+    async def one(i: int) -> None:
+        nonlocal now, peak
+        g = gates[i % replicas]
+        try:
+            ticket = await g.admit(ctx(g.authenticate("sk-bench")).tokens(1, 1).obj(), [POOL])
+        except AdmissionRejected:
+            outcome["rejected_429"] += 1
+            return
+        outcome["queued" if ticket.queued_seconds > hold_s / 2 else "immediate"] += 1
+        now += 1
+        peak = max(peak, now)
+        await asyncio.sleep(hold_s)
+        now -= 1
+        ticket.release(Usage(1, 0, 1, 0))
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(2 * capacity)))
+    finally:
+        await stop(gates)
+        await drop_keys(prefix)
+    return {"replicas": replicas, "capacity": capacity, "offered": 2 * capacity, "peak_in_flight": peak,
+            "shares": [g._capacity.capacity(POOL) for g in gates], **outcome}
+
+
 async def drop_keys(prefix: str) -> None:
     r = aioredis.from_url(REDIS_URL)
     keys = [k async for k in r.scan_iter(match=f"{prefix}*", count=1000)]
@@ -217,12 +265,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results[f"admission_{replicas}_replica{'s' if replicas > 1 else ''}"] = row
         await drop_keys(prefix)
         results["burst"] = await burst_accuracy(tmp, rpm)
+        results["capacity_2x"] = [await capacity_overload(tmp, 12, r, 0.2 if args.smoke else 1.0) for r in (1, 3)]
         results["ledger"] = await asyncio.to_thread(ledger_bench, tmp, n)
     b, f = results["burst"], results["ledger"]["fleet_rows"]
     results["targets"] = {
         "redis_added_p50_le_1ms": results["admission_1_replica"]["redis_added_p50_ms"] <= 1.0,
         "overshoot_le_2pct": b["admitted"] <= b["allowed_with_refill"] * 1.02,
         "zero_rows_lost_or_duplicated": f["lost"] == 0 and f["duplicated"] == 0,
+        "capacity_never_granted_twice": all(c["peak_in_flight"] <= c["capacity"] for c in results["capacity_2x"]),
     }
     return results
 
@@ -251,6 +301,10 @@ def main() -> int:
     led = results["ledger"]
     print(f"ledger record: sqlite p50 {led['sqlite']['p50_ms']} ms p99 {led['sqlite']['p99_ms']} ms | postgres "
           f"p50 {led['postgres']['p50_ms']} ms p99 {led['postgres']['p99_ms']} ms | 3 writers: {led['fleet_rows']}")
+    for c in results["capacity_2x"]:
+        print(f"2x capacity ({c['offered']} offered, capacity {c['capacity']}), {c['replicas']} replica(s) "
+              f"(shares {c['shares']}): peak in flight {c['peak_in_flight']}, immediate {c['immediate']}, "
+              f"queued {c['queued']}, 429 {c['rejected_429']}")
     print("targets:", results["targets"])
     return 0 if all(results["targets"].values()) else 1
 
