@@ -42,7 +42,7 @@ from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tena
 from supernode.router.contracts import AdmissionRejected, PoolKey, Usage, UsageRecord
 from supernode.router.metering.ledger import SqliteLedger
 from supernode.router.metering.postgres import PostgresLedger
-from supernode.router.shared.build import shared_parts
+from supernode.router.shared.build import redis_client, shared_parts
 from supernode.router.shared.config import PostgresLedgerConfig, RedisState
 from supernode.router.shared.metrics import BackendMetrics
 
@@ -74,7 +74,7 @@ async def gatekeepers(n: int, shared: bool, tmp: Path, prefix: str, rpm: int | N
         st = RedisState.model_validate({"type": "redis", "url": REDIS_URL, "keyPrefix": prefix,
                                         "heartbeatSeconds": 1})
         factory, extra = shared_parts(st, StaticCapacity({POOL: 10**6}), CollectorRegistry(),
-                                      client=aioredis.from_url(REDIS_URL), replica=f"bench-{i}")
+                                      client=redis_client(st), replica=f"bench-{i}")
         g = build_gatekeeper(cfg, extra.pop("capacity"), factory=factory, **extra)
         await g.start()
         out.append(g)
@@ -156,7 +156,7 @@ async def capacity_overload(tmp: Path, capacity: int, replicas: int, hold_s: flo
         st = RedisState.model_validate({"type": "redis", "url": REDIS_URL, "keyPrefix": prefix,
                                         "heartbeatSeconds": 1})
         factory, extra = shared_parts(st, StaticCapacity({POOL: capacity}), CollectorRegistry(),
-                                      client=aioredis.from_url(REDIS_URL), replica=f"cap-{i}")
+                                      client=redis_client(st), replica=f"cap-{i}")
         g = build_gatekeeper(cfg, extra.pop("capacity"), factory=factory, **extra)
         await g.start()
         gates.append(g)

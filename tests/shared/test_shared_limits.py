@@ -118,10 +118,14 @@ async def test_leases_of_a_dead_replica_expire(fleet: Fleet) -> None:
         await asyncio.sleep(0.2)
     _, rej = await admit_all([alive], "sk-k", 1)
     assert rej and rej[0].limit == "max_concurrent"  # type: ignore[attr-defined]
-    dead._loop_task.cancel()  # type: ignore[union-attr]  # the replica dies: no more renewals
-    await asyncio.sleep(1.3)
-    ok, _ = await admit_all([alive], "sk-k", 2)
-    assert len(ok) == 2 and alive.backend.leases_expired._value.get() == 2
+    task = dead._loop_task
+    assert task is not None
+    task.cancel()  # the replica dies: no more renewals
+    await asyncio.wait({task})
+    await asyncio.sleep(1.5)
+    ok, rej = await admit_all([alive], "sk-k", 2)
+    expired = alive.backend.leases_expired._value.get()
+    assert len(ok) == 2 and expired == 2, (rej, expired)
 
 
 async def test_capacity_is_shared_out_by_heartbeats(fleet: Fleet) -> None:

@@ -16,12 +16,18 @@ from supernode.router.shared.redis_limits import RedisLimits
 from supernode.router.shared.replicas import Replicas, SharedCapacity
 
 
-def redis_client(state: RedisState) -> Any:
+def redis_client(state: RedisState, *, max_connections: int = 64) -> Any:
     """A lazily connecting client (nothing is contacted here). The URL carries the password: it is
-    handed to the client only, never logged (``redact`` for messages)."""
-    url = state.resolve_url()
-    return aioredis.from_url(url, socket_timeout=state.timeout_seconds, socket_connect_timeout=state.timeout_seconds,
-                             retry_on_timeout=False, health_check_interval=30, client_name="supernode-router")
+    handed to the client only, never logged (``redact`` for messages).
+
+    A *blocking* pool: a burst of admissions waits for one of ``max_connections`` connections instead
+    of failing (which the outage policy would read as Redis being down). A dead or hung Redis is
+    detected by the per-socket timeouts (``state.timeoutSeconds``)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        state.resolve_url(), max_connections=max_connections, timeout=None,
+        socket_timeout=state.timeout_seconds, socket_connect_timeout=state.timeout_seconds,
+        retry_on_timeout=False, health_check_interval=30, client_name="supernode-router")
+    return aioredis.Redis(connection_pool=pool)
 
 
 def shared_parts(state: RedisState, capacity: PoolCapacity, registry: CollectorRegistry | None,

@@ -88,7 +88,8 @@ class RedisState(_Cfg):
     key_prefix: str = Field("supernode", description="prefix of every key (several fleets may share a Redis)")
     lease_ttl_seconds: float = Field(30.0, ge=1, description="a reservation not renewed for this long expires")
     heartbeat_seconds: float = Field(2.0, gt=0, description="replica heartbeat, lease renewal and counter sync")
-    timeout_seconds: float = Field(0.5, gt=0, description="per Redis call; beyond it the outage policy applies")
+    timeout_seconds: float = Field(
+        2.0, gt=0, description="per Redis socket operation; beyond it the outage policy applies")
     fail_policy: FailPolicy = Field("failOpen", description="default when a tenant sets none")
     capacity: Literal["share"] = Field(
         "share", description="pool capacity: each replica admits its share of (capacity) by live heartbeats")

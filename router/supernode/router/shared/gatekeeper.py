@@ -87,8 +87,8 @@ class SharedGatekeeper(Gatekeeper):
         spec = entry.spec
         lease = uuid.uuid4().hex
         wall = self._wall()
-        try:
-            async with asyncio.timeout(self.state.timeout_seconds):
+        try:  # the socket timeouts detect a dead Redis; this only bounds a pathological wait
+            async with asyncio.timeout(max(5.0, 10 * self.state.timeout_seconds)):
                 d = await self.limits.reserve(tenant.id, lease, estimate, limits_of(spec), wall)
         except OUTAGE_ERRORS as exc:
             self._set_up(False, exc)
