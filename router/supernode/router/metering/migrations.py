@@ -32,6 +32,10 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "ALTER TABLE usage ADD COLUMN IF NOT EXISTS replica TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE usage ADD COLUMN IF NOT EXISTS recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()",
     )),
+    (3, (  # open rows (admitted, not finished) and the replicas' heartbeats that tell live ones from dead
+        "CREATE INDEX IF NOT EXISTS usage_open ON usage (replica) WHERE status = 'open'",
+        "CREATE TABLE IF NOT EXISTS router_replicas (name TEXT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL)",
+    )),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -31,12 +31,18 @@ class Spool:
     def __len__(self) -> int:
         return self._depth
 
-    def put(self, ledger_key: str, row: dict[str, Any]) -> None:
-        """Durable when this returns (a second put of the same key is a no-op)."""
+    def put(self, ledger_key: str, row: dict[str, Any], *, final: bool = True) -> None:
+        """Durable when this returns. A final row replaces a spooled open row of the same key; an open
+        row never replaces anything (as in the ledger itself)."""
         with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO spool (ledger_key, row) VALUES (?, ?)", (ledger_key, json.dumps(row)))
-            self._depth += cur.rowcount
+            before = self._db.total_changes
+            self._db.execute("INSERT OR IGNORE INTO spool (ledger_key, row) VALUES (?, ?)",
+                             (ledger_key, json.dumps(row)))
+            inserted = self._db.total_changes - before
+            if not inserted and final:
+                self._db.execute("UPDATE spool SET row = ? WHERE ledger_key = ? AND json_extract(row, '$.status') = "
+                                 "'open'", (json.dumps(row), ledger_key))
+            self._depth += inserted
 
     def peek(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:

@@ -140,6 +140,9 @@ class PostgresLedgerConfig(_Cfg):
         Path("supernode-ledger-spool.sqlite3"),
         description="local durable spool for rows written while PostgreSQL is unreachable")
     replay_interval_seconds: float = Field(2.0, gt=0, description="how often the spool is replayed")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="this replica's heartbeat in router_replicas")
+    stale_replica_seconds: float = Field(
+        60.0, gt=0, description="open rows of a replica silent this long are closed as interrupted")
 
     @model_validator(mode="after")
     def _check(self) -> PostgresLedgerConfig:
