@@ -45,11 +45,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def replica_config(source: Path, name: str) -> Path:
+    """A copy of the fleet's config for one replica (next to it, so relative paths resolve the same):
+    its own ledger spool file and, when the router serves an ops port, its own free one."""
+    import yaml
+
+    from supernode.router.config import ServerConfig
+
+    data = yaml.safe_load(source.read_text()) or {}
+    server = data.setdefault("server", {})
+    if "metrics_port" in ServerConfig.model_fields and server.get("metrics_port", 0) is not None:
+        server["metrics_port"] = free_port()
+    ledger = (data.get("metering") or {}).get("ledger") or {}
+    if ledger.get("type") == "postgres":
+        spool = Path(ledger.get("spoolPath") or ledger.get("spool_path") or "supernode-ledger-spool.sqlite3")
+        ledger.pop("spool_path", None)
+        ledger["spoolPath"] = str(spool.with_name(f"{spool.stem}-{name}{spool.suffix}"))
+    out = source.with_name(f".{source.stem}-{name}.yaml")
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
 @dataclass
 class Replica:
     name: str
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    config: Path | None = None
     restarts: int = 0
     next_start: float = 0.0
 
@@ -67,8 +89,9 @@ class Fleet:
     def _spawn(self, r: Replica) -> None:
         a = self.args
         env = {**os.environ, ENV_REPLICA_ID: r.name}
+        r.config = replica_config(Path(a.config), r.name)
         r.proc = subprocess.Popen(
-            [sys.executable, "-m", "supernode.cli", "router", "--config", a.config, "--host", "127.0.0.1",
+            [sys.executable, "-m", "supernode.cli", "router", "--config", str(r.config), "--host", "127.0.0.1",
              "--port", str(r.port), "--log-level", a.log_level, "--shutdown-timeout", str(a.shutdown_timeout)],
             env=env)
 
