@@ -46,6 +46,7 @@ class Stack:
     engines: dict[str, EngineState] = field(default_factory=dict)
     engine_urls: dict[str, str] = field(default_factory=dict)
     router_url: str = ""
+    metrics_url: str = ""  # the router's ops port (/metrics, /health, /ready)
     router_app: FastAPI | None = None
     _servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = field(default_factory=list)
 
@@ -77,6 +78,8 @@ class Stack:
         app = create_app(RouterConfig.model_validate(cfg), **kwargs)
         server, task, url = await serve(app)
         self._servers.append((server, task))
+        ops, ops_task, self.metrics_url = await serve(app.state.ops_app)
+        self._servers.append((ops, ops_task))
         self.router_app = app
         self.router_url = url
         return url
@@ -88,7 +91,13 @@ class Stack:
 
 
 def ep(url: str, **kw: Any) -> dict[str, Any]:
-    return {"url": url, "model": MODEL, **kw}
+    """An endpoint record; its deployment is named after the port so responses tell engines apart."""
+    return {"url": url, "model": MODEL, "deployment": served_name(url).split("/")[0], **kw}
+
+
+def served_name(url: str, group: int = 0) -> str:
+    """What the router's x-supernode-endpoint header says for the engine at ``url`` (see ``ep``)."""
+    return f"engine-{url.rsplit(':', 1)[1]}/{group}"
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
