@@ -106,8 +106,8 @@ class AdmissionGatekeeper:
         self.directory = directory
         if not directory.enabled:
             log.warning(
-                "AUTH DISABLED: no tenants file (%s); every request runs as tenant 'anonymous' without limits",
-                directory.source or "not configured",
+                "AUTH DISABLED (admission.anonymous: true): every request runs as tenant 'anonymous' without "
+                "limits%s", f" ({directory.source})" if directory.source else "",
             )
         else:
             log.info("tenants loaded from %s: %d tenants", directory.source, len(directory.entries()))

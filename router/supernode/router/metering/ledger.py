@@ -10,6 +10,7 @@ the audit trail.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -79,6 +80,15 @@ def _where(tenant: str | None, start: float | None, end: float | None) -> tuple[
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _private_file(path: Path) -> None:
+    """The ledger holds tenants' usage: its folder (when created here) 0700, the file 0600 (SQLite
+    creates its -wal/-shm files with the main file's mode)."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 class SqliteLedger:
     """Implements ``Meter``. Writes go through one connection under a lock (commit in the caller's
     thread: sub-millisecond with synchronous=NORMAL); reads open their own connection (WAL lets them
@@ -89,7 +99,7 @@ class SqliteLedger:
         self._sync = synchronous
         self._busy = busy_timeout_ms
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(self.path))
         self._lock = threading.Lock()
         self._db = self._connect()
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
