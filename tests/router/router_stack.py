@@ -20,15 +20,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_engine import Behaviour, EngineState, create_engine_app
 
+from supernode.api.httpserver import uvicorn_options
 from supernode.router.app import create_app
 from supernode.router.config import RouterConfig
 
 MODEL = "deepseek-v4-flash"
 
 
-async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+async def serve(app: FastAPI, **options: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """``options``: extra uvicorn.Config arguments (e.g. supernode.api.httpserver.uvicorn_options)."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                           access_log=False))
+                                           access_log=False, **options))
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:
@@ -75,8 +77,9 @@ class Stack:
         }
         for key, value in (extra or {}).items():
             cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-        app = create_app(RouterConfig.model_validate(cfg), **kwargs)
-        server, task, url = await serve(app)
+        config = RouterConfig.model_validate(cfg)
+        app = create_app(config, **kwargs)
+        server, task, url = await serve(app, **uvicorn_options(config.server.http_limits()))
         self._servers.append((server, task))
         ops, ops_task, self.metrics_url = await serve(app.state.ops_app)
         self._servers.append((ops, ops_task))
