@@ -46,6 +46,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._header_bytes = 0
         self._in_headers = True
+        self._rejected = False
         self._deadline: asyncio.TimerHandle | None = None
         lim = self.limits
         if len(self.connections) > lim.max_connections + lim.overflow_connections:
@@ -72,23 +73,48 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_headers:
-            self._header_bytes += len(data)
+        if self._rejected:
+            return
         super().data_received(data)
-        if self._in_headers and self._header_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
-            self.transport.write(_431)
-            self.transport.close()
+
+    def _count(self, n: int) -> None:
+        """Request line and header bytes as the parser reports them; too many → 431 and close."""
+        self._header_bytes += n
+        if self._header_bytes > self.limits.max_header_bytes and not self._rejected:
+            self._rejected = True
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(_431)
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_bytes = 0
         self._in_headers = True
         self._arm()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._header_bytes = 0
         self._disarm()
+        if self._rejected:
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._rejected:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._rejected:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -106,4 +132,5 @@ def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": max(1, round(limits.keepalive_timeout_s)),
         "h11_max_incomplete_event_size": limits.max_header_bytes,
+        "server_header": False,  # no server software/version in responses
     }
