@@ -74,7 +74,8 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         raise ModelNotFound(str(e)) from None
     if resolved.model not in served:
         raise ModelNotFound(f"The model `{parsed.mode_fields.get('model')}` does not exist or is not served here")
-    check_prompt_fits(parsed.prompt_text, resolved.model, config)
+    check_prompt_fits(parsed.prompt_text, resolved.model, config,
+                      param="prompt" if parsed.api == "openai-completions" else "messages")
     pools = [PoolKey(resolved.model, resolved.mode)]  # spill-over targets come from admission's rules
     prefix = config.routing.prefix
     hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
@@ -85,7 +86,7 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
                     max_tokens=parsed.max_tokens or models.default_max_tokens)
 
 
-def check_prompt_fits(text: str, model: str, config: RouterConfig) -> None:
+def check_prompt_fits(text: str, model: str, config: RouterConfig, *, param: str = "messages") -> None:
     """Refuse, before any tokenizing, prompt text with more bytes than the model's context window can
     hold even at the tokenizer's most bytes per token (supernode.api.requestlimits)."""
     models = config.models
@@ -96,7 +97,7 @@ def check_prompt_fits(text: str, model: str, config: RouterConfig) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > bound:
         raise InvalidRequest(f"the prompt has {size} bytes of text, more than the {context}-token context of "
-                             f"{model} can hold (at most {bound} bytes)", param="messages")
+                             f"{model} can hold (at most {bound} bytes)", param=param)
 
 
 def session_of(request: Request) -> str | None:
