@@ -7,7 +7,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from helm_chart_support import EXAMPLES, load_values, one, parse_manifests, with_auth_choice
+from helm_chart_support import CHART, EXAMPLES, find, load_values, one, parse_manifests, with_auth_choice
 
 # (case, values, text the error must contain). Schema errors name the JSON pointer of the bad key.
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
@@ -94,3 +94,10 @@ def test_a_router_without_tenants_renders_only_when_anonymous_is_explicit(chart:
     objects = parse_manifests(chart.render({"router": {"tenants": {"anonymous": True}}}, name="sn", namespace="x"))
     config = yaml.safe_load(one(objects, "ConfigMap", "-router")["data"]["router.yaml"])
     assert config["admission"] == {"anonymous": True}
+
+
+def test_the_kind_e2e_values_render(chart: Any) -> None:
+    """e2e/cluster/values-kind.yaml must say how the router authenticates (it says anonymous)."""
+    values = load_values(CHART.parents[1] / "e2e" / "cluster" / "values-kind.yaml")
+    chart.validate_schema(values)
+    assert find(parse_manifests(chart.render(values, name="sn", namespace="x")), "Deployment", "-router")

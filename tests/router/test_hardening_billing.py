@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import stat
 import sqlite3
 import subprocess
 import sys
@@ -123,6 +124,7 @@ async def test_fifty_concurrent_requests_cannot_overrun_a_fifty_token_quota(stac
     # the engine was asked for no more than admission reserved: the quota left after the prompt
     assert all(req["max_tokens"] <= 50 - PROMPT_ESTIMATE for req in stack.engines["e"].requests)
     assert limiter(stack).reserved_tokens == 0
+    assert stat.S_IMODE((tmp_path / "usage.sqlite3").stat().st_mode) == 0o600  # the ledger is private
 
 
 async def test_one_max_tokens_rule_and_the_engine_gets_that_value(stack: Stack, tmp_path: Path) -> None:

@@ -33,9 +33,9 @@ class ServerConfig(_Section):
                                      "the admin key")
     metrics_host: str | None = Field(default=None, description="Ops port address (default: server.host)")
     docs: bool = Field(default=False, description="Serve /docs and /openapi.json")
-    max_connections: int = Field(default=1024, ge=1, description="Requests beyond this many open connections "
+    max_connections: int = Field(default=4096, ge=1, description="Requests beyond this many open connections "
                                  "get 503")
-    overflow_connections: int = Field(default=256, ge=0, description="Beyond max_connections + this many, new "
+    overflow_connections: int = Field(default=1024, ge=0, description="Beyond max_connections + this many, new "
                                       "connections are closed unanswered")
     header_timeout_s: float = Field(default=10.0, gt=0, description="Request line + headers must arrive within "
                                     "this (else the connection is closed)")
