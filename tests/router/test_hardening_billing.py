@@ -8,8 +8,8 @@ import asyncio
 import os
 import signal
 import socket
-import stat
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +171,7 @@ async def test_admitted_requests_are_open_rows_and_a_killed_router_leaves_them_i
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = {**router_config(tmp_path), "discovery": {"type": "static", "path": str(stack.endpoints_path)},
+           "metering": {"ledger_path": str(tmp_path / "usage.sqlite3"), "checkpoint_seconds": 0.2},
            "server": {"port": port, "metrics_port": None}, "health": {"scrape_interval_s": 0}}
     (tmp_path / "router.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "router.yaml"),
@@ -186,8 +187,10 @@ async def test_admitted_requests_are_open_rows_and_a_killed_router_leaves_them_i
             body = {"model": MODEL, "messages": MSGS, "stream": True}
             async with h.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
                                 headers={"authorization": f"Bearer {KEY}"}) as r:
+                words = 0
                 async for line in r.aiter_lines():
-                    if "content" in line:
+                    words += '"content": "e-w' in line
+                    if words == 12:  # ~0.6 s of streaming: a few checkpoints
                         break
                 assert [row["status"] for row in ledger_rows(tmp_path)] == ["open"]  # written at admission
                 os.kill(proc.pid, signal.SIGKILL)
@@ -200,3 +203,4 @@ async def test_admitted_requests_are_open_rows_and_a_killed_router_leaves_them_i
     meter.close()
     [row] = ledger_rows(tmp_path)
     assert row["status"] == "interrupted" and row["tenant"] == "acme" and row["prompt_tokens"] == PROMPT_ESTIMATE
+    assert 3 < row["completion_tokens"] <= 3 + 12, row  # the last checkpoint's count (3 reasoning + words)

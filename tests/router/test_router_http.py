@@ -223,6 +223,9 @@ async def test_metrics_and_meter_before_final_bytes(stack: Stack) -> None:
         def open(self, record: UsageRecord) -> None:
             opened.append(record)
 
+        def progress(self, record: UsageRecord) -> None:
+            pass
+
         def record(self, record: UsageRecord) -> None:
             records.append(record)
 

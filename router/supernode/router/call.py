@@ -93,7 +93,8 @@ def usage_record(call: Call, status: Status | None = None) -> UsageRecord:
         request_id=call.request_id, tenant=call.tenant.id, api=call.prep.parsed.api,
         model=call.prep.resolved.model, mode=call.prep.resolved.mode, served_model=pool.model,
         served_mode=pool.mode, endpoint=endpoint_name(call.opened.state.endpoint) if call.opened else "",
-        usage=call.usage if status != "open" else Usage(prompt_tokens=call.prep.prompt_tokens_estimate),
+        usage=call.usage if status != "open" else Usage(prompt_tokens=call.prep.prompt_tokens_estimate,
+                                                        completion_tokens=call.delivered_tokens),
         status=status or call.status, started_at=call.started, finished_at=time.time(),  # type: ignore[arg-type]
         error=call.error, queued_seconds=call.ticket.queued_seconds if call.ticket else 0.0)
 

@@ -168,6 +168,10 @@ class Meter(Protocol):
         an open row found at startup is closed as ``interrupted``)."""
         ...
 
+    def progress(self, record: UsageRecord) -> None:
+        """Update the still-open row of ``record.key`` with the usage delivered so far (streams)."""
+        ...
+
     def record(self, record: UsageRecord) -> None:
         """Durably store one usage record (committed before this returns); replaces the open row."""
         ...

@@ -64,6 +64,9 @@ class LogMeter:
     def open(self, record: UsageRecord) -> None:
         return None  # nothing durable to finalise: the log line is written at the end
 
+    def progress(self, record: UsageRecord) -> None:
+        return None
+
     def record(self, record: UsageRecord) -> None:
         if not log.isEnabledFor(logging.INFO):
             return

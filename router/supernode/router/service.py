@@ -195,6 +195,8 @@ class Service:
         splitter = SseSplitter()
         itl = self.metrics.itl.labels(**call.labels)  # looked up once, observed per token
         last = None
+        checkpoint = self.config.metering.checkpoint_seconds if self.config.metering else 0.0
+        next_checkpoint = time.monotonic() + checkpoint
         finished = False
         async for chunk in call.opened.chunks():
             for event in splitter.feed(chunk):
@@ -216,6 +218,9 @@ class Service:
                 tokens = sum(1 for c in obj.get("choices") or [] if has_token(c))
                 if tokens:
                     call.delivered_tokens += tokens  # one decoding step per event: billed if the stream stops
+                    if checkpoint and time.monotonic() >= next_checkpoint:
+                        next_checkpoint = time.monotonic() + checkpoint
+                        await self._checkpoint(call)
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -232,6 +237,14 @@ class Service:
             raise UpstreamError("the engine's stream ended without [DONE]")
         await self._meter(call, None)
         yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
+
+    async def _checkpoint(self, call: Call) -> None:
+        """The open row learns the tokens delivered so far (what a restart bills if we die now)."""
+        record = usage_record(call, "open")
+        if getattr(self.meter, "blocking", True):
+            await asyncio.to_thread(self.meter.progress, record)
+        else:
+            self.meter.progress(record)
 
     # --- completion ---------------------------------------------------------------------------
     async def _meter(self, call: Call, error: BaseException | None) -> None:

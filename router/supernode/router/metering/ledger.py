@@ -151,6 +151,18 @@ class SqliteLedger:
                 raise RuntimeError("ledger is closed")
             self._db.execute(sql, row)  # autocommit: durable when this returns
 
+    def progress(self, record: UsageRecord) -> None:
+        """Update a still-open row with the usage known so far (a no-op once it is finalised)."""
+        u = record.usage
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ledger is closed")
+            self._db.execute(
+                "UPDATE usage SET prompt_tokens = ?, cached_tokens = ?, completion_tokens = ?, reasoning_tokens = ?, "
+                "endpoint = ?, finished_at = ? WHERE key = ? AND status = 'open'",
+                (u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.reasoning_tokens, record.endpoint,
+                 record.finished_at, record.key))
+
     def close_interrupted(self, now: float | None = None) -> int:
         """Close every ``open`` row (left by a router that died mid-request) as ``interrupted``."""
         with self._lock:
