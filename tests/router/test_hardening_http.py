@@ -171,7 +171,7 @@ async def test_a_connection_flood_is_bounded_in_count_and_time(stack: Stack) -> 
         assert (await h.get(f"{stack.metrics_url}/health")).status_code == 200  # the ops port keeps answering
     t0 = time.perf_counter()
     results = await asyncio.gather(*(_closed_by_server(s, 3) for s in [*idle, slow]))
-    assert all(results) and time.perf_counter() - t0 < 1.5  # the header deadline (0.5 s) closed them all
+    assert all(results) and time.perf_counter() - t0 < 2.5  # the header deadline (0.5 s) closed them all
     for s in [*idle, slow, *more]:
         s.close()
     async with httpx.AsyncClient(timeout=5) as h:
