@@ -33,10 +33,12 @@ MSGS = [{"role": "user", "content": "tell me a long story"}]
 PROMPT_ESTIMATE = len("<|user|>tell me a long story\n") // 4  # the router's estimate (and the fake engine's)
 
 
-def router_config(tmp_path: Path, *, quota: int | None = None) -> dict[str, Any]:
+def router_config(tmp_path: Path, *, quota: int | None = None, tpm: int | None = None) -> dict[str, Any]:
     t = tenant("acme").key(KEY)
     if quota is not None:
         t = t.quota(quota)
+    if tpm is not None:
+        t = t.tpm(tpm)
     tenants_file(t).write(tmp_path / "tenants.yaml")
     return {"admission": {"tenants_file": str(tmp_path / "tenants.yaml"), "admin": {"key_sha256": hash_key(ADMIN)},
                           "queue": {"dispatch_interval_seconds": 0}},
@@ -125,6 +127,19 @@ async def test_fifty_concurrent_requests_cannot_overrun_a_fifty_token_quota(stac
     assert all(req["max_tokens"] <= 50 - PROMPT_ESTIMATE for req in stack.engines["e"].requests)
     assert limiter(stack).reserved_tokens == 0
     assert stat.S_IMODE((tmp_path / "usage.sqlite3").stat().st_mode) == 0o600  # the ledger is private
+
+
+async def test_fifty_concurrent_requests_count_against_tpm_while_in_flight(stack: Stack, tmp_path: Path) -> None:
+    engine = await stack.engine("e", Behaviour(name="e", answer_words=20, decode_s=0.005))
+    stack.write_endpoints([ep(engine)])
+    url = await stack.router(router_config(tmp_path, tpm=50))
+    body = {"model": MODEL, "messages": MSGS, "max_tokens": 20}
+    async with httpx.AsyncClient(timeout=20, headers={"authorization": f"Bearer {KEY}"}) as h:
+        answers = await asyncio.gather(*(h.post(f"{url}/v1/chat/completions", json=body) for _ in range(50)))
+    codes = [r.status_code for r in answers]
+    # each reserves 7 + 20 tokens of the 50 per minute while it runs: only one fits, the rest are 429 tpm
+    assert codes.count(200) == 1 and codes.count(429) == 49, codes
+    assert {r.headers.get("x-ratelimit-limit-name") for r in answers if r.status_code == 429} == {"tpm"}
 
 
 async def test_one_max_tokens_rule_and_the_engine_gets_that_value(stack: Stack, tmp_path: Path) -> None:
