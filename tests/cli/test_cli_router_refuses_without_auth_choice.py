@@ -26,3 +26,13 @@ def test_a_missing_tenants_file_stops_the_router(tmp_path: Path) -> None:
 def test_an_admission_section_without_tenants_or_anonymous_is_invalid(tmp_path: Path) -> None:
     out = run_router(tmp_path, {})
     assert out.returncode == 2 and "anonymous: true" in out.stderr
+
+
+def test_a_config_that_does_not_mention_admission_is_invalid(tmp_path: Path) -> None:
+    import pytest
+
+    from supernode.router.config import parse_config
+
+    with pytest.raises(ValueError, match="authenticate"):
+        parse_config({"discovery": {"type": "static", "path": "e.json"}})
+    assert parse_config({"discovery": {"type": "static", "path": "e.json"}, "admission": None}).admission is None

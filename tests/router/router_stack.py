@@ -74,9 +74,10 @@ class Stack:
             "discovery": {"type": "local", "path": str(self.endpoints_path), "poll_interval_s": 0.05},
             "health": {"scrape_interval_s": 0},
             "timeouts": {"connect_s": 1, "first_byte_s": 2, "between_chunks_s": 1, "total_s": 5, "keepalive_s": 0.2},
+            "admission": None,  # explicitly no admission (anonymous) unless a test configures it
         }
         for key, value in (extra or {}).items():
-            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+            cfg[key] = {**(cfg.get(key) or {}), **value} if isinstance(value, dict) else value
         config = RouterConfig.model_validate(cfg)
         app = create_app(config, **kwargs)
         server, task, url = await serve(app, **uvicorn_options(config.server.http_limits()))

@@ -176,9 +176,17 @@ class RouterConfig(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
-    # Owned by the admission side (docs/tenants.md). None = no tenants/limits/queue; usage to the log only.
+    # Owned by the admission side (docs/tenants.md). It must be written out: `admission: null` = no
+    # tenants, limits or queue (every caller anonymous), else tenantsFile or anonymous: true inside.
     admission: AdmissionConfig | None = None
     metering: MeteringConfig | None = None
+
+    @model_validator(mode="after")
+    def _auth_is_a_choice(self) -> RouterConfig:
+        if "admission" not in self.model_fields_set:
+            raise ValueError("admission: say how callers authenticate: admission: {tenantsFile: FILE}, or "
+                             "admission: {anonymous: true} / admission: null to run without authentication")
+        return self
 
 
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> RouterConfig:
