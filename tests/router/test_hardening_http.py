@@ -164,8 +164,9 @@ async def test_a_connection_flood_is_bounded_in_count_and_time(stack: Stack) -> 
     slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")  # and never finish the headers
     await asyncio.sleep(0.05)
     async with httpx.AsyncClient(timeout=5) as h:
-        busy = await h.get(f"{url}/health")
+        busy = await h.post(f"{url}/v1/chat/completions", json=ONE)
         assert busy.status_code == 503  # beyond max_connections: a clear 503, not a hang
+        assert (await h.get(f"{url}/health")).status_code == 200  # probes still answer on the API port
         more = [_connect(port) for _ in range(40)]  # beyond max + overflow: closed at once
         assert sum([await _closed_by_server(s, 0.2) for s in more]) >= 35
         assert (await h.get(f"{stack.metrics_url}/health")).status_code == 200  # the ops port keeps answering

@@ -9,7 +9,7 @@ connections pins sockets and memory. ``GuardedProtocol`` adds, per connection:
 - a header size bound: more than ``max_header_bytes`` before the headers end → 431 and close;
 - a hard connection cap: beyond ``max_connections + overflow`` open connections, new ones are closed
   at once (below it, uvicorn's ``limit_concurrency`` answers a clear 503 to each request beyond
-  ``max_connections``).
+  ``max_connections``, except the health paths, which keep answering).
 
 Idle keep-alive connections are closed after ``keepalive_timeout_s`` (uvicorn's own timer).
 ``uvicorn_options(limits)`` gives the keyword arguments for ``uvicorn.Config``.
@@ -31,6 +31,7 @@ class HttpLimits:
     header_timeout_s: float = 10.0  # request line + headers must arrive within this
     max_header_bytes: int = 32 * 1024  # request line + headers
     keepalive_timeout_s: float = 5.0  # idle keep-alive connections are closed after this
+    always_served: tuple[bytes, ...] = (b"/health", b"/ready")  # answered even beyond max_connections
 
 
 _431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -105,6 +106,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._disarm()
         if self._rejected:
+            return
+        if self.url.split(b"?", 1)[0] in self.limits.always_served:  # probes answer even when saturated
+            limit, self.limit_concurrency = self.limit_concurrency, None
+            try:
+                super().on_headers_complete()
+            finally:
+                self.limit_concurrency = limit
             return
         super().on_headers_complete()
 
