@@ -15,7 +15,7 @@ from supernode.router.shared.config import (
     redact,
 )
 
-BASE = {"discovery": {"type": "local", "path": "endpoints.json"}}
+BASE = {"discovery": {"type": "local", "path": "endpoints.json"}, "admission": None}
 
 
 def cfg(**sections: object) -> object:

@@ -19,7 +19,8 @@ from supernode.router.admission.testing import StaticCapacity, TenantBuilder, ct
 from supernode.router.contracts import AdmissionRejected, PoolKey, RouterError, Usage
 from supernode.router.shared.build import shared_parts
 from supernode.router.shared.config import RedisState
-from supernode.router.shared.gatekeeper import SharedGatekeeper, StateUnavailable, outage_spec
+from supernode.router.shared.gatekeeper import SharedGatekeeper, StateUnavailable
+from supernode.router.shared.store import outage_spec
 from supernode.router.shared.replicas import share
 
 FLASH = PoolKey("deepseek-v4-flash", Mode.NON_THINK)
@@ -83,15 +84,15 @@ async def test_concurrency_and_quota_count_reservations_fleet_wide(fleet: Fleet)
     ok, rejected = await admit_all(gates, "sk-c", 9)
     assert len(ok) == 4 and {e.limit for e in rejected} == {"max_concurrent"}  # type: ignore[attr-defined]
     ok[0].release(Usage(1, 0, 1, 0))
-    await asyncio.gather(*gates[0]._bg)
+    await gates[0].store.drain()
     more, _ = await admit_all(gates[1:], "sk-c", 2)
     assert len(more) == 1
     # 50-token quota: the first reservation (10 + 100 tokens) covers it; concurrent ones are refused
     q_ok, q_rej = await admit_all(gates, "sk-q", 6, prompt=10, max_tokens=100)
     assert len(q_ok) == 1 and {e.limit for e in q_rej} == {"monthly_token_quota"}  # type: ignore[attr-defined]
     q_ok[0].release(Usage(10, 0, 20, 0))  # settled: 30 used, reservation gone
-    await asyncio.gather(*gates[0]._bg)
-    assert (await gates[1].limits.snapshot("q", gates[1]._wall()))[1:] == (0, 30)
+    await gates[0].store.drain()
+    assert (await gates[1].store.redis.snapshot("q", gates[1]._wall()))[1:] == (0, 30)
     again, _ = await admit_all(gates[2:], "sk-q", 1, prompt=5, max_tokens=5)
     assert len(again) == 1
 
@@ -102,7 +103,7 @@ async def test_tpm_settles_real_usage_and_refunds_queue_exits(fleet: Fleet) -> N
     _, rej = await admit_all(gates[1:], "sk-t", 1, prompt=100, max_tokens=800)
     assert rej and rej[0].limit == "tpm"  # type: ignore[attr-defined]
     ok[0].release(Usage(100, 0, 50, 0))  # used 150 of the 900 reserved: 750 back
-    await asyncio.gather(*gates[0]._bg)
+    await gates[0].store.drain()
     again, _ = await admit_all(gates[1:], "sk-t", 1, prompt=100, max_tokens=700)
     assert len(again) == 1
 
@@ -112,7 +113,7 @@ async def test_leases_of_a_dead_replica_expire(fleet: Fleet) -> None:
     dead, alive = gates
     held, _ = await admit_all([dead], "sk-k", 2)
     assert len(held) == 2
-    assert (await alive.limits.snapshot("k", alive._wall()))[0] == 2
+    assert (await alive.store.redis.snapshot("k", alive._wall()))[0] == 2
     for _ in range(8):  # while the owner runs, its leases are renewed past the TTL
         await dead.tick()
         await asyncio.sleep(0.2)

@@ -117,6 +117,7 @@ def _follower(opts: ServeOptions, env: DistEnv) -> int:
 def _leader(opts: ServeOptions, env: DistEnv) -> int:
     import uvicorn
 
+    from supernode.api.httpserver import HttpLimits, uvicorn_options
     from supernode.engine.metrics import EngineMetrics
     from supernode.engine.server.app import ServerState, build_app
 
@@ -161,6 +162,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         port=opts.port,
         log_config=None,
         timeout_graceful_shutdown=max(1, round(opts.shutdown_timeout_s)),
+        **uvicorn_options(HttpLimits()),  # header deadline/size, idle keep-alive, connection cap (shared)
     )
     server = uvicorn.Server(config)
     server.run()

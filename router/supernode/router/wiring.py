@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from supernode.router.gate import LogMeter, OpenGatekeeper
 from supernode.router.metering import build_meter
 from supernode.router.routing.state import EndpointTable
 from supernode.router.shared.config import RedisState
+
+log = logging.getLogger("supernode.router")
 
 GatekeeperFactory = Callable[[RouterConfig, PoolCapacity], Gatekeeper]
 MeterFactory = Callable[[RouterConfig], Meter]
@@ -52,6 +55,8 @@ def make_meter(config: RouterConfig, registry: CollectorRegistry) -> Meter:
 def make_gatekeeper(config: RouterConfig, capacity: PoolCapacity, meter: Meter,
                     registry: CollectorRegistry) -> Gatekeeper:
     if config.admission is None:
+        log.warning("AUTH DISABLED: no admission section; every request runs as tenant 'anonymous' (configure "
+                    "admission.tenantsFile, or admission.anonymous: true to say so explicitly)")
         return OpenGatekeeper(capacity)
     totals = getattr(meter, "tokens_by_tenant", None)  # monthly quotas resume from the ledger
     if isinstance(config.state, RedisState):  # several replicas: limits in Redis, capacity shared out

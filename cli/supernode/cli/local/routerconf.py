@@ -27,7 +27,11 @@ def shared_env(redis: str | None, postgres: str | None) -> dict[str, str]:
 
 
 def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: int,
-                  tenants: Path | None, redis: bool = False, postgres: bool = False) -> dict[str, Any]:
+                  tenants: Path | None, metrics_port: int = 0, redis: bool = False,
+                  postgres: bool = False) -> dict[str, Any]:
+    """Without a tenants file, authentication is off by an explicit `anonymous: true` (local trials);
+    /metrics is on its own loopback port (``metrics_port``; 0 = any free one). ``redis`` / ``postgres``:
+    shared state for several replicas (URL and DSN from the environment, see ``shared_env``)."""
     aliases: dict[str, dict[str, str]] = {}
     for md in deployments:
         for alias in md.spec.model.aliases:
@@ -35,14 +39,14 @@ def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: 
             if alias in ALIAS_MODES:
                 target["mode"] = ALIAS_MODES[alias]
             aliases[alias] = target
-    admission: dict[str, Any] = {}
+    admission: dict[str, Any] = {"anonymous": True}
     if tenants is not None:
-        admission["tenantsFile"] = str(tenants.resolve())
+        admission = {"tenantsFile": str(tenants.resolve())}
     metering: dict[str, Any] = {"ledger_path": str((state_dir / LEDGER_FILE).resolve())}
     if postgres:  # DSN from $SUPERNODE_POSTGRES_DSN; rows spool in the state dir while it is down
         metering["ledger"] = {"type": "postgres", "spoolPath": str((state_dir / "ledger-spool.sqlite3").resolve())}
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
         "discovery": {"type": "local", "path": str((state_dir / ENDPOINTS_FILE).resolve()), "poll_interval_s": 0.25},
         "models": {"aliases": aliases},
         "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},

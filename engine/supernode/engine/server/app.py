@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
+from supernode.api.strictjson import StrictJSONError, loads_strict
 from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat, resolve_mode
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine, Output, RequestHandle
 from supernode.engine.metrics import EngineMetrics
@@ -56,9 +57,9 @@ def build_app(
         return state.engine
 
     async def body_of(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        try:  # strict: no NaN/Infinity, lone surrogates, deep nesting or huge integers (shared rules)
+            return loads_strict(await request.body())
+        except StrictJSONError as exc:
             raise APIError(400, f"invalid JSON body: {exc}", code="invalid_json") from exc
 
     def check_model(name: str) -> None:

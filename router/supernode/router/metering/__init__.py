@@ -17,13 +17,16 @@ __all__ = ["MeteredLedger", "MeteringConfig", "PostgresLedger", "SqliteLedger", 
 
 
 def build_meter(config: MeteringConfig, *, registry: CollectorRegistry | None = None) -> MeteredLedger:
-    """The ledger behind ``Meter``, counting tokens into ``registry`` (a private one when None)."""
+    """The ledger behind ``Meter``, counting tokens into ``registry`` (a private one when None).
+    Rows left open by a previous run of this router are closed as ``interrupted`` first (PostgreSQL,
+    shared by replicas: those of this replica's name and of replicas whose heartbeat stopped)."""
     led = config.effective_ledger()
     ledger: SqliteLedger | PostgresLedger
     if isinstance(led, PostgresLedgerConfig):
-        ledger = PostgresLedger(led, for_registry(registry), replica=replica_id())
+        ledger = PostgresLedger(led, for_registry(registry), replica=replica_id())  # closes them at start
     else:
         ledger = SqliteLedger(led.path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms)
+        ledger.close_interrupted()
     return MeteredLedger(ledger, registry)
 
 

@@ -14,6 +14,7 @@ from supernode.router.shared.gatekeeper import SharedGatekeeper
 from supernode.router.shared.metrics import for_registry
 from supernode.router.shared.redis_limits import RedisLimits
 from supernode.router.shared.replicas import Replicas, SharedCapacity
+from supernode.router.shared.store import RedisLimitStore
 
 
 def redis_client(state: RedisState, *, max_connections: int = 64) -> Any:
@@ -34,10 +35,12 @@ def shared_parts(state: RedisState, capacity: PoolCapacity, registry: CollectorR
                  *, client: Any = None, replica: str | None = None) -> tuple[type[SharedGatekeeper], dict[str, Any]]:
     """(factory, keyword arguments) for ``build_gatekeeper``; ``capacity`` is this replica's share."""
     client = client if client is not None else redis_client(state)
+    backend = for_registry(registry)
     limits = RedisLimits(client, state.key_prefix, lease_ttl_s=state.lease_ttl_seconds)
+    store = RedisLimitStore(limits, backend, settle_timeout_s=max(2.0, state.timeout_seconds))
     replicas = Replicas(client, state.key_prefix, replica or replica_id(), ttl_s=max(3 * state.heartbeat_seconds, 1))
-    extra: dict[str, Any] = {"capacity": SharedCapacity(capacity, replicas), "state": state, "limits": limits,
-                             "replicas": replicas, "backend": for_registry(registry),
+    extra: dict[str, Any] = {"capacity": SharedCapacity(capacity, replicas), "state": state, "store": store,
+                             "replicas": replicas, "backend": backend,
                              "fairness": SharedFairness(client, state.key_prefix)}
     return SharedGatekeeper, extra
 

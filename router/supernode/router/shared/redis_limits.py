@@ -5,8 +5,9 @@ Per tenant (keys hash-tagged on the tenant, so a Redis Cluster keeps them in one
 reservation ids scored by their expiry), ``est`` (reservation id → token estimate), ``reserved`` (sum
 of live estimates) and ``q:<YYYY-MM>`` (tokens settled this month).
 
-``reserve`` checks quota (settled + reserved), concurrency (live leases), RPM and TPM, and charges all
-of them in the same script. ``settle`` replaces the estimate with real usage (TPM refund, quota
+``reserve`` checks quota (settled + reserved + this prompt must leave room; the completion tokens
+granted are capped at that room, as the local store does), concurrency (live leases), RPM and TPM,
+and charges all of them in the same script. ``settle`` replaces the estimate with real usage (TPM refund, quota
 charge); a refund is a settle of 0. A reservation is a lease: the replica renews it while the request
 runs; a replica that dies stops renewing and the next script run on that tenant drops it (its
 estimate leaves ``reserved``; TPM keeps it spent). Times come from the Redis server (one clock).
@@ -23,7 +24,7 @@ from supernode.router.admission.limits import month_start
 RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, est = ARGV[1], tonumber(ARGV[2])
+local id, prompt, max_tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[9])
 local rpm, tpm, maxc, quota = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, month_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 local expired = 0
@@ -44,21 +45,25 @@ local function bucket(key, limit)
   if now > stamp then level = math.min(limit, level + (now - stamp) * limit / 60000.0); stamp = now end
   return level
 end
-if quota > 0 and used + reserved >= quota then
-  return {0, 'monthly_token_quota', 0, used, reserved, expired}
+local granted = max_tokens
+if quota > 0 then
+  local room = quota - used - reserved - prompt
+  if room < 1 then return {0, 'monthly_token_quota', 0, used, reserved, expired, 0} end
+  if room < granted then granted = room end
 end
+local est = prompt + granted
 if maxc > 0 and redis.call('ZCARD', KEYS[3]) >= maxc then
-  return {0, 'max_concurrent', 1000, used, reserved, expired}
+  return {0, 'max_concurrent', 1000, used, reserved, expired, 0}
 end
 local rl, tl = 0, 0
 if rpm > 0 then
   rl = bucket(KEYS[1], rpm)
-  if rl < 1 then return {0, 'rpm', math.ceil((1 - rl) * 60000 / rpm), used, reserved, expired} end
+  if rl < 1 then return {0, 'rpm', math.ceil((1 - rl) * 60000 / rpm), used, reserved, expired, 0} end
 end
 if tpm > 0 then
   tl = bucket(KEYS[2], tpm)
   local need = math.min(est, tpm)
-  if tl < need then return {0, 'tpm', math.ceil((need - tl) * 60000 / tpm), used, reserved, expired} end
+  if tl < need then return {0, 'tpm', math.ceil((need - tl) * 60000 / tpm), used, reserved, expired, 0} end
 end
 if rpm > 0 then
   redis.call('HSET', KEYS[1], 'l', tostring(rl - 1), 's', now); redis.call('PEXPIRE', KEYS[1], 120000)
@@ -71,7 +76,7 @@ redis.call('HSET', KEYS[4], id, est)
 redis.call('INCRBY', KEYS[6], est)
 for i = 3, 6 do if i ~= 5 then redis.call('PEXPIRE', KEYS[i], ttl * 4) end end
 if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], 0, 'EX', month_ttl) end
-return {1, '', 0, used, reserved + est, expired}
+return {1, '', 0, used, reserved + est, expired, granted}
 """
 
 SETTLE = """
@@ -136,6 +141,7 @@ class Decision:
     month_used: int = 0
     reserved: int = 0
     expired: int = 0
+    granted: int = 0  # completion tokens granted (the request's max_tokens, capped by the quota)
 
 
 class TenantKeys:
@@ -164,15 +170,17 @@ class RedisLimits:
     def keys(self, tenant: str) -> TenantKeys:
         return TenantKeys(self.prefix, tenant)
 
-    async def reserve(self, tenant: str, lease: str, estimate: int, limits: Limits, wall: float) -> Decision:
+    async def reserve(self, tenant: str, lease: str, prompt: int, max_tokens: int, limits: Limits,
+                      wall: float) -> Decision:
         k = self.keys(tenant)
         got = await self._reserve(
             keys=[k.rpm, k.tpm, k.leases, k.est, k.month(wall), k.reserved],
-            args=[lease, int(estimate), limits.rpm or 0, limits.tpm or 0, limits.max_concurrent or 0,
-                  limits.monthly_token_quota or 0, self.ttl_ms, MONTH_TTL_S])
-        ok, limit, retry_ms, used, reserved, expired = got
+            args=[lease, max(0, int(prompt)), limits.rpm or 0, limits.tpm or 0, limits.max_concurrent or 0,
+                  limits.monthly_token_quota or 0, self.ttl_ms, MONTH_TTL_S, max(1, int(max_tokens))])
+        ok, limit, retry_ms, used, reserved, expired, granted = got
         name = limit.decode() if isinstance(limit, bytes) else str(limit)
-        return Decision(bool(int(ok)), name, int(retry_ms) / 1000.0, int(used), int(reserved), int(expired))
+        return Decision(bool(int(ok)), name, int(retry_ms) / 1000.0, int(used), int(reserved), int(expired),
+                        int(granted))
 
     async def settle(self, tenant: str, lease: str, used: int, tpm: int | None, wall: float) -> bool:
         """True when the lease was still live (False: it had expired; usage is charged anyway)."""
