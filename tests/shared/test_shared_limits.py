@@ -20,8 +20,8 @@ from supernode.router.contracts import AdmissionRejected, PoolKey, RouterError, 
 from supernode.router.shared.build import shared_parts
 from supernode.router.shared.config import RedisState
 from supernode.router.shared.gatekeeper import SharedGatekeeper, StateUnavailable
-from supernode.router.shared.store import outage_spec
 from supernode.router.shared.replicas import share
+from supernode.router.shared.store import outage_spec
 
 FLASH = PoolKey("deepseek-v4-flash", Mode.NON_THINK)
 Fleet = Callable[..., Any]
