@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     import kopf
 
+    from supernode.operator.group_secrets import GroupKeys
     from supernode.operator.handlers import OperatorConfig, build_registry
     from supernode.operator.metrics import OperatorMetrics
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
                                              supernode_label=args.supernode_label, metrics_addr=args.metrics_addr,
                                              metrics_port=args.metrics_port if metrics is None else None,
-                                             metrics=metrics))
+                                             metrics=metrics, keys=GroupKeys.from_env()))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)

@@ -22,8 +22,9 @@ from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
+from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
+from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SECRETS, SERVICES, STATEFULSETS, ApiError, KubeClient
 from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.planner import plan as make_plan
 from supernode.operator.status import Facts, compute_status
@@ -82,6 +83,7 @@ class Reconciler:
     client: KubeClient
     supernode_label: str | None = None
     clock: Callable[[], float] = time.time
+    keys: GroupKeys | None = None  # per-group Secret with store secret + engine token (group_secrets.py)
     lws_cache_seconds: float = 60.0
     _lws: tuple[float, bool] | None = field(default=None, init=False)
     # One reconcile at a time: two deployments never plan against the same free capacity.
@@ -232,7 +234,7 @@ class _Run:
         by_name = {g.name: g for g in groups}
         for slot in step.create:
             group = next(g for g in plan.groups if g.index == slot)
-            for obj in builders.group_objects(md, plan, group, rev, lws=lws):
+            for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys):
                 await self._create(obj)
             self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
                                        tuple(p.node for p in group.pods if p.node), plan.resource_name,
@@ -267,7 +269,7 @@ class _Run:
         self.writes += 1
 
     async def _delete_group(self, name: str, lws: bool) -> None:
-        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,):
+        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + ((SECRETS,) if self.r.keys else ()):
             await self.client.delete(res, self.ns, name, propagation="Background")
             self.writes += 1
 
@@ -279,19 +281,26 @@ class _Run:
         plan_groups = {g.index: g for g in plan.groups}
         for g in live.values():
             if g.revision == rev and not g.draining and g.index in plan_groups and plan_groups[g.index].placed:
-                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws)
+                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys)
         have = {(o["kind"], o["metadata"]["name"]): o for o in children}
         created = {N.group_name(self.name, s, rev) for s in step.create}
+        # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,
+        # whenever their workload is created or changed, e.g. when an upgrade first adds them.
+        secrets = {o["metadata"]["name"]: o for o in desired if o["kind"] == SECRETS.kind}
         for obj in desired:
             key = (obj["kind"], obj["metadata"]["name"])
-            if key[1] in created:
+            if key[1] in created or key[0] == SECRETS.kind:
                 continue
             obj = _with_hash(obj)
             current = have.get(key)
             if current is None:
+                if key[1] in secrets:
+                    await self._create(secrets[key[1]])
                 await self._create(obj)
             elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
                     obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
+                if key[1] in secrets:
+                    await self._create(secrets[key[1]])
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
                 await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1

@@ -27,6 +27,10 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch, delete]
+# One Secret per replica group (store secret + engine token), write-only: the operator reads no Secret.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
