@@ -33,6 +33,15 @@ def write_engine_token(state_dir: Path) -> tuple[str, Path]:
     return token, path
 
 
+def engine_auth_headers(state_dir: Path) -> dict[str, str]:
+    """The Authorization header for this stack's engines (empty when the run wrote no token)."""
+    try:
+        token = (state_dir / ENGINE_TOKEN_FILE).read_text().strip()
+    except OSError:
+        return {}
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def group_env(engine_token: str | None) -> dict[str, str]:
     """Env for every rank of one group start: a fresh group secret (+ the engine token when set)."""
     env = {C.ENV_GROUP_SECRET: new_secret()}
