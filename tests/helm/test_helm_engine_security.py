@@ -62,16 +62,20 @@ def test_engine_pods_accept_only_the_router_and_their_peers(render: Any) -> None
     spec = policies[NAMESPACE]["spec"]
     engine_labels = {"app.kubernetes.io/managed-by": "supernode-operator", "app.kubernetes.io/component": "engine"}
     assert spec["podSelector"] == {"matchLabels": engine_labels} and spec["policyTypes"] == ["Ingress"]
-    http, peers = spec["ingress"]
+    (http,) = spec["ingress"]
     assert http["ports"] == [{"port": "http", "protocol": "TCP"}]
     (router_peer,) = http["from"]
     router_pod = one(objs, "Deployment", "-router")["spec"]["template"]["metadata"]["labels"]
     selector = router_peer["podSelector"]["matchLabels"]
     assert selector.items() <= router_pod.items(), "the peer selector matches the router pods"
     assert router_peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
-    assert "ports" not in peers and peers["from"] == [{"podSelector": {"matchLabels": engine_labels}}]
+    args = one(objs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--group-network-policies" in args  # the operator adds the per-group peer policies
     assert not _engine_policies(render({}))  # networkPolicy.enabled=false: nothing
-    assert not _engine_policies(render({"networkPolicy": {"enabled": True, "engines": {"enabled": False}}}))
+    off = render({"networkPolicy": {"enabled": True, "engines": {"enabled": False}}})
+    assert not _engine_policies(off)
+    assert "--group-network-policies" not in one(off, "Deployment", "-operator")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
 
 
 def test_engine_policies_follow_the_watched_namespaces(render: Any) -> None:

@@ -16,6 +16,7 @@ from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.operator import naming as N
 from supernode.operator.engines import RENDEZVOUS_PORT, GroupContext, engine_container, image_for
+from supernode.operator.group_network import network_policy
 from supernode.operator.group_secrets import GroupKeys, secret_object
 from supernode.operator.sources import model_volume
 from supernode.operator.types import GroupPlan, Plan
@@ -144,8 +145,9 @@ def _selector(md: ModelDeployment, index: int, rev: str) -> dict[str, str]:
 
 
 def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *, lws: bool,
-                  keys: GroupKeys | None = None) -> list[dict[str, Any]]:
-    """Every object of one replica group (with `keys` the group Secret first, then the workload)."""
+                  keys: GroupKeys | None = None, policy: bool = False) -> list[dict[str, Any]]:
+    """Every object of one replica group (with `keys` the group Secret first, then the workload; with
+    `policy` a NetworkPolicy letting only the group's own pods in, group_network.py)."""
     ns = md.metadata.namespace or "default"
     owner = owner_of(md)
     name = N.group_name(md.metadata.name, group.index, rev)
@@ -188,6 +190,8 @@ def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *
         # Evicting any rank kills the whole group: voluntary disruptions go through the operator.
         "spec": {"minAvailable": pods, "selector": {"matchLabels": _selector(md, group.index, rev)}},
     })
+    if policy:
+        out.append(network_policy(_meta(name, ns, labels, owner), _selector(md, group.index, rev)))
     return out
 
 
@@ -208,10 +212,11 @@ def leader_service(md: ModelDeployment, *, lws: bool) -> dict[str, Any]:
 
 
 def desired_objects(md: ModelDeployment, plan: Plan, rev: str, *, lws: bool,
-                    indices: set[int] | None = None, keys: GroupKeys | None = None) -> list[dict[str, Any]]:
+                    indices: set[int] | None = None, keys: GroupKeys | None = None,
+                    policy: bool = False) -> list[dict[str, Any]]:
     """All desired objects: the leader Service plus the objects of every *placed* group (or `indices`)."""
     out = [leader_service(md, lws=lws)]
     for group in plan.groups:
         if group.placed and (indices is None or group.index in indices):
-            out += group_objects(md, plan, group, rev, lws=lws, keys=keys)
+            out += group_objects(md, plan, group, rev, lws=lws, keys=keys, policy=policy)
     return copy.deepcopy(out)

@@ -37,6 +37,7 @@ class OperatorConfig:
     # metrics_port must be None so the port is bound once per process.
     metrics: OperatorMetrics | None = None
     keys: GroupKeys | None = None  # per-group store secret + engine token (from the chart's Secret, via env)
+    network_policies: bool = False  # a NetworkPolicy per group: only its own pods may connect
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -98,7 +99,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             if config.metrics_port is not None:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
-                                     supernode_label=config.supernode_label, keys=config.keys)
+                                     supernode_label=config.supernode_label, keys=config.keys,
+                                     network_policies=config.network_policies)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:

@@ -73,12 +73,13 @@ NODES = Res("", "v1", "nodes", "Node", namespaced=False)
 EVENTS = Res("", "v1", "events", "Event")
 LEASES = Res("coordination.k8s.io", "v1", "leases", "Lease")
 CRDS = Res("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+NETWORK_POLICIES = Res("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")  # per group, optional
 SECRETS = Res("", "v1", "secrets", "Secret")  # per-group Secret (group_secrets.py): created and deleted, never read
-CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS, SECRETS)}
+CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS, NETWORK_POLICIES, SECRETS)}
 _SECRETS = ("", ["secrets"])
 _CHILD_RULES: tuple[tuple[str, list[str], list[str]], ...] = (
     ("apps", ["statefulsets"], []), ("", ["services"], []), ("policy", ["poddisruptionbudgets"], []),
-                (N.LWS_GROUP, [N.LWS_PLURAL], []))
+                (N.LWS_GROUP, [N.LWS_PLURAL], []), ("networking.k8s.io", ["networkpolicies"], []))
 
 
 def _child_rules(*verbs: str) -> list[tuple[str, list[str], list[str]]]:

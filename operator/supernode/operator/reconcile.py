@@ -24,7 +24,18 @@ from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
 from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SECRETS, SERVICES, STATEFULSETS, ApiError, KubeClient
+from supernode.operator.kube import (
+    CHILD_KINDS,
+    LWS,
+    NETWORK_POLICIES,
+    PDBS,
+    PODS,
+    SECRETS,
+    SERVICES,
+    STATEFULSETS,
+    ApiError,
+    KubeClient,
+)
 from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.planner import plan as make_plan
 from supernode.operator.status import Facts, compute_status
@@ -84,6 +95,7 @@ class Reconciler:
     supernode_label: str | None = None
     clock: Callable[[], float] = time.time
     keys: GroupKeys | None = None  # per-group Secret with store secret + engine token (group_secrets.py)
+    network_policies: bool = False  # per-group NetworkPolicy: only the group's own pods (group_network.py)
     lws_cache_seconds: float = 60.0
     _lws: tuple[float, bool] | None = field(default=None, init=False)
     # One reconcile at a time: two deployments never plan against the same free capacity.
@@ -161,6 +173,8 @@ class _Run:
         workloads = await self.client.list_children(workload_res, self.ns, selector)
         services = await self.client.list_children(SERVICES, self.ns, selector)
         pdbs = await self.client.list_children(PDBS, self.ns, selector)
+        policies = await self.client.list_children(NETWORK_POLICIES, self.ns, selector) \
+            if self.r.network_policies else []
         mine = [p for p in all_pods if (p.get("metadata") or {}).get("namespace") == self.ns
                 and ((p.get("metadata") or {}).get("labels") or {}).get(C.LABEL_DEPLOYMENT) == N.label_value(self.name)]
         lost = frozenset(str(n["metadata"]["name"]) for n in nodes if not _node_ready(n))
@@ -191,7 +205,7 @@ class _Run:
                            drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
                            placeable=frozenset(g.index for g in plan.groups if g.placed)))
         await self._apply_step(md, plan, rev, lws, step, groups)
-        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs)
+        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs + policies)
         if not lws:
             await self._label_leaders(groups, mine)
         facts = Facts(generation=self.meta.get("generation"), desired=n, revision=rev,
@@ -234,7 +248,8 @@ class _Run:
         by_name = {g.name: g for g in groups}
         for slot in step.create:
             group = next(g for g in plan.groups if g.index == slot)
-            for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys):
+            for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys,
+                                              policy=self.r.network_policies):
                 await self._create(obj)
             self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
                                        tuple(p.node for p in group.pods if p.node), plan.resource_name,
@@ -269,7 +284,8 @@ class _Run:
         self.writes += 1
 
     async def _delete_group(self, name: str, lws: bool) -> None:
-        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + ((SECRETS,) if self.r.keys else ()):
+        extra = ((NETWORK_POLICIES,) if self.r.network_policies else ()) + ((SECRETS,) if self.r.keys else ())
+        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + extra:
             await self.client.delete(res, self.ns, name, propagation="Background")
             self.writes += 1
 
@@ -281,7 +297,8 @@ class _Run:
         plan_groups = {g.index: g for g in plan.groups}
         for g in live.values():
             if g.revision == rev and not g.draining and g.index in plan_groups and plan_groups[g.index].placed:
-                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys)
+                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys,
+                                                  policy=self.r.network_policies)
         have = {(o["kind"], o["metadata"]["name"]): o for o in children}
         created = {N.group_name(self.name, s, rev) for s in step.create}
         # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,

@@ -1,4 +1,5 @@
-"""Per-group Secret: store secret + engine token rendered by the operator, read by the engine pods as env."""
+"""Group isolation: per-group Secret (store secret + engine token, read by the engine pods as env) and
+per-group NetworkPolicy (only the group's own pods may connect besides the router)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,29 @@ def test_vllm_groups_get_the_engine_token_as_their_api_key() -> None:
     assert "VLLM_API_KEY" not in _env(sts)
 
 
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_a_group_policy_admits_exactly_its_own_pods() -> None:
+    md = operator_md().uid().engine("builtin").accelerator("cpu").parallelism(tensor=2).replicas(2).obj()
+    plan = make_plan(md, [["cpu-a", "cpu-b"], ["cpu-c", "cpu-d"]], [None, None], None)
+    objs = builders.desired_objects(md, plan, naming.revision(md), lws=False, policy=True)
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    pod_labels = [o["spec"]["template"]["metadata"]["labels"] for o in objs if o["kind"] == "StatefulSet"]
+    assert len(policies) == 2 == len(pod_labels)
+    for i, policy in enumerate(policies):
+        spec = policy["spec"]
+        (rule,) = spec["ingress"]
+        (peer,) = rule["from"]
+        assert "ports" not in rule and spec["policyTypes"] == ["Ingress"]
+        for j, labels in enumerate(pod_labels):  # applies to, and admits, group i's pods only
+            assert _labels_match(spec["podSelector"]["matchLabels"], labels) == (i == j)
+            assert _labels_match(peer["podSelector"]["matchLabels"], labels) == (i == j)
+    assert not [o for o in builders.desired_objects(md, plan, naming.revision(md), lws=False)
+                if o["kind"] == "NetworkPolicy"]
+
+
 def test_keys_come_from_the_operator_env() -> None:
     assert GroupKeys.from_env({}) is None
     keys = GroupKeys.from_env({C.ENV_GROUP_KEY: "k" * 32, C.ENV_ENGINE_TOKEN: "t" * 32})
@@ -79,6 +103,7 @@ async def test_live_operator_creates_and_removes_group_secrets(k8s: tuple[K8sEmu
     emu, url = k8s
     emu.declare(MD_KIND, shortnames=["md"])
     emu.declare(Kind("", "v1", "secrets", "Secret", status=False))
+    emu.declare(Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", status=False))
     cluster = FakeCluster(emu)
     for sp in range(2):
         await cluster.add_nodes(*(node(f"sp{sp}-n{i}", f"sp-{sp}") for i in range(2)))
@@ -96,12 +121,18 @@ async def test_live_operator_creates_and_removes_group_secrets(k8s: tuple[K8sEmu
             assert (await c.post(MDS, json=md)).status_code == 201
             await eventually(ready, what="ready without keys")
             assert secrets() == []
-        async with running_operator(url, resync=0.1, keys=KEYS), httpx.AsyncClient(base_url=url) as c:
-            await _upgraded_operator_adds_secrets(emu, c, secrets, ready)
+        async with running_operator(url, resync=0.1, keys=KEYS, network_policies=True), \
+                httpx.AsyncClient(base_url=url) as c:
+            await _upgraded_operator_adds_secrets_and_policies(emu, c, secrets, ready)
 
 
-async def _upgraded_operator_adds_secrets(emu: K8sEmulator, c: httpx.AsyncClient, secrets: Any, ready: Any) -> None:
+async def _upgraded_operator_adds_secrets_and_policies(emu: K8sEmulator, c: httpx.AsyncClient, secrets: Any,
+                                                      ready: Any) -> None:
+    def policies() -> list[dict[str, Any]]:
+        return emu.objects_of("networkpolicies", "networking.k8s.io", "llm", f"{C.LABEL_DEPLOYMENT}=v4")
+
     await eventually(lambda: len(secrets()) == 2, what="a Secret per group, added to the running groups")
+    await eventually(lambda: len(policies()) == 2, what="a NetworkPolicy per group")
     for sts in emu.objects_of("statefulsets", "apps", "llm", f"{C.LABEL_DEPLOYMENT}=v4"):
         assert "VLLM_API_KEY" in json.dumps(sts["spec"]["template"])
     await eventually(ready, what="ready")
@@ -111,4 +142,6 @@ async def _upgraded_operator_adds_secrets(emu: K8sEmulator, c: httpx.AsyncClient
     assert emu.writes(since) == [], "a settled deployment rewrites its Secrets"
     await c.patch(f"{MDS}/v4/scale", json={"spec": {"replicas": 1}}, headers=MERGE)
     await eventually(lambda: len(secrets()) == 1, what="the removed group's Secret deleted")
+    await eventually(lambda: len(policies()) == 1, what="the removed group's NetworkPolicy deleted")
     assert secrets()[0]["metadata"]["labels"][C.LABEL_GROUP] == "0"
+    assert policies()[0]["metadata"]["labels"][C.LABEL_GROUP] == "0"
