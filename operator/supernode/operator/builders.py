@@ -1,7 +1,8 @@
 """Plan + ModelDeployment → Kubernetes manifests (pure; no client, no I/O).
 
 Per replica group: a LeaderWorkerSet (when the LWS CRD is installed) or a StatefulSet plus a headless
-Service (stable DNS for rank discovery), and a PodDisruptionBudget. Per deployment: a Service that
+Service (stable DNS for rank discovery), and a PodDisruptionBudget; optionally the group's Secret
+(group_secrets.py) and NetworkPolicy (group_network.py). Per deployment: a Service that
 selects the group leaders (what the router and users hit). Everything carries an ownerReference to
 the ModelDeployment, so deleting it deletes them.
 """
