@@ -19,6 +19,7 @@ from supernode.operator import builders, naming
 from supernode.operator.group_secrets import KEY_ENGINE_TOKEN, KEY_GROUP_SECRET, GroupKeys
 
 KEYS = GroupKeys(b"operator-group-key-0123456789abcdef", "engine-token-0123456789abcdef")
+ROTATED = GroupKeys(KEYS.group_key, "rotated-engine-token-0123456789")
 MDS = f"/apis/{C.GROUP}/{C.VERSION}/namespaces/llm/{C.PLURAL}"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -40,7 +41,7 @@ def test_each_group_gets_its_own_deterministic_secret_and_pods_only_reference_it
     assert objs == builders.desired_objects(md, plan, rev, lws=False, keys=KEYS)  # no churn between reconciles
     secrets = [o for o in objs if o["kind"] == "Secret"]
     workloads = [o for o in objs if o["kind"] == "StatefulSet"]
-    assert [s["metadata"]["name"] for s in secrets] == [w["metadata"]["name"] for w in workloads]
+    assert [s["metadata"]["name"] for s in secrets] == [KEYS.secret_name(w["metadata"]["name"]) for w in workloads]
     values = [_decoded(s) for s in secrets]
     assert values[0][KEY_GROUP_SECRET] != values[1][KEY_GROUP_SECRET]
     assert {v[KEY_ENGINE_TOKEN] for v in values} == {KEYS.engine_token}
@@ -124,6 +125,16 @@ async def test_live_operator_creates_and_removes_group_secrets(k8s: tuple[K8sEmu
         async with running_operator(url, resync=0.1, keys=KEYS, network_policies=True), \
                 httpx.AsyncClient(base_url=url) as c:
             await _upgraded_operator_adds_secrets_and_policies(emu, c, secrets, ready)
+        async with running_operator(url, resync=0.1, keys=ROTATED, network_policies=True):  # a new token
+
+            def rotated() -> bool:  # exactly one Secret left: the old one is deleted, not kept beside
+                found = secrets()
+                return len(found) == 1 and found[0]["metadata"]["name"].endswith(ROTATED.fingerprint()) \
+                    and _decoded(found[0])[KEY_ENGINE_TOKEN] == ROTATED.engine_token
+
+            await eventually(rotated, what="the group's Secret replaced by one with the new token")
+            (sts,) = emu.objects_of("statefulsets", "apps", "llm", f"{C.LABEL_DEPLOYMENT}=v4")
+            assert ROTATED.secret_name(sts["metadata"]["name"]) in json.dumps(sts["spec"]["template"])
 
 
 async def _upgraded_operator_adds_secrets_and_policies(emu: K8sEmulator, c: httpx.AsyncClient, secrets: Any,

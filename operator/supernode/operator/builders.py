@@ -155,7 +155,7 @@ def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *
     labels = N.group_labels(md, group.index, rev)
     pods = plan.pods_per_group
     notes = {C.LABEL_SUPERNODE: group.supernode} if group.supernode else None
-    secret = name if keys else None
+    secret = keys.secret_name(name) if keys else None
     # The group Secret first: the pods reference it (non-optional), so it must exist before they start.
     out: list[dict[str, Any]] = [secret_object(_meta(name, ns, labels, owner), keys, owner.uid)] if keys else []
     if lws:

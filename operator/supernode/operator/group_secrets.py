@@ -35,6 +35,13 @@ class GroupKeys:
         keys = cls(env.get(C.ENV_GROUP_KEY, "").encode(), env.get(C.ENV_ENGINE_TOKEN, ""))
         return keys if keys.group_key or keys.engine_token else None
 
+    def fingerprint(self) -> str:
+        """Part of the Secret's name: new keys give new Secrets (and a rolling restart), never stale ones."""
+        return hashlib.sha256(self.group_key + b"\0" + self.engine_token.encode()).hexdigest()[:8]
+
+    def secret_name(self, group_name: str) -> str:
+        return f"{group_name}-{self.fingerprint()}"
+
     def group_secret(self, namespace: str, uid: str, group_name: str) -> str:
         return hmac.new(self.group_key, f"{namespace}/{uid}/{group_name}".encode(), hashlib.sha256).hexdigest()
 
@@ -63,6 +70,17 @@ def secret_env(secret_name: str, engine: str, keys: GroupKeys) -> list[dict[str,
 
 
 def secret_object(meta: dict[str, Any], keys: GroupKeys, uid: str) -> dict[str, Any]:
-    """The group Secret; ``meta`` is the group's object metadata (name, namespace, labels, owner)."""
-    data = keys.secret_data(meta["namespace"], uid, meta["name"])
+    """The group Secret; ``meta`` is the group's object metadata (namespace, labels, owner; named like the group)."""
+    group = meta["name"]
+    data = keys.secret_data(meta["namespace"], uid, group)
+    meta = {**meta, "name": keys.secret_name(group)}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "data": data}
+
+
+def referenced_secrets(workload: dict[str, Any]) -> set[str]:
+    """Names of the Secrets a workload's pod templates read env from (to remove those a key change replaced)."""
+    spec = workload.get("spec") or {}
+    lws = spec.get("leaderWorkerTemplate") or {}
+    templates = [spec.get("template"), lws.get("leaderTemplate"), lws.get("workerTemplate")]
+    return {ref["name"] for t in templates if t for c in (t.get("spec") or {}).get("containers", [])
+            for e in c.get("env", []) if (ref := (e.get("valueFrom") or {}).get("secretKeyRef"))}

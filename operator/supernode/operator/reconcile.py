@@ -22,7 +22,7 @@ from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
-from supernode.operator.group_secrets import GroupKeys
+from supernode.operator.group_secrets import GroupKeys, referenced_secrets
 from supernode.operator.inventory import inventory_from_k8s
 from supernode.operator.kube import (
     CHILD_KINDS,
@@ -41,6 +41,7 @@ from supernode.operator.planner import plan as make_plan
 from supernode.operator.status import Facts, compute_status
 from supernode.operator.types import Plan
 
+WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
 log = logging.getLogger("supernode.operator")
 
 
@@ -286,7 +287,8 @@ class _Run:
     async def _delete_group(self, name: str, lws: bool) -> None:
         extra = ((NETWORK_POLICIES,) if self.r.network_policies else ()) + ((SECRETS,) if self.r.keys else ())
         for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + extra:
-            await self.client.delete(res, self.ns, name, propagation="Background")
+            target = self.r.keys.secret_name(name) if res is SECRETS and self.r.keys else name
+            await self.client.delete(res, self.ns, target, propagation="Background")
             self.writes += 1
 
     async def _converge_children(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool,
@@ -302,25 +304,31 @@ class _Run:
         have = {(o["kind"], o["metadata"]["name"]): o for o in children}
         created = {N.group_name(self.name, s, rev) for s in step.create}
         # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,
-        # whenever their workload is created or changed, e.g. when an upgrade first adds them.
-        secrets = {o["metadata"]["name"]: o for o in desired if o["kind"] == SECRETS.kind}
+        # whenever their workload is created or changed (an upgrade first adding them, new keys renaming them);
+        # Secrets the old workload read and the new one does not are deleted after the patch.
+        secrets = {o["metadata"]["labels"][C.LABEL_GROUP]: o for o in desired if o["kind"] == SECRETS.kind}
         for obj in desired:
             key = (obj["kind"], obj["metadata"]["name"])
             if key[1] in created or key[0] == SECRETS.kind:
                 continue
             obj = _with_hash(obj)
             current = have.get(key)
+            secret = secrets.get(obj["metadata"]["labels"].get(C.LABEL_GROUP, "")) if key[0] in WORKLOADS else None
             if current is None:
-                if key[1] in secrets:
-                    await self._create(secrets[key[1]])
+                if secret:
+                    await self._create(secret)
                 await self._create(obj)
             elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
                     obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
-                if key[1] in secrets:
-                    await self._create(secrets[key[1]])
+                if secret:
+                    await self._create(secret)
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
                 await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1
+                if key[0] in WORKLOADS:
+                    for stale in referenced_secrets(current) - referenced_secrets(obj):
+                        await self.client.delete(SECRETS, self.ns, stale)
+                        self.writes += 1
         names = {g.name for g in live.values()} | {N.leader_service_name(self.name)}
         for kind, name in have:
             if name not in names and name not in created and kind in CHILD_KINDS:
