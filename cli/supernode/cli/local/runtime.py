@@ -24,7 +24,7 @@ from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
 from supernode.cli.local.report import snippets, stack_table
 from supernode.cli.local.routerconf import router_config
-from supernode.cli.local.secrets import ensure_admin_key, private_dir
+from supernode.cli.local.secrets import ensure_admin_key, private_dir, write_engine_token
 from supernode.cli.local.specs import SpecError, load_deployments, preset_of
 from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomic
 from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
@@ -89,13 +89,14 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
     return groups
 
 
-def _router_launch(opts: UpOptions, config: Path, admin_key: str) -> RouterLaunch:
+def _router_launch(opts: UpOptions, config: Path, admin_key: str, engine_token: str) -> RouterLaunch:
     prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", "router"]
     argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port),
             "--shutdown-timeout", f"{opts.drain_seconds:g}")
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
-    env = {**os.environ, C.ENV_ADMIN_KEY: admin_key}  # in the router's environment only, never printed
+    # Both secrets live in the router's environment only, never printed.
+    env = {**os.environ, C.ENV_ADMIN_KEY: admin_key, C.ENV_ENGINE_TOKEN: engine_token}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
 
@@ -118,7 +119,9 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
     write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
                                                       tenants=tenants, metrics_port=metrics_port)))
     admin_key, _ = ensure_admin_key(state_dir, C.ENV_ADMIN_KEY)
-    return Supervisor(groups, _router_launch(opts, config, admin_key), state_dir, out=out)
+    engine_token, _ = write_engine_token(state_dir)  # engines answer only the router (docs/security.md)
+    return Supervisor(groups, _router_launch(opts, config, admin_key, engine_token), state_dir, out=out,
+                      engine_token=engine_token)
 
 
 def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:
