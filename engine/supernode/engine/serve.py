@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from supernode.api.constants import DEFAULT_BLOCK_SIZE
+from supernode.api.constants import DEFAULT_BLOCK_SIZE, ENV_ENGINE_TOKEN
 from supernode.api.models import Mode
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.distributed import DistEnv
@@ -120,8 +120,13 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
     from supernode.api.httpserver import HttpLimits, uvicorn_options
     from supernode.engine.metrics import EngineMetrics
     from supernode.engine.server.app import ServerState, build_app
+    from supernode.engine.server.guard import Guards
 
     state = ServerState(opts.model_name, EngineMetrics(opts.model_name), opts.aliases, opts.default_mode, opts.budgets)
+    state.guards = Guards.from_env()  # SUPERNODE_ENGINE_TOKEN: only the router may call (docs/security.md)
+    if state.guards.token is None:
+        log.warning("no %s set: any client that reaches %s:%d may call this engine", ENV_ENGINE_TOKEN,
+                    opts.host, opts.port)
     exit_code = [0]
     runner_box: list[object] = []
     server: uvicorn.Server | None = None
@@ -149,6 +154,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         finally:
             if state.engine is not None:
                 state.engine.stop()
+            state.encoder.close()
             for runner in runner_box:
                 try:
                     runner.shutdown()  # type: ignore[attr-defined]  # releases the followers

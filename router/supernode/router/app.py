@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,10 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
         metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
 
+    # Engines that require the shared router token (SUPERNODE_ENGINE_TOKEN) get it on every call.
+    engine_token = os.environ.get(C.ENV_ENGINE_TOKEN)
+    engine_headers = {"authorization": f"Bearer {engine_token}"} if engine_token else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(discovery, FileDiscovery):
@@ -110,10 +115,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         # aiohttp for the proxied requests (a fraction of httpx's per-request CPU); httpx for the scraper
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=4096, limit_per_host=0, keepalive_timeout=30.0),
-            cookie_jar=aiohttp.DummyCookieJar())
+            cookie_jar=aiohttp.DummyCookieJar(), headers=engine_headers)
         upstream.client = session
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                                   timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s))
+                                   timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
+                                   headers=engine_headers)
         state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
         if h.scrape_interval_s > 0:
             state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,

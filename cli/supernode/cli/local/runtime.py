@@ -24,7 +24,7 @@ from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
 from supernode.cli.local.report import snippets, stack_table
 from supernode.cli.local.routerconf import router_config, shared_env
-from supernode.cli.local.secrets import ensure_admin_key, private_dir
+from supernode.cli.local.secrets import ensure_admin_key, private_dir, write_engine_token
 from supernode.cli.local.specs import SpecError, load_deployments, preset_of
 from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomic
 from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
@@ -92,7 +92,7 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
     return groups
 
 
-def _router_launch(opts: UpOptions, config: Path, admin_key: str) -> RouterLaunch:
+def _router_launch(opts: UpOptions, config: Path, admin_key: str, engine_token: str) -> RouterLaunch:
     fleet = opts.router_replicas > 1
     command = "router-fleet" if fleet else "router"
     prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", command]
@@ -103,8 +103,9 @@ def _router_launch(opts: UpOptions, config: Path, admin_key: str) -> RouterLaunc
                 "--state-file", str(config.parent / "router-fleet.json"))
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
-    # secrets in the routers' environment only, never printed or written to the config
-    env = {**os.environ, C.ENV_ADMIN_KEY: admin_key, **shared_env(opts.redis, opts.postgres)}
+    # Secrets live in the routers' environment only, never printed or written to the config.
+    env = {**os.environ, C.ENV_ADMIN_KEY: admin_key, C.ENV_ENGINE_TOKEN: engine_token,
+           **shared_env(opts.redis, opts.postgres)}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
 
@@ -131,7 +132,9 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
                                                       tenants=tenants, metrics_port=metrics_port,
                                                       redis=bool(opts.redis), postgres=bool(opts.postgres))))
     admin_key, _ = ensure_admin_key(state_dir, C.ENV_ADMIN_KEY)
-    return Supervisor(groups, _router_launch(opts, config, admin_key), state_dir, out=out)
+    engine_token, _ = write_engine_token(state_dir)  # engines answer only the router (docs/security.md)
+    return Supervisor(groups, _router_launch(opts, config, admin_key, engine_token), state_dir, out=out,
+                      engine_token=engine_token)
 
 
 def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:

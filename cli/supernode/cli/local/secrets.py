@@ -1,7 +1,10 @@
-"""Secrets and file modes of the state dir: the admin key file, 0700 folders and 0600 files.
+"""Secrets and file modes of the state dir: the admin key, the router->engine token, group secrets.
 
 The admin key is never printed: `supernode up` takes it from SUPERNODE_ADMIN_KEY when set, else
-reuses or generates one in `<state dir>/admin.key` (mode 0600) and prints only that path.
+reuses or generates one in `<state dir>/admin.key` (mode 0600) and prints only that path. The engine
+token is written to ``<state-dir>/engine-token`` (mode 0600, replaced on every run) so an operator of
+the machine can call an engine directly; it is never printed. Group secrets live only in the
+environment of the group's ranks and change whenever the group is (re)started.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from supernode.api import constants as C
+
 ADMIN_KEY_FILE = "admin.key"
+ENGINE_TOKEN_FILE = "engine-token"
 
 
 def private_dir(path: Path) -> Path:
@@ -55,3 +61,32 @@ def ensure_admin_key(state_dir: Path, env_name: str,
         write_private(path, key + "\n")
     os.chmod(path, 0o600)
     return key, path
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def write_engine_token(state_dir: Path) -> tuple[str, Path]:
+    """A fresh engine token, stored 0600 in the state dir; returns (token, path)."""
+    token = new_secret()
+    path = state_dir / ENGINE_TOKEN_FILE
+    write_private(path, token + "\n")
+    return token, path
+
+
+def engine_auth_headers(state_dir: Path) -> dict[str, str]:
+    """The Authorization header for this stack's engines (empty when the run wrote no token)."""
+    try:
+        token = (state_dir / ENGINE_TOKEN_FILE).read_text().strip()
+    except OSError:
+        return {}
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def group_env(engine_token: str | None) -> dict[str, str]:
+    """Env for every rank of one group start: a fresh group secret (+ the engine token when set)."""
+    env = {C.ENV_GROUP_SECRET: new_secret()}
+    if engine_token:
+        env[C.ENV_ENGINE_TOKEN] = engine_token
+    return env
