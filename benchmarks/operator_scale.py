@@ -20,13 +20,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the emulator and fake cluster live with the tests
+sys.path[:0] = [str(ROOT / "tests" / "operator"), str(ROOT / "tests")]  # the emulator, fake cluster, builders
 
 import httpx  # noqa: E402
 import kmock  # noqa: E402
+from builders import make_md  # noqa: E402
 from fake_cluster import MD_KIND, FakeCluster, node  # noqa: E402
 from k8s_emulator import K8sEmulator  # noqa: E402
-from md_builder import make_md  # noqa: E402
 
 from supernode.api import constants as C  # noqa: E402
 
@@ -78,8 +78,8 @@ async def main(count: int, resync: float) -> None:
                 done: dict[str, float] = {}
                 t0 = time.monotonic()
                 for i in range(count):
-                    md = (make_md(f"md-{i:03d}", "bench").no_uid().engine("vllm").accelerator("ascend-910c", 16)
-                          .parallelism(tensor=32).placement(supernode="Required").replicas(1).obj())
+                    md = (make_md(f"md-{i:03d}").namespace("bench").engine("vllm").accelerator("ascend-910c", 16)
+                          .parallelism(tensor=32).placement(supernode="Required").replicas(1).dict())
                     r = await c.post(f"/apis/{C.GROUP}/{C.VERSION}/namespaces/bench/{C.PLURAL}", json=md)
                     r.raise_for_status()
                     applied[md["metadata"]["name"]] = time.monotonic()
