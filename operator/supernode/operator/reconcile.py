@@ -214,12 +214,20 @@ class _Run:
         exhausted: list[str] = []
         for g in groups:
             decision = lifecycle.decide(g, md.spec.recovery, self.now)
+            res = LWS if lws else STATEFULSETS
             if decision.action == "exhausted":
                 exhausted.append(decision.reason)
-            elif decision.action == "restart":
-                res = LWS if lws else STATEFULSETS
+            elif decision.action in ("mark", "clear"):  # the back-off counts from when the failure was seen
+                seen = format_time(self.now, precise=True) if decision.action == "mark" else None
                 await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
-                    C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now)}}})
+                    C.ANNOTATION_FAILURE_SEEN: seen}}})
+                self.writes += 1
+                if decision.action == "mark":
+                    await self._event("Warning", "GroupFailed", decision.reason)
+            elif decision.action == "restart":
+                await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
+                    C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now),
+                    C.ANNOTATION_FAILURE_SEEN: None}}})
                 self.writes += 1
                 for pod in g.pods:  # the whole gang goes; its controller recreates every rank
                     await self.client.delete(PODS, self.ns, pod.name)
