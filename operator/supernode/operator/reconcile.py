@@ -303,9 +303,10 @@ class _Run:
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
                 await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1
-        names = {g.name for g in live.values()} | {N.leader_service_name(self.name)}
+        # `children` was listed before this pass deleted `step.delete`'s groups: those are gone already.
+        keep = {g.name for g in live.values()} | {N.leader_service_name(self.name)} | created | set(step.delete)
         for kind, name in have:
-            if name not in names and name not in created and kind in CHILD_KINDS:
+            if name not in keep and kind in CHILD_KINDS:
                 await self.client.delete(CHILD_KINDS[kind], self.ns, name)
                 self.writes += 1
 
