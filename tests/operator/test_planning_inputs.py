@@ -119,4 +119,19 @@ def test_reservation_expiry(case: str, pods: list[dict[str, Any]], now: float, k
 
 
 def test_reservations_of_groups_without_devices_hold_nothing() -> None:
-    assert Reservation("llm", "cpu", "0", "r", ("n0",), None, 0, 0.0).pods() == []
+    assert Reservation("llm", "cpu", "0", "r", ("n0",), None, 0, 0.0).pods() == ()
+
+
+def test_the_inventory_cache_gives_what_parsing_gives_and_reparses_only_changed_objects() -> None:
+    from supernode.operator.inventory import inventory_from_k8s
+    from supernode.operator.inventory_cache import InventoryCache
+
+    cache = InventoryCache()
+    pods = [*group_pods("other", 0, rev="r1"), {"metadata": "malformed"}]
+    assert cache.inventory(NODES, pods) == inventory_from_k8s(NODES, pods)
+    assert cache.inventory(NODES, pods) == inventory_from_k8s(NODES, pods)  # from the cache
+    moved = [*NODES[:3], k8s_node("sp1-n1", labels={C.NODE_LABEL_ASCEND_SUPERPOD: "sp-9"},
+                                  allocatable={C.RESOURCE_ASCEND: "8"})]
+    fewer = pods[1:]
+    assert cache.inventory(moved, fewer) == inventory_from_k8s(moved, fewer)
+    assert len(cache._pods._old) + len(cache._pods._new) <= 2 * len(pods)  # bounded by recent calls

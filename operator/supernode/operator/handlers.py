@@ -118,14 +118,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if metrics is not None and getattr(memo, "owns_metrics", True):
             metrics.stop()
 
+    # Index functions are async on purpose: kopf runs sync handlers in a thread pool, one hop per event.
     @kopf.index("nodes", id="nodes_idx", registry=registry)
-    def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: {"metadata": {"name": name, "labels": dict(body.metadata.labels)},
                        "spec": dict(body.spec), "status": {k: body.status.get(k) for k in (
                            "allocatable", "capacity", "conditions")}}}
 
     @kopf.index("pods", id="pods_idx", registry=registry)
-    def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    async def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         key = (namespace or "", body.metadata.labels.get(C.LABEL_DEPLOYMENT, ""))
         return {key: _slim_pod(body)}
 
@@ -164,7 +165,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.resume(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
 
     @kopf.index(*md, id="mds_idx", registry=registry)
-    def mds_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    async def mds_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
         return {(namespace or "", name): copy.deepcopy(dict(body))}
 
     async def resync(memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
@@ -201,7 +202,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 memo.reconciler.forget(uid)
                 memo.metrics.forget(*known[uid])
             known = current
-            await asyncio.gather(*(one(b) for b in bodies))
+            # Objects a handler reconciled in the last half interval are up to date: their turn comes next time.
+            fresh = [b for b in bodies if not memo.reconciler.passed_within(
+                str(b["metadata"].get("uid") or b["metadata"]["name"]), config.resync_seconds / 2)]
+            await asyncio.gather(*(one(b) for b in fresh))
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:

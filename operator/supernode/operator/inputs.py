@@ -10,8 +10,8 @@ The executor (`reconcile`) reads the cluster and writes the result; everything b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from supernode.api import constants as C
@@ -20,7 +20,7 @@ from supernode.operator import naming as N
 from supernode.operator.inventory import inventory_from_k8s
 from supernode.operator.observe import GroupState, group_states
 from supernode.operator.planner import plan as make_plan
-from supernode.operator.types import CapacityVerdict, Plan
+from supernode.operator.types import CapacityVerdict, Inventory, Plan
 
 Pod = Mapping[str, Any]
 
@@ -42,16 +42,25 @@ class Reservation:
     def key(self) -> tuple[str, str]:
         return (self.namespace, f"{self.deployment}/{self.index}/{self.revision}")
 
-    def pods(self) -> list[dict[str, Any]]:
+    placeholders: tuple[dict[str, Any], ...] = field(default=(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Built once: the same (read-only) objects on every plan, so InventoryCache parses them once too.
+        object.__setattr__(self, "placeholders", self._placeholders())
+
+    def pods(self) -> tuple[dict[str, Any], ...]:
         """Placeholder pods holding the promised devices (none for groups that need no devices)."""
+        return self.placeholders
+
+    def _placeholders(self) -> tuple[dict[str, Any], ...]:
         if not self.resource or not self.devices:
-            return []
+            return ()
         res = {self.resource: str(self.devices)}
-        return [{"metadata": {"name": f"reserved-{self.deployment}-{self.index}-{rank}", "namespace": self.namespace,
-                              "labels": {}},
-                 "spec": {"nodeName": node, "containers": [{"name": "reserved", "resources": {
-                     "requests": dict(res), "limits": dict(res)}}]},
-                 "status": {"phase": "Pending"}} for rank, node in enumerate(self.nodes)]
+        return tuple({"metadata": {"name": f"reserved-{self.deployment}-{self.index}-{rank}",
+                                   "namespace": self.namespace, "labels": {}},
+                      "spec": {"nodeName": node, "containers": [{"name": "reserved", "resources": {
+                          "requests": dict(res), "limits": dict(res)}}]},
+                      "status": {"phase": "Pending"}} for rank, node in enumerate(self.nodes))
 
 
 def group_key(pod: Pod) -> tuple[str, str]:
@@ -63,10 +72,12 @@ def group_key(pod: Pod) -> tuple[str, str]:
 def live_reservations(reservations: Iterable[Reservation], pods: Iterable[Pod], now: float,
                       ttl: float) -> list[Reservation]:
     """The reservations still needed: not older than `ttl` and whose group has no pod in `pods` yet."""
+    young = [r for r in reservations if now - r.since <= ttl]
+    if not young:
+        return []
     seen = {(m.get("namespace"), (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT), *group_key(p))
             for p in pods if (m := p.get("metadata") or {})}
-    return [r for r in reservations
-            if now - r.since <= ttl and (r.namespace, r.deployment, r.index, r.revision) not in seen]
+    return [r for r in young if (r.namespace, r.deployment, r.index, r.revision) not in seen]
 
 
 def placeholders(reservations: Iterable[Reservation], namespace: str, deployment: str) -> list[dict[str, Any]]:
@@ -99,10 +110,14 @@ class PlanInputs:
     capacity: CapacityVerdict  # what the cluster can hold (mid-rollout: without the old groups)
 
 
+InventoryFn = Callable[[Iterable[Mapping[str, Any]], Iterable[Pod]], Inventory]
+
+
 def planning_inputs(md: ModelDeployment, nodes: Sequence[Mapping[str, Any]], pods: Sequence[Pod],
                     workloads: Sequence[Mapping[str, Any]], reservations: Iterable[Reservation], *,
-                    supernode_label: str | None = None) -> PlanInputs:
-    """Everything one reconcile decides from, given what was read (no I/O)."""
+                    supernode_label: str | None = None, inventory: InventoryFn = inventory_from_k8s) -> PlanInputs:
+    """Everything one reconcile decides from, given what was read (no I/O). `inventory`: how nodes + pods
+    become an Inventory (the operator passes `InventoryCache.inventory`, same result, parsed once)."""
     ns, label = md.metadata.namespace or "default", N.label_value(md.metadata.name)
     mine = own_pods(pods, ns, label)
     groups = group_states(workloads, mine, lost_nodes(nodes))
@@ -116,10 +131,10 @@ def planning_inputs(md: ModelDeployment, nodes: Sequence[Mapping[str, Any]], pod
     mine_ids = {id(p) for p in mine}
     others = [p for p in pods if not (id(p) in mine_ids and group_key(p) in keep)]
     others += placeholders(reservations, ns, label)
-    plan = make_plan(md, inventory_from_k8s(nodes, others), existing, supernode_label=supernode_label)
+    plan = make_plan(md, inventory(nodes, others), existing, supernode_label=supernode_label)
     capacity = plan.capacity
     if any(g.revision != rev for g in groups):
         # Mid-rollout the old groups hold devices they will give back: capacity is judged without them.
-        free = inventory_from_k8s(nodes, [p for p in others if id(p) not in mine_ids])
+        free = inventory(nodes, [p for p in others if id(p) not in mine_ids])
         capacity = make_plan(md, free, existing, supernode_label=supernode_label).capacity
     return PlanInputs(revision=rev, mine=mine, groups=groups, plan=plan, capacity=capacity)

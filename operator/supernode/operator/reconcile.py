@@ -23,6 +23,7 @@ from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
 from supernode.operator.inputs import Reservation, live_reservations, planning_inputs
+from supernode.operator.inventory_cache import InventoryCache
 from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
 from supernode.operator.observe import GroupState, format_time
 from supernode.operator.status import Facts, compute_status
@@ -71,10 +72,17 @@ class Reconciler:
     _written: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False)
     # Devices promised to groups just created whose pods the pod index does not show yet.
     _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
+    _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
+    _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._object_locks.pop(uid, None)
+        self._last_pass.pop(uid, None)
+
+    def passed_within(self, uid: str, seconds: float) -> bool:
+        """Whether a pass over this object started less than `seconds` ago (a resync can skip it)."""
+        return self.clock() - self._last_pass.get(uid, float("-inf")) < seconds
 
     def reserve(self, res: Reservation) -> None:
         self._reserved[res.key] = res
@@ -95,7 +103,9 @@ class Reconciler:
         meta = body["metadata"]
         lock = self._object_locks.setdefault(str(meta.get("uid", meta["name"])), asyncio.Lock())
         async with lock:
-            return await _Run(self, dict(body)).execute(nodes, pods)
+            run = _Run(self, dict(body))
+            self._last_pass[run.uid] = run.now
+            return await run.execute(nodes, pods)
 
 
 class _Run:
@@ -136,7 +146,7 @@ class _Run:
         async with self.r._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
             all_pods = list(pods())
             inputs = planning_inputs(md, list(nodes()), all_pods, workloads, self.r.reservations(all_pods, self.now),
-                                     supernode_label=self.r.supernode_label)
+                                     supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
             rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
             step = rollout.next_step(
                 [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started) for g in groups],
