@@ -197,7 +197,8 @@ async def main(count: int, resync: float, settle: float, quiet: int) -> dict[str
         api.append(served)
         own.append(end - start - served)
     resyncs = window / resync
-    print(f"ModelDeployments: {count} (1 group x 2 pods each), children created for {len(done)} in {total:.1f}s")
+    print(f"ModelDeployments: {count} (1 group x 2 pods each), children created for {len(done)} in {total:.1f}s "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"apply -> all children created: median {statistics.median(lat) * 1000:.0f} ms, "
           f"p99 {pct(lat, 0.99) * 1000:.0f} ms")
     print(f"  of which the test API server: median {statistics.median(api) * 1000:.0f} ms, "
@@ -208,7 +209,8 @@ async def main(count: int, resync: float, settle: float, quiet: int) -> dict[str
           f"p99 {pct(pickup, 0.99) * 1000:.0f} ms")
     print(f"  API server event-loop lag: median {statistics.median(lags) * 1000:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1000:.1f} ms; CPU during the burst: operator {cpu_op:.1f} s, "
-          f"API server + fake kubelet {cpu_api:.1f} s (wall {total:.1f} s)")
+          f"API server + fake kubelet {cpu_api:.1f} s (wall {total:.1f} s); operator CPU per deployment "
+          f"{cpu_op / max(1, len(done)) * 1000:.0f} ms")
     print(f"initial reconcile (to all ready): {initial_reqs / count:.1f} API requests/MD "
           f"({initial_writes / count:.1f} writes/MD: "
           + ", ".join(f"{k} {v / count:.1f}" for k, v in initial_kinds.most_common()) + ")")
