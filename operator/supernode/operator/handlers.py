@@ -79,8 +79,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         settings.posting.enabled = False  # our Events are explicit; kopf's per-handler ones are noise
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=C.GROUP)
-        # No handler needs a finalizer (no timers/daemons, an optional-free delete path); kopf removes this
-        # one from objects an older operator version put it on.
+        # No handler needs a finalizer (no per-object timers or daemons, no delete handler); kopf removes
+        # this one from objects that an older operator version put it on.
         settings.persistence.finalizer = C.FINALIZER
         if config.fast:
             settings.watching.server_timeout = 10
