@@ -74,6 +74,10 @@ class Reconciler:
     _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
     _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
     _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
+    # Passes in flight at once. Waiters queue first come, first served, so under a burst the operator
+    # finishes the deployments it started instead of advancing all of them a little at a time.
+    concurrent_passes: int = 8
+    _slots: asyncio.Semaphore | None = field(default=None, init=False)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
@@ -102,7 +106,9 @@ class Reconciler:
     async def reconcile(self, body: Mapping[str, Any], nodes: Source, pods: Source) -> Result:
         meta = body["metadata"]
         lock = self._object_locks.setdefault(str(meta.get("uid", meta["name"])), asyncio.Lock())
-        async with lock:
+        if self._slots is None:  # created inside the running loop
+            self._slots = asyncio.Semaphore(self.concurrent_passes)
+        async with lock, self._slots:
             run = _Run(self, dict(body))
             self._last_pass[run.uid] = run.now
             return await run.execute(nodes, pods)
