@@ -105,6 +105,7 @@ class ModelRunner:
         self.state_slots = (config.max_num_seqs, config.max_num_seqs) if self.stateful else (0, 0)
         self.num_kv_blocks = self._agree(self._kv_blocks_fitting())
         if self.stateful:
+            self.prefix_boundary: int = self.model.prefix_boundary(self.block_size)  # type: ignore[operator]
             self.kv_caches = self.model.allocate_kv(  # type: ignore[operator]
                 self.num_kv_blocks, self.block_size, sum(self.state_slots), self.dtype, self.device
             )

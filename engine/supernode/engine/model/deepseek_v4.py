@@ -8,6 +8,7 @@ Parameter names are the checkpoint's own (as transformers writes them: `model.la
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 
@@ -116,6 +117,11 @@ class DeepseekV4ForCausalLM(nn.Module):
         self, blocks: int, block_size: int, slots: int, dtype: torch.dtype, device: torch.device
     ) -> list[LayerCache]:
         return layer_caches(self.cfg, blocks, block_size, slots, dtype, device)
+
+    def prefix_boundary(self, block_size: int) -> int:
+        """Smallest prefix length a cached prefix may end at: whole blocks and whole compression windows."""
+        ratios = [self.cfg.ratio(i) for i in range(self.cfg.num_hidden_layers)]
+        return math.lcm(block_size, *[r for r in ratios if r])
 
     def kv_bytes_per_block(self, block_size: int, elem: int) -> int:
         return compressed_bytes_per_block(self.cfg, block_size, elem)
