@@ -100,7 +100,11 @@ def init_checkpoint(out_dir: str, preset: str = "tiny", seed: int = 0, dtype: st
     config["pad_token_id"] = tok.token_to_id(tokens.PAD)
     config["torch_dtype"] = dtype
     model = build_model(parse_model_config(config), SINGLE)
-    (init_v4_ if v4 else _init_)(model, torch.Generator().manual_seed(seed), config["initializer_range"])
+    generator, std = torch.Generator().manual_seed(seed), config["initializer_range"]
+    if v4:
+        init_v4_(model, generator, std, config["n_routed_experts"])
+    else:
+        _init_(model, generator, std)
     target = torch.float32 if dtype == "float32" else torch.bfloat16
     state = {
         k: (v.to(target) if v.is_floating_point() and not (v4 and keep_fp32(k)) else v).contiguous()

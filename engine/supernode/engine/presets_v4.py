@@ -68,7 +68,7 @@ def keep_fp32(name: str) -> bool:
     return any(k in name for k in _FP32)
 
 
-def init_v4_(model: torch.nn.Module, generator: torch.Generator, std: float) -> None:
+def init_v4_(model: torch.nn.Module, generator: torch.Generator, std: float, experts: int) -> None:
     """Random weights; norms 1, sinks / position biases / router biases 0, mHC scales 1, hash table a random
     choice of distinct experts per token."""
     with torch.no_grad():
@@ -78,7 +78,6 @@ def init_v4_(model: torch.nn.Module, generator: torch.Generator, std: float) -> 
             elif name.endswith(("attn_sink", ".ape", "gate.bias", "_base", "hc_base")):
                 p.zero_()
             elif name.endswith("tid2eid"):
-                experts = int(model.cfg.n_routed_experts)  # type: ignore[union-attr]
                 rows = [torch.randperm(experts, generator=generator)[: p.shape[1]] for _ in range(p.shape[0])]
                 p.copy_(torch.stack(rows))
             else:
