@@ -78,17 +78,17 @@ async def test_outputs_identical_with_preemption_chunking_and_prefix_cache(token
 
 
 def test_blocks_register_only_up_to_a_snapshotted_boundary() -> None:
-    bm = StateBlockManager(32, 4, "v4", seq_slots=2, snapshot_slots=2, boundary=8)
+    bm = StateBlockManager(32, 4, "v4", seq_slots=2, snapshot_slots=2, boundary=8, interval=16)
     seq = Sequence(list(range(1, 22)))  # 21 tokens: the last boundary of the prompt is at 16
     assert bm.admit(seq, 12)
-    slot, restore, save = bm.state_args(seq, 0, 12)
-    assert (restore, save) == (-1, None) and slot in (0, 1)
+    slot, restore, saves = bm.state_args(seq, 0, 12)
+    assert (restore, saves) == (-1, ()) and slot in (0, 1)
     seq.num_computed_tokens = 12
     bm.commit(seq)
     assert bm.cached_hashes() == [] and bm.drain_events() == []  # no snapshot yet: nothing reusable
     bm.append_slots(seq, 9)
-    slot2, _, save = bm.state_args(seq, 12, 9)
-    assert slot2 == slot and save is not None and save[1] == 16 and save[0] >= 2
+    slot2, _, saves = bm.state_args(seq, 12, 9)
+    assert slot2 == slot and len(saves) == 1 and saves[0][1] == 16 and saves[0][0] >= 2
     seq.num_computed_tokens = 21
     bm.commit(seq)
     (event,) = bm.drain_events()
@@ -96,4 +96,4 @@ def test_blocks_register_only_up_to_a_snapshotted_boundary() -> None:
     bm.free(seq)
     twin = Sequence(list(range(1, 22)))
     assert bm.admit(twin, 21) and twin.num_computed_tokens == 16
-    assert bm.state_args(twin, 16, 5)[1] == save[0]  # resumes from the snapshot
+    assert bm.state_args(twin, 16, 5)[1] == saves[0][0]  # resumes from the snapshot

@@ -88,7 +88,7 @@ def test_recompute_after_preemption_and_resume_from_snapshot(pair: tuple[Any, Mo
     """A sequence recomputed in a new slot on new scattered blocks, and one resumed from a boundary snapshot."""
     ref, runner = pair
     seq = PROMPTS[0][:30]
-    first = runner.run([SeqInput(seq[:21], 0, [7, 70, 21, 45, 12, 33], slot=3, save=(4 + 0, 16))])
+    first = runner.run([SeqInput(seq[:21], 0, [7, 70, 21, 45, 12, 33], slot=3, saves=((4, 16),))])
     assert (first[0] - ref_last(ref, seq[:21])).abs().max().item() <= 1e-4
     # preempted: everything freed; recomputed from scratch elsewhere, in two chunks
     table = [58, 6, 91, 19, 25, 26, 27, 28]

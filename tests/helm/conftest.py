@@ -38,4 +38,3 @@ def render(chart: Any) -> Renderer:
         return cache[key]
 
     return _render
-

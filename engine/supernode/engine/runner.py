@@ -28,8 +28,8 @@ __all__ = ["EngineConfig", "ModelRunner", "SeqInput"]
 
 log = logging.getLogger(__name__)
 
-# One sequence's work as broadcast to every rank: tokens, start, block table, state slot, restore, save.
-Work = tuple[list[int], int, list[int], int, int, "tuple[int, int] | None"]
+# One sequence's work as broadcast to every rank: tokens, start, block table, state slot, restore, saves.
+Work = tuple[list[int], int, list[int], int, int, tuple[tuple[int, int], ...]]
 
 
 class ModelRunner:
@@ -101,11 +101,12 @@ class ModelRunner:
         self.model.eval()
         load_weights(self.model, config.model_dir, raw)
         self.stateful = bool(getattr(self.model, "stateful", False))
-        # Stateful models: one state slot per running sequence, as many again for prefix snapshots.
-        self.state_slots = (config.max_num_seqs, config.max_num_seqs) if self.stateful else (0, 0)
+        # Stateful models: one state slot per running sequence, twice as many for prefix snapshots.
+        self.state_slots = (config.max_num_seqs, 2 * config.max_num_seqs) if self.stateful else (0, 0)
         self.num_kv_blocks = self._agree(self._kv_blocks_fitting())
         if self.stateful:
             self.prefix_boundary: int = self.model.prefix_boundary(self.block_size)  # type: ignore[operator]
+            self.snapshot_interval: int = self.model.snapshot_interval(self.block_size)  # type: ignore[operator]
             self.kv_caches = self.model.allocate_kv(  # type: ignore[operator]
                 self.num_kv_blocks, self.block_size, sum(self.state_slots), self.dtype, self.device
             )
@@ -176,7 +177,7 @@ class ModelRunner:
                 raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
             if self.stateful and not 0 <= s.slot < self.state_slots[0]:
                 raise ValueError(f"batch[{i}]: state slot {s.slot} outside [0, {self.state_slots[0]})")
-        work = [(list(s.token_ids), s.start_pos, list(s.block_table), s.slot, s.restore, s.save) for s in batch]
+        work = [(list(s.token_ids), s.start_pos, list(s.block_table), s.slot, s.restore, tuple(s.saves)) for s in batch]
         if self.env.world_size > 1:
             self._broadcast(work)
         return self._execute(work)
@@ -197,11 +198,11 @@ class ModelRunner:
 
     def _execute_stateful(self, work: list[Work], tokens: torch.Tensor) -> torch.Tensor:
         seqs, lo = [], 0
-        for token_ids, start, table, slot, restore, save in work:
+        for token_ids, start, table, slot, restore, saves in work:
             if restore >= 0:
                 for cache in self.kv_caches:
                     cache.copy_state(restore, slot)
-            seqs.append(StepSeq(lo, len(token_ids), start, table, slot, save))
+            seqs.append(StepSeq(lo, len(token_ids), start, table, slot, saves))
             lo += len(token_ids)
         return self.model.forward_step(tokens, seqs, self.kv_caches)  # type: ignore[operator,no-any-return]
 

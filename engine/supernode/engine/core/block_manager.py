@@ -166,9 +166,9 @@ class BlockManager:
     def cached_hashes(self) -> list[int]:
         return list(self._by_hash)
 
-    def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[int, int] | None]:
-        """Per-sequence model state for one scheduled chunk: (slot, restore, save); none for paged-only models."""
-        return -1, -1, None
+    def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+        """Per-sequence model state for one chunk: (slot, restore, saves); none for paged-only models."""
+        return -1, -1, ()
 
     def drain_events(self) -> list[KVEvent]:
         events, self.events = self.events, []

@@ -6,10 +6,13 @@ sliding-window ring and the compressors' unfinished windows live in a per-sequen
 - every running sequence holds one state slot (there are exactly ``max_num_seqs``);
 - a prefix is reusable only at a *boundary* — a multiple of the block size and of every compression
   window, where no window is half-pooled — and only where a *snapshot* of the state was taken. While
-  prefilling, a sequence snapshots its state at the last boundary of its prompt; the blocks up to that
-  boundary are then registered in the prefix cache (and announced in a "stored" KV event). Blocks past
-  the last snapshotted boundary stay private, so the router's prefix index only sees reusable prefixes;
-- a snapshot lives as long as the cached block that ends at its boundary.
+  prefilling, a sequence snapshots its state every ``interval`` tokens (the model picks it so snapshots
+  cost no more than the compressed KV they cover) and at the last boundary of its prompt (the next turn
+  of a conversation resumes there). The blocks up to a snapshot are then registered in the prefix cache
+  (and announced in a "stored" KV event); blocks past the last snapshot stay private, so the router's
+  prefix index only sees reusable prefixes;
+- a snapshot lives as long as the cached block that ends at its boundary; when the snapshot pool runs
+  dry, the least recently used unreferenced snapshotted block is uncached to free one.
 """
 
 from __future__ import annotations
@@ -27,18 +30,19 @@ class StateBlockManager(BlockManager):
     seq_slots: int = 1
     snapshot_slots: int = 0
     boundary: int = 1  # tokens; a multiple of block_size
+    interval: int = 1  # tokens between snapshots; a multiple of boundary
     _free_slots: deque[int] = field(init=False)
     _free_snaps: deque[int] = field(init=False)
     _slot: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> state slot
     _restore: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> snapshot to resume from
-    _saving: dict[int, tuple[int, int]] = field(init=False, default_factory=dict)  # seq_id -> (snapshot, pos)
+    _saving: dict[int, list[tuple[int, int]]] = field(init=False, default_factory=dict)  # seq -> (snap, pos)
     _limit: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> blocks it may register
     _snap_of_block: dict[int, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         BlockManager.__post_init__(self)
-        if self.boundary < 1 or self.boundary % self.block_size:
-            raise ValueError(f"boundary {self.boundary} must be a positive multiple of block_size")
+        if self.boundary < 1 or self.boundary % self.block_size or self.interval % self.boundary:
+            raise ValueError(f"boundary {self.boundary} / interval {self.interval}: must be multiples of block_size")
         self._free_slots = deque(range(self.seq_slots))
         self._free_snaps = deque(range(self.seq_slots, self.seq_slots + self.snapshot_slots))
 
@@ -60,23 +64,31 @@ class StateBlockManager(BlockManager):
             self._restore[seq.seq_id] = self._snap_of_block[seq.block_table[seq.num_hashed_blocks - 1]]
         return True
 
-    def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[int, int] | None]:
+    def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[tuple[int, int], ...]]:
         sid = seq.seq_id
         restore = self._restore.pop(sid, -1)
-        save = None
-        target = (seq.num_prompt_tokens - 1) // self.boundary * self.boundary
-        if start < target <= start + num_tokens and sid not in self._saving:
+        end = min(start + num_tokens, seq.num_prompt_tokens - 1)
+        wanted = set(range((start // self.interval + 1) * self.interval, end + 1, self.interval))
+        last = end // self.boundary * self.boundary
+        if last > start and last == (seq.num_prompt_tokens - 1) // self.boundary * self.boundary:
+            wanted.add(last)
+        saves = []
+        for pos in sorted(wanted):
+            if self._snapshotted(seq, pos):
+                continue  # the same prefix is cached with a snapshot already
             snap = self._free_snaps.popleft() if self._free_snaps else self._reclaim_snapshot()
-            if snap is not None:
-                save = (snap, target)
-                self._saving[sid] = save
-        return self._slot[sid], restore, save
+            if snap is None:
+                break
+            saves.append((snap, pos))
+        self._saving.setdefault(sid, []).extend(saves)
+        return self._slot[sid], restore, tuple(saves)
 
     def commit(self, seq: Sequence) -> None:
         sid = seq.seq_id
-        saving = self._saving.get(sid)
-        if saving is not None and seq.num_computed_tokens >= saving[1]:
-            self._limit[sid] = saving[1] // self.block_size
+        pending = self._saving.get(sid, [])
+        done = [(snap, pos) for snap, pos in pending if pos <= seq.num_computed_tokens]
+        if done:
+            self._limit[sid] = max(self._limit.get(sid, 0), max(pos for _, pos in done) // self.block_size)
         limit = self._limit.get(sid, seq.num_hashed_blocks)
         computed = seq.num_computed_tokens
         seq.num_computed_tokens = min(computed, limit * self.block_size)
@@ -84,20 +96,24 @@ class StateBlockManager(BlockManager):
             BlockManager.commit(self, seq)
         finally:
             seq.num_computed_tokens = computed
-        if saving is not None and seq.num_hashed_blocks * self.block_size >= saving[1]:
-            del self._saving[sid]
-            end_block = seq.block_table[saving[1] // self.block_size - 1]
+        for snap, pos in done:
+            pending.remove((snap, pos))
+            end_block = seq.block_table[pos // self.block_size - 1]
             if self.blocks[end_block].hash is not None and end_block not in self._snap_of_block:
-                self._snap_of_block[end_block] = saving[0]
+                self._snap_of_block[end_block] = snap
             else:  # an identical prefix was cached (with its own snapshot) first
-                self._free_snaps.append(saving[0])
+                self._free_snaps.append(snap)
+
+    def _snapshotted(self, seq: Sequence, pos: int) -> bool:
+        h = self._hashes(seq, pos // self.block_size)[-1]
+        bid = self._by_hash.get(h)
+        return bid is not None and bid in self._snap_of_block
 
     def free(self, seq: Sequence) -> None:
         sid = seq.seq_id
         if (slot := self._slot.pop(sid, None)) is not None:
             self._free_slots.append(slot)
-        if (saving := self._saving.pop(sid, None)) is not None:
-            self._free_snaps.append(saving[0])
+        self._free_snaps.extend(snap for snap, _ in self._saving.pop(sid, []))
         self._restore.pop(sid, None)
         self._limit.pop(sid, None)
         BlockManager.free(self, seq)
@@ -135,4 +151,5 @@ def make_block_manager(runner: Any, model_name: str, max_num_seqs: int) -> Block
         seq_slots=slots[0],
         snapshot_slots=slots[1],
         boundary=runner.prefix_boundary,
+        interval=runner.snapshot_interval,
     )

@@ -22,6 +22,7 @@ from supernode.engine.model.v4_cache import (
     StepSeq,
     compressed_bytes_per_block,
     layer_caches,
+    state_bytes_per_slot,
 )
 from supernode.engine.model.v4_config import SLIDING, DeepseekV4Config
 from supernode.engine.model.v4_layers import HyperConnection, HyperHead, Rope, V4MoE, V4RMSNorm
@@ -122,6 +123,14 @@ class DeepseekV4ForCausalLM(nn.Module):
         """Smallest prefix length a cached prefix may end at: whole blocks and whole compression windows."""
         ratios = [self.cfg.ratio(i) for i in range(self.cfg.num_hidden_layers)]
         return math.lcm(block_size, *[r for r in ratios if r])
+
+    def snapshot_interval(self, block_size: int) -> int:
+        """Prefix tokens between state snapshots: the smallest boundary multiple at which a snapshot costs
+        no more than the compressed KV of the tokens it covers (so snapshots at most double the cache)."""
+        boundary = self.prefix_boundary(block_size)
+        per_token = max(1, compressed_bytes_per_block(self.cfg, block_size, 1) // block_size)
+        tokens = -(-state_bytes_per_slot(self.cfg, 1) // per_token)
+        return max(boundary, -(-tokens // boundary) * boundary)
 
     def kv_bytes_per_block(self, block_size: int, elem: int) -> int:
         return compressed_bytes_per_block(self.cfg, block_size, elem)

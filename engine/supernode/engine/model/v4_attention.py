@@ -74,9 +74,9 @@ class Compressor(nn.Module):
             cos, sin = rope.cos_sin(positions, entries.dtype)
             entries = rope_tail(entries, cos, sin)
             pool.index_copy_(0, cache.entry_slots(s.table, w_lo, w_hi - w_lo, x.device), entries.to(pool.dtype))
-        if s.save is not None:
-            write_ring(kv_ring, s.save[0], s.start, kv_new, s.save[1])
-            write_ring(gate_ring, s.save[0], s.start, gate_new, s.save[1])
+        for snap, pos in s.saves:
+            write_ring(kv_ring, snap, s.start, kv_new, pos)
+            write_ring(gate_ring, snap, s.start, gate_new, pos)
         write_ring(kv_ring, s.slot, s.start, kv_new)
         write_ring(gate_ring, s.slot, s.start, gate_new)
 
@@ -145,8 +145,8 @@ class V4Attention(nn.Module):
         out = torch.empty_like(q)
         for s in seqs:
             rows = slice(s.lo, s.lo + s.n)
-            if s.save is not None:
-                cache.copy_state(s.slot, s.save[0])
+            for snap, _ in s.saves:
+                cache.copy_state(s.slot, snap)
             out[rows] = self._one(x[rows], q_res[rows], q[rows], kv[rows], (cos_sin[0][rows], cos_sin[1][rows]), s,
                                   cache, rope)  # fmt: skip
         out = rope_tail(out, cos_sin[0], -cos_sin[1])
@@ -179,8 +179,8 @@ class V4Attention(nn.Module):
                 visible = self.indexer.select(x, q_res, cos_sin, index_keys, visible)
             keys = torch.cat([keys, entries])
             mask = torch.cat([mask, visible], dim=1)
-        if s.save is not None:
-            write_ring(cache.ring, s.save[0], s.start, kv, s.save[1])
+        for snap, pos in s.saves:
+            write_ring(cache.ring, snap, s.start, kv, pos)
         write_ring(cache.ring, s.slot, s.start, kv)
         scores = torch.einsum("nhd,ld->nhl", q, keys) * self.scale
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))

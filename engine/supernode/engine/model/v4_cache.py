@@ -33,7 +33,7 @@ class StepSeq:
     start: int  # tokens before them (first new position)
     table: Sequence[int]  # KV block ids
     slot: int  # state slot
-    save: tuple[int, int] | None  # (snapshot slot, boundary position): copy the state as of that position
+    saves: tuple[tuple[int, int], ...]  # (snapshot slot, position): copy the state as of each position
 
 
 class LayerCache:
@@ -129,3 +129,15 @@ def compressed_bytes_per_block(cfg: DeepseekV4Config, block_size: int, elem: int
         per_block = max(1, block_size // cfg.ratio(i))
         total += per_block * (cfg.head_dim + (cfg.index_head_dim if kind == CSA else 0)) * elem
     return total
+
+
+def state_bytes_per_slot(cfg: DeepseekV4Config, elem: int) -> int:
+    """One state slot: every layer's ring plus its compressors' carry-over (kv and gate)."""
+    total = 0
+    for i, kind in enumerate(cfg.layer_types):
+        total += cfg.sliding_window * cfg.head_dim
+        if kind == CSA:
+            total += 2 * (2 * cfg.ratio(i)) * (2 * cfg.head_dim + 2 * cfg.index_head_dim)
+        elif kind != SLIDING:
+            total += 2 * cfg.ratio(i) * cfg.head_dim
+    return total * elem
