@@ -57,6 +57,8 @@ class ModelRunner:
         )
         torch.manual_seed(config.seed)
         if config.device == "cpu":
+            # Denormal floats (V4's mHC / sink softmaxes produce some) are ~100x slower on x86; flush them to zero.
+            torch.set_flush_denormal(True)
             # Several ranks on one CPU each spinning all-core OpenMP pools slows every op ~10x; split the cores.
             cores = os.cpu_count() or 1
             torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))

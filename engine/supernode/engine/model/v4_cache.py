@@ -80,11 +80,10 @@ class LayerCache:
     def entry_slots(self, table: Sequence[int], first: int, count: int, device: torch.device) -> torch.Tensor:
         """Pool rows of compressed entries [first, first + count) of a sequence with block table `table`."""
         m, bs = self.m, self.block_size
-        rows = []
-        for w in range(first, first + count):
-            block = table[((w + 1) * m - 1) // bs]
-            rows.append(block * self.per_block + ((w * m) % bs) // m if m <= bs else block)
-        return torch.tensor(rows, dtype=torch.long, device=device)
+        w = torch.arange(first, first + count)
+        blocks = torch.tensor(table, dtype=torch.long)[((w + 1) * m - 1) // bs]
+        rows = blocks * self.per_block + ((w * m) % bs) // m if m <= bs else blocks
+        return rows.to(device)
 
     def copy_state(self, src: int, dst: int) -> None:
         self.ring[dst].copy_(self.ring[src])

@@ -77,7 +77,7 @@ def _rope(raw: dict[str, Any], which: str, theta: float) -> RopeConfig:
     params.setdefault("rope_theta", theta)
     if params.get("rope_type", params.get("type", "default")) == "yarn":
         params.setdefault("attention_factor", 1.0)  # V4 does not scale cos/sin by YaRN's mscale
-    max_pos = raw.get("max_position_embeddings")
+    max_pos = raw.get("max_position_embeddings") or V4_DEFAULTS["max_position_embeddings"]
     return RopeConfig.from_hf({"max_position_embeddings": max_pos, "rope_parameters": params})
 
 
