@@ -180,8 +180,8 @@ def main() -> int:
             cold.append(engine.ttft(prefix + prompts(1, 16, vocab, 2000 + r)[0]))  # snapshots the prefix
             warm.append(engine.ttft(prefix + prompts(1, 16, vocab, 3000 + r)[0]))
         hits = engine.engine.blocks.stats.hits
-        c, w = statistics.median(cold), statistics.median(warm)
-        print(f"cold {c * 1000:8.1f} ms   cached prefix {w * 1000:8.1f} ms   speed-up {c / w:5.2f}x"
+        t_cold, t_warm = statistics.median(cold), statistics.median(warm)
+        print(f"cold {t_cold * 1000:8.1f} ms   cached prefix {t_warm * 1000:8.1f} ms   speed-up {t_cold / t_warm:5.2f}x"
               f"   ({hits} prompt tokens from cache)")  # fmt: skip
     finally:
         engine.stop()
