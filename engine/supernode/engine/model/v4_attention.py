@@ -25,6 +25,7 @@ from torch import nn
 from supernode.engine.model.layers import ReplicatedLinear, full_loader, new_param, set_loader
 from supernode.engine.model.v4_cache import LayerCache, StepSeq, read_ring, write_ring
 from supernode.engine.model.v4_config import CSA, SLIDING, DeepseekV4Config
+from supernode.engine.model.v4_decode import decode_batch
 from supernode.engine.model.v4_layers import Rope, V4RMSNorm, rms_unweighted, rope_tail
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
@@ -143,7 +144,14 @@ class V4Attention(nn.Module):
         q = rope_tail(q, *cos_sin)
         kv = rope_tail(self.norm(self.wkv(x)), *cos_sin)
         out = torch.empty_like(q)
+        decodes = [s for s in seqs if s.n == 1 and not s.saves]
+        if len(decodes) > 1:
+            rows_d = torch.tensor([s.lo for s in decodes], device=x.device)
+            cs = (cos_sin[0][rows_d], cos_sin[1][rows_d])
+            out[rows_d] = decode_batch(self, x[rows_d], q_res[rows_d], q[rows_d], kv[rows_d], cs, decodes, cache, rope)
         for s in seqs:
+            if len(decodes) > 1 and s.n == 1 and not s.saves:
+                continue
             rows = slice(s.lo, s.lo + s.n)
             for snap, _ in s.saves:
                 cache.copy_state(s.slot, snap)
