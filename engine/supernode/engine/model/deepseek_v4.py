@@ -25,7 +25,8 @@ from supernode.engine.model.v4_cache import (
     state_bytes_per_slot,
 )
 from supernode.engine.model.v4_config import SLIDING, DeepseekV4Config
-from supernode.engine.model.v4_layers import HyperConnection, HyperHead, Rope, V4MoE, V4RMSNorm
+from supernode.engine.model.v4_layers import HyperConnection, HyperHead, Rope, V4RMSNorm
+from supernode.engine.model.v4_moe import V4MoE
 from supernode.engine.parallel import ParallelContext
 
 log = logging.getLogger(__name__)

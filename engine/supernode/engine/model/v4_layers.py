@@ -1,4 +1,4 @@
-"""DeepSeek-V4 building blocks: norms, interleaved partial RoPE, mHC mixing, hash/top-k routed MoE.
+"""DeepSeek-V4 building blocks: norms, interleaved partial RoPE, mHC mixing (the MoE is in `v4_moe`).
 
 Parameter names follow the checkpoint layout transformers writes (`attn_norm`, `hc_attn_fn`, `ffn.gate`,
 `experts.N.w1`...), so safetensors keys load as they are.
@@ -10,16 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernode.engine.model.layers import (
-    ColumnParallelLinear,
-    RowParallelLinear,
-    full_loader,
-    new_param,
-    set_loader,
-)
+from supernode.engine.model.layers import full_loader, new_param, set_loader
 from supernode.engine.model.rope import rope_frequencies
 from supernode.engine.model.v4_config import DeepseekV4Config
-from supernode.engine.parallel import ParallelContext
 
 
 class V4RMSNorm(nn.Module):
@@ -120,100 +113,3 @@ class HyperHead(nn.Module):
         flat = rms_unweighted(streams.reshape(streams.shape[0], -1).float(), self.norm_eps)
         pre = torch.sigmoid(F.linear(flat, self.hc_fn) * self.hc_scale + self.hc_base) + self.eps
         return (pre.unsqueeze(-1) * streams).sum(dim=1).to(streams.dtype)
-
-
-class ClampedMLP(nn.Module):
-    """SwiGLU with V4's clamp: gate clamped from above, up clamped both ways, at `swiglu_limit`."""
-
-    def __init__(self, hidden: int, inter: int, limit: float, shard: int, shards: int, pctx: ParallelContext) -> None:
-        super().__init__()
-        self.limit = limit
-        self.w1 = ColumnParallelLinear(hidden, inter, shard, shards)
-        self.w3 = ColumnParallelLinear(hidden, inter, shard, shards)
-        self.w2 = RowParallelLinear(inter, hidden, shard, shards, pctx, False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Partial output (not reduced over shards)."""
-        gate = F.linear(x, self.w1.weight).clamp(max=self.limit)
-        up = F.linear(x, self.w3.weight).clamp(min=-self.limit, max=self.limit)
-        return F.linear(F.silu(gate) * up, self.w2.weight)
-
-
-def _score(logits: torch.Tensor, func: str) -> torch.Tensor:
-    if func == "sqrtsoftplus":
-        return F.softplus(logits).sqrt()
-    if func == "sigmoid":
-        return logits.sigmoid()
-    return logits.softmax(dim=-1)
-
-
-class Router(nn.Module):
-    """V4 gate: scores by `scoring_func`; experts by top-k of score+bias, or from the token-id table (hash layers).
-
-    The chosen experts' scores are normalised to sum 1 and scaled by `routed_scaling_factor`.
-    """
-
-    def __init__(self, cfg: DeepseekV4Config, hashed: bool) -> None:
-        super().__init__()
-        self.k, self.func, self.scaling, self.hashed = (
-            cfg.num_experts_per_tok,
-            cfg.scoring_func,
-            cfg.routed_scaling_factor,
-            hashed,
-        )
-        self.weight = set_loader(new_param(cfg.n_routed_experts, cfg.hidden_size), full_loader)
-        if hashed:
-            self.tid2eid = set_loader(new_param(cfg.vocab_size, self.k, dtype=torch.long), full_loader)
-        else:
-            self.bias = set_loader(new_param(cfg.n_routed_experts, dtype=torch.float32), full_loader)
-
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = _score(F.linear(x, self.weight), self.func)
-        if self.hashed:
-            idx = self.tid2eid[token_ids]
-        else:
-            idx = torch.topk(scores + self.bias, self.k, dim=-1, sorted=False).indices
-        weights = scores.gather(1, idx)
-        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return weights * self.scaling, idx
-
-
-class V4MoE(nn.Module):
-    """Routed experts (whole experts per rank under EP, else TP shards of each) plus one shared expert."""
-
-    def __init__(self, cfg: DeepseekV4Config, layer: int, pctx: ParallelContext) -> None:
-        super().__init__()
-        self.pctx, self.n_experts = pctx, cfg.n_routed_experts
-        self.gate = Router(cfg, cfg.mlp_layer_types[layer] == "hash_moe")
-        self.local = pctx.local_experts(cfg.n_routed_experts)
-        shard, shards = pctx.expert_tp_rank, pctx.expert_tp_size
-        inter, limit = cfg.moe_intermediate_size, cfg.swiglu_limit
-        self.experts = nn.ModuleDict(
-            {str(e): ClampedMLP(cfg.hidden_size, inter, limit, shard, shards, pctx) for e in self.local}
-        )
-        # One shared expert of moe_intermediate_size (transformers' V4 ignores n_shared_experts' count).
-        self.shared_experts = ClampedMLP(cfg.hidden_size, inter, limit, pctx.tp_rank, pctx.tp_size, pctx)
-
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        weights, idx = self.gate(x, token_ids)
-        k = idx.shape[1]
-        flat = idx.flatten()
-        order = torch.sort(flat, stable=True)[1]
-        counts = torch.bincount(flat, minlength=self.n_experts).tolist()
-        lo = sum(counts[: self.local.start])
-        routed = torch.zeros_like(x)
-        outs, start = [], lo
-        order_local = order[lo : lo + sum(counts[self.local.start : self.local.stop])]
-        token = order_local // k
-        for e in self.local:
-            if n := counts[e]:
-                rows = order[start : start + n] // k
-                outs.append(self.experts[str(e)](x[rows]))
-                start += n
-        if outs:
-            weighted = (torch.cat(outs) * weights.flatten()[order_local, None]).to(x.dtype)
-            routed.index_add_(0, token, weighted)
-        shared = self.shared_experts(x)
-        if self.pctx.tp_size > 1:  # both partial over the world: one all-reduce for the sum
-            return self.pctx.all_reduce(routed + shared)
-        return self.pctx.all_reduce(routed) + shared
