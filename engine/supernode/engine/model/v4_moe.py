@@ -116,11 +116,21 @@ class V4MoE(nn.Module):
         """Rows xs (sorted by local expert id `expert`) through their experts: three batched matmuls over
         [experts, most rows of one expert, ...] instead of three small matmuls per expert."""
         w1, w3, w2 = self._stacked()
+        limit = self.shared_experts.limit
+        if xs.shape[0] <= len(self.local):  # few rows (decoding a handful of sequences): only the used experts
+            outs, start = [], 0
+            for e, n in enumerate(counts.tolist()):
+                if n:
+                    rows = xs[start : start + n]
+                    gate = F.linear(rows, w1[e]).clamp(max=limit)
+                    up = F.linear(rows, w3[e]).clamp(min=-limit, max=limit)
+                    outs.append(F.linear(F.silu(gate) * up, w2[e]))
+                    start += n
+            return torch.cat(outs)
         starts = torch.cumsum(counts, 0) - counts
         slot = torch.arange(xs.shape[0], device=xs.device) - starts[expert]
         padded = xs.new_zeros(len(self.local), int(counts.max()), xs.shape[1])
         padded[expert, slot] = xs
-        limit = self.shared_experts.limit
         gate = torch.bmm(padded, w1.transpose(1, 2)).clamp(max=limit)
         up = torch.bmm(padded, w3.transpose(1, 2)).clamp(min=-limit, max=limit)
         return torch.bmm(F.silu(gate) * up, w2.transpose(1, 2))[expert, slot]
