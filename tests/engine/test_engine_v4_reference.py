@@ -122,3 +122,17 @@ def test_compress_ratios_spelling_reads_like_compress_rates(pair: tuple[Any, Mod
     modern, old = DeepseekV4Config.from_hf(raw), DeepseekV4Config.from_hf(legacy)
     assert old.layer_types == modern.layer_types == tuple(LAYERS)
     assert old.compress_rates == modern.compress_rates
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(pair: tuple[Any, ModelRunner]) -> None:
+    _, cpu = pair
+    seq = PROMPTS[0]
+    gpu = ModelRunner(cpu.config.replace(device="cuda", num_kv_blocks=16))
+    ref = ModelRunner(cpu.config.replace(num_kv_blocks=16))
+    for runner in (gpu, ref):
+        runner.run([SeqInput(seq[:20], 0, [3, 9, 1, 0, 12, 5, 6, 7, 8, 10], slot=0)])
+    batch = [SeqInput(seq[20:], 20, [3, 9, 1, 0, 12, 5, 6, 7, 8, 10], slot=0), SeqInput([4, 5, 6], 0, [2, 4], slot=1)]
+    got, expected = gpu.run(batch), ref.run(batch)
+    assert got.device.type == "cuda"
+    assert (got.cpu() - expected).abs().max().item() <= 1e-3
