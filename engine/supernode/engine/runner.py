@@ -204,7 +204,8 @@ class ModelRunner:
             if restore >= 0:
                 for cache in self.kv_caches:
                     cache.copy_state(restore, slot)
-            seqs.append(StepSeq(lo, len(token_ids), start, table, slot, saves))
+            blocks = torch.tensor(table, dtype=torch.long, device=self.device)
+            seqs.append(StepSeq(lo, len(token_ids), start, blocks, slot, saves))
             lo += len(token_ids)
         return self.model.forward_step(tokens, seqs, self.kv_caches)  # type: ignore[operator,no-any-return]
 

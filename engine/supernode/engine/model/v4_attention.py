@@ -74,7 +74,7 @@ class Compressor(nn.Module):
             positions = torch.arange(w_lo, w_hi, device=x.device) * m
             cos, sin = rope.cos_sin(positions, entries.dtype)
             entries = rope_tail(entries, cos, sin)
-            pool.index_copy_(0, cache.entry_slots(s.table, w_lo, w_hi - w_lo, x.device), entries.to(pool.dtype))
+            pool.index_copy_(0, cache.entry_slots(s.table, w_lo, w_hi - w_lo), entries.to(pool.dtype))
         for snap, pos in s.saves:
             write_ring(kv_ring, snap, s.start, kv_new, pos)
             write_ring(gate_ring, snap, s.start, gate_new, pos)
@@ -177,7 +177,7 @@ class V4Attention(nn.Module):
             assert cache.pool is not None
             self.compressor.step(x, s, cache.pool, cache.carry["kv"], cache, rope)
             count = (s.start + s.n) // self.m
-            slots = cache.entry_slots(s.table, 0, count, device)
+            slots = cache.entry_slots(s.table, 0, count)
             entries = cache.pool.index_select(0, slots).to(keys.dtype)
             visible = torch.arange(count, device=device)[None, :] < ((qpos + 1) // self.m)[:, None]
             if self.indexer is not None:

@@ -15,7 +15,6 @@ a copy of a sequence's state at a compression boundary so a prefix-cache hit can
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,7 @@ class StepSeq:
     lo: int  # first row in the flat token stream
     n: int  # new tokens
     start: int  # tokens before them (first new position)
-    table: Sequence[int]  # KV block ids
+    table: torch.Tensor  # KV block ids (long, on the model's device)
     slot: int  # state slot
     saves: tuple[tuple[int, int], ...]  # (snapshot slot, position): copy the state as of each position
 
@@ -77,13 +76,21 @@ class LayerCache:
         self.carry = {k: (a.to(device), b.to(device)) for k, (a, b) in self.carry.items()}
         return self
 
-    def entry_slots(self, table: Sequence[int], first: int, count: int, device: torch.device) -> torch.Tensor:
+    def entry_slots(self, table: torch.Tensor, first: int, count: int) -> torch.Tensor:
         """Pool rows of compressed entries [first, first + count) of a sequence with block table `table`."""
+        return self.entry_rows(table, torch.arange(first, first + count, device=table.device))
+
+    def entry_rows(self, tables: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Pool rows of entries `w` for block tables [..., blocks] (an index past a table reads its last block)."""
         m, bs = self.m, self.block_size
-        w = torch.arange(first, first + count)
-        blocks = torch.tensor(table, dtype=torch.long)[((w + 1) * m - 1) // bs]
-        rows = blocks * self.per_block + ((w * m) % bs) // m if m <= bs else blocks
-        return rows.to(device)
+        blocks = tables[..., (((w + 1) * m - 1) // bs).clamp(max=tables.shape[-1] - 1)]
+        return blocks * self.per_block + ((w * m) % bs) // m if m <= bs else blocks
+
+    def entry_row_each(self, tables: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Pool row of entry w[i] of the sequence with block table tables[i] (tables [B, blocks], w [B])."""
+        m, bs = self.m, self.block_size
+        blocks = tables.gather(1, (((w + 1) * m - 1) // bs)[:, None]).flatten()
+        return blocks * self.per_block + ((w * m) % bs) // m if m <= bs else blocks
 
     def copy_state(self, src: int, dst: int) -> None:
         self.ring[dst].copy_(self.ring[src])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from supernode.engine.model.v4_cache import LayerCache, StepSeq
 from supernode.engine.model.v4_layers import Rope, rope_tail
@@ -52,19 +53,15 @@ def close_windows(
     entries = comp.norm((kv * gate.softmax(dim=1).to(kv.dtype)).sum(dim=1))
     cos, sin = rope.cos_sin(w * m, entries.dtype)
     entries = rope_tail(entries, cos, sin)
-    targets = torch.cat([cache.entry_slots(seqs[i].table, int(wi), 1, x.device) for i, wi in
-                         zip(closing.tolist(), w.tolist(), strict=True)])  # fmt: skip
+    tables = pad_sequence([seqs[i].table for i in closing.tolist()], batch_first=True)
+    targets = cache.entry_row_each(tables, w)
     pool.index_copy_(0, targets, entries.to(pool.dtype))
 
 
 def entry_rows(cache: LayerCache, seqs: Sequence[StepSeq], counts: list[int], device: torch.device) -> torch.Tensor:
     """[B, max count] pool rows of each sequence's entries (padding repeats row 0, masked by the caller)."""
-    width = max(counts)
-    rows = torch.zeros(len(seqs), width, dtype=torch.long, device=device)
-    for i, (s, c) in enumerate(zip(seqs, counts, strict=True)):
-        if c:
-            rows[i, :c] = cache.entry_slots(s.table, 0, c, device)
-    return rows
+    tables = pad_sequence([s.table for s in seqs], batch_first=True)
+    return cache.entry_rows(tables, torch.arange(max(counts), device=device))
 
 
 def select_batch(

@@ -1,5 +1,5 @@
 """DeepSeek-V4 MoE: sqrt-softplus (or sigmoid/softmax) router, hash routing from a token-id table in the first
-layers, clamped SwiGLU experts run as batched matmuls, one shared expert.
+layers, clamped SwiGLU experts, one shared expert.
 
 Parameter names follow the checkpoint (`ffn.gate.weight`, `ffn.gate.bias`, `ffn.gate.tid2eid`,
 `ffn.experts.E.w1/w2/w3`, `ffn.shared_experts.w1/w2/w3`).
@@ -93,7 +93,6 @@ class V4MoE(nn.Module):
         )
         # One shared expert of moe_intermediate_size (transformers' V4 ignores n_shared_experts' count).
         self.shared_experts = ClampedMLP(cfg.hidden_size, inter, limit, pctx.tp_rank, pctx.tp_size, pctx)
-        self._stack: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         weights, idx = self.gate(x, token_ids)
@@ -105,47 +104,19 @@ class V4MoE(nn.Module):
         pairs = order[lo : lo + int(counts.sum())]  # (token, slot) pairs on local experts, by expert
         routed = torch.zeros_like(x)
         if pairs.numel():
-            out = self._experts_grouped(x[pairs // k], flat[pairs] - self.local.start, counts)
+            out = self._experts_grouped(x[pairs // k], counts)
             routed.index_add_(0, pairs // k, (out * weights.flatten()[pairs, None]).to(x.dtype))
         shared = self.shared_experts(x)
         if self.pctx.tp_size > 1:  # both partial over the world: one all-reduce for the sum
             return self.pctx.all_reduce(routed + shared)
         return self.pctx.all_reduce(routed) + shared
 
-    def _experts_grouped(self, xs: torch.Tensor, expert: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Rows xs (sorted by local expert id `expert`) through their experts: three batched matmuls over
-        [experts, most rows of one expert, ...] instead of three small matmuls per expert."""
-        w1, w3, w2 = self._stacked()
-        limit = self.shared_experts.limit
-        if xs.shape[0] <= len(self.local):  # few rows (decoding a handful of sequences): only the used experts
-            outs, start = [], 0
-            for e, n in enumerate(counts.tolist()):
-                if n:
-                    rows = xs[start : start + n]
-                    gate = F.linear(rows, w1[e]).clamp(max=limit)
-                    up = F.linear(rows, w3[e]).clamp(min=-limit, max=limit)
-                    outs.append(F.linear(F.silu(gate) * up, w2[e]))
-                    start += n
-            return torch.cat(outs)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(xs.shape[0], device=xs.device) - starts[expert]
-        padded = xs.new_zeros(len(self.local), int(counts.max()), xs.shape[1])
-        padded[expert, slot] = xs
-        gate = torch.bmm(padded, w1.transpose(1, 2)).clamp(max=limit)
-        up = torch.bmm(padded, w3.transpose(1, 2)).clamp(min=-limit, max=limit)
-        return torch.bmm(F.silu(gate) * up, w2.transpose(1, 2))[expert, slot]
-
-    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The local experts' weights as [experts, out, in] tensors; the parameters become views into them
-        (built on first use, after the weights are loaded)."""
-        if self._stack is None:
-            mlps: list[ClampedMLP] = [self.experts[str(e)] for e in self.local]  # type: ignore[misc]
-            stacks = []
-            for name in ("w1", "w3", "w2"):
-                params = [getattr(m, name).weight for m in mlps]
-                stack = torch.stack([p.data for p in params])
-                for i, p in enumerate(params):
-                    p.data = stack[i]
-                stacks.append(stack)
-            self._stack = (stacks[0], stacks[1], stacks[2])
-        return self._stack
+    def _experts_grouped(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Rows xs, sorted by local expert, through their experts (each expert's rows in one matmul chain;
+        measured faster here than padding every expert to the busiest one for batched matmuls)."""
+        outs, start = [], 0
+        for e, n in zip(self.local, counts.tolist(), strict=True):
+            if n:
+                outs.append(self.experts[str(e)](xs[start : start + n]))
+                start += n
+        return torch.cat(outs)
