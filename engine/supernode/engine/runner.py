@@ -57,8 +57,6 @@ class ModelRunner:
         )
         torch.manual_seed(config.seed)
         if config.device == "cpu":
-            # Denormal floats (V4's mHC / sink softmaxes produce some) are ~100x slower on x86; flush them to zero.
-            torch.set_flush_denormal(True)
             # Several ranks on one CPU each spinning all-core OpenMP pools slows every op ~10x; split the cores.
             cores = os.cpu_count() or 1
             torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))
@@ -186,6 +184,17 @@ class ModelRunner:
 
     @torch.inference_mode()
     def _execute(self, work: list[Work]) -> torch.Tensor:
+        if self.device.type != "cpu":
+            return self._compute(work)
+        # Denormal floats (V4's softmaxes produce some) are very slow on x86 CPUs: flush them to zero while
+        # the model runs, in this thread only, and put the default back (other code in the process relies on it).
+        torch.set_flush_denormal(True)
+        try:
+            return self._compute(work)
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _compute(self, work: list[Work]) -> torch.Tensor:
         lengths = [len(w[0]) for w in work]
         tokens = torch.tensor([tok for w in work for tok in w[0]], dtype=torch.long).to(self.device)
         if self.stateful:
