@@ -136,3 +136,16 @@ def test_cuda_matches_cpu(pair: tuple[Any, ModelRunner]) -> None:
     got, expected = gpu.run(batch), ref.run(batch)
     assert got.device.type == "cuda"
     assert (got.cpu() - expected).abs().max().item() <= 1e-3
+
+
+def test_block_size_larger_than_the_compression_windows(pair: tuple[Any, ModelRunner]) -> None:
+    """Block 16: several CSA and HCA entries per block (the other tests have blocks no larger than a window)."""
+    ref, small_blocks = pair
+    runner = ModelRunner(small_blocks.config.replace(block_size=16, num_kv_blocks=12))
+    seq, table = list(PROMPTS[0]), [9, 2, 7, 4]
+    out = runner.run([SeqInput(seq[:19], 0, table, slot=0), SeqInput([3, 4, 5], 0, [11], slot=1)])
+    out = runner.run([SeqInput(seq[19:], 19, table, slot=0)])
+    for _ in range(6):
+        assert (out[0] - ref_last(ref, seq)).abs().max().item() <= 1e-4
+        seq.append(int(out[0].argmax()))
+        out = runner.run([SeqInput(seq[-1:], len(seq) - 1, table, slot=0)])
