@@ -149,3 +149,23 @@ def test_block_size_larger_than_the_compression_windows(pair: tuple[Any, ModelRu
         assert (out[0] - ref_last(ref, seq)).abs().max().item() <= 1e-4
         seq.append(int(out[0].argmax()))
         out = runner.run([SeqInput(seq[-1:], len(seq) - 1, table, slot=0)])
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("num_key_value_heads", 2, "num_key_value_heads: not implemented"),
+    ("hidden_act", "gelu", "hidden_act: not implemented"),
+    ("scoring_func", "tanh", "scoring_func: not implemented"),
+    ("compress_ratios", [0, 4, 16, 8], "compress_ratios: values .* match no layer type"),
+    ("o_groups", 3, "o_groups: must divide"),
+])  # fmt: skip
+def test_v4_shapes_the_engine_cannot_run_are_refused_naming_the_field(
+    pair: tuple[Any, ModelRunner], field: str, value: Any, message: str
+) -> None:
+    from supernode.engine.config import ConfigError
+    from supernode.engine.model.v4_config import DeepseekV4Config
+
+    raw = json.loads((Path(pair[1].config.model_dir) / "config.json").read_text())
+    if field == "compress_ratios":
+        raw = {k: v for k, v in raw.items() if k not in ("layer_types", "compress_rates")}
+    with pytest.raises(ConfigError, match=message):
+        DeepseekV4Config.from_hf({**raw, field: value})

@@ -135,6 +135,8 @@ class DeepseekV4Config:
             raise ConfigError(f"config.json: hidden_act: not implemented: {raw['hidden_act']!r} (silu is)")
         if get("scoring_func") not in SCORING:
             raise ConfigError(f"config.json: scoring_func: not implemented: {raw['scoring_func']!r} (one of {SCORING})")
+        if int(raw.get("num_key_value_heads") or 1) != 1:
+            raise ConfigError(f"config.json: num_key_value_heads: not implemented: {raw['num_key_value_heads']} (1 is)")
         for flag in ("attention_bias", "mlp_bias"):
             if raw.get(flag):
                 raise ConfigError(f"config.json: {flag}: not implemented: true")
