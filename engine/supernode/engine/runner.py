@@ -139,7 +139,11 @@ class ModelRunner:
         elif self.device.type == "npu":
             free = torch.npu.mem_get_info(self.device)[0]  # type: ignore[attr-defined]
         if free is not None:
-            wanted = min(wanted, int(free * self.config.kv_cache_memory_fraction) // self._kv_bytes_per_block())
+            budget = int(free * self.config.kv_cache_memory_fraction)
+            if self.stateful:  # the state slots (sliding rings, compressor carry) come out of the same budget
+                elem = torch.empty((), dtype=self.dtype).element_size()
+                budget -= sum(self.state_slots) * self.model.state_bytes_per_slot(elem)  # type: ignore[operator]
+            wanted = min(wanted, max(0, budget) // self._kv_bytes_per_block())
         if wanted < 2:
             raise ConfigError("num_kv_blocks: not enough device memory for a KV cache")
         return wanted

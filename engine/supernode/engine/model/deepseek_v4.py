@@ -133,6 +133,9 @@ class DeepseekV4ForCausalLM(nn.Module):
         tokens = -(-state_bytes_per_slot(self.cfg, 1) // per_token)
         return max(boundary, -(-tokens // boundary) * boundary)
 
+    def state_bytes_per_slot(self, elem: int) -> int:
+        return state_bytes_per_slot(self.cfg, elem)
+
     def kv_bytes_per_block(self, block_size: int, elem: int) -> int:
         return compressed_bytes_per_block(self.cfg, block_size, elem)
 
