@@ -1,10 +1,10 @@
 """Fluent builders for test objects (cf. LeaderWorkerSet test/wrappers).
 
-make_md("x").replicas(2).accelerator("ascend-910c", 16).group(pods=2).obj()   # ModelDeployment
-operator_md().uid().engine("vllm").dict(); make_plan(md, [["n0", "n1"]], ["sp-0"])  # operator tests
-make_node("a3-0").superpod("sp-0").ascend(16).obj()                           # NodeInfo
-make_inventory().superpods(3, nodes=4, devices=16).add(make_node("c")).obj()   # Inventory
-k8s_node("a3-0", labels=..., allocatable=...), k8s_pod("p", "a3-0", {...})    # API dicts
+    make_md("x").replicas(2).accelerator("ascend-910c", 16).group(pods=2).obj()   # ModelDeployment
+    operator_md().uid().engine("vllm").dict(); make_plan(md, [["n0", "n1"]], ["sp-0"])  # operator tests
+    make_node("a3-0").superpod("sp-0").ascend(16).obj()                           # NodeInfo
+    make_inventory().superpods(3, nodes=4, devices=16).add(make_node("c")).obj()   # Inventory
+    k8s_node("a3-0", labels=..., allocatable=...), k8s_pod("p", "a3-0", {...})    # API dicts
 """
 
 from __future__ import annotations
@@ -80,14 +80,8 @@ class MDBuilder:
         per_pod = self.spec["accelerator"].get("devicesPerPod", 0) or 1
         return self.parallelism(tensor=per_pod, data=pods)
 
-    def placement(
-        self,
-        supernode: str | None = None,
-        *,
-        spread: bool | None = None,
-        label: str | None = None,
-        **node_selector: str,
-    ) -> MDBuilder:
+    def placement(self, supernode: str | None = None, *, spread: bool | None = None,
+                  label: str | None = None, **node_selector: str) -> MDBuilder:
         placement = self.spec.setdefault("placement", {})
         if supernode is not None:
             placement["supernode"] = supernode
@@ -103,9 +97,8 @@ class MDBuilder:
         self.spec.setdefault("placement", {})["nodeSelector"] = dict(selector)
         return self
 
-    def tolerate(
-        self, key: str | None, value: str | None = None, effect: str | None = None, operator: str | None = None
-    ) -> MDBuilder:
+    def tolerate(self, key: str | None, value: str | None = None, effect: str | None = None,
+                 operator: str | None = None) -> MDBuilder:
         tol: dict[str, Any] = {"key": key, "operator": operator or ("Equal" if value is not None else "Exists")}
         if value is not None:
             tol["value"] = value
@@ -129,11 +122,8 @@ class MDBuilder:
         return self
 
     def recovery(self, max_group_restarts: int, backoff_seconds: int, max_backoff_seconds: int) -> MDBuilder:
-        self.spec["recovery"] = {
-            "maxGroupRestarts": max_group_restarts,
-            "backoffSeconds": backoff_seconds,
-            "maxBackoffSeconds": max_backoff_seconds,
-        }
+        self.spec["recovery"] = {"maxGroupRestarts": max_group_restarts, "backoffSeconds": backoff_seconds,
+                                 "maxBackoffSeconds": max_backoff_seconds}
         return self
 
     def set(self, path: str, value: Any) -> MDBuilder:
@@ -170,57 +160,28 @@ def make_md(name: str = "md") -> MDBuilder:
 
 def operator_md(name: str = "v4-flash") -> MDBuilder:
     """The operator tests' baseline: namespace llm, a pvc:// model, no drain wait, fast gang-restart back-off."""
-    return (
-        make_md(name)
-        .namespace("llm")
-        .model("deepseek-v4-flash", source="pvc://model-cache/deepseek-v4-flash")
-        .rollout(1, 0, drain_timeout_seconds=0)
-        .recovery(max_group_restarts=3, backoff_seconds=1, max_backoff_seconds=4)
-    )
+    return (make_md(name).namespace("llm").model("deepseek-v4-flash", source="pvc://model-cache/deepseek-v4-flash")
+            .rollout(1, 0, drain_timeout_seconds=0)
+            .recovery(max_group_restarts=3, backoff_seconds=1, max_backoff_seconds=4))
 
 
-def make_plan(
-    md: ModelDeployment,
-    nodes_per_group: list[list[str]],
-    supernodes: list[str | None] | None = None,
-    resource: str | None = None,
-    unplaced: int = 0,
-) -> Plan:
+def make_plan(md: ModelDeployment, nodes_per_group: list[list[str]], supernodes: list[str | None] | None = None,
+              resource: str | None = None, unplaced: int = 0) -> Plan:
     """A hand-made placement: group i on nodes_per_group[i] (rank r on node r), then `unplaced` unplaced groups."""
     pods = md.spec.pods_per_group
     groups = []
     for i, nodes in enumerate(nodes_per_group):
         sn = supernodes[i] if supernodes else None
-        groups.append(
-            GroupPlan(
-                index=i,
-                placed=True,
-                supernode=sn,
-                pods=tuple(
-                    PodPlan(
-                        rank=r,
-                        role=C.ROLE_LEADER if r == 0 else C.ROLE_WORKER,
-                        node=nodes[r] if nodes else None,
-                        devices=md.spec.accelerator.devices_per_pod,
-                    )
-                    for r in range(pods)
-                ),
-            )
-        )
+        groups.append(GroupPlan(index=i, placed=True, supernode=sn, pods=tuple(
+            PodPlan(rank=r, role=C.ROLE_LEADER if r == 0 else C.ROLE_WORKER, node=nodes[r] if nodes else None,
+                    devices=md.spec.accelerator.devices_per_pod) for r in range(pods))))
     for j in range(unplaced):
-        groups.append(
-            GroupPlan(index=len(nodes_per_group) + j, placed=False, supernode=None, pods=(), reason="no free supernode")
-        )
-    return Plan(
-        deployment=md.metadata.name,
-        pods_per_group=pods,
-        devices_per_pod=md.spec.accelerator.devices_per_pod,
-        resource_name=resource,
-        groups=tuple(groups),
-        capacity=CapacityVerdict(
-            desired=len(groups), placeable=len(nodes_per_group), reasons=("no free supernode",) * unplaced
-        ),
-    )
+        groups.append(GroupPlan(index=len(nodes_per_group) + j, placed=False, supernode=None, pods=(),
+                                reason="no free supernode"))
+    return Plan(deployment=md.metadata.name, pods_per_group=pods, devices_per_pod=md.spec.accelerator.devices_per_pod,
+                resource_name=resource, groups=tuple(groups),
+                capacity=CapacityVerdict(desired=len(groups), placeable=len(nodes_per_group),
+                                         reasons=("no free supernode",) * unplaced))
 
 
 class NodeBuilder:
@@ -270,15 +231,9 @@ class NodeBuilder:
         return self
 
     def obj(self) -> NodeInfo:
-        return NodeInfo(
-            name=self.name,
-            labels=dict(self.labels),
-            allocatable=dict(self.allocatable),
-            used=dict(self.used),
-            taints=tuple(self.taints),
-            ready=self.ready,
-            unschedulable=self.unschedulable,
-        )
+        return NodeInfo(name=self.name, labels=dict(self.labels), allocatable=dict(self.allocatable),
+                        used=dict(self.used), taints=tuple(self.taints), ready=self.ready,
+                        unschedulable=self.unschedulable)
 
 
 def make_node(name: str) -> NodeBuilder:
@@ -311,45 +266,24 @@ def make_inventory() -> InventoryBuilder:
     return InventoryBuilder()
 
 
-def k8s_node(
-    name: str,
-    *,
-    labels: dict[str, Any] | None = None,
-    allocatable: dict[str, Any] | None = None,
-    taints: list[dict[str, Any]] | None = None,
-    ready: bool = True,
-    unschedulable: bool = False,
-) -> dict[str, Any]:
+def k8s_node(name: str, *, labels: dict[str, Any] | None = None, allocatable: dict[str, Any] | None = None,
+             taints: list[dict[str, Any]] | None = None, ready: bool = True,
+             unschedulable: bool = False) -> dict[str, Any]:
     return {
-        "apiVersion": "v1",
-        "kind": "Node",
+        "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels or {}},
         "spec": {"taints": taints or [], "unschedulable": unschedulable},
-        "status": {
-            "allocatable": {"cpu": "192", "memory": "1500Gi", "pods": "110", **(allocatable or {})},
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        },
+        "status": {"allocatable": {"cpu": "192", "memory": "1500Gi", "pods": "110", **(allocatable or {})},
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
     }
 
 
-def k8s_pod(
-    name: str,
-    node: str | None,
-    devices: dict[str, Any],
-    *,
-    labels: dict[str, str] | None = None,
-    namespace: str = "default",
-    phase: str = "Running",
-) -> dict[str, Any]:
+def k8s_pod(name: str, node: str | None, devices: dict[str, Any], *, labels: dict[str, str] | None = None,
+            namespace: str = "default", phase: str = "Running") -> dict[str, Any]:
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
+        "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-        "spec": {
-            "nodeName": node,
-            "containers": [
-                {"name": "main", "resources": {"limits": dict(devices), "requests": {"cpu": "1", **devices}}}
-            ],
-        },
+        "spec": {"nodeName": node, "containers": [
+            {"name": "main", "resources": {"limits": dict(devices), "requests": {"cpu": "1", **devices}}}]},
         "status": {"phase": phase},
     }

@@ -31,8 +31,7 @@ def _walk(node: Any, path: str = "") -> Any:
 
 def test_committed_crd_is_not_stale() -> None:
     assert CRD_PATH.read_text() == crdgen.render_yaml(), (
-        "crds/modeldeployment.yaml is stale; run `python -m supernode.cli crds`"
-    )
+        "crds/modeldeployment.yaml is stale; run `python -m supernode.cli crds`")
 
 
 def test_crds_check_flags_a_stale_file(tmp_path: Path) -> None:
@@ -42,13 +41,8 @@ def test_crds_check_flags_a_stale_file(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "supernode.cli", "crds", "--check", "-o"]
     bad = subprocess.run([*cmd, str(stale)], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "stale" in bad.stderr
-    subprocess.run(
-        [sys.executable, "-m", "supernode.cli", "crds", "-o", str(stale)],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    subprocess.run([sys.executable, "-m", "supernode.cli", "crds", "-o", str(stale)], env=env, check=True,
+                   capture_output=True, timeout=60)
     good = subprocess.run([*cmd, str(stale)], env=env, capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stderr
 
@@ -94,8 +88,7 @@ def test_defaults_enums_bounds_and_descriptions_are_rendered() -> None:
 def test_cel_rules_come_from_the_shared_rule_table() -> None:
     rendered = crdgen.spec_schema()["x-kubernetes-validations"]
     assert [(r["rule"], r["message"], r["fieldPath"]) for r in rendered] == [
-        (r.cel, r.message, r.field_path) for r in rules.RULES
-    ]
+        (r.cel, r.message, r.field_path) for r in rules.RULES]
     for rule in rules.RULES:
         field = rule.field_path.lstrip(".").split(".")[0]
         assert field in rule.message, f"{rule.name}: message must name the field"
@@ -109,31 +102,17 @@ def test_scale_and_status_subresources_printer_columns_and_names() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"]["status"] == {}
     assert version["subresources"]["scale"] == {
-        "specReplicasPath": ".spec.replicas",
-        "statusReplicasPath": ".status.replicas",
-        "labelSelectorPath": ".status.selector",
-    }
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {
-        "Model": ".spec.model.name",
-        "Accelerator": ".spec.accelerator.type",
-        "Ready": ".status.readyReplicas",
-        "Desired": ".spec.replicas",
-        "Placeable": ".status.placeableReplicas",
-        "Devices": ".spec.accelerator.devicesPerPod",
-        "Age": ".metadata.creationTimestamp",
-    }
+        "Model": ".spec.model.name", "Accelerator": ".spec.accelerator.type", "Ready": ".status.readyReplicas",
+        "Desired": ".spec.replicas", "Placeable": ".status.placeableReplicas",
+        "Devices": ".spec.accelerator.devicesPerPod", "Age": ".metadata.creationTimestamp"}
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
-    for field in (
-        "observedGeneration",
-        "replicas",
-        "readyReplicas",
-        "updatedReplicas",
-        "placeableReplicas",
-        "selector",
-        "groups",
-    ):
+    for field in ("observedGeneration", "replicas", "readyReplicas", "updatedReplicas", "placeableReplicas",
+                  "selector", "groups"):
         assert field in status
 
 

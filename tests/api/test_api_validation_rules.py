@@ -68,81 +68,36 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("unknown mode", lambda b: b.modes("fast"), "spec.modes[0]", None),
     ("missing model", lambda b: b.unset("spec.model"), "spec.model", None),
     ("port out of range", lambda b: b.set("spec.engine.port", 70000), "spec.engine.port", None),
-    (
-        "unknown toleration effect",
-        lambda b: b.tolerate("k", effect="Sometimes"),
-        "spec.placement.tolerations[0].effect",
-        None,
-    ),
+    ("unknown toleration effect", lambda b: b.tolerate("k", effect="Sometimes"),
+     "spec.placement.tolerations[0].effect", None),
     ("empty alias", lambda b: b.model("m", ""), "spec.model.aliases[0]", None),
-    (
-        "cpu asking for devices",
-        lambda b: b.accelerator("cpu", 4).parallelism(tensor=4),
-        "spec.accelerator.devicesPerPod",
-        "accelerator.devicesPerPod must be 0 when accelerator.type is cpu",
-    ),
-    (
-        "accelerator without devices",
-        lambda b: b.accelerator("ascend-910c", 0),
-        "spec.accelerator.devicesPerPod",
-        "accelerator.devicesPerPod must be at least 1 for accelerator types other than cpu",
-    ),
-    (
-        "world not a multiple of devices per pod",
-        lambda b: b.accelerator("ascend-910c", 16).parallelism(tensor=12),
-        "spec.parallelism",
-        "parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod",
-    ),
-    (
-        "expert not dividing the world",
-        lambda b: b.accelerator("nvidia-h200", 8).parallelism(tensor=8, expert=3),
-        "spec.parallelism.expert",
-        "parallelism.expert must divide tensor x pipeline x data",
-    ),
-    (
-        "autoscaling min above max",
-        lambda b: b.replicas(3).autoscaling(3, 2),
-        "spec.autoscaling.minReplicas",
-        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
-    ),
-    (
-        "replicas above autoscaling max",
-        lambda b: b.replicas(5).autoscaling(1, 4),
-        "spec.replicas",
-        "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas",
-    ),
-    (
-        "replicas below autoscaling min",
-        lambda b: b.replicas(1).autoscaling(2, 4),
-        "spec.replicas",
-        "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas",
-    ),
-    (
-        "rollout that cannot progress",
-        lambda b: b.rollout(0, 0),
-        "spec.rollout",
-        "rollout.maxSurge + rollout.maxUnavailable must be greater than 0 (a rollout could never progress)",
-    ),
-    (
-        "backoff above its cap",
-        lambda b: b.set("spec.recovery", {"backoffSeconds": 100, "maxBackoffSeconds": 50}),
-        "spec.recovery.backoffSeconds",
-        "recovery.backoffSeconds must not exceed recovery.maxBackoffSeconds",
-    ),
+    ("cpu asking for devices", lambda b: b.accelerator("cpu", 4).parallelism(tensor=4),
+     "spec.accelerator.devicesPerPod", "accelerator.devicesPerPod must be 0 when accelerator.type is cpu"),
+    ("accelerator without devices", lambda b: b.accelerator("ascend-910c", 0),
+     "spec.accelerator.devicesPerPod",
+     "accelerator.devicesPerPod must be at least 1 for accelerator types other than cpu"),
+    ("world not a multiple of devices per pod", lambda b: b.accelerator("ascend-910c", 16).parallelism(tensor=12),
+     "spec.parallelism",
+     "parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod"),
+    ("expert not dividing the world", lambda b: b.accelerator("nvidia-h200", 8).parallelism(tensor=8, expert=3),
+     "spec.parallelism.expert", "parallelism.expert must divide tensor x pipeline x data"),
+    ("autoscaling min above max", lambda b: b.replicas(3).autoscaling(3, 2), "spec.autoscaling.minReplicas",
+     "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+    ("replicas above autoscaling max", lambda b: b.replicas(5).autoscaling(1, 4), "spec.replicas",
+     "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"),
+    ("replicas below autoscaling min", lambda b: b.replicas(1).autoscaling(2, 4), "spec.replicas",
+     "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"),
+    ("rollout that cannot progress", lambda b: b.rollout(0, 0), "spec.rollout",
+     "rollout.maxSurge + rollout.maxUnavailable must be greater than 0 (a rollout could never progress)"),
+    ("backoff above its cap", lambda b: b.set("spec.recovery", {"backoffSeconds": 100, "maxBackoffSeconds": 50}),
+     "spec.recovery.backoffSeconds", "recovery.backoffSeconds must not exceed recovery.maxBackoffSeconds"),
     ("a mode twice", lambda b: b.modes("think-high", "think-high"), "spec.modes", "modes must not repeat a mode"),
-    (
-        "alias equal to the name",
-        lambda b: b.model("m", "m"),
-        "spec.model.aliases",
-        "model.aliases must not contain model.name",
-    ),
+    ("alias equal to the name", lambda b: b.model("m", "m"), "spec.model.aliases",
+     "model.aliases must not contain model.name"),
     ("alias twice", lambda b: b.model("m", "a", "a"), "spec.model.aliases", "model.aliases must not repeat a name"),
-    (
-        "revision on an s3 source",
-        lambda b: b.model("m", source="s3://bucket/v4").set("spec.model.revision", "v1"),
-        "spec.model.revision",
-        "model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)",
-    ),
+    ("revision on an s3 source", lambda b: b.model("m", source="s3://bucket/v4").set("spec.model.revision", "v1"),
+     "spec.model.revision",
+     "model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)"),
 ]
 
 
@@ -170,27 +125,20 @@ def test_a_good_baseline_passes_so_each_bad_case_breaks_one_thing() -> None:
 # Random specs within the schema's bounds: the CEL rule and its Python twin must agree on each.
 _specs = st.fixed_dictionaries(
     {
-        "model": st.fixed_dictionaries(
-            {
-                "name": st.sampled_from(["m", "a"]),
-                "source": st.just("builtin://x"),
-                "aliases": st.lists(st.sampled_from(["a", "b", "m"]), max_size=3),
-            }
-        ),
-        "accelerator": st.fixed_dictionaries(
-            {"type": st.sampled_from([t.value for t in AcceleratorType]), "devicesPerPod": st.integers(0, 16)}
-        ),
-        "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline", "data", "expert")}),
+        "model": st.fixed_dictionaries({"name": st.sampled_from(["m", "a"]), "source": st.just("builtin://x"),
+                                        "aliases": st.lists(st.sampled_from(["a", "b", "m"]), max_size=3)}),
+        "accelerator": st.fixed_dictionaries({"type": st.sampled_from([t.value for t in AcceleratorType]),
+                                              "devicesPerPod": st.integers(0, 16)}),
+        "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline", "data",
+                                                                              "expert")}),
         "replicas": st.integers(0, 6),
         "modes": st.lists(st.sampled_from(["non-think", "think-high", "think-max"]), min_size=1, max_size=3),
         "rollout": st.fixed_dictionaries({"maxSurge": st.integers(0, 2), "maxUnavailable": st.integers(0, 2)}),
-        "recovery": st.fixed_dictionaries(
-            {"backoffSeconds": st.integers(1, 20), "maxBackoffSeconds": st.integers(1, 20)}
-        ),
+        "recovery": st.fixed_dictionaries({"backoffSeconds": st.integers(1, 20),
+                                           "maxBackoffSeconds": st.integers(1, 20)}),
     },
-    optional={
-        "autoscaling": st.fixed_dictionaries({"minReplicas": st.integers(0, 5), "maxReplicas": st.integers(1, 5)})
-    },
+    optional={"autoscaling": st.fixed_dictionaries({"minReplicas": st.integers(0, 5),
+                                                    "maxReplicas": st.integers(1, 5)})},
 )
 
 

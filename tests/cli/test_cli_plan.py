@@ -15,20 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def supernode(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supernode.cli", *args],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return subprocess.run([sys.executable, "-m", "supernode.cli", *args], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_plan_prints_a_table_of_groups_ranks_nodes_and_devices() -> None:
-    out = supernode(
-        "plan", "examples/v4-pro-ascend-910c.yaml", "--inventory", "examples/inventories/ascend-3-superpods.yaml"
-    )
+    out = supernode("plan", "examples/v4-pro-ascend-910c.yaml",
+                    "--inventory", "examples/inventories/ascend-3-superpods.yaml")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("ModelDeployment v4-pro: 3 of 3 group(s) placeable; 2 pod(s) x 16 huawei.com/Ascend910")
@@ -47,27 +40,20 @@ def test_plan_explains_why_groups_do_not_fit(tmp_path: Path) -> None:
     out = supernode("plan", str(path), "--inventory", "examples/inventories/ascend-3-superpods.yaml")
     assert out.returncode == 0, out.stderr
     assert "5 of 7 group(s) placeable" in out.stdout
-    assert (
-        "CapacityLimited: groups 5, 6: needs 2 pods x 16 huawei.com/Ascend910 in one supernode; "
-        "best supernode sp-2 has room for 1 pod"
-    ) in out.stdout
+    assert ("CapacityLimited: groups 5, 6: needs 2 pods x 16 huawei.com/Ascend910 in one supernode; "
+            "best supernode sp-2 has room for 1 pod") in out.stdout
     assert "  5      (not placed)  0     leader  -" in out.stdout
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_plan_machine_readable_output(fmt: str) -> None:
-    out = supernode(
-        "plan", "examples/v4-flash-h200.yaml", "--inventory", "examples/inventories/h200-pool.yaml", "-o", fmt
-    )
+    out = supernode("plan", "examples/v4-flash-h200.yaml", "--inventory", "examples/inventories/h200-pool.yaml",
+                    "-o", fmt)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout) if fmt == "json" else yaml.safe_load(out.stdout)
     (p,) = data["plans"]
     assert p["deployment"] == "v4-flash" and p["capacity"] == {
-        "desired": 4,
-        "placeable": 4,
-        "reasons": [],
-        "limited": False,
-    }
+        "desired": 4, "placeable": 4, "reasons": [], "limited": False}
     assert sorted(g["pods"][0]["node"] for g in p["groups"]) == ["h200-0", "h200-0", "h200-1", "h200-2"]
     assert p["groups"][0]["pods"][0]["env"]["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
 
@@ -98,30 +84,19 @@ def test_multiple_documents_are_planned_against_what_earlier_ones_left(tmp_path:
     assert later["capacity"]["placeable"] == 2, "sp-0 and sp-1 have 2 nodes left each, sp-2 none"
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ("spec: [unclosed", "invalid YAML: line 1, column"),
-        ("- a\n- b\n", "expected a mapping (a ModelDeployment), got list"),
-        ("kind: ConfigMap\n", "no ModelDeployment found"),
-        (
-            "metadata: {name: x}\nspec:\n  model: {name: m, source: builtin://t}\n  accelerator: {type: cpu}\n"
-            "  parallelism: {tensor: 0}\n",
-            "spec.parallelism.tensor: Input should be greater than or equal to 1",
-        ),
-        (
-            "metadata: {name: x}\nspec:\n  model: {name: m, source: builtin://t}\n"
-            "  accelerator: {type: ascend-910c, devicesPerPod: 16}\n  parallelism: {tensor: 12}\n",
-            "spec.parallelism: parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod",
-        ),
-        (
-            "metadata: {name: x}\nspec:\n  model: {name: m, source: builtin://t}\n  accelerator: {type: cpu}\n"
-            "  replicaz: 2\n",
-            "spec.replicaz: Extra inputs are not permitted",
-        ),
-        ("metadata: {name: Bad_Name}\nspec: {}\n", "metadata.name: String should match pattern"),
-    ],
-)
+@pytest.mark.parametrize(("content", "expected"), [
+    ("spec: [unclosed", "invalid YAML: line 1, column"),
+    ("- a\n- b\n", "expected a mapping (a ModelDeployment), got list"),
+    ("kind: ConfigMap\n", "no ModelDeployment found"),
+    ("metadata: {name: x}\nspec:\n  model: {name: m, source: builtin://t}\n  accelerator: {type: cpu}\n"
+     "  parallelism: {tensor: 0}\n", "spec.parallelism.tensor: Input should be greater than or equal to 1"),
+    ("metadata: {name: x}\nspec:\n  model: {name: m, source: builtin://t}\n"
+     "  accelerator: {type: ascend-910c, devicesPerPod: 16}\n  parallelism: {tensor: 12}\n",
+     "spec.parallelism: parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod"),
+    ("metadata: {name: x}\nspec:\n  model: {name: m, source: builtin://t}\n  accelerator: {type: cpu}\n"
+     "  replicaz: 2\n", "spec.replicaz: Extra inputs are not permitted"),
+    ("metadata: {name: Bad_Name}\nspec: {}\n", "metadata.name: String should match pattern"),
+])
 def test_bad_input_prints_the_field_and_reason_and_exits_2(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(content)

@@ -38,3 +38,4 @@ def render(chart: Any) -> Renderer:
         return cache[key]
 
     return _render
+

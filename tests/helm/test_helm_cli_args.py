@@ -13,14 +13,8 @@ from supernode.cli.main import build_parser
 OPERATOR_VARIANTS = {
     "leader election": {},
     "standalone": {"operator": {"replicas": 1, "leaderElection": {"enabled": False}}},
-    "all options": {
-        "operator": {
-            "verbose": True,
-            "supernodeLabel": "example.com/superpod",
-            "resyncSeconds": 5,
-            "extraArgs": ["--context=ignored"],
-        }
-    },
+    "all options": {"operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "resyncSeconds": 5,
+                                 "extraArgs": ["--context=ignored"]}},
     "namespaced": {"operator": {"watchNamespaces": ["llm", "batch"]}},
     "no metrics": {"operator": {"metrics": {"enabled": False, "port": 9090}}},
 }
@@ -45,14 +39,8 @@ def test_operator_command_line_parses(render: Any, variant: str) -> None:
     if args.leader_elect:
         from supernode.operator.leader import ElectionConfig
 
-        ElectionConfig(
-            args.lease_name,
-            args.lease_namespace,
-            "pod",
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-        )  # timings are valid
+        ElectionConfig(args.lease_name, args.lease_namespace, "pod", lease_duration=args.lease_duration,
+                       renew_deadline=args.renew_deadline, retry_period=args.retry_period)  # timings are valid
     assert args.all_namespaces != bool(args.namespace), "exactly one of -A / --namespace"
     ports = {p["name"]: p["containerPort"] for p in container(render(OPERATOR_VARIANTS[variant]), "-operator")["ports"]}
     if variant == "no metrics":

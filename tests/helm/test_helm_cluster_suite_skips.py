@@ -25,11 +25,7 @@ def run_suite(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env.update(env_extra)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "e2e/cluster"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 
 

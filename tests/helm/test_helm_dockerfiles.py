@@ -147,11 +147,8 @@ def test_every_pip_and_apt_install_is_pinned(dockerfiles: dict[str, Dockerfile])
 
 
 def test_copied_sources_exist_and_are_not_dockerignored(dockerfiles: dict[str, Dockerfile]) -> None:
-    ignored = {
-        line.strip().rstrip("/")
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
     for name, df in dockerfiles.items():
         for copy in df.instructions("COPY"):
             if copy.startswith("--from"):
@@ -192,5 +189,4 @@ def test_operator_default_engine_images_are_the_ones_the_dockerfiles_build() -> 
         dockerfile = name.removeprefix("supernode-")
         assert built_tag(dockerfile) == DEFAULT_IMAGES[("builtin", vendor)] == f"{IMAGE_REGISTRY}/{name}:{IMAGE_TAG}"
     assert {f"engine-{v}" for v in ("cpu", "cuda", "ascend")} == {
-        n.removeprefix("supernode-") for n in BUILTIN_ENGINE_IMAGES.values()
-    }, "every engine Dockerfile is a default"
+        n.removeprefix("supernode-") for n in BUILTIN_ENGINE_IMAGES.values()}, "every engine Dockerfile is a default"

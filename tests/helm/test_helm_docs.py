@@ -10,12 +10,8 @@ from helm_chart_support import CHART, REPO
 
 
 def test_values_table_is_current() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "chart-values-doc.py"), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "chart-values-doc.py"), "--check"],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
 

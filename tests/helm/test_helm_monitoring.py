@@ -16,31 +16,16 @@ from supernode.api import crdgen
 
 # vLLM's documented Prometheus names (the engine contract in ARCHITECTURE.md uses them).
 VLLM_METRICS = {
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:gpu_cache_usage_perc",
-    "vllm:kv_cache_usage_perc",
-    "vllm:prefix_cache_queries_total",
-    "vllm:prefix_cache_hits_total",
-    "vllm:generation_tokens_total",
-    "vllm:prompt_tokens_total",
-    "vllm:time_to_first_token_seconds",
-    "vllm:inter_token_latency_seconds",
-    "vllm:request_success_total",
-    "vllm:num_preemptions_total",
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc",
+    "vllm:kv_cache_usage_perc", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+    "vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:time_to_first_token_seconds",
+    "vllm:inter_token_latency_seconds", "vllm:request_success_total", "vllm:num_preemptions_total",
 }
 METRIC = re.compile(r"\b((?:supernode_[a-z_]+)|(?:vllm:[a-z_]+))\b")
 PROMQL_WORDS = {"supernode_router", "supernode_operator"}
-ALERTS = {
-    "SupernodeGroupDegraded",
-    "SupernodeCapacityLimited",
-    "SupernodeQueueSaturated",
-    "SupernodeRouterErrorRate",
-    "SupernodeOperatorReconcileErrors",
-    "SupernodeOperatorSlowReconcile",
-    "SupernodeGroupsFailed",
-    "SupernodeOperatorNoLeader",
-}
+ALERTS = {"SupernodeGroupDegraded", "SupernodeCapacityLimited", "SupernodeQueueSaturated", "SupernodeRouterErrorRate",
+          "SupernodeOperatorReconcileErrors", "SupernodeOperatorSlowReconcile", "SupernodeGroupsFailed",
+          "SupernodeOperatorNoLeader"}
 ON = {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
 
 
@@ -154,9 +139,7 @@ def test_monitors_select_the_right_pods(render: Any) -> None:
     assert router["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
     engines = one(objects, "PodMonitor")
     assert engines["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/managed-by": "supernode-operator",
-        "supernode.io/role": "leader",
-    }
+        "app.kubernetes.io/managed-by": "supernode-operator", "supernode.io/role": "leader"}
     assert engines["spec"]["podMetricsEndpoints"][0]["port"] == "http"  # the engine container's port name
     assert yaml.safe_dump(engines)  # round-trips
 

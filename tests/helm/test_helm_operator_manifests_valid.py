@@ -17,12 +17,8 @@ K8S_VERSION = kubernetes_validate.utils.latest_version()
 
 
 def as_pod(template: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {**template.get("metadata", {}), "name": "probe"},
-        "spec": template["spec"],
-    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {**template.get("metadata", {}), "name": "probe"},
+            "spec": template["spec"]}
 
 
 def test_goldens_exist() -> None:

@@ -7,11 +7,8 @@ from typing import Any
 import pytest
 from helm_chart_support import EXAMPLES, load_values, pod_templates
 
-VARIANTS = {
-    "default": {},
-    **{p.stem: load_values(p) for p in EXAMPLES},
-    "namespaced": {"operator": {"watchNamespaces": ["llm"]}, "router": {"discovery": {"namespace": "llm"}}},
-}
+VARIANTS = {"default": {}, **{p.stem: load_values(p) for p in EXAMPLES},
+            "namespaced": {"operator": {"watchNamespaces": ["llm"]}, "router": {"discovery": {"namespace": "llm"}}}}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -23,9 +23,7 @@ Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
 # (finalizer, progress annotations), post Events, scan CRDs for resource discovery. (kube.py declares
 # these too; kept here so the chart stays right even if that declaration shrinks.)
 KOPF_FRAMEWORK: set[Perm] = {
-    (C.GROUP, C.PLURAL, "list"),
-    (C.GROUP, C.PLURAL, "watch"),
-    (C.GROUP, C.PLURAL, "patch"),
+    (C.GROUP, C.PLURAL, "list"), (C.GROUP, C.PLURAL, "watch"), (C.GROUP, C.PLURAL, "patch"),
     (C.GROUP, f"{C.PLURAL}/status", "patch"),
     ("", "events", "create"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
@@ -49,15 +47,8 @@ API_CALL = re.compile(r"^(list|read|get|create|patch|replace|delete|watch|connec
 NOT_API_CALLS = {"load_incluster_config", "load_kube_config", "get_api_key_with_prefix"}
 ROUTER_SRC = REPO / "router" / "supernode" / "router"
 RBAC_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-HTTP_METHOD_OF_VERB = {
-    "get": "get",
-    "list": "get",
-    "watch": "get",
-    "create": "post",
-    "update": "put",
-    "patch": "patch",
-    "delete": "delete",
-}
+HTTP_METHOD_OF_VERB = {"get": "get", "list": "get", "watch": "get", "create": "post", "update": "put",
+                       "patch": "patch", "delete": "delete"}
 
 
 def _official_client_permissions(path: Any, tree: ast.Module) -> set[Perm]:
@@ -65,20 +56,10 @@ def _official_client_permissions(path: Any, tree: ast.Module) -> set[Perm]:
     kubernetes.watch adds the `watch` verb for the same resource)."""
     perms: set[Perm] = set()
     # Calls on other imported modules (ssl.create_default_context, ...) are not Kubernetes calls.
-    other_modules = {
-        (a.asname or a.name).split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import)
-        for a in n.names
-        if a.name.split(".")[0] != "kubernetes"
-    }
-    streamed = {
-        a.attr
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "stream"
-        for a in n.args
-        if isinstance(a, ast.Attribute)
-    }
+    other_modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                     for a in n.names if a.name.split(".")[0] != "kubernetes"}
+    streamed = {a.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr == "stream" for a in n.args if isinstance(a, ast.Attribute)}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
@@ -131,12 +112,8 @@ def _own_client_verbs(path: Any, tree: ast.Module) -> set[str]:
             if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             for node in ast.walk(fn):
-                if (
-                    isinstance(node, ast.Call)
-                    and isinstance(node.func, ast.Attribute)
-                    and isinstance(node.func.value, ast.Call)
-                    and ast.unparse(node.func.value) == "self._http()"
-                ):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and isinstance(node.func.value, ast.Call) and ast.unparse(node.func.value) == "self._http()"):
                     where = f"{path.relative_to(REPO)}:{node.lineno}"
                     assert fn.name in RBAC_VERBS, f"{where}: request issued from {fn.name}(), not a verb-named method"
                     assert node.func.attr == HTTP_METHOD_OF_VERB[fn.name], f"{where}: {fn.name} via {node.func.attr}"
@@ -155,8 +132,7 @@ def router_permissions() -> set[Perm]:
         imports_k8s = any(
             (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "kubernetes")
             or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "kubernetes" for a in n.names))
-            for n in ast.walk(tree)
-        )
+            for n in ast.walk(tree))
         if imports_k8s and _builds_official_api_object(tree):
             perms |= _official_client_permissions(path, tree)
         verbs |= _own_client_verbs(path, tree)
@@ -205,11 +181,8 @@ def expand(rules: Any) -> set[Perm]:
 
 def granted_to(objects: Objects, service_account_suffix: str) -> dict[str, set[Perm]]:
     """Permissions bound to the chart's ServiceAccount, by scope ('' = cluster-wide, else namespace)."""
-    roles = {
-        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
-        for o in objects
-        if o["kind"] in {"Role", "ClusterRole"}
-    }
+    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+             for o in objects if o["kind"] in {"Role", "ClusterRole"}}
     scopes: dict[str, set[Perm]] = {}
     for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
         subjects = binding["subjects"]
@@ -279,13 +252,8 @@ def test_router_rbac_is_read_only_discovery(render: Any, namespace: str) -> None
 
 
 def test_nothing_dangerous_is_ever_granted(render: Any) -> None:
-    for values in (
-        {},
-        {
-            "operator": {"watchNamespaces": ["llm"]},
-            "monitoring": {"kubeStateMetrics": {"serviceAccount": {"name": "ksm"}}},
-        },
-    ):
+    for values in ({}, {"operator": {"watchNamespaces": ["llm"]}, "monitoring": {"kubeStateMetrics": {
+            "serviceAccount": {"name": "ksm"}}}}):
         for obj in render(values):
             if obj["kind"] in {"Role", "ClusterRole"}:
                 for group, resource, verb in expand(obj["rules"]):

@@ -21,25 +21,12 @@ K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest schemas s
 
 # Every optional feature on at once, so one render covers every template branch that adds objects.
 ALL_ON: dict[str, Any] = {
-    "operator": {
-        "verbose": True,
-        "supernodeLabel": "example.com/superpod",
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["infra"]}]}
-                    ]
-                }
-            }
-        },
-    },
+    "operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["infra"]}]}]}}}},
     "router": {"tenants": {"inline": "tenants: []\n"}},
-    "monitoring": {
-        "serviceMonitor": {"enabled": True},
-        "prometheusRule": {"enabled": True},
-        "kubeStateMetrics": {"serviceAccount": {"name": "kube-state-metrics", "namespace": "monitoring"}},
-    },
+    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                   "kubeStateMetrics": {"serviceAccount": {"name": "kube-state-metrics", "namespace": "monitoring"}}},
     "networkPolicy": {"enabled": True, "routerIngressFrom": [{"podSelector": {"matchLabels": {"a": "b"}}}]},
 }
 NAMESPACED_WATCH: dict[str, Any] = {
@@ -47,12 +34,8 @@ NAMESPACED_WATCH: dict[str, Any] = {
     "router": {"discovery": {"namespace": "llm"}},
 }
 PERSISTENT_LEDGER: dict[str, Any] = {
-    "router": {
-        "replicas": 1,
-        "autoscaling": {"enabled": False},
-        "pdb": {"enabled": False},
-        "ledger": {"persistence": {"enabled": True, "storageClassName": "fast"}},
-    },
+    "router": {"replicas": 1, "autoscaling": {"enabled": False}, "pdb": {"enabled": False},
+               "ledger": {"persistence": {"enabled": True, "storageClassName": "fast"}}},
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -115,7 +98,8 @@ def test_default_install_has_the_control_plane(render: Any) -> None:
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # the Lease holder identity
     pdb = one(objects, "PodDisruptionBudget", "-operator")
     assert pdb["spec"]["maxUnavailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= operator["spec"]["template"]["metadata"][
+        "labels"].items()
     assert one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == router["metadata"]["name"]
     pdb = one(objects, "PodDisruptionBudget", "-router")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
@@ -142,14 +126,8 @@ def test_operator_passes_its_options(render: Any) -> None:
     container = operator["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["supernode", "operator"]
     assert container["args"][0] == "--leader-elect"
-    assert {
-        "--verbose",
-        "--supernode-label=example.com/superpod",
-        "--resync=10",
-        "--lease-duration=15",
-        "--renew-deadline=10",
-        "--retry-period=2",
-    } <= set(container["args"])
+    assert {"--verbose", "--supernode-label=example.com/superpod", "--resync=10", "--lease-duration=15",
+            "--renew-deadline=10", "--retry-period=2"} <= set(container["args"])
     probe_port = container["livenessProbe"]["httpGet"]["port"]
     assert any(p["name"] == probe_port for p in container["ports"])
     assert f"--liveness=http://0.0.0.0:{container['ports'][0]['containerPort']}/healthz" in container["args"]
@@ -158,12 +136,9 @@ def test_operator_passes_its_options(render: Any) -> None:
 def test_namespaced_watch_uses_roles(render: Any) -> None:
     objects = render(NAMESPACED_WATCH)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in find(objects, "Role")}
-    assert roles == {
-        ("llm", f"{RELEASE}-supernode-operator"),
-        ("batch", f"{RELEASE}-supernode-operator"),
-        ("llm", f"{RELEASE}-supernode-router"),
-        (NAMESPACE, f"{RELEASE}-supernode-operator-leader-election"),
-    }
+    assert roles == {("llm", f"{RELEASE}-supernode-operator"), ("batch", f"{RELEASE}-supernode-operator"),
+                     ("llm", f"{RELEASE}-supernode-router"),
+                     (NAMESPACE, f"{RELEASE}-supernode-operator-leader-election")}
     args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=llm" in args and "--namespace=batch" in args and "--all-namespaces" not in args
     assert not find(objects, "ClusterRole", "-router"), "a namespaced router needs no ClusterRole"

@@ -17,12 +17,10 @@ from supernode.router.metering import MeteringConfig
 
 VARIANTS = {
     "default": {},
-    "tenants+namespace": {
-        "router": {"tenants": {"inline": "tenants: []\n", "key": "t.yaml"}, "discovery": {"namespace": "llm"}}
-    },
-    "custom config": {
-        "router": {"config": {"routing": {"max_attempts": 2}, "admission": {"queue": {"maxWaitSeconds": 30}}}}
-    },
+    "tenants+namespace": {"router": {"tenants": {"inline": "tenants: []\n", "key": "t.yaml"},
+                                     "discovery": {"namespace": "llm"}}},
+    "custom config": {"router": {"config": {"routing": {"max_attempts": 2},
+                                            "admission": {"queue": {"maxWaitSeconds": 30}}}}},
     **{p.stem: load_values(p) for p in EXAMPLES},
 }
 
@@ -70,9 +68,8 @@ def test_queue_saturation_alert_uses_the_routers_queue_bound(render: Any) -> Non
 
     def expr(values: dict[str, Any]) -> str:
         rule = one(render(values), "PrometheusRule")
-        return next(
-            r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "SupernodeQueueSaturated"
-        )
+        return next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]
+                    if r["alert"] == "SupernodeQueueSaturated")
 
     default_bound = parse_config({"discovery": {"type": "kubernetes"}, "admission": {}}).admission
     assert default_bound is not None

@@ -14,27 +14,18 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown operator key (typo)", {"operator": {"replica": 2}}, "replica"),
     ("unknown router key", {"router": {"prot": 8080}}, "prot"),
     ("replicas is not a number", {"operator": {"replicas": "two"}}, "/operator/replicas"),
-    (
-        "two operators without leader election",
-        {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}},
-        "/operator/replicas",
-    ),
+    ("two operators without leader election", {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}},
+     "/operator/replicas"),
     ("too many operators", {"operator": {"replicas": 9}}, "/operator/replicas"),
-    (
-        "lease duration not positive",
-        {"operator": {"leaderElection": {"leaseDuration": 0}}},
-        "/operator/leaderElection/leaseDuration",
-    ),
+    ("lease duration not positive", {"operator": {"leaderElection": {"leaseDuration": 0}}},
+     "/operator/leaderElection/leaseDuration"),
     ("resync not positive", {"operator": {"resyncSeconds": 0}}, "/operator/resyncSeconds"),
     ("root user", {"podSecurity": {"runAsUser": 0}}, "/podSecurity/runAsUser"),
     ("privileged router port", {"router": {"port": 80}}, "/router/port"),
     ("bad service type", {"router": {"service": {"type": "Ingress"}}}, "/router/service/type"),
     ("missing memory limit", {"router": {"resources": {"limits": {"memory": None}}}}, "/router/resources/limits"),
-    (
-        "bad cpu quantity",
-        {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
-        "/operator/resources/requests/cpu",
-    ),
+    ("bad cpu quantity", {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
+     "/operator/resources/requests/cpu"),
     ("bad pull policy", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ("bad digest", {"image": {"digest": "md5:abc"}}, "/image/digest"),
     ("unpinned image tag", {"image": {"tag": "v1 beta"}}, "/image/tag"),
@@ -51,37 +42,20 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
 
 # Checks the schema cannot express clearly; the templates `fail` with a message instead.
 BAD_RENDERS: list[tuple[str, dict[str, Any], str]] = [
-    (
-        "renew deadline above lease duration",
-        {"operator": {"leaderElection": {"renewDeadline": 30}}},
-        "need retryPeriod < renewDeadline < leaseDuration",
-    ),
-    ("latest control-plane tag", {"image": {"tag": "latest"}}, "image.tag must pin a version"),
-    (
-        "HPA min above max",
-        {"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
-        "router.autoscaling.minReplicas (5) must not exceed maxReplicas (2)",
-    ),
-    (
-        "persistent ledger with two routers",
-        {"router": {"replicas": 2, "autoscaling": {"enabled": False}, "ledger": {"persistence": {"enabled": True}}}},
-        "router.ledger.persistence.enabled needs router.replicas=1",
-    ),
-    (
-        "PDB that blocks drains",
-        {"router": {"replicas": 1, "autoscaling": {"enabled": False}}},
-        "router.pdb.minAvailable (1) must be below the router's replicas (1)",
-    ),
-    (
-        "metrics port on the health port",
-        {"operator": {"metrics": {"port": 8080}}},
-        "operator.metrics.port must differ from operator.healthPort",
-    ),
-    (
-        "existing SA without name",
-        {"router": {"serviceAccount": {"create": False}}},
-        "router.serviceAccount.name is required",
-    ),
+    ("renew deadline above lease duration", {"operator": {"leaderElection": {"renewDeadline": 30}}},
+     "need retryPeriod < renewDeadline < leaseDuration"),
+    ("latest control-plane tag", {"image": {"tag": "latest"}}, 'image.tag must pin a version'),
+    ("HPA min above max", {"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+     "router.autoscaling.minReplicas (5) must not exceed maxReplicas (2)"),
+    ("persistent ledger with two routers",
+     {"router": {"replicas": 2, "autoscaling": {"enabled": False}, "ledger": {"persistence": {"enabled": True}}}},
+     "router.ledger.persistence.enabled needs router.replicas=1"),
+    ("PDB that blocks drains", {"router": {"replicas": 1, "autoscaling": {"enabled": False}}},
+     "router.pdb.minAvailable (1) must be below the router's replicas (1)"),
+    ("metrics port on the health port", {"operator": {"metrics": {"port": 8080}}},
+     "operator.metrics.port must differ from operator.healthPort"),
+    ("existing SA without name", {"router": {"serviceAccount": {"create": False}}},
+     "router.serviceAccount.name is required"),
 ]
 
 

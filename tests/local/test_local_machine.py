@@ -109,9 +109,8 @@ def test_a_late_health_report_after_a_failure_does_not_resurrect_the_unit() -> N
 
 def test_the_restart_budget_is_whole_again_after_a_long_ready_spell() -> None:
     policy = replace(POLICY, budget_reset_seconds=100)
-    state, _ = run(
-        unit(Phase.READY, ever_ready=True, restarts=2), Exited(0, "rank 0", -9), Tick(5), Healthy(10), policy=policy
-    )
+    state, _ = run(unit(Phase.READY, ever_ready=True, restarts=2), Exited(0, "rank 0", -9), Tick(5), Healthy(10),
+                   policy=policy)
     assert state.phase is Phase.READY and state.restarts == 3
     assert run(state, Tick(109), policy=policy)[0].restarts == 3
     assert run(state, Tick(110), policy=policy)[0].restarts == 0

@@ -36,14 +36,9 @@ class MD:
 
     def __init__(self, name: str):
         self.doc: dict[str, Any] = {
-            "apiVersion": "supernode.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {"name": f"m-{name}", "source": "builtin://tiny"},
-                "accelerator": {"type": "cpu"},
-                "recovery": {"backoffSeconds": 1, "maxBackoffSeconds": 2, "maxGroupRestarts": 3},
-            },
+            "apiVersion": "supernode.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": {"model": {"name": f"m-{name}", "source": "builtin://tiny"}, "accelerator": {"type": "cpu"},
+                     "recovery": {"backoffSeconds": 1, "maxBackoffSeconds": 2, "maxGroupRestarts": 3}},
         }
 
     def replicas(self, n: int) -> MD:
@@ -66,27 +61,14 @@ def make_supervisor(tmp_path: Path, *mds: ModelDeployment) -> Supervisor:
     ports = procs.free_ports()
     groups = []
     for md in mds:
-        groups += layout_groups(
-            md,
-            planner.plan(md, INVENTORY),
-            python=sys.executable,
-            model_dir=tmp_path,
-            device="cpu",
-            ports=ports,
-            start_timeout_seconds=30,
-            unhealthy_after=3,
-            engine_cmd=[sys.executable, STANDIN, "engine"],
-        )
+        groups += layout_groups(md, planner.plan(md, INVENTORY), python=sys.executable, model_dir=tmp_path,
+                                device="cpu", ports=ports, start_timeout_seconds=30, unhealthy_after=3,
+                                engine_cmd=[sys.executable, STANDIN, "engine"])
     rport = next(ports)
-    router = RouterLaunch(
-        argv=(sys.executable, STANDIN, "router", "--port", str(rport)),
-        env=dict(os.environ),
-        url=f"http://127.0.0.1:{rport}",
-        policy=Policy(backoff_seconds=0.5, max_restarts=5),
-    )
-    sup = Supervisor(
-        groups, router, tmp_path, out=LINES.append, kill_grace_seconds=2, probe_timeout=0.5, liveness_interval=0.2
-    )
+    router = RouterLaunch(argv=(sys.executable, STANDIN, "router", "--port", str(rport)), env=dict(os.environ),
+                          url=f"http://127.0.0.1:{rport}", policy=Policy(backoff_seconds=0.5, max_restarts=5))
+    sup = Supervisor(groups, router, tmp_path, out=LINES.append, kill_grace_seconds=2, probe_timeout=0.5,
+                     liveness_interval=0.2)
     LINES.clear()
     return sup
 
@@ -181,8 +163,7 @@ def test_status_probes_what_the_state_file_records(stack: Supervisor) -> None:
     assert got is not None
     probes, _models = got
     assert {p.name: (p.health, p.alive, p.phase) for p in probes} == {
-        name: ("200", True, "Ready") for name in ("router", "pro/0", "flash/0", "flash/1")
-    }
+        name: ("200", True, "Ready") for name in ("router", "pro/0", "flash/0", "flash/1")}
     os.kill(stack.children["flash/1"][0].pid, signal.SIGKILL)
     stack.children["flash/1"][0].proc.wait()
     probes, _ = collect(stack.state_dir) or ([], [])

@@ -30,14 +30,8 @@ spec:
 
 
 def up(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supernode.cli", "up", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return subprocess.run([sys.executable, "-m", "supernode.cli", "up", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 def test_a_bad_spec_exits_2_naming_the_field_and_the_reason(tmp_path: Path) -> None:
@@ -68,19 +62,13 @@ def test_a_busy_port_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 is in use" in out.stdout
 
 
-@pytest.mark.parametrize(
-    ("patch", "message"),
-    [
-        ('source: "builtin://tiny"', "spec.model.source: 'hf://org/x' is not available locally"),
-        ("accelerator: {type: cpu}", "spec.engine.type: 'vllm' needs a cluster"),
-    ],
-)
+@pytest.mark.parametrize(("patch", "message"), [
+    ('source: "builtin://tiny"', "spec.model.source: 'hf://org/x' is not available locally"),
+    ("accelerator: {type: cpu}", "spec.engine.type: 'vllm' needs a cluster"),
+])
 def test_specs_the_local_runtime_cannot_run_are_refused(patch: str, message: str) -> None:
-    text = (
-        GOOD.replace('source: "builtin://tiny"', 'source: "hf://org/x"')
-        if "source" in patch
-        else (GOOD + "  engine: {type: vllm}\n")
-    )
+    text = GOOD.replace('source: "builtin://tiny"', 'source: "hf://org/x"') if "source" in patch else (
+        GOOD + "  engine: {type: vllm}\n")
     with pytest.raises(SpecError) as err:
         parse_documents(text, "f.yaml")
     assert any(message in p for p in err.value.problems)
@@ -143,11 +131,9 @@ def test_the_example_tenants_parse_and_the_snippet_key_authenticates() -> None:
 
 
 def test_a_deployment_needing_devices_this_machine_lacks_exits_1_with_the_planner_reason(tmp_path: Path) -> None:
-    (tmp_path / "gpu.yaml").write_text(
-        GOOD.replace(
-            "accelerator: {type: cpu}", "accelerator: {type: nvidia-h200, devicesPerPod: 4}\n  parallelism: {tensor: 4}"
-        )
-    )
+    (tmp_path / "gpu.yaml").write_text(GOOD.replace("accelerator: {type: cpu}",
+                                                    "accelerator: {type: nvidia-h200, devicesPerPod: 4}\n"
+                                                    "  parallelism: {tensor: 4}"))
     from supernode.cli.local.inventory import probe_devices
 
     if probe_devices().cuda >= 4:  # pragma: no cover
@@ -181,13 +167,8 @@ def test_sigterm_stops_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     standin = str(Path(__file__).parent / "standins" / "standin.py")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUN_WITH_STANDINS, standin, "two.yaml", str(port), "s"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = subprocess.Popen([sys.executable, "-c", RUN_WITH_STANDINS, standin, "two.yaml", str(port), "s"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
@@ -218,13 +199,8 @@ def test_if_up_itself_is_killed_its_children_die_with_it(tmp_path: Path) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     standin = str(Path(__file__).parent / "standins" / "standin.py")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUN_WITH_STANDINS, standin, "one.yaml", str(port), "s"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = subprocess.Popen([sys.executable, "-c", RUN_WITH_STANDINS, standin, "one.yaml", str(port), "s"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         if "Serving." in line:
@@ -248,7 +224,7 @@ def test_the_printed_snippets_paste_as_they_are() -> None:
 
     text = snippets("http://127.0.0.1:8080", "deepseek-v4-pro", "sk-x")
     lines = text.splitlines()
-    py = lines[lines.index("python - <<'EOF'") + 1 : len(lines) - 1 - lines[::-1].index("EOF")]
+    py = lines[lines.index("python - <<'EOF'") + 1:len(lines) - 1 - lines[::-1].index("EOF")]
     ast.parse("\n".join(py))
     assert any(line.startswith("curl -s http://127.0.0.1:8080/v1/chat/completions") for line in lines)
 
@@ -266,14 +242,8 @@ def test_detach_returns_once_serving_and_leaves_the_stack_running_until_sigint(t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     standin = str(Path(__file__).parent / "standins" / "standin.py")
-    out = subprocess.run(
-        [sys.executable, "-c", RUN_WITH_STANDINS, standin, "one.yaml", str(port), "s", "detach"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = subprocess.run([sys.executable, "-c", RUN_WITH_STANDINS, standin, "one.yaml", str(port), "s", "detach"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Serving." in out.stdout and "Running in the background" in out.stdout
     state = load_state(tmp_path / "s")

@@ -17,32 +17,19 @@ MD_KIND = Kind(C.GROUP, C.VERSION, C.PLURAL, C.KIND, scale=True)
 POD_INDEX = "apps.kubernetes.io/pod-index"
 
 
-def node(
-    name: str, superpod: str | None, devices: int = 16, resource: str = C.RESOURCE_ASCEND, ready: bool = True
-) -> dict[str, Any]:
+def node(name: str, superpod: str | None, devices: int = 16, resource: str = C.RESOURCE_ASCEND,
+         ready: bool = True) -> dict[str, Any]:
     labels = {C.NODE_LABEL_HOSTNAME: name}
     if superpod:
         labels[C.NODE_LABEL_ASCEND_SUPERPOD] = superpod
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {},
-        "status": {
-            "allocatable": {resource: str(devices), "cpu": "64"},
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        },
-    }
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "spec": {}, "status": {"allocatable": {resource: str(devices), "cpu": "64"},
+                                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
 def _nodes_of(sts: dict[str, Any]) -> list[str]:
-    terms = (
-        sts["spec"]["template"]["spec"]
-        .get("affinity", {})
-        .get("nodeAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
-        .get("nodeSelectorTerms", [])
-    )
+    terms = sts["spec"]["template"]["spec"].get("affinity", {}).get("nodeAffinity", {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
     for term in terms:
         for expr in term["matchExpressions"]:
             if expr["key"] == C.NODE_LABEL_HOSTNAME:
@@ -59,9 +46,8 @@ class FakeCluster:
     async def add_nodes(self, *nodes: dict[str, Any]) -> None:
         for n in nodes:  # like a kubelet: register, then report status
             await self.emu.put_object(n)
-            await self.emu.patch_object(
-                "nodes", None, n["metadata"]["name"], {"status": n["status"]}, subresource="status"
-            )
+            await self.emu.patch_object("nodes", None, n["metadata"]["name"], {"status": n["status"]},
+                                        subresource="status")
 
     async def step(self) -> None:
         have = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.emu.objects_of("pods", copy_=False)}
@@ -77,47 +63,23 @@ class FakeCluster:
                 template = sts["spec"]["template"]
                 labels = {**template["metadata"]["labels"], POD_INDEX: str(i)}
                 container = template["spec"]["containers"][0]
-                pod = {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {
-                        "name": pod_name,
-                        "namespace": ns,
-                        "labels": labels,
-                        "ownerReferences": [
-                            {
-                                "apiVersion": "apps/v1",
-                                "kind": "StatefulSet",
-                                "name": name,
-                                "uid": meta["uid"],
-                                "controller": True,
-                            }
-                        ],
-                    },
-                    "spec": {
-                        "nodeName": nodes[i % len(nodes)] if nodes else None,
-                        "containers": [{"name": "engine", "resources": container.get("resources", {})}],
-                    },
-                }
+                pod = {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+                                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                                         "name": name, "uid": meta["uid"], "controller": True}]},
+                       "spec": {"nodeName": nodes[i % len(nodes)] if nodes else None,
+                                "containers": [{"name": "engine", "resources": container.get("resources", {})}]}}
                 await self.emu.put_object(pod)
                 self.pods_created += 1
                 if self.ready:
                     await self.set_pod(ns, pod_name, ready=True)
 
     async def set_pod(self, ns: str, name: str, *, ready: bool, crash: bool = False) -> None:
-        status: dict[str, Any] = {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        }
+        status: dict[str, Any] = {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True" if ready else "False"}]}
         if crash:
-            status["containerStatuses"] = [
-                {
-                    "name": "engine",
-                    "restartCount": 3,
-                    "ready": False,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                }
-            ]
+            status["containerStatuses"] = [{"name": "engine", "restartCount": 3, "ready": False,
+                                            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
         await self.emu.patch_object("pods", ns, name, {"status": status}, subresource="status")
 
     @contextlib.asynccontextmanager

@@ -97,12 +97,8 @@ def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
             except (KeyError, IndexError, ValueError):
                 current = None
             if current != op.get("value"):
-                raise ApiError(
-                    422,
-                    "Invalid",
-                    f"the server rejected our request due to an error in our request: "
-                    f"test operation failed at {op['path']}",
-                )
+                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: "
+                               f"test operation failed at {op['path']}")
         elif kind in ("add", "replace"):
             if isinstance(parent, list):
                 idx = len(parent) if last == "-" else int(last)
@@ -130,8 +126,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
     store: dict[Key, dict[str, Any]] = attrs.field(factory=dict, init=False)
     rv: int = attrs.field(default=0, init=False)
     history: collections.deque[tuple[int, str, dict[str, Any]]] = attrs.field(
-        factory=lambda: collections.deque(maxlen=20_000), init=False
-    )
+        factory=lambda: collections.deque(maxlen=20_000), init=False)
     watchers: list[tuple[str, asyncio.Queue[dict[str, Any] | None]]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -145,13 +140,9 @@ class K8sEmulator(kmock.KubernetesEmulator):
         self.kinds[(kind.group, kind.plural)] = kind
         subs = {s for s, on in (("status", kind.status), ("scale", kind.scale)) if on}
         self.resources[f"{kind.group}/{kind.version}/{kind.plural}".lstrip("/")] = kmock.ResourceInfo(
-            kind=kind.kind,
-            singular=kind.kind.lower(),
-            namespaced=kind.namespaced,
-            shortnames=set(shortnames),
+            kind=kind.kind, singular=kind.kind.lower(), namespaced=kind.namespaced, shortnames=set(shortnames),
             verbs={"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"},
-            subresources=subs,
-        )
+            subresources=subs)
 
     async def _serve_version(self, request: rendering.Request) -> Any:
         payload = await super()._serve_version(request)
@@ -159,24 +150,14 @@ class K8sEmulator(kmock.KubernetesEmulator):
         return payload
 
     # --- test-facing helpers ----------------------------------------------------------------------
-    def objects_of(
-        self,
-        plural: str,
-        group: str = "",
-        namespace: str | None = None,
-        selector: str | None = None,
-        *,
-        copy_: bool = True,
-    ) -> list[dict[str, Any]]:
+    def objects_of(self, plural: str, group: str = "", namespace: str | None = None,
+                   selector: str | None = None, *, copy_: bool = True) -> list[dict[str, Any]]:
         """Stored objects of one kind, sorted by key (`copy_=False`: live dicts, read-only use)."""
         gp = f"{group}/{plural}"
         found = sorted((k, o) for k, o in self.store.items() if k[0] == gp)
-        return [
-            copy.deepcopy(o) if copy_ else o
-            for (_, ns, _), o in found
-            if (namespace is None or ns == namespace)
-            and matches_selector(o.get("metadata", {}).get("labels", {}), selector)
-        ]
+        return [copy.deepcopy(o) if copy_ else o for (_, ns, _), o in found
+                if (namespace is None or ns == namespace)
+                and matches_selector(o.get("metadata", {}).get("labels", {}), selector)]
 
     def get(self, plural: str, namespace: str | None, name: str, group: str = "") -> dict[str, Any] | None:
         obj = self.store.get((f"{group}/{plural}", namespace, name))
@@ -184,11 +165,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
 
     def writes(self, since: int = 0) -> list[str]:
         """Mutating requests (method + path) recorded since request number `since`."""
-        return [
-            f"{r.method.value} {r.url.path}"
-            for r in list(self._requests)[since:]
-            if r.method.value in ("POST", "PUT", "PATCH", "DELETE")
-        ]
+        return [f"{r.method.value} {r.url.path}" for r in list(self._requests)[since:]
+                if r.method.value in ("POST", "PUT", "PATCH", "DELETE")]
 
     async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object directly (a test acting as a controller or kubelet)."""
@@ -196,21 +174,13 @@ class K8sEmulator(kmock.KubernetesEmulator):
         kind = next(k for k in self.kinds.values() if k.kind == obj["kind"] and k.group == group)
         return self._create(kind, obj.get("metadata", {}).get("namespace"), copy.deepcopy(obj))
 
-    async def patch_object(
-        self,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        patch: dict[str, Any],
-        group: str = "",
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
+    async def patch_object(self, plural: str, namespace: str | None, name: str, patch: dict[str, Any],
+                           group: str = "", subresource: str | None = None) -> dict[str, Any]:
         kind = self.kinds[(group, plural)]
         return self._patch(kind, namespace, name, subresource, "application/merge-patch+json", patch)
 
-    async def delete_object(
-        self, plural: str, namespace: str | None, name: str, group: str = "", propagation: str = "Background"
-    ) -> None:
+    async def delete_object(self, plural: str, namespace: str | None, name: str, group: str = "",
+                            propagation: str = "Background") -> None:
         self._delete(self.kinds[(group, plural)], namespace, name, propagation)
 
     # --- request dispatch -------------------------------------------------------------------------
@@ -248,18 +218,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 return self._json({"kind": "Status", "apiVersion": "v1", "status": "Success"})
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
         except ApiError as e:
-            return self._json(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Failure",
-                    "code": e.status,
-                    "reason": e.reason,
-                    "message": e.message,
-                },
-                e.status,
-            )
+            return self._json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                               "code": e.status, "reason": e.reason, "message": e.message}, e.status)
 
     @staticmethod
     def _json(payload: dict[str, Any], status: int = 200) -> aiohttp.web.Response:
@@ -292,28 +252,19 @@ class K8sEmulator(kmock.KubernetesEmulator):
         return out
 
     def _list(self, kind: Kind, ns: str | None, params: Any) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{kind.group}/{kind.version}".lstrip("/"),
-            "kind": f"{kind.kind}List",
-            "metadata": {"resourceVersion": str(self.rv)},
-            "items": [copy.deepcopy(o) for o in self._select(kind, ns, params)],
-        }
+        return {"apiVersion": f"{kind.group}/{kind.version}".lstrip("/"), "kind": f"{kind.kind}List",
+                "metadata": {"resourceVersion": str(self.rv)},
+                "items": [copy.deepcopy(o) for o in self._select(kind, ns, params)]}
 
     def _view(self, kind: Kind, obj: dict[str, Any], sub: str | None) -> dict[str, Any]:
         if sub != "scale":
             return copy.deepcopy(obj)
-        return {
-            "apiVersion": "autoscaling/v1",
-            "kind": "Scale",
-            "metadata": {
-                k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion") if k in obj["metadata"]
-            },
-            "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
-            "status": {
-                "replicas": obj.get("status", {}).get("replicas", 0),
-                "selector": obj.get("status", {}).get("selector", ""),
-            },
-        }
+        return {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion")
+                             if k in obj["metadata"]},
+                "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
+                "status": {"replicas": obj.get("status", {}).get("replicas", 0),
+                           "selector": obj.get("status", {}).get("selector", "")}}
 
     def _emit(self, kind: Kind, type_: str, obj: dict[str, Any]) -> None:
         gp = f"{kind.group}/{kind.plural}"
@@ -343,7 +294,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
             raise ApiError(409, "AlreadyExists", f'{kind.plural} "{meta["name"]}" already exists')
         for ref in meta.get("ownerReferences", []):
             if not ref.get("uid"):
-                raise ApiError(422, "Invalid", 'metadata.ownerReferences.uid: Invalid value: ""')
+                raise ApiError(422, "Invalid", "metadata.ownerReferences.uid: Invalid value: \"\"")
         if kind.status:
             obj.pop("status", None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
@@ -355,27 +306,15 @@ class K8sEmulator(kmock.KubernetesEmulator):
         self._emit(kind, "ADDED", obj)
         return copy.deepcopy(obj)
 
-    def _commit(
-        self, kind: Kind, old: dict[str, Any], new: dict[str, Any], sub: str | None, expected_rv: str | None
-    ) -> dict[str, Any]:
+    def _commit(self, kind: Kind, old: dict[str, Any], new: dict[str, Any], sub: str | None,
+                expected_rv: str | None) -> dict[str, Any]:
         meta = old["metadata"]
         if expected_rv and expected_rv != meta["resourceVersion"]:
-            raise ApiError(
-                409,
-                "Conflict",
-                f'Operation cannot be fulfilled on {kind.plural} "{meta["name"]}": '
-                "the object has been modified; please apply your changes to the latest version",
-            )
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind.plural} "{meta["name"]}": '
+                           "the object has been modified; please apply your changes to the latest version")
         # Server-owned fields are not client-writable.
-        for field in (
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-            "namespace",
-            "name",
-            "deletionTimestamp",
-        ):
+        for field in ("uid", "creationTimestamp", "generation", "resourceVersion", "namespace", "name",
+                      "deletionTimestamp"):
             if field in meta:
                 new.setdefault("metadata", {})[field] = meta[field]
             else:
@@ -401,9 +340,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
             self._emit(kind, "MODIFIED", new)
         return copy.deepcopy(new)
 
-    def _patch(
-        self, kind: Kind, ns: str | None, name: str, sub: str | None, ctype: str, body: Any, params: Any = None
-    ) -> dict[str, Any]:
+    def _patch(self, kind: Kind, ns: str | None, name: str, sub: str | None, ctype: str, body: Any,
+               params: Any = None) -> dict[str, Any]:
         key = self._key(kind, ns, name)
         if key not in self.store and ctype == "application/apply-patch+yaml":
             return self._create(kind, ns, copy.deepcopy(body))
@@ -478,9 +416,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
             self._commit(kind, obj, new, None, None)
 
     # --- watch ---------------------------------------------------------------------------------
-    async def _watch(
-        self, raw: aiohttp.web.BaseRequest, kind: Kind, ns: str | None, params: Any
-    ) -> aiohttp.web.StreamResponse:
+    async def _watch(self, raw: aiohttp.web.BaseRequest, kind: Kind, ns: str | None,
+                     params: Any) -> aiohttp.web.StreamResponse:
         gp = f"{kind.group}/{kind.plural}"
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         entry = (gp, queue)
@@ -490,18 +427,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
             if since not in ("", "0"):
                 oldest = self.history[0][0] if self.history else self.rv + 1
                 if int(since) < oldest - 1 and int(since) < self.rv:
-                    backlog = [
-                        {
-                            "type": "ERROR",
-                            "object": {
-                                "kind": "Status",
-                                "apiVersion": "v1",
-                                "code": 410,
-                                "reason": "Expired",
-                                "message": f"too old resource version: {since}",
-                            },
-                        }
-                    ]
+                    backlog = [{"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "code": 410,
+                                "reason": "Expired", "message": f"too old resource version: {since}"}}]
                 else:
                     backlog = [e for rv, g, e in self.history if g == gp and rv > int(since)]
             else:

@@ -24,9 +24,8 @@ async def running_operator(url: str, *, resync: float = 0.2, **config: Any) -> A
 
     def target() -> None:
         try:
-            asyncio.run(
-                kopf.operator(registry=registry, clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready)
-            )
+            asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
+                                      stop_flag=stop, ready_flag=ready))
         except BaseException as exc:  # surfaced to the test below
             errors.append(exc)
 

@@ -50,38 +50,25 @@ def test_yaml_labels_written_as_numbers_become_strings() -> None:
 
 
 def test_malformed_entries_are_skipped_with_reasons_never_raised() -> None:
-    inv = inventory_from_dict(
-        {
-            "nodes": [
-                "not-a-node",
-                {"labels": {}},
-                {"name": "bad-labels", "labels": ["x"]},
-                {"name": "bad-qty", "allocatable": {ASCEND: "sixteen", "nvidia.com/gpu": -1, "x/y": "2k"}},
-                {"name": "bad-taint", "taints": [{"value": "v"}, {"key": "k", "effect": "Sometimes"}, {"key": "ok"}]},
-                {"name": "bad-label-value", "labels": {"a": {"nested": 1}, "b": "fine"}},
-                {"name": "bad-qty"},
-                {"name": "typo", "alocatable": {ASCEND: 16}},
-            ],
-            "pools": [{"namePrefix": "p-", "count": "many"}],
-        }
-    )
+    inv = inventory_from_dict({"nodes": [
+        "not-a-node",
+        {"labels": {}},
+        {"name": "bad-labels", "labels": ["x"]},
+        {"name": "bad-qty", "allocatable": {ASCEND: "sixteen", "nvidia.com/gpu": -1, "x/y": "2k"}},
+        {"name": "bad-taint", "taints": [{"value": "v"}, {"key": "k", "effect": "Sometimes"}, {"key": "ok"}]},
+        {"name": "bad-label-value", "labels": {"a": {"nested": 1}, "b": "fine"}},
+        {"name": "bad-qty"},
+        {"name": "typo", "alocatable": {ASCEND: 16}},
+    ], "pools": [{"namePrefix": "p-", "count": "many"}]})
     assert [n.name for n in inv.nodes] == ["bad-qty", "bad-taint", "bad-label-value", "typo"]
     assert inv.nodes[0].allocatable == {"x/y": 2000}
     assert inv.nodes[1].taints == (Taint(key="ok"),)
     assert inv.nodes[2].labels == {"b": "fine"}
     reasons = "\n".join(inv.skipped)
-    for expected in (
-        "nodes[0]: not a mapping",
-        "nodes[1]: node has no name",
-        "node bad-labels: labels is not a",
-        "'sixteen' is not a whole device count",
-        "taint {'value': 'v'} has no key",
-        "unknown effect 'Sometimes'",
-        "label a has a dict value",
-        "node bad-qty: duplicate name",
-        "pools[0]: needs namePrefix",
-        "node typo: unknown field 'alocatable' ignored",
-    ):
+    for expected in ("nodes[0]: not a mapping", "nodes[1]: node has no name", "node bad-labels: labels is not a",
+                     "'sixteen' is not a whole device count", "taint {'value': 'v'} has no key",
+                     "unknown effect 'Sometimes'", "label a has a dict value", "node bad-qty: duplicate name",
+                     "pools[0]: needs namePrefix", "node typo: unknown field 'alocatable' ignored"):
         assert expected in reasons
 
 
@@ -91,39 +78,17 @@ def test_a_document_that_is_no_inventory_raises_a_clear_error(doc: Any) -> None:
         inventory_from_dict(doc)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("16", 16),
-        (8, 8),
-        ("1k", 1000),
-        ("2Ki", 2048),
-        (4.0, 4),
-        ("0", 0),
-        ("1.5", None),
-        (-1, None),
-        ("", None),
-        (True, None),
-        (None, None),
-        ("100m", None),
-        ([1], None),
-    ],
-)
+@pytest.mark.parametrize(("value", "expected"), [
+    ("16", 16), (8, 8), ("1k", 1000), ("2Ki", 2048), (4.0, 4), ("0", 0),
+    ("1.5", None), (-1, None), ("", None), (True, None), (None, None), ("100m", None), ([1], None)])
 def test_device_quantities(value: Any, expected: int | None) -> None:
     assert parse_device_quantity(value) == expected
 
 
 def test_from_kubernetes_counts_devices_held_by_other_pods() -> None:
-    nodes = [
-        k8s_node("a3-0", labels={C.NODE_LABEL_ASCEND_SUPERPOD: "sp-0"}, allocatable={ASCEND: "16"}),
-        k8s_node(
-            "a3-1",
-            allocatable={ASCEND: "16"},
-            ready=False,
-            taints=[{"key": "k", "value": "v", "effect": "NoExecute"}],
-            unschedulable=True,
-        ),
-    ]
+    nodes = [k8s_node("a3-0", labels={C.NODE_LABEL_ASCEND_SUPERPOD: "sp-0"}, allocatable={ASCEND: "16"}),
+             k8s_node("a3-1", allocatable={ASCEND: "16"}, ready=False,
+                      taints=[{"key": "k", "value": "v", "effect": "NoExecute"}], unschedulable=True)]
     pods = [
         k8s_pod("other", "a3-0", {ASCEND: "8"}),
         k8s_pod("mine", "a3-0", {ASCEND: "4"}, labels={C.LABEL_DEPLOYMENT: "v4-pro"}, namespace="llm"),
@@ -147,11 +112,8 @@ def test_init_containers_count_as_the_max_not_the_sum() -> None:
 
 
 def test_a_kubectl_list_of_nodes_and_pods_loads() -> None:
-    doc = {
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": [k8s_node("g0", allocatable={"nvidia.com/gpu": "8"}), k8s_pod("p", "g0", {"nvidia.com/gpu": "2"})],
-    }
+    doc = {"apiVersion": "v1", "kind": "List", "items": [
+        k8s_node("g0", allocatable={"nvidia.com/gpu": "8"}), k8s_pod("p", "g0", {"nvidia.com/gpu": "2"})]}
     inv = inventory_from_dict(doc)
     assert inv.nodes[0].allocatable == {"nvidia.com/gpu": 8} and inv.nodes[0].used == {"nvidia.com/gpu": 2}
 
@@ -164,33 +126,9 @@ def test_kubernetes_objects_without_a_ready_condition_are_not_ready() -> None:
 
 _junk = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(
-            st.sampled_from(
-                [
-                    "metadata",
-                    "spec",
-                    "status",
-                    "name",
-                    "labels",
-                    "allocatable",
-                    "conditions",
-                    "taints",
-                    "containers",
-                    "resources",
-                    "limits",
-                    "nodeName",
-                    "phase",
-                    "type",
-                    "key",
-                    ASCEND,
-                ]
-            ),
-            inner,
-            max_size=4,
-        )
-    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["metadata", "spec", "status", "name", "labels", "allocatable", "conditions", "taints", "containers",
+         "resources", "limits", "nodeName", "phase", "type", "key", ASCEND]), inner, max_size=4),
     max_leaves=12,
 )
 

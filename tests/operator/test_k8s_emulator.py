@@ -49,39 +49,21 @@ async def test_stale_resource_version_is_409_and_failed_patch_test_is_422(k8s: t
     _, url = k8s
     async with httpx.AsyncClient(base_url=url) as c:
         rv = (await c.post(PODS, json=pod("a"))).json()["metadata"]["resourceVersion"]
-        await c.patch(
-            f"{PODS}/a",
-            json={"metadata": {"labels": {"x": "y"}}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        stale = await c.patch(
-            f"{PODS}/a",
-            json={"metadata": {"resourceVersion": rv, "labels": {"x": "z"}}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+        await c.patch(f"{PODS}/a", json={"metadata": {"labels": {"x": "y"}}},
+                      headers={"Content-Type": "application/merge-patch+json"})
+        stale = await c.patch(f"{PODS}/a", json={"metadata": {"resourceVersion": rv, "labels": {"x": "z"}}},
+                              headers={"Content-Type": "application/merge-patch+json"})
         assert stale.status_code == 409 and stale.json()["reason"] == "Conflict"
-        bad = await c.patch(
-            f"{PODS}/a",
-            content=json.dumps(
-                [
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                    {"op": "add", "path": "/metadata/finalizers", "value": ["f"]},
-                ]
-            ),
-            headers={"Content-Type": "application/json-patch+json"},
-        )
+        bad = await c.patch(f"{PODS}/a", content=json.dumps([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]),
+            headers={"Content-Type": "application/json-patch+json"})
         assert bad.status_code == 422
         current = (await c.get(f"{PODS}/a")).json()["metadata"]["resourceVersion"]
-        good = await c.patch(
-            f"{PODS}/a",
-            content=json.dumps(
-                [
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": current},
-                    {"op": "add", "path": "/metadata/finalizers", "value": ["f"]},
-                ]
-            ),
-            headers={"Content-Type": "application/json-patch+json"},
-        )
+        good = await c.patch(f"{PODS}/a", content=json.dumps([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": current},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]),
+            headers={"Content-Type": "application/json-patch+json"})
         assert good.status_code == 200 and good.json()["metadata"]["finalizers"] == ["f"]
 
 
@@ -116,15 +98,12 @@ async def test_scale_subresource(k8s: tuple[K8sEmulator, str]) -> None:
     emu.declare(LWS_KIND)
     path = "/apis/apps/v1/namespaces/ns/statefulsets"
     async with httpx.AsyncClient(base_url=url) as c:
-        await c.post(
-            path,
-            json={"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"}, "spec": {"replicas": 2}},
-        )
+        await c.post(path, json={"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+                                 "spec": {"replicas": 2}})
         scale = (await c.get(f"{path}/s/scale")).json()
         assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 2
-        r = await c.patch(
-            f"{path}/s/scale", json={"spec": {"replicas": 5}}, headers={"Content-Type": "application/merge-patch+json"}
-        )
+        r = await c.patch(f"{path}/s/scale", json={"spec": {"replicas": 5}},
+                          headers={"Content-Type": "application/merge-patch+json"})
         assert r.json()["spec"]["replicas"] == 5
         assert (await c.get(f"{path}/s")).json()["spec"]["replicas"] == 5
 
@@ -152,9 +131,8 @@ async def test_watch_replays_from_resource_version_and_streams_new_events(k8s: t
         rv = (await c.post(PODS, json=pod("a"))).json()["metadata"]["resourceVersion"]
         await c.post(PODS, json=pod("b"))
         events: list[tuple[str, str]] = []
-        async with c.stream(
-            "GET", PODS, params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"}
-        ) as resp:
+        async with c.stream("GET", PODS, params={"watch": "true", "resourceVersion": rv,
+                                                 "timeoutSeconds": "1"}) as resp:
             await c.delete(f"{PODS}/a")
             async for line in resp.aiter_lines():
                 if line:
@@ -186,9 +164,8 @@ async def test_orphan_policy_keeps_dependents(k8s: tuple[K8sEmulator, str]) -> N
     async with httpx.AsyncClient(base_url=url) as c:
         owner = (await c.post(PODS, json=pod("owner"))).json()
         child = pod("c")
-        child["metadata"]["ownerReferences"] = [
-            {"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": owner["metadata"]["uid"]}
-        ]
+        child["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "owner",
+                                                 "uid": owner["metadata"]["uid"]}]
         await c.post(PODS, json=child)
         await c.delete(f"{PODS}/owner", params={"propagationPolicy": "Orphan"})
         (left,) = emu.objects_of("pods")
@@ -204,11 +181,8 @@ async def test_finalizers_hold_deletion_until_removed(k8s: tuple[K8sEmulator, st
         r = await c.delete(f"{PODS}/a")
         assert r.json()["metadata"]["deletionTimestamp"]
         assert emu.get("pods", "ns", "a") is not None
-        await c.patch(
-            f"{PODS}/a",
-            json={"metadata": {"finalizers": None}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+        await c.patch(f"{PODS}/a", json={"metadata": {"finalizers": None}},
+                      headers={"Content-Type": "application/merge-patch+json"})
         assert emu.get("pods", "ns", "a") is None
 
 

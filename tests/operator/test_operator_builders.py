@@ -22,79 +22,29 @@ GOLDEN = Path(__file__).parent / "golden"
 def base_md() -> MDBuilder:
     return operator_md().uid()
 
-
 CASES: dict[str, tuple[Any, bool, list[list[str]], list[str | None], str | None]] = {
-    "builtin-cpu-sts": (
-        base_md().engine("builtin").accelerator("cpu").parallelism(tensor=2).source("builtin://tiny"),
-        False,
-        [["cpu-a", "cpu-b"]],
-        [None],
-        None,
-    ),
-    "builtin-ascend-lws": (
-        base_md().engine("builtin").accelerator("ascend-910c", 16).parallelism(tensor=16, data=2, expert=32),
-        True,
-        [["a3-0", "a3-1"]],
-        ["sp-1"],
-        C.RESOURCE_ASCEND,
-    ),
-    "vllm-ascend-sts": (
-        base_md()
-        .engine("vllm")
-        .accelerator("ascend-910c", 16)
-        .parallelism(tensor=16, data=2, expert=32)
-        .model("deepseek-v4-flash", "deepseek-chat"),
-        False,
-        [["a3-0", "a3-1"]],
-        ["sp-1"],
-        C.RESOURCE_ASCEND,
-    ),
-    "vllm-nvidia-dp-lws": (
-        base_md()
-        .engine("vllm")
-        .accelerator("nvidia-h200", 8)
-        .parallelism(tensor=1, data=16, expert=16)
-        .source("hf://deepseek-ai/DeepSeek-V4-Flash"),
-        True,
-        [["h200-0", "h200-1"]],
-        ["clique-a"],
-        C.RESOURCE_NVIDIA,
-    ),
-    "vllm-nvidia-single-sts": (
-        base_md().engine("vllm").accelerator("nvidia-b200", 8).parallelism(data=8, expert=8),
-        False,
-        [["b200-0"]],
-        [None],
-        C.RESOURCE_NVIDIA,
-    ),
-    "sglang-nvidia-lws": (
-        base_md()
-        .engine("sglang")
-        .accelerator("nvidia-h200", 8)
-        .parallelism(tensor=16, expert=16)
-        .source("s3://weights/v4-flash"),
-        True,
-        [["h200-0", "h200-1"]],
-        ["clique-b"],
-        C.RESOURCE_NVIDIA,
-    ),
-    "sglang-ascend-sts": (
-        base_md().engine("sglang").accelerator("ascend-910b", 8).parallelism(tensor=8, pipeline=2),
-        False,
-        [["a2-0", "a2-1"]],
-        ["sp-2"],
-        C.RESOURCE_ASCEND,
-    ),
-    "mindie-ascend-sts": (
-        base_md()
-        .engine("mindie")
-        .accelerator("ascend-910b", 8, resource_name="huawei.com/ascend-1980")
-        .parallelism(tensor=16),
-        False,
-        [["a2-0", "a2-1"]],
-        [None],
-        C.RESOURCE_ASCEND,
-    ),
+    "builtin-cpu-sts": (base_md().engine("builtin").accelerator("cpu").parallelism(tensor=2)
+                        .source("builtin://tiny"), False, [["cpu-a", "cpu-b"]], [None], None),
+    "builtin-ascend-lws": (base_md().engine("builtin").accelerator("ascend-910c", 16)
+                           .parallelism(tensor=16, data=2, expert=32), True, [["a3-0", "a3-1"]], ["sp-1"],
+                           C.RESOURCE_ASCEND),
+    "vllm-ascend-sts": (base_md().engine("vllm").accelerator("ascend-910c", 16)
+                        .parallelism(tensor=16, data=2, expert=32).model("deepseek-v4-flash", "deepseek-chat"),
+                        False, [["a3-0", "a3-1"]], ["sp-1"], C.RESOURCE_ASCEND),
+    "vllm-nvidia-dp-lws": (base_md().engine("vllm").accelerator("nvidia-h200", 8)
+                           .parallelism(tensor=1, data=16, expert=16).source("hf://deepseek-ai/DeepSeek-V4-Flash"),
+                           True, [["h200-0", "h200-1"]], ["clique-a"], C.RESOURCE_NVIDIA),
+    "vllm-nvidia-single-sts": (base_md().engine("vllm").accelerator("nvidia-b200", 8)
+                               .parallelism(data=8, expert=8), False, [["b200-0"]], [None], C.RESOURCE_NVIDIA),
+    "sglang-nvidia-lws": (base_md().engine("sglang").accelerator("nvidia-h200", 8)
+                          .parallelism(tensor=16, expert=16).source("s3://weights/v4-flash"), True,
+                          [["h200-0", "h200-1"]], ["clique-b"], C.RESOURCE_NVIDIA),
+    "sglang-ascend-sts": (base_md().engine("sglang").accelerator("ascend-910b", 8)
+                          .parallelism(tensor=8, pipeline=2), False, [["a2-0", "a2-1"]], ["sp-2"],
+                          C.RESOURCE_ASCEND),
+    "mindie-ascend-sts": (base_md().engine("mindie")
+                          .accelerator("ascend-910b", 8, resource_name="huawei.com/ascend-1980")
+                          .parallelism(tensor=16), False, [["a2-0", "a2-1"]], [None], C.RESOURCE_ASCEND),
 }
 
 
@@ -120,16 +70,8 @@ def test_golden_manifests(case: str) -> None:
 def test_every_object_is_owned_and_labelled(case: str) -> None:
     for obj in render(case):
         meta = obj["metadata"]
-        assert meta["ownerReferences"] == [
-            {
-                "apiVersion": C.API_VERSION,
-                "kind": C.KIND,
-                "name": "v4-flash",
-                "uid": "uid-v4-flash",
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+        assert meta["ownerReferences"] == [{"apiVersion": C.API_VERSION, "kind": C.KIND, "name": "v4-flash",
+                                            "uid": "uid-v4-flash", "controller": True, "blockOwnerDeletion": True}]
         assert meta["labels"][C.LABEL_DEPLOYMENT] == "v4-flash"
         assert meta["namespace"] == "llm"
 
@@ -209,13 +151,8 @@ def test_vllm_flags_for_deepseek_v4() -> None:
 
 def test_sglang_multi_node_flags() -> None:
     args = _templates(_workload("sglang-nvidia-lws"))[0]["spec"]["containers"][0]["args"]
-    for flag, value in (
-        ("--tp", "16"),
-        ("--ep", "16"),
-        ("--nnodes", "2"),
-        ("--node-rank", "$(SUPERNODE_RANK)"),
-        ("--dist-init-addr", "$(SUPERNODE_LEADER_ADDR):29500"),
-    ):
+    for flag, value in (("--tp", "16"), ("--ep", "16"), ("--nnodes", "2"), ("--node-rank", "$(SUPERNODE_RANK)"),
+                        ("--dist-init-addr", "$(SUPERNODE_LEADER_ADDR):29500")):
         assert args[args.index(flag) + 1] == value
 
 
@@ -267,9 +204,7 @@ def test_every_engine_and_accelerator_has_a_pinned_default_image() -> None:
         for acc in AcceleratorType:
             assert ":" in image(engine, acc).rsplit("/", 1)[-1], f"{engine}/{acc}: {image(engine, acc)} has no tag"
     builtin = {acc.vendor: image(EngineType.BUILTIN, acc) for acc in AcceleratorType}
-    assert builtin == {
-        "cpu": "ghcr.io/supernode-io/supernode-engine-cpu:0.1.0",
-        "nvidia": "ghcr.io/supernode-io/supernode-engine-cuda:0.1.0",
-        "ascend": "ghcr.io/supernode-io/supernode-engine-ascend:0.1.0",
-    }
+    assert builtin == {"cpu": "ghcr.io/supernode-io/supernode-engine-cpu:0.1.0",
+                       "nvidia": "ghcr.io/supernode-io/supernode-engine-cuda:0.1.0",
+                       "ascend": "ghcr.io/supernode-io/supernode-engine-ascend:0.1.0"}
     assert image_for(base_md().engine("builtin", image="mine:1").obj()) == "mine:1"

@@ -36,26 +36,9 @@ async def test_operator_process_reconciles_and_stops_cleanly(k8s: tuple[K8sEmula
     cluster: FakeCluster = await setup(emu)
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "supernode.cli",
-        "operator",
-        "-A",
-        "--standalone",
-        "--server",
-        url,
-        "--resync",
-        "0.5",
-        "--metrics-port",
-        str(port),
-        "--metrics-addr",
-        "127.0.0.1",
-        "--log-format",
-        "json",
-        env=_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+        sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url, "--resync", "0.5",
+        "--metrics-port", str(port), "--metrics-addr", "127.0.0.1", "--log-format", "json",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         async with cluster.running(), httpx.AsyncClient(base_url=url) as c:
             await c.post(MDS, json=ascend_md())
@@ -84,22 +67,15 @@ def test_preview_rollout_prints_steps(tmp_path: Path) -> None:
     md = operator_md("demo").replicas(2).rollout(1, 0, drain_timeout_seconds=60).dict()
     path = tmp_path / "md.yaml"
     path.write_text(yaml.safe_dump(md))
-    out = subprocess.run(
-        [sys.executable, "-m", "supernode.cli", "operator", "preview-rollout", str(path)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    out = subprocess.run([sys.executable, "-m", "supernode.cli", "operator", "preview-rollout", str(path)],
+                         env=_env(), capture_output=True, text=True, timeout=60, check=True).stdout
     assert "peak groups 3, lowest ready 2" in out
     assert out.count("g0-old") == 2 and out.count("g1-old") == 2  # drained, then deleted
 
 
 def test_every_client_method_declares_its_permissions() -> None:
-    public = [
-        n for n, f in inspect.getmembers(kube.KubeClient, inspect.isfunction) if not n.startswith("_") and n != "close"
-    ]
+    public = [n for n, f in inspect.getmembers(kube.KubeClient, inspect.isfunction) if not n.startswith("_")
+              and n != "close"]
     for name in public:
         assert getattr(kube.KubeClient, name).__rbac__, f"{name} declares no RBAC rules"
     rules = {(r.api_group, r.resource): set(r.verbs) for r in kube.REQUIRED_PERMISSIONS}
@@ -110,8 +86,7 @@ def test_every_client_method_declares_its_permissions() -> None:
 
 
 async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
-    k8s: tuple[K8sEmulator, str], tmp_path: Path
-) -> None:
+        k8s: tuple[K8sEmulator, str], tmp_path: Path) -> None:
     emu, url = k8s
     cluster: FakeCluster = await setup(emu)
     health = {name: _free_port() for name in ("a", "b")}
@@ -120,48 +95,18 @@ async def test_two_replicas_with_leader_election_one_reconciles_then_failover(
     logs = {name: tmp_path / f"{name}.log" for name in health}
 
     def holder() -> str:
-        return str(
-            (emu.get("leases", "supernode-system", "supernode-operator", "coordination.k8s.io") or {})
-            .get("spec", {})
-            .get("holderIdentity")
-            or ""
-        )
+        return str((emu.get("leases", "supernode-system", "supernode-operator", "coordination.k8s.io") or {})
+                   .get("spec", {}).get("holderIdentity") or "")
 
     async def start(name: str) -> None:
         with logs[name].open("wb") as out:
             procs[name] = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "supernode.cli",
-                "operator",
-                "-A",
-                "--leader-elect",
-                "--server",
-                url,
-                "--identity",
-                name,
-                "--lease-namespace",
-                "supernode-system",
-                "--lease-duration",
-                "2",
-                "--renew-deadline",
-                "1.5",
-                "--retry-period",
-                "0.25",
-                "--resync",
-                "0.5",
-                "--log-format",
-                "json",
-                "--liveness",
-                f"http://127.0.0.1:{health[name]}/healthz",
-                "--metrics-port",
-                str(metrics[name]),
-                "--metrics-addr",
-                "127.0.0.1",
-                env=_env(),
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
+                sys.executable, "-m", "supernode.cli", "operator", "-A", "--leader-elect", "--server", url,
+                "--identity", name, "--lease-namespace", "supernode-system", "--lease-duration", "2",
+                "--renew-deadline", "1.5", "--retry-period", "0.25", "--resync", "0.5", "--log-format", "json",
+                "--liveness", f"http://127.0.0.1:{health[name]}/healthz", "--metrics-port", str(metrics[name]),
+                "--metrics-addr", "127.0.0.1", env=_env(), stdout=out,
+                stderr=asyncio.subprocess.STDOUT)
 
     def reconciled(name: str) -> bool:
         return "GroupCreated" in logs[name].read_text() or "reconcile" in logs[name].read_text().lower()
@@ -219,17 +164,10 @@ async def _roles(c: httpx.AsyncClient, health: dict[str, int], timeout: float = 
 
 
 def test_leader_election_flags_are_validated() -> None:
-    for flags, message in (
-        (["--standalone", "--leader-elect"], "--standalone means no leader election"),
-        (["--leader-elect", "--renew-deadline", "20"], "renew-deadline < lease-duration"),
-    ):
-        proc = subprocess.run(
-            [sys.executable, "-m", "supernode.cli", "operator", *flags, "--server", "http://127.0.0.1:9"],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    for flags, message in ((["--standalone", "--leader-elect"], "--standalone means no leader election"),
+                           (["--leader-elect", "--renew-deadline", "20"], "renew-deadline < lease-duration")):
+        proc = subprocess.run([sys.executable, "-m", "supernode.cli", "operator", *flags, "--server",
+                               "http://127.0.0.1:9"], env=_env(), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
@@ -237,39 +175,14 @@ async def test_leader_that_loses_its_lease_exits_1(k8s: tuple[K8sEmulator, str])
     emu, url = k8s
     await setup(emu)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "supernode.cli",
-        "operator",
-        "-A",
-        "--leader-elect",
-        "--server",
-        url,
-        "--identity",
-        "a",
-        "--lease-namespace",
-        "ns",
-        "--lease-duration",
-        "2",
-        "--renew-deadline",
-        "1",
-        "--retry-period",
-        "0.2",
-        env=_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+        sys.executable, "-m", "supernode.cli", "operator", "-A", "--leader-elect", "--server", url, "--identity", "a",
+        "--lease-namespace", "ns", "--lease-duration", "2", "--renew-deadline", "1", "--retry-period", "0.2",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        await eventually(
-            lambda: (
-                emu.get("leases", "ns", "supernode-operator", "coordination.k8s.io")["spec"]["holderIdentity"] == "a"
-            ),
-            timeout=15,
-            what="a leads",
-        )
-        await emu.patch_object(
-            "leases", "ns", "supernode-operator", {"spec": {"holderIdentity": "b"}}, group="coordination.k8s.io"
-        )
+        await eventually(lambda: emu.get("leases", "ns", "supernode-operator", "coordination.k8s.io")["spec"][
+            "holderIdentity"] == "a", timeout=15, what="a leads")
+        await emu.patch_object("leases", "ns", "supernode-operator", {"spec": {"holderIdentity": "b"}},
+                               group="coordination.k8s.io")
         out, _ = await asyncio.wait_for(proc.communicate(), 10)
         assert proc.returncode == 1, out.decode()[-2000:]
         assert b"lost lease ns/supernode-operator" in out

@@ -24,36 +24,25 @@ from supernode.operator.metrics import OperatorMetrics
 WALL = datetime.datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=datetime.UTC)
 
 
-def lease(
-    holder: str | None, duration: int = 15, renew: str = "2026-11-29T10:00:00.000000Z", transitions: int = 0
-) -> dict[str, Any]:
-    return {
-        "metadata": {"name": "l", "namespace": "ns", "resourceVersion": "7"},
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": duration,
-            "renewTime": renew,
-            "acquireTime": "2026-11-29T09:00:00.000000Z",
-            "leaseTransitions": transitions,
-        },
-    }
+def lease(holder: str | None, duration: int = 15, renew: str = "2026-11-29T10:00:00.000000Z",
+          transitions: int = 0) -> dict[str, Any]:
+    return {"metadata": {"name": "l", "namespace": "ns", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration, "renewTime": renew,
+                     "acquireTime": "2026-11-29T09:00:00.000000Z", "leaseTransitions": transitions}}
 
 
-@pytest.mark.parametrize(
-    ("current", "now", "observed_at", "expected"),
-    [
-        (None, 0.0, 0.0, Action.CREATE),  # no Lease yet
-        (lease("me"), 100.0, 0.0, Action.RENEW),  # ours, even if we were slow: renew
-        (lease("other"), 14.9, 0.0, Action.WAIT),  # live: seen renewed 14.9 s ago, duration 15
-        (lease("other"), 15.0, 0.0, Action.ACQUIRE),  # expired on our clock
-        (lease("other", duration=30), 20.0, 0.0, Action.WAIT),  # the Lease's own duration wins over the default
-        (lease("other", duration=30), 30.0, 0.0, Action.ACQUIRE),
-        (lease(None), 0.0, 0.0, Action.ACQUIRE),  # released: take it at once
-        (lease(""), 0.0, 0.0, Action.ACQUIRE),
-        ({"metadata": {}, "spec": {"holderIdentity": "other"}}, 9.0, 0.0, Action.WAIT),  # no duration: the default 10
-        ({"metadata": {}, "spec": {"holderIdentity": "other"}}, 10.0, 0.0, Action.ACQUIRE),
-    ],
-)
+@pytest.mark.parametrize(("current", "now", "observed_at", "expected"), [
+    (None, 0.0, 0.0, Action.CREATE),  # no Lease yet
+    (lease("me"), 100.0, 0.0, Action.RENEW),  # ours, even if we were slow: renew
+    (lease("other"), 14.9, 0.0, Action.WAIT),  # live: seen renewed 14.9 s ago, duration 15
+    (lease("other"), 15.0, 0.0, Action.ACQUIRE),  # expired on our clock
+    (lease("other", duration=30), 20.0, 0.0, Action.WAIT),  # the Lease's own duration wins over the default
+    (lease("other", duration=30), 30.0, 0.0, Action.ACQUIRE),
+    (lease(None), 0.0, 0.0, Action.ACQUIRE),  # released: take it at once
+    (lease(""), 0.0, 0.0, Action.ACQUIRE),
+    ({"metadata": {}, "spec": {"holderIdentity": "other"}}, 9.0, 0.0, Action.WAIT),  # no duration: the default 10
+    ({"metadata": {}, "spec": {"holderIdentity": "other"}}, 10.0, 0.0, Action.ACQUIRE),
+])
 def test_decide(current: dict[str, Any] | None, now: float, observed_at: float, expected: Action) -> None:
     assert decide(current, "me", now, observed_at, default_duration=10.0) is expected
 
@@ -65,13 +54,8 @@ def test_expiry_clock_restarts_when_the_holder_renews() -> None:
 
 def test_lease_spec_on_takeover_renewal_and_release() -> None:
     taken = lease_spec(lease("other", transitions=3), "me", 15.0, WALL)
-    assert taken == {
-        "holderIdentity": "me",
-        "leaseDurationSeconds": 15,
-        "acquireTime": "2026-11-29T10:00:00.123456Z",
-        "renewTime": "2026-11-29T10:00:00.123456Z",
-        "leaseTransitions": 4,
-    }
+    assert taken == {"holderIdentity": "me", "leaseDurationSeconds": 15, "acquireTime": "2026-11-29T10:00:00.123456Z",
+                     "renewTime": "2026-11-29T10:00:00.123456Z", "leaseTransitions": 4}
     renewed = lease_spec(lease("me", transitions=4), "me", 15.0, WALL)
     assert renewed["acquireTime"] == "2026-11-29T09:00:00.000000Z" and renewed["leaseTransitions"] == 4
     assert lease_spec(None, "me", 15.0, WALL)["leaseTransitions"] == 0  # first holder ever
@@ -96,27 +80,18 @@ class Clock:
 async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8sEmulator, str]) -> None:
     emu, url = k8s
     clock = Clock()
-    cfg: dict[str, Any] = {
-        "name": "op",
-        "namespace": "sys",
-        "lease_duration": 3.0,
-        "renew_deadline": 2.0,
-        "retry_period": 0.5,
-    }
+    cfg: dict[str, Any] = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0,
+                           "retry_period": 0.5}
     metrics = {n: OperatorMetrics() for n in "ab"}
-    a = LeaderElector(
-        KubeClient(Connection(url)), ElectionConfig(identity="a", **cfg), clock=clock, on_change=metrics["a"].set_leader
-    )
-    b = LeaderElector(
-        KubeClient(Connection(url)), ElectionConfig(identity="b", **cfg), clock=clock, on_change=metrics["b"].set_leader
-    )
+    a = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="a", **cfg), clock=clock,
+                      on_change=metrics["a"].set_leader)
+    b = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="b", **cfg), clock=clock,
+                      on_change=metrics["b"].set_leader)
 
     def gauges(e: LeaderElector) -> tuple[float | None, float | None]:
         reg = metrics[e.config.identity].registry
-        return (
-            reg.get_sample_value("supernode_operator_leader"),
-            reg.get_sample_value("supernode_operator_leader_transitions_total"),
-        )
+        return (reg.get_sample_value("supernode_operator_leader"),
+                reg.get_sample_value("supernode_operator_leader_transitions_total"))
 
     try:
         first = await asyncio.gather(a.try_once(), b.try_once())
@@ -145,20 +120,13 @@ async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8s
 
 async def test_racing_takeover_has_one_winner(k8s: tuple[K8sEmulator, str]) -> None:
     _, url = k8s
-    cfg: dict[str, Any] = {
-        "name": "op",
-        "namespace": "sys",
-        "lease_duration": 3.0,
-        "renew_deadline": 2.0,
-        "retry_period": 0.5,
-    }
+    cfg: dict[str, Any] = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0,
+                           "retry_period": 0.5}
     owner = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="gone", **cfg))
     assert await owner.try_once()
     clock = Clock()
-    racers = [
-        LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity=f"r{i}", **cfg), clock=clock)
-        for i in range(4)
-    ]
+    racers = [LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity=f"r{i}", **cfg), clock=clock)
+              for i in range(4)]
     try:
         assert not any(await asyncio.gather(*(r.try_once() for r in racers)))  # all observe the live Lease
         clock.t = 3.0
@@ -171,10 +139,8 @@ async def test_racing_takeover_has_one_winner(k8s: tuple[K8sEmulator, str]) -> N
 
 async def test_leader_gives_up_when_it_cannot_renew(k8s: tuple[K8sEmulator, str]) -> None:
     _, url = k8s
-    elector = LeaderElector(
-        KubeClient(Connection(url)),
-        ElectionConfig("op", "sys", "me", lease_duration=1.0, renew_deadline=0.4, retry_period=0.1),
-    )
+    elector = LeaderElector(KubeClient(Connection(url)), ElectionConfig(
+        "op", "sys", "me", lease_duration=1.0, renew_deadline=0.4, retry_period=0.1))
     try:
         assert await elector.try_once()
         await elector.client.close()
@@ -185,21 +151,19 @@ async def test_leader_gives_up_when_it_cannot_renew(k8s: tuple[K8sEmulator, str]
         await elector.client.close()
 
 
-async def test_run_elected_stops_the_operator_and_exits_1_when_the_lease_is_taken(k8s: tuple[K8sEmulator, str]) -> None:
+async def test_run_elected_stops_the_operator_and_exits_1_when_the_lease_is_taken(
+        k8s: tuple[K8sEmulator, str]) -> None:
     from supernode.operator.elected import EXIT_LOST, run_elected
 
     emu, url = k8s
-    elector = LeaderElector(
-        KubeClient(Connection(url)),
-        ElectionConfig("op", "sys", "me", lease_duration=1.0, renew_deadline=0.5, retry_period=0.1),
-    )
+    elector = LeaderElector(KubeClient(Connection(url)), ElectionConfig(
+        "op", "sys", "me", lease_duration=1.0, renew_deadline=0.5, retry_period=0.1))
     seen: list[str] = []
 
     async def operate(stop: asyncio.Event) -> None:
         seen.append("started")
-        await emu.patch_object(
-            "leases", "sys", "op", {"spec": {"holderIdentity": "usurper"}}, group="coordination.k8s.io"
-        )
+        await emu.patch_object("leases", "sys", "op", {"spec": {"holderIdentity": "usurper"}},
+                               group="coordination.k8s.io")
         await stop.wait()
         seen.append("stopped")
 

@@ -18,15 +18,8 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 def ascend_md(name: str = "v4", replicas: int = 2) -> dict[str, Any]:
-    return (
-        operator_md(name)
-        .engine("vllm")
-        .accelerator("ascend-910c", 16)
-        .parallelism(tensor=16, data=2, expert=32)
-        .placement(supernode="Required")
-        .replicas(replicas)
-        .dict()
-    )
+    return (operator_md(name).engine("vllm").accelerator("ascend-910c", 16)
+            .parallelism(tensor=16, data=2, expert=32).placement(supernode="Required").replicas(replicas).dict())
 
 
 def groups(emu: K8sEmulator, name: str = "v4") -> list[dict[str, Any]]:
@@ -61,8 +54,7 @@ async def test_apply_creates_groups_services_pdbs_with_placement(k8s: tuple[K8sE
         superpods = set()
         for s in sts:
             hosts = s["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
-                "requiredDuringSchedulingIgnoredDuringExecution"
-            ]["nodeSelectorTerms"][0]["matchExpressions"]
+                "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"]
             sp = {e["key"]: e["values"] for e in hosts}[C.NODE_LABEL_ASCEND_SUPERPOD][0]
             superpods.add(sp)
             nodes = {e["key"]: e["values"] for e in hosts}[C.NODE_LABEL_HOSTNAME]
@@ -90,7 +82,6 @@ async def test_noop_resync_performs_zero_writes(k8s: tuple[K8sEmulator, str]) ->
         await eventually(lambda: status(emu).get("readyReplicas") == 2, what="ready")
         await eventually(lambda: cond(emu, C.COND_PROGRESSING)["status"] == "False", what="settled")
         import asyncio
-
         await asyncio.sleep(0.3)
         since = emu.request_count
         await asyncio.sleep(1.0)  # ~10 resyncs
@@ -112,9 +103,8 @@ async def test_scale_up_and_down_removes_highest_groups_first(k8s: tuple[K8sEmul
         await eventually(lambda: len(groups(emu)) == 1, what="scaled to 1")
         (left,) = groups(emu)
         assert left["metadata"]["labels"][C.LABEL_GROUP] == "0"
-        await eventually(
-            lambda: status(emu).get("replicas") == 1 and status(emu).get("readyReplicas") == 1, what="status 1"
-        )
+        await eventually(lambda: status(emu).get("replicas") == 1 and status(emu).get("readyReplicas") == 1,
+                         what="status 1")
         assert (await c.get(f"{MDS}/v4/scale")).json()["status"]["replicas"] == 1
 
 
@@ -131,21 +121,17 @@ async def test_capacity_limited_places_what_fits(k8s: tuple[K8sEmulator, str]) -
         assert "1/3 groups placeable" in message
         assert any(e["reason"] == "CapacityShortfall" for e in emu.objects_of("events", "", "llm"))
         # New capacity arrives: the operator places the rest.
-        await cluster.add_nodes(
-            *(node(f"sp9-n{i}", "sp-9") for i in range(2)), *(node(f"sp8-n{i}", "sp-8") for i in range(2))
-        )
+        await cluster.add_nodes(*(node(f"sp9-n{i}", "sp-9") for i in range(2)),
+                                *(node(f"sp8-n{i}", "sp-8") for i in range(2)))
         await eventually(lambda: status(emu).get("readyReplicas") == 3, what="3 ready after capacity")
         assert cond(emu, C.COND_CAPACITY_LIMITED)["status"] == "False"
 
 
-@pytest.mark.parametrize(
-    ("engine", "field"),
-    [
-        ("tensorrt", "spec.engine.type"),  # refused by the model (schema)
-        ("builtin", "spec.parallelism"),  # valid CRD, but a shape the builtin engine cannot run (DP2 x TP16)
-        ("builtin-v4", "spec.parallelism.expert"),  # EP16 over builtin://tiny-v4's 8 routed experts
-    ],
-)
+@pytest.mark.parametrize(("engine", "field"), [
+    ("tensorrt", "spec.engine.type"),  # refused by the model (schema)
+    ("builtin", "spec.parallelism"),  # valid CRD, but a shape the builtin engine cannot run (DP2 x TP16)
+    ("builtin-v4", "spec.parallelism.expert"),  # EP16 over builtin://tiny-v4's 8 routed experts
+])
 async def test_invalid_spec_sets_degraded_without_crash_loop(
     k8s: tuple[K8sEmulator, str], engine: str, field: str
 ) -> None:
@@ -165,7 +151,6 @@ async def test_invalid_spec_sets_degraded_without_crash_loop(
         assert cond(emu, C.COND_DEGRADED, "bad")["reason"] == "InvalidSpec"
         await eventually(lambda: len(groups(emu, "good")) == 1, what="other deployments still served")
         import asyncio
-
         await asyncio.sleep(0.5)
         events = [e for e in emu.objects_of("events", "", "llm") if e["involvedObject"]["name"] == "bad"]
         assert len(events) == 1 and events[0]["reason"] == "InvalidSpec"
@@ -197,10 +182,8 @@ async def test_concurrent_deployments_never_share_a_supernode(k8s: tuple[K8sEmul
         await eventually(lambda: all(len(groups(emu, n)) == 1 for n in "abc"), what="3 groups")
         await eventually(lambda: len(emu.objects_of("pods", "", "llm")) == 6, what="pods")
         import asyncio
-
         await asyncio.sleep(0.5)
         superpods = {s["metadata"]["annotations"][C.LABEL_SUPERNODE] for n in "abc" for s in groups(emu, n)}
         assert superpods == {"sp-0", "sp-1", "sp-2"}
-        assert not [w for w in emu.writes(since) if w.startswith("PATCH") and "statefulsets" in w], (
+        assert not [w for w in emu.writes(since) if w.startswith("PATCH") and "statefulsets" in w], \
             "no group was re-placed"
-        )

@@ -14,11 +14,8 @@ from supernode.api import constants as C
 
 
 def sts_timeline(emu: K8sEmulator) -> list[tuple[str, str, dict[str, Any]]]:
-    return [
-        (e["type"], e["object"]["metadata"]["name"], e["object"])
-        for _, gp, e in emu.history
-        if gp == "apps/statefulsets"
-    ]
+    return [(e["type"], e["object"]["metadata"]["name"], e["object"]) for _, gp, e in emu.history
+            if gp == "apps/statefulsets"]
 
 
 def max_concurrent(emu: K8sEmulator) -> int:
@@ -36,17 +33,10 @@ def max_concurrent(emu: K8sEmulator) -> int:
 async def _rolled(emu: K8sEmulator, c: httpx.AsyncClient, image: str) -> None:
     r = await c.patch(f"{MDS}/v4", json={"spec": {"engine": {"type": "vllm", "image": image}}}, headers=MERGE)
     generation = r.json()["metadata"]["generation"]
-    await eventually(
-        lambda: (
-            status(emu).get("observedGeneration") == generation
-            and status(emu).get("updatedReplicas") == 2
-            and len(groups(emu)) == 2
-            and status(emu).get("readyReplicas") == 2
-            and cond(emu, C.COND_PROGRESSING)["status"] == "False"
-        ),
-        timeout=20,
-        what="rolled",
-    )
+    await eventually(lambda: status(emu).get("observedGeneration") == generation
+                     and status(emu).get("updatedReplicas") == 2 and len(groups(emu)) == 2
+                     and status(emu).get("readyReplicas") == 2
+                     and cond(emu, C.COND_PROGRESSING)["status"] == "False", timeout=20, what="rolled")
 
 
 async def test_spec_change_rolls_group_by_group_with_surge_and_drain(k8s: tuple[K8sEmulator, str]) -> None:
@@ -83,11 +73,8 @@ async def test_spec_change_rolls_group_by_group_with_surge_and_drain(k8s: tuple[
         assert not before & after, "every group was replaced"
         assert max_concurrent(emu) == 3, "never more than replicas + maxSurge groups"
         assert lowest[0] >= 2, "never fewer ready groups than replicas - maxUnavailable"
-        drained = [
-            name
-            for type_, name, obj in sts_timeline(emu)
-            if type_ == "MODIFIED" and (obj["metadata"].get("annotations") or {}).get(C.ANNOTATION_DRAINING) == "true"
-        ]
+        drained = [name for type_, name, obj in sts_timeline(emu) if type_ == "MODIFIED"
+                   and (obj["metadata"].get("annotations") or {}).get(C.ANNOTATION_DRAINING) == "true"]
         assert set(drained) == before, "old groups were drained before deletion"
         reasons = [e["reason"] for e in emu.objects_of("events", "", "llm")]
         assert reasons.count("GroupRolling") == 2 and reasons.count("GroupRolled") == 2
@@ -118,21 +105,13 @@ async def test_failed_pod_recreates_whole_group_then_budget_exhausts(k8s: tuple[
         name = sts["metadata"]["name"]
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in emu.objects_of("pods", "", "llm")}
         await cluster.set_pod("llm", f"{name}-1", ready=False, crash=True)  # a worker crash-loops
-        await eventually(
-            lambda: (groups(emu)[0]["metadata"].get("annotations") or {}).get(C.ANNOTATION_RESTARTS) == "1",
-            what="restart recorded",
-        )
-        await eventually(
-            lambda: (
-                len(emu.objects_of("pods", "", "llm")) == 2
-                and all(p["metadata"]["uid"] != uids[p["metadata"]["name"]] for p in emu.objects_of("pods", "", "llm"))
-            ),
-            what="both ranks recreated",
-        )
-        await eventually(
-            lambda: any(e["reason"] == "GroupRestarted" for e in emu.objects_of("events", "", "llm")),
-            what="GroupRestarted event",
-        )
+        await eventually(lambda: (groups(emu)[0]["metadata"].get("annotations") or {}).get(
+            C.ANNOTATION_RESTARTS) == "1", what="restart recorded")
+        await eventually(lambda: len(emu.objects_of("pods", "", "llm")) == 2 and all(
+            p["metadata"]["uid"] != uids[p["metadata"]["name"]] for p in emu.objects_of("pods", "", "llm")),
+            what="both ranks recreated")
+        await eventually(lambda: any(e["reason"] == "GroupRestarted" for e in emu.objects_of("events", "", "llm")),
+                         what="GroupRestarted event")
         await eventually(lambda: status(emu).get("readyReplicas") == 1, what="ready again")
         await cluster.set_pod("llm", f"{name}-0", ready=False, crash=True)
         await eventually(lambda: cond(emu, C.COND_DEGRADED)["status"] == "True", what="Degraded")
@@ -160,19 +139,12 @@ async def test_lws_installed_renders_leaderworkersets(k8s: tuple[K8sEmulator, st
     emu, url = k8s
     await setup(emu)
     emu.declare(LWS_KIND)
-    await emu.put_object(
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": "leaderworkersets.leaderworkerset.x-k8s.io"},
-            "spec": {},
-        }
-    )
+    await emu.put_object({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                          "metadata": {"name": "leaderworkersets.leaderworkerset.x-k8s.io"}, "spec": {}})
     async with running_operator(url), httpx.AsyncClient(base_url=url) as c:
         await c.post(MDS, json=ascend_md())
-        await eventually(
-            lambda: len(emu.objects_of("leaderworkersets", "leaderworkerset.x-k8s.io", "llm")) == 2, what="2 LWS"
-        )
+        await eventually(lambda: len(emu.objects_of("leaderworkersets", "leaderworkerset.x-k8s.io", "llm")) == 2,
+                         what="2 LWS")
         lws = emu.objects_of("leaderworkersets", "leaderworkerset.x-k8s.io", "llm")[0]
         assert lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
         assert groups(emu) == []

@@ -16,15 +16,10 @@ def pod(i: int, ready: bool = True, failed: str = "") -> PodState:
     return PodState(f"p{i}", 0, "r1", i, ready, failed, "n")
 
 
-def group(
-    index: int = 0,
-    pods: tuple[PodState, ...] = (pod(0), pod(1)),
-    draining: bool = False,
-    restarts: int = 0,
-    last: float | None = None,
-    rev: str = "r1",
-) -> GroupState:
-    return GroupState(index, f"g{index}", rev, "StatefulSet", 2, pods, draining, None, restarts, last, "sp-0", (), {})
+def group(index: int = 0, pods: tuple[PodState, ...] = (pod(0), pod(1)), draining: bool = False,
+          restarts: int = 0, last: float | None = None, rev: str = "r1") -> GroupState:
+    return GroupState(index, f"g{index}", rev, "StatefulSet", 2, pods, draining, None, restarts, last, "sp-0", (),
+                      {})
 
 
 FACTS = Facts(generation=3, desired=2, revision="r1", selector="s", placeable=2)
@@ -58,14 +53,8 @@ def test_transition_time_kept_while_status_unchanged() -> None:
 
 
 def test_capacity_limited_message_is_actionable() -> None:
-    facts = Facts(
-        generation=1,
-        desired=3,
-        revision="r1",
-        selector="s",
-        placeable=1,
-        capacity_reasons=("group 1: best supernode sp-0 has room for 0 pods",),
-    )
+    facts = Facts(generation=1, desired=3, revision="r1", selector="s", placeable=1,
+                  capacity_reasons=("group 1: best supernode sp-0 has room for 0 pods",))
     c = conds(compute_status([group(0)], facts, None, "t"))[C.COND_CAPACITY_LIMITED]
     assert c["status"] == "True" and c["reason"] == "InsufficientCapacity"
     assert "1/3 groups placeable" in c["message"] and "lower spec.replicas" in c["message"]
@@ -104,41 +93,21 @@ def test_gang_decision() -> None:
 
 
 def test_pod_failure_reasons() -> None:
-    crash = {
-        "status": {
-            "containerStatuses": [
-                {"name": "engine", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
-            ]
-        }
-    }
+    crash = {"status": {"containerStatuses": [{"name": "engine", "restartCount": 2,
+                                               "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}
     assert "CrashLoopBackOff" in pod_failure(crash)
     assert pod_failure({"status": {"phase": "Failed", "reason": "UnexpectedAdmissionError"}})
-    assert (
-        pod_failure({"status": {"phase": "Running"}, "spec": {"nodeName": "n1"}}, frozenset({"n1"})) == "node n1 lost"
-    )
+    assert pod_failure({"status": {"phase": "Running"}, "spec": {"nodeName": "n1"}}, frozenset({"n1"})) == \
+        "node n1 lost"
     assert pod_failure({"status": {"phase": "Running"}}) == ""
 
 
 def test_group_states_match_pods_by_group_and_revision() -> None:
-    sts = {
-        "kind": "StatefulSet",
-        "metadata": {
-            "name": "md-g0-r1",
-            "labels": {C.LABEL_GROUP: "0", C.LABEL_REVISION: "r1"},
-            "annotations": {C.ANNOTATION_RESTARTS: "2"},
-        },
-        "spec": {"replicas": 2},
-    }
-    pods = [
-        {
-            "metadata": {
-                "name": f"md-g0-r1-{i}",
-                "labels": {C.LABEL_GROUP: "0", C.LABEL_REVISION: rev, "apps.kubernetes.io/pod-index": str(i)},
-            },
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        }
-        for i, rev in ((0, "r1"), (1, "r0"))
-    ]
+    sts = {"kind": "StatefulSet", "metadata": {"name": "md-g0-r1", "labels": {C.LABEL_GROUP: "0",
+           C.LABEL_REVISION: "r1"}, "annotations": {C.ANNOTATION_RESTARTS: "2"}}, "spec": {"replicas": 2}}
+    pods = [{"metadata": {"name": f"md-g0-r1-{i}", "labels": {C.LABEL_GROUP: "0", C.LABEL_REVISION: rev,
+                                                               "apps.kubernetes.io/pod-index": str(i)}},
+             "status": {"conditions": [{"type": "Ready", "status": "True"}]}} for i, rev in ((0, "r1"), (1, "r0"))]
     (state,) = group_states([sts], pods)
     assert state.restarts == 2 and [p.rank for p in state.pods] == [0] and not state.ready
 

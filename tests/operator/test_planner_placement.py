@@ -14,13 +14,8 @@ ASCEND = C.RESOURCE_ASCEND
 
 
 def v4_pro(replicas: int = 1, policy: str = "Required", spread: bool = True):  # type: ignore[no-untyped-def]
-    return (
-        make_md("v4-pro")
-        .replicas(replicas)
-        .accelerator("ascend-910c", 16)
-        .group(pods=2)
+    return make_md("v4-pro").replicas(replicas).accelerator("ascend-910c", 16).group(pods=2) \
         .placement(policy, spread=spread)
-    )
 
 
 def nodes_of(p: Plan, group: int) -> list[str | None]:
@@ -53,44 +48,28 @@ def test_packs_groups_into_one_supernode_when_spreading_is_off() -> None:
 
 
 def test_refuses_to_split_a_group_across_supernodes_when_required() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("sp-0-n0").superpod("sp-0").ascend(16),
-            make_node("sp-0-n1").superpod("sp-0").ascend(16, used=16),
-            make_node("sp-1-n0").superpod("sp-1").ascend(16),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        make_node("sp-0-n0").superpod("sp-0").ascend(16),
+        make_node("sp-0-n1").superpod("sp-0").ascend(16, used=16),
+        make_node("sp-1-n0").superpod("sp-1").ascend(16),
+    ).obj()
     p = plan(v4_pro().obj(), inventory)
     assert not p.groups[0].placed and p.capacity.placeable == 0
     assert p.groups[0].reason == (
-        "needs 2 pods x 16 huawei.com/Ascend910 in one supernode; best supernode sp-0 has room for 1 pod"
-    )
+        "needs 2 pods x 16 huawei.com/Ascend910 in one supernode; best supernode sp-0 has room for 1 pod")
     assert all(pod.node is None for pod in p.groups[0].pods)
 
 
 def test_preferred_spans_supernodes_only_when_no_single_one_has_room() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("sp-0-n0").superpod("sp-0").ascend(16),
-            make_node("sp-1-n0").superpod("sp-1").ascend(16),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        make_node("sp-0-n0").superpod("sp-0").ascend(16),
+        make_node("sp-1-n0").superpod("sp-1").ascend(16),
+    ).obj()
     p = plan(v4_pro(policy="Preferred").obj(), inventory)
     assert p.groups[0].placed and p.groups[0].supernode is None
     assert p.groups[0].supernodes == ("sp-0", "sp-1")
-    roomy = (
-        make_inventory()
-        .add(
-            *inventory.nodes,
-            make_node("sp-2-n0").superpod("sp-2").ascend(16),
-            make_node("sp-2-n1").superpod("sp-2").ascend(16),
-        )
-        .obj()
-    )
+    roomy = make_inventory().add(*inventory.nodes, make_node("sp-2-n0").superpod("sp-2").ascend(16),
+                                 make_node("sp-2-n1").superpod("sp-2").ascend(16)).obj()
     assert plan(v4_pro(policy="Preferred").obj(), roomy).groups[0].supernode == "sp-2"
 
 
@@ -99,8 +78,7 @@ def test_reports_capacity_limited_with_the_shortfall() -> None:
     assert p.capacity.desired == 4 and p.capacity.placeable == 3 and p.capacity.limited
     assert [g.placed for g in p.groups] == [True, True, True, False]
     assert p.capacity.reasons == (
-        "group 3: needs 2 pods x 16 huawei.com/Ascend910 in one supernode; best supernode sp-0 has room for 0 pods",
-    )
+        "group 3: needs 2 pods x 16 huawei.com/Ascend910 in one supernode; best supernode sp-0 has room for 0 pods",)
 
 
 def test_several_unplaced_groups_share_one_reason_line() -> None:
@@ -137,14 +115,10 @@ def test_an_existing_group_on_a_vanished_node_is_re_placed_with_a_note() -> None
 
 
 def test_never_over_commits_devices_held_by_others() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("a").superpod("sp").ascend(16, used=8),
-            make_node("b").superpod("sp").ascend(16, used=1),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        make_node("a").superpod("sp").ascend(16, used=8),
+        make_node("b").superpod("sp").ascend(16, used=1),
+    ).obj()
     md = make_md("x").accelerator("ascend-910c", 8).group(pods=1).replicas(3).placement("Required").obj()
     p = plan(md, inventory)
     assert p.capacity.placeable == 2, "a: 8 free = 1 pod, b: 15 free = 1 pod"
@@ -172,14 +146,10 @@ def test_cpu_groups_spread_over_nodes() -> None:
 
 
 def test_respects_taints_unless_tolerated() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("tainted").superpod("sp-0").ascend(16).taint("dedicated", "batch"),
-            make_node("soft").superpod("sp-1").ascend(16).taint("hint", effect="PreferNoSchedule"),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        make_node("tainted").superpod("sp-0").ascend(16).taint("dedicated", "batch"),
+        make_node("soft").superpod("sp-1").ascend(16).taint("hint", effect="PreferNoSchedule"),
+    ).obj()
     md = make_md("x").accelerator("ascend-910b", 16).replicas(2).placement("Required")
     p = plan(md.obj(), inventory)
     assert [nodes_of(p, g) for g in (0, 1)] == [["soft"], [None]]
@@ -192,14 +162,10 @@ def test_respects_taints_unless_tolerated() -> None:
 
 
 def test_respects_node_selector() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("a").superpod("sp-0").ascend(16).label("pool", "prod"),
-            make_node("b").superpod("sp-1").ascend(16).label("pool", "dev"),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        make_node("a").superpod("sp-0").ascend(16).label("pool", "prod"),
+        make_node("b").superpod("sp-1").ascend(16).label("pool", "dev"),
+    ).obj()
     md = make_md("x").accelerator("ascend-910c", 16).replicas(2).node_selector({"pool": "prod"}).obj()
     p = plan(md, inventory)
     assert nodes_of(p, 0) == ["a"] and not p.groups[1].placed
@@ -207,28 +173,20 @@ def test_respects_node_selector() -> None:
 
 
 def test_skips_nodes_that_are_not_ready_or_cordoned() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("down").superpod("sp").ascend(16).not_ready(),
-            make_node("drained").superpod("sp").ascend(16).cordoned(),
-            make_node("up").superpod("sp").ascend(16),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        make_node("down").superpod("sp").ascend(16).not_ready(),
+        make_node("drained").superpod("sp").ascend(16).cordoned(),
+        make_node("up").superpod("sp").ascend(16),
+    ).obj()
     p = plan(make_md("x").accelerator("ascend-910c", 16).replicas(2).obj(), inventory)
     assert nodes_of(p, 0) == ["up"] and not p.groups[1].placed
     assert "2 of 3 nodes excluded: 1 cordoned, 1 not ready" in p.notes
 
 
 def test_nvidia_groups_stay_inside_one_nvlink_clique() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            *(make_node(f"gb-{c}-{i}").clique(f"clique-{c}").nvidia(4) for c in range(2) for i in range(3)),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(
+        *(make_node(f"gb-{c}-{i}").clique(f"clique-{c}").nvidia(4) for c in range(2) for i in range(3)),
+    ).obj()
     md = make_md("x").accelerator("nvidia-b200", 4).group(pods=3).replicas(2).placement("Required").obj()
     p = plan(md, inventory)
     assert p.supernode_label == C.NODE_LABEL_NVIDIA_CLIQUE
@@ -237,14 +195,8 @@ def test_nvidia_groups_stay_inside_one_nvlink_clique() -> None:
 
 
 def test_nodes_of_another_gpu_product_are_not_used() -> None:
-    inventory = (
-        make_inventory()
-        .add(
-            make_node("h100").nvidia(8, product="NVIDIA-H100-80GB-HBM3"),
-            make_node("h200").nvidia(8, product="NVIDIA-H200"),
-        )
-        .obj()
-    )
+    inventory = make_inventory().add(make_node("h100").nvidia(8, product="NVIDIA-H100-80GB-HBM3"),
+                                     make_node("h200").nvidia(8, product="NVIDIA-H200")).obj()
     p = plan(make_md("x").accelerator("nvidia-h200", 8).replicas(2).obj(), inventory)
     assert nodes_of(p, 0) == ["h200"] and not p.groups[1].placed
 
@@ -259,11 +211,8 @@ def test_a_node_without_a_supernode_label_is_a_supernode_of_one() -> None:
 
 
 def test_supernode_label_override_from_spec_and_from_operator_setting() -> None:
-    inventory = (
-        make_inventory()
-        .add(*(make_node(f"n{i}").label("pod-id", f"p{i % 2}").label("rack", "r0").ascend(16) for i in range(4)))
-        .obj()
-    )
+    inventory = make_inventory().add(
+        *(make_node(f"n{i}").label("pod-id", f"p{i % 2}").label("rack", "r0").ascend(16) for i in range(4))).obj()
     md = make_md("x").accelerator("ascend-910c", 16).group(pods=2).replicas(2).placement("Required")
     by_operator = plan(md.obj(), inventory, supernode_label="pod-id")
     assert by_operator.supernode_label == "pod-id"
@@ -281,24 +230,15 @@ def test_resource_name_override() -> None:
 
 
 def test_every_rank_gets_the_env_its_distributed_world_needs() -> None:
-    md = (
-        make_md("v4-pro")
-        .model("deepseek-v4-pro")
-        .accelerator("ascend-910c", 16)
-        .parallelism(tensor=16, data=2, expert=32)
-        .obj()
-    )
+    md = make_md("v4-pro").model("deepseek-v4-pro").accelerator("ascend-910c", 16) \
+        .parallelism(tensor=16, data=2, expert=32).obj()
     p = plan(md, make_inventory().superpods(1, nodes=2).obj())
     for rank, pod in enumerate(p.groups[0].pods):
         env = pod.env
         assert env[C.ENV_RANK] == str(rank) and env[C.ENV_WORLD_SIZE] == "2"
         assert env[C.ENV_LEADER_ADDR] == C.LEADER_ADDR_PLACEHOLDER
-        assert (
-            env[C.ENV_TENSOR_PARALLEL],
-            env[C.ENV_DATA_PARALLEL],
-            env[C.ENV_EXPERT_PARALLEL],
-            env[C.ENV_PIPELINE_PARALLEL],
-        ) == ("16", "2", "32", "1")
+        assert (env[C.ENV_TENSOR_PARALLEL], env[C.ENV_DATA_PARALLEL], env[C.ENV_EXPERT_PARALLEL],
+                env[C.ENV_PIPELINE_PARALLEL]) == ("16", "2", "32", "1")
         assert env[C.ENV_ASCEND_VISIBLE_DEVICES] == ",".join(map(str, range(16)))
         assert env[C.ENV_SUPERNODE_ID] == "sp-0" and env[C.ENV_DEVICE] == "npu"
         assert env[C.ENV_GROUP] == "0" and env[C.ENV_DEPLOYMENT] == "v4-pro"
@@ -316,10 +256,8 @@ def test_same_input_same_plan_whatever_the_node_order() -> None:
 def test_no_eligible_node_says_so() -> None:
     p = plan(v4_pro().obj(), make_inventory().cpu_nodes(2).obj())
     assert p.groups[0].reason == "needs 2 pods x 16 huawei.com/Ascend910; no eligible node"
-    assert p.capacity.reasons == (
-        "group 0: needs 2 pods x 16 huawei.com/Ascend910; no eligible node",
-        "2 of 2 nodes excluded: 2 no huawei.com/Ascend910",
-    )
+    assert p.capacity.reasons == ("group 0: needs 2 pods x 16 huawei.com/Ascend910; no eligible node",
+                                  "2 of 2 nodes excluded: 2 no huawei.com/Ascend910")
 
 
 def test_zero_replicas_plans_nothing() -> None:
@@ -328,10 +266,7 @@ def test_zero_replicas_plans_nothing() -> None:
 
 
 def test_policy_none_ignores_supernodes() -> None:
-    inventory = (
-        make_inventory()
-        .add(make_node("a").superpod("sp-0").ascend(16), make_node("b").superpod("sp-1").ascend(16))
-        .obj()
-    )
+    inventory = make_inventory().add(make_node("a").superpod("sp-0").ascend(16),
+                                     make_node("b").superpod("sp-1").ascend(16)).obj()
     p = plan(v4_pro(policy="None").obj(), inventory)
     assert p.groups[0].placed and p.groups[0].supernodes == ("sp-0", "sp-1")

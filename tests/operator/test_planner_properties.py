@@ -37,14 +37,9 @@ def inventories(draw: Any) -> Inventory:
 def deployments(draw: Any) -> Any:
     per_pod = draw(st.sampled_from([1, 4, 8, 16, 16]))
     pods = draw(st.integers(1, 4))
-    return (
-        make_md("p")
-        .accelerator("ascend-910c", per_pod)
-        .group(pods=pods)
-        .replicas(draw(st.integers(0, 6)))
-        .placement(draw(st.sampled_from(["Required", "Preferred", "None"])), spread=draw(st.booleans()))
-        .obj()
-    )
+    return make_md("p").accelerator("ascend-910c", per_pod).group(pods=pods) \
+        .replicas(draw(st.integers(0, 6))) \
+        .placement(draw(st.sampled_from(["Required", "Preferred", "None"])), spread=draw(st.booleans())).obj()
 
 
 def _assert_sound(p: Plan, inventory: Inventory, policy: str) -> None:
@@ -52,18 +47,14 @@ def _assert_sound(p: Plan, inventory: Inventory, policy: str) -> None:
     taken = Counter(pod.node for g in p.groups if g.placed for pod in g.pods)
     for name, pods in taken.items():
         node = nodes[name]  # type: ignore[index]
-        assert node.used.get(C.RESOURCE_ASCEND, 0) + pods * p.devices_per_pod <= node.allocatable.get(
-            C.RESOURCE_ASCEND, 0
-        ), f"{name} over-committed"
+        assert node.used.get(C.RESOURCE_ASCEND, 0) + pods * p.devices_per_pod \
+            <= node.allocatable.get(C.RESOURCE_ASCEND, 0), f"{name} over-committed"
     for g in p.groups:
         assert g.placed == all(pod.node for pod in g.pods)
         assert len(g.pods) == p.pods_per_group
         if g.placed and policy == "Required":
-            domains = {
-                nodes[pod.node].labels.get(C.NODE_LABEL_ASCEND_SUPERPOD) or f"node/{pod.node}"
-                for pod in g.pods
-                if pod.node
-            }
+            domains = {nodes[pod.node].labels.get(C.NODE_LABEL_ASCEND_SUPERPOD) or f"node/{pod.node}"
+                       for pod in g.pods if pod.node}
             assert len(domains) == 1, f"group {g.index} spans {domains}"
     assert p.capacity.placeable == sum(g.placed for g in p.groups)
 

@@ -116,13 +116,10 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
         reasoning = [f"think{i} " for i in range(3)] if thinking else []
         words = [f"{b.name}-w{i} " for i in range(b.answer_words)]
         reasoning, words = reasoning[:limit], words[: max(0, limit - len(reasoning))]
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(reasoning) + len(words),
-            "total_tokens": prompt_tokens + len(reasoning) + len(words),
-            "prompt_tokens_details": {"cached_tokens": cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": len(reasoning)},
-        }
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reasoning) + len(words),
+                 "total_tokens": prompt_tokens + len(reasoning) + len(words),
+                 "prompt_tokens_details": {"cached_tokens": cached_tokens},
+                 "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}
         return reasoning, words, usage, prefill_s
 
     @contextlib.asynccontextmanager
@@ -165,35 +162,16 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
                 choice: dict[str, Any] = {"index": 0, "message": msg, "finish_reason": "stop"}
             else:
                 choice = {"index": 0, "text": "".join(words), "finish_reason": "stop"}
-            return JSONResponse(
-                {
-                    "id": rid,
-                    "object": obj,
-                    "created": created,
-                    "model": body.get("model"),
-                    "choices": [choice],
-                    "usage": usage,
-                }
-            )
+            return JSONResponse({"id": rid, "object": obj, "created": created, "model": body.get("model"),
+                                 "choices": [choice], "usage": usage})
 
         async def events() -> AsyncIterator[bytes]:
             def chunk(delta: dict[str, Any] | None, finish: str | None = None, usage: Any = None) -> bytes:
-                choices = (
-                    []
-                    if delta is None
-                    else (
-                        [{"index": 0, "delta": delta, "finish_reason": finish}]
-                        if chat
-                        else [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}]
-                    )
-                )
-                data: dict[str, Any] = {
-                    "id": rid,
-                    "object": obj + ".chunk",
-                    "created": created,
-                    "model": body.get("model"),
-                    "choices": choices,
-                }
+                choices = [] if delta is None else (
+                    [{"index": 0, "delta": delta, "finish_reason": finish}] if chat
+                    else [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}])
+                data: dict[str, Any] = {"id": rid, "object": obj + ".chunk", "created": created,
+                                        "model": body.get("model"), "choices": choices}
                 if usage is not None:
                     data["usage"] = usage
                 return f"data: {json.dumps(data)}\n\n".encode()
@@ -262,14 +240,12 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        text = (
-            f'# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name="fake"}} '
-            f'{st.running}\nvllm:num_requests_waiting{{model_name="fake"}} {st.waiting}\n'
-            f'vllm:gpu_cache_usage_perc{{model_name="fake"}} '
-            f"{len(st.cache) / st.behaviour.cache_blocks if st.behaviour.cache_blocks else 0.0}\n"
-            f"fake:prefix_hit_blocks_total {st.hit_blocks}\nfake:prefix_blocks_total {st.total_blocks}\n"
-            f"fake:requests_completed_total {st.completed}\n"
-        )
+        text = (f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"fake\"}} "
+                f"{st.running}\nvllm:num_requests_waiting{{model_name=\"fake\"}} {st.waiting}\n"
+                f"vllm:gpu_cache_usage_perc{{model_name=\"fake\"}} "
+                f"{len(st.cache) / st.behaviour.cache_blocks if st.behaviour.cache_blocks else 0.0}\n"
+                f"fake:prefix_hit_blocks_total {st.hit_blocks}\nfake:prefix_blocks_total {st.total_blocks}\n"
+                f"fake:requests_completed_total {st.completed}\n")
         return Response(text, media_type="text/plain")
 
     return app
@@ -277,12 +253,8 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
 
 async def serve_many(ports: list[int], make: Callable[[int], Behaviour]) -> None:
     """Several engines in one process (one event loop): a cheap simulated fleet."""
-    servers = [
-        uvicorn.Server(
-            uvicorn.Config(create_engine_app(make(i)), host="127.0.0.1", port=p, log_level="warning", access_log=False)
-        )
-        for i, p in enumerate(ports)
-    ]
+    servers = [uvicorn.Server(uvicorn.Config(create_engine_app(make(i)), host="127.0.0.1", port=p,
+                                             log_level="warning", access_log=False)) for i, p in enumerate(ports)]
     await asyncio.gather(*(s.serve() for s in servers))
 
 
@@ -298,14 +270,8 @@ def main() -> None:
     a = ap.parse_args()
 
     def make(i: int) -> Behaviour:
-        return Behaviour(
-            name=f"{a.name}{i}",
-            cache_blocks=a.cache_blocks,
-            block_cost_s=a.block_cost_ms / 1000,
-            decode_s=a.decode_ms / 1000,
-            concurrency=a.concurrency,
-            answer_words=a.answer_words,
-        )
+        return Behaviour(name=f"{a.name}{i}", cache_blocks=a.cache_blocks, block_cost_s=a.block_cost_ms / 1000,
+                         decode_s=a.decode_ms / 1000, concurrency=a.concurrency, answer_words=a.answer_words)
 
     asyncio.run(serve_many(a.port, make))
 

@@ -27,9 +27,8 @@ MODEL = "deepseek-v4-flash"
 
 
 async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           access_log=False))
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:

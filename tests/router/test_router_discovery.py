@@ -31,12 +31,9 @@ class Pod:
 
     def __init__(self, name: str, deployment: str = "v4-flash", ns: str = "llm"):
         self.obj: dict[str, Any] = {
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": {C.LABEL_ROLE: C.ROLE_LEADER, C.LABEL_DEPLOYMENT: deployment, C.LABEL_GROUP: "1"},
-                "annotations": {},
-            },
+            "metadata": {"name": name, "namespace": ns, "labels": {C.LABEL_ROLE: C.ROLE_LEADER,
+                                                                   C.LABEL_DEPLOYMENT: deployment,
+                                                                   C.LABEL_GROUP: "1"}, "annotations": {}},
             "spec": {"containers": [{"name": "engine", "ports": [{"name": "http", "containerPort": 8100}]}]},
             "status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": [{"type": "Ready", "status": "True"}]},
         }
@@ -59,45 +56,23 @@ class Pod:
 
 
 def md(name: str = "v4-flash", *, capacity_limited: bool = False) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "namespace": "llm"},
-        "spec": {
-            "model": {"name": "deepseek-v4-flash", "aliases": ["deepseek-chat"]},
-            "modes": ["non-think"],
-            "engine": {"type": "vllm"},
-        },
-        "status": {
-            "conditions": [{"type": C.COND_CAPACITY_LIMITED, "status": "True" if capacity_limited else "False"}]
-        },
-    }
+    return {"metadata": {"name": name, "namespace": "llm"},
+            "spec": {"model": {"name": "deepseek-v4-flash", "aliases": ["deepseek-chat"]}, "modes": ["non-think"],
+                     "engine": {"type": "vllm"}},
+            "status": {"conditions": [{"type": C.COND_CAPACITY_LIMITED,
+                                       "status": "True" if capacity_limited else "False"}]}}
 
 
 def test_leader_pod_and_deployment_become_an_endpoint() -> None:
     eps = endpoints_from_objects([Pod("p0").obj], [md(capacity_limited=True)])
-    assert eps == [
-        Endpoint(
-            url="http://10.0.0.5:8100",
-            model="deepseek-v4-flash",
-            aliases=["deepseek-chat"],
-            modes=[Mode.NON_THINK],
-            deployment="llm/v4-flash",
-            group=1,
-            engine_type=EngineType.VLLM,
-            ready=True,
-            draining=False,
-            capacity_limited=True,
-        )
-    ]
+    assert eps == [Endpoint(url="http://10.0.0.5:8100", model="deepseek-v4-flash", aliases=["deepseek-chat"],
+                            modes=[Mode.NON_THINK], deployment="llm/v4-flash", group=1, engine_type=EngineType.VLLM,
+                            ready=True, draining=False, capacity_limited=True)]
 
 
 def test_annotations_override_and_draining_and_readiness() -> None:
-    pod = (
-        Pod("p0")
-        .annotate(C.ANNOTATION_MODES, "think-high,think-max")
-        .annotate(C.ANNOTATION_DRAINING, "true")
-        .annotate(C.ANNOTATION_ENGINE_TYPE, "sglang")
-        .not_ready()
-    )
+    pod = (Pod("p0").annotate(C.ANNOTATION_MODES, "think-high,think-max").annotate(C.ANNOTATION_DRAINING, "true")
+           .annotate(C.ANNOTATION_ENGINE_TYPE, "sglang").not_ready())
     ep = endpoint_from_pod(pod.obj, md())
     assert ep is not None
     assert ep.modes == [Mode.THINK_HIGH, Mode.THINK_MAX] and ep.draining and not ep.ready
@@ -115,11 +90,9 @@ def test_workers_pods_without_ip_or_model_are_skipped() -> None:
 
 
 def test_prometheus_parser_and_engine_name_maps() -> None:
-    text = (
-        '# HELP x\nvllm:num_requests_running{model_name="a"} 3\nvllm:num_requests_running{model_name="b"} 2\n'
-        "vllm:num_requests_waiting 4.0\nvllm:kv_cache_usage_perc 0.5\nbad line\nsglang:num_running_reqs 7\n"
-        'sglang:num_queue_reqs{x="}"} 1\nsglang:token_usage 0.25\nnan_metric NaN\n'
-    )
+    text = ('# HELP x\nvllm:num_requests_running{model_name="a"} 3\nvllm:num_requests_running{model_name="b"} 2\n'
+            'vllm:num_requests_waiting 4.0\nvllm:kv_cache_usage_perc 0.5\nbad line\nsglang:num_running_reqs 7\n'
+            'sglang:num_queue_reqs{x="}"} 1\nsglang:token_usage 0.25\nnan_metric NaN\n')
     samples = parse_prometheus(text)
     assert samples["vllm:num_requests_running"] == 5 and "nan_metric" not in samples
     v = engine_stats(text, EngineType.VLLM)
@@ -174,13 +147,9 @@ def test_cli_router_serves_with_local_discovery(tmp_path: Path) -> None:
     (tmp_path / "eps.json").write_text(json.dumps({"endpoints": [{"url": "http://127.0.0.1:9", "model": "m"}]}))
     (tmp_path / "r.yaml").write_text("discovery: {type: local, path: eps.json}\nhealth: {scrape_interval_s: 0}\n")
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "r.yaml"), "--port", str(port)],
-        env=os.environ.copy(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "r.yaml"),
+                             "--port", str(port)], env=os.environ.copy(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 20
         while True:
@@ -199,14 +168,8 @@ def test_cli_router_serves_with_local_discovery(tmp_path: Path) -> None:
 
 def test_cli_router_rejects_a_bad_config(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("discovery: {type: nope}\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "r.yaml")],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        cwd=ROOT,
-        timeout=30,
-    )
+    out = subprocess.run([sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "r.yaml")],
+                         capture_output=True, text=True, env=os.environ.copy(), cwd=ROOT, timeout=30)
     assert out.returncode == 2 and "discovery.type" in out.stderr
 
 

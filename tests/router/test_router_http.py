@@ -25,8 +25,7 @@ async def test_openai_sdk_chat_non_streaming_thinking_and_headers(stack: Stack) 
     url = await two_engines(stack)
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
     raw = await client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], reasoning_effort="max"
-    )
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], reasoning_effort="max")
     resp = raw.parse()
     assert resp.choices[0].message.content.startswith(("a-w0", "b-w0"))
     assert resp.choices[0].message.reasoning_content.startswith("think0")  # type: ignore[attr-defined]
@@ -43,11 +42,8 @@ async def test_openai_sdk_streaming_non_think_alias(stack: Stack) -> None:
     url = await two_engines(stack)
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
     stream = await client.chat.completions.create(
-        model="deepseek-chat",
-        messages=[{"role": "user", "content": "hi"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+        model="deepseek-chat", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
     text, reasoning, usage = "", "", None
     async for chunk in stream:
         if chunk.choices:
@@ -73,13 +69,9 @@ async def test_openai_completions_and_models(stack: Stack) -> None:
 async def test_anthropic_sdk_messages_non_streaming_with_thinking(stack: Stack) -> None:
     url = await two_engines(stack)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
-    msg = await client.messages.create(
-        model="claude-sonnet-4-6",
-        max_tokens=100,
-        system="be brief",
-        messages=[{"role": "user", "content": "hi"}],
-        thinking={"type": "enabled", "budget_tokens": 1024},
-    )
+    msg = await client.messages.create(model="claude-sonnet-4-6", max_tokens=100, system="be brief",
+                                       messages=[{"role": "user", "content": "hi"}],
+                                       thinking={"type": "enabled", "budget_tokens": 1024})
     kinds = [b.type for b in msg.content]
     assert kinds == ["thinking", "text"]
     assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 9
@@ -92,12 +84,9 @@ async def test_anthropic_sdk_streaming_events(stack: Stack) -> None:
     url = await two_engines(stack)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
     events: list[str] = []
-    async with client.messages.stream(
-        model="claude-haiku-4",
-        max_tokens=100,
-        messages=[{"role": "user", "content": "hi"}],
-        extra_body={"output_config": {"effort": "max"}},
-    ) as stream:
+    async with client.messages.stream(model="claude-haiku-4", max_tokens=100,
+                                      messages=[{"role": "user", "content": "hi"}],
+                                      extra_body={"output_config": {"effort": "max"}}) as stream:
         async for event in stream:
             events.append(event.type)
         final = await stream.get_final_message()
@@ -113,12 +102,8 @@ async def test_anthropic_sdk_streaming_events(stack: Stack) -> None:
 async def test_anthropic_thinking_disabled_gives_text_only(stack: Stack) -> None:
     url = await two_engines(stack)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
-    msg = await client.messages.create(
-        model="claude-sonnet-4",
-        max_tokens=50,
-        thinking={"type": "disabled"},
-        messages=[{"role": "user", "content": "hi"}],
-    )
+    msg = await client.messages.create(model="claude-sonnet-4", max_tokens=50, thinking={"type": "disabled"},
+                                       messages=[{"role": "user", "content": "hi"}])
     assert [b.type for b in msg.content] == ["text"]
     with pytest.raises(anthropic.NotFoundError):  # claude-opus* → pro, which no endpoint serves here
         await client.messages.create(model="claude-opus-4", max_tokens=5, messages=[{"role": "user", "content": "x"}])
@@ -131,7 +116,8 @@ async def test_errors_in_each_api_shape(stack: Stack) -> None:
         await oa.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert nf.value.body["code"] == "model_not_found"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as br:
-        await oa.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=10**9)
+        await oa.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                         max_tokens=10**9)
     assert br.value.body["param"] == "max_tokens"  # type: ignore[index]
     an = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
     with pytest.raises(anthropic.NotFoundError) as anf:
@@ -155,8 +141,7 @@ async def test_retry_on_another_endpoint_before_first_byte(stack: Stack) -> None
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
     for stream in (False, True):
         raw = await client.chat.completions.with_raw_response.create(
-            model=MODEL, messages=[{"role": "user", "content": f"retry {stream}"}], stream=stream
-        )
+            model=MODEL, messages=[{"role": "user", "content": f"retry {stream}"}], stream=stream)
         assert raw.headers[C.HEADER_ENDPOINT] == good
         if stream:
             assert [c async for c in raw.parse()]  # type: ignore[union-attr]
@@ -336,7 +321,6 @@ async def test_first_byte_timeout_retries_on_another_endpoint(stack: Stack) -> N
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
     for i in range(4):  # different prompts: some are routed to the slow engine first
         raw = await client.chat.completions.with_raw_response.create(
-            model=MODEL, messages=[{"role": "user", "content": f"prompt {i}"}], stream=True
-        )
+            model=MODEL, messages=[{"role": "user", "content": f"prompt {i}"}], stream=True)
         assert raw.headers[C.HEADER_ENDPOINT] == fast
     assert stack.engines["slow"].requests  # it was tried, timed out, and the request moved on

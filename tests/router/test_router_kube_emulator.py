@@ -28,16 +28,10 @@ MD_KIND = Kind(C.GROUP, C.VERSION, C.PLURAL, C.KIND)
 
 
 def leader_pod(name: str, deployment: str = "v4-flash", ip: str = "10.0.0.5") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "labels": {C.LABEL_ROLE: C.ROLE_LEADER, C.LABEL_DEPLOYMENT: deployment, C.LABEL_GROUP: "0"},
-        },
-        "spec": {"containers": [{"name": "engine", "ports": [{"name": "http", "containerPort": 8100}]}]},
-    }
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": {C.LABEL_ROLE: C.ROLE_LEADER,
+                                                                  C.LABEL_DEPLOYMENT: deployment, C.LABEL_GROUP: "0"}},
+            "spec": {"containers": [{"name": "engine", "ports": [{"name": "http", "containerPort": 8100}]}]}}
 
 
 def pod_status(ip: str) -> dict[str, Any]:
@@ -45,12 +39,8 @@ def pod_status(ip: str) -> dict[str, Any]:
 
 
 def model_deployment(name: str = "v4-flash") -> dict[str, Any]:
-    return {
-        "apiVersion": C.API_VERSION,
-        "kind": C.KIND,
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"model": {"name": "deepseek-v4-flash"}, "modes": ["non-think", "think-high"]},
-    }
+    return {"apiVersion": C.API_VERSION, "kind": C.KIND, "metadata": {"name": name, "namespace": NS},
+            "spec": {"model": {"name": "deepseek-v4-flash"}, "modes": ["non-think", "think-high"]}}
 
 
 def capacity_limited(on: bool) -> dict[str, Any]:
@@ -67,7 +57,7 @@ class Harness:
             if self.seen and check(self.seen[-1]):
                 return time.monotonic() - start
             await asyncio.sleep(0.01)
-        raise AssertionError(f"{what}: not seen within {within_s}s; last endpoints {self.seen[-1:]}")
+        raise AssertionError(f"{what}: not seen within {within_s}s; last endpoints {self.seen[-1:] }")
 
 
 @pytest.fixture
@@ -75,16 +65,9 @@ async def cluster() -> AsyncIterator[tuple[K8sEmulator, kmock.Server, Harness]]:
     async with K8sEmulator(strict=False) as emu, kmock.Server(emu) as srv:
         emu.declare(MD_KIND)
         seen: list[list[Endpoint]] = []
-        d = KubernetesDiscovery(
-            seen.append,
-            namespace=NS,
-            port_name="http",
-            default_port=8000,
-            default_max_concurrency=8,
-            api_url=str(srv.url).rstrip("/"),
-            debounce_s=0.02,
-            watch_timeout_s=30,
-        )
+        d = KubernetesDiscovery(seen.append, namespace=NS, port_name="http", default_port=8000,
+                                default_max_concurrency=8, api_url=str(srv.url).rstrip("/"), debounce_s=0.02,
+                                watch_timeout_s=30)
         task = asyncio.create_task(d.run())
         try:
             yield emu, srv, Harness(emu, d, seen)
@@ -95,21 +78,13 @@ async def cluster() -> AsyncIterator[tuple[K8sEmulator, kmock.Server, Harness]]:
 
 
 async def test_pod_and_deployment_changes_reach_the_endpoints_within_a_second(
-    cluster: tuple[K8sEmulator, kmock.Server, Harness],
-) -> None:
+        cluster: tuple[K8sEmulator, kmock.Server, Harness]) -> None:
     emu, _, h = cluster
     await h.until(lambda eps: eps == [], "initial empty list")
     await emu.put_object(model_deployment())
     await emu.put_object(leader_pod("p0"))
-    await emu.put_object(
-        {
-            **leader_pod("w1"),
-            "metadata": {
-                **leader_pod("w1")["metadata"],
-                "labels": {C.LABEL_ROLE: "worker", C.LABEL_DEPLOYMENT: "v4-flash"},
-            },
-        }
-    )  # not selected: never an endpoint
+    await emu.put_object({**leader_pod("w1"), "metadata": {**leader_pod("w1")["metadata"], "labels": {
+        C.LABEL_ROLE: "worker", C.LABEL_DEPLOYMENT: "v4-flash"}}})  # not selected: never an endpoint
     await emu.patch_object("pods", NS, "p0", pod_status("10.0.0.5"), subresource="status")
     took = await h.until(lambda eps: [e.url for e in eps] == ["http://10.0.0.5:8100"], "endpoint appears")
     ep = h.seen[-1][0]
@@ -158,16 +133,9 @@ async def test_api_server_outage_keeps_endpoints_and_recovers() -> None:
         async with kmock.Server(emu) as srv:
             port = srv.port
             # watch_timeout_s=1: a watch that reconnects while this server shuts down ends within 1 s
-            d = KubernetesDiscovery(
-                seen.append,
-                namespace=None,
-                port_name="http",
-                default_port=8000,
-                default_max_concurrency=8,
-                api_url=str(srv.url).rstrip("/"),
-                debounce_s=0.02,
-                watch_timeout_s=1,
-            )
+            d = KubernetesDiscovery(seen.append, namespace=None, port_name="http", default_port=8000,
+                                    default_max_concurrency=8, api_url=str(srv.url).rstrip("/"), debounce_s=0.02,
+                                    watch_timeout_s=1)
             task = asyncio.create_task(d.run())
             h = Harness(emu, d, seen)
             await h.until(lambda eps: len(eps) == 1, "endpoint appears")
@@ -194,7 +162,6 @@ async def test_api_server_outage_keeps_endpoints_and_recovers() -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-
 async def test_router_app_serves_endpoints_discovered_from_the_api(stack: Any) -> None:
     """The app's lifespan owns the discovery: a request is routed to an engine found only through the
     emulated API (leader pod at 127.0.0.1:<engine port>), metrics count the watch, shutdown stops it."""
@@ -206,17 +173,8 @@ async def test_router_app_serves_endpoints_discovered_from_the_api(stack: Any) -
         pod = leader_pod("p0")
         pod["spec"]["containers"][0]["ports"][0]["containerPort"] = port
         await emu.put_object(pod)
-        router = await stack.router(
-            {
-                "discovery": {
-                    "type": "kubernetes",
-                    "path": None,
-                    "namespace": NS,
-                    "api_url": str(srv.url).rstrip("/"),
-                    "debounce_s": 0.02,
-                }
-            }
-        )
+        router = await stack.router({"discovery": {"type": "kubernetes", "path": None, "namespace": NS,
+                                                   "api_url": str(srv.url).rstrip("/"), "debounce_s": 0.02}})
         async with httpx.AsyncClient(base_url=router, timeout=5) as c:
             body = {"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
             await emu.patch_object("pods", NS, "p0", pod_status("127.0.0.1"), subresource="status")

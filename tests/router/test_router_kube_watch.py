@@ -88,9 +88,8 @@ class ScriptedClient:
             raise answer
         return answer  # type: ignore[no-any-return]
 
-    async def watch(
-        self, resource: KubeResource, namespace: str | None, resource_version: str, timeout_s: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, resource: KubeResource, namespace: str | None, resource_version: str,
+                    timeout_s: float) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(("watch", resource_version))
         if not self.watches:
             await asyncio.sleep(timeout_s)  # an idle stream the server ends at its timeout
@@ -117,11 +116,9 @@ async def run_until(informer: Informer, client: ScriptedClient, n_calls: int) ->
 async def test_informer_resumes_after_stream_end_and_relists_on_410() -> None:
     client = ScriptedClient(
         lists=[([obj("a", 1)], "1"), ([obj("a", 1), obj("c", 9)], "9")],
-        watches=[
-            [event("ADDED", obj("b", 2))],  # the server ends this stream: resume from rv 2
-            [event("BOOKMARK", {"metadata": {"resourceVersion": "5"}}), gone(5)],  # 410: relist
-        ],
-    )
+        watches=[[event("ADDED", obj("b", 2))],  # the server ends this stream: resume from rv 2
+                 [event("BOOKMARK", {"metadata": {"resourceVersion": "5"}}), gone(5)],  # 410: relist
+                 ])
     changes: list[int] = []
     inf = Informer(client, PODS, "llm", lambda: changes.append(1), backoff=Backoff(0.001, 0.01))  # type: ignore[arg-type]
     await run_until(inf, client, 5)
@@ -133,8 +130,7 @@ async def test_informer_resumes_after_stream_end_and_relists_on_410() -> None:
 async def test_informer_keeps_objects_through_errors_and_backs_off() -> None:
     client = ScriptedClient(
         lists=[([obj("a", 1)], "1"), OSError("connection refused"), ([obj("a", 1)], "4")],
-        watches=[[event("MODIFIED", obj("a", 3)), ConnectionResetError("dropped")]],
-    )
+        watches=[[event("MODIFIED", obj("a", 3)), ConnectionResetError("dropped")]])
     changes: list[int] = []
     inf = Informer(client, PODS, None, lambda: changes.append(1), backoff=Backoff(0.001, 0.01))  # type: ignore[arg-type]
     await run_until(inf, client, 5)
@@ -145,15 +141,8 @@ async def test_informer_keeps_objects_through_errors_and_backs_off() -> None:
 
 async def test_informer_relists_when_resync_is_due() -> None:
     client = ScriptedClient(lists=[([], "1"), ([obj("a", 2)], "2")] + [([obj("a", 2)], "2")] * 50, watches=[])
-    inf = Informer(
-        client,
-        PODS,
-        None,
-        lambda: None,
-        resync_s=0.03,
-        watch_timeout_s=0.01,  # type: ignore[arg-type]
-        backoff=Backoff(0.001, 0.01),
-    )
+    inf = Informer(client, PODS, None, lambda: None, resync_s=0.03, watch_timeout_s=0.01,  # type: ignore[arg-type]
+                   backoff=Backoff(0.001, 0.01))
     await run_until(inf, client, 8)
     assert client.calls[:3] == [("list", ""), ("watch", "1"), ("watch", "1")]  # resumed after the server timeout
     assert ("list", "") in client.calls[3:]
@@ -191,9 +180,8 @@ async def test_missing_api_settings_are_reported_not_fatal(tmp_path: Any, monkey
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nope"))
-    d = KubernetesDiscovery(
-        lambda eps: None, namespace=None, port_name="http", default_port=8000, default_max_concurrency=8
-    )
+    d = KubernetesDiscovery(lambda eps: None, namespace=None, port_name="http", default_port=8000,
+                            default_max_concurrency=8)
     task = asyncio.create_task(d.run())
     try:
         for _ in range(200):

@@ -16,15 +16,8 @@ NT, HI, MX = Mode.NON_THINK, Mode.THINK_HIGH, Mode.THINK_MAX
 
 
 def run(body: dict[str, Any], *, anthropic: bool = False) -> tuple[str, Mode]:
-    r = resolve(
-        body,
-        anthropic=anthropic,
-        aliases=CFG.aliases,
-        patterns=CFG.patterns,
-        served=[FLASH, PRO],
-        served_aliases={"flash-legacy": FLASH},
-        default_mode=CFG.default_mode,
-    )
+    r = resolve(body, anthropic=anthropic, aliases=CFG.aliases, patterns=CFG.patterns, served=[FLASH, PRO],
+                served_aliases={"flash-legacy": FLASH}, default_mode=CFG.default_mode)
     return r.model, r.mode
 
 
@@ -39,19 +32,16 @@ CASES: list[tuple[str, dict[str, Any], bool, tuple[str, Mode]]] = [
     ("reasoning_effort medium maps to high", {"model": PRO, "reasoning_effort": "medium"}, False, (PRO, HI)),
     ("reasoning_effort minimal maps to high", {"model": PRO, "reasoning_effort": "minimal"}, False, (PRO, HI)),
     ("reasoning_effort none turns thinking off", {"model": PRO, "reasoning_effort": "none"}, False, (PRO, NT)),
-    (
-        "disabled wins over an effort",
-        {"model": PRO, "thinking": {"type": "disabled"}, "reasoning_effort": "max"},
-        False,
-        (PRO, NT),
-    ),
+    ("disabled wins over an effort", {"model": PRO, "thinking": {"type": "disabled"}, "reasoning_effort": "max"},
+     False, (PRO, NT)),
     ("deepseek-chat is flash non-think", {"model": "deepseek-chat"}, False, (FLASH, NT)),
     ("deepseek-reasoner is flash think", {"model": "deepseek-reasoner"}, False, (FLASH, HI)),
     ("explicit fields beat an alias mode", {"model": "deepseek-chat", "reasoning_effort": "max"}, False, (FLASH, MX)),
     ("endpoint-announced alias", {"model": "flash-legacy"}, False, (FLASH, HI)),
     ("claude-opus maps to pro", {"model": "claude-opus-4-1"}, True, (PRO, HI)),
     ("claude-sonnet maps to flash", {"model": "claude-sonnet-4-6"}, True, (FLASH, HI)),
-    ("claude-haiku maps to flash", {"model": "claude-haiku-4-5", "thinking": {"type": "disabled"}}, True, (FLASH, NT)),
+    ("claude-haiku maps to flash", {"model": "claude-haiku-4-5", "thinking": {"type": "disabled"}}, True,
+     (FLASH, NT)),
     ("anthropic output_config.effort max", {"model": PRO, "output_config": {"effort": "max"}}, True, (PRO, MX)),
     ("anthropic ignores OpenAI reasoning_effort", {"model": PRO, "reasoning_effort": "max"}, True, (PRO, HI)),
     ("openai ignores output_config", {"model": PRO, "output_config": {"effort": "max"}}, False, (PRO, HI)),
@@ -63,16 +53,13 @@ def test_resolution(name: str, body: dict[str, Any], anthropic: bool, expected: 
     assert run(body, anthropic=anthropic) == expected
 
 
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"model": FLASH, "thinking": {"type": "maybe"}}, "thinking.type"),
-        ({"model": FLASH, "thinking": "on"}, "thinking.type"),
-        ({"model": FLASH, "reasoning_effort": "huge"}, "reasoning_effort"),
-        ({"model": FLASH, "reasoning_effort": 3}, "reasoning_effort"),
-        ({"model": 7}, "model"),
-    ],
-)
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": FLASH, "thinking": {"type": "maybe"}}, "thinking.type"),
+    ({"model": FLASH, "thinking": "on"}, "thinking.type"),
+    ({"model": FLASH, "reasoning_effort": "huge"}, "reasoning_effort"),
+    ({"model": FLASH, "reasoning_effort": 3}, "reasoning_effort"),
+    ({"model": 7}, "model"),
+])
 def test_invalid_mode_fields_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(ModeError) as e:
         run(body)

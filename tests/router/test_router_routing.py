@@ -66,13 +66,8 @@ def req(text: str = "", *, mode: Mode = Mode.THINK_HIGH, session: str | None = N
 
 
 def test_filters_drop_unhealthy_draining_and_wrong_model_or_mode() -> None:
-    states = [
-        Ep("a").state(),
-        Ep("b").unhealthy().state(),
-        Ep("c").draining().state(),
-        Ep("d").model("other").state(),
-        Ep("e").modes(Mode.NON_THINK).state(),
-    ]
+    states = [Ep("a").state(), Ep("b").unhealthy().state(), Ep("c").draining().state(),
+              Ep("d").model("other").state(), Ep("e").modes(Mode.NON_THINK).state()]
     r = req()
     kept = ServesModelModeFilter().filter(r, NotDrainingFilter().filter(r, HealthyFilter().filter(r, states)))
     assert [s.key for s in kept] == ["a"]
@@ -122,9 +117,8 @@ def test_argmax_tiebreak_is_deterministic_and_spreads_new_prefixes() -> None:
 
 
 def test_session_affinity_sticks() -> None:
-    profile = build_profile(
-        RoutingConfig.model_validate({"scorers": [{"name": "session", "weight": 1}, {"name": "load", "weight": 0.1}]})
-    )
+    profile = build_profile(RoutingConfig.model_validate(
+        {"scorers": [{"name": "session", "weight": 1}, {"name": "load", "weight": 0.1}]}))
     states = [Ep(f"e{i}").state() for i in range(4)]
     first = profile.pick(req(session="alice"), states)
     assert first is not None
@@ -141,9 +135,8 @@ def test_session_map_is_bounded() -> None:
     assert m.get("a") is None and m.get("c") == "e"
 
 
-def _simulate(
-    profile_cfg: RoutingConfig, *, steps: int = 60, hot_per_step: int = 3, cold: int = 4, duration: int = 8
-) -> tuple[Counter[str], dict[int, set[str]]]:
+def _simulate(profile_cfg: RoutingConfig, *, steps: int = 60, hot_per_step: int = 3, cold: int = 4,
+              duration: int = 8) -> tuple[Counter[str], dict[int, set[str]]]:
     """A fleet of 8 engines; each request stays in flight for ``duration`` steps. The hot tenant sends
     ``hot_per_step`` requests a step (24 in flight: far more than one engine's share), each cold
     tenant one request every 4 steps. Returns hot-prefix picks per endpoint and each cold tenant's
@@ -159,13 +152,9 @@ def _simulate(
             done[1].inflight -= 1
             running.remove(done)
         batch: list[tuple[RoutingRequest, int | None]] = [
-            (req(hot_system + f"question {step}.{k}", rid=f"h{step}.{k}"), None) for k in range(hot_per_step)
-        ]
-        batch += [
-            (req(f"Cold tenant {t} system prompt, quite long. " * 4 + f"q{step}", rid=f"c{step}.{t}"), t)
-            for t in range(cold)
-            if step % 4 == t % 4
-        ]
+            (req(hot_system + f"question {step}.{k}", rid=f"h{step}.{k}"), None) for k in range(hot_per_step)]
+        batch += [(req(f"Cold tenant {t} system prompt, quite long. " * 4 + f"q{step}", rid=f"c{step}.{t}"), t)
+                  for t in range(cold) if step % 4 == t % 4]
         for r, tenant in batch:
             d = profile.pick(r, states)
             assert d is not None
@@ -214,9 +203,8 @@ def test_endpoint_table_keeps_state_across_updates_and_reports_removals() -> Non
 
     pool = PoolKey(MODEL, Mode.THINK_HIGH)
     assert TableCapacity(table, None).capacity(pool) == 0  # draining
-    table.update(
-        [Endpoint(url="a", model=MODEL, max_concurrency=4), Endpoint(url="b", model=MODEL, capacity_limited=True)]
-    )
+    table.update([Endpoint(url="a", model=MODEL, max_concurrency=4), Endpoint(url="b", model=MODEL,
+                                                                              capacity_limited=True)])
     assert TableCapacity(table, None).capacity(pool) == 36
     assert TableCapacity(table, CapacityConfig.model_validate({"capacity_limited_factor": 0.5})).capacity(pool) == 18
     assert TableCapacity(table, None).capacity(PoolKey("other", Mode.THINK_HIGH)) == 0
@@ -259,12 +247,9 @@ def test_power_of_two_picks_the_less_loaded_of_two_among_the_top() -> None:
 
 
 def test_profile_from_config_builds_every_plugin() -> None:
-    cfg = RoutingConfig.model_validate(
-        {
-            "scorers": [{"name": n, "weight": 1} for n in ("prefix", "load", "session", "kv-cache")],
-            "picker": {"name": "power-of-two", "top_k": 3},
-        }
-    )
+    cfg = RoutingConfig.model_validate({
+        "scorers": [{"name": n, "weight": 1} for n in ("prefix", "load", "session", "kv-cache")],
+        "picker": {"name": "power-of-two", "top_k": 3}})
     profile = build_profile(cfg, seed=1)
     assert [s.name for s, _ in profile.scorers] == ["prefix", "load", "session", "kv-cache"]
     assert profile.picker.name == "power-of-two"

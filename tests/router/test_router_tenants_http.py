@@ -19,26 +19,20 @@ from supernode.router.admission.testing import tenant, tenants_file
 ADMIN = "sk-admin-test"
 
 
-async def router_with_tenants(
-    stack: Stack, tmp_path: Path, *, endpoints: list[dict[str, object]], spill: bool = False
-) -> str:
+async def router_with_tenants(stack: Stack, tmp_path: Path, *, endpoints: list[dict[str, object]],
+                              spill: bool = False) -> str:
     tenants_file(
         tenant("acme").tier("premium").key("sk-acme-1").rpm(600),
         tenant("bob").tier("free").key("sk-bob-1").rpm(2),
     ).write(tmp_path / "tenants.yaml")
     stack.write_endpoints(endpoints)  # type: ignore[arg-type]
     rules = [{"from": {"model": MODEL, "mode": "think-max"}, "to": [{"model": MODEL, "mode": "think-high"}]}]
-    return await stack.router(
-        {
-            "admission": {
-                "tenants_file": str(tmp_path / "tenants.yaml"),
-                "admin": {"key_sha256": hash_key(ADMIN)},
-                "queue": {"keepalive_interval_seconds": 0.2, "dispatch_interval_seconds": 0.05},
-                "spill_over": {"enabled": spill, "rules": rules if spill else []},
-            },
-            "metering": {"ledger_path": str(tmp_path / "usage.sqlite3")},
-        }
-    )
+    return await stack.router({
+        "admission": {"tenants_file": str(tmp_path / "tenants.yaml"), "admin": {"key_sha256": hash_key(ADMIN)},
+                      "queue": {"keepalive_interval_seconds": 0.2, "dispatch_interval_seconds": 0.05},
+                      "spill_over": {"enabled": spill, "rules": rules if spill else []}},
+        "metering": {"ledger_path": str(tmp_path / "usage.sqlite3")},
+    })
 
 
 async def test_keys_limits_and_usage_ledger(stack: Stack, tmp_path: Path) -> None:
@@ -47,12 +41,10 @@ async def test_keys_limits_and_usage_ledger(stack: Stack, tmp_path: Path) -> Non
     msgs = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.AuthenticationError):
         await openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).chat.completions.create(
-            model=MODEL, messages=msgs
-        )  # type: ignore[arg-type]
+            model=MODEL, messages=msgs)  # type: ignore[arg-type]
     with pytest.raises(anthropic.AuthenticationError) as ae:
         await anthropic.AsyncAnthropic(base_url=url, api_key="wrong", max_retries=0).messages.create(
-            model=MODEL, max_tokens=5, messages=msgs
-        )  # type: ignore[arg-type]
+            model=MODEL, max_tokens=5, messages=msgs)  # type: ignore[arg-type]
     assert ae.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
 
     acme = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-acme-1", max_retries=0)
@@ -82,8 +74,7 @@ async def test_spill_over_serves_from_the_next_pool_and_says_so(stack: Stack, tm
     url = await router_with_tenants(stack, tmp_path, endpoints=[ep(a, modes=["think-high"])], spill=True)
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-acme-1", max_retries=0)
     raw = await client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], reasoning_effort="max"
-    )
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], reasoning_effort="max")
     assert raw.headers[C.HEADER_SERVED_MODE] == "think-high"
     assert stack.engines["a"].requests[0]["chat_template_kwargs"]["reasoning_effort"] == "high"
 
@@ -94,7 +85,6 @@ async def test_queued_streaming_request_gets_keepalives_then_answer(stack: Stack
     body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
     headers = {"authorization": "Bearer sk-acme-1"}
     async with httpx.AsyncClient(timeout=20) as h:
-
         async def one() -> str:
             async with h.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as r:
                 return (await r.aread()).decode()

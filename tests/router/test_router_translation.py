@@ -25,32 +25,17 @@ LIMIT = 1000
 
 def test_anthropic_request_translation_with_tools_thinking_and_results() -> None:
     body = {
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 64,
-        "system": [{"type": "text", "text": "sys"}],
-        "stop_sequences": ["END"],
-        "temperature": 0.5,
-        "top_k": 5,
-        "metadata": {"user_id": "u1"},
+        "model": "claude-sonnet-4-6", "max_tokens": 64, "system": [{"type": "text", "text": "sys"}],
+        "stop_sequences": ["END"], "temperature": 0.5, "top_k": 5, "metadata": {"user_id": "u1"},
         "tools": [{"name": "get", "description": "d", "input_schema": {"type": "object"}}],
         "tool_choice": {"type": "tool", "name": "get"},
         "messages": [
             {"role": "user", "content": "hi"},
-            {
-                "role": "assistant",
-                "content": [
-                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
-                    {"type": "text", "text": "calling"},
-                    {"type": "tool_use", "id": "t1", "name": "get", "input": {"a": 1}},
-                ],
-            },
-            {
-                "role": "user",
-                "content": [
-                    {"type": "tool_result", "tool_use_id": "t1", "content": "42"},
-                    {"type": "text", "text": "thanks"},
-                ],
-            },
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
+                                              {"type": "text", "text": "calling"},
+                                              {"type": "tool_use", "id": "t1", "name": "get", "input": {"a": 1}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"},
+                                         {"type": "text", "text": "thanks"}]},
         ],
     }
     p = parse_messages(body, max_tokens_limit=LIMIT)
@@ -75,28 +60,15 @@ def test_anthropic_rejects_images_with_a_named_field() -> None:
 
 
 def test_non_streaming_response_translation() -> None:
-    resp = {
-        "choices": [
-            {
-                "message": {
-                    "content": "hello",
-                    "reasoning_content": "think",
-                    "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": '{"x": 2}'}}],
-                },
-                "finish_reason": "tool_calls",
-            }
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 6}},
-    }
+    resp = {"choices": [{"message": {"content": "hello", "reasoning_content": "think", "tool_calls": [
+        {"id": "c1", "function": {"name": "f", "arguments": "{\"x\": 2}"}}]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4,
+                  "prompt_tokens_details": {"cached_tokens": 6}}}
     m = to_anthropic_message(resp, model="claude-x")
     assert [c["type"] for c in m["content"]] == ["thinking", "text", "tool_use"]
     assert m["content"][2]["input"] == {"x": 2} and m["stop_reason"] == "tool_use"
-    assert m["usage"] == {
-        "input_tokens": 4,
-        "output_tokens": 4,
-        "cache_read_input_tokens": 6,
-        "cache_creation_input_tokens": 0,
-    }
+    assert m["usage"] == {"input_tokens": 4, "output_tokens": 4, "cache_read_input_tokens": 6,
+                          "cache_creation_input_tokens": 0}
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:
@@ -110,68 +82,45 @@ def _events(data: bytes) -> list[dict[str, Any]]:
 def test_stream_translation_orders_blocks_and_ends_with_usage() -> None:
     s = AnthropicStream("claude-x")
     data = s.start()
-    for delta in (
-        {"role": "assistant", "content": ""},
-        {"reasoning_content": "a"},
-        {"reasoning_content": "b"},
-        {"content": "x"},
-        {"content": "y"},
-    ):
+    for delta in ({"role": "assistant", "content": ""}, {"reasoning_content": "a"}, {"reasoning_content": "b"},
+                  {"content": "x"}, {"content": "y"}):
         data += s.feed({"choices": [{"delta": delta}]})
     data += s.feed({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f"}}]}}]})
     data += s.feed({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]})
     data += s.feed({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]})
     data += s.finish(Usage(prompt_tokens=5, completion_tokens=3)) + s.stop()
-    types = [
-        (e["type"], e.get("index"), (e.get("delta") or e.get("content_block") or {}).get("type")) for e in _events(data)
-    ]
+    types = [(e["type"], e.get("index"), (e.get("delta") or e.get("content_block") or {}).get("type"))
+             for e in _events(data)]
     assert types == [
-        ("message_start", None, None),
-        ("ping", None, None),
-        ("content_block_start", 0, "thinking"),
-        ("content_block_delta", 0, "thinking_delta"),
-        ("content_block_delta", 0, "thinking_delta"),
-        ("content_block_stop", 0, None),
-        ("content_block_start", 1, "text"),
-        ("content_block_delta", 1, "text_delta"),
-        ("content_block_delta", 1, "text_delta"),
-        ("content_block_stop", 1, None),
-        ("content_block_start", 2, "tool_use"),
-        ("content_block_delta", 2, "input_json_delta"),
-        ("content_block_stop", 2, None),
-        ("message_delta", None, None),
-        ("message_stop", None, None),
+        ("message_start", None, None), ("ping", None, None),
+        ("content_block_start", 0, "thinking"), ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "thinking_delta"), ("content_block_stop", 0, None),
+        ("content_block_start", 1, "text"), ("content_block_delta", 1, "text_delta"),
+        ("content_block_delta", 1, "text_delta"), ("content_block_stop", 1, None),
+        ("content_block_start", 2, "tool_use"), ("content_block_delta", 2, "input_json_delta"),
+        ("content_block_stop", 2, None), ("message_delta", None, None), ("message_stop", None, None),
     ]
     final = _events(data)[-2]
     assert final["delta"]["stop_reason"] == "tool_use" and final["usage"]["output_tokens"] == 3
 
 
 def test_usage_understands_deepseek_and_vllm_fields() -> None:
-    assert usage_from_openai(
-        {
-            "prompt_tokens": 10,
-            "prompt_cache_hit_tokens": 7,
-            "completion_tokens": 2,
-            "completion_tokens_details": {"reasoning_tokens": 1},
-        }
-    ) == Usage(10, 7, 2, 1)
+    assert usage_from_openai({"prompt_tokens": 10, "prompt_cache_hit_tokens": 7, "completion_tokens": 2,
+                              "completion_tokens_details": {"reasoning_tokens": 1}}) == Usage(10, 7, 2, 1)
     assert usage_from_openai(None) == Usage()
     assert usage_from_openai({"prompt_tokens": -3, "prompt_tokens_details": None}) == Usage()
 
 
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"model": "m"}, "messages"),
-        ({"model": "m", "messages": []}, "messages"),
-        ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**12}, "max_tokens"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
-    ],
-)
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": "m"}, "messages"),
+    ({"model": "m", "messages": []}, "messages"),
+    ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**12}, "max_tokens"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+])
 def test_openai_chat_bad_input_names_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as e:
         parse_chat(body, max_tokens_limit=LIMIT)
@@ -194,39 +143,17 @@ def test_load_json_rejects_non_objects() -> None:
 
 # --- property tests: any JSON-ish body yields a 4xx RouterError or a valid parse, never a crash ---------
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**15), max_value=10**15)
-    | st.floats(allow_nan=False)
+    st.none() | st.booleans() | st.integers(min_value=-(10**15), max_value=10**15) | st.floats(allow_nan=False)
     | st.text(max_size=8),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=12,
 )
-KEYS = [
-    "model",
-    "messages",
-    "max_tokens",
-    "stream",
-    "thinking",
-    "reasoning_effort",
-    "output_config",
-    "system",
-    "prompt",
-    "stop_sequences",
-    "tools",
-    "tool_choice",
-    "metadata",
-    "n",
-    "user",
-    "stream_options",
-    "role",
-    "content",
-]
+KEYS = ["model", "messages", "max_tokens", "stream", "thinking", "reasoning_effort", "output_config", "system",
+        "prompt", "stop_sequences", "tools", "tool_choice", "metadata", "n", "user", "stream_options", "role",
+        "content"]
 bodies = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8)
-messages = st.lists(
-    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "x"]), "content": json_values}),
-    max_size=3,
-)
+messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "x"]),
+                                           "content": json_values}), max_size=3)
 
 _TABLE = EndpointTable()
 _TABLE.update([Endpoint(url="http://e", model="deepseek-v4-flash")])
@@ -241,11 +168,8 @@ def _check(raw: bytes, parser: Any, anthropic: bool) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    body=bodies,
-    msgs=messages,
-    model=st.sampled_from(["deepseek-v4-flash", "deepseek-chat", "claude-opus-4", "nope", ""]),
-)
+@given(body=bodies, msgs=messages, model=st.sampled_from(["deepseek-v4-flash", "deepseek-chat", "claude-opus-4",
+                                                           "nope", ""]))
 def test_prepare_never_crashes_on_arbitrary_bodies(body: dict[str, Any], msgs: list[Any], model: str) -> None:
     body = {"model": model, "messages": msgs, **body} if msgs else {"model": model, **body}
     raw = json.dumps(body).encode()
@@ -264,7 +188,7 @@ def test_sse_splitter_reassembles_events_across_chunks() -> None:
     from supernode.router.sse import SseSplitter, data_of, has_token
 
     sp = SseSplitter()
-    assert sp.feed(b'data: {"a"') == []
+    assert sp.feed(b"data: {\"a\"") == []
     assert sp.feed(b": 1}\n\ndata: [DONE]\r\n\r\n: keep") == [b'data: {"a": 1}', b"data: [DONE]"]
     assert sp.feed(b"-alive\n\n") == [b": keep-alive"]
     assert data_of(b": keep-alive") is None and data_of(b"event: x\ndata: 5") == "5"

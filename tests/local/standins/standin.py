@@ -48,7 +48,6 @@ def main() -> None:
             for c, _ in peers:
                 c.recv(1)  # a worker went away: the world is broken
                 os._exit(1)
-
         threading.Thread(target=accept, daemon=True).start()
     else:
         joined.set()
