@@ -131,6 +131,7 @@ async def test_capacity_limited_places_what_fits(k8s: tuple[K8sEmulator, str]) -
 @pytest.mark.parametrize(("engine", "field"), [
     ("tensorrt", "spec.engine.type"),  # refused by the model (schema)
     ("builtin", "spec.parallelism"),  # valid CRD, but a shape the builtin engine cannot run (DP2 x TP16)
+    ("builtin-v4", "spec.parallelism.expert"),  # EP16 over builtin://tiny-v4's 8 routed experts
 ])
 async def test_invalid_spec_sets_degraded_without_crash_loop(
     k8s: tuple[K8sEmulator, str], engine: str, field: str
@@ -138,7 +139,10 @@ async def test_invalid_spec_sets_degraded_without_crash_loop(
     emu, url = k8s
     await setup(emu)
     bad = ascend_md(name="bad")
-    bad["spec"]["engine"]["type"] = engine
+    bad["spec"]["engine"]["type"] = engine.removesuffix("-v4")
+    if engine.endswith("-v4"):
+        bad["spec"]["model"]["source"] = "builtin://tiny-v4"
+        bad["spec"]["parallelism"] = {"tensor": 16, "pipeline": 1, "data": 1, "expert": 16}
     async with running_operator(url), httpx.AsyncClient(base_url=url) as c:
         await c.post(MDS, json=bad)
         await c.post(MDS, json=ascend_md(name="good", replicas=1))
