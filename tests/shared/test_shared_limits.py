@@ -109,12 +109,12 @@ async def test_tpm_settles_real_usage_and_refunds_queue_exits(fleet: Fleet) -> N
 
 
 async def test_leases_of_a_dead_replica_expire(fleet: Fleet) -> None:
-    gates = await fleet(2, tenant("k").key("sk-k").concurrency(2), ttl=1)
+    gates = await fleet(2, tenant("k").key("sk-k").concurrency(2), ttl=2)  # renewals every 0.2 s: ample margin
     dead, alive = gates
     held, _ = await admit_all([dead], "sk-k", 2)
     assert len(held) == 2
     assert (await alive.store.redis.snapshot("k", alive._wall()))[0] == 2
-    for _ in range(8):  # while the owner runs, its leases are renewed past the TTL
+    for _ in range(12):  # while the owner runs, its leases are renewed past the TTL
         await dead.tick()
         await asyncio.sleep(0.2)
     _, rej = await admit_all([alive], "sk-k", 1)
@@ -123,7 +123,7 @@ async def test_leases_of_a_dead_replica_expire(fleet: Fleet) -> None:
     assert task is not None
     task.cancel()  # the replica dies: no more renewals
     await asyncio.wait({task})
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(2.6)
     ok, rej = await admit_all([alive], "sk-k", 2)
     expired = alive.backend.leases_expired._value.get()
     assert len(ok) == 2 and expired == 2, (rej, expired)
