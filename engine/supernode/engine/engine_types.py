@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import torch
 
 from supernode.engine.chat import Delta, OutputText
+from supernode.engine.config import EngineConfig, default
+from supernode.engine.core.scheduler import SchedulerConfig
 from supernode.engine.core.sequence import Sequence
 
 
@@ -44,12 +46,28 @@ class EngineDead(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
+    """The engine loop's limits. Defaults are EngineConfig's (``from_config`` derives them from one)."""
+
     model_name: str
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 4096
-    max_waiting: int = 256  # requests queued beyond the running batch; more → EngineOverloaded
-    seed: int = 0
+    max_model_len: int  # the effective context: min(the model's or configured limit, the KV cache's size)
+    max_num_seqs: int = default("max_num_seqs")
+    max_num_batched_tokens: int = default("max_num_batched_tokens")
+    max_waiting: int = default("max_waiting")  # requests queued beyond the running batch; more → EngineOverloaded
+    seed: int = default("seed")
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, model_name: str, max_model_len: int) -> EngineOptions:
+        return cls(
+            model_name,
+            max_model_len,
+            max_num_seqs=config.max_num_seqs,
+            max_num_batched_tokens=config.max_num_batched_tokens,
+            max_waiting=config.max_waiting,
+            seed=config.seed,
+        )
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.max_model_len)
 
 
 @dataclass(slots=True)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from supernode.engine.chat import Delta, OutputText
 from supernode.engine.core.block_manager import BlockManager, KVEvent
-from supernode.engine.core.scheduler import Scheduler, SchedulerConfig
+from supernode.engine.core.context import check_prompt_fits
+from supernode.engine.core.scheduler import Scheduler
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
 from supernode.engine.engine_types import (
     EngineDead,
@@ -40,8 +41,7 @@ class LLMEngine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, options: EngineOptions, metrics: EngineMetrics) -> None:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
         self.blocks = BlockManager(runner.num_kv_blocks, runner.block_size, options.model_name)
-        cfg = SchedulerConfig(options.max_num_seqs, options.max_num_batched_tokens, options.max_model_len)
-        self.scheduler = Scheduler(cfg, self.blocks)
+        self.scheduler = Scheduler(options.scheduler_config(), self.blocks)
         self.sampler = Sampler(options.seed)
         self.eos_ids = (tokenizer.eos_id,)
         self._lock = threading.Lock()
@@ -86,11 +86,10 @@ class LLMEngine:
         request_id: str | None = None,
         streaming: bool = True,
     ) -> RequestHandle:
-        """Queue a request. Raises ValueError (bad prompt), EngineOverloaded, EngineDead."""
+        """Queue a request. Raises ContextLengthExceeded, ValueError (bad prompt), EngineOverloaded, EngineDead."""
         if not self.alive:
             raise EngineDead(f"engine loop is not running: {self.error!r}")
-        if len(prompt_ids) + 1 > self.options.max_model_len:
-            raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context limit is {self.options.max_model_len}")
+        check_prompt_fits(len(prompt_ids), self.options.max_model_len)
         if any((not isinstance(t, int)) or t < 0 or t >= self.tokenizer.vocab_size for t in prompt_ids):
             raise ValueError(f"prompt token ids must be integers in [0, {self.tokenizer.vocab_size})")
         reasoning = None

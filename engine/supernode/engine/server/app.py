@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
 from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat, resolve_mode
+from supernode.engine.core.context import ContextLengthExceeded, room_after
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine, Output, RequestHandle
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.server.protocol import APIError, ChatRequest, CompletionRequest, parse
@@ -68,18 +69,17 @@ def build_app(
     def submit(
         eng: LLMEngine, ids: list[int], req: ChatRequest | CompletionRequest, budget: int | None
     ) -> RequestHandle:
-        limit, is_chat = eng.options.max_model_len, isinstance(req, ChatRequest)
-        if len(ids) + 1 > limit:
-            param = "messages" if is_chat else "prompt"
-            msg = f"prompt has {len(ids)} tokens; this model's context is {limit}"
-            raise APIError(400, msg, param=param, code="context_length_exceeded")
-        default = limit - len(ids) if is_chat else 16
+        is_chat = isinstance(req, ChatRequest)
+        default = max(1, room_after(len(ids), eng.options.max_model_len)) if is_chat else 16
         if isinstance(req, ChatRequest) and req.max_tokens is None and req.max_completion_tokens is not None:
             req.max_tokens = req.max_completion_tokens
         params = req.sampling(default)
         try:
             rid = f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}"
             return eng.submit(ids, params, budget, request_id=rid, streaming=req.stream)
+        except ContextLengthExceeded as exc:  # the engine's one rule (core/context.py), reported in API terms
+            param = "messages" if is_chat else "prompt"
+            raise APIError(400, str(exc), param=param, code="context_length_exceeded") from exc
         except EngineOverloaded as exc:
             raise APIError(429, str(exc), retry_after=exc.retry_after) from exc
         except EngineDead as exc:
