@@ -95,5 +95,3 @@ def test_context_rule(prompt: int, limit: int, fits: bool) -> None:
     else:
         with pytest.raises(ContextLengthExceeded, match=f"context is {limit}"):
             check_prompt_fits(prompt, limit)
-
-

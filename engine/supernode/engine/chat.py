@@ -9,6 +9,15 @@ from typing import Any
 from supernode.api.models import EFFORT_MODES, Mode
 from supernode.engine import tokens as T
 from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
+from supernode.engine.tool_calls import (
+    ToolCallDelta,
+    ToolCallParser,
+    ToolChoice,
+    forced_prefix,
+    render_calls,
+    render_outputs,
+    tools_system_text,
+)
 
 
 class ChatError(ValueError):
@@ -77,35 +86,63 @@ def _content_text(content: Any, i: int) -> str:
     raise ChatError(f"messages[{i}].content: must be a string or a list of text parts", f"messages[{i}].content")
 
 
-def render_chat(messages: Sequence[Any], mode: Mode) -> str:
-    """The DeepSeek prompt: BOS, system text, user/assistant turns, then the assistant opening for ``mode``."""
+def render_chat(
+    messages: Sequence[Any],
+    mode: Mode,
+    tools: Sequence[Mapping[str, Any]] = (),
+    choice: ToolChoice | None = None,
+) -> str:
+    """The DeepSeek prompt: BOS, system text (+ tool catalogue), turns, then the assistant opening for ``mode``.
+
+    ``tools`` are validated specs (``tool_calls.parse_tools``); assistant turns may carry `tool_calls`,
+    `tool` turns are rendered as tool outputs; a forced call (``choice``) pre-fills the call opening.
+    """
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ChatError("messages: must be a non-empty array", "messages")
+    choice = choice or ToolChoice()
+    if choice.forced and mode is not Mode.NON_THINK:
+        raise ChatError("tool_choice: forcing a tool call needs non-think mode (thinking disabled)", "tool_choice")
     system: list[str] = [T.THINK_MAX_PREFIX] if mode is Mode.THINK_MAX else []
     turns: list[str] = []
+    outputs: list[str] = []  # consecutive tool results, rendered as one block
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
             raise ChatError(f"messages[{i}]: must be an object", f"messages[{i}]")
         role, text = m.get("role"), _content_text(m.get("content"), i)
+        if role == "tool":
+            outputs.append(text)
+            continue
+        if outputs:
+            turns.append(render_outputs(outputs))
+            outputs = []
         if role in ("system", "developer"):
             system.append(text)
-        elif role in ("user", "tool"):
+        elif role == "user":
             turns.append(f"{T.USER}{text}")
         elif role == "assistant":
-            turns.append(f"{T.ASSISTANT}{T.THINK_CLOSE}{text}{T.EOS}")
+            calls = render_calls(m["tool_calls"], f"messages[{i}]") if m.get("tool_calls") else ""
+            turns.append(f"{T.ASSISTANT}{T.THINK_CLOSE}{text}{calls}{T.EOS}")
         else:
             raise ChatError(f"messages[{i}].role: unknown role {role!r}", f"messages[{i}].role")
+    if outputs:
+        turns.append(render_outputs(outputs))
+    if tools and choice.enabled:
+        system.append(tools_system_text(tools))
     opening = T.THINK_CLOSE if mode is Mode.NON_THINK else T.THINK_OPEN
-    return T.BOS + "\n\n".join(system) + "".join(turns) + T.ASSISTANT + opening
+    return T.BOS + "\n\n".join(system) + "".join(turns) + T.ASSISTANT + opening + forced_prefix(choice)
 
 
 @dataclass(slots=True)
 class Delta:
     reasoning: str = ""
     content: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.reasoning or self.content)
+        return bool(self.reasoning or self.content or self.tool_calls)
+
+    def __add__(self, other: Delta) -> Delta:
+        return Delta(self.reasoning + other.reasoning, self.content + other.content, self.tool_calls + other.tool_calls)
 
 
 @dataclass(slots=True)
@@ -119,6 +156,7 @@ class OutputText:
     tokenizer: Tokenizer
     thinking: bool
     stop: tuple[str, ...] = ()
+    tools: ToolCallParser | None = None  # set when the request offers tools: calls leave the content channel
     reasoning: str = ""
     content: str = ""
     stopped: bool = False
@@ -130,9 +168,15 @@ class OutputText:
         self._in_reasoning = self.thinking
         self._decoder = IncrementalDecoder(self.tokenizer)
 
+    @property
+    def in_reasoning(self) -> bool:
+        return self._in_reasoning
+
     def push(self, token_id: int) -> Delta:
         if self.stopped:
             return Delta()
+        if self.tools is not None and not self._in_reasoning and self.tools.wants(token_id):
+            return self._push_tool(token_id, self.tools)
         if self._in_reasoning:
             if token_id == self.tokenizer.think_close_id:
                 self._in_reasoning = False
@@ -146,11 +190,24 @@ class OutputText:
         self.content += self._decoder.push(token_id)
         return Delta(content=self._release(final=False))
 
+    def _push_tool(self, token_id: int, tools: ToolCallParser) -> Delta:
+        """A token of a tool-calls block: control tokens steer the parser, text goes to the current call."""
+        header = tools.pending_header()
+        if token_id not in tools.ids.all:
+            return Delta(tool_calls=header + tools.text(self._decoder.push(token_id)))
+        tail = self._decoder.flush()
+        if not tools.active:  # the block opens: content so far is complete (no stop-string hold-back)
+            self.content += tail
+            return Delta(content=self._release(final=True), tool_calls=header + tools.special(token_id))
+        return Delta(tool_calls=header + tools.text(tail) + tools.special(token_id))
+
     def finish(self) -> Delta:
         """Flush held-back text at the end of the request."""
         if self.stopped:
             return Delta(content=self._release(final=True))
         tail = self._decoder.flush()
+        if self.tools is not None and self.tools.active:
+            return Delta(tool_calls=self.tools.pending_header() + self.tools.text(tail))
         if self._in_reasoning:
             self.reasoning += tail
             return Delta(reasoning=tail, content=self._release(final=True))

@@ -14,6 +14,7 @@ from supernode.engine.chat import Delta, OutputText
 from supernode.engine.config import EngineConfig, default
 from supernode.engine.core.scheduler import SchedulerConfig
 from supernode.engine.core.sequence import Sequence
+from supernode.engine.sampler import TokenLogprob
 
 
 class Runner(Protocol):
@@ -76,6 +77,7 @@ class Output:
 
     delta: Delta
     token_ids: list[int]
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token of token_ids, when asked for
     finish_reason: str | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0

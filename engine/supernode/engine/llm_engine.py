@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import torch
+
 from supernode.engine.chat import Delta, OutputText
 from supernode.engine.core.block_manager import BlockManager, KVEvent
 from supernode.engine.core.context import check_prompt_fits
@@ -29,8 +31,9 @@ from supernode.engine.engine_types import (
     SeqInput,
 )
 from supernode.engine.metrics import EngineMetrics
-from supernode.engine.sampler import Sampler
+from supernode.engine.sampler import Sampler, log_probs, token_logprob
 from supernode.engine.tokenizer import Tokenizer
+from supernode.engine.tool_calls import ToolCallParser
 
 log = logging.getLogger("supernode.engine")
 
@@ -85,6 +88,7 @@ class LLMEngine:
         thinking_budget: int | None = None,
         request_id: str | None = None,
         streaming: bool = True,
+        tool_parser: ToolCallParser | None = None,
     ) -> RequestHandle:
         """Queue a request. Raises ContextLengthExceeded, ValueError (bad prompt), EngineOverloaded, EngineDead."""
         if not self.alive:
@@ -99,7 +103,7 @@ class LLMEngine:
             budget = min(thinking_budget, max(0, params.max_tokens - 1 - min(64, params.max_tokens // 2)))
             reasoning = ReasoningControl(self.tokenizer.think_close_id, budget)
         seq = Sequence(list(prompt_ids), params, reasoning, arrival=time.monotonic())
-        text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop)
+        text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop, tools=tool_parser)
         rid = request_id or f"req-{next(self._ids)}"
         handle = RequestHandle(rid, seq, text, asyncio.get_running_loop(), streaming=streaming)
         with self._lock:
@@ -169,6 +173,7 @@ class LLMEngine:
     def step(self) -> None:
         batch = self.scheduler.schedule()
         sampled: list[int | None] = [None] * len(batch)
+        logprob_rows: dict[int, torch.Tensor] = {}  # seq_id → log-probabilities of its next token
         if batch:
             inputs = [SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table)) for b in batch]
             logits = self.runner.run(inputs)
@@ -180,11 +185,15 @@ class LLMEngine:
                 tokens = self.sampler.sample(logits[rows], [q.seq_id for q in seqs], [q.params for q in seqs], outputs)
                 for i, t in zip(rows, tokens, strict=True):
                     sampled[i] = t
+                wanted = [i for i in rows if batch[i].seq.params.logprobs is not None]
+                if wanted:
+                    for i, row in zip(wanted, log_probs(logits[wanted]), strict=True):
+                        logprob_rows[batch[i].seq.seq_id] = row
         progressed = self.scheduler.postprocess(batch, sampled, self.eos_ids)
         now = time.monotonic()
         for seq in progressed:
             if (handle := self._by_seq.get(seq.seq_id)) is not None:
-                self._emit_token(handle, now)
+                self._emit_token(handle, now, logprob_rows.get(seq.seq_id))
         for handle in list(self._active.values()):
             if handle.seq.is_finished:
                 self._emit_finish(handle, now)
@@ -192,9 +201,12 @@ class LLMEngine:
         self._publish(self.blocks.drain_events())
         self._update_gauges()
 
-    def _emit_token(self, handle: RequestHandle, now: float) -> None:
+    def _emit_token(self, handle: RequestHandle, now: float, logprob_row: torch.Tensor | None) -> None:
         seq = handle.seq
         token = seq.token_ids[-1]
+        logprobs = []
+        if logprob_row is not None and seq.params.logprobs is not None:
+            logprobs = [token_logprob(logprob_row, token, seq.params.logprobs, handle.text.in_reasoning)]
         m = self.metrics
         m.generation_tokens.inc()
         if handle.last_token_at is None:
@@ -208,11 +220,9 @@ class LLMEngine:
         delta = handle.text.push(token)
         if handle.text.stopped and not seq.is_finished:
             self.scheduler.finish(seq, FinishReason.STOP)
-        if not seq.is_finished:
-            self._send(handle, Output(delta, [token]))
-        else:
-            tail = handle.text.finish()
-            self._send(handle, Output(Delta(delta.reasoning + tail.reasoning, delta.content + tail.content), [token]))
+        if seq.is_finished:
+            delta = delta + handle.text.finish()
+        self._send(handle, Output(delta, [token], logprobs))
 
     def _emit_finish(self, handle: RequestHandle, now: float) -> None:
         seq = handle.seq

@@ -20,6 +20,9 @@ class FinishReason(enum.StrEnum):
     ABORT = "abort"  # cancelled by the client or the engine
 
 
+MAX_LOGPROBS = 20  # top alternatives per token (OpenAI's limit)
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request sampling settings (validated here, so the HTTP layer can report the field)."""
@@ -34,6 +37,7 @@ class SamplingParams:
     ignore_eos: bool = False
     presence_penalty: float = 0.0  # subtracted once from every token already generated
     frequency_penalty: float = 0.0  # subtracted per occurrence in the generated tokens
+    logprobs: int | None = None  # report each generated token's log-probability and this many top alternatives
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -47,6 +51,8 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name}: must be in [-2, 2]")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs: must be in [0, {MAX_LOGPROBS}]")
 
     @property
     def greedy(self) -> bool:
