@@ -85,7 +85,31 @@ class FakeRunner:
             gen = torch.Generator().manual_seed(int.from_bytes(digest, "little"))
             out[row] = torch.randn(self.vocab, generator=gen) * 4
             out[row, self.banned] = float("-inf")
+            self.steer(out[row], context)
         return out
+
+    def steer(self, logits: torch.Tensor, context: list[int]) -> None:
+        """Subclasses may shape a row's logits from the context (it is read back through the KV cache)."""
+
+
+class ScriptedRunner(FakeRunner):
+    """A fake model whose "weights" are a script: it continues any context that ends in a prefix of
+    ``script`` with the script's next token (by a large logit margin), else starts the script.
+
+    The other logits stay the pseudo-random ones of FakeRunner, so log-probabilities are non-trivial;
+    every row returned is recorded in ``rows`` (context, logits) so tests can recompute them.
+    """
+
+    def __init__(self, vocab: int, script: list[int], margin: float = 12.0, **kwargs: Any) -> None:
+        super().__init__(vocab, **kwargs)
+        self.script, self.margin = script, margin
+        self.rows: list[tuple[list[int], torch.Tensor]] = []
+
+    def steer(self, logits: torch.Tensor, context: list[int]) -> None:
+        done = next((k for k in range(len(self.script), 0, -1) if context[-k:] == self.script[:k]), 0)
+        nxt = self.script[done] if done < len(self.script) else self.script[-1]
+        logits[nxt] = logits.max() + self.margin
+        self.rows.append((list(context), logits.clone()))
 
     def shutdown(self) -> None:
         pass
@@ -135,3 +159,9 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def server_thread() -> type[ServerThread]:
     return ServerThread
+
+
+@pytest.fixture
+def scripted(tokenizer: Tokenizer) -> Any:
+    """``scripted(ids)``: a ScriptedRunner that writes ``ids`` (tests only)."""
+    return lambda ids, **kw: ScriptedRunner(tokenizer.vocab_size, ids, **{"num_kv_blocks": 1024, **kw})
