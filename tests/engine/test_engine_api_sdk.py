@@ -19,7 +19,7 @@ from supernode.engine.server.app import ServerState, build_app
 from supernode.engine.tokenizer import Tokenizer
 
 MODEL = "tiny"
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -163,7 +163,7 @@ def test_tool_call_through_the_openai_sdk(
     extra: dict[str, Any] = {} if thinking else NON_THINK
     with Served(server_thread, tokenizer, scripted(ids)) as s:
         msgs: Any = [{"role": "user", "content": "weather in Paris?"}]
-        resp = s.client.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], temperature=0, **extra)  # type: ignore[list-item]
+        resp = s.client.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], temperature=0, **extra)
         choice = resp.choices[0]
         assert choice.finish_reason == "tool_calls" and choice.message.content == "Checking."
         assert choice.message.tool_calls and len(choice.message.tool_calls) == 1
@@ -181,7 +181,7 @@ def test_tool_call_through_the_openai_sdk(
             tools=[WEATHER],
             temperature=0,
             stream=True,
-            **extra,  # type: ignore[list-item]
+            **extra,
         )
         names, args, ids_seen, finish, content = [], "", [], None, ""
         for chunk in stream:
@@ -202,7 +202,7 @@ def test_tool_call_through_the_openai_sdk(
             choice.message.model_dump(exclude_none=True),
             {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
         ]
-        again = s.client.chat.completions.create(model=MODEL, messages=follow, tools=[WEATHER], max_tokens=2, **extra)  # type: ignore[list-item]
+        again = s.client.chat.completions.create(model=MODEL, messages=follow, tools=[WEATHER], max_tokens=2, **extra)
         assert again.choices[0].finish_reason
         seen = s.runner.rows[-1][0]
         out_begin, sep = tokenizer.token_id(T.TOOL_OUTPUT_BEGIN), tokenizer.token_id(T.TOOL_SEP)
@@ -220,12 +220,12 @@ def test_tool_choice_forced_and_none(server_thread: Any, tokenizer: Tokenizer, s
             tools=[WEATHER],
             tool_choice=forced,
             temperature=0,
-            **NON_THINK,  # type: ignore[list-item]
+            **NON_THINK,
         )
         call: Any = (resp.choices[0].message.tool_calls or [None])[0]
         assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
         with pytest.raises(openai.BadRequestError) as err:  # forcing needs non-think mode
-            s.client.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], tool_choice="required")  # type: ignore[list-item]
+            s.client.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], tool_choice="required")
         assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
         plain = s.client.chat.completions.create(
             model=MODEL,
@@ -234,7 +234,7 @@ def test_tool_choice_forced_and_none(server_thread: Any, tokenizer: Tokenizer, s
             tool_choice="none",
             temperature=0,
             max_tokens=12,
-            **NON_THINK,  # type: ignore[list-item]
+            **NON_THINK,
         )
         assert plain.choices[0].message.tool_calls is None and "get_weather" not in tokenizer.decode(
             s.runner.rows[-1][0]
