@@ -239,3 +239,29 @@ def test_tool_choice_forced_and_none(server_thread: Any, tokenizer: Tokenizer, s
         assert plain.choices[0].message.tool_calls is None and "get_weather" not in tokenizer.decode(
             s.runner.rows[-1][0]
         )
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_both_endpoints_stream_exactly_what_they_collect(
+    server_thread: Any, tokenizer: Tokenizer, scripted: Any, endpoint: str
+) -> None:
+    """Chat and completions share one answer path: per choice, the streamed text equals the collected one."""
+    with Served(server_thread, tokenizer, scripted(script(tokenizer, "hello world"), margin=0.0)) as served:
+        _stream_vs_collect(served, endpoint)
+
+
+def _stream_vs_collect(served: Served, endpoint: str) -> None:
+    common: dict[str, Any] = {"model": MODEL, "n": 2, "seed": 11, "max_tokens": 6, "temperature": 1.5}
+    if endpoint == "chat":
+        create: Any = served.client.chat.completions.create
+        common |= {"messages": [{"role": "user", "content": "hi"}], **NON_THINK}
+    else:
+        create = served.client.completions.create
+        common |= {"prompt": "hi"}
+    whole = create(**common)
+    streamed = {0: "", 1: ""}
+    for chunk in create(stream=True, **common):
+        for c in chunk.choices:
+            streamed[c.index] += (c.delta.content or "") if endpoint == "chat" else c.text
+    collected = {c.index: (c.message.content if endpoint == "chat" else c.text) for c in whole.choices}
+    assert streamed == collected and collected[0] != collected[1]  # seeds 11 and 12 differ
