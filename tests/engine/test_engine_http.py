@@ -226,6 +226,13 @@ def test_kv_events_stream_stored_and_removed(
         ("/v1/completions", {"model": MODEL, "prompt": [1], "n": 17}, 400, "n"),
         ("/v1/completions", {"model": MODEL, "prompt": [1], "best_of": 3}, 400, "best_of"),
         ("/v1/completions", {"model": MODEL, "prompt": [1], "logit_bias": {"1": 5}}, 400, "logit_bias"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1], "min_p": 0.1}, 400, "min_p"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "modalities": ["text", "audio"]},
+            400,
+            "modalities",
+        ),
         ("/v1/completions", {"model": MODEL, "prompt": "x", "tools": [{"type": "function"}]}, 400, "tools"),
         (
             "/v1/chat/completions",

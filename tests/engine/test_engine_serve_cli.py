@@ -39,7 +39,8 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, ENV_RANK: "0", ENV_WORLD_SIZE: "1", ENV_LEADER_ADDR: "127.0.0.1"}
         env[ENV_LEADER_PORT] = str(free_port())
-        cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(model_dir)]
+        # the model directory the way vLLM users type it (`serve MODEL_DIR`); other tests use --model-dir
+        cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", str(model_dir)]
         cmd += [
             "--port",
             str(self.port),

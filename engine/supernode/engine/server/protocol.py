@@ -72,6 +72,11 @@ class _Common(BaseModel):
             "functions": bool(extra.get("functions")),  # the legacy spelling of tools
             "function_call": extra.get("function_call") is not None,
             "logit_bias": bool(extra.get("logit_bias")),
+            "min_p": extra.get("min_p") not in (None, 0, 0.0),
+            "prediction": extra.get("prediction") is not None,
+            "audio": extra.get("audio") is not None,
+            "modalities": extra.get("modalities") not in (None, ["text"]),
+            "web_search_options": extra.get("web_search_options") is not None,
         }
         fmt = extra.get("response_format")
         checks["response_format"] = isinstance(fmt, dict) and fmt.get("type") not in (None, "text")
