@@ -73,20 +73,26 @@ class FakeRunner:
             raise RuntimeError("rank 1 died")
         if self.delay_s:
             time.sleep(self.delay_s)
-        out = torch.empty(len(batch), self.vocab)
-        for row, item in enumerate(batch):
+        rows: list[torch.Tensor] = []
+        for item in batch:
             for i, tok in enumerate(item.token_ids):
                 pos = item.start_pos + i
                 self.kv[item.block_table[pos // self.block_size], pos % self.block_size] = tok
             end = item.start_pos + len(item.token_ids)
             context = self.kv[item.block_table].flatten()[:end].tolist()
             assert -1 not in context, "read an unwritten KV slot"
-            digest = hashlib.blake2b(str(context).encode(), digest_size=8).digest()
-            gen = torch.Generator().manual_seed(int.from_bytes(digest, "little"))
-            out[row] = torch.randn(self.vocab, generator=gen) * 4
-            out[row, self.banned] = float("-inf")
-            self.steer(out[row], context)
-        return out
+            first = item.start_pos + 1 if getattr(item, "all_logits", False) else end
+            rows += [self.logits(context[:stop]) for stop in range(first, end + 1)]
+        return torch.stack(rows)
+
+    def logits(self, context: list[int]) -> torch.Tensor:
+        """The fake model: a pseudo-random function of the whole context (then ``steer``)."""
+        digest = hashlib.blake2b(str(context).encode(), digest_size=8).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+        row = torch.randn(self.vocab, generator=gen) * 4
+        row[self.banned] = float("-inf")
+        self.steer(row, context)
+        return row
 
     def steer(self, logits: torch.Tensor, context: list[int]) -> None:
         """Subclasses may shape a row's logits from the context (it is read back through the KV cache)."""

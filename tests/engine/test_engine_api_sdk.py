@@ -31,9 +31,10 @@ CALL_TEXT = f'{T.TOOL_CALLS_BEGIN}{T.TOOL_CALL_BEGIN}get_weather{T.TOOL_SEP}{{"c
 
 
 class Served:
-    def __init__(self, server_thread: Any, tokenizer: Tokenizer, runner: Any, model: str = MODEL) -> None:
+    def __init__(self, server_thread: Any, tokenizer: Tokenizer, runner: Any, model: str = MODEL, **opts: Any) -> None:
         self.runner, self.tokenizer = runner, tokenizer
-        self.engine = LLMEngine(runner, tokenizer, EngineOptions(model, 4096, max_num_seqs=8), EngineMetrics(model))
+        options = EngineOptions(model, 4096, **{"max_num_seqs": 8, **opts})
+        self.engine = LLMEngine(runner, tokenizer, options, EngineMetrics(model))
         state = ServerState(model, self.engine.metrics, budgets=ReasoningBudgets(64, 64))
         state.engine = self.engine
         self.server = server_thread(build_app(state))
@@ -265,3 +266,38 @@ def _stream_vs_collect(served: Served, endpoint: str) -> None:
             streamed[c.index] += (c.delta.content or "") if endpoint == "chat" else c.text
     collected = {c.index: (c.message.content if endpoint == "chat" else c.text) for c in whole.choices}
     assert streamed == collected and collected[0] != collected[1]  # seeds 11 and 12 differ
+
+
+def test_prompt_logprobs_with_echo_as_eval_harnesses_ask(
+    server_thread: Any, tokenizer: Tokenizer, scripted: Any
+) -> None:
+    """lm-eval's loglikelihood request: token-id prompt, echo, logprobs=1, max_tokens=1; the prompt is
+    computed in chunks and even a cached prefix is recomputed (its positions need logits)."""
+    runner = scripted(script(tokenizer, "hello world"))
+    prompt = tokenizer.encode("the quick brown fox jumps over the lazy dog; supernode serves models")
+    with Served(server_thread, tokenizer, runner, max_num_batched_tokens=4) as s:
+        assert len(prompt) > 12  # three or more prefill chunks
+        s.client.completions.create(model=MODEL, prompt=prompt, max_tokens=1)  # warms the prefix cache
+        resp = s.client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=1, echo=True, logprobs=1, temperature=0
+        )
+        choice = resp.choices[0]
+        lp = choice.logprobs
+        assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset
+        n = len(prompt)
+        assert len(lp.tokens) == n + 1 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        assert choice.text.startswith("the quick brown fox") and "".join(lp.tokens[:n]) == tokenizer.decode(prompt)
+        for i in range(1, n):
+            expected = torch.log_softmax(runner.logits(prompt[:i]), -1)
+            assert lp.token_logprobs[i] == pytest.approx(float(expected[prompt[i]]), abs=1e-5)
+            assert len(lp.top_logprobs[i]) == 1
+        assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(n + 1)]
+        assert resp.usage is not None and resp.usage.prompt_tokens_details is not None
+        assert resp.usage.prompt_tokens_details.cached_tokens == 0  # recomputed despite the warm cache
+        streamed = s.client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=1, echo=True, logprobs=1, temperature=0, stream=True
+        )
+        chunks = [c.choices[0] for c in streamed if c.choices]
+        text = "".join(c.text for c in chunks)
+        values = [v for c in chunks if c.logprobs for v in (c.logprobs.token_logprobs or [])]
+        assert text == choice.text and values == pytest.approx(lp.token_logprobs)

@@ -221,7 +221,6 @@ def test_kv_events_stream_stored_and_removed(
         ("/v1/completions", {"model": MODEL, "prompt": [999999]}, 400, "prompt"),
         ("/v1/completions", {"model": MODEL}, 400, "prompt"),
         ("/v1/completions", {"model": MODEL, "prompt": [1], "logprobs": 21}, 400, "logprobs"),
-        ("/v1/completions", {"model": MODEL, "prompt": [1], "logprobs": 1, "echo": True}, 400, "echo"),
         ("/v1/completions", {"model": MODEL, "prompt": [1], "n": 0}, 400, "n"),
         ("/v1/completions", {"model": MODEL, "prompt": [1], "n": 17}, 400, "n"),
         ("/v1/completions", {"model": MODEL, "prompt": [1], "best_of": 3}, 400, "best_of"),

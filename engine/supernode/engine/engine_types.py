@@ -23,7 +23,9 @@ class Runner(Protocol):
     num_kv_blocks: int
     block_size: int
 
-    def run(self, batch: list[Any]) -> torch.Tensor: ...
+    def run(self, batch: list[Any]) -> torch.Tensor:
+        """Logits rows: one per item (its last token), or one per token of an item with ``all_logits``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class SeqInput:
     token_ids: list[int]  # tokens to compute now (a prefill chunk, or the one decode token)
     start_pos: int  # tokens of this sequence already in the KV cache (positions start here)
     block_table: list[int]  # physical KV block ids covering positions [0, start_pos + len(token_ids))
+    all_logits: bool = False  # logits for every token computed now (prompt log-probabilities), not just the last
 
 
 class EngineOverloaded(Exception):
@@ -78,6 +81,7 @@ class Output:
     delta: Delta
     token_ids: list[int]
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token of token_ids, when asked for
+    prompt_logprobs: list[TokenLogprob] | None = None  # prompt tokens 1.. (sent with the first token)
     finish_reason: str | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -97,6 +101,7 @@ class RequestHandle:
     last_token_at: float | None = None
     streaming: bool = True  # False: updates are held back and delivered with the final one (one wake-up)
     held: list[Output] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # filled during prefill when asked for
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         while True:

@@ -19,7 +19,7 @@ import torch
 from supernode.engine.chat import Delta, OutputText
 from supernode.engine.core.block_manager import BlockManager, KVEvent
 from supernode.engine.core.context import check_prompt_fits
-from supernode.engine.core.scheduler import Scheduler
+from supernode.engine.core.scheduler import ScheduledSeq, Scheduler
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
 from supernode.engine.engine_types import (
     EngineDead,
@@ -175,8 +175,16 @@ class LLMEngine:
         sampled: list[int | None] = [None] * len(batch)
         logprob_rows: dict[int, torch.Tensor] = {}  # seq_id → log-probabilities of its next token
         if batch:
-            inputs = [SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table)) for b in batch]
-            logits = self.runner.run(inputs)
+            every = [b.seq.wants_prompt_logits for b in batch]
+            inputs = [
+                SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table), e)
+                for b, e in zip(batch, every, strict=True)
+            ]
+            all_logits = self.runner.run(inputs)
+            ends = list(itertools.accumulate(b.num_tokens if e else 1 for b, e in zip(batch, every, strict=True)))
+            if any(every):
+                self._prompt_logprobs(batch, every, ends, all_logits)
+            logits = all_logits[[end - 1 for end in ends]]  # each item's last row
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:
                 seqs = [batch[i].seq for i in rows]
@@ -201,6 +209,27 @@ class LLMEngine:
         self._publish(self.blocks.drain_events())
         self._update_gauges()
 
+    def _prompt_logprobs(
+        self, batch: list[ScheduledSeq], every: list[bool], ends: list[int], logits: torch.Tensor
+    ) -> None:
+        """Log-probabilities of prompt tokens 1.. from a prefill chunk's rows (row p predicts token p + 1).
+
+        Kept on the handle until the first generated token goes out; a chunk recomputed after a preemption
+        reports nothing twice.
+        """
+        for item, e, end in zip(batch, every, ends, strict=True):
+            seq = item.seq
+            handle = self._by_seq.get(seq.seq_id)
+            if not e or handle is None or seq.params.prompt_logprobs is None:
+                continue
+            rows = log_probs(logits[end - item.num_tokens : end])
+            for offset, row in enumerate(rows):
+                target = item.start_pos + offset + 1  # the prompt position this row predicts
+                if target == seq.num_prompt_logprobs + 1 and target < seq.num_prompt_tokens:
+                    token = seq.token_ids[target]
+                    handle.prompt_logprobs.append(token_logprob(row, token, seq.params.prompt_logprobs))
+                    seq.num_prompt_logprobs = target
+
     def _emit_token(self, handle: RequestHandle, now: float, logprob_row: torch.Tensor | None) -> None:
         seq = handle.seq
         token = seq.token_ids[-1]
@@ -222,7 +251,10 @@ class LLMEngine:
             self.scheduler.finish(seq, FinishReason.STOP)
         if seq.is_finished:
             delta = delta + handle.text.finish()
-        self._send(handle, Output(delta, [token], logprobs))
+        prompt = None
+        if seq.params.prompt_logprobs is not None and seq.num_output_tokens == 1:
+            prompt = handle.prompt_logprobs
+        self._send(handle, Output(delta, [token], logprobs, prompt))
 
     def _emit_finish(self, handle: RequestHandle, now: float) -> None:
         seq = handle.seq

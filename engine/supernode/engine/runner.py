@@ -145,7 +145,8 @@ class ModelRunner:
         return box[0]
 
     def run(self, batch: Sequence[SeqInput]) -> torch.Tensor:
-        """Leader only: compute one step; float32 logits [len(batch), vocab] for each sequence's last new token."""
+        """Leader only: compute one step; float32 logits for each sequence's last new token, or for every new
+        token of a sequence with ``all_logits`` (rows in batch order)."""
         if not self.is_leader:
             raise RuntimeError("run() is for rank 0; followers call follower_loop()")
         if self._closed:
@@ -159,21 +160,20 @@ class ModelRunner:
                 raise ValueError(f"batch[{i}]: {s.start_pos + len(s.token_ids)} tokens exceed max_model_len")
             if s.start_pos < 0 or any(not 0 <= b < self.num_kv_blocks for b in s.block_table):
                 raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
-        work = [(list(s.token_ids), s.start_pos, list(s.block_table)) for s in batch]
+        work = [(list(s.token_ids), s.start_pos, list(s.block_table), s.all_logits) for s in batch]
         if self.env.world_size > 1:
             self._broadcast(work)
         return self._execute(work)
 
     @torch.inference_mode()
-    def _execute(self, work: list[tuple[list[int], int, list[int]]]) -> torch.Tensor:
-        lengths = [len(t) for t, _, _ in work]
+    def _execute(self, work: list[tuple[list[int], int, list[int], bool]]) -> torch.Tensor:
+        lengths = [len(w[0]) for w in work]
         meta, positions = build_metadata(
-            lengths, [s for _, s, _ in work], [b for _, _, b in work], self.block_size, self.device
+            lengths, [w[1] for w in work], [w[2] for w in work], self.block_size, self.device
         )
-        tokens = torch.tensor([tok for t, _, _ in work for tok in t], dtype=torch.long).to(self.device)
+        tokens = torch.tensor([tok for w in work for tok in w[0]], dtype=torch.long).to(self.device)
         hidden = self.model(tokens, positions, meta, self.kv_caches)
-        last = torch.tensor(lengths).cumsum(0).sub(1).to(self.device)
-        return self.model.compute_logits(hidden[last])  # type: ignore[operator,no-any-return]
+        return self.model.compute_logits(hidden[logit_rows(lengths, [w[3] for w in work], self.device)])  # type: ignore[operator,no-any-return]
 
     def follower_loop(self) -> None:
         """Ranks > 0: execute the leader's batches until it shuts the group down."""
@@ -207,6 +207,16 @@ class ModelRunner:
             self._heartbeat.stop()
         if self.env.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def logit_rows(lengths: Sequence[int], all_logits: Sequence[bool], device: torch.device) -> torch.Tensor:
+    """Rows of the flat hidden states whose logits a step returns: each item's last, or all of an item's."""
+    rows: list[int] = []
+    end = 0
+    for n, every in zip(lengths, all_logits, strict=True):
+        rows += range(end, end + n) if every else [end + n - 1]
+        end += n
+    return torch.tensor(rows, dtype=torch.long).to(device)
 
 
 def _cpu_available_bytes() -> int | None:

@@ -38,6 +38,7 @@ class SamplingParams:
     presence_penalty: float = 0.0  # subtracted once from every token already generated
     frequency_penalty: float = 0.0  # subtracted per occurrence in the generated tokens
     logprobs: int | None = None  # report each generated token's log-probability and this many top alternatives
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (its whole prompt is computed)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -51,8 +52,10 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name}: must be in [-2, 2]")
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
-            raise ValueError(f"logprobs: must be in [0, {MAX_LOGPROBS}]")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_LOGPROBS:
+                raise ValueError(f"{name}: must be in [0, {MAX_LOGPROBS}]")
 
     @property
     def greedy(self) -> bool:
@@ -95,6 +98,12 @@ class Sequence:
     reasoning_done: bool = False
     num_preemptions: int = 0
     admitted_once: bool = False
+    num_prompt_logprobs: int = 0  # prompt positions (from 1) whose log-probabilities were reported
+
+    @property
+    def wants_prompt_logits(self) -> bool:
+        """The runner must return logits for every position computed now (prompt log-probabilities)."""
+        return self.params.prompt_logprobs is not None and self.num_prompt_logprobs < self.num_prompt_tokens - 1
 
     def __post_init__(self) -> None:
         if not self.token_ids:

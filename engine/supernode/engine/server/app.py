@@ -165,9 +165,9 @@ def build_app(
         ids = eng.tokenizer.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else list(prompt)
         rid, choices = submit(eng, ids, req, None)
         echo = (prompt if isinstance(prompt, str) else eng.tokenizer.decode(ids)) if req.echo else ""
-        fmt = CompletionFormat(
-            Envelope(rid, req.model, chat=False), eng.tokenizer, echo, ids if req.return_token_ids else None
-        )
+        env = Envelope(rid, req.model, chat=False)
+        echo_ids = ids if req.echo and req.logprobs is not None else []
+        fmt = CompletionFormat(env, eng.tokenizer, echo, ids if req.return_token_ids else None, echo_ids)
         headers = {HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, rid)}
         if not req.stream:
             return JSONResponse(await collect(request, eng, choices, fmt), headers=headers)

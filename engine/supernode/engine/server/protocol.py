@@ -90,6 +90,10 @@ class _Common(BaseModel):
         """Top alternatives per generated token, or None when log-probabilities are not asked for."""
         raise NotImplementedError
 
+    def prompt_logprob_count(self) -> int | None:
+        """Top alternatives per prompt token (completions with ``echo``), or None."""
+        return None
+
     def sampling(self, default_max_tokens: int) -> SamplingParams:
         self.unsupported()
         max_tokens = self.max_tokens if self.max_tokens is not None else default_max_tokens
@@ -111,6 +115,7 @@ class _Common(BaseModel):
                 presence_penalty=self.presence_penalty or 0.0,
                 frequency_penalty=self.frequency_penalty or 0.0,
                 logprobs=self.logprob_count(),
+                prompt_logprobs=self.prompt_logprob_count(),
             )
         except ValueError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0]) from exc
@@ -152,10 +157,10 @@ class CompletionRequest(_Common):
             return None
         if isinstance(self.logprobs, bool) or not 0 <= self.logprobs <= MAX_LOGPROBS:
             raise APIError(400, f"logprobs: must be an integer in [0, {MAX_LOGPROBS}]", param="logprobs")
-        if self.echo:
-            msg = "echo: with logprobs the prompt's log-probabilities would be needed; not implemented"
-            raise APIError(400, msg, param="echo", code="unsupported")
         return self.logprobs
+
+    def prompt_logprob_count(self) -> int | None:
+        return self.logprob_count() if self.echo else None  # echo + logprobs: the prompt's too (eval harnesses)
 
     def single_prompt(self) -> str | list[int]:
         p = self.prompt

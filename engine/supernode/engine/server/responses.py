@@ -49,6 +49,7 @@ class Choice:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] | None = None
     final: Output | None = None
 
     def absorb(self, out: Output) -> None:
@@ -56,6 +57,8 @@ class Choice:
         self.content += out.delta.content
         self.token_ids += out.token_ids
         self.logprobs += out.logprobs
+        if out.prompt_logprobs is not None:
+            self.prompt_logprobs = out.prompt_logprobs
         for d in out.delta.tool_calls:
             merge_tool_call(self.tool_calls, d)
         if out.finish_reason is not None:
@@ -180,19 +183,28 @@ class ChatFormat:
 
 
 class CompletionFormat:
-    def __init__(self, env: Envelope, tokenizer: Tokenizer, echo: str, prompt_ids: list[int] | None) -> None:
-        self.env, self.tok, self.echo, self.prompt_ids = (
-            env,
-            tokenizer,
-            echo,
-            prompt_ids,
-        )  # prompt_ids: return_token_ids
+    """Completions shapes. ``prompt_ids`` (return_token_ids) adds token ids; ``echo_ids`` (echo + logprobs)
+    puts the prompt's tokens first in ``logprobs`` (the first has none: nothing precedes it)."""
+
+    def __init__(
+        self, env: Envelope, tokenizer: Tokenizer, echo: str, prompt_ids: list[int] | None, echo_ids: list[int]
+    ) -> None:
+        self.env, self.tok, self.echo = env, tokenizer, echo
+        self.prompt_ids, self.echo_ids = prompt_ids, echo_ids
         self._offsets: dict[int, int] = {}
 
-    def _logprobs(self, c: Choice, items: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+    def _logprobs(self, c: Choice, items: Sequence[TokenLogprob], prompt: bool = False) -> dict[str, Any] | None:
         if not c.wants_logprobs:
             return None
-        tokens, values, tops, offsets = [], [], [], []
+        tokens: list[str] = []
+        values: list[float | None] = []
+        tops: list[dict[str, float] | None] = []
+        offsets: list[int] = []
+        if prompt and self.echo_ids:
+            first = _token_text(self.tok, self.echo_ids[0])[0]
+            tokens, values, tops, offsets = [first], [None], [None], [0]
+            self._offsets[c.index] = len(first)
+            items = [*(c.prompt_logprobs or []), *items]
         for lp in items:
             text, _ = _token_text(self.tok, lp.token_id)
             offsets.append(self._offsets.get(c.index, len(self.echo)))
@@ -209,15 +221,18 @@ class CompletionFormat:
         return choice
 
     def opening(self, c: Choice) -> dict[str, Any] | None:
-        if not self.echo:
+        if not self.echo or self.echo_ids:  # with the prompt's log-probabilities the echo goes with the first token
             return None
         return self.env.wrap([self._choice(c, self.echo, None, [], None)], stream=True)
 
     def chunk(self, c: Choice, out: Output) -> dict[str, Any] | None:
         text = out.delta.reasoning + out.delta.content
+        first = out.prompt_logprobs is not None
+        if first and self.echo_ids:
+            text = self.echo + text
         if not (text or out.finish_reason or (self.prompt_ids is not None and out.token_ids) or out.logprobs):
             return None
-        lps = self._logprobs(c, out.logprobs)
+        lps = self._logprobs(c, out.logprobs, prompt=first)
         return self.env.wrap([self._choice(c, text, out.finish_reason, out.token_ids, lps)], stream=True)
 
     def body(self, choices: Sequence[Choice]) -> dict[str, Any]:
@@ -226,7 +241,8 @@ class CompletionFormat:
             assert c.final is not None
             self._offsets.pop(c.index, None)
             text = self.echo + c.reasoning + c.content
-            choice = self._choice(c, text, c.final.finish_reason, c.token_ids, self._logprobs(c, c.logprobs))
+            lps = self._logprobs(c, c.logprobs, prompt=True)
+            choice = self._choice(c, text, c.final.finish_reason, c.token_ids, lps)
             if self.prompt_ids is not None:
                 choice["prompt_token_ids"] = self.prompt_ids
             out.append(choice)
