@@ -301,3 +301,14 @@ def test_prompt_logprobs_with_echo_as_eval_harnesses_ask(
         text = "".join(c.text for c in chunks)
         values = [v for c in chunks if c.logprobs for v in (c.logprobs.token_logprobs or [])]
         assert text == choice.text and values == pytest.approx(lp.token_logprobs)
+        # max_tokens=0: only score the prompt (streamed or not)
+        for stream in (False, True):
+            got = s.client.completions.create(
+                model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=1, stream=stream
+            )
+            parts = [c.choices[0] for c in got] if stream else [got.choices[0]]  # type: ignore[union-attr]
+            assert "".join(p.text for p in parts) == tokenizer.decode(prompt)
+            scores = [v for p in parts if p.logprobs for v in (p.logprobs.token_logprobs or [])]
+            assert scores == pytest.approx(lp.token_logprobs[:n]) and parts[-1].finish_reason == "length"
+        with pytest.raises(openai.BadRequestError):
+            s.client.completions.create(model=MODEL, prompt=prompt, max_tokens=0)

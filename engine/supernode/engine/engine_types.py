@@ -102,6 +102,7 @@ class RequestHandle:
     streaming: bool = True  # False: updates are held back and delivered with the final one (one wake-up)
     held: list[Output] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # filled during prefill when asked for
+    prompt_logprobs_sent: bool = False
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         while True:

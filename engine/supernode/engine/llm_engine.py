@@ -31,7 +31,7 @@ from supernode.engine.engine_types import (
     SeqInput,
 )
 from supernode.engine.metrics import EngineMetrics
-from supernode.engine.sampler import Sampler, log_probs, token_logprob
+from supernode.engine.sampler import Sampler, TokenLogprob, log_probs, token_logprob
 from supernode.engine.tokenizer import Tokenizer
 from supernode.engine.tool_calls import ToolCallParser
 
@@ -251,10 +251,15 @@ class LLMEngine:
             self.scheduler.finish(seq, FinishReason.STOP)
         if seq.is_finished:
             delta = delta + handle.text.finish()
-        prompt = None
-        if seq.params.prompt_logprobs is not None and seq.num_output_tokens == 1:
-            prompt = handle.prompt_logprobs
-        self._send(handle, Output(delta, [token], logprobs, prompt))
+        self._send(handle, Output(delta, [token], logprobs, self._take_prompt_logprobs(handle)))
+
+    @staticmethod
+    def _take_prompt_logprobs(handle: RequestHandle) -> list[TokenLogprob] | None:
+        """The prompt's log-probabilities, once: with the first token, or the final update if none came."""
+        if handle.seq.params.prompt_logprobs is None or handle.prompt_logprobs_sent:
+            return None
+        handle.prompt_logprobs_sent = True
+        return handle.prompt_logprobs
 
     def _emit_finish(self, handle: RequestHandle, now: float) -> None:
         seq = handle.seq
@@ -273,6 +278,7 @@ class LLMEngine:
             Output(
                 Delta(),
                 [],
+                prompt_logprobs=self._take_prompt_logprobs(handle),
                 finish_reason=reason,
                 prompt_tokens=seq.num_prompt_tokens,
                 cached_tokens=seq.num_cached_tokens,

@@ -121,6 +121,10 @@ class Scheduler:
             self.blocks.commit(seq)
             if not item.samples or token is None:
                 continue
+            if seq.params.max_tokens == 0:  # scoring a prompt: computed, nothing to generate
+                self.running.remove(seq)
+                self._finish(seq, FinishReason.LENGTH)
+                continue
             seq.append_token(seq.choose_token(token, eos_ids), eos_ids)
             if seq.finish_reason is None and len(seq) >= self.config.max_model_len:
                 seq.finish_reason = FinishReason.LENGTH

@@ -41,8 +41,8 @@ class SamplingParams:
     prompt_logprobs: int | None = None  # the same for the prompt's tokens (its whole prompt is computed)
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens: must be >= 1")
+        if self.max_tokens < (0 if self.prompt_logprobs is not None else 1):
+            raise ValueError("max_tokens: must be >= 1 (0 only to score a prompt: with prompt log-probabilities)")
         if self.temperature < 0:
             raise ValueError("temperature: must be >= 0")
         if not 0 < self.top_p <= 1:

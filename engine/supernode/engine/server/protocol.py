@@ -97,8 +97,8 @@ class _Common(BaseModel):
     def sampling(self, default_max_tokens: int) -> SamplingParams:
         self.unsupported()
         max_tokens = self.max_tokens if self.max_tokens is not None else default_max_tokens
-        if max_tokens < 1:
-            raise APIError(400, "max_tokens: must be at least 1", param="max_tokens")
+        if max_tokens < 1 and not (max_tokens == 0 and self.prompt_logprob_count() is not None):
+            raise APIError(400, "max_tokens: must be at least 1 (0 only with echo and logprobs)", param="max_tokens")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         if any(not s for s in stop):
             raise APIError(400, "stop: strings must be non-empty", param="stop")
