@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import openai
 
 from supernode.engine import tokens as T
 from supernode.engine.chat import ReasoningBudgets
@@ -67,6 +68,19 @@ async def test_anthropic_tool_use_through_router_and_builtin_engine(
             seen = runner.rows[-1][0]
             assert tokenizer.token_id(T.TOOL_OUTPUT_BEGIN) in seen and "sunny" in tokenizer.decode(seen)
             assert tokenizer.token_id(T.TOOL_SEP) in seen
+
+            # the OpenAI face of the router passes tool calls and logprobs through unchanged
+            oa = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+            tools: Any = [{"type": "function", "function": {"name": TOOL["name"], "parameters": TOOL["input_schema"]}}]
+            resp = await oa.chat.completions.create(
+                model=MODEL, messages=question, tools=tools, logprobs=True, top_logprobs=2, temperature=0,
+                extra_body={"thinking": {"type": "disabled"}},
+            )  # fmt: skip
+            assert [c.index for c in resp.choices] == [0]  # the router itself still caps n at 1
+            for c in resp.choices:
+                call: Any = (c.message.tool_calls or [None])[0]
+                assert c.finish_reason == "tool_calls" and call.function.name == "get_weather"
+                assert c.logprobs and c.logprobs.content and all(len(e.top_logprobs) == 2 for e in c.logprobs.content)
     finally:
         await stack.close()
         await asyncio.to_thread(engine.stop)
