@@ -14,7 +14,7 @@ from supernode.engine.chat import Delta, OutputText
 from supernode.engine.config import EngineConfig, default
 from supernode.engine.core.scheduler import SchedulerConfig
 from supernode.engine.core.sequence import Sequence
-from supernode.engine.sampler import TokenLogprob
+from supernode.engine.logprobs import TokenLogprob
 
 
 class Runner(Protocol):

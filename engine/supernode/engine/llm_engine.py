@@ -30,8 +30,9 @@ from supernode.engine.engine_types import (
     Runner,
     SeqInput,
 )
+from supernode.engine.logprobs import TokenLogprob, log_probs, prompt_logprobs, token_logprob
 from supernode.engine.metrics import EngineMetrics
-from supernode.engine.sampler import Sampler, TokenLogprob, log_probs, token_logprob
+from supernode.engine.sampler import Sampler
 from supernode.engine.tokenizer import Tokenizer
 from supernode.engine.tool_calls import ToolCallParser
 
@@ -212,23 +213,10 @@ class LLMEngine:
     def _prompt_logprobs(
         self, batch: list[ScheduledSeq], every: list[bool], ends: list[int], logits: torch.Tensor
     ) -> None:
-        """Log-probabilities of prompt tokens 1.. from a prefill chunk's rows (row p predicts token p + 1).
-
-        Kept on the handle until the first generated token goes out; a chunk recomputed after a preemption
-        reports nothing twice.
-        """
+        """Kept on the handle until the first update goes out (``_take_prompt_logprobs``)."""
         for item, e, end in zip(batch, every, ends, strict=True):
-            seq = item.seq
-            handle = self._by_seq.get(seq.seq_id)
-            if not e or handle is None or seq.params.prompt_logprobs is None:
-                continue
-            rows = log_probs(logits[end - item.num_tokens : end])
-            for offset, row in enumerate(rows):
-                target = item.start_pos + offset + 1  # the prompt position this row predicts
-                if target == seq.num_prompt_logprobs + 1 and target < seq.num_prompt_tokens:
-                    token = seq.token_ids[target]
-                    handle.prompt_logprobs.append(token_logprob(row, token, seq.params.prompt_logprobs))
-                    seq.num_prompt_logprobs = target
+            if e and (handle := self._by_seq.get(item.seq.seq_id)) is not None:
+                handle.prompt_logprobs += prompt_logprobs(item.seq, item.start_pos, logits[end - item.num_tokens : end])
 
     def _emit_token(self, handle: RequestHandle, now: float, logprob_row: torch.Tensor | None) -> None:
         seq = handle.seq

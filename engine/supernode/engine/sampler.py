@@ -7,7 +7,6 @@ from it, so its tokens do not depend on what else is in the batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -79,26 +78,3 @@ def sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) ->
     if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
         return int(logits.argmax())  # e.g. a temperature so small that logits overflow: that is greedy
     return int(torch.multinomial(probs, 1, generator=gen).item())
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
-    """A generated token's log-probability under the model's distribution, with the ``top`` alternatives."""
-
-    token_id: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
-    reasoning: bool = False  # the token belongs to the reasoning (chat reports content tokens only)
-
-
-def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Log-softmax of raw logits rows (before temperature, penalties and top-k/top-p), on the CPU in float32."""
-    return torch.log_softmax(logits.detach().to("cpu", torch.float32), dim=-1)
-
-
-def token_logprob(row: torch.Tensor, token_id: int, k: int, reasoning: bool = False) -> TokenLogprob:
-    top: tuple[tuple[int, float], ...] = ()
-    if k > 0:
-        values, ids = torch.topk(row, min(k, row.numel()))
-        top = tuple((int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True))
-    return TokenLogprob(token_id, float(row[token_id]), top, reasoning)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from supernode.engine.llm_engine import Output, RequestHandle
-from supernode.engine.sampler import TokenLogprob
+from supernode.engine.logprobs import TokenLogprob
 from supernode.engine.tokenizer import Tokenizer
 from supernode.engine.tool_calls import ToolCallDelta
 
