@@ -16,6 +16,7 @@ from supernode.engine.tool_calls import (
     forced_prefix,
     render_calls,
     render_outputs,
+    text_of,
     tools_system_text,
 )
 
@@ -113,23 +114,23 @@ def render_chat(
             outputs.append(text)
             continue
         if outputs:
-            turns.append(render_outputs(outputs))
+            turns.append(text_of(render_outputs(outputs)))
             outputs = []
         if role in ("system", "developer"):
             system.append(text)
         elif role == "user":
             turns.append(f"{T.USER}{text}")
         elif role == "assistant":
-            calls = render_calls(m["tool_calls"], f"messages[{i}]") if m.get("tool_calls") else ""
+            calls = text_of(render_calls(m["tool_calls"], f"messages[{i}]")) if m.get("tool_calls") else ""
             turns.append(f"{T.ASSISTANT}{T.THINK_CLOSE}{text}{calls}{T.EOS}")
         else:
             raise ChatError(f"messages[{i}].role: unknown role {role!r}", f"messages[{i}].role")
     if outputs:
-        turns.append(render_outputs(outputs))
+        turns.append(text_of(render_outputs(outputs)))
     if tools and choice.enabled:
-        system.append(tools_system_text(tools))
+        system.append(text_of(tools_system_text(tools)))
     opening = T.THINK_CLOSE if mode is Mode.NON_THINK else T.THINK_OPEN
-    return T.BOS + "\n\n".join(system) + "".join(turns) + T.ASSISTANT + opening + forced_prefix(choice)
+    return T.BOS + "\n\n".join(system) + "".join(turns) + T.ASSISTANT + opening + text_of(forced_prefix(choice))
 
 
 @dataclass(slots=True)

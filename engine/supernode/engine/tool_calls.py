@@ -109,24 +109,39 @@ def parse_tool_choice(choice: Any, names: Sequence[str]) -> ToolChoice:
     raise ToolSpecError("tool_choice: must be 'none', 'auto', 'required' or a named function", "tool_choice")
 
 
-def tools_system_text(specs: Sequence[Mapping[str, Any]]) -> str:
+# A rendered prompt part: (text, is_control_token). Control tokens come only from these templates; names,
+# arguments and results a client sends are always text (so they can never forge a control token).
+Segment = tuple[str, bool]
+
+
+def _ctl(token: str) -> Segment:
+    return (token, True)
+
+
+def text_of(segments: Sequence[Segment]) -> str:
+    """The segments as one string (control tokens spelled out)."""
+    return "".join(text for text, _ in segments)
+
+
+def tools_system_text(specs: Sequence[Mapping[str, Any]]) -> list[Segment]:
     """The tool catalogue and the call format, appended to the system text."""
-    lines = ["## Tools", "", "These functions are available. To call one, answer with:"]
-    lines.append(f"{T.TOOL_CALLS_BEGIN}{T.TOOL_CALL_BEGIN}NAME{T.TOOL_SEP}ARGUMENTS{T.TOOL_CALL_END}{T.TOOL_CALLS_END}")
-    lines.append("where ARGUMENTS is one JSON object; several calls go one after another inside the outer pair.")
+    fmt = [_ctl(T.TOOL_CALLS_BEGIN), _ctl(T.TOOL_CALL_BEGIN), ("NAME", False), _ctl(T.TOOL_SEP)]
+    fmt += [("ARGUMENTS", False), _ctl(T.TOOL_CALL_END), _ctl(T.TOOL_CALLS_END)]
+    lines = ["where ARGUMENTS is one JSON object; several calls go one after another inside the outer pair."]
     for spec in specs:
         lines += ["", f"### {spec['name']}"]
         if spec["description"]:
             lines.append(spec["description"])
         lines.append("Parameters: " + json.dumps(spec["parameters"], ensure_ascii=False, sort_keys=True))
-    return "\n".join(lines)
+    head = ("## Tools\n\nThese functions are available. To call one, answer with:\n", False)
+    return [head, *fmt, ("\n" + "\n".join(lines), False)]
 
 
-def render_calls(calls: Any, where: str) -> str:
+def render_calls(calls: Any, where: str) -> list[Segment]:
     """An assistant turn's `tool_calls` in the model's format (for the conversation history)."""
     if not isinstance(calls, list):
         raise ToolSpecError(f"{where}.tool_calls: must be an array", f"{where}.tool_calls")
-    parts = [T.TOOL_CALLS_BEGIN]
+    out = [_ctl(T.TOOL_CALLS_BEGIN)]
     for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, Mapping) else None
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
@@ -134,23 +149,25 @@ def render_calls(calls: Any, where: str) -> str:
         args = fn.get("arguments", "{}")
         if not isinstance(args, str):
             args = json.dumps(args, ensure_ascii=False)
-        parts.append(f"{T.TOOL_CALL_BEGIN}{fn['name']}{T.TOOL_SEP}{args}{T.TOOL_CALL_END}")
-    parts.append(T.TOOL_CALLS_END)
-    return "".join(parts)
+        out += [_ctl(T.TOOL_CALL_BEGIN), (fn["name"], False), _ctl(T.TOOL_SEP), (args, False), _ctl(T.TOOL_CALL_END)]
+    out.append(_ctl(T.TOOL_CALLS_END))
+    return out
 
 
-def render_outputs(outputs: Sequence[str]) -> str:
+def render_outputs(outputs: Sequence[str]) -> list[Segment]:
     """Consecutive tool results, one block."""
-    inner = "".join(f"{T.TOOL_OUTPUT_BEGIN}{text}{T.TOOL_OUTPUT_END}" for text in outputs)
-    return f"{T.TOOL_OUTPUTS_BEGIN}{inner}{T.TOOL_OUTPUTS_END}"
+    out = [_ctl(T.TOOL_OUTPUTS_BEGIN)]
+    for text in outputs:
+        out += [_ctl(T.TOOL_OUTPUT_BEGIN), (text, False), _ctl(T.TOOL_OUTPUT_END)]
+    return [*out, _ctl(T.TOOL_OUTPUTS_END)]
 
 
-def forced_prefix(choice: ToolChoice) -> str:
+def forced_prefix(choice: ToolChoice) -> list[Segment]:
     """What the assistant turn starts with when a call is forced (the model continues from there)."""
     if not choice.forced:
-        return ""
-    head = T.TOOL_CALLS_BEGIN + T.TOOL_CALL_BEGIN
-    return head + (f"{choice.name}{T.TOOL_SEP}" if choice.name else "")
+        return []
+    head = [_ctl(T.TOOL_CALLS_BEGIN), _ctl(T.TOOL_CALL_BEGIN)]
+    return head + ([(choice.name, False), _ctl(T.TOOL_SEP)] if choice.name else [])
 
 
 # --- output side --------------------------------------------------------------------------------
