@@ -10,20 +10,13 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "crds",
-        help="generate the CRD YAML from the API models",
+        "crds", help="generate the CRD YAML from the API models",
         description="Write crds/modeldeployment.yaml from supernode.api.models.",
     )
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=None,
-        help="file to write (default: crds/modeldeployment.yaml in the source tree; '-' = stdout)",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if the file differs from what the models generate"
-    )
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="file to write (default: crds/modeldeployment.yaml in the source tree; '-' = stdout)")
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if the file differs from what the models generate")
     parser.set_defaults(func=run)
 
 

@@ -18,36 +18,22 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "operator", help="run the Kubernetes operator", description=__doc__.splitlines()[0]
-    )
+        "operator", help="run the Kubernetes operator", description=__doc__.splitlines()[0])
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeat)")
-    parser.add_argument(
-        "--standalone", action="store_true", help="no leader election and no peering: the only replica (local/dev)"
-    )
+    parser.add_argument("--standalone", action="store_true",
+                        help="no leader election and no peering: the only replica (local/dev)")
     election = parser.add_argument_group("leader election (run several replicas safely)")
-    election.add_argument(
-        "--leader-elect",
-        action="store_true",
-        help="run the operator only while holding the Lease (default off; on in the chart)",
-    )
+    election.add_argument("--leader-elect", action="store_true",
+                          help="run the operator only while holding the Lease (default off; on in the chart)")
     election.add_argument("--lease-name", default="supernode-operator", help="Lease name")
-    election.add_argument(
-        "--lease-namespace", default=None, help="Lease namespace (default: $POD_NAMESPACE, else 'default')"
-    )
+    election.add_argument("--lease-namespace", default=None,
+                          help="Lease namespace (default: $POD_NAMESPACE, else 'default')")
     election.add_argument("--identity", default=None, help="holder identity (default: $POD_NAME, else host_pid)")
-    election.add_argument(
-        "--lease-duration",
-        type=float,
-        default=15.0,
-        help="seconds a standby waits after the leader's last renewal before taking over",
-    )
-    election.add_argument(
-        "--renew-deadline",
-        type=float,
-        default=10.0,
-        help="seconds the leader keeps trying to renew before it gives up leadership",
-    )
+    election.add_argument("--lease-duration", type=float, default=15.0,
+                          help="seconds a standby waits after the leader's last renewal before taking over")
+    election.add_argument("--renew-deadline", type=float, default=10.0,
+                          help="seconds the leader keeps trying to renew before it gives up leadership")
     election.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease attempts")
     parser.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--server", default=None, help="API server URL (default: in-cluster or kubeconfig)")
@@ -56,12 +42,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--supernode-label", default=None, help="node label with the Ascend SuperPoD id")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port")
-    parser.add_argument(
-        "--log-format",
-        choices=("plain", "full", "json"),
-        default="full",
-        help="log format (json: one structured object per line)",
-    )
+    parser.add_argument("--log-format", choices=("plain", "full", "json"), default="full",
+                        help="log format (json: one structured object per line)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.set_defaults(func=run)
     sub = parser.add_subparsers(dest="operator_command", metavar="SUBCOMMAND")
@@ -94,25 +76,13 @@ def run(args: argparse.Namespace) -> int:
     # With election the process owns the metrics from the start (a standby serves them too, with
     # supernode_operator_leader 0); kopf's startup handler then reuses them instead of binding again.
     metrics = OperatorMetrics() if election is not None else None
-    registry = build_registry(
-        OperatorConfig(
-            server=args.server,
-            context=args.context,
-            resync_seconds=args.resync,
-            supernode_label=args.supernode_label,
-            metrics_addr=args.metrics_addr,
-            metrics_port=args.metrics_port if metrics is None else None,
-            metrics=metrics,
-        )
-    )
+    registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
+                                             supernode_label=args.supernode_label, metrics_addr=args.metrics_addr,
+                                             metrics_port=args.metrics_port if metrics is None else None,
+                                             metrics=metrics))
     if election is None:
-        kopf.run(
-            registry=registry,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=args.standalone,
-            liveness_endpoint=args.liveness,
-        )
+        kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
+                 standalone=args.standalone, liveness_endpoint=args.liveness)
         return 0
     assert metrics is not None
     return _run_elected(args, registry, election, metrics)
@@ -123,14 +93,10 @@ def _election_config(args: argparse.Namespace) -> Any:
 
     from supernode.operator.leader import ElectionConfig, default_identity
 
-    return ElectionConfig(
-        name=args.lease_name,
-        namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
-        identity=args.identity or default_identity(),
-        lease_duration=args.lease_duration,
-        renew_deadline=args.renew_deadline,
-        retry_period=args.retry_period,
-    )
+    return ElectionConfig(name=args.lease_name,
+                          namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
+                          identity=args.identity or default_identity(), lease_duration=args.lease_duration,
+                          renew_deadline=args.renew_deadline, retry_period=args.retry_period)
 
 
 def _run_elected(args: argparse.Namespace, registry: Any, election: Any, metrics: Any) -> int:
@@ -146,22 +112,16 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any, metrics
 
     async def operate(stop: asyncio.Event) -> None:
         # standalone: the Lease, not kopf's peering, keeps the other replicas idle.
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=True,
-            stop_flag=stop,
-        )
+        await kopf.operator(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
+                            standalone=True, stop_flag=stop)
 
     async def main() -> int:
         metrics.set_leader(False)
         if args.metrics_port is not None:
             metrics.serve(args.metrics_port, args.metrics_addr)
         client = KubeClient(load_connection(args.server, args.context))
-        code = await run_elected(
-            LeaderElector(client, election, on_change=metrics.set_leader), operate, liveness=args.liveness
-        )
+        code = await run_elected(LeaderElector(client, election, on_change=metrics.set_leader), operate,
+                                 liveness=args.liveness)
         if code == EXIT_LOST:  # leadership lost: exit now, not after a graceful asyncio teardown
             logging.shutdown()
             os._exit(code)

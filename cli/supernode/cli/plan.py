@@ -41,25 +41,16 @@ def register(subparsers: Any) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="ModelDeployment YAML (one or more documents)")
-    parser.add_argument(
-        "--inventory",
-        type=Path,
-        default=None,
-        help="inventory YAML (docs/planner.md) or `kubectl get nodes,pods -A -o yaml` output; "
-        "default: this machine as one cpu node (cpu deployments only)",
-    )
+    parser.add_argument("--inventory", type=Path, default=None,
+                        help="inventory YAML (docs/planner.md) or `kubectl get nodes,pods -A -o yaml` output; "
+                             "default: this machine as one cpu node (cpu deployments only)")
     parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format")
-    parser.add_argument(
-        "--supernode-label",
-        default=None,
-        help="node label with the Ascend SuperPoD id (default huawei.com/superpod-id)",
-    )
-    parser.add_argument(
-        "--rollout", action="store_true", help="preview the rollout steps of a spec change instead of the placement"
-    )
-    parser.add_argument(
-        "--ready-seconds", type=float, default=180.0, help="with --rollout: time a new group takes to become ready"
-    )
+    parser.add_argument("--supernode-label", default=None,
+                        help="node label with the Ascend SuperPoD id (default huawei.com/superpod-id)")
+    parser.add_argument("--rollout", action="store_true",
+                        help="preview the rollout steps of a spec change instead of the placement")
+    parser.add_argument("--ready-seconds", type=float, default=180.0,
+                        help="with --rollout: time a new group takes to become ready")
 
 
 def _read_yaml_documents(path: Path) -> list[Any]:
@@ -130,12 +121,8 @@ def load_inventory(path: Path | None, deployments: list[ModelDeployment]) -> Inv
     if path is None:
         needing = [md.metadata.name for md in deployments if md.spec.accelerator.type.vendor != "cpu"]
         if needing:
-            raise PlanInputError(
-                [
-                    f"supernode plan: {', '.join(needing)} need accelerator nodes; "
-                    "pass --inventory FILE (see examples/inventories/)"
-                ]
-            )
+            raise PlanInputError([f"supernode plan: {', '.join(needing)} need accelerator nodes; "
+                                  "pass --inventory FILE (see examples/inventories/)"])
         return local_inventory()
     docs = _read_yaml_documents(path)
     if len(docs) != 1:
@@ -146,9 +133,8 @@ def load_inventory(path: Path | None, deployments: list[ModelDeployment]) -> Inv
         raise PlanInputError([f"{path}: {exc}"]) from None
 
 
-def plan_all(
-    deployments: list[ModelDeployment], inventory: Inventory, supernode_label: str | None = None
-) -> list[Plan]:
+def plan_all(deployments: list[ModelDeployment], inventory: Inventory,
+             supernode_label: str | None = None) -> list[Plan]:
     """Plan each deployment against what the previous ones left."""
     from supernode.operator.planner import apply_plan, plan
 
@@ -170,13 +156,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 def render_table(plan: Plan) -> str:
     per_group = f"{plan.pods_per_group} pod(s)" + (
-        f" x {plan.devices_per_pod} {plan.resource_name}" if plan.resource_name else " (cpu, no devices)"
-    )
+        f" x {plan.devices_per_pod} {plan.resource_name}" if plan.resource_name else " (cpu, no devices)")
     label = f"supernode label {plan.supernode_label}" if plan.supernode_label else "no supernodes"
-    out = [
-        f"ModelDeployment {plan.deployment}: {plan.capacity.placeable} of {plan.capacity.desired} "
-        f"group(s) placeable; {per_group} per group; {label}"
-    ]
+    out = [f"ModelDeployment {plan.deployment}: {plan.capacity.placeable} of {plan.capacity.desired} "
+           f"group(s) placeable; {per_group} per group; {label}"]
     rows = [("GROUP", "SUPERNODE", "RANK", "ROLE", "NODE", "DEVICES")]
     for group in plan.groups:
         where = group.supernode or ("+".join(group.supernodes) if group.supernodes else "-")
@@ -184,16 +167,8 @@ def render_table(plan: Plan) -> str:
             where = "(not placed)"
         for pod in group.pods:
             first = pod.rank == 0
-            rows.append(
-                (
-                    str(group.index) if first else "",
-                    where if first else "",
-                    str(pod.rank),
-                    pod.role,
-                    pod.node or "-",
-                    str(pod.devices),
-                )
-            )
+            rows.append((str(group.index) if first else "", where if first else "", str(pod.rank), pod.role,
+                         pod.node or "-", str(pod.devices)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     if plan.capacity.reasons:

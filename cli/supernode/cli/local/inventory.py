@@ -62,3 +62,4 @@ def local_inventory(devices: Devices | None = None, hostname: str | None = None)
         allocatable[C.RESOURCE_ASCEND] = devices.npu
         labels[C.NODE_LABEL_ACCELERATOR] = "huawei-Ascend910"
     return Inventory(nodes=(NodeInfo(name=name, labels=labels, allocatable=allocatable),))
+

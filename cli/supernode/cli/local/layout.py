@@ -50,52 +50,32 @@ class GroupLayout:
 
     def endpoint(self, *, ready: bool, draining: bool = False) -> Endpoint:
         return Endpoint(
-            url=self.url,
-            model=self.model,
-            aliases=list(self.aliases),
-            modes=list(self.modes),  # type: ignore[arg-type]
-            deployment=self.deployment,
-            group=self.index,
-            engine_type=EngineType.BUILTIN,
-            ready=ready,
-            draining=draining,
-            max_concurrency=self.max_concurrency,
+            url=self.url, model=self.model, aliases=list(self.aliases), modes=list(self.modes),  # type: ignore[arg-type]
+            deployment=self.deployment, group=self.index, engine_type=EngineType.BUILTIN,
+            ready=ready, draining=draining, max_concurrency=self.max_concurrency,
         )
 
 
 def policy_for(md: ModelDeployment, start_timeout_seconds: float, unhealthy_after: int = 6) -> Policy:
     rec = md.spec.recovery
-    return Policy(
-        backoff_seconds=rec.backoff_seconds,
-        max_backoff_seconds=rec.max_backoff_seconds,
-        max_restarts=rec.max_group_restarts,
-        start_timeout_seconds=start_timeout_seconds,
-        unhealthy_after=unhealthy_after,
-    )
+    return Policy(backoff_seconds=rec.backoff_seconds, max_backoff_seconds=rec.max_backoff_seconds,
+                  max_restarts=rec.max_group_restarts, start_timeout_seconds=start_timeout_seconds,
+                  unhealthy_after=unhealthy_after)
 
 
-def rank_env(
-    md: ModelDeployment,
-    *,
-    device: str,
-    model_dir: Path,
-    http_port: int,
-    rendezvous_port: int,
-    plan_env: Mapping[str, str],
-) -> dict[str, str]:
+def rank_env(md: ModelDeployment, *, device: str, model_dir: Path, http_port: int, rendezvous_port: int,
+             plan_env: Mapping[str, str]) -> dict[str, str]:
     """The planner's pod env (rank, world size, parallel sizes, group, ...) with this machine's addresses,
     ports and paths in place of the cluster's."""
     env = dict(plan_env)
-    env.update(
-        {
-            C.ENV_LEADER_ADDR: LOCALHOST,
-            C.ENV_LEADER_PORT: str(rendezvous_port),
-            C.ENV_MODEL_DIR: str(model_dir),
-            C.ENV_DEVICE: device,
-            C.ENV_HTTP_PORT: str(http_port),
-            C.ENV_GLOO_SOCKET_IFNAME: "lo",
-        }
-    )
+    env.update({
+        C.ENV_LEADER_ADDR: LOCALHOST,
+        C.ENV_LEADER_PORT: str(rendezvous_port),
+        C.ENV_MODEL_DIR: str(model_dir),
+        C.ENV_DEVICE: device,
+        C.ENV_HTTP_PORT: str(http_port),
+        C.ENV_GLOO_SOCKET_IFNAME: "lo",
+    })
     if device == "cpu":
         # Several ranks share few cores: one intra-op thread each avoids oversubscription stalls.
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -103,49 +83,24 @@ def rank_env(
     return env
 
 
-def engine_argv(
-    python: str, md: ModelDeployment, *, model_dir: Path, port: int, device: str, cpu_threads: int | None = None
-) -> tuple[str, ...]:
+def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int, device: str,
+                cpu_threads: int | None = None) -> tuple[str, ...]:
     return (
-        python,
-        "-m",
-        "supernode.cli",
-        "engine",
-        "serve",
-        "--model-dir",
-        str(model_dir),
-        "--served-model-name",
-        md.spec.model.name,
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        "--device",
-        device,
-        "--tensor-parallel",
-        str(md.spec.parallelism.tensor),
-        "--expert-parallel",
-        str(md.spec.parallelism.expert),
+        python, "-m", "supernode.cli", "engine", "serve",
+        "--model-dir", str(model_dir), "--served-model-name", md.spec.model.name,
+        "--host", LOCALHOST, "--port", str(port), "--device", device,
+        "--tensor-parallel", str(md.spec.parallelism.tensor),
+        "--expert-parallel", str(md.spec.parallelism.expert),
         *(arg for alias in md.spec.model.aliases for arg in ("--alias", alias)),
         *(("--cpu-threads", str(cpu_threads)) if cpu_threads else ()),
         *md.spec.engine.args,
     )
 
 
-def layout_groups(
-    md: ModelDeployment,
-    plan: Plan,
-    *,
-    python: str,
-    model_dir: Path,
-    device: str,
-    ports: Iterator[int],
-    start_timeout_seconds: float = 300.0,
-    engine_cmd: Sequence[str] | None = None,
-    device_ids: Iterator[int] | None = None,
-    cpu_threads: int | None = None,
-    unhealthy_after: int = 6,
-) -> list[GroupLayout]:
+def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Path, device: str,
+                  ports: Iterator[int], start_timeout_seconds: float = 300.0,
+                  engine_cmd: Sequence[str] | None = None, device_ids: Iterator[int] | None = None,
+                  cpu_threads: int | None = None, unhealthy_after: int = 6) -> list[GroupLayout]:
     """One GroupLayout per placed group of the plan. `engine_cmd` replaces the engine command
     prefix (everything before the engine's own flags) — used by tests to run stand-ins.
     `device_ids` hands out this machine's accelerator indices: all pods share one machine here, so
@@ -160,29 +115,17 @@ def layout_groups(
             argv = (*engine_cmd, *argv[5:])
         ranks = []
         for pod in group.pods:
-            env = rank_env(
-                md, device=device, model_dir=model_dir, http_port=port, rendezvous_port=rdzv, plan_env=pod.env
-            )
+            env = rank_env(md, device=device, model_dir=model_dir, http_port=port, rendezvous_port=rdzv,
+                           plan_env=pod.env)
             visible = VISIBLE_DEVICES_ENV.get(device)
             if visible and device_ids is not None:
                 env[visible] = ",".join(str(next(device_ids)) for _ in range(max(1, pod.devices)))
-            ranks.append(
-                RankLaunch(
-                    rank=pod.rank, argv=argv, env=env, log_name=f"{md.metadata.name}-g{group.index}-r{pod.rank}.log"
-                )
-            )
-        out.append(
-            GroupLayout(
-                deployment=md.metadata.name,
-                index=group.index,
-                model=md.spec.model.name,
-                aliases=tuple(md.spec.model.aliases),
-                modes=tuple(m.value for m in md.spec.modes),
-                port=port,
-                rendezvous_port=rdzv,
-                max_concurrency=md.spec.engine.max_concurrency,
-                policy=policy_for(md, start_timeout_seconds, unhealthy_after),
-                ranks=tuple(ranks),
-            )
-        )
+            ranks.append(RankLaunch(rank=pod.rank, argv=argv, env=env,
+                                    log_name=f"{md.metadata.name}-g{group.index}-r{pod.rank}.log"))
+        out.append(GroupLayout(
+            deployment=md.metadata.name, index=group.index, model=md.spec.model.name,
+            aliases=tuple(md.spec.model.aliases), modes=tuple(m.value for m in md.spec.modes),
+            port=port, rendezvous_port=rdzv, max_concurrency=md.spec.engine.max_concurrency,
+            policy=policy_for(md, start_timeout_seconds, unhealthy_after), ranks=tuple(ranks),
+        ))
     return out

@@ -40,7 +40,7 @@ class Policy:
 
     def backoff(self, restarts: int) -> float:
         """Back-off before restart number `restarts + 1`: doubles each time, capped."""
-        return float(min(self.backoff_seconds * (2**restarts), self.max_backoff_seconds))
+        return float(min(self.backoff_seconds * (2 ** restarts), self.max_backoff_seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +131,8 @@ Action = Spawn | Kill | SetReady | GiveUp
 
 
 def _describe_exit(event: Exited) -> str:
-    code = (
-        "killed"
-        if event.code is None
-        else (f"killed by signal {-event.code}" if event.code < 0 else f"exit code {event.code}")
+    code = "killed" if event.code is None else (
+        f"killed by signal {-event.code}" if event.code < 0 else f"exit code {event.code}"
     )
     return f"{event.what} exited ({code})"
 
@@ -147,13 +145,8 @@ def _fail(state: UnitState, now: float, reason: str, policy: Policy) -> tuple[Un
         return replace(state, phase=Phase.FAILED, reason=why), [*actions, GiveUp(state.name, why)]
     wait = policy.backoff(state.restarts)
     return (
-        replace(
-            state,
-            phase=Phase.BACKOFF,
-            restarts=state.restarts + 1,
-            next_start_at=now + wait,
-            reason=f"{reason}; restarting in {wait:g}s",
-        ),
+        replace(state, phase=Phase.BACKOFF, restarts=state.restarts + 1, next_start_at=now + wait,
+                reason=f"{reason}; restarting in {wait:g}s"),
         actions,
     )
 
@@ -165,9 +158,7 @@ def step(state: UnitState, event: Event, policy: Policy) -> tuple[UnitState, lis
         if phase in (Phase.STOPPING, Phase.STOPPED):
             return state, []
         return replace(state, phase=Phase.STOPPING, reason="stopping"), [
-            SetReady(state.name, False),
-            Kill(state.name, "shutdown"),
-        ]
+            SetReady(state.name, False), Kill(state.name, "shutdown")]
     if isinstance(event, AllStopped):
         if phase is Phase.STOPPING:
             return replace(state, phase=Phase.STOPPED, reason="stopped"), []
@@ -184,21 +175,16 @@ def step(state: UnitState, event: Event, policy: Policy) -> tuple[UnitState, lis
             return state, []
         failed = state.failed_probes + 1
         if failed >= policy.unhealthy_after:
-            return _fail(
-                replace(state, failed_probes=0),
-                event.now,
-                f"not healthy for {failed} probes in a row ({event.detail})",
-                policy,
-            )
+            return _fail(replace(state, failed_probes=0), event.now,
+                         f"not healthy for {failed} probes in a row ({event.detail})", policy)
         return replace(state, failed_probes=failed), []
     if isinstance(event, Healthy):
         if phase is Phase.READY and state.failed_probes:
             return replace(state, failed_probes=0), []
         if phase is Phase.STARTING:
-            return (
-                replace(state, phase=Phase.READY, ever_ready=True, ready_since=event.now, failed_probes=0, reason=""),
-                [SetReady(state.name, True)],
-            )
+            return (replace(state, phase=Phase.READY, ever_ready=True, ready_since=event.now, failed_probes=0,
+                            reason=""),
+                    [SetReady(state.name, True)])
         return state, []
     # Tick
     now = event.now

@@ -45,13 +45,8 @@ def spawn(what: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> 
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+            list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
     return Child(what=f"{what} (pid {proc.pid})", proc=proc, log=log)
 
@@ -117,3 +112,4 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no procfs (macOS): signal 0 succeeded
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+

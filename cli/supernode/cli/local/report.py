@@ -18,20 +18,10 @@ def stack_table(state: LocalState) -> str:
     rows = [["DEPLOYMENT", "GROUP", "RANKS", "PID", "PORT", "STATE", "RESTARTS"]]
     for g in state.groups:
         pids = ",".join(str(r.pid) if r.pid else "-" for r in g.ranks)
-        rows.append(
-            [g.deployment, str(g.group), str(len(g.ranks)), pids, g.url.rsplit(":", 1)[-1], g.phase, str(g.restarts)]
-        )
-    rows.append(
-        [
-            "(router)",
-            "-",
-            "1",
-            str(state.router_pid or "-"),
-            state.router_url.rsplit(":", 1)[-1],
-            state.router_phase,
-            str(state.router_restarts),
-        ]
-    )
+        rows.append([g.deployment, str(g.group), str(len(g.ranks)), pids, g.url.rsplit(":", 1)[-1],
+                     g.phase, str(g.restarts)])
+    rows.append(["(router)", "-", "1", str(state.router_pid or "-"), state.router_url.rsplit(":", 1)[-1],
+                 state.router_phase, str(state.router_restarts)])
     return table(rows)
 
 

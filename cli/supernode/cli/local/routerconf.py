@@ -14,9 +14,8 @@ from supernode.cli.local.statefile import ENDPOINTS_FILE, LEDGER_FILE
 ALIAS_MODES = {"deepseek-chat": C.MODE_NON_THINK, "deepseek-reasoner": C.MODE_THINK_HIGH}
 
 
-def router_config(
-    deployments: list[ModelDeployment], *, state_dir: Path, port: int, tenants: Path | None
-) -> dict[str, Any]:
+def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: int,
+                  tenants: Path | None) -> dict[str, Any]:
     aliases: dict[str, dict[str, str]] = {}
     for md in deployments:
         for alias in md.spec.model.aliases:

@@ -58,9 +58,8 @@ class CannotStart(Exception):
     pass
 
 
-def _plan_groups(
-    deployments: list[ModelDeployment], opts: UpOptions, state_dir: Path, out: Callable[[str], None]
-) -> list[GroupLayout]:
+def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir: Path,
+                 out: Callable[[str], None]) -> list[GroupLayout]:
     from supernode.operator import planner
 
     inventory = local_inventory()
@@ -68,10 +67,8 @@ def _plan_groups(
     for md in deployments:
         plan = planner.plan(md, inventory)
         if plan.capacity.limited:
-            raise CannotStart(
-                f"{md.metadata.name}: only {plan.capacity.placeable} of {plan.capacity.desired} "
-                f"groups fit on this machine: " + "; ".join(plan.capacity.reasons)
-            )
+            raise CannotStart(f"{md.metadata.name}: only {plan.capacity.placeable} of {plan.capacity.desired} "
+                              f"groups fit on this machine: " + "; ".join(plan.capacity.reasons))
         inventory = planner.apply_plan(inventory, plan)
         plans.append((md, plan))
     # Every rank on this machine shares its cores: split them evenly (the engine alone only knows
@@ -87,40 +84,18 @@ def _plan_groups(
         except CheckpointError as exc:
             raise CannotStart(f"{md.metadata.name}: {exc}") from exc
         device = md.spec.accelerator.type.device
-        groups += layout_groups(
-            md,
-            plan,
-            python=opts.python,
-            model_dir=model_dir.resolve(),
-            device=device,
-            ports=ports,
-            start_timeout_seconds=opts.start_timeout,
-            engine_cmd=opts.engine_cmd,
-            device_ids=device_ids,
-            cpu_threads=cpu_threads if device == "cpu" else None,
-        )
+        groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
+                                ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
+                                device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None)
     return groups
 
 
 def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
     prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", "router"]
-    argv = (
-        *prefix,
-        "--config",
-        str(config),
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(opts.port),
-        "--shutdown-timeout",
-        f"{opts.drain_seconds:g}",
-    )
-    policy = Policy(
-        backoff_seconds=0.5,
-        max_backoff_seconds=5,
-        max_restarts=100,
-        start_timeout_seconds=min(120.0, opts.start_timeout),
-    )
+    argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port),
+            "--shutdown-timeout", f"{opts.drain_seconds:g}")
+    policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
+                    start_timeout_seconds=min(120.0, opts.start_timeout))
     env = {C.ENV_ADMIN_KEY: LOCAL_ADMIN_KEY, **os.environ}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
@@ -135,16 +110,14 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = load_state(state_dir)
     if previous is not None and previous.up_pid != os.getpid() and procs.pid_alive(previous.up_pid):
-        raise CannotStart(
-            f"a stack is already running from {state_dir} (pid {previous.up_pid}); stop it or use another --state-dir"
-        )
+        raise CannotStart(f"a stack is already running from {state_dir} (pid {previous.up_pid}); "
+                          "stop it or use another --state-dir")
     if not procs.port_free(opts.port):
         raise CannotStart(f"port {opts.port} on {LOCALHOST} is in use (choose another with --port)")
     groups = _plan_groups(deployments, opts, state_dir, out)
     config = state_dir / ROUTER_CONFIG
-    write_atomic(
-        config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port, tenants=tenants))
-    )
+    write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
+                                                      tenants=tenants)))
     return Supervisor(groups, _router_launch(opts, config), state_dir, out=out)
 
 

@@ -31,8 +31,7 @@ def _local_problems(md: ModelDeployment) -> list[str]:
         problems.append(f"spec.engine.type: {md.spec.engine.type.value!r} needs a cluster; locally only 'builtin' runs")
     if not md.spec.model.source.startswith(BUILTIN_SCHEME):
         problems.append(
-            f"spec.model.source: {md.spec.model.source!r} is not available locally; use builtin://PRESET (e.g. tiny)"
-        )
+            f"spec.model.source: {md.spec.model.source!r} is not available locally; use builtin://PRESET (e.g. tiny)")
     if shape := engine_shape_problem(md.spec):
         problems.append(shape)
     return problems

@@ -76,4 +76,5 @@ def load_state(state_dir: Path) -> LocalState | None:
 
 
 def save_endpoints(state_dir: Path, endpoints: EndpointFile) -> None:
-    write_atomic(state_dir / ENDPOINTS_FILE, json.dumps(endpoints.model_dump(by_alias=True, mode="json"), indent=2))
+    write_atomic(state_dir / ENDPOINTS_FILE,
+                 json.dumps(endpoints.model_dump(by_alias=True, mode="json"), indent=2))

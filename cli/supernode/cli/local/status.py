@@ -38,29 +38,13 @@ def collect(state_dir: str | Path) -> tuple[list[Probe], list[str]] | None:
     probes: list[Probe] = []
     with httpx.Client(timeout=2.0, trust_env=False) as client:
         rpid = state.router_pid
-        probes.append(
-            Probe(
-                "router",
-                state.router_url,
-                _get(client, f"{state.router_url}/health"),
-                str(rpid or "-"),
-                bool(rpid and pid_alive(rpid)),
-                state.router_phase,
-            )
-        )
+        probes.append(Probe("router", state.router_url, _get(client, f"{state.router_url}/health"),
+                            str(rpid or "-"), bool(rpid and pid_alive(rpid)), state.router_phase))
         for g in state.groups:
             pids = [r.pid for r in g.ranks]
             alive = bool(pids) and all(p is not None and pid_alive(p) for p in pids)
-            probes.append(
-                Probe(
-                    f"{g.deployment}/{g.group}",
-                    g.url,
-                    _get(client, f"{g.url}/health"),
-                    ",".join(str(p or "-") for p in pids),
-                    alive,
-                    g.phase,
-                )
-            )
+            probes.append(Probe(f"{g.deployment}/{g.group}", g.url, _get(client, f"{g.url}/health"),
+                                ",".join(str(p or "-") for p in pids), alive, g.phase))
         # Models from the leaders themselves: the router's /v1/models needs a tenant key.
         models: list[str] = []
         for g in state.groups:
@@ -71,17 +55,8 @@ def collect(state_dir: str | Path) -> tuple[list[Probe], list[str]] | None:
             except (httpx.HTTPError, ValueError):
                 continue
     if not pid_alive(state.up_pid):
-        probes = [
-            Probe(
-                p.name,
-                p.url,
-                p.health,
-                p.pids,
-                p.alive,
-                p.phase if p.phase == "Stopped" else f"{p.phase} (supervisor gone)",
-            )
-            for p in probes
-        ]
+        probes = [Probe(p.name, p.url, p.health, p.pids, p.alive,
+                        p.phase if p.phase == "Stopped" else f"{p.phase} (supervisor gone)") for p in probes]
     return probes, models
 
 

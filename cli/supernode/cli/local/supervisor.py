@@ -40,17 +40,9 @@ class StartFailed(Exception):
 
 
 class Supervisor:
-    def __init__(
-        self,
-        groups: Sequence[GroupLayout],
-        router: RouterLaunch,
-        state_dir: Path,
-        *,
-        out: Printer = print,
-        kill_grace_seconds: float = 3.0,
-        probe_timeout: float = 1.0,
-        liveness_interval: float = 5.0,
-    ):
+    def __init__(self, groups: Sequence[GroupLayout], router: RouterLaunch, state_dir: Path, *,
+                 out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0,
+                 liveness_interval: float = 5.0):
         self.groups = {g.unit: g for g in groups}
         self.router = router
         self.state_dir = state_dir
@@ -114,11 +106,9 @@ class Supervisor:
             # A restarted world gets a fresh rendezvous port: the dead leader's may linger in TIME_WAIT.
             rdzv = str(next(self._ports)) if self.units[unit].restarts else str(g.rendezvous_port)
             self.children[unit] = [
-                procs.spawn(
-                    f"rank {r.rank}", r.argv, {**os.environ, **r.env, C.ENV_LEADER_PORT: rdzv}, logs / r.log_name
-                )
-                for r in g.ranks
-            ]
+                procs.spawn(f"rank {r.rank}", r.argv, {**os.environ, **r.env, C.ENV_LEADER_PORT: rdzv},
+                            logs / r.log_name)
+                for r in g.ranks]
         self._detail.pop(unit, None)
         pids = ", ".join(c.what for c in self.children[unit])
         self._say(f"{unit}: started {pids}")
@@ -147,32 +137,21 @@ class Supervisor:
     def _publish(self) -> None:
         rstate = self.units[self.router.unit]
         rkids = self.children[self.router.unit]
-        save_state(
-            self.state_dir,
-            LocalState(
-                up_pid=os.getpid(),
-                router_url=self.router.url,
-                router_pid=rkids[0].pid if rkids and rkids[0].poll() is None else None,
-                router_phase=rstate.phase.value,
-                router_restarts=rstate.restarts,
-                groups=[
-                    GroupRecord(
-                        deployment=g.deployment,
-                        group=g.index,
-                        model=g.model,
-                        url=g.url,
-                        phase=self.units[name].phase.value,
-                        restarts=self.units[name].restarts,
-                        reason=self.units[name].reason,
-                        ranks=[
-                            RankRecord(rank=r.rank, pid=c.pid if c.poll() is None else None)
-                            for r, c in zip(g.ranks, self.children[name], strict=False)
-                        ],
-                    )
-                    for name, g in self.groups.items()
-                ],
-            ),
-        )
+        save_state(self.state_dir, LocalState(
+            up_pid=os.getpid(), router_url=self.router.url,
+            router_pid=rkids[0].pid if rkids and rkids[0].poll() is None else None,
+            router_phase=rstate.phase.value, router_restarts=rstate.restarts,
+            groups=[
+                GroupRecord(
+                    deployment=g.deployment, group=g.index, model=g.model, url=g.url,
+                    phase=self.units[name].phase.value, restarts=self.units[name].restarts,
+                    reason=self.units[name].reason,
+                    ranks=[RankRecord(rank=r.rank, pid=c.pid if c.poll() is None else None)
+                           for r, c in zip(g.ranks, self.children[name], strict=False)],
+                )
+                for name, g in self.groups.items()
+            ],
+        ))
 
     # --- the loop --------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -186,11 +165,8 @@ class Supervisor:
             now = time.monotonic()
             if self.units[unit].phase is M.Phase.STARTING:
                 self._probe(unit)
-            elif (
-                self.units[unit].phase is M.Phase.READY
-                and self.liveness_interval > 0
-                and now >= self._next_liveness.get(unit, 0.0)
-            ):
+            elif (self.units[unit].phase is M.Phase.READY and self.liveness_interval > 0
+                  and now >= self._next_liveness.get(unit, 0.0)):
                 self._next_liveness[unit] = now + self.liveness_interval
                 self._probe(unit)
             self._feed(unit, M.Tick(time.monotonic()))
@@ -209,10 +185,8 @@ class Supervisor:
             if self.failures:
                 raise StartFailed("\n".join(f"{u}: {why}" for u, why in self.failures.items()))
             if time.monotonic() > deadline:
-                raise StartFailed(
-                    f"not ready after {timeout:g}s: "
-                    + ", ".join(f"{u} {s.phase.value}" for u, s in self.units.items() if s.phase is not M.Phase.READY)
-                )
+                raise StartFailed(f"not ready after {timeout:g}s: " + ", ".join(
+                    f"{u} {s.phase.value}" for u, s in self.units.items() if s.phase is not M.Phase.READY))
             time.sleep(interval)
         self._publish()
 
