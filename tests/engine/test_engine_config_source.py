@@ -75,6 +75,10 @@ def test_model_dir_from_env_and_conflicts(model_dir: Path, monkeypatch: pytest.M
     opts = engine_serve.options(parse())
     assert (opts.engine.model_dir, opts.engine.device, opts.engine.tensor_parallel) == (str(model_dir), "cuda", 2)
     assert engine_serve.options(parse("--device", "cpu", "--tensor-parallel-size", "1")).engine.device == "cpu"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    assert engine_serve.options(parse(str(other))).engine.model_dir == str(other)  # the pod env is a fallback
 
 
 def test_bad_flag_values_name_the_field(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

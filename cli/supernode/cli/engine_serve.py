@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "--model-dir",
         "--model",
         dest="model_dir",
-        default=None,
+        default=env(C.ENV_MODEL_DIR),
         help=f"checkpoint directory: config.json, safetensors, tokenizer.json (env {C.ENV_MODEL_DIR})",
     )
     p.add_argument(
@@ -78,10 +78,10 @@ def model_dir(args: argparse.Namespace) -> str:
 
     from supernode.api import constants as C
 
-    positional, flag = args.model, args.model_dir
-    if positional and flag and positional != flag:
+    positional, flag, pod = args.model, args.model_dir, os.environ.get(C.ENV_MODEL_DIR)
+    if positional and flag and positional != flag and flag != pod:  # the pod env is only a fallback
         raise ValueError(f"model_dir: given twice ({positional!r} and --model {flag!r}); give it once")
-    chosen = positional or flag or os.environ.get(C.ENV_MODEL_DIR, "")
+    chosen = positional or flag
     if not chosen:
         raise ValueError(f"model_dir: required (MODEL_DIR, --model or env {C.ENV_MODEL_DIR})")
     return str(chosen)
