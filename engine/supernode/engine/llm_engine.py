@@ -181,11 +181,11 @@ class LLMEngine:
                 SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table), e)
                 for b, e in zip(batch, every, strict=True)
             ]
-            all_logits = self.runner.run(inputs)
-            ends = list(itertools.accumulate(b.num_tokens if e else 1 for b, e in zip(batch, every, strict=True)))
-            if any(every):
-                self._prompt_logprobs(batch, every, ends, all_logits)
-            logits = all_logits[[end - 1 for end in ends]]  # each item's last row
+            logits = self.runner.run(inputs)
+            if any(every):  # some items returned a row per token: keep each item's last row for sampling
+                ends = list(itertools.accumulate(b.num_tokens if e else 1 for b, e in zip(batch, every, strict=True)))
+                self._prompt_logprobs(batch, every, ends, logits)
+                logits = logits[[end - 1 for end in ends]]
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:
                 seqs = [batch[i].seq for i in rows]
