@@ -164,5 +164,11 @@ def test_client_text_is_never_a_control_token() -> None:
     assert [s for s in render_outputs([evil]) if not s[1]] == [(evil, False)]
 
 
+def test_stray_control_tokens_in_content_do_not_swallow_text(tokenizer: Tokenizer) -> None:
+    ids = ids_of(tokenizer, f"a{T.TOOL_CALL_END}b{T.TOOL_SEP}c{T.TOOL_CALLS_END}d")
+    deltas, text = run_parser(tokenizer, ids)
+    assert text.content == "abcd" and not calls_of(deltas)
+
+
 def test_tokenizer_lacking_tool_tokens_resolves_to_none() -> None:
     assert ToolTokens.resolve(lambda _t: None) is None

@@ -236,7 +236,7 @@ class ToolCallParser:
             self._state, self._name = _State.NAME, ""
         elif token_id == ids.sep and state is _State.NAME:
             return self._open_call()
-        elif token_id == ids.call_end:
+        elif token_id == ids.call_end and state in (_State.NAME, _State.ARGS):
             out = self._open_call() if state is _State.NAME and self._name.strip() else []
             self._state = _State.BETWEEN
             return out
