@@ -25,7 +25,8 @@ DECODE_STEPS = 8
 
 def generate(runner: ModelRunner) -> dict[str, torch.Tensor]:
     # prompt 0's first chunk asks for every position's logits (prompt log-probabilities): 6 rows, then prompt 1's
-    first = runner.run([SeqInput(PROMPTS[0][:6], 0, TABLES[0], True), SeqInput(list(PROMPTS[1]), 0, TABLES[1])])
+    every = SeqInput(PROMPTS[0][:6], 0, TABLES[0], all_logits=True)
+    first = runner.run([every, SeqInput(list(PROMPTS[1]), 0, TABLES[1])])
     rest = runner.run([SeqInput(PROMPTS[0][6:], 6, TABLES[0])])  # chunked prefill of prompt 0
     logits = [torch.stack([rest[0], first[6]])]
     seqs = [list(PROMPTS[0]), list(PROMPTS[1])]

@@ -178,7 +178,7 @@ class LLMEngine:
         if batch:
             every = [b.seq.wants_prompt_logits for b in batch]
             inputs = [
-                SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table), e)
+                SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table), all_logits=e)
                 for b, e in zip(batch, every, strict=True)
             ]
             logits = self.runner.run(inputs)
