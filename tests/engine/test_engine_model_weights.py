@@ -242,3 +242,17 @@ def test_all_logits_rows_equal_each_prefix_computed_alone(tiny: Path) -> None:
         alone = runner.run([SeqInput(PROMPT[:n], 0, [8, 9, 10])])[0]
         torch.testing.assert_close(rows[n - 1], alone, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(first[5], runner.run([SeqInput(other, 0, [12])])[0], atol=1e-4, rtol=1e-4)
+
+
+def test_builtin_preset_shapes_known_to_the_api_match_the_engine_presets() -> None:
+    from supernode.api.capabilities import BUILTIN_PRESETS
+    from supernode.engine.checkpoint import PRESETS
+    from supernode.engine.presets_v4 import V4_COMMON, V4_PRESETS
+
+    configs = {**{k: {"model_type": "deepseek_v3", **v} for k, v in PRESETS.items()},
+               **{k: {**V4_COMMON, **v} for k, v in V4_PRESETS.items()}}  # fmt: skip
+    assert set(BUILTIN_PRESETS) == set(configs)
+    for name, shape in BUILTIN_PRESETS.items():
+        cfg = configs[name]
+        assert (shape.architecture, shape.routed_experts) == (cfg["model_type"], cfg["n_routed_experts"]), name
+        assert all(cfg[field] == size for field, size in shape.shardable), name

@@ -8,15 +8,15 @@ from typing import Any
 
 from supernode.api.models import EFFORT_MODES, Mode
 from supernode.engine import tokens as T
-from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
+from supernode.engine.tokenizer import IncrementalDecoder, Piece, Tokenizer
 from supernode.engine.tool_calls import (
+    Segment,
     ToolCallDelta,
     ToolCallParser,
     ToolChoice,
     forced_prefix,
     render_calls,
     render_outputs,
-    text_of,
     tools_system_text,
 )
 
@@ -87,14 +87,16 @@ def _content_text(content: Any, i: int) -> str:
     raise ChatError(f"messages[{i}].content: must be a string or a list of text parts", f"messages[{i}].content")
 
 
-def render_chat(
+def render_chat_pieces(
     messages: Sequence[Any],
     mode: Mode,
     tools: Sequence[Mapping[str, Any]] = (),
     choice: ToolChoice | None = None,
-) -> str:
+) -> list[Piece]:
     """The DeepSeek prompt: BOS, system text (+ tool catalogue), turns, then the assistant opening for ``mode``.
 
+    Only this template adds control tokens (``special`` pieces); message content is always a text piece,
+    so a client writing ``<think>`` or ``<｜Assistant｜>`` sends text, never a control token.
     ``tools`` are validated specs (``tool_calls.parse_tools``); assistant turns may carry `tool_calls`,
     `tool` turns are rendered as tool outputs; a forced call (``choice``) pre-fills the call opening.
     """
@@ -104,7 +106,7 @@ def render_chat(
     if choice.forced and mode is not Mode.NON_THINK:
         raise ChatError("tool_choice: forcing a tool call needs non-think mode (thinking disabled)", "tool_choice")
     system: list[str] = [T.THINK_MAX_PREFIX] if mode is Mode.THINK_MAX else []
-    turns: list[str] = []
+    turns: list[Piece] = []
     outputs: list[str] = []  # consecutive tool results, rendered as one block
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
@@ -114,23 +116,39 @@ def render_chat(
             outputs.append(text)
             continue
         if outputs:
-            turns.append(text_of(render_outputs(outputs)))
+            turns += _pieces(render_outputs(outputs))
             outputs = []
         if role in ("system", "developer"):
             system.append(text)
         elif role == "user":
-            turns.append(f"{T.USER}{text}")
+            turns += [Piece(T.USER, True), Piece(text)]
         elif role == "assistant":
-            calls = text_of(render_calls(m["tool_calls"], f"messages[{i}]")) if m.get("tool_calls") else ""
-            turns.append(f"{T.ASSISTANT}{T.THINK_CLOSE}{text}{calls}{T.EOS}")
+            calls = _pieces(render_calls(m["tool_calls"], f"messages[{i}]")) if m.get("tool_calls") else []
+            turns += [Piece(T.ASSISTANT, True), Piece(T.THINK_CLOSE, True), Piece(text), *calls, Piece(T.EOS, True)]
         else:
             raise ChatError(f"messages[{i}].role: unknown role {role!r}", f"messages[{i}].role")
     if outputs:
-        turns.append(text_of(render_outputs(outputs)))
-    if tools and choice.enabled:
-        system.append(text_of(tools_system_text(tools)))
+        turns += _pieces(render_outputs(outputs))
+    catalogue = _pieces(tools_system_text(tools)) if tools and choice.enabled else []
+    if catalogue and system:
+        catalogue.insert(0, Piece("\n\n"))
     opening = T.THINK_CLOSE if mode is Mode.NON_THINK else T.THINK_OPEN
-    return T.BOS + "\n\n".join(system) + "".join(turns) + T.ASSISTANT + opening + text_of(forced_prefix(choice))
+    head = [Piece(T.BOS, True), Piece("\n\n".join(system)), *catalogue]
+    return [*head, *turns, Piece(T.ASSISTANT, True), Piece(opening, True), *_pieces(forced_prefix(choice))]
+
+
+def _pieces(segments: Sequence[Segment]) -> list[Piece]:
+    return [Piece(text, control) for text, control in segments]
+
+
+def render_chat(
+    messages: Sequence[Any],
+    mode: Mode,
+    tools: Sequence[Mapping[str, Any]] = (),
+    choice: ToolChoice | None = None,
+) -> str:
+    """The rendered prompt as one string (for display and tests; encode ``render_chat_pieces`` instead)."""
+    return "".join(p.text for p in render_chat_pieces(messages, mode, tools, choice))
 
 
 @dataclass(slots=True)

@@ -17,10 +17,11 @@ from collections.abc import Callable
 import torch
 
 from supernode.engine.chat import Delta, OutputText
-from supernode.engine.core.block_manager import BlockManager, KVEvent
+from supernode.engine.core.block_manager import KVEvent
 from supernode.engine.core.context import check_prompt_fits
 from supernode.engine.core.scheduler import ScheduledSeq, Scheduler
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
+from supernode.engine.core.state_blocks import make_block_manager
 from supernode.engine.engine_types import (
     EngineDead,
     EngineOptions,
@@ -44,7 +45,7 @@ __all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Outp
 class LLMEngine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, options: EngineOptions, metrics: EngineMetrics) -> None:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
-        self.blocks = BlockManager(runner.num_kv_blocks, runner.block_size, options.model_name)
+        self.blocks = make_block_manager(runner, options.model_name, options.max_num_seqs)
         self.scheduler = Scheduler(options.scheduler_config(), self.blocks)
         self.sampler = Sampler(options.seed)
         self.eos_ids = (tokenizer.eos_id,)
@@ -178,7 +179,13 @@ class LLMEngine:
         if batch:
             every = [b.seq.wants_prompt_logits for b in batch]
             inputs = [
-                SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table), all_logits=e)
+                SeqInput(
+                    b.token_ids,
+                    b.start_pos,
+                    list(b.seq.block_table),
+                    *self.blocks.state_args(b.seq, b.start_pos, b.num_tokens),
+                    all_logits=e,
+                )
                 for b, e in zip(batch, every, strict=True)
             ]
             logits = self.runner.run(inputs)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from supernode.api.constants import ENV_ENGINE_TOKEN
 from supernode.api.models import Mode
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.config import EngineConfig
@@ -95,10 +96,16 @@ def _follower(opts: ServeOptions, env: DistEnv) -> int:
 def _leader(opts: ServeOptions, env: DistEnv) -> int:
     import uvicorn
 
+    from supernode.api.httpserver import HttpLimits, uvicorn_options
     from supernode.engine.metrics import EngineMetrics
     from supernode.engine.server.app import ServerState, build_app
+    from supernode.engine.server.guard import Guards
 
     state = ServerState(opts.model_name, EngineMetrics(opts.model_name), opts.aliases, opts.default_mode, opts.budgets)
+    state.guards = Guards.from_env()  # SUPERNODE_ENGINE_TOKEN: only the router may call (docs/security.md)
+    if state.guards.token is None:
+        log.warning("no %s set: any client that reaches %s:%d may call this engine", ENV_ENGINE_TOKEN,
+                    opts.host, opts.port)
     exit_code = [0]
     runner_box: list[ModelRunner] = []
     server: uvicorn.Server | None = None
@@ -126,6 +133,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         finally:
             if state.engine is not None:
                 state.engine.stop()
+            state.encoder.close()
             for runner in runner_box:
                 try:
                     runner.shutdown()  # releases the followers
@@ -139,6 +147,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         port=opts.port,
         log_config=None,
         timeout_graceful_shutdown=max(1, round(opts.shutdown_timeout_s)),
+        **uvicorn_options(HttpLimits()),  # header deadline/size, idle keep-alive, connection cap (shared)
     )
     server = uvicorn.Server(config)
     server.run()

@@ -17,11 +17,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
-from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat, resolve_mode
+from supernode.api.strictjson import StrictJSONError, loads_strict
+from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces, resolve_mode
 from supernode.engine.core.context import ContextLengthExceeded, room_after
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.server.choices import collect, stream
+from supernode.engine.server.guard import GuardMiddleware, Guards
+from supernode.engine.server.prompting import PromptEncoder
 from supernode.engine.server.protocol import APIError, ChatRequest, CompletionRequest, parse
 from supernode.engine.server.responses import ChatFormat, Choice, CompletionFormat, Envelope, sse
 from supernode.engine.tool_calls import (
@@ -47,6 +50,8 @@ class ServerState:
     budgets: ReasoningBudgets = field(default_factory=ReasoningBudgets)
     kv_keepalive_s: float = 15.0
     engine: LLMEngine | None = None
+    guards: Guards = field(default_factory=Guards)  # router token + body limit (server/guard.py)
+    encoder: PromptEncoder = field(default_factory=PromptEncoder)  # off-loop tokenization (server/prompting.py)
 
 
 def build_app(
@@ -54,6 +59,7 @@ def build_app(
 ) -> FastAPI:
     app = FastAPI(title="supernode engine", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.server = state
+    app.add_middleware(GuardMiddleware, guards=state.guards)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> Response:
@@ -67,9 +73,9 @@ def build_app(
         return state.engine
 
     async def body_of(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        try:  # strict: no NaN/Infinity, lone surrogates, deep nesting or huge integers (shared rules)
+            return loads_strict(await request.body())
+        except StrictJSONError as exc:
             raise APIError(400, f"invalid JSON body: {exc}", code="invalid_json") from exc
 
     def check_model(name: str) -> None:
@@ -135,11 +141,11 @@ def build_app(
         try:
             mode = resolve_mode(req.model_dump(), state.default_mode)
             specs, choice, tool_ids = tool_setup(eng, req)
-            prompt = render_chat(req.messages, mode, specs, choice)
+            pieces = render_chat_pieces(req.messages, mode, specs, choice)
         except (ChatError, ToolSpecError) as exc:
             raise APIError(400, str(exc), param=exc.param) from exc
         thinking = mode is not Mode.NON_THINK
-        ids = eng.tokenizer.encode(prompt)
+        ids = await state.encoder.encode_pieces(eng.tokenizer, pieces, eng.options.max_model_len, "messages")
 
         def parser() -> ToolCallParser | None:
             if tool_ids is None or not choice.enabled:
@@ -162,7 +168,10 @@ def build_app(
         req: CompletionRequest = parse(CompletionRequest, await body_of(request))
         check_model(req.model)
         prompt = req.single_prompt()
-        ids = eng.tokenizer.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else list(prompt)
+        if isinstance(prompt, str):
+            ids = await state.encoder.encode_text(eng.tokenizer, prompt, eng.options.max_model_len, "prompt")
+        else:
+            ids = list(prompt)  # token ids are taken as given (see docs/security.md on token-id prompts)
         rid, choices = submit(eng, ids, req, None)
         echo = (prompt if isinstance(prompt, str) else eng.tokenizer.decode(ids)) if req.echo else ""
         env = Envelope(rid, req.model, chat=False)
