@@ -9,11 +9,12 @@ from typing import Any
 from starlette.requests import Request
 
 from supernode.api.constants import HEADER_SESSION_ID
+from supernode.api.modes import ModeFieldError, template_kwargs
 from supernode.router.apis.common import ParsedRequest, load_json
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import PoolKey
 from supernode.router.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
-from supernode.router.modes import ModeError, Resolved, UnknownModel, resolve, template_kwargs
+from supernode.router.modes import Resolved, UnknownModel, resolve
 from supernode.router.routing.prefix_index import request_hashes
 from supernode.router.routing.state import EndpointTable
 
@@ -65,7 +66,7 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         resolved = resolve(parsed.mode_fields, anthropic=anthropic, aliases=config.models.aliases,
                            patterns=config.models.patterns, served=served, served_aliases=served_aliases,
                            default_mode=config.models.default_mode)
-    except ModeError as e:
+    except ModeFieldError as e:
         raise InvalidRequest(str(e), param=e.param) from None
     except UnknownModel as e:
         raise ModelNotFound(str(e)) from None

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
-from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat, resolve_mode
+from supernode.api.modes import ModeFieldError, resolve_mode
+from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine, Output, RequestHandle
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.server.protocol import APIError, ChatRequest, CompletionRequest, parse
@@ -136,9 +137,9 @@ def build_app(
         req: ChatRequest = parse(ChatRequest, await body_of(request))
         check_model(req.model)
         try:
-            mode = resolve_mode(req.model_dump(), state.default_mode)
+            mode = resolve_mode(req.model_dump(), default=state.default_mode)
             prompt = render_chat(req.messages, mode)
-        except ChatError as exc:
+        except (ChatError, ModeFieldError) as exc:
             raise APIError(400, str(exc), param=exc.param) from exc
         thinking = mode is not Mode.NON_THINK
         ids = eng.tokenizer.encode(prompt)
