@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from supernode.api import constants as C
-from supernode.operator.kube import ApiError, KubeClient, load_connection
+from supernode.operator.kube import ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
 
@@ -66,10 +66,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     def login(**_: Any) -> kopf.ConnectionInfo | None:
         if config.server:
             return kopf.ConnectionInfo(server=config.server)
-        conn = load_connection(None, config.context)
-        return kopf.ConnectionInfo(server=conn.server, token=conn.token, ca_path=conn.ca_file,
-                                   certificate_path=conn.cert_file, private_key_path=conn.key_file,
-                                   insecure=conn.insecure)
+        access = load_access(None, context=config.context)
+        return kopf.ConnectionInfo(server=access.url, token=access.token(), ca_path=access.ca_file,
+                                   certificate_path=access.cert_file, private_key_path=access.key_file,
+                                   insecure=not access.verify)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -95,7 +95,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             memo.metrics.set_leader(True)  # no election: this process is the operator
             if config.metrics_port is not None:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
-        memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
+        memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label)
 
     @kopf.on.cleanup(registry=registry)
@@ -134,7 +134,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             result = await reconciler.reconcile(dict(body), _all(nodes_idx), _all(pods_idx))
         except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
             metrics.reconciles.labels("api-error").inc()
-            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
+            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.status == 409 else 5) from e
         finally:
             metrics.duration.observe(time.monotonic() - started)
         metrics.reconciles.labels("ok").inc()
