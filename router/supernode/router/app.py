@@ -29,7 +29,7 @@ from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, Shape, error_body
 from supernode.router.metrics import RouterMetrics
-from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of
+from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
 from supernode.router.proxy import Upstream
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
@@ -158,7 +158,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             tenant = st.gatekeeper.authenticate(api_key(request))
             raw = await read_body(request, config.server.max_body_bytes)
             prep = prepare(raw, parser, anthropic=shape == "anthropic", config=config, table=st.table,
-                           session_header=session_of(request))
+                           session_header=session_of(request), spill=spill_targets(st.gatekeeper, tenant))
         except RouterError as e:
             st.metrics.requests.labels(model="", mode="", tenant="", code=str(e.status)).inc()
             if e.status in (401, 403, 413):

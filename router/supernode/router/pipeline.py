@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,13 +12,14 @@ from supernode.api.constants import HEADER_SESSION_ID
 from supernode.api.modes import ModeFieldError, template_kwargs
 from supernode.router.apis.common import ParsedRequest, load_json
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import PoolKey
-from supernode.router.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from supernode.router.contracts import PoolKey, Tenant
+from supernode.router.errors import InvalidRequest, ModelNotFound, ModeNotOffered, PayloadTooLarge
 from supernode.router.modes import Resolved, UnknownModel, resolve
 from supernode.router.routing.prefix_index import request_hashes
 from supernode.router.routing.state import EndpointTable
 
 Parser = Callable[..., ParsedRequest]
+SpillTargets = Callable[[Sequence[PoolKey]], Sequence[PoolKey]]  # the tenant's allowed pools, spill targets after
 
 
 def api_key(request: Request) -> str | None:
@@ -56,8 +57,34 @@ class Prepared:
     prompt_tokens_estimate: int
 
 
+def offered_pools(resolved: Resolved, table: EndpointTable, spill: SpillTargets | None) -> list[PoolKey]:
+    """The pools a request may be admitted to: its own, when some deployment of the model offers the
+    mode; otherwise the spill-over targets the tenant is allowed that are offered (the response then
+    names the mode that served in x-supernode-mode), else ModeNotOffered naming the offered modes."""
+    requested = PoolKey(resolved.model, resolved.mode)
+    offered = table.offered_modes(resolved.model)
+    if resolved.mode in offered:
+        return [requested]
+    targets = [p for p in (spill([requested]) if spill else ()) if p != requested
+               and p.mode in table.offered_modes(p.model)]
+    if targets:
+        return targets
+    names = ", ".join(m.value for m in sorted(offered, key=list(type(resolved.mode)).index)) or "none"
+    raise ModeNotOffered(f"The model `{resolved.model}` does not offer mode {resolved.mode.value}; "
+                         f"offered modes: {names}")
+
+
+def spill_targets(gatekeeper: object, tenant: Tenant) -> SpillTargets | None:
+    """The gatekeeper's spill-over expansion for this tenant (admission's rules, tenant overrides,
+    allowed models/modes), or None for a gatekeeper without spill-over (admission off)."""
+    candidates = getattr(gatekeeper, "candidates", None)
+    if candidates is None:
+        return None
+    return lambda pools: tuple(candidates(tenant, pools))
+
+
 def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig, table: EndpointTable,
-            session_header: str | None) -> Prepared:
+            session_header: str | None, spill: SpillTargets | None = None) -> Prepared:
     """Everything the request path decides before admission; raises RouterError subclasses (4xx)."""
     body = load_json(raw)
     parsed = parser(body, max_tokens_limit=config.models.max_tokens_limit)
@@ -72,7 +99,7 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         raise ModelNotFound(str(e)) from None
     if resolved.model not in served:
         raise ModelNotFound(f"The model `{parsed.mode_fields.get('model')}` does not exist or is not served here")
-    pools = [PoolKey(resolved.model, resolved.mode)]  # spill-over targets come from admission's rules
+    pools = offered_pools(resolved, table, spill)  # further spill-over (capacity) comes from admission's rules
     prefix = config.routing.prefix
     hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
                             max_blocks=prefix.max_blocks_per_request)
