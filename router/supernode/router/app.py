@@ -81,7 +81,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     background tasks (discovery, health scraping, admission's own loops)."""
     metrics = RouterMetrics()
     profile = build_profile(config.routing, seed=routing_seed)
-    table = EndpointTable(on_removed=profile.forget)
+    def removed(key: str) -> None:
+        profile.forget(key)
+        metrics.forget_endpoint(key)
+
+    table = EndpointTable(on_removed=removed)
     capacity = TableCapacity(table, config.admission.capacity if config.admission else None)
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
@@ -98,8 +102,9 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery)
 
     def on_health(s: EndpointState) -> None:
-        metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
-        metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
+        if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
+            return
+        metrics.set_endpoint(s.key, s.endpoint.model, healthy=s.healthy, load=s.stats.running + s.stats.waiting)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -210,7 +215,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         st: RouterState = request.app.state.router
         st.metrics.queue_length.set(st.gatekeeper.queue_length())
         for s in st.table:
-            st.metrics.inflight.labels(s.key).set(s.inflight)
+            st.metrics.set_inflight(s.key, s.inflight)
         return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -60,7 +60,6 @@ class Service:
 
     def _admitted(self, call: Call, ticket: Ticket) -> None:
         call.ticket = ticket
-        self.metrics.queue_wait.labels(**call.labels).observe(ticket.queued_seconds)
 
     # --- entry ----------------------------------------------------------------------------------
     async def handle(self, request: Request, call: Call) -> Response:
@@ -187,7 +186,7 @@ class Service:
         if anthropic:
             yield anthropic.start()
         splitter = SseSplitter()
-        itl = self.metrics.itl.labels(**call.labels)  # looked up once, observed per token
+        itl = self.metrics.itl.labels(**call.hist_labels)  # looked up once, observed per token
         last = None
         finished = False
         async for chunk in call.opened.chunks():

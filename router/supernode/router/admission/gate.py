@@ -151,7 +151,6 @@ class AdmissionGatekeeper:
         )
 
     def _reject(self, tenant: Tenant, limit: str, message: str, retry_after: float) -> AdmissionRejected:
-        self.metrics.rejections.labels(limit, tenant.tier).inc()
         log.info("rejected tenant=%s limit=%s retry_after=%.1f: %s", tenant.id, limit, retry_after, message)
         return AdmissionRejected(message, limit=limit, retry_after=max(1.0, round(retry_after, 1)))
 
@@ -161,7 +160,6 @@ class AdmissionGatekeeper:
             raise NoCapacity(f"no pool serves model {ctx.model!r} in mode {ctx.mode.value!r}")
         requested = pools[0]
         if not self._allowed(tenant, requested):
-            self.metrics.rejections.labels("forbidden", tenant.tier).inc()
             raise ForbiddenError(f"tenant {tenant.id!r} may not use {requested.model} in mode {requested.mode.value}")
         estimate = max(0, ctx.prompt_tokens_estimate) + max(0, ctx.max_tokens)
         now = self._clock()
@@ -169,7 +167,6 @@ class AdmissionGatekeeper:
             return self._grant(ctx.tenant, requested, requested, estimate, now, now)
         cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
         if not cands:
-            self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
             raise NoCapacity(
                 f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
             )
@@ -197,7 +194,6 @@ class AdmissionGatekeeper:
         self._dispatch()
         if fut.done():
             return fut.result()
-        self.metrics.queue_length.set(len(self._queue))
         try:
             async with asyncio.timeout(q.max_wait_seconds):
                 return await asyncio.shield(fut)
@@ -220,7 +216,6 @@ class AdmissionGatekeeper:
         if self._queue.remove(waiter):
             if limiter is not None:
                 limiter.settle(estimate, 0, self._clock(), self._wall())
-            self.metrics.queue_length.set(len(self._queue))
         elif fut.done() and not fut.cancelled():
             fut.result().release(Usage())
         if not fut.done():
@@ -252,7 +247,6 @@ class AdmissionGatekeeper:
             ticket = self._grant(pending.tenant, pending.requested, pool, waiter.cost, waiter.enqueued_at, now)
             pending.fut.set_result(ticket)
         self._queue.prune()
-        self.metrics.queue_length.set(len(self._queue))
 
     def _grant(
         self, tenant: Tenant, requested: PoolKey, pool: PoolKey, estimate: int, enqueued: float, now: float
