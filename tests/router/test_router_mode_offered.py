@@ -66,7 +66,13 @@ async def test_spill_over_where_the_tenant_allows_it_else_400(stack: Stack, tmp_
     raw = await acme.chat.completions.with_raw_response.create(model=MODEL, messages=MSGS,  # type: ignore[arg-type]
                                                                reasoning_effort="max")
     assert raw.headers[C.HEADER_SERVED_MODE] == "think-high"
-    assert stack.engines["a"].requests[-1]["chat_template_kwargs"]["reasoning_effort"] == "high"
+    assert stack.engines["a"].requests[-1]["chat_template_kwargs"] == {"thinking": True, "reasoning_effort": "high"}
+    via_kwargs = await acme.chat.completions.with_raw_response.create(  # vLLM-style fields, same rule
+        model=MODEL, messages=MSGS, extra_body={"chat_template_kwargs": {"enable_thinking": True,  # type: ignore[arg-type]
+                                                                         "reasoning_effort": "max", "x": 1}})
+    assert via_kwargs.headers[C.HEADER_SERVED_MODE] == "think-high"
+    sent = stack.engines["a"].requests[-1]["chat_template_kwargs"]
+    assert sent == {"x": 1, "thinking": True, "reasoning_effort": "high"}  # only the serving mode's keys
     strict = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-strict", max_retries=0)
     with pytest.raises(openai.BadRequestError) as e:
         await strict.chat.completions.create(model=MODEL, messages=MSGS, reasoning_effort="max")  # type: ignore[arg-type]

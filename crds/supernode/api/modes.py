@@ -23,6 +23,7 @@ from supernode.api.models import EFFORT_MODES, Mode
 
 BodyShape = Literal["openai", "anthropic"]
 THINKING_TYPES = ("enabled", "disabled", "adaptive")
+TEMPLATE_MODE_KEYS = ("thinking", "enable_thinking", "reasoning_effort")  # mode keys in chat_template_kwargs
 
 
 class ModeFieldError(ValueError):
@@ -67,7 +68,7 @@ def _template_fields(body: Mapping[str, Any]) -> tuple[bool | None, Mode | None]
         return None, None
     if not isinstance(kwargs, Mapping):
         raise ModeFieldError("chat_template_kwargs must be an object", "chat_template_kwargs")
-    thinking: Any = kwargs.get("thinking", kwargs.get("enable_thinking"))
+    thinking: Any = kwargs.get("thinking", kwargs.get("enable_thinking"))  # TEMPLATE_MODE_KEYS
     if thinking is not None and not isinstance(thinking, bool):
         raise ModeFieldError("chat_template_kwargs.thinking must be a boolean", "chat_template_kwargs.thinking")
     return thinking, effort_mode(kwargs.get("reasoning_effort"), "chat_template_kwargs.reasoning_effort")

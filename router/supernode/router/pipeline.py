@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from supernode.api.constants import HEADER_SESSION_ID
-from supernode.api.modes import ModeFieldError, template_kwargs
+from supernode.api.modes import TEMPLATE_MODE_KEYS, ModeFieldError, template_kwargs
 from supernode.router.apis.common import ParsedRequest, load_json
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import PoolKey, Tenant
@@ -118,7 +118,8 @@ def engine_body(parsed: ParsedRequest, pool: PoolKey) -> dict[str, Any]:
     body["model"] = pool.model
     if parsed.upstream_path == "/v1/chat/completions":
         kwargs = body.get("chat_template_kwargs")
-        body["chat_template_kwargs"] = {**(kwargs if isinstance(kwargs, dict) else {}), **template_kwargs(pool.mode)}
+        kept = {k: v for k, v in (kwargs if isinstance(kwargs, dict) else {}).items() if k not in TEMPLATE_MODE_KEYS}
+        body["chat_template_kwargs"] = {**kept, **template_kwargs(pool.mode)}  # the mode that serves, only
     if parsed.stream:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
