@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENT_DIRS = ("crds", "kube", "operator", "engine", "router", "cli")  # as setup.py maps them
+COMPONENT_DIRS = ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")  # as setup.py maps them
 sys.path[:0] = [str(ROOT / d) for d in COMPONENT_DIRS]
 
 from supernode.cli.local.statefile import load_state  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -110,16 +111,16 @@ def test_the_router_config_maps_the_retired_aliases_to_their_modes(tmp_path: Pat
     assert conf["discovery"]["type"] == "local"
 
 
-def test_the_example_tenants_parse_and_the_snippet_key_authenticates() -> None:
-    from supernode.cli.local.report import first_api_key
-    from supernode.router.admission.tenants import TenantDirectory, parse_tenants
+def test_the_example_tenants_parse_and_the_snippets_never_print_a_key() -> None:
+    from supernode.cli.local.report import snippets
+    from supernode.router.admission.tenants import parse_tenants
 
     path = EXAMPLES / "tenants.yaml"
     parsed = parse_tenants(path.read_text(), source=str(path))
     tiers = {t.id: t.tier for t in parsed.tenants}
     assert len(tiers) == 2 and len(set(tiers.values())) == 2
-    key = first_api_key(path)
-    assert TenantDirectory(parsed, source=str(path)).authenticate(key).id == "acme"
+    text = snippets("http://127.0.0.1:8080", "m", with_key=True)
+    assert "$SUPERNODE_API_KEY" in text and "sk-local" not in text
 
 
 def test_a_deployment_needing_devices_this_machine_lacks_exits_1_with_the_planner_reason(tmp_path: Path) -> None:
@@ -170,6 +171,16 @@ def test_sigterm_stops_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
     state = load_state(tmp_path / "s")
     assert state is not None and len(state.pids()) == 4, "".join(lines)  # up, router, 2 ranks
     assert "Bearer none" in "".join(lines), "without tenants the snippet needs no real key"
+    # issue 10: a generated admin key in a 0600 file, its path printed, never the key; private state dir
+    sdir = tmp_path / "s"
+    key = (sdir / "admin.key").read_text().strip()
+    assert key.startswith("sk-admin-") and len(key) > 30 and key not in "".join(lines)
+    assert str(sdir.resolve() / "admin.key") in "".join(lines)
+    assert stat.S_IMODE((sdir / "admin.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(sdir.stat().st_mode) == 0o700
+    private = [sdir / "router.yaml", sdir / "state.json", *(sdir / "logs").iterdir()]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in private} == {p.name: 0o600 for p in private}
+    assert stat.S_IMODE((sdir / "logs").stat().st_mode) == 0o700
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
@@ -214,7 +225,7 @@ def test_the_printed_snippets_paste_as_they_are() -> None:
 
     from supernode.cli.local.report import snippets
 
-    text = snippets("http://127.0.0.1:8080", "deepseek-v4-pro", "sk-x")
+    text = snippets("http://127.0.0.1:8080", "deepseek-v4-pro", with_key=False)
     lines = text.splitlines()
     py = lines[lines.index("python - <<'EOF'") + 1:len(lines) - 1 - lines[::-1].index("EOF")]
     ast.parse("\n".join(py))

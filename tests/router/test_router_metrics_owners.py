@@ -29,7 +29,7 @@ async def test_one_owner_per_metric_and_no_tenant_on_histograms(stack: Stack, tm
     with pytest.raises(openai.RateLimitError):  # rpm 1
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     async with httpx.AsyncClient() as h:
-        text = (await h.get(f"{url}/metrics")).text
+        text = (await h.get(f"{stack.metrics_url}/metrics")).text
     fams = families(text)
     for gone in ("supernode_router_admission_queue_length", "supernode_router_admission_rejections",
                  "supernode_router_queue_wait_seconds"):
@@ -46,11 +46,11 @@ async def test_one_owner_per_metric_and_no_tenant_on_histograms(stack: Stack, tm
 async def test_endpoint_series_go_when_the_endpoint_goes(stack: Stack) -> None:
     a, b = await stack.engine("a"), await stack.engine("b")
     stack.write_endpoints([ep(a), ep(b)])
-    url = await stack.router({"health": {"scrape_interval_s": 0.05}})
+    await stack.router({"health": {"scrape_interval_s": 0.05}})
 
     async def series() -> set[str]:
         async with httpx.AsyncClient() as h:
-            fams = families((await h.get(f"{url}/metrics")).text)
+            fams = families((await h.get(f"{stack.metrics_url}/metrics")).text)
         return {s["endpoint"] for n in ("supernode_router_endpoint_healthy", "supernode_router_endpoint_load",
                                         "supernode_router_inflight_requests") for s in fams.get(n, [])}
 

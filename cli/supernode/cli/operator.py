@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--supernode-label", default=None, help="node label with the Ascend SuperPoD id")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port")
+    parser.add_argument("--group-network-policies", action="store_true",
+                        help="render a NetworkPolicy per replica group: only the group's own pods may connect")
     parser.add_argument("--log-format", choices=("plain", "full", "json"), default="full",
                         help="log format (json: one structured object per line)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     import kopf
 
+    from supernode.operator.group_secrets import GroupKeys
     from supernode.operator.handlers import OperatorConfig, build_registry
     from supernode.operator.metrics import OperatorMetrics
 
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
                                              supernode_label=args.supernode_label, metrics_addr=args.metrics_addr,
                                              metrics_port=args.metrics_port if metrics is None else None,
-                                             metrics=metrics))
+                                             metrics=metrics, keys=GroupKeys.from_env(),
+                                             network_policies=args.group_network_policies))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)

@@ -16,7 +16,14 @@ import torch
 import torch.distributed as dist
 
 from supernode.engine.config import ConfigError, EngineConfig
-from supernode.engine.distributed import DistEnv, Heartbeat, exit_on_peer_loss, init_group, resolve_device
+from supernode.engine.distributed import (
+    DistEnv,
+    GroupStore,
+    Heartbeat,
+    exit_on_peer_loss,
+    init_group,
+    resolve_device,
+)
 from supernode.engine.engine_types import SeqInput
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.model.paged import build_metadata
@@ -57,12 +64,14 @@ class ModelRunner:
             cores = os.cpu_count() or 1
             torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))
         self._heartbeat: Heartbeat | None = None
+        self._store: GroupStore | None = None
         group = None
         if self.env.world_size > 1:
-            init_group(self.env, config.device, config.dist_timeout_s)
+            self._store = init_group(self.env, config.device, config.dist_timeout_s)
             group = dist.group.WORLD
             self._heartbeat = Heartbeat(
-                self.env, config.heartbeat_interval_s, config.heartbeat_timeout_s, on_peer_failure
+                self.env, config.heartbeat_interval_s, config.heartbeat_timeout_s, on_peer_failure,
+                endpoint=(self._store.host, self._store.port),
             )
             self._heartbeat.start()
         self.pctx = ParallelContext(
@@ -207,6 +216,9 @@ class ModelRunner:
             self._heartbeat.stop()
         if self.env.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def _cpu_available_bytes() -> int | None:

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from supernode.api import constants as C
+from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.kube import ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
@@ -35,6 +36,8 @@ class OperatorConfig:
     # Metrics owned (and served) by the caller, e.g. from process start under --leader-elect; then
     # metrics_port must be None so the port is bound once per process.
     metrics: OperatorMetrics | None = None
+    keys: GroupKeys | None = None  # per-group store secret + engine token (from the chart's Secret, via env)
+    network_policies: bool = False  # a NetworkPolicy per group: only its own pods may connect
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -96,7 +99,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             if config.metrics_port is not None:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
-                                     supernode_label=config.supernode_label)
+                                     supernode_label=config.supernode_label, keys=config.keys,
+                                     network_policies=config.network_policies)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:

@@ -22,13 +22,26 @@ from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
+from supernode.operator.group_secrets import GroupKeys, referenced_secrets
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
+from supernode.operator.kube import (
+    CHILD_KINDS,
+    LWS,
+    NETWORK_POLICIES,
+    PDBS,
+    PODS,
+    SECRETS,
+    SERVICES,
+    STATEFULSETS,
+    ApiError,
+    KubeClient,
+)
 from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.planner import plan as make_plan
 from supernode.operator.status import Facts, compute_status
 from supernode.operator.types import Plan
 
+WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
 log = logging.getLogger("supernode.operator")
 
 
@@ -82,6 +95,8 @@ class Reconciler:
     client: KubeClient
     supernode_label: str | None = None
     clock: Callable[[], float] = time.time
+    keys: GroupKeys | None = None  # per-group Secret with store secret + engine token (group_secrets.py)
+    network_policies: bool = False  # per-group NetworkPolicy: only the group's own pods (group_network.py)
     lws_cache_seconds: float = 60.0
     _lws: tuple[float, bool] | None = field(default=None, init=False)
     # One reconcile at a time: two deployments never plan against the same free capacity.
@@ -159,6 +174,8 @@ class _Run:
         workloads = await self.client.list_children(workload_res, self.ns, selector)
         services = await self.client.list_children(SERVICES, self.ns, selector)
         pdbs = await self.client.list_children(PDBS, self.ns, selector)
+        policies = await self.client.list_children(NETWORK_POLICIES, self.ns, selector) \
+            if self.r.network_policies else []
         mine = [p for p in all_pods if (p.get("metadata") or {}).get("namespace") == self.ns
                 and ((p.get("metadata") or {}).get("labels") or {}).get(C.LABEL_DEPLOYMENT) == N.label_value(self.name)]
         lost = frozenset(str(n["metadata"]["name"]) for n in nodes if not _node_ready(n))
@@ -189,7 +206,7 @@ class _Run:
                            drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
                            placeable=frozenset(g.index for g in plan.groups if g.placed)))
         await self._apply_step(md, plan, rev, lws, step, groups)
-        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs)
+        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs + policies)
         if not lws:
             await self._label_leaders(groups, mine)
         facts = Facts(generation=self.meta.get("generation"), desired=n, revision=rev,
@@ -232,7 +249,8 @@ class _Run:
         by_name = {g.name: g for g in groups}
         for slot in step.create:
             group = next(g for g in plan.groups if g.index == slot)
-            for obj in builders.group_objects(md, plan, group, rev, lws=lws):
+            for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys,
+                                              policy=self.r.network_policies):
                 await self._create(obj)
             self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
                                        tuple(p.node for p in group.pods if p.node), plan.resource_name,
@@ -267,8 +285,10 @@ class _Run:
         self.writes += 1
 
     async def _delete_group(self, name: str, lws: bool) -> None:
-        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,):
-            await self.client.delete(res, self.ns, name, propagation="Background")
+        extra = ((NETWORK_POLICIES,) if self.r.network_policies else ()) + ((SECRETS,) if self.r.keys else ())
+        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + extra:
+            target = self.r.keys.secret_name(name) if res is SECRETS and self.r.keys else name
+            await self.client.delete(res, self.ns, target, propagation="Background")
             self.writes += 1
 
     async def _converge_children(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool,
@@ -279,22 +299,36 @@ class _Run:
         plan_groups = {g.index: g for g in plan.groups}
         for g in live.values():
             if g.revision == rev and not g.draining and g.index in plan_groups and plan_groups[g.index].placed:
-                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws)
+                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys,
+                                                  policy=self.r.network_policies)
         have = {(o["kind"], o["metadata"]["name"]): o for o in children}
         created = {N.group_name(self.name, s, rev) for s in step.create}
+        # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,
+        # whenever their workload is created or changed (an upgrade first adding them, new keys renaming them);
+        # Secrets the old workload read and the new one does not are deleted after the patch.
+        secrets = {o["metadata"]["labels"][C.LABEL_GROUP]: o for o in desired if o["kind"] == SECRETS.kind}
         for obj in desired:
             key = (obj["kind"], obj["metadata"]["name"])
-            if key[1] in created:
+            if key[1] in created or key[0] == SECRETS.kind:
                 continue
             obj = _with_hash(obj)
             current = have.get(key)
+            secret = secrets.get(obj["metadata"]["labels"].get(C.LABEL_GROUP, "")) if key[0] in WORKLOADS else None
             if current is None:
+                if secret:
+                    await self._create(secret)
                 await self._create(obj)
             elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
                     obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
+                if secret:
+                    await self._create(secret)
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
                 await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1
+                if key[0] in WORKLOADS:
+                    for stale in referenced_secrets(current) - referenced_secrets(obj):
+                        await self.client.delete(SECRETS, self.ns, stale)
+                        self.writes += 1
         names = {g.name for g in live.values()} | {N.leader_service_name(self.name)}
         for kind, name in have:
             if name not in names and name not in created and kind in CHILD_KINDS:

@@ -20,6 +20,7 @@ from supernode.api.endpoints import EndpointFile
 from supernode.cli.local import machine as M
 from supernode.cli.local import procs
 from supernode.cli.local.layout import GroupLayout
+from supernode.cli.local.secrets import group_env
 from supernode.cli.local.statefile import GroupRecord, LocalState, RankRecord, save_endpoints, save_state
 
 Printer = Callable[[str], None]
@@ -42,8 +43,9 @@ class StartFailed(Exception):
 class Supervisor:
     def __init__(self, groups: Sequence[GroupLayout], router: RouterLaunch, state_dir: Path, *,
                  out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0,
-                 liveness_interval: float = 5.0):
+                 liveness_interval: float = 5.0, engine_token: str | None = None):
         self.groups = {g.unit: g for g in groups}
+        self.engine_token = engine_token  # SUPERNODE_ENGINE_TOKEN for every rank (secrets.py)
         self.router = router
         self.state_dir = state_dir
         self.out = out
@@ -105,9 +107,10 @@ class Supervisor:
             g = self.groups[unit]
             # A restarted world gets a fresh rendezvous port: the dead leader's may linger in TIME_WAIT.
             rdzv = str(next(self._ports)) if self.units[unit].restarts else str(g.rendezvous_port)
+            secret_env = group_env(self.engine_token)  # one store secret per group start
             self.children[unit] = [
-                procs.spawn(f"rank {r.rank}", r.argv, {**os.environ, **r.env, C.ENV_LEADER_PORT: rdzv},
-                            logs / r.log_name)
+                procs.spawn(f"rank {r.rank}", r.argv,
+                            {**os.environ, **r.env, **secret_env, C.ENV_LEADER_PORT: rdzv}, logs / r.log_name)
                 for r in g.ranks]
         self._detail.pop(unit, None)
         pids = ", ".join(c.what for c in self.children[unit])
