@@ -240,6 +240,16 @@ def test_required_permissions_are_declared() -> None:
     assert (C.GROUP, C.PLURAL, "watch") in perms | KOPF_FRAMEWORK
 
 
+def test_operator_may_set_block_owner_deletion_on_its_children(render: Any) -> None:
+    """Children's ownerReferences carry blockOwnerDeletion: true; with OwnerReferencesPermissionEnforcement
+    the API server refuses them unless the creator may update the owner's finalizers subresource."""
+    finalizers = (C.GROUP, f"{C.PLURAL}/finalizers", "update")
+    assert finalizers in expand(OPERATOR_PERMISSIONS)
+    assert finalizers in granted_to(render({}), "-operator")[""]
+    for ns in ("llm", "batch"):
+        assert finalizers in granted_to(render({"operator": {"watchNamespaces": ["llm", "batch"]}}), "-operator")[ns]
+
+
 def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any) -> None:
     scopes = granted_to(render({}), "-operator")
     assert set(scopes) == {"", NAMESPACE}, f"a ClusterRole plus the leader-election Role, got {set(scopes)}"

@@ -82,6 +82,14 @@ def test_a_shape_the_builtin_engine_cannot_run_is_refused_before_anything_starts
     assert any("spec.parallelism: the builtin engine runs pipeline=1, data=1" in p for p in err.value.problems)
 
 
+def test_a_v4_checkpoint_the_engine_cannot_shard_exits_2_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "v4.yaml"
+    bad.write_text(GOOD.replace("builtin://tiny", "builtin://tiny-v4") + "  parallelism: {tensor: 3}\n")
+    out = up(str(bad), "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 2, out
+    assert "spec.parallelism.tensor: 3 does not divide moe_intermediate_size=32" in out.stdout
+
+
 def test_a_missing_file_and_a_wrong_kind_are_both_reported(tmp_path: Path) -> None:
     (tmp_path / "cm.yaml").write_text("kind: ConfigMap\n")
     with pytest.raises(SpecError) as err:
@@ -125,12 +133,12 @@ def test_the_example_tenants_parse_and_the_snippets_never_print_a_key() -> None:
 
 def test_a_deployment_needing_devices_this_machine_lacks_exits_1_with_the_planner_reason(tmp_path: Path) -> None:
     (tmp_path / "gpu.yaml").write_text(GOOD.replace("accelerator: {type: cpu}",
-                                                    "accelerator: {type: nvidia-h200, devicesPerPod: 8}\n"
-                                                    "  parallelism: {tensor: 8}"))
+                                                    "accelerator: {type: nvidia-h200, devicesPerPod: 4}\n"
+                                                    "  parallelism: {tensor: 4}"))
     from supernode.cli.local.inventory import probe_devices
 
-    if probe_devices().cuda >= 8:  # pragma: no cover
-        pytest.skip("this machine has 8 GPUs: the spec would fit")
+    if probe_devices().cuda >= 4:  # pragma: no cover
+        pytest.skip("this machine has 4 GPUs: the spec would fit")
     out = up("gpu.yaml", "--port", "0", "--state-dir", "s", cwd=tmp_path)
     assert out.returncode == 1, out.stdout
     assert "tiny: only 0 of 1 groups fit on this machine" in out.stdout

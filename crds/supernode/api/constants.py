@@ -43,6 +43,7 @@ ANNOTATION_MODES: Final = "supernode.io/modes"  # comma-separated modes a leader
 ANNOTATION_ALIASES: Final = "supernode.io/aliases"  # comma-separated model aliases a leader serves
 ANNOTATION_RESTARTS: Final = "supernode.io/group-restarts"  # gang restarts consumed from the budget
 ANNOTATION_LAST_RESTART: Final = "supernode.io/last-restart"  # RFC 3339 time of the last gang restart
+ANNOTATION_FAILURE_SEEN: Final = "supernode.io/failure-seen"  # RFC 3339 time a group's failure was first seen
 ANNOTATION_ENGINE_TYPE: Final = "supernode.io/engine-type"  # builtin | vllm | sglang | mindie (router metric map)
 ANNOTATION_SP_BLOCK: Final = "sp-block"  # MindCluster: chips per logical SuperPoD
 ANNOTATION_SP_FIT: Final = "sp-fit"  # MindCluster: SuperPoD fitting policy ("idlest")

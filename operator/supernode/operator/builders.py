@@ -22,8 +22,6 @@ from supernode.operator.group_secrets import GroupKeys, secret_object
 from supernode.operator.sources import model_volume
 from supernode.operator.types import GroupPlan, Plan
 
-SUPERNODE_LABEL_DEFAULTS = {"ascend": C.NODE_LABEL_ASCEND_SUPERPOD, "nvidia": C.NODE_LABEL_NVIDIA_CLIQUE}
-
 
 @dataclass(frozen=True, slots=True)
 class Owner:
@@ -39,10 +37,6 @@ class Owner:
 
 def owner_of(md: ModelDeployment) -> Owner:
     return Owner(C.API_VERSION, C.KIND, md.metadata.name, md.metadata.uid or "")
-
-
-def supernode_label(md: ModelDeployment) -> str | None:
-    return md.spec.placement.supernode_label or SUPERNODE_LABEL_DEFAULTS.get(md.spec.accelerator.type.vendor)
 
 
 def _meta(name: str, namespace: str, labels: dict[str, str], owner: Owner,
@@ -62,13 +56,14 @@ def leader_annotations(md: ModelDeployment) -> dict[str, str]:
     }
 
 
-def affinity(md: ModelDeployment, group: GroupPlan) -> dict[str, Any] | None:
-    """The planner's binding: the group's nodes if bound, else its supernode."""
+def affinity(plan: Plan, group: GroupPlan) -> dict[str, Any] | None:
+    """The planner's binding: the group's nodes if bound, and its supernode under the label key the planner
+    placed by (`plan.supernode_label`, from `supernode.api.supernodes.supernode_label_key`)."""
     nodes = sorted({p.node for p in group.pods if p.node})
     terms: list[dict[str, Any]] = []
     if nodes:
         terms.append({"key": C.NODE_LABEL_HOSTNAME, "operator": "In", "values": nodes})
-    label = supernode_label(md)
+    label = plan.supernode_label
     if group.supernode and label:
         terms.append({"key": label, "operator": "In", "values": [group.supernode]})
     if not terms:
@@ -125,7 +120,7 @@ def pod_template(md: ModelDeployment, plan: Plan, group: GroupPlan, ctx: GroupCo
     spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 60}
     if init:
         spec["initContainers"] = init
-    aff = affinity(md, group)
+    aff = affinity(plan, group)
     if aff:
         spec["affinity"] = aff
     placement = md.spec.placement

@@ -77,7 +77,9 @@ class KubeClient:
         items, _ = await self._rest.list(res, namespace, selector=selector)
         return items
 
-    @needs(*_child_rules("create"), (*_SECRETS, ["create"]))
+    # Children carry an ownerReference with blockOwnerDeletion: true; clusters enforcing owner-reference
+    # permissions (OwnerReferencesPermissionEnforcement) require update on the owner's finalizers for that.
+    @needs(*_child_rules("create"), (*_SECRETS, ["create"]), (C.GROUP, [f"{C.PLURAL}/finalizers"], ["update"]))
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         res = CHILD_KINDS[obj["kind"]]
         result: dict[str, Any] = await self._rest.create(res, obj["metadata"]["namespace"], obj)
