@@ -179,6 +179,15 @@ async def test_no_capacity_and_forbidden(tmp_path: Path) -> None:
     assert (await g.admit(ctx(b).obj(), [FLASH])).pool == FLASH
 
 
+async def test_a_mode_limited_tenant_may_not_send_token_id_prompts(tmp_path: Path) -> None:
+    # Ids could carry <think> or turn markers that text never tokenizes to (docs/security.md).
+    g, _ = gate(tmp_path, {FLASH: 2}, tenant("b").key("kb").set(allowedModes=["non-think"]), tenant("a").key("ka"))
+    with pytest.raises(ForbiddenError, match="token ids"):
+        await g.admit(ctx(who(g, "kb")).token_ids().obj(), [FLASH])
+    assert (await g.admit(ctx(who(g, "kb")).obj(), [FLASH])).pool == FLASH  # text prompts still served
+    assert (await g.admit(ctx(who(g, "ka")).token_ids().obj(), [FLASH])).pool == FLASH  # unrestricted tenant
+
+
 async def test_better_tier_is_served_first_from_the_queue(tmp_path: Path, looptime: Any) -> None:
     g, _ = gate(tmp_path, {FLASH: 1}, tenant("p").tier("premium").key("kp"), tenant("f").tier("free").key("kf"))
     held = await g.admit(ctx().obj(), [FLASH])

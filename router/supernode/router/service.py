@@ -55,7 +55,7 @@ class Service:
         return RequestContext(
             request_id=call.request_id, api=p.parsed.api, tenant=call.tenant, model=p.resolved.model,
             mode=p.resolved.mode, stream=p.parsed.stream, prompt_tokens_estimate=p.prompt_tokens_estimate,
-            max_tokens=p.max_tokens, user=p.parsed.user)
+            max_tokens=p.max_tokens, user=p.parsed.user, token_id_prompt=bool(p.parsed.extra.get("token_id_prompt")))
 
     async def _admitted(self, call: Call, ticket: Ticket) -> None:
         """Admitted: the ledger gets an open row now (durably), finalised when the request ends."""

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from supernode.api.models import Mode
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.admission.fairqueue import FairQueue, Waiter
 from supernode.router.admission.limits import TenantLimiter, Verdict, month_start
@@ -166,6 +167,11 @@ class AdmissionGatekeeper:
         requested = pools[0]
         if not self._allowed(tenant, requested):
             raise ForbiddenError(f"tenant {tenant.id!r} may not use {requested.model} in mode {requested.mode.value}")
+        if ctx.token_id_prompt and tenant.allowed_modes and set(tenant.allowed_modes) != set(Mode):
+            self.metrics.rejections.labels("forbidden", tenant.tier).inc()
+            allowed = ", ".join(m.value for m in tenant.allowed_modes)
+            raise ForbiddenError(f"tenant {tenant.id!r} is limited to modes {allowed}: send the prompt as text, "
+                                 "not token ids (ids could open a mode the tenant may not use)")
         prompt, max_tokens = max(0, ctx.prompt_tokens_estimate), max(1, ctx.max_tokens)
         now = self._clock()
         if not self.config.throttling:

@@ -96,4 +96,5 @@ def parse_completion(body: dict[str, Any], *, max_tokens_limit: int,
         prompt_text=text,
         user=req.user,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        extra={"token_id_prompt": True} if isinstance(prompt, list) else {},
     )
