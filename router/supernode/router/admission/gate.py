@@ -168,7 +168,6 @@ class AdmissionGatekeeper:
         if not self._allowed(tenant, requested):
             raise ForbiddenError(f"tenant {tenant.id!r} may not use {requested.model} in mode {requested.mode.value}")
         if ctx.token_id_prompt and tenant.allowed_modes and set(tenant.allowed_modes) != set(Mode):
-            self.metrics.rejections.labels("forbidden", tenant.tier).inc()
             allowed = ", ".join(m.value for m in tenant.allowed_modes)
             raise ForbiddenError(f"tenant {tenant.id!r} is limited to modes {allowed}: send the prompt as text, "
                                  "not token ids (ids could open a mode the tenant may not use)")
