@@ -1,4 +1,7 @@
-"""DeepSeek chat template, reasoning modes, and the reasoning/content split of the output."""
+"""DeepSeek chat template, reasoning budgets, and the reasoning/content split of the output.
+
+The mode of a request is read by `supernode.api.modes.resolve_mode` (the rule the router applies too).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from supernode.api.models import EFFORT_MODES, Mode
+from supernode.api.models import Mode
 from supernode.engine import tokens as T
 from supernode.engine.tokenizer import IncrementalDecoder, Piece, Tokenizer
 from supernode.engine.tool_calls import (
@@ -38,38 +41,6 @@ class ReasoningBudgets:
 
     def for_mode(self, mode: Mode) -> int | None:
         return {Mode.THINK_HIGH: self.think_high, Mode.THINK_MAX: self.think_max}.get(mode)
-
-
-def _effort_mode(effort: Any, param: str) -> Mode | None:
-    if effort is None:
-        return None
-    if not isinstance(effort, str) or effort.lower() not in EFFORT_MODES:
-        raise ChatError(f"{param}: must be one of {', '.join(EFFORT_MODES)}", param)
-    return EFFORT_MODES[effort.lower()]
-
-
-def resolve_mode(body: Mapping[str, Any], default: Mode = Mode.THINK_HIGH) -> Mode:
-    """Mode from ``chat_template_kwargs`` (``thinking``, ``reasoning_effort``), else DeepSeek's body fields."""
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, Mapping):
-        raise ChatError("chat_template_kwargs: must be an object", "chat_template_kwargs")
-    thinking: Any = kwargs.get("thinking", kwargs.get("enable_thinking"))
-    if thinking is not None and not isinstance(thinking, bool):
-        raise ChatError("chat_template_kwargs.thinking: must be a boolean", "chat_template_kwargs.thinking")
-    effort = _effort_mode(kwargs.get("reasoning_effort"), "chat_template_kwargs.reasoning_effort")
-    if thinking is None and effort is None:
-        field_ = body.get("thinking")
-        if field_ is not None:
-            kind = field_.get("type") if isinstance(field_, Mapping) else None
-            if kind not in ("enabled", "disabled", "adaptive"):  # adaptive = enabled, as the router reads it
-                raise ChatError("thinking.type: must be 'enabled', 'disabled' or 'adaptive'", "thinking.type")
-            thinking = kind != "disabled"
-        effort = _effort_mode(body.get("reasoning_effort"), "reasoning_effort")
-    if thinking is False or effort is Mode.NON_THINK:
-        return Mode.NON_THINK
-    if effort is not None:
-        return effort
-    return Mode.THINK_HIGH if thinking else default
 
 
 def _content_text(content: Any, i: int) -> str:

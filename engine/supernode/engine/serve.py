@@ -96,10 +96,10 @@ def _follower(opts: ServeOptions, env: DistEnv) -> int:
 def _leader(opts: ServeOptions, env: DistEnv) -> int:
     import uvicorn
 
-    from supernode.api.httpserver import HttpLimits, uvicorn_options
     from supernode.engine.metrics import EngineMetrics
     from supernode.engine.server.app import ServerState, build_app
     from supernode.engine.server.guard import Guards
+    from supernode.httpserver import HttpLimits, uvicorn_options
 
     state = ServerState(opts.model_name, EngineMetrics(opts.model_name), opts.aliases, opts.default_mode, opts.budgets)
     state.guards = Guards.from_env()  # SUPERNODE_ENGINE_TOKEN: only the router may call (docs/security.md)

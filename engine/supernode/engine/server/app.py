@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
+from supernode.api.modes import ModeFieldError, resolve_mode
 from supernode.api.strictjson import StrictJSONError, loads_strict
-from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces, resolve_mode
+from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces
 from supernode.engine.core.context import ContextLengthExceeded, room_after
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine
 from supernode.engine.metrics import EngineMetrics
@@ -139,10 +140,10 @@ def build_app(
         req: ChatRequest = parse(ChatRequest, await body_of(request))
         check_model(req.model)
         try:
-            mode = resolve_mode(req.model_dump(), state.default_mode)
+            mode = resolve_mode(req.model_dump(), default=state.default_mode)
             specs, choice, tool_ids = tool_setup(eng, req)
             pieces = render_chat_pieces(req.messages, mode, specs, choice)
-        except (ChatError, ToolSpecError) as exc:
+        except (ChatError, ModeFieldError, ToolSpecError) as exc:
             raise APIError(400, str(exc), param=exc.param) from exc
         thinking = mode is not Mode.NON_THINK
         ids = await state.encoder.encode_pieces(eng.tokenizer, pieces, eng.options.max_model_len, "messages")
