@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from supernode.router.apis.common import ParsedRequest, content_text, max_tokens_of, validate
 from supernode.router.errors import InvalidRequest
 
-MODE_FIELDS = ("model", "thinking", "reasoning_effort")
+MODE_FIELDS = ("model", "thinking", "reasoning_effort", "chat_template_kwargs")  # read by supernode.api.modes
 
 
 class _Open(BaseModel):

@@ -74,7 +74,6 @@ class SharedGatekeeper(Gatekeeper):
         policy = spec.state_outage or self.state.fail_policy
         self.backend.outage_decisions.labels(policy).inc()
         if policy == "failClosed":
-            self.metrics.rejections.labels("state_unavailable", tenant.tier).inc()
             raise StateUnavailable("the shared admission state is unreachable; retry shortly",
                                    retry_after=max(1.0, self.state.heartbeat_seconds))
         self.store.use_outage(spec, self.replicas.count, now, self._wall())
