@@ -25,6 +25,8 @@ from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.call import Call
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RouterError
+from supernode.router.demand import SIGNALS_PATH, DemandCollector, DemandGate
+from supernode.router.demand import signals as demand_signals
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, Shape, error_body
@@ -86,6 +88,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
                   else make_gatekeeper(config, capacity, meter, metrics.registry))
+    demand = DemandGate(gatekeeper)  # the request path admits through it: autoscaling signals
+    metrics.registry.register(DemandCollector(demand))
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
@@ -94,7 +98,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     discovery = _build_discovery(config, apply, metrics)
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
-    service = Service(config, gatekeeper, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
+    service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
     state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery)
 
     def on_health(s: EndpointState) -> None:
@@ -204,6 +208,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         body = {"ready": bool(routable), "endpoints": len(st.table), "routable": len(routable),
                 "discovery_error": st.discovery.last_error}
         return JSONResponse(body, status_code=200 if routable else 503)
+
+    @app.get(SIGNALS_PATH)
+    async def autoscaling_signals(request: Request) -> Response:
+        st: RouterState = request.app.state.router
+        return JSONResponse(demand_signals(demand, st.table))
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
