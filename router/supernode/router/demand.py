@@ -157,7 +157,9 @@ class DemandCollector(Collector):
         }
         for row in self.gate.pools():
             values = [row["model"], row["mode"]]
-            for key, family in (*gauges.items(), *counters.items()):
-                family.add_metric(values, float(row[key]))
+            for key, gauge in gauges.items():
+                gauge.add_metric(values, float(row[key]))
+            for key, counter in counters.items():
+                counter.add_metric(values, float(row[key]))
         yield from gauges.values()
         yield from counters.values()
