@@ -19,6 +19,7 @@ from supernode.api import constants as C
 from supernode.operator.kube import ApiError, KubeClient, load_connection
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
+from supernode.operator.scaler import Autoscaler, AutoscalerConfig
 
 log = logging.getLogger("supernode.operator")
 
@@ -35,6 +36,7 @@ class OperatorConfig:
     # Metrics owned (and served) by the caller, e.g. from process start under --leader-elect; then
     # metrics_port must be None so the port is bound once per process.
     metrics: OperatorMetrics | None = None
+    autoscaler: AutoscalerConfig | None = None  # spec.autoscaling takes effect (None: not run)
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -97,11 +99,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
                                      supernode_label=config.supernode_label)
+        memo.autoscaler = None if config.autoscaler is None else Autoscaler(
+            memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
+            registry=memo.metrics.registry)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
         memo.stopping.set()  # timers may still fire while kopf winds down: they return at once
+        autoscaler: Autoscaler | None = getattr(memo, "autoscaler", None)
+        if autoscaler is not None:
+            await autoscaler.close()
         if reconciler is not None:
             await reconciler.client.close()
         metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
@@ -149,14 +157,45 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.resume(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
     kopf.timer(*md, id="resync", interval=config.resync_seconds, backoff=backoff, registry=registry)(reconcile)
 
+    if config.autoscaler is not None:
+        register_autoscaler(registry, config.autoscaler.interval_seconds, backoff)
+
     @kopf.on.delete(*md, id="forget", optional=True, registry=registry)
     def forget(uid: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
         # Children go by ownerReference garbage collection; no finalizer is needed for that.
         reconciler: Reconciler | None = getattr(memo, "reconciler", None)
         if reconciler is not None:
             reconciler.forget(uid)
+        autoscaler: Autoscaler | None = getattr(memo, "autoscaler", None)
+        if autoscaler is not None:
+            autoscaler.forget(f"{namespace or 'default'}/{name}")
         metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
         if metrics is not None:
             metrics.forget(namespace or "", name)
 
     return registry
+
+
+def register_autoscaler(registry: kopf.OperatorRegistry, interval: float, backoff: float) -> None:
+    """A timer per ModelDeployment (kopf runs on the leader only) and an index of every deployment,
+    so a decision sees its pool neighbours without an API call."""
+    md = (C.GROUP, C.VERSION, C.PLURAL)
+
+    @kopf.index(*md, id="mds_idx", registry=registry)
+    def mds_idx(uid: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        return {uid: {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                      **{k: dict(body.get(k) or {}) for k in ("metadata", "spec", "status")}}}
+
+    async def autoscale(**kwargs: Any) -> None:
+        memo: kopf.Memo = kwargs["memo"]
+        body: kopf.Body = kwargs["body"]
+        if memo.stopping.is_set() or not (body.get("spec") or {}).get("autoscaling"):
+            return
+        autoscaler: Autoscaler = memo.autoscaler
+        try:
+            await autoscaler.tick(dict(body), _all(kwargs["nodes_idx"]), _all(kwargs["pods_idx"]),
+                                  _all(kwargs["mds_idx"]))
+        except ApiError as e:
+            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
+
+    kopf.timer(*md, id="autoscale", interval=interval, backoff=backoff, registry=registry)(autoscale)
