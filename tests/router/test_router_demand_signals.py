@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from fake_engine import Behaviour  # type: ignore[import-not-found]
-from router_stack import MODEL, Stack, ep, wait_for  # type: ignore[import-not-found]
+from router_stack import MODEL, Stack, ep  # type: ignore[import-not-found]
 
 from supernode.router.demand import SIGNALS_PATH
 
@@ -51,12 +51,46 @@ async def test_queue_in_flight_and_engine_numbers_are_exported(stack: Stack, tmp
         assert (after["queued"], after["inFlight"], after["admittedTotal"]) == (0, 0, 3)
 
 
-async def test_a_cold_model_counts_refused_demand(stack: Stack, tmp_path: Path) -> None:
-    stack.write_endpoints([ep("http://127.0.0.1:9", ready=False)])
-    await stack.router()
+async def test_a_cold_model_is_held_until_a_bound_then_503_with_retry_after(stack: Stack, tmp_path: Path) -> None:
+    other = await stack.router()  # a model not marked scale-to-zero fails at once, as before
     async with httpx.AsyncClient(timeout=5) as client:
-        r = await client.post(f"{stack.router_url}/v1/chat/completions", json=BODY)
-        assert r.status_code == 503
-        await wait_for(lambda: True)
+        stack.write_endpoints([ep("http://127.0.0.1:9", ready=False)])
+        await asyncio.sleep(0.2)
+        assert (await client.post(f"{other}/v1/chat/completions", json=BODY)).status_code == 503
+    stack.write_endpoints([ep("http://127.0.0.1:9", ready=False)])  # its first group is starting
+    await stack.router({"cold_start": {"hold_s": 0.6, "poll_s": 0.05, "models": [MODEL]}})
+    async with httpx.AsyncClient(timeout=5) as client:
+        call = asyncio.create_task(client.post(f"{stack.router_url}/v1/chat/completions", json=BODY))
+        await asyncio.sleep(0.3)
+        held = pool((await client.get(stack.router_url + SIGNALS_PATH)).json())
+        assert held["queued"] == 1, "the held request is queued demand the autoscaler sees"
+        r = await call
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+        assert "starting" in r.json()["error"]["message"]
         row = pool((await client.get(stack.router_url + SIGNALS_PATH)).json())
         assert row["noCapacityTotal"] == 1 and row["queued"] == 0
+
+
+async def test_a_scaled_to_zero_model_streams_keepalives_until_its_first_group_is_ready(
+        stack: Stack, tmp_path: Path) -> None:
+    stack.write_endpoints([])
+    await stack.router({"cold_start": {"hold_s": 10, "poll_s": 0.05, "models": [MODEL]},
+                        "timeouts": {"keepalive_s": 0.1}})
+    url = await stack.engine("e1")
+    async with httpx.AsyncClient(timeout=10) as client:
+        models = (await client.get(f"{stack.router_url}/v1/models")).json()
+        assert MODEL in [m["id"] for m in models["data"]], "a cold model is still offered"
+
+        async def stream() -> list[str]:
+            async with client.stream("POST", f"{stack.router_url}/v1/chat/completions",
+                                     json={**BODY, "stream": True}) as r:
+                assert r.status_code == 200
+                return [line async for line in r.aiter_lines() if line]
+
+        call = asyncio.create_task(stream())
+        await asyncio.sleep(0.5)
+        assert not call.done()
+        stack.write_endpoints([ep(url)])  # the first group became ready
+        lines = await asyncio.wait_for(call, 5)
+        assert any(line.startswith(":") for line in lines), "SSE keep-alives while held"
+        assert lines[-1] == "data: [DONE]"

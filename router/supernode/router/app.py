@@ -25,7 +25,7 @@ from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.call import Call
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RouterError
-from supernode.router.demand import SIGNALS_PATH, DemandCollector, DemandGate
+from supernode.router.demand import SIGNALS_PATH, ColdModels, DemandCollector, DemandGate
 from supernode.router.demand import signals as demand_signals
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
@@ -88,11 +88,16 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
                   else make_gatekeeper(config, capacity, meter, metrics.registry))
-    demand = DemandGate(gatekeeper)  # the request path admits through it: autoscaling signals
+    cold = ColdModels(table, config.cold_start.models)
+    cold.observe()
+    # The request path admits through it: autoscaling signals, and cold models' requests held (scale to zero).
+    demand = DemandGate(gatekeeper, capacity=capacity, starting=cold.starting, hold_s=config.cold_start.hold_s,
+                        poll_s=config.cold_start.poll_s)
     metrics.registry.register(DemandCollector(demand))
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
+        cold.observe()
         metrics.endpoints.set(len(table))
 
     discovery = _build_discovery(config, apply, metrics)

@@ -10,6 +10,7 @@ Prometheus for HPA/KEDA (`autoscaling.mode: External`) and dashboards.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import Counter
@@ -20,7 +21,16 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from supernode.router.contracts import Gatekeeper, NoCapacity, PoolKey, RequestContext, Tenant, Ticket, Usage
+from supernode.router.contracts import (
+    Gatekeeper,
+    NoCapacity,
+    PoolCapacity,
+    PoolKey,
+    RequestContext,
+    Tenant,
+    Ticket,
+    Usage,
+)
 from supernode.router.routing.state import EndpointTable
 
 SIGNALS_PATH = "/autoscaling/signals"
@@ -53,9 +63,13 @@ class _TrackedTicket:
 class DemandGate:
     """A Gatekeeper that counts demand and delegates everything to the one it wraps."""
 
-    def __init__(self, inner: Gatekeeper, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, inner: Gatekeeper, clock: Callable[[], float] = time.monotonic, *,
+                 capacity: PoolCapacity | None = None, starting: Callable[[str], bool] | None = None,
+                 hold_s: float = 0.0, poll_s: float = 0.25) -> None:
         self.inner = inner
         self._clock = clock
+        # Scale to zero: a request for a model that is starting (no ready group) waits up to hold_s.
+        self._capacity, self._starting, self.hold_s, self.poll_s = capacity, starting, hold_s, poll_s
         self._ids = itertools.count()
         self._waiting: dict[int, _Waiting] = {}
         self._in_flight: Counter[PoolKey] = Counter()
@@ -79,7 +93,7 @@ class DemandGate:
         key = next(self._ids)
         self._waiting[key] = _Waiting(requested, max(0, ctx.prompt_tokens_estimate), self._clock())
         try:
-            ticket = await self.inner.admit(ctx, pools)
+            ticket = await self._admit_holding(ctx, pools, requested)
         except NoCapacity:
             self.no_capacity[requested] += 1
             raise
@@ -90,6 +104,22 @@ class DemandGate:
             self.spilled[requested] += 1
         self._in_flight[ticket.pool] += 1
         return _TrackedTicket(ticket, self)
+
+    async def _admit_holding(self, ctx: RequestContext, pools: Sequence[PoolKey], requested: PoolKey) -> Ticket:
+        """Admit; a cold model's request is held (queued, so the autoscaler sees it) until a group is ready."""
+        deadline = self._clock() + self.hold_s
+        while True:
+            try:
+                return await self.inner.admit(ctx, pools)
+            except NoCapacity:
+                if self._capacity is None or self._starting is None or not self._starting(requested.model):
+                    raise
+                if self._clock() >= deadline:
+                    raise NoCapacity(f"model {requested.model!r} is starting (scaled to zero): no replica group "
+                                     f"became ready within {self.hold_s:g}s", retry_after=max(5.0, self.hold_s / 4)
+                                     ) from None
+            while self._clock() < deadline and self._capacity.capacity(requested) <= 0:
+                await asyncio.sleep(self.poll_s)
 
     def pools(self) -> list[dict[str, Any]]:
         """Per (model, mode): queued, queuedTokens, oldestWaitSeconds, inFlight and the three counters."""
@@ -105,6 +135,23 @@ class DemandGate:
                         "inFlight": self._in_flight[pool], "admittedTotal": self.admitted[pool],
                         "spilledTotal": self.spilled[pool], "noCapacityTotal": self.no_capacity[pool]})
         return out
+
+
+class ColdModels:
+    """Models that may be scaled to zero (`cold_start.models`): served even with no endpoint, and while
+    none of their groups is ready their requests are held (queued) instead of refused at once."""
+
+    def __init__(self, table: EndpointTable, configured: Sequence[str] = ()) -> None:
+        self.table = table
+        self.configured = set(configured)
+
+    def observe(self) -> None:
+        """After each discovery update: the configured models without endpoints are served as cold."""
+        self.table.cold = self.configured - {s.endpoint.model for s in self.table}
+
+    def starting(self, model: str) -> bool:
+        return model in self.configured and not any(
+            s.endpoint.ready and not s.endpoint.draining for s in self.table if s.endpoint.model == model)
 
 
 def model_stats(table: EndpointTable) -> list[dict[str, Any]]:
