@@ -80,8 +80,8 @@ CASES: list[tuple[str, list[A.Sample], A.Fleet, int, str]] = [
      A.CAPACITY_LIMITED),
     ("rising demand is met ahead of the cold start",
      trace(lambda age: (0, max(0.0, 13 - age / 30))), fleet(2), 3, A.SCALE_UP),
-    ("scale from zero on the first queued request", trace(lambda age: (1, 0) if age < 40 else (0, 0)),
-     fleet(0), 1, A.SCALE_UP),
+    ("scale from zero on the first queued request (no up window)",
+     trace(lambda age: (1, 0) if age < 1 else (0, 0)), fleet(0), 1, A.SCALE_UP),
 ]
 
 

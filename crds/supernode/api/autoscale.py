@@ -205,6 +205,8 @@ def decide(now: float, samples: Sequence[Sample], policy: Policy, fleet: Fleet,
     up_samples = [s for s in samples if s.at >= now - policy.up_window] or [latest]
     up_slack = -policy.tolerance  # a group is added once the target is exceeded by the tolerance
     up_need = min(needed(s, policy, fleet, up_slack) if s.complete else cur for s in up_samples)
+    if cur == 0 and latest.demand > 0:
+        up_need = max(up_need, 1)  # a cold model's first request: nothing to stabilise, every second counts
     reason_up = _triggered(latest, policy, fleet.ready)
     projection = _stable_projection(samples, up_samples, fleet.lead_time)
     predicted = _groups_for(projection, policy, up_slack) if projection is not None else None
