@@ -3,7 +3,8 @@
 `standin.py engine --port P ...`: rank 0 (SUPERNODE_RANK) serves /health, 200 once every other
 rank has connected to SUPERNODE_LEADER_PORT; each process also starts a `sleep` grandchild so tests
 can prove whole process groups are stopped. `standin.py router --port P ...`: /health 200.
-Set STANDIN_FAIL=1 to exit with an error at once.
+Set STANDIN_FAIL=1 to exit with an error at once; STANDIN_SIGNALS=FILE makes the router stand-in serve
+that file as /autoscaling/signals.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> None:
         def do_GET(self) -> None:
             ok = joined.is_set()
             body = b'{"status":"ok"}' if ok else b'{"status":"waiting for ranks"}'
+            signals = os.environ.get("STANDIN_SIGNALS")  # router: /autoscaling/signals from this file
+            if role == "router" and signals and self.path == "/autoscaling/signals":
+                with open(signals, "rb") as f:
+                    body = f.read()
             self.send_response(200 if ok else 503)
             self.send_header("content-length", str(len(body)))
             self.end_headers()

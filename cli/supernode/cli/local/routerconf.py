@@ -33,4 +33,7 @@ def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: 
         "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},
         "admission": admission,
         "metering": {"ledger_path": str((state_dir / LEDGER_FILE).resolve())},
+        # Deployments that may scale to zero: the router holds their requests while the first group starts.
+        "cold_start": {"models": [md.spec.model.name for md in deployments
+                                  if md.spec.autoscaling is not None and md.spec.autoscaling.min_replicas == 0]},
     }
