@@ -94,3 +94,27 @@ async def test_a_scaled_to_zero_model_streams_keepalives_until_its_first_group_i
         lines = await asyncio.wait_for(call, 5)
         assert any(line.startswith(":") for line in lines), "SSE keep-alives while held"
         assert lines[-1] == "data: [DONE]"
+
+
+def test_kubernetes_discovery_names_the_deployments_that_scale_to_zero() -> None:
+    from types import SimpleNamespace
+
+    from supernode.api.endpoints import Endpoint
+    from supernode.router.demand import ColdModels
+    from supernode.router.discovery.kubernetes import KubernetesDiscovery
+    from supernode.router.routing.state import EndpointTable
+
+    mds = [{"spec": {"model": {"name": "pro", "aliases": ["p"]}, "autoscaling": {"minReplicas": 0}}},
+           {"spec": {"model": {"name": "flash"}, "autoscaling": {"minReplicas": 1}}},
+           {"spec": {"model": {"name": "plain"}}}]
+    d = KubernetesDiscovery(lambda _: None, namespace=None, port_name="http", default_port=8000,
+                            default_max_concurrency=32)
+    d.mds = SimpleNamespace(cache=SimpleNamespace(items=lambda: mds))  # type: ignore[assignment]
+    assert d.scale_to_zero_models() == {"pro", "p"}
+    table = EndpointTable()
+    cold = ColdModels(table, discovered=d.scale_to_zero_models)
+    cold.observe()
+    assert table.cold == {"pro", "p"} and "pro" in table.served_models()[0]
+    table.update([Endpoint(url="http://127.0.0.1:1", model="pro", aliases=["p"], ready=False)])
+    cold.observe()
+    assert table.cold == set() and cold.starting("pro") and not cold.starting("flash")

@@ -101,6 +101,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         metrics.endpoints.set(len(table))
 
     discovery = _build_discovery(config, apply, metrics)
+    cold.discovered = getattr(discovery, "scale_to_zero_models", None)
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
     service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))

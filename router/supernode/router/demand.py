@@ -138,19 +138,25 @@ class DemandGate:
 
 
 class ColdModels:
-    """Models that may be scaled to zero (`cold_start.models`): served even with no endpoint, and while
+    """Models that may be scaled to zero (`cold_start.models`, or deployments Kubernetes discovery sees with
+    `autoscaling.minReplicas: 0`): served even with no endpoint, and while
     none of their groups is ready their requests are held (queued) instead of refused at once."""
 
-    def __init__(self, table: EndpointTable, configured: Sequence[str] = ()) -> None:
+    def __init__(self, table: EndpointTable, configured: Sequence[str] = (),
+                 discovered: Callable[[], set[str]] | None = None) -> None:
         self.table = table
         self.configured = set(configured)
+        self.discovered = discovered  # e.g. Kubernetes discovery: deployments with minReplicas 0
+        self._models: set[str] = set(configured)
 
     def observe(self) -> None:
-        """After each discovery update: the configured models without endpoints are served as cold."""
-        self.table.cold = self.configured - {s.endpoint.model for s in self.table}
+        """After each discovery update: scale-to-zero models without endpoints are served as cold."""
+        self._models = self.configured | (self.discovered() if self.discovered else set())
+        present = {name for s in self.table for name in (s.endpoint.model, *s.endpoint.aliases)}
+        self.table.cold = self._models - present
 
     def starting(self, model: str) -> bool:
-        return model in self.configured and not any(
+        return model in self._models and not any(
             s.endpoint.ready and not s.endpoint.draining for s in self.table if s.endpoint.model == model)
 
 
