@@ -90,3 +90,25 @@ def test_cold_start_is_learned_once_per_scale_up() -> None:
     lead, learned_for = S.learned_lead_time(view, 100 + 240, None)
     assert lead == 240 and learned_for == 100  # the first observation replaces the guess
     assert S.learned_lead_time(view, 100 + 500, learned_for) == (300, 100)  # already learned from this one
+
+
+def test_a_draining_group_is_idle_only_when_every_router_says_so() -> None:
+    def router(*eps: tuple[int, int, float]) -> dict[str, Any]:
+        return {"draining": [{"deployment": "llm/flash", "group": g, "inFlight": f, "engineRunning": run,
+                              "engineWaiting": 0, "scraped": True} for g, f, run in eps]
+                + [{"deployment": "llm/other", "group": 1, "inFlight": 0, "scraped": False}]}
+
+    answers = {"r1": router((1, 0, 0), (2, 0, 0), (3, 0, 0)), "r2": router((1, 0, 0), (2, 1, 0), (3, 0, 2))}
+    assert D.idle_draining("llm/flash", answers) == {1}  # 2: a request open on r2; 3: the engine is busy
+    assert D.idle_draining("llm/flash", {"r1": router((1, 0, 0)), "r2": router()}) == set(), "r2 does not know yet"
+    assert D.idle_draining("llm/flash", {}) == set()
+
+
+def test_rollout_deletes_a_drained_group_before_its_timeout() -> None:
+    from supernode.operator import rollout
+
+    draining = rollout.Observed(1, "g1", "r", ready=True, draining=True, drain_started=100.0)
+    target = rollout.Target(replicas=1, revision="r", drain_timeout=900, now=110.0)
+    assert rollout.next_step([draining], target).delete == ()
+    drained = rollout.Observed(1, "g1", "r", ready=True, draining=True, drain_started=100.0, drained=True)
+    assert rollout.next_step([drained], target).delete == ("g1",)

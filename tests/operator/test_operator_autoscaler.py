@@ -3,6 +3,7 @@ a fake router app on 127.0.0.1, found through a router Service and its ready pod
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ class FakeRouter:
 
     def __init__(self) -> None:
         self.demand: dict[str, tuple[int, int]] = {}
+        self.draining: list[dict[str, Any]] = []  # draining endpoints as a router reports them
         self.fail = False
         self.port = 0
 
@@ -35,7 +37,7 @@ class FakeRouter:
         pools = [{"model": m, "mode": "non-think", "queued": q, "queuedTokens": q * 100, "oldestWaitSeconds": 0.5,
                   "inFlight": f, "admittedTotal": 0, "spilledTotal": 0, "noCapacityTotal": 0}
                  for m, (q, f) in self.demand.items()]
-        return web.json_response({"time": 0, "pools": pools, "models": []})
+        return web.json_response({"time": 0, "pools": pools, "models": [], "draining": self.draining})
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeRouter]:
@@ -162,3 +164,25 @@ async def test_pro_takes_a_supernode_from_flash_when_the_pool_is_full(k8s: tuple
             await eventually(lambda: condition(emu, "flash", C.COND_CAPACITY_LIMITED).get("status") == "True",
                              what="CapacityLimited condition")
             assert get(emu, "flash")["spec"]["replicas"] == 1 and get(emu, "pro")["spec"]["replicas"] == 2
+
+
+async def test_a_draining_group_the_routers_report_idle_is_deleted_before_the_drain_timeout(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=3)
+    router = FakeRouter()
+    async with router.serving(), cluster.running():
+        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_port=router.port, interval_seconds=0.2)
+        async with running_operator(url, autoscaler=config), httpx.AsyncClient(base_url=url) as c:
+            router.demand[MODEL] = (0, 0)
+            body = md("flash", MODEL, 2, 1, 2)
+            body["spec"]["rollout"]["drainTimeoutSeconds"] = 600
+            await c.post(mds(), json=body)
+            await eventually(lambda: get(emu, "flash")["spec"]["replicas"] == 1, timeout=15, what="scaled down")
+            await eventually(lambda: "GroupDraining" in reasons(emu, "flash"), what="group 1 draining")
+            await asyncio.sleep(0.5)
+            assert len(emu.objects_of("statefulsets", "apps", "llm")) == 2, "still draining: requests may be open"
+            router.draining = [{"deployment": "llm/flash", "group": 1, "inFlight": 0, "engineRunning": 0,
+                                "engineWaiting": 0, "scraped": True}]
+            await eventually(lambda: len(emu.objects_of("statefulsets", "apps", "llm")) == 1, what="deleted")
+            assert "GroupDrained" in reasons(emu, "flash")

@@ -85,3 +85,21 @@ def sample_for(names: Collection[str], answers: Mapping[str, Mapping[str, Any]],
                 kv = max(kv or 0.0, float(model["kvCacheUsage"]))
     return Sample(at=now, queued=queued + refused, in_flight=in_flight, queued_tokens=tokens, kv_usage=kv,
                   queue_wait=wait, spill_rate=spilled)
+
+
+def idle_draining(deployment: str, answers: Mapping[str, Mapping[str, Any]]) -> set[int]:
+    """Groups of `deployment` ("namespace/name") that every router reports draining with nothing in flight
+    (their own open requests, and the engine's running + waiting when scraped): safe to delete now."""
+    per_router: list[dict[int, bool]] = []
+    for body in answers.values():
+        mine: dict[int, bool] = {}
+        for ep in body.get("draining") or []:
+            if ep.get("deployment") == deployment:
+                engine = float(ep.get("engineRunning", 0)) + float(ep.get("engineWaiting", 0))
+                mine[int(ep.get("group", -1))] = float(ep.get("inFlight", 0)) == 0 and (
+                    not ep.get("scraped") or engine == 0)
+        per_router.append(mine)
+    if not per_router:
+        return set()
+    groups = set.intersection(*(set(m) for m in per_router))
+    return {g for g in groups if all(m[g] for m in per_router)}

@@ -101,7 +101,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                                      supernode_label=config.supernode_label)
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
             memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
-            registry=memo.metrics.registry)
+            registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:

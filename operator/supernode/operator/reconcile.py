@@ -183,7 +183,8 @@ class _Run:
 
         exhausted = await self._gang(md, groups, lws)
         step = rollout.next_step(
-            [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started) for g in groups],
+            [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
+                              drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
             rollout.Target(replicas=n, revision=rev, max_surge=md.spec.rollout.max_surge,
                            max_unavailable=md.spec.rollout.max_unavailable,
                            drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,

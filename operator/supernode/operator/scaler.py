@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from supernode.operator import autoscaling as S
 from supernode.operator import demand
 from supernode.operator import naming as N
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import MODEL_DEPLOYMENTS, PODS, SERVICES, ApiError, KubeClient
+from supernode.operator.kube import LWS, MODEL_DEPLOYMENTS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
 from supernode.operator.observe import format_time, parse_time
 from supernode.operator.planner import plan as make_plan
 
@@ -52,6 +52,7 @@ class Autoscaler:
     supernode_label: str | None = None
     registry: CollectorRegistry | None = None
     clock: Callable[[], float] = time.time
+    lws: Callable[[], Awaitable[bool]] | None = None  # LeaderWorkerSet installed? (the reconciler's cached check)
     histories: dict[str, A.History] = field(default_factory=dict)
     totals: demand.Totals = field(default_factory=demand.Totals)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -174,7 +175,28 @@ class Autoscaler:
             await self._apply(body, view, decision, others)
         self._export(view, decision)
         await self._write_status(body, view, decision, sample, now, error)
+        if not error:
+            await self._mark_drained(body, view, demand.idle_draining(view.key, answers))
         return decision
+
+    async def _mark_drained(self, body: Mapping[str, Any], view: S.View, idle: set[int]) -> None:
+        """Draining groups every router reports idle get `supernode.io/drained`: the reconciler deletes them
+        now instead of waiting out rollout.drainTimeoutSeconds."""
+        if not idle:
+            return
+        res = LWS if self.lws is not None and await self.lws() else STATEFULSETS
+        selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(view.name)})
+        for w in await self.client.list_children(res, view.namespace, selector):
+            meta = w["metadata"]
+            notes, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+            group = str(labels.get(C.LABEL_GROUP, ""))
+            if notes.get(C.ANNOTATION_DRAINING) != "true" or notes.get(C.ANNOTATION_DRAINED) == "true" or \
+                    not group.isdigit() or int(group) not in idle:
+                continue
+            await self.client.patch(res, view.namespace, meta["name"], {"metadata": {"annotations": {
+                C.ANNOTATION_DRAINED: "true"}}})
+            await self.client.post_event(dict(body), "Normal", "GroupDrained",
+                                         f"group {group} ({meta['name']}): no request in flight on any router")
 
     async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision, others: list[S.View]) -> None:
         if decision.desired == view.replicas:

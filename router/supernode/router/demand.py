@@ -178,8 +178,16 @@ def model_stats(table: EndpointTable) -> list[dict[str, Any]]:
     return out
 
 
+def draining_endpoints(table: EndpointTable) -> list[dict[str, Any]]:
+    """Draining groups and what is still running on them (the operator deletes one once it is idle)."""
+    return [{"deployment": s.endpoint.deployment, "group": s.endpoint.group, "url": s.endpoint.url,
+             "inFlight": s.inflight, "engineRunning": s.stats.running, "engineWaiting": s.stats.waiting,
+             "scraped": s.stats.scraped}
+            for s in table if s.endpoint.draining]
+
+
 def signals(gate: DemandGate, table: EndpointTable, wall: Callable[[], float] = time.time) -> dict[str, Any]:
-    return {"time": wall(), "pools": gate.pools(), "models": model_stats(table)}
+    return {"time": wall(), "pools": gate.pools(), "models": model_stats(table), "draining": draining_endpoints(table)}
 
 
 class DemandCollector(Collector):
