@@ -33,6 +33,7 @@ from supernode.operator.observe import format_time, parse_time
 from supernode.operator.planner import plan as make_plan
 
 log = logging.getLogger("supernode.operator.autoscaler")
+WRITE_MEMORY_SECONDS = 60.0  # how long our own spec.replicas writes override a lagging watch
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,9 @@ class Autoscaler:
     _learned: dict[str, float | None] = field(default_factory=dict)
     _http: aiohttp.ClientSession | None = None
     _gauges: tuple[Gauge, Gauge] | None = None
+    # spec.replicas this autoscaler wrote (key -> (replicas, when)): watch events lag behind our own
+    # patches, and a decision on a stale neighbour would take the same supernode twice.
+    _wrote: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.registry is not None:
@@ -136,13 +140,23 @@ class Autoscaler:
         plan = make_plan(bigger, inventory_from_k8s(nodes, others), {}, supernode_label=self.supernode_label)
         return plan.capacity.placeable
 
+    def _fresh(self, view: S.View, now: float) -> S.View:
+        """The view with what we wrote ourselves, until the watch catches up (then pending: not settled)."""
+        wrote = self._wrote.get(view.key)
+        if wrote is None or now - wrote[1] > WRITE_MEMORY_SECONDS:
+            self._wrote.pop(view.key, None)
+            return view
+        if view.replicas == wrote[0] and not view.pending:
+            return view
+        return replace(view, replicas=wrote[0], pending=True)
+
     async def tick(self, body: Mapping[str, Any], nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],
                    all_bodies: Iterable[Mapping[str, Any]]) -> A.Decision | None:
         view = S.view_of(body)
         if view is None:
             return None
         async with self._lock:
-            return await self._tick(body, view, nodes, pods, all_bodies)
+            return await self._tick(body, self._fresh(view, self.clock()), nodes, pods, all_bodies)
 
     async def _tick(self, body: Mapping[str, Any], view: S.View, nodes: list[Mapping[str, Any]],
                     pods: list[Mapping[str, Any]], all_bodies: Iterable[Mapping[str, Any]]) -> A.Decision:
@@ -167,7 +181,7 @@ class Autoscaler:
             decision = replace(decision, reason="External",
                                message="HPA/KEDA drive spec.replicas through /scale; signals are exported")
         else:
-            others = [v for b in all_bodies if (v := S.view_of(b)) is not None]
+            others = [self._fresh(v, now) for b in all_bodies if (v := S.view_of(b)) is not None]
             room = self._placeable(view, nodes, pods) - view.replicas
             placeable = view.replicas + max(0, room - S.promised(view, others))
             decision = A.decide(now, history.samples, policy, S.fleet(view, placeable), S.neighbours(view, others))
@@ -205,6 +219,7 @@ class Autoscaler:
         if donor is not None:  # the donor drains first; the freed supernode is promised to this deployment
             await self._preempt(body, view, donor)
         await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name, {"spec": {"replicas": decision.desired}})
+        self._wrote[view.key] = (decision.desired, self.clock())
         verb = "ScaledUp" if decision.desired > view.replicas else "ScaledDown"
         log.info("%s %s: %d -> %d: %s", view.key, verb, view.replicas, decision.desired, decision.message)
         await self.client.post_event(dict(body), "Normal", verb,
@@ -214,6 +229,7 @@ class Autoscaler:
         now = self.clock()
         await self.client.patch(MODEL_DEPLOYMENTS, donor.namespace, donor.name,
                                 {"spec": {"replicas": donor.replicas - 1}})
+        self._wrote[donor.key] = (donor.replicas - 1, now)
         await self.client.patch_status(donor.namespace, donor.name, {"autoscaling": {
             "lastScaleTime": format_time(now), "lastScaleDirection": "Down", "reason": "Preempted",
             "desiredReplicas": donor.replicas - 1,
