@@ -118,3 +118,44 @@ def test_kubernetes_discovery_names_the_deployments_that_scale_to_zero() -> None
     table.update([Endpoint(url="http://127.0.0.1:1", model="pro", aliases=["p"], ready=False)])
     cold.observe()
     assert table.cold == set() and cold.starting("pro") and not cold.starting("flash")
+
+
+async def test_spill_over_and_release_are_counted_per_requested_pool() -> None:
+    from dataclasses import dataclass as dc
+
+    from supernode.api.models import Mode
+    from supernode.router.contracts import ANONYMOUS, PoolKey, RequestContext, Usage
+    from supernode.router.demand import DemandGate
+
+    pro, flash = PoolKey("pro", Mode.NON_THINK), PoolKey("flash", Mode.NON_THINK)
+
+    @dc
+    class T:
+        pool: PoolKey
+        queued_seconds: float = 0.0
+        released: int = 0
+
+        def release(self, usage: Usage) -> None:
+            self.released += 1
+
+    class Inner:
+        def authenticate(self, api_key: str | None) -> Any:
+            return ANONYMOUS
+
+        async def admit(self, ctx: RequestContext, pools: Any) -> T:
+            return T(flash)  # the requested pool is full: served by the next one
+
+        def queue_length(self) -> int:
+            return 0
+
+    gate = DemandGate(Inner())  # type: ignore[arg-type]
+    ctx = RequestContext(request_id="r", api="chat", tenant=ANONYMOUS, model="pro", mode=Mode.NON_THINK,
+                         stream=False, prompt_tokens_estimate=10, max_tokens=5)
+    ticket = await gate.admit(ctx, [pro, flash])
+    rows = {(r["model"], r["mode"]): r for r in gate.pools()}
+    assert rows[("pro", "non-think")]["spilledTotal"] == 1 and rows[("pro", "non-think")]["admittedTotal"] == 1
+    assert rows[("flash", "non-think")]["inFlight"] == 1
+    ticket.release(Usage())
+    ticket.release(Usage())  # idempotent
+    assert {(r["model"]): r["inFlight"] for r in gate.pools()}["flash"] == 0
+    assert ticket._inner.released == 1  # type: ignore[attr-defined]

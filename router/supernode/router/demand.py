@@ -55,8 +55,9 @@ class _TrackedTicket:
 
     def release(self, usage: Usage) -> None:
         gate, self._gate = self._gate, None  # type: ignore[assignment]
-        if gate is not None:
-            gate._in_flight[self.pool] = max(0, gate._in_flight[self.pool] - 1)
+        if gate is None:
+            return  # released already
+        gate._in_flight[self.pool] = max(0, gate._in_flight[self.pool] - 1)
         self._inner.release(usage)
 
 
