@@ -2,10 +2,19 @@
 
 Starts the emulator + a fake StatefulSet controller/kubelet in this process and the real operator as a
 subprocess (`supernode operator --server URL`), applies N ModelDeployments (2-pod Ascend groups, one per
-SuperPoD), and prints: apply → all children created (median, p99), API requests per ModelDeployment
-for the initial reconcile and for a no-op resync, writes during the resync, and the operator's RSS.
+SuperPoD), and prints: apply → all children created (median, p99) and where that time went, API requests
+per ModelDeployment for the initial reconcile and for a no-op resync, writes during the resync, the
+operator's RSS.
+
+Where the time goes, per ModelDeployment (apply → its 4th child exists):
+- api: time the test API server spent answering that deployment's requests (the ADDED event's delivery
+  to the operator's watch, each list/create/patch, timed inside the server);
+- operator: the rest — the operator's own queueing, planning and request building, plus the wait
+  before the server's event loop picks a request up (reported separately as the server's loop lag).
+Both processes share the machine: their CPU seconds during the burst are printed too.
 
     python benchmarks/operator_scale.py --count 200
+    python benchmarks/operator_scale.py --smoke        # a few seconds: 10 deployments (run by the tests)
 """
 
 from __future__ import annotations
@@ -13,24 +22,74 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the emulator and fake cluster live with the tests
+sys.path[:0] = [str(ROOT / "tests" / "operator"), str(ROOT / "tests")]  # the emulator, fake cluster, builders
 
+import aiohttp.web  # noqa: E402
+import attrs  # noqa: E402
 import httpx  # noqa: E402
 import kmock  # noqa: E402
+from builders import make_md  # noqa: E402
 from fake_cluster import MD_KIND, FakeCluster, node  # noqa: E402
 from k8s_emulator import K8sEmulator  # noqa: E402
-from md_builder import make_md  # noqa: E402
 
 from supernode.api import constants as C  # noqa: E402
 
 UA = "operator-bench"
+MD_NAME = re.compile(r"md-\d{4}")
+
+
+def _owner(raw: aiohttp.web.BaseRequest, body: bytes) -> str | None:
+    """The benchmark deployment a request is about (path, selector or body), if any."""
+    found = MD_NAME.search(raw.path_qs) or MD_NAME.search(body[:4096].decode(errors="ignore"))
+    return found.group(0) if found else None
+
+
+@attrs.define(kw_only=True)
+class TimedEmulator(K8sEmulator):
+    """The emulator, timing each request it serves and each watch event it writes, per deployment."""
+
+    busy: dict[str, list[tuple[float, float]]] = attrs.field(factory=lambda: defaultdict(list), init=False)
+    added: dict[str, float] = attrs.field(factory=dict, init=False)  # MD name -> ADDED event emitted
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        start = time.monotonic()
+        try:
+            return await super().__call__(raw_request)
+        finally:
+            if raw_request.query.get("watch") not in ("true", "1") and raw_request.headers.get("User-Agent") != UA:
+                who = _owner(raw_request, await raw_request.read())
+                if who:
+                    self.busy[who].append((start, time.monotonic()))
+
+    def _emit(self, kind: Any, type_: str, obj: dict[str, Any]) -> None:
+        super()._emit(kind, type_, obj)
+        if kind.plural == C.PLURAL and type_ == "ADDED":
+            self.added[obj["metadata"]["name"]] = time.monotonic()
+
+
+def busy_within(spans: list[tuple[float, float]], start: float, end: float) -> float:
+    """Length of the union of `spans` clipped to [start, end]."""
+    total, cursor = 0.0, start
+    for a, b in sorted(spans):
+        a, b = max(a, cursor), min(b, end)
+        if b > a:
+            total += b - a
+            cursor = b
+    return total
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -59,8 +118,21 @@ def children_count(emu: K8sEmulator) -> dict[str, int]:
     return counts
 
 
-async def main(count: int, resync: float) -> None:
-    async with K8sEmulator(strict=False) as emu, kmock.Server(emu) as srv:
+async def loop_lag(samples: list[float], stop: asyncio.Event, period: float = 0.01) -> None:
+    """How late this process's event loop (the API server's) wakes a 10 ms sleeper."""
+    while not stop.is_set():
+        t = time.monotonic()
+        await asyncio.sleep(period)
+        samples.append(max(0.0, time.monotonic() - t - period))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+async def main(count: int, resync: float, settle: float, quiet: int) -> dict[str, float]:
+    async with TimedEmulator(strict=False) as emu, kmock.Server(emu) as srv:
         url = str(srv.url).rstrip("/")
         emu.declare(MD_KIND)
         cluster = FakeCluster(emu)
@@ -70,16 +142,20 @@ async def main(count: int, resync: float) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url,
             "--resync", str(resync), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        lags: list[float] = []
+        stop_lag = asyncio.Event()
         try:
-            await asyncio.sleep(2.0)  # operator start-up and initial listing
+            await asyncio.sleep(settle)  # operator start-up and initial listing
             async with cluster.running(period=0.2), httpx.AsyncClient(base_url=url, headers={"User-Agent": UA}) as c:
                 start_req = emu.request_count
                 applied: dict[str, float] = {}
                 done: dict[str, float] = {}
+                lag_task = asyncio.create_task(loop_lag(lags, stop_lag))
+                cpu0 = (cpu_seconds(proc.pid), cpu_seconds())
                 t0 = time.monotonic()
                 for i in range(count):
-                    md = (make_md(f"md-{i:03d}", "bench").no_uid().engine("vllm").accelerator("ascend-910c", 16)
-                          .parallelism(tensor=32).placement(supernode="Required").replicas(1).obj())
+                    md = (make_md(f"md-{i:04d}").namespace("bench").engine("vllm").accelerator("ascend-910c", 16)
+                          .parallelism(tensor=32).placement(supernode="Required").replicas(1).dict())
                     r = await c.post(f"/apis/{C.GROUP}/{C.VERSION}/namespaces/bench/{C.PLURAL}", json=md)
                     r.raise_for_status()
                     applied[md["metadata"]["name"]] = time.monotonic()
@@ -88,41 +164,72 @@ async def main(count: int, resync: float) -> None:
                     for name in applied:
                         if name not in done and counts.get(name) == 4:
                             done[name] = time.monotonic()
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.02)
                 total = time.monotonic() - t0
+                cpu_op, cpu_api = cpu_seconds(proc.pid) - cpu0[0], cpu_seconds() - cpu0[1]
+                stop_lag.set()
+                await lag_task
                 # Let status settle (pods ready → readyReplicas), then measure a quiet window.
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
                     mds = emu.objects_of(C.PLURAL, C.GROUP, "bench", copy_=False)
                     if all(m.get("status", {}).get("readyReplicas") == 1 for m in mds):
                         break
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(0.2)
                 initial_reqs, initial_writes, initial_kinds = operator_requests(emu, start_req)
-                await asyncio.sleep(resync * 2)
+                await asyncio.sleep(resync * min(2, quiet))
                 quiet_start = emu.request_count
-                window = resync * 5
+                window = resync * quiet
                 await asyncio.sleep(window)
                 quiet_reqs, quiet_writes, _ = operator_requests(emu, quiet_start)
                 rss = rss_mib(proc.pid)
         finally:
             proc.terminate()
             await proc.wait()
-    lat = sorted(done[n] - applied[n] for n in done)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+    lat, api, own, pickup = [], [], [], []
+    for name, end in done.items():
+        start = applied[name]
+        first = min((a for a, _ in emu.busy.get(name, [])), default=end)
+        pickup.append(first - start)
+        delivery = max(0.0, emu.added.get(name, start) - start)  # server-side: apply until the ADDED event is out
+        served = delivery + busy_within(emu.busy.get(name, []), start + delivery, end)
+        lat.append(end - start)
+        api.append(served)
+        own.append(end - start - served)
     resyncs = window / resync
-    print(f"ModelDeployments: {count} (1 group x 2 pods each), children created for {len(done)} in {total:.1f}s")
-    print(f"apply -> all children created: median {statistics.median(lat) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print(f"ModelDeployments: {count} (1 group x 2 pods each), children created for {len(done)} in {total:.1f}s "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"apply -> all children created: median {statistics.median(lat) * 1000:.0f} ms, "
+          f"p99 {pct(lat, 0.99) * 1000:.0f} ms")
+    print(f"  of which the test API server: median {statistics.median(api) * 1000:.0f} ms, "
+          f"p99 {pct(api, 0.99) * 1000:.0f} ms (serving this deployment's requests and watch event)")
+    print(f"  of which the operator:        median {statistics.median(own) * 1000:.0f} ms, "
+          f"p99 {pct(own, 0.99) * 1000:.0f} ms (everything else, incl. waiting for the server's event loop)")
+    print(f"  apply -> the operator's first request for it: median {statistics.median(pickup) * 1000:.0f} ms, "
+          f"p99 {pct(pickup, 0.99) * 1000:.0f} ms")
+    print(f"  API server event-loop lag: median {statistics.median(lags) * 1000:.1f} ms, "
+          f"p99 {pct(lags, 0.99) * 1000:.1f} ms; CPU during the burst: operator {cpu_op:.1f} s, "
+          f"API server + fake kubelet {cpu_api:.1f} s (wall {total:.1f} s); operator CPU per deployment "
+          f"{cpu_op / max(1, len(done)) * 1000:.0f} ms")
     print(f"initial reconcile (to all ready): {initial_reqs / count:.1f} API requests/MD "
           f"({initial_writes / count:.1f} writes/MD: "
           + ", ".join(f"{k} {v / count:.1f}" for k, v in initial_kinds.most_common()) + ")")
     print(f"no-op resync: {quiet_reqs / count / resyncs:.1f} API requests/MD per resync, "
           f"{quiet_writes} writes in {resyncs:.0f} resyncs x {count} MDs")
     print(f"operator RSS: {rss:.0f} MiB")
+    return {"created": len(done), "p99": pct(lat, 0.99), "operator_p99": pct(own, 0.99), "quiet_writes": quiet_writes}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--resync", type=float, default=5.0)
+    parser.add_argument("--quiet", type=int, default=5, help="resync intervals in the no-op window")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds: 10 deployments, short windows")
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.resync))
+    if args.smoke:
+        out = asyncio.run(main(10, resync=0.5, settle=1.0, quiet=2))
+        if out["created"] != 10 or out["quiet_writes"]:
+            sys.exit(f"smoke: children for {out['created']}/10 deployments, {out['quiet_writes']} no-op writes")
+    else:
+        asyncio.run(main(args.count, args.resync, settle=2.0, quiet=args.quiet))

@@ -94,8 +94,8 @@ class Procs(ExitStack):
         eps = {"endpoints": [{"url": f"http://127.0.0.1:{p}", "model": MODEL, "maxConcurrency": max_concurrency}
                              for p in engine_ports]}
         (self.tmp / "endpoints.json").write_text(json.dumps(eps))
-        cfg = {"server": {"port": port, "log_requests": False}, "health": {"scrape_interval_s": 1.0},
-               "discovery": {"type": "local", "path": str(self.tmp / "endpoints.json")}}
+        cfg = {"server": {"port": port, "log_requests": False, "metrics_port": 0}, "health": {"scrape_interval_s": 1.0},
+               "discovery": {"type": "local", "path": str(self.tmp / "endpoints.json")}, "admission": None}
         if routing:
             cfg["routing"] = routing
         cfg.update(extra or {})

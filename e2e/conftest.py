@@ -29,7 +29,6 @@ from supernode.cli.local.statefile import LocalState, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "local"
-ADMIN_KEY = "sk-local-admin"
 START_TIMEOUT = 240.0
 
 
@@ -40,7 +39,6 @@ class Stack:
 
     ACME_KEY = "sk-local-acme-premium-0001"  # premium tier (examples/local/tenants.yaml)
     HOBBY_KEY = "sk-local-hobby-free-0002"  # free tier, rpm 12
-    ADMIN_KEY = ADMIN_KEY
     PRO = "deepseek-v4-pro"
     FLASH = "deepseek-v4-flash"
 
@@ -52,6 +50,11 @@ class Stack:
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
+
+    @property
+    def admin_key(self) -> str:
+        """`supernode up` generated it into the state dir (0600) and printed only the path."""
+        return (self.state_dir / "admin.key").read_text().strip()
 
     def state(self) -> LocalState:
         state = load_state(self.state_dir)
@@ -78,7 +81,7 @@ class Stack:
 
     def usage_rows(self, tenant: str) -> list[dict[str, object]]:
         r = httpx.get(f"{self.url}/admin/usage", params={"tenant": tenant, "view": "rows"},
-                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+                      headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=10)
         assert r.status_code == 200, r.text
         return list(r.json()["rows"])
 
@@ -99,7 +102,8 @@ def _pump(proc: subprocess.Popen[str], lines: list[str]) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state_dir = tmp_path_factory.mktemp("supernode-state")
     port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SUPERNODE_ADMIN_KEY": ADMIN_KEY}
+    env = {k: v for k, v in os.environ.items() if k != "SUPERNODE_ADMIN_KEY"}  # up generates one (admin.key)
+    env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-m", "supernode.cli", "up", str(EXAMPLES / "pro.yaml"), str(EXAMPLES / "flash.yaml"),
          "--tenants", str(EXAMPLES / "tenants.yaml"), "--port", str(port), "--state-dir", str(state_dir),

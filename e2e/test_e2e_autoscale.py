@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from supernode.cli.local.secrets import engine_auth_headers
 from supernode.cli.local.statefile import load_state
 
 SPEC = """
@@ -44,9 +45,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def served(url: str) -> float:
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=2).text
+def served(url: str, state_dir: Path) -> float:
+    try:  # engines answer only the router's token (this run's, in the state dir)
+        text = httpx.get(f"{url}/metrics", headers=engine_auth_headers(state_dir), timeout=2).text
     except httpx.HTTPError:
         return 0.0
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -104,7 +105,7 @@ def test_flood_starts_a_second_group_that_serves_then_it_drains_without_failing_
         for t in threads:
             t.start()
         wait(lambda: phase(1) == "Ready", "a second group started by the flood", 120)
-        wait(lambda: served(group1) > 0, "the second group serving requests", 60)
+        wait(lambda: served(group1, state_dir) > 0, "the second group serving requests", 60)
         flooding.clear()  # in-flight requests finish; then idleness drains the group
         for t in threads:
             t.join(120)

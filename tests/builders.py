@@ -14,6 +14,7 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
+from supernode.api.supernodes import supernode_label_key
 from supernode.operator.types import CapacityVerdict, GroupPlan, Inventory, NodeInfo, Plan, PodPlan, Taint
 
 
@@ -167,8 +168,9 @@ def operator_md(name: str = "v4-flash") -> MDBuilder:
 
 
 def make_plan(md: ModelDeployment, nodes_per_group: list[list[str]], supernodes: list[str | None] | None = None,
-              resource: str | None = None, unplaced: int = 0) -> Plan:
-    """A hand-made placement: group i on nodes_per_group[i] (rank r on node r), then `unplaced` unplaced groups."""
+              resource: str | None = None, unplaced: int = 0, supernode_label: str | None = None) -> Plan:
+    """A hand-made placement: group i on nodes_per_group[i] (rank r on node r), then `unplaced` unplaced groups.
+    `supernode_label`: the operator-wide label the planner would have been given (the spec's rule decides)."""
     pods = md.spec.pods_per_group
     groups = []
     for i, nodes in enumerate(nodes_per_group):
@@ -181,6 +183,7 @@ def make_plan(md: ModelDeployment, nodes_per_group: list[list[str]], supernodes:
                                 reason="no free supernode"))
     return Plan(deployment=md.metadata.name, pods_per_group=pods, devices_per_pod=md.spec.accelerator.devices_per_pod,
                 resource_name=resource, groups=tuple(groups),
+                supernode_label=supernode_label_key(md.spec, supernode_label),
                 capacity=CapacityVerdict(desired=len(groups), placeable=len(nodes_per_group),
                                          reasons=("no free supernode",) * unplaced))
 

@@ -24,17 +24,19 @@ DECODE_STEPS = 8
 
 
 def generate(runner: ModelRunner) -> dict[str, torch.Tensor]:
-    first = runner.run([SeqInput(PROMPTS[0][:6], 0, TABLES[0]), SeqInput(list(PROMPTS[1]), 0, TABLES[1])])
-    rest = runner.run([SeqInput(PROMPTS[0][6:], 6, TABLES[0])])  # chunked prefill of prompt 0
+    # slots: per-sequence state of stateful models (DeepSeek-V4); ignored by V3
+    first = runner.run([SeqInput(PROMPTS[0][:6], 0, TABLES[0], 0), SeqInput(list(PROMPTS[1]), 0, TABLES[1], 1)])
+    rest = runner.run([SeqInput(PROMPTS[0][6:], 6, TABLES[0], 0)])  # chunked prefill of prompt 0
     logits = [torch.stack([rest[0], first[1]])]
     seqs = [list(PROMPTS[0]), list(PROMPTS[1])]
     for _ in range(DECODE_STEPS):
         for s, row in zip(seqs, logits[-1], strict=True):
             s.append(int(row.argmax()))
-        logits.append(runner.run([SeqInput([s[-1]], len(s) - 1, t) for s, t in zip(seqs, TABLES, strict=True)]))
-    single = [runner.run([SeqInput([3, 1, 4, 1, 5], 0, [30, 31, 28])])]  # one sequence alone: 1-token steps
+        step = [SeqInput([s[-1]], len(s) - 1, t, i) for i, (s, t) in enumerate(zip(seqs, TABLES, strict=True))]
+        logits.append(runner.run(step))
+    single = [runner.run([SeqInput([3, 1, 4, 1, 5], 0, [30, 31, 28], 2)])]  # one sequence alone: 1-token steps
     for pos in range(5, 5 + DECODE_STEPS):
-        single.append(runner.run([SeqInput([int(single[-1][0].argmax())], pos, [30, 31, 28, 29])]))
+        single.append(runner.run([SeqInput([int(single[-1][0].argmax())], pos, [30, 31, 28, 29], 2)]))
     return {
         "logits": torch.stack(logits),
         "tokens": torch.tensor([s[-DECODE_STEPS:] for s in seqs]),
@@ -73,7 +75,7 @@ def run_layout(model_dir: str, tp: int, ep: int, port: int, out: str, scenario: 
         print("READY", flush=True)
         while True:
             if scenario == "busy":
-                runner.run([SeqInput([5], 0, [0])])
+                runner.run([SeqInput([5], 0, [0], 0)])
             time.sleep(0.1)
     runner.shutdown()
 

@@ -74,6 +74,21 @@ def test_tp_and_ep_match_single_process(ckpt: Path, tmp_path: Path) -> None:
         assert (got["single"] - ref["single"]).abs().max().item() <= 1e-5, name
 
 
+def test_v4_tp_and_ep_match_single_process(tmp_path: Path) -> None:
+    """DeepSeek-V4: attention replicated, experts / shared expert / vocab sharded; same logits as one process."""
+    ckpt = tmp_path / "tiny-v4"
+    init_checkpoint(str(ckpt), "tiny-v4", seed=3)
+    layouts = {"tp2": (2, 1), "ep2": (1, 2)}
+    _finish(_spawn(ckpt, list(layouts.values()), tmp_path / "out", "generate"))
+    single = ModelRunner(EngineConfig(str(ckpt), num_kv_blocks=32, block_size=4, cpu_threads=1))
+    ref = _load_worker().generate(single)
+    for i, name in enumerate(layouts):
+        got = torch.load(tmp_path / f"out.{i}.pt")
+        assert torch.equal(got["tokens"], ref["tokens"]), name
+        assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, name
+        assert (got["single"] - ref["single"]).abs().max().item() <= 1e-5, name
+
+
 def _load_worker() -> Any:
     spec = importlib.util.spec_from_file_location("engine_model_worker", WORKER)
     assert spec is not None and spec.loader is not None

@@ -227,3 +227,17 @@ def test_each_rank_reads_only_its_shard(tiny: Path, monkeypatch: pytest.MonkeyPa
         emb = "model.embed_tokens.weight"
         half = full[emb].shape[0] // 2
         assert reads[emb] == [slice(half, 2 * half)]
+
+
+def test_builtin_preset_shapes_known_to_the_api_match_the_engine_presets() -> None:
+    from supernode.api.capabilities import BUILTIN_PRESETS
+    from supernode.engine.checkpoint import PRESETS
+    from supernode.engine.presets_v4 import V4_COMMON, V4_PRESETS
+
+    configs = {**{k: {"model_type": "deepseek_v3", **v} for k, v in PRESETS.items()},
+               **{k: {**V4_COMMON, **v} for k, v in V4_PRESETS.items()}}  # fmt: skip
+    assert set(BUILTIN_PRESETS) == set(configs)
+    for name, shape in BUILTIN_PRESETS.items():
+        cfg = configs[name]
+        assert (shape.architecture, shape.routed_experts) == (cfg["model_type"], cfg["n_routed_experts"]), name
+        assert all(cfg[field] == size for field, size in shape.shardable), name

@@ -140,6 +140,16 @@ def test_bad_model_dir_fails_fast(tmp_path: Path) -> None:
     assert r.returncode != 0 and "config.json" in r.stderr
 
 
+def test_the_served_engine_applies_the_shared_http_limits(served: Served) -> None:
+    """Issue 10: the engine process runs uvicorn with supernode.api.httpserver (oversized headers → 431,
+    no server header), like the router."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 40_000 + b"\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 431")
+    r = httpx.get(f"{served.url}/health", timeout=10)
+    assert r.status_code == 200 and "server" not in r.headers
+
+
 def test_sigterm_drains_in_flight_stream_then_stops(tiny_checkpoint: Path, served: Served) -> None:
     body = {"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 48, "ignore_eos": True, "stream": True}
     lines = []

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for helm_chart_support
 
-from helm_chart_support import CHART, NAMESPACE, RELEASE, Objects, parse_manifests
+from helm_chart_support import CHART, NAMESPACE, RELEASE, Objects, parse_manifests, with_auth_choice
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) renders the chart")
 
@@ -34,7 +34,7 @@ def render(chart: Any) -> Renderer:
     def _render(values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE) -> Objects:
         key = json.dumps([values, namespace], sort_keys=True)
         if key not in cache:
-            cache[key] = parse_manifests(chart.render(values or {}, name=RELEASE, namespace=namespace))
+            cache[key] = parse_manifests(chart.render(with_auth_choice(values), name=RELEASE, namespace=namespace))
         return cache[key]
 
     return _render

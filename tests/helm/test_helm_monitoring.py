@@ -134,9 +134,16 @@ def test_dashboard_is_valid_grafana_json_with_router_and_engine_panels(render: A
 def test_monitors_select_the_right_pods(render: Any) -> None:
     objects = render(ON)
     router = one(objects, "ServiceMonitor", "-router")
-    svc = one(objects, "Service", "-router")
+    svc = one(objects, "Service", "-router-metrics")
+    public = one(objects, "Service", "-router")
     assert router["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    assert router["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert not router["spec"]["selector"]["matchLabels"].items() <= public["metadata"]["labels"].items()
+    assert router["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    # issue 10: /metrics is on the ops port, which the public Service does not expose; probes use it too
+    assert [p["name"] for p in public["spec"]["ports"]] == ["http"]
+    container = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"] for p in container["ports"]} == {"http", "metrics"}
+    assert container["livenessProbe"]["httpGet"]["port"] == container["readinessProbe"]["httpGet"]["port"] == "metrics"
     engines = one(objects, "PodMonitor")
     assert engines["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/managed-by": "supernode-operator", "supernode.io/role": "leader"}

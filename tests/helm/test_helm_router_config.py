@@ -71,7 +71,7 @@ def test_queue_saturation_alert_uses_the_routers_queue_bound(render: Any) -> Non
         return next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]
                     if r["alert"] == "SupernodeQueueSaturated")
 
-    default_bound = parse_config({"discovery": {"type": "kubernetes"}, "admission": {}}).admission
+    default_bound = parse_config({"discovery": {"type": "kubernetes"}, "admission": {"anonymous": True}}).admission
     assert default_bound is not None
     assert f"> 0.5 * {default_bound.queue.max_queue_length}" in expr(on)
     for key in ("maxQueueLength", "max_queue_length"):

@@ -6,7 +6,8 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-from helm_chart_support import EXAMPLES, load_values
+import yaml
+from helm_chart_support import CHART, EXAMPLES, find, load_values, one, parse_manifests, with_auth_choice
 
 # (case, values, text the error must contain). Schema errors name the JSON pointer of the bad key.
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
@@ -81,5 +82,22 @@ def test_render_refuses_values_that_fail_the_schema(chart: Any) -> None:
 @pytest.mark.parametrize(("case", "values", "expected"), BAD_RENDERS, ids=[c[0] for c in BAD_RENDERS])
 def test_templates_fail_with_a_clear_message(chart: Any, case: str, values: dict[str, Any], expected: str) -> None:
     with pytest.raises(helm.HelmError) as err:
-        chart.render(values, name="sn", namespace="x")
+        chart.render(with_auth_choice(values), name="sn", namespace="x")
     assert expected in str(err.value), f"{case}: {err.value}"
+
+
+@pytest.mark.parametrize("router", [{}, {"tenants": {"existingSecret": ""}}])
+def test_a_router_without_tenants_renders_only_when_anonymous_is_explicit(chart: Any, router: dict[str, Any]) -> None:
+    """Issue 10: authentication is off only when a setting says so; the chart refuses otherwise."""
+    with pytest.raises(helm.HelmError, match=r"router\.tenants\.anonymous=true"):
+        chart.render({"router": router}, name="sn", namespace="x")
+    objects = parse_manifests(chart.render({"router": {"tenants": {"anonymous": True}}}, name="sn", namespace="x"))
+    config = yaml.safe_load(one(objects, "ConfigMap", "-router")["data"]["router.yaml"])
+    assert config["admission"] == {"anonymous": True}
+
+
+def test_the_kind_e2e_values_render(chart: Any) -> None:
+    """e2e/cluster/values-kind.yaml must say how the router authenticates (it says anonymous)."""
+    values = load_values(CHART.parents[1] / "e2e" / "cluster" / "values-kind.yaml")
+    chart.validate_schema(values)
+    assert find(parse_manifests(chart.render(values, name="sn", namespace="x")), "Deployment", "-router")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,14 @@ def test_a_shape_the_builtin_engine_cannot_run_is_refused_before_anything_starts
     assert any("spec.parallelism: the builtin engine runs pipeline=1, data=1" in p for p in err.value.problems)
 
 
+def test_a_v4_checkpoint_the_engine_cannot_shard_exits_2_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "v4.yaml"
+    bad.write_text(GOOD.replace("builtin://tiny", "builtin://tiny-v4") + "  parallelism: {tensor: 3}\n")
+    out = up(str(bad), "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 2, out
+    assert "spec.parallelism.tensor: 3 does not divide moe_intermediate_size=32" in out.stdout
+
+
 def test_a_missing_file_and_a_wrong_kind_are_both_reported(tmp_path: Path) -> None:
     (tmp_path / "cm.yaml").write_text("kind: ConfigMap\n")
     with pytest.raises(SpecError) as err:
@@ -110,26 +119,26 @@ def test_the_router_config_maps_the_retired_aliases_to_their_modes(tmp_path: Pat
     assert conf["discovery"]["type"] == "local"
 
 
-def test_the_example_tenants_parse_and_the_snippet_key_authenticates() -> None:
-    from supernode.cli.local.report import first_api_key
-    from supernode.router.admission.tenants import TenantDirectory, parse_tenants
+def test_the_example_tenants_parse_and_the_snippets_never_print_a_key() -> None:
+    from supernode.cli.local.report import snippets
+    from supernode.router.admission.tenants import parse_tenants
 
     path = EXAMPLES / "tenants.yaml"
     parsed = parse_tenants(path.read_text(), source=str(path))
     tiers = {t.id: t.tier for t in parsed.tenants}
     assert len(tiers) == 2 and len(set(tiers.values())) == 2
-    key = first_api_key(path)
-    assert TenantDirectory(parsed, source=str(path)).authenticate(key).id == "acme"
+    text = snippets("http://127.0.0.1:8080", "m", with_key=True)
+    assert "$SUPERNODE_API_KEY" in text and "sk-local" not in text
 
 
 def test_a_deployment_needing_devices_this_machine_lacks_exits_1_with_the_planner_reason(tmp_path: Path) -> None:
     (tmp_path / "gpu.yaml").write_text(GOOD.replace("accelerator: {type: cpu}",
-                                                    "accelerator: {type: nvidia-h200, devicesPerPod: 8}\n"
-                                                    "  parallelism: {tensor: 8}"))
+                                                    "accelerator: {type: nvidia-h200, devicesPerPod: 4}\n"
+                                                    "  parallelism: {tensor: 4}"))
     from supernode.cli.local.inventory import probe_devices
 
-    if probe_devices().cuda >= 8:  # pragma: no cover
-        pytest.skip("this machine has 8 GPUs: the spec would fit")
+    if probe_devices().cuda >= 4:  # pragma: no cover
+        pytest.skip("this machine has 4 GPUs: the spec would fit")
     out = up("gpu.yaml", "--port", "0", "--state-dir", "s", cwd=tmp_path)
     assert out.returncode == 1, out.stdout
     assert "tiny: only 0 of 1 groups fit on this machine" in out.stdout
@@ -170,6 +179,16 @@ def test_sigterm_stops_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
     state = load_state(tmp_path / "s")
     assert state is not None and len(state.pids()) == 4, "".join(lines)  # up, router, 2 ranks
     assert "Bearer none" in "".join(lines), "without tenants the snippet needs no real key"
+    # issue 10: a generated admin key in a 0600 file, its path printed, never the key; private state dir
+    sdir = tmp_path / "s"
+    key = (sdir / "admin.key").read_text().strip()
+    assert key.startswith("sk-admin-") and len(key) > 30 and key not in "".join(lines)
+    assert str(sdir.resolve() / "admin.key") in "".join(lines)
+    assert stat.S_IMODE((sdir / "admin.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(sdir.stat().st_mode) == 0o700
+    private = [sdir / "router.yaml", sdir / "state.json", *(sdir / "logs").iterdir()]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in private} == {p.name: 0o600 for p in private}
+    assert stat.S_IMODE((sdir / "logs").stat().st_mode) == 0o700
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
@@ -214,7 +233,7 @@ def test_the_printed_snippets_paste_as_they_are() -> None:
 
     from supernode.cli.local.report import snippets
 
-    text = snippets("http://127.0.0.1:8080", "deepseek-v4-pro", "sk-x")
+    text = snippets("http://127.0.0.1:8080", "deepseek-v4-pro", with_key=False)
     lines = text.splitlines()
     py = lines[lines.index("python - <<'EOF'") + 1:len(lines) - 1 - lines[::-1].index("EOF")]
     ast.parse("\n".join(py))

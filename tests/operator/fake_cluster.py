@@ -18,23 +18,26 @@ POD_INDEX = "apps.kubernetes.io/pod-index"
 
 
 def node(name: str, superpod: str | None, devices: int = 16, resource: str = C.RESOURCE_ASCEND,
-         ready: bool = True) -> dict[str, Any]:
+         ready: bool = True, superpod_label: str = C.NODE_LABEL_ASCEND_SUPERPOD) -> dict[str, Any]:
     labels = {C.NODE_LABEL_HOSTNAME: name}
     if superpod:
-        labels[C.NODE_LABEL_ASCEND_SUPERPOD] = superpod
+        labels[superpod_label] = superpod
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
             "spec": {}, "status": {"allocatable": {resource: str(devices), "cpu": "64"},
                                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
-def _nodes_of(sts: dict[str, Any]) -> list[str]:
+def _nodes_of(sts: dict[str, Any], node_labels: dict[str, dict[str, str]]) -> list[str] | None:
+    """Like the scheduler: the nodes satisfying every `In` expression of the required node affinity, in the
+    order of its hostname list (None: no affinity, any node). A key no node carries matches nothing."""
     terms = sts["spec"]["template"]["spec"].get("affinity", {}).get("nodeAffinity", {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
-    for term in terms:
-        for expr in term["matchExpressions"]:
-            if expr["key"] == C.NODE_LABEL_HOSTNAME:
-                return list(expr["values"])
-    return []
+    if not terms:
+        return None
+    exprs = [e for term in terms for e in term["matchExpressions"]]
+    hosts = next((list(e["values"]) for e in exprs if e["key"] == C.NODE_LABEL_HOSTNAME), sorted(node_labels))
+    return [h for h in hosts if h in node_labels
+            and all(node_labels[h].get(e["key"]) in e["values"] for e in exprs if e["operator"] == "In")]
 
 
 class FakeCluster:
@@ -42,6 +45,7 @@ class FakeCluster:
         self.emu = emu
         self.ready = ready  # new pods become Ready at once
         self.pods_created = 0
+        self.unschedulable = 0  # pods created that no node could take (their affinity matched none)
 
     async def add_nodes(self, *nodes: dict[str, Any]) -> None:
         for n in nodes:  # like a kubelet: register, then report status
@@ -51,11 +55,13 @@ class FakeCluster:
 
     async def step(self) -> None:
         have = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.emu.objects_of("pods", copy_=False)}
+        node_labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {}
+                       for n in self.emu.objects_of("nodes", copy_=False)}
         for sts in self.emu.objects_of("statefulsets", "apps", copy_=False):
             meta = sts["metadata"]
             name, ns = meta["name"], meta["namespace"]
             want = sts["spec"]["replicas"]
-            nodes = _nodes_of(sts)
+            nodes = _nodes_of(sts, node_labels)
             for i in range(want):
                 pod_name = f"{name}-{i}"
                 if (ns, pod_name) in have:
@@ -71,7 +77,12 @@ class FakeCluster:
                                 "containers": [{"name": "engine", "resources": container.get("resources", {})}]}}
                 await self.emu.put_object(pod)
                 self.pods_created += 1
-                if self.ready:
+                if nodes == []:  # no node satisfies the affinity: Pending, unschedulable
+                    self.unschedulable += 1
+                    await self.emu.patch_object("pods", ns, pod_name, {"status": {"phase": "Pending", "conditions": [
+                        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}},
+                        subresource="status")
+                elif self.ready:
                     await self.set_pod(ns, pod_name, ready=True)
 
     async def set_pod(self, ns: str, name: str, *, ready: bool, crash: bool = False) -> None:

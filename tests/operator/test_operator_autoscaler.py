@@ -23,7 +23,7 @@ ROUTER_NS = "supernode-system"
 
 
 class FakeRouter:
-    """Serves /autoscaling/signals with whatever the test sets per model (queued, inFlight)."""
+    """Serves /autoscaling/signals (a router's ops port) with whatever the test sets per model (queued, inFlight)."""
 
     def __init__(self) -> None:
         self.demand: dict[str, tuple[int, int]] = {}
@@ -55,9 +55,11 @@ class FakeRouter:
 
 
 async def router_service(emu: K8sEmulator) -> None:
+    """The chart's router ops Service (`<router>-metrics`): it selects the router pods."""
     labels = {C.LABEL_COMPONENT: "router"}
     await emu.put_object({"apiVersion": "v1", "kind": "Service", "metadata": {
-        "name": "supernode-router", "namespace": ROUTER_NS}, "spec": {"selector": labels, "ports": [{"port": 8080}]}})
+        "name": "supernode-router-metrics", "namespace": ROUTER_NS},
+        "spec": {"selector": labels, "ports": [{"name": "metrics", "port": 9090}]}})
     await emu.put_object({"apiVersion": "v1", "kind": "Pod", "metadata": {
         "name": "router-0", "namespace": ROUTER_NS, "labels": labels}, "spec": {"containers": [{"name": "router"}]}})
     await emu.patch_object("pods", ROUTER_NS, "router-0", {"status": {
@@ -107,13 +109,14 @@ async def test_queue_adds_a_group_idleness_drains_it_and_lost_signals_hold(k8s: 
     cluster = await setup(emu, superpods=3)
     router = FakeRouter()
     async with router.serving(), cluster.running():
-        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_port=router.port, interval_seconds=0.2)
+        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_ops_port=router.port, interval_seconds=0.2)
         async with running_operator(url, autoscaler=config), httpx.AsyncClient(base_url=url) as c:
             router.demand[MODEL] = (0, 5)
             assert (await c.post(mds(), json=md("flash", MODEL, 1, 1, 2))).status_code == 201
             await eventually(lambda: auto_status(emu, "flash").get("reason") == "Stable", what="stable at 1")
             await eventually(lambda: condition(emu, "flash", "ScalingActive").get("status") == "True",
                              what="ScalingActive")
+            assert not get(emu, "flash")["metadata"].get("finalizers"), "the autoscaler loop adds no finalizer"
             router.demand[MODEL] = (40, 32)  # a flood: the queue per ready group is far above 4
             await eventually(lambda: get(emu, "flash")["spec"]["replicas"] == 2, what="scaled up to 2")
             await eventually(lambda: (get(emu, "flash").get("status") or {}).get("readyReplicas") == 2, what="2 ready")
@@ -143,7 +146,7 @@ async def test_pro_takes_a_supernode_from_flash_when_the_pool_is_full(k8s: tuple
     cluster = await setup(emu, superpods=3)
     router = FakeRouter()
     async with router.serving(), cluster.running():
-        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_port=router.port, interval_seconds=0.2)
+        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_ops_port=router.port, interval_seconds=0.2)
         async with running_operator(url, autoscaler=config), httpx.AsyncClient(base_url=url) as c:
             router.demand = {"deepseek-v4-pro": (0, 5), MODEL: (0, 40)}
             await c.post(mds(), json=md("flash", MODEL, 2, 1, 3, priority=10, pool="a3"))
@@ -172,7 +175,7 @@ async def test_a_draining_group_the_routers_report_idle_is_deleted_before_the_dr
     cluster = await setup(emu, superpods=3)
     router = FakeRouter()
     async with router.serving(), cluster.running():
-        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_port=router.port, interval_seconds=0.2)
+        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_ops_port=router.port, interval_seconds=0.2)
         async with running_operator(url, autoscaler=config), httpx.AsyncClient(base_url=url) as c:
             router.demand[MODEL] = (0, 0)
             body = md("flash", MODEL, 2, 1, 2)

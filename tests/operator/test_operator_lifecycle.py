@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -130,6 +131,7 @@ async def test_capacity_limited_places_what_fits(k8s: tuple[K8sEmulator, str]) -
 @pytest.mark.parametrize(("engine", "field"), [
     ("tensorrt", "spec.engine.type"),  # refused by the model (schema)
     ("builtin", "spec.parallelism"),  # valid CRD, but a shape the builtin engine cannot run (DP2 x TP16)
+    ("builtin-v4", "spec.parallelism.expert"),  # EP16 over builtin://tiny-v4's 8 routed experts
 ])
 async def test_invalid_spec_sets_degraded_without_crash_loop(
     k8s: tuple[K8sEmulator, str], engine: str, field: str
@@ -137,7 +139,10 @@ async def test_invalid_spec_sets_degraded_without_crash_loop(
     emu, url = k8s
     await setup(emu)
     bad = ascend_md(name="bad")
-    bad["spec"]["engine"]["type"] = engine
+    bad["spec"]["engine"]["type"] = engine.removesuffix("-v4")
+    if engine.endswith("-v4"):
+        bad["spec"]["model"]["source"] = "builtin://tiny-v4"
+        bad["spec"]["parallelism"] = {"tensor": 16, "pipeline": 1, "data": 1, "expert": 16}
     async with running_operator(url), httpx.AsyncClient(base_url=url) as c:
         await c.post(MDS, json=bad)
         await c.post(MDS, json=ascend_md(name="good", replicas=1))
@@ -183,3 +188,43 @@ async def test_concurrent_deployments_never_share_a_supernode(k8s: tuple[K8sEmul
         assert superpods == {"sp-0", "sp-1", "sp-2"}
         assert not [w for w in emu.writes(since) if w.startswith("PATCH") and "statefulsets" in w], \
             "no group was re-placed"
+
+
+async def test_scale_down_deletes_each_removed_child_exactly_once(k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=3)
+    async with cluster.running(), running_operator(url), httpx.AsyncClient(base_url=url) as c:
+        await c.post(MDS, json=ascend_md(replicas=3))
+        await eventually(lambda: status(emu).get("readyReplicas") == 3, what="3 ready")
+        removed = sorted(s["metadata"]["name"] for s in groups(emu) if s["metadata"]["labels"][C.LABEL_GROUP] != "0")
+        since = emu.request_count
+        await c.patch(f"{MDS}/v4/scale", json={"spec": {"replicas": 1}}, headers=MERGE)
+        await eventually(lambda: len(groups(emu)) == 1 and status(emu).get("replicas") == 1, what="scaled to 1")
+        await eventually(lambda: cond(emu, C.COND_PROGRESSING)["status"] == "False", what="settled")
+    deletes = [w.split(" ", 1)[1] for w in emu.writes(since) if w.startswith("DELETE ")]
+    children = [p for p in deletes if "/pods/" not in p]
+    want = sorted(f"/{base}/namespaces/llm/{plural}/{name}" for name in removed for base, plural in (
+        ("apis/apps/v1", "statefulsets"), ("api/v1", "services"), ("apis/policy/v1", "poddisruptionbudgets")))
+    assert sorted(children) == want, "every removed group's StatefulSet, Service and PDB deleted once"
+
+
+async def test_no_finalizer_so_a_deployment_deleted_while_the_operator_is_down_goes(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=2)
+    old = ascend_md("old", replicas=1)
+    old["metadata"]["finalizers"] = [C.FINALIZER]  # put there by an operator version that used kopf timers
+    async with cluster.running(), httpx.AsyncClient(base_url=url) as c:
+        async with running_operator(url):
+            assert (await c.post(MDS, json=ascend_md(replicas=1))).status_code == 201
+            assert (await c.post(MDS, json=old)).status_code == 201
+            await eventually(lambda: status(emu).get("readyReplicas") == 1, what="ready")
+            await eventually(lambda: not emu.get(C.PLURAL, "llm", "old", C.GROUP)["metadata"].get("finalizers"),
+                             what="the old finalizer removed")
+            await asyncio.sleep(0.5)  # several resyncs: still no finalizer
+            assert not emu.get(C.PLURAL, "llm", "v4", C.GROUP)["metadata"].get("finalizers")
+        # The operator is stopped: deleting the deployment must not hang on anything it would have to do.
+        for name in ("v4", "old"):
+            assert (await c.delete(f"{MDS}/{name}")).status_code == 200
+            assert (await c.get(f"{MDS}/{name}")).status_code == 404
+        assert groups(emu) == [] and emu.objects_of("services", "", "llm") == []

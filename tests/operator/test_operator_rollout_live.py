@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -105,8 +106,13 @@ async def test_failed_pod_recreates_whole_group_then_budget_exhausts(k8s: tuple[
         name = sts["metadata"]["name"]
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in emu.objects_of("pods", "", "llm")}
         await cluster.set_pod("llm", f"{name}-1", ready=False, crash=True)  # a worker crash-loops
+        crashed = time.monotonic()
         await eventually(lambda: (groups(emu)[0]["metadata"].get("annotations") or {}).get(
             C.ANNOTATION_RESTARTS) == "1", what="restart recorded")
+        # Even the first restart waits backoffSeconds (1 s) from when the failure was seen, as `supernode up` does.
+        assert time.monotonic() - crashed >= 1.0
+        assert any(e["reason"] == "GroupFailed" for e in emu.objects_of("events", "", "llm"))
+        assert C.ANNOTATION_FAILURE_SEEN not in (groups(emu)[0]["metadata"].get("annotations") or {})
         await eventually(lambda: len(emu.objects_of("pods", "", "llm")) == 2 and all(
             p["metadata"]["uid"] != uids[p["metadata"]["name"]] for p in emu.objects_of("pods", "", "llm")),
             what="both ranks recreated")

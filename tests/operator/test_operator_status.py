@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from supernode.api import constants as C
 from supernode.api.models import RecoverySpec
 from supernode.operator.lifecycle import backoff, decide
@@ -17,9 +19,9 @@ def pod(i: int, ready: bool = True, failed: str = "") -> PodState:
 
 
 def group(index: int = 0, pods: tuple[PodState, ...] = (pod(0), pod(1)), draining: bool = False,
-          restarts: int = 0, last: float | None = None, rev: str = "r1") -> GroupState:
-    return GroupState(index, f"g{index}", rev, "StatefulSet", 2, pods, draining, None, restarts, last, "sp-0", (),
-                      {})
+          restarts: int = 0, last: float | None = None, rev: str = "r1", seen: float | None = None) -> GroupState:
+    return GroupState(index, f"g{index}", rev, "StatefulSet", 2, pods, draining, None, restarts, last, seen, "sp-0",
+                      (), {})
 
 
 FACTS = Facts(generation=3, desired=2, revision="r1", selector="s", placeable=2)
@@ -76,20 +78,31 @@ def test_draining_groups_do_not_count_as_replicas() -> None:
 RECOVERY = RecoverySpec(max_group_restarts=3, backoff_seconds=10, max_backoff_seconds=25)
 
 
-def test_exponential_backoff_is_capped() -> None:
-    assert [backoff(RECOVERY, n) for n in range(5)] == [0.0, 10.0, 20.0, 25.0, 25.0]
+def test_exponential_backoff_is_capped_and_the_first_restart_waits_too() -> None:
+    assert [backoff(RECOVERY, n) for n in range(5)] == [10.0, 20.0, 25.0, 25.0, 25.0]
 
 
-def test_gang_decision() -> None:
-    failed = (pod(0), pod(1, ready=False, failed="CrashLoopBackOff"))
-    assert decide(group(), RECOVERY, 100).action == "none"
-    assert decide(group(pods=failed), RECOVERY, 100).action == "restart"
-    waiting = decide(group(pods=failed, restarts=2, last=90), RECOVERY, 100)
-    assert waiting.action == "wait" and waiting.retry_in == 10
-    assert decide(group(pods=failed, restarts=2, last=70), RECOVERY, 100).action == "restart"
-    out = decide(group(pods=failed, restarts=3, last=0), RECOVERY, 100)
+FAILED = (pod(0), pod(1, ready=False, failed="CrashLoopBackOff"))
+
+
+@pytest.mark.parametrize(("case", "g", "action", "retry_in"), [
+    ("a healthy group is left alone", group(), "none", 0),
+    ("a first failure is stamped, not restarted at once", group(pods=FAILED), "mark", 10),
+    ("the first restart waits backoffSeconds from the stamp", group(pods=FAILED, seen=95), "wait", 5),
+    ("then restarts", group(pods=FAILED, seen=90), "restart", 0),
+    ("restart 3 waits 2 doublings, capped", group(pods=FAILED, restarts=2, seen=80), "wait", 5),
+    ("and restarts once the capped delay passed", group(pods=FAILED, restarts=2, seen=75), "restart", 0),
+    ("a stamp whose failure went away is cleared", group(seen=50), "clear", 0),
+    ("a draining group is never restarted", group(pods=FAILED, draining=True), "none", 0),
+])
+def test_gang_decision(case: str, g: GroupState, action: str, retry_in: float) -> None:
+    out = decide(g, RECOVERY, 100)
+    assert (out.action, out.retry_in) == (action, retry_in), case
+
+
+def test_a_spent_budget_is_exhausted_with_the_failure_named() -> None:
+    out = decide(group(pods=FAILED, restarts=3, seen=0), RECOVERY, 100)
     assert out.action == "exhausted" and "CrashLoopBackOff" in out.reason
-    assert decide(group(pods=failed, draining=True), RECOVERY, 100).action == "none"
 
 
 def test_pod_failure_reasons() -> None:

@@ -34,6 +34,7 @@ class Behaviour:
     first_byte_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     hang_after_first_chunk: bool = False
+    fail_after_words: int = 0  # streaming: drop the connection after this many words (0 = never)
     answer_words: int = 6
     cache_blocks: int = 0  # 0 = no prefix cache simulation
     block_cost_s: float = 0.0  # prefill time per uncached block
@@ -185,7 +186,9 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
                         await asyncio.sleep(3600)
                     for piece in reasoning:
                         yield chunk({"reasoning_content": piece})
-                    for piece in words:
+                    for i, piece in enumerate(words):
+                        if b.fail_after_words and i == b.fail_after_words:
+                            raise RuntimeError(f"{b.name}: failing mid-stream on purpose")
                         if b.chunk_delay_s or b.decode_s:
                             await asyncio.sleep(b.chunk_delay_s or b.decode_s)
                         yield chunk({"content": piece})

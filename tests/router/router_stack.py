@@ -20,15 +20,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_engine import Behaviour, EngineState, create_engine_app
 
+from supernode.api.httpserver import uvicorn_options
 from supernode.router.app import create_app
 from supernode.router.config import RouterConfig
 
 MODEL = "deepseek-v4-flash"
 
 
-async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+async def serve(app: FastAPI, **options: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """``options``: extra uvicorn.Config arguments (e.g. supernode.api.httpserver.uvicorn_options)."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                           access_log=False))
+                                           access_log=False, **options))
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:
@@ -46,6 +48,7 @@ class Stack:
     engines: dict[str, EngineState] = field(default_factory=dict)
     engine_urls: dict[str, str] = field(default_factory=dict)
     router_url: str = ""
+    metrics_url: str = ""  # the router's ops port (/metrics, /health, /ready)
     router_app: FastAPI | None = None
     _servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = field(default_factory=list)
 
@@ -71,12 +74,16 @@ class Stack:
             "discovery": {"type": "local", "path": str(self.endpoints_path), "poll_interval_s": 0.05},
             "health": {"scrape_interval_s": 0},
             "timeouts": {"connect_s": 1, "first_byte_s": 2, "between_chunks_s": 1, "total_s": 5, "keepalive_s": 0.2},
+            "admission": None,  # explicitly no admission (anonymous) unless a test configures it
         }
         for key, value in (extra or {}).items():
-            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-        app = create_app(RouterConfig.model_validate(cfg), **kwargs)
-        server, task, url = await serve(app)
+            cfg[key] = {**(cfg.get(key) or {}), **value} if isinstance(value, dict) else value
+        config = RouterConfig.model_validate(cfg)
+        app = create_app(config, **kwargs)
+        server, task, url = await serve(app, **uvicorn_options(config.server.http_limits()))
         self._servers.append((server, task))
+        ops, ops_task, self.metrics_url = await serve(app.state.ops_app)
+        self._servers.append((ops, ops_task))
         self.router_app = app
         self.router_url = url
         return url
@@ -88,7 +95,13 @@ class Stack:
 
 
 def ep(url: str, **kw: Any) -> dict[str, Any]:
-    return {"url": url, "model": MODEL, **kw}
+    """An endpoint record; its deployment is named after the port so responses tell engines apart."""
+    return {"url": url, "model": MODEL, "deployment": served_name(url).split("/")[0], **kw}
+
+
+def served_name(url: str, group: int = 0) -> str:
+    """What the router's x-supernode-endpoint header says for the engine at ``url`` (see ``ep``)."""
+    return f"engine-{url.rsplit(':', 1)[1]}/{group}"
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:

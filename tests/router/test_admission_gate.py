@@ -34,7 +34,7 @@ def gate(
     cap = StaticCapacity(caps)
     path = tenants_file(*tenants).write(tmp_path / "tenants.yaml") if tenants else None
     g = build_gatekeeper(
-        config(tenantsFile=path, **kw) if path else config(**kw),
+        config(tenantsFile=path, **kw) if path else config(anonymous=True, **kw),
         cap,
         usage_totals=(lambda since: usage or {}),
         wall_clock=lambda: 1_780_000_000.0,
@@ -279,6 +279,7 @@ async def test_wait_observers_and_tenant_listing(tmp_path: Path) -> None:
     ticket = await g.admit(ctx(who(g, "ka")).obj(), [FLASH])
     assert seen == [("a", 0.0)]
     [listed] = g.tenants()
-    assert listed["usage"] == {"in_flight": 1, "month_tokens": 40} and "sha256" not in repr(listed)
+    assert listed["usage"] == {"in_flight": 1, "month_tokens": 40, "reserved_tokens": 20}
+    assert "sha256" not in repr(listed)
     ticket.release(Usage(5, 0, 5, 0))
     assert g.tenants()[0]["usage"]["month_tokens"] == 50

@@ -106,10 +106,10 @@ def test_config_accepts_snake_and_camel_case_and_resolves_relative_paths(tmp_pat
     m = MeteringConfig.model_validate({"ledger_path": "u.db"}).with_base_dir(tmp_path)
     assert m.ledger_path == tmp_path / "u.db"
     with pytest.raises(ValueError, match=r"max_wait_seconds|maxWaitSeconds"):
-        AdmissionConfig.model_validate({"queue": {"max_wait_seconds": 0}})
+        AdmissionConfig.model_validate({"anonymous": True, "queue": {"max_wait_seconds": 0}})
     with pytest.raises(ValueError, match="two rules"):
         rule = {"from": {"model": "m", "mode": "think-max"}, "to": [{"model": "m", "mode": "think-high"}]}
-        AdmissionConfig.model_validate({"spill_over": {"rules": [rule, rule]}})
+        AdmissionConfig.model_validate({"anonymous": True, "spill_over": {"rules": [rule, rule]}})
 
 
 def test_capacity_helper() -> None:

@@ -24,14 +24,15 @@ def pool(body: dict[str, Any], mode: str = "non-think") -> dict[str, Any]:
 async def test_queue_in_flight_and_engine_numbers_are_exported(stack: Stack, tmp_path: Path) -> None:
     url = await stack.engine("e1", Behaviour(first_byte_delay_s=0.6))
     stack.write_endpoints([ep(url, maxConcurrency=1, deployment="default/flash")])
-    await stack.router({"admission": {"queue": {"dispatch_interval_seconds": 0.05, "max_wait_seconds": 10}}})
+    await stack.router({"admission": {"anonymous": True,
+                                      "queue": {"dispatch_interval_seconds": 0.05, "max_wait_seconds": 10}}})
     async with httpx.AsyncClient(timeout=10) as client:
         calls = [asyncio.create_task(client.post(f"{stack.router_url}/v1/chat/completions", json=BODY))
                  for _ in range(3)]
         seen: dict[str, Any] = {}
 
         async def busy() -> bool:
-            seen.update((await client.get(stack.router_url + SIGNALS_PATH)).json())
+            seen.update((await client.get(stack.metrics_url + SIGNALS_PATH)).json())
             return pool(seen).get("queued") == 2 and pool(seen).get("inFlight") == 1
 
         for _ in range(100):
@@ -44,10 +45,10 @@ async def test_queue_in_flight_and_engine_numbers_are_exported(stack: Stack, tmp
         model = next(m for m in seen["models"] if m["model"] == MODEL)
         assert model["readyGroups"] == 1 and model["deployments"] == ["default/flash"]
         assert model["maxConcurrency"] == 1
-        text = (await client.get(f"{stack.router_url}/metrics")).text
+        text = (await client.get(f"{stack.metrics_url}/metrics")).text
         assert f'supernode_router_pool_queued_requests{{mode="non-think",model="{MODEL}"}} 2.0' in text
         assert [r.status_code for r in await asyncio.gather(*calls)] == [200, 200, 200]
-        after = pool((await client.get(stack.router_url + SIGNALS_PATH)).json())
+        after = pool((await client.get(stack.metrics_url + SIGNALS_PATH)).json())
         assert (after["queued"], after["inFlight"], after["admittedTotal"]) == (0, 0, 3)
 
 
@@ -62,12 +63,12 @@ async def test_a_cold_model_is_held_until_a_bound_then_503_with_retry_after(stac
     async with httpx.AsyncClient(timeout=5) as client:
         call = asyncio.create_task(client.post(f"{stack.router_url}/v1/chat/completions", json=BODY))
         await asyncio.sleep(0.3)
-        held = pool((await client.get(stack.router_url + SIGNALS_PATH)).json())
+        held = pool((await client.get(stack.metrics_url + SIGNALS_PATH)).json())
         assert held["queued"] == 1, "the held request is queued demand the autoscaler sees"
         r = await call
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
         assert "starting" in r.json()["error"]["message"]
-        row = pool((await client.get(stack.router_url + SIGNALS_PATH)).json())
+        row = pool((await client.get(stack.metrics_url + SIGNALS_PATH)).json())
         assert row["noCapacityTotal"] == 1 and row["queued"] == 0
 
 
@@ -159,3 +160,21 @@ async def test_spill_over_and_release_are_counted_per_requested_pool() -> None:
     ticket.release(Usage())  # idempotent
     assert {(r["model"]): r["inFlight"] for r in gate.pools()}["flash"] == 0
     assert ticket._inner.released == 1  # type: ignore[attr-defined]
+
+
+async def test_signals_are_on_the_ops_port_not_the_public_one_and_behind_the_admin_key_without_it(
+        stack: Stack) -> None:
+    from supernode.router.admission.tenants import hash_key
+
+    stack.write_endpoints([])
+    url = await stack.router()
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await client.get(url + SIGNALS_PATH)).status_code == 404
+        assert "pools" in (await client.get(stack.metrics_url + SIGNALS_PATH)).json()
+    admin = "sk-admin-signals"
+    url = await stack.router({"server": {"metrics_port": None},
+                              "admission": {"anonymous": True, "admin": {"key_sha256": hash_key(admin)}}})
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await client.get(url + SIGNALS_PATH)).status_code == 401
+        ok = await client.get(url + SIGNALS_PATH, headers={"authorization": f"Bearer {admin}"})
+        assert ok.status_code == 200 and "pools" in ok.json()

@@ -126,7 +126,8 @@ async def test_file_discovery_reloads_on_change_and_keeps_last_good(tmp_path: Pa
 
 
 def test_config_relative_path_and_unknown_keys(tmp_path: Path) -> None:
-    (tmp_path / "r.yaml").write_text("discovery: {type: local, path: eps.json}\nrouting: {picker: {name: argmax}}\n")
+    (tmp_path / "r.yaml").write_text("discovery: {type: local, path: eps.json}\nrouting: {picker: {name: argmax}}\n"
+                                        "admission: null\n")
     cfg = load_config(tmp_path / "r.yaml")
     assert cfg.discovery.path == str(tmp_path / "eps.json")
     (tmp_path / "bad.yaml").write_text("discovery: {type: local, path: e.json}\nroutng: {}\n")
@@ -145,7 +146,8 @@ def _free_port() -> int:
 
 def test_cli_router_serves_with_local_discovery(tmp_path: Path) -> None:
     (tmp_path / "eps.json").write_text(json.dumps({"endpoints": [{"url": "http://127.0.0.1:9", "model": "m"}]}))
-    (tmp_path / "r.yaml").write_text("discovery: {type: local, path: eps.json}\nhealth: {scrape_interval_s: 0}\n")
+    (tmp_path / "r.yaml").write_text("discovery: {type: local, path: eps.json}\nhealth: {scrape_interval_s: 0}\n"
+                                        "admission: null\n")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "supernode.cli", "router", "--config", str(tmp_path / "r.yaml"),
                              "--port", str(port)], env=os.environ.copy(), cwd=ROOT,

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 from fake_engine import Behaviour
-from router_stack import MODEL, Stack, ep, wait_for
+from router_stack import MODEL, Stack, ep, served_name, wait_for
 
 from supernode.api import constants as C
 
@@ -32,7 +32,7 @@ async def test_openai_sdk_chat_non_streaming_thinking_and_headers(stack: Stack) 
     assert resp.usage is not None and resp.usage.completion_tokens_details.reasoning_tokens == 3
     assert raw.headers[C.HEADER_SERVED_MODE] == "think-max"
     assert raw.headers[C.HEADER_SERVED_MODEL] == MODEL
-    assert raw.headers[C.HEADER_ENDPOINT] in stack.engine_urls.values()
+    assert raw.headers[C.HEADER_ENDPOINT] in {served_name(u) for u in stack.engine_urls.values()}
     sent = next(r for e in stack.engines.values() for r in e.requests)
     assert sent["chat_template_kwargs"] == {"thinking": True, "reasoning_effort": "max"}
     assert "reasoning_effort" not in sent
@@ -142,7 +142,7 @@ async def test_retry_on_another_endpoint_before_first_byte(stack: Stack) -> None
     for stream in (False, True):
         raw = await client.chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": f"retry {stream}"}], stream=stream)
-        assert raw.headers[C.HEADER_ENDPOINT] == good
+        assert raw.headers[C.HEADER_ENDPOINT] == served_name(good)
         if stream:
             assert [c async for c in raw.parse()]  # type: ignore[union-attr]
 
@@ -209,7 +209,7 @@ async def test_health_scrape_ejects_and_readmits(stack: Stack) -> None:
         engine.behaviour.fail_status = None
         await wait_for(lambda: app.state.router.table.get(a).healthy)
         assert (await h.get(f"{stack.router_url}/ready")).status_code == 200
-        metrics = (await h.get(f"{stack.router_url}/metrics")).text
+        metrics = (await h.get(f"{stack.metrics_url}/metrics")).text
     assert "supernode_router_endpoint_healthy" in metrics
 
 
@@ -217,8 +217,15 @@ async def test_metrics_and_meter_before_final_bytes(stack: Stack) -> None:
     from supernode.router.contracts import UsageRecord
 
     records: list[UsageRecord] = []
+    opened: list[UsageRecord] = []
 
     class ListMeter:
+        def open(self, record: UsageRecord) -> None:
+            opened.append(record)
+
+        def progress(self, record: UsageRecord) -> None:
+            pass
+
         def record(self, record: UsageRecord) -> None:
             records.append(record)
 
@@ -238,8 +245,9 @@ async def test_metrics_and_meter_before_final_bytes(stack: Stack) -> None:
         assert seen_before_done == 1
         rec = records[0]
         assert rec.status == "ok" and rec.usage.completion_tokens == 9 and rec.usage.reasoning_tokens == 3
-        assert rec.endpoint == a and rec.served_mode.value == "think-high"
-        text = (await h.get(f"{url}/metrics")).text
+        assert rec.endpoint == served_name(a) and rec.served_mode.value == "think-high"
+        assert [o.status for o in opened] == ["open"] and opened[0].key == rec.key  # opened at admission
+        text = (await h.get(f"{stack.metrics_url}/metrics")).text
     assert 'supernode_router_requests_total{code="200",mode="think-high",model="deepseek-v4-flash"' in text
     assert "supernode_router_time_to_first_token_seconds_bucket" in text
     assert 'kind="reasoning"' in text
@@ -309,7 +317,7 @@ async def test_non_streaming_client_disconnect_releases_upstream(stack: Stack) -
     state = app.state.router.table.get(slow)
     await wait_for(lambda: state.inflight == 0, timeout=1.0)  # long before the engine would answer
     async with httpx.AsyncClient() as h:
-        text = (await h.get(f"{url}/metrics")).text
+        text = (await h.get(f"{stack.metrics_url}/metrics")).text
     assert 'code="499"' in text
 
 
@@ -322,5 +330,5 @@ async def test_first_byte_timeout_retries_on_another_endpoint(stack: Stack) -> N
     for i in range(4):  # different prompts: some are routed to the slow engine first
         raw = await client.chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": f"prompt {i}"}], stream=True)
-        assert raw.headers[C.HEADER_ENDPOINT] == fast
+        assert raw.headers[C.HEADER_ENDPOINT] == served_name(fast)
     assert stack.engines["slow"].requests  # it was tried, timed out, and the request moved on

@@ -184,7 +184,7 @@ async def test_router_app_serves_endpoints_discovered_from_the_api(stack: Any) -
                 await asyncio.sleep(0.02)
             r = await c.post("/v1/chat/completions", json=body)
             assert r.status_code == 200, r.text
-            metrics = (await c.get("/metrics")).text
+            metrics = (await c.get(f"{stack.metrics_url}/metrics")).text
             assert 'supernode_router_discovery_lists_total{reason="initial",resource="pods"} 1.0' in metrics
             assert 'supernode_router_discovery_watch_events_total{resource="pods",type="MODIFIED"}' in metrics
             await emu.delete_object("pods", NS, "p0")

@@ -157,7 +157,7 @@ messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "ass
 
 _TABLE = EndpointTable()
 _TABLE.update([Endpoint(url="http://e", model="deepseek-v4-flash")])
-_CONFIG = RouterConfig.model_validate({"discovery": {"type": "static", "path": "x.json"}})
+_CONFIG = RouterConfig.model_validate({"discovery": {"type": "static", "path": "x.json"}, "admission": None})
 
 
 def _check(raw: bytes, parser: Any, anthropic: bool) -> None:

@@ -1,4 +1,4 @@
-"""`supernode engine init-checkpoint DIR --preset tiny|small`: a random DeepSeek-V3 checkpoint + tokenizer."""
+"""`supernode engine init-checkpoint DIR --preset tiny|small|tiny-v4|small-v4`: a random checkpoint + tokenizer."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "init-checkpoint", help="write a random-initialised DeepSeek-V3-family checkpoint with a tokenizer"
+        "init-checkpoint", help="write a random-initialised DeepSeek-V3 or V4 checkpoint with a tokenizer"
     )
     p.add_argument("dir", help="output directory (created)")
-    p.add_argument("--preset", choices=("tiny", "small"), default="tiny", help="model size (default: tiny)")
+    p.add_argument(
+        "--preset",
+        choices=("tiny", "small", "tiny-v4", "small-v4"),
+        default="tiny",
+        help="architecture and size: tiny/small are DeepSeek-V3, tiny-v4/small-v4 DeepSeek-V4 (default: tiny)",
+    )
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weight dtype")
     p.set_defaults(func=run)

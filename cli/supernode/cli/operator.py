@@ -42,12 +42,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--supernode-label", default=None, help="node label with the Ascend SuperPoD id")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port")
+    parser.add_argument("--group-network-policies", action="store_true",
+                        help="render a NetworkPolicy per replica group: only the group's own pods may connect")
     scale = parser.add_argument_group("autoscaling (spec.autoscaling takes effect; leader only)")
     scale.add_argument("--autoscale", action="store_true", help="run the autoscaler on router signals")
-    scale.add_argument("--router-service", default="supernode-router", help="Service of the router replicas")
+    scale.add_argument("--router-service", default="supernode-router-metrics",
+                       help="a Service selecting the router replicas (the chart's ops Service)")
     scale.add_argument("--router-namespace", default=None, help="its namespace (default: $POD_NAMESPACE, else "
                        "supernode-system)")
-    scale.add_argument("--router-port", type=int, default=8080, help="router port serving /autoscaling/signals")
+    scale.add_argument("--router-ops-port", type=int, default=9090,
+                       help="the router pods' ops port (server.metrics_port), which serves /autoscaling/signals")
     scale.add_argument("--autoscale-interval", type=float, default=15.0, help="seconds between decisions")
     parser.add_argument("--log-format", choices=("plain", "full", "json"), default="full",
                         help="log format (json: one structured object per line)")
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     import kopf
 
+    from supernode.operator.group_secrets import GroupKeys
     from supernode.operator.handlers import OperatorConfig, build_registry
     from supernode.operator.metrics import OperatorMetrics
 
@@ -86,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     registry = build_registry(OperatorConfig(server=args.server, context=args.context, resync_seconds=args.resync,
                                              supernode_label=args.supernode_label, metrics_addr=args.metrics_addr,
                                              metrics_port=args.metrics_port if metrics is None else None,
-                                             metrics=metrics, autoscaler=_autoscaler_config(args)))
+                                             metrics=metrics, keys=GroupKeys.from_env(),
+                                             network_policies=args.group_network_policies,
+                                             autoscaler=_autoscaler_config(args)))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)
@@ -104,7 +111,7 @@ def _autoscaler_config(args: argparse.Namespace) -> Any:
         return None
     namespace = args.router_namespace or os.environ.get("POD_NAMESPACE") or "supernode-system"
     return AutoscalerConfig(router_namespace=namespace, router_service=args.router_service,
-                            router_port=args.router_port, interval_seconds=args.autoscale_interval)
+                            router_ops_port=args.router_ops_port, interval_seconds=args.autoscale_interval)
 
 
 def _election_config(args: argparse.Namespace) -> Any:

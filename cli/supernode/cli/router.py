@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,7 +22,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    import uvicorn
     from pydantic import ValidationError
 
     from supernode.router.app import create_app
@@ -40,10 +41,49 @@ def run(args: argparse.Namespace) -> int:
     # Health and /metrics scrapes would log a line each per endpoint every interval.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    print(f"supernode router: listening on http://{config.server.host}:{config.server.port} "
+    srv = config.server
+    ops = f", ops (/metrics, /health) on http://{srv.metrics_host or srv.host}:{srv.metrics_port}" \
+        if srv.metrics_port is not None else ""
+    print(f"supernode router: listening on http://{srv.host}:{srv.port}{ops} "
           f"(discovery {config.discovery.type}{' ' + config.discovery.path if config.discovery.path else ''})",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port,
-                log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=max(1, round(args.shutdown_timeout)))
+    try:
+        app = create_app(config)
+    except (OSError, ValueError) as e:  # e.g. a configured tenants file that is missing
+        print(f"supernode router: cannot start: {e}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    loop_factory = uvicorn.Config(app).get_loop_factory()  # uvloop when installed, as uvicorn.run would
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(app, config, args))
     return 0
+
+
+async def _serve(app: Any, config: Any, args: argparse.Namespace) -> None:
+    """The API server (with the shared HTTP limits) and, when configured, the ops server, in one loop;
+    the API server owns the lifespan and signals, the ops server stops with it."""
+    import contextlib
+
+    import uvicorn
+
+    from supernode.api.httpserver import HttpLimits, uvicorn_options
+
+    srv = config.server
+    grace = max(1, round(args.shutdown_timeout))
+    api = uvicorn.Server(uvicorn.Config(app, host=srv.host, port=srv.port, log_level=args.log_level,
+                                        access_log=False, timeout_graceful_shutdown=grace,
+                                        **uvicorn_options(srv.http_limits())))
+    if srv.metrics_port is None:
+        await api.serve()
+        return
+    ops = uvicorn.Server(uvicorn.Config(app.state.ops_app, host=srv.metrics_host or srv.host, port=srv.metrics_port,
+                                        log_level="warning", access_log=False, lifespan="off",
+                                        **uvicorn_options(HttpLimits(max_connections=64, overflow_connections=64))))
+    ops.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # API server owns signals
+    ops_task = asyncio.create_task(ops.serve())
+    try:
+        await api.serve()
+    finally:
+        ops.should_exit = True
+        await ops_task

@@ -44,6 +44,7 @@ ANNOTATION_MODES: Final = "supernode.io/modes"  # comma-separated modes a leader
 ANNOTATION_ALIASES: Final = "supernode.io/aliases"  # comma-separated model aliases a leader serves
 ANNOTATION_RESTARTS: Final = "supernode.io/group-restarts"  # gang restarts consumed from the budget
 ANNOTATION_LAST_RESTART: Final = "supernode.io/last-restart"  # RFC 3339 time of the last gang restart
+ANNOTATION_FAILURE_SEEN: Final = "supernode.io/failure-seen"  # RFC 3339 time a group's failure was first seen
 ANNOTATION_ENGINE_TYPE: Final = "supernode.io/engine-type"  # builtin | vllm | sglang | mindie (router metric map)
 ANNOTATION_SP_BLOCK: Final = "sp-block"  # MindCluster: chips per logical SuperPoD
 ANNOTATION_SP_FIT: Final = "sp-fit"  # MindCluster: SuperPoD fitting policy ("idlest")
@@ -92,6 +93,10 @@ ENV_HCCL_BUFFSIZE: Final = "HCCL_BUFFSIZE"  # HCCL buffer size (MB)
 ENV_HCCL_OP_EXPANSION_MODE: Final = "HCCL_OP_EXPANSION_MODE"  # "AIV" on A3
 ENV_HCCL_LOGIC_SUPERPOD_ID: Final = "HCCL_LOGIC_SUPERPOD_ID"  # logical SuperPoD id for HCCL
 ENV_NCCL_SOCKET_IFNAME: Final = "NCCL_SOCKET_IFNAME"  # NCCL socket interface
+ENV_ENGINE_TOKEN: Final = "SUPERNODE_ENGINE_TOKEN"  # shared router->engine bearer token (engines require it when set)
+ENV_GROUP_SECRET: Final = "SUPERNODE_GROUP_SECRET"  # per-group secret every rank proves to the group's store
+ENV_GROUP_KEY: Final = "SUPERNODE_GROUP_KEY"  # operator only: key the per-group store secrets are derived from
+ENV_GROUP_BIND_ADDR: Final = "SUPERNODE_GROUP_BIND_ADDR"  # address the leader's group store binds (the pod IP)
 ENV_ADMIN_KEY: Final = "SUPERNODE_ADMIN_KEY"  # router: admin API key (usage, tenants); `supernode up` sets one
 
 # --- Condition types and reasons ---------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 from supernode.api.models import EFFORT_MODES, Mode
 from supernode.engine import tokens as T
-from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
+from supernode.engine.tokenizer import IncrementalDecoder, Piece, Tokenizer
 
 
 class ChatError(ValueError):
@@ -77,12 +77,16 @@ def _content_text(content: Any, i: int) -> str:
     raise ChatError(f"messages[{i}].content: must be a string or a list of text parts", f"messages[{i}].content")
 
 
-def render_chat(messages: Sequence[Any], mode: Mode) -> str:
-    """The DeepSeek prompt: BOS, system text, user/assistant turns, then the assistant opening for ``mode``."""
+def render_chat_pieces(messages: Sequence[Any], mode: Mode) -> list[Piece]:
+    """The DeepSeek prompt: BOS, system text, user/assistant turns, then the assistant opening for ``mode``.
+
+    Only this template adds control tokens (``special`` pieces); message content is always a text piece,
+    so a client writing ``<think>`` or ``<｜Assistant｜>`` sends text, never a control token.
+    """
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ChatError("messages: must be a non-empty array", "messages")
     system: list[str] = [T.THINK_MAX_PREFIX] if mode is Mode.THINK_MAX else []
-    turns: list[str] = []
+    turns: list[Piece] = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
             raise ChatError(f"messages[{i}]: must be an object", f"messages[{i}]")
@@ -90,13 +94,18 @@ def render_chat(messages: Sequence[Any], mode: Mode) -> str:
         if role in ("system", "developer"):
             system.append(text)
         elif role in ("user", "tool"):
-            turns.append(f"{T.USER}{text}")
+            turns += [Piece(T.USER, True), Piece(text)]
         elif role == "assistant":
-            turns.append(f"{T.ASSISTANT}{T.THINK_CLOSE}{text}{T.EOS}")
+            turns += [Piece(T.ASSISTANT, True), Piece(T.THINK_CLOSE, True), Piece(text), Piece(T.EOS, True)]
         else:
             raise ChatError(f"messages[{i}].role: unknown role {role!r}", f"messages[{i}].role")
     opening = T.THINK_CLOSE if mode is Mode.NON_THINK else T.THINK_OPEN
-    return T.BOS + "\n\n".join(system) + "".join(turns) + T.ASSISTANT + opening
+    return [Piece(T.BOS, True), Piece("\n\n".join(system)), *turns, Piece(T.ASSISTANT, True), Piece(opening, True)]
+
+
+def render_chat(messages: Sequence[Any], mode: Mode) -> str:
+    """The rendered prompt as one string (for display and tests; encode ``render_chat_pieces`` instead)."""
+    return "".join(p.text for p in render_chat_pieces(messages, mode))
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Random-initialised DeepSeek-V3-family checkpoints with a locally trained tokenizer (tests, local runtime)."""
+"""Random-initialised DeepSeek-V3 / V4 checkpoints with a locally trained tokenizer (tests, local runtime)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from supernode.engine import tokens
 from supernode.engine.corpus import corpus
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.parallel import SINGLE
+from supernode.engine.presets_v4 import V4_COMMON, V4_PRESETS, init_v4_, keep_fp32
 
 _COMMON: dict[str, Any] = {
     "architectures": ["DeepseekV3ForCausalLM"],
@@ -85,12 +86,13 @@ def _init_(model: torch.nn.Module, generator: torch.Generator, std: float) -> No
 
 def init_checkpoint(out_dir: str, preset: str = "tiny", seed: int = 0, dtype: str = "float32") -> dict[str, Any]:
     """Write config.json, model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset: must be one of {sorted(PRESETS)}, got {preset!r}")
+    if preset not in PRESETS and preset not in V4_PRESETS:
+        raise ValueError(f"preset: must be one of {sorted([*PRESETS, *V4_PRESETS])}, got {preset!r}")
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype: must be float32 or bfloat16, got {dtype!r}")
     os.makedirs(out_dir, exist_ok=True)
-    config = {**_COMMON, **PRESETS[preset]}
+    v4 = preset in V4_PRESETS
+    config = {**V4_COMMON, **V4_PRESETS[preset]} if v4 else {**_COMMON, **PRESETS[preset]}
     tok = train_tokenizer(config["vocab_size"])
     config["vocab_size"] = tok.get_vocab_size()  # what the corpus allowed; embeddings match the tokenizer exactly
     config["bos_token_id"] = tok.token_to_id(tokens.BOS)
@@ -98,9 +100,16 @@ def init_checkpoint(out_dir: str, preset: str = "tiny", seed: int = 0, dtype: st
     config["pad_token_id"] = tok.token_to_id(tokens.PAD)
     config["torch_dtype"] = dtype
     model = build_model(parse_model_config(config), SINGLE)
-    _init_(model, torch.Generator().manual_seed(seed), config["initializer_range"])
+    generator, std = torch.Generator().manual_seed(seed), config["initializer_range"]
+    if v4:
+        init_v4_(model, generator, std, config["n_routed_experts"])
+    else:
+        _init_(model, generator, std)
     target = torch.float32 if dtype == "float32" else torch.bfloat16
-    state = {k: v.to(target).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(target) if v.is_floating_point() and not (v4 and keep_fp32(k)) else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
     for key in [k for k in state if k.endswith("gate.weight") or k.endswith("e_score_correction_bias")]:
         state[key] = state[key].float()  # the router stays fp32, as in DeepSeek's own checkpoints
     save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})

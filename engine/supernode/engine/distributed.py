@@ -1,9 +1,11 @@
 """Devices, rendezvous and liveness for one replica group's torch.distributed world.
 
-Rank 0 (the leader) hosts the TCPStore; every rank publishes a heartbeat counter there from a
-background thread and watches the others (followers watch the leader). A peer whose counter stops
-for `timeout_s`, or a store that stops answering, is fatal: the rank exits non-zero (the operator
-restarts the whole group) instead of hanging in a collective.
+Rank 0 (the leader) hosts the TCPStore on loopback behind a `StoreGate` on the group address, which
+admits only ranks that prove the group secret (store_gate.py); followers reach it through a
+`StoreTunnel`. Every rank publishes a heartbeat counter there from a background thread and watches
+the others (followers watch the leader). A peer whose counter stops for `timeout_s`, or a store that
+stops answering, is fatal: the rank exits non-zero (the operator restarts the whole group) instead of
+hanging in a collective.
 """
 
 from __future__ import annotations
@@ -11,17 +13,27 @@ from __future__ import annotations
 import datetime
 import importlib
 import importlib.util
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
-from supernode.api.constants import ENV_LEADER_ADDR, ENV_LEADER_PORT, ENV_RANK, ENV_WORLD_SIZE
+from supernode.api.constants import (
+    ENV_GROUP_BIND_ADDR,
+    ENV_GROUP_SECRET,
+    ENV_LEADER_ADDR,
+    ENV_LEADER_PORT,
+    ENV_RANK,
+    ENV_WORLD_SIZE,
+)
+from supernode.engine.store_gate import StoreGate, StoreTunnel, listen
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,8 @@ class DistEnv:
     local_rank: int = 0
     leader_addr: str = "127.0.0.1"
     leader_port: int = 29500
+    secret: str = field(default="", repr=False)  # SUPERNODE_GROUP_SECRET: proves membership to the store
+    bind_addr: str = ""  # SUPERNODE_GROUP_BIND_ADDR: the leader's store address (default: leader_addr resolved)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, nproc_per_node: int = 1, local_rank: int = 0) -> DistEnv:
@@ -63,7 +77,18 @@ class DistEnv:
             local_rank=local_rank,
             leader_addr=env.get(ENV_LEADER_ADDR, "127.0.0.1"),
             leader_port=port,
+            secret=env.get(ENV_GROUP_SECRET, ""),
+            bind_addr=env.get(ENV_GROUP_BIND_ADDR, ""),
         )
+
+    def store_bind_addr(self) -> str:
+        """The one address the leader's store listens on: the configured one, else the leader address's IP."""
+        if self.bind_addr:
+            return self.bind_addr
+        try:
+            return str(ipaddress.ip_address(self.leader_addr))
+        except ValueError:
+            return str(socket.getaddrinfo(self.leader_addr, None, type=socket.SOCK_STREAM)[0][4][0])
 
 
 def resolve_device(kind: str, local_rank: int = 0) -> torch.device:
@@ -94,22 +119,59 @@ def resolve_device(kind: str, local_rank: int = 0) -> torch.device:
     raise DeviceUnavailableError(f"unknown device {kind!r} (cpu, cuda or npu)")
 
 
-def init_group(env: DistEnv, device_kind: str, timeout_s: float) -> dist.TCPStore:
-    """Join the world (blocks until every rank arrived or `timeout_s`); returns the rendezvous store."""
+@dataclass(slots=True)
+class GroupStore:
+    """This rank's handle on the group store: the client, the local endpoint more clients use, the gate or tunnel."""
+
+    store: dist.TCPStore
+    host: str
+    port: int
+    closer: StoreGate | StoreTunnel
+
+    def close(self) -> None:
+        self.closer.close()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def open_group_store(env: DistEnv, timeout_s: float) -> GroupStore:
+    """Leader: the store on loopback plus its gate on the group address; follower: a tunnel to that gate."""
     timeout = datetime.timedelta(seconds=timeout_s)
-    store = dist.TCPStore(
-        env.leader_addr,
-        env.leader_port,
-        env.world_size,
-        is_master=env.rank == 0,
-        timeout=timeout,
-        wait_for_workers=False,
-    )
+    if not env.secret:
+        log.warning("no %s: the group store admits any client that reaches %s:%d",
+                    ENV_GROUP_SECRET, env.leader_addr, env.leader_port)
+    secret = env.secret.encode()
+    closer: StoreGate | StoreTunnel
+    if env.rank == 0:
+        inner = listen("127.0.0.1", 0)
+        host, port = inner.getsockname()[:2]
+        store = dist.TCPStore(host, port, env.world_size, is_master=True, timeout=timeout,
+                              wait_for_workers=False, master_listen_fd=inner.detach())
+        closer = StoreGate(listen(env.store_bind_addr(), env.leader_port), port, secret).start()
+        log.info("group store gate on %s:%d", *closer.address)
+    else:
+        closer = StoreTunnel(env.leader_addr, env.leader_port, secret, timeout_s).start()
+        host, port = closer.address
+        store = dist.TCPStore(host, port, env.world_size, is_master=False, timeout=timeout, wait_for_workers=False)
+    return GroupStore(store, host, port, closer)
+
+
+def init_group(env: DistEnv, device_kind: str, timeout_s: float) -> GroupStore:
+    """Join the world (blocks until every rank arrived or `timeout_s`); returns the rendezvous store."""
+    if device_kind == "cpu" and _is_loopback(env.leader_addr):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a loopback group's gloo pairs listen on loopback only
+    group = open_group_store(env, timeout_s)
     dist.init_process_group(
-        BACKENDS[device_kind], store=store, rank=env.rank, world_size=env.world_size, timeout=timeout
+        BACKENDS[device_kind], store=group.store, rank=env.rank, world_size=env.world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
     log.info("rank %d/%d joined the group via %s:%d", env.rank, env.world_size, env.leader_addr, env.leader_port)
-    return store
+    return group
 
 
 def exit_on_peer_loss(reason: str) -> None:
@@ -128,8 +190,11 @@ class Heartbeat:
         interval_s: float,
         timeout_s: float,
         on_failure: Callable[[str], None] = exit_on_peer_loss,
+        endpoint: tuple[str, int] | None = None,
     ) -> None:
         self.env, self.interval_s, self.timeout_s, self.on_failure = env, interval_s, timeout_s, on_failure
+        # where this rank reaches the store (GroupStore.host/port); the leader address only without a gate
+        self.endpoint = endpoint or (env.leader_addr, env.leader_port)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-rank{env.rank}", daemon=True)
         self._watch = [r for r in range(env.world_size) if r != env.rank] if env.rank == 0 else [0]
@@ -145,8 +210,8 @@ class Heartbeat:
     def _run(self) -> None:
         try:
             store = dist.TCPStore(
-                self.env.leader_addr,
-                self.env.leader_port,
+                self.endpoint[0],
+                self.endpoint[1],
                 self.env.world_size,
                 is_master=False,
                 timeout=datetime.timedelta(seconds=self.timeout_s),

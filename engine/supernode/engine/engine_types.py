@@ -30,6 +30,11 @@ class SeqInput:
     token_ids: list[int]  # tokens to compute now (a prefill chunk, or the one decode token)
     start_pos: int  # tokens of this sequence already in the KV cache (positions start here)
     block_table: list[int]  # physical KV block ids covering positions [0, start_pos + len(token_ids))
+    # Models with per-sequence state (DeepSeek-V4): the sequence's state slot; a snapshot slot to resume
+    # from before computing (a prefix-cache hit); (snapshot slot, position) pairs to copy the state into.
+    slot: int = -1
+    restore: int = -1
+    saves: tuple[tuple[int, int], ...] = ()
 
 
 class EngineOverloaded(Exception):

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 
 from supernode.engine.chat import Delta, OutputText
-from supernode.engine.core.block_manager import BlockManager, KVEvent
+from supernode.engine.core.block_manager import KVEvent
 from supernode.engine.core.scheduler import Scheduler, SchedulerConfig
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
+from supernode.engine.core.state_blocks import make_block_manager
 from supernode.engine.engine_types import (
     EngineDead,
     EngineOptions,
@@ -39,7 +40,7 @@ __all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Outp
 class LLMEngine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, options: EngineOptions, metrics: EngineMetrics) -> None:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
-        self.blocks = BlockManager(runner.num_kv_blocks, runner.block_size, options.model_name)
+        self.blocks = make_block_manager(runner, options.model_name, options.max_num_seqs)
         cfg = SchedulerConfig(options.max_num_seqs, options.max_num_batched_tokens, options.max_model_len)
         self.scheduler = Scheduler(cfg, self.blocks)
         self.sampler = Sampler(options.seed)
@@ -171,7 +172,15 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         sampled: list[int | None] = [None] * len(batch)
         if batch:
-            inputs = [SeqInput(b.token_ids, b.start_pos, list(b.seq.block_table)) for b in batch]
+            inputs = [
+                SeqInput(
+                    b.token_ids,
+                    b.start_pos,
+                    list(b.seq.block_table),
+                    *self.blocks.state_args(b.seq, b.start_pos, b.num_tokens),
+                )
+                for b in batch
+            ]
             logits = self.runner.run(inputs)
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:

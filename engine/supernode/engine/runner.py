@@ -16,16 +16,27 @@ import torch
 import torch.distributed as dist
 
 from supernode.engine.config import ConfigError, EngineConfig
-from supernode.engine.distributed import DistEnv, Heartbeat, exit_on_peer_loss, init_group, resolve_device
+from supernode.engine.distributed import (
+    DistEnv,
+    GroupStore,
+    Heartbeat,
+    exit_on_peer_loss,
+    init_group,
+    resolve_device,
+)
 from supernode.engine.engine_types import SeqInput
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.model.paged import build_metadata
+from supernode.engine.model.v4_cache import StepSeq
 from supernode.engine.parallel import ParallelContext
 from supernode.engine.weights import load_weights, refuse_quantized, torch_dtype
 
 __all__ = ["EngineConfig", "ModelRunner", "SeqInput"]
 
 log = logging.getLogger(__name__)
+
+# One sequence's work as broadcast to every rank: tokens, start, block table, state slot, restore, saves.
+Work = tuple[list[int], int, list[int], int, int, tuple[tuple[int, int], ...]]
 
 
 class ModelRunner:
@@ -57,12 +68,14 @@ class ModelRunner:
             cores = os.cpu_count() or 1
             torch.set_num_threads(config.cpu_threads or max(1, cores // self.env.world_size))
         self._heartbeat: Heartbeat | None = None
+        self._store: GroupStore | None = None
         group = None
         if self.env.world_size > 1:
-            init_group(self.env, config.device, config.dist_timeout_s)
+            self._store = init_group(self.env, config.device, config.dist_timeout_s)
             group = dist.group.WORLD
             self._heartbeat = Heartbeat(
-                self.env, config.heartbeat_interval_s, config.heartbeat_timeout_s, on_peer_failure
+                self.env, config.heartbeat_interval_s, config.heartbeat_timeout_s, on_peer_failure,
+                endpoint=(self._store.host, self._store.port),
             )
             self._heartbeat.start()
         self.pctx = ParallelContext(
@@ -96,7 +109,17 @@ class ModelRunner:
                 torch.set_default_dtype(previous)
         self.model.eval()
         load_weights(self.model, config.model_dir, raw)
+        self.stateful = bool(getattr(self.model, "stateful", False))
+        # Stateful models: one state slot per running sequence, twice as many for prefix snapshots.
+        self.state_slots = (config.max_num_seqs, 2 * config.max_num_seqs) if self.stateful else (0, 0)
         self.num_kv_blocks = self._agree(self._kv_blocks_fitting())
+        if self.stateful:
+            self.prefix_boundary: int = self.model.prefix_boundary(self.block_size)  # type: ignore[operator]
+            self.snapshot_interval: int = self.model.snapshot_interval(self.block_size)  # type: ignore[operator]
+            self.kv_caches = self.model.allocate_kv(  # type: ignore[operator]
+                self.num_kv_blocks, self.block_size, sum(self.state_slots), self.dtype, self.device
+            )
+            return
         shape = (self.num_kv_blocks, self.block_size, self.model.kv_cache_dim())  # type: ignore[operator]
         # Uninitialised on purpose: a slot is always written before any query reads it (padding reads
         # repeat a written slot), and on CPU untouched pages are never committed, so a roomy cache is cheap.
@@ -110,6 +133,8 @@ class ModelRunner:
 
     def _kv_bytes_per_block(self) -> int:
         elem = torch.empty((), dtype=self.dtype).element_size()
+        if self.stateful:
+            return max(1, self.model.kv_bytes_per_block(self.block_size, elem))  # type: ignore[operator]
         return self.model_config.num_hidden_layers * self.block_size * self.model.kv_cache_dim() * elem  # type: ignore[operator,no-any-return]
 
     def _kv_blocks_fitting(self) -> int:
@@ -123,7 +148,11 @@ class ModelRunner:
         elif self.device.type == "npu":
             free = torch.npu.mem_get_info(self.device)[0]  # type: ignore[attr-defined]
         if free is not None:
-            wanted = min(wanted, int(free * self.config.kv_cache_memory_fraction) // self._kv_bytes_per_block())
+            budget = int(free * self.config.kv_cache_memory_fraction)
+            if self.stateful:  # the state slots (sliding rings, compressor carry) come out of the same budget
+                elem = torch.empty((), dtype=self.dtype).element_size()
+                budget -= sum(self.state_slots) * self.model.state_bytes_per_slot(elem)  # type: ignore[operator]
+            wanted = min(wanted, max(0, budget) // self._kv_bytes_per_block())
         if wanted < 2:
             raise ConfigError("num_kv_blocks: not enough device memory for a KV cache")
         return wanted
@@ -159,21 +188,48 @@ class ModelRunner:
                 raise ValueError(f"batch[{i}]: {s.start_pos + len(s.token_ids)} tokens exceed max_model_len")
             if s.start_pos < 0 or any(not 0 <= b < self.num_kv_blocks for b in s.block_table):
                 raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
-        work = [(list(s.token_ids), s.start_pos, list(s.block_table)) for s in batch]
+            if self.stateful and not 0 <= s.slot < self.state_slots[0]:
+                raise ValueError(f"batch[{i}]: state slot {s.slot} outside [0, {self.state_slots[0]})")
+        work = [(list(s.token_ids), s.start_pos, list(s.block_table), s.slot, s.restore, tuple(s.saves)) for s in batch]
         if self.env.world_size > 1:
             self._broadcast(work)
         return self._execute(work)
 
     @torch.inference_mode()
-    def _execute(self, work: list[tuple[list[int], int, list[int]]]) -> torch.Tensor:
-        lengths = [len(t) for t, _, _ in work]
-        meta, positions = build_metadata(
-            lengths, [s for _, s, _ in work], [b for _, _, b in work], self.block_size, self.device
-        )
-        tokens = torch.tensor([tok for t, _, _ in work for tok in t], dtype=torch.long).to(self.device)
-        hidden = self.model(tokens, positions, meta, self.kv_caches)
+    def _execute(self, work: list[Work]) -> torch.Tensor:
+        if self.device.type != "cpu":
+            return self._compute(work)
+        # Denormal floats (V4's softmaxes produce some) are very slow on x86 CPUs: flush them to zero while
+        # the model runs, in this thread only, and put the default back (other code in the process relies on it).
+        torch.set_flush_denormal(True)
+        try:
+            return self._compute(work)
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _compute(self, work: list[Work]) -> torch.Tensor:
+        lengths = [len(w[0]) for w in work]
+        tokens = torch.tensor([tok for w in work for tok in w[0]], dtype=torch.long).to(self.device)
+        if self.stateful:
+            hidden = self._execute_stateful(work, tokens)
+        else:
+            meta, positions = build_metadata(
+                lengths, [w[1] for w in work], [w[2] for w in work], self.block_size, self.device
+            )
+            hidden = self.model(tokens, positions, meta, self.kv_caches)
         last = torch.tensor(lengths).cumsum(0).sub(1).to(self.device)
         return self.model.compute_logits(hidden[last])  # type: ignore[operator,no-any-return]
+
+    def _execute_stateful(self, work: list[Work], tokens: torch.Tensor) -> torch.Tensor:
+        seqs, lo = [], 0
+        for token_ids, start, table, slot, restore, saves in work:
+            if restore >= 0:
+                for cache in self.kv_caches:
+                    cache.copy_state(restore, slot)
+            blocks = torch.tensor(table, dtype=torch.long, device=self.device)
+            seqs.append(StepSeq(lo, len(token_ids), start, blocks, slot, saves))
+            lo += len(token_ids)
+        return self.model.forward_step(tokens, seqs, self.kv_caches)  # type: ignore[operator,no-any-return]
 
     def follower_loop(self) -> None:
         """Ranks > 0: execute the leader's batches until it shuts the group down."""
@@ -207,6 +263,9 @@ class ModelRunner:
             self._heartbeat.stop()
         if self.env.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def _cpu_available_bytes() -> int | None:

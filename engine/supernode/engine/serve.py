@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from supernode.api.constants import DEFAULT_BLOCK_SIZE
+from supernode.api.constants import DEFAULT_BLOCK_SIZE, ENV_ENGINE_TOKEN
 from supernode.api.models import Mode
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.distributed import DistEnv
@@ -117,10 +117,16 @@ def _follower(opts: ServeOptions, env: DistEnv) -> int:
 def _leader(opts: ServeOptions, env: DistEnv) -> int:
     import uvicorn
 
+    from supernode.api.httpserver import HttpLimits, uvicorn_options
     from supernode.engine.metrics import EngineMetrics
     from supernode.engine.server.app import ServerState, build_app
+    from supernode.engine.server.guard import Guards
 
     state = ServerState(opts.model_name, EngineMetrics(opts.model_name), opts.aliases, opts.default_mode, opts.budgets)
+    state.guards = Guards.from_env()  # SUPERNODE_ENGINE_TOKEN: only the router may call (docs/security.md)
+    if state.guards.token is None:
+        log.warning("no %s set: any client that reaches %s:%d may call this engine", ENV_ENGINE_TOKEN,
+                    opts.host, opts.port)
     exit_code = [0]
     runner_box: list[object] = []
     server: uvicorn.Server | None = None
@@ -148,6 +154,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         finally:
             if state.engine is not None:
                 state.engine.stop()
+            state.encoder.close()
             for runner in runner_box:
                 try:
                     runner.shutdown()  # type: ignore[attr-defined]  # releases the followers
@@ -161,6 +168,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         port=opts.port,
         log_config=None,
         timeout_graceful_shutdown=max(1, round(opts.shutdown_timeout_s)),
+        **uvicorn_options(HttpLimits()),  # header deadline/size, idle keep-alive, connection cap (shared)
     )
     server = uvicorn.Server(config)
     server.run()

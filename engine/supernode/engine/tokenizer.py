@@ -1,13 +1,27 @@
-"""The checkpoint's tokenizer (``tokenizer.json``) and incremental detokenisation."""
+"""The checkpoint's tokenizer (``tokenizer.json``) and incremental detokenisation.
+
+Client text is always encoded by a *text-only* copy of the tokenizer (its added-token table removed),
+so ``<think>`` or ``<｜User｜>`` written by a client become ordinary text tokens; control tokens enter a
+prompt only as ``Piece(..., special=True)`` from the chat template (docs/security.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from tokenizers import Tokenizer as HFTokenizer
 
 from supernode.engine import tokens as T
+
+
+class Piece(NamedTuple):
+    """One part of a rendered prompt: client or template text, or one control token (``special``)."""
+
+    text: str
+    special: bool = False
 
 
 class Tokenizer:
@@ -15,10 +29,21 @@ class Tokenizer:
 
     def __init__(self, tok: HFTokenizer) -> None:
         self._tok = tok
+        spec = json.loads(tok.to_str())
+        added = spec.get("added_tokens") or []
+        spec["added_tokens"] = []  # no added-token matching: what a client writes stays text
+        self._text_tok = HFTokenizer.from_str(json.dumps(spec))
+        self.control_ids: frozenset[int] = frozenset(int(a["id"]) for a in added)
+        # Upper bound of characters one token can cover (used to refuse hopeless prompts before encoding).
+        regular = [t for t, i in tok.get_vocab(with_added_tokens=False).items() if i not in self.control_ids]
+        # A normalizer may shrink text (e.g. compose or strip characters): then no safe bound is known.
+        longest = max((len(t) for t in regular), default=1)
+        self.max_token_chars: int = longest if not _normalizes(spec.get("normalizer")) else 1 << 40
         eos, close = tok.token_to_id(T.EOS), tok.token_to_id(T.THINK_CLOSE)
         if eos is None or close is None:
             raise ValueError(f"tokenizer lacks the special tokens {T.EOS!r} and {T.THINK_CLOSE!r}")
         self.eos_id: int = eos
+        self.bos_id: int | None = tok.token_to_id(T.BOS)
         self.think_close_id: int = close
         self.vocab_size: int = tok.get_vocab_size(with_added_tokens=True)
 
@@ -30,10 +55,43 @@ class Tokenizer:
         return cls(HFTokenizer.from_file(str(path)))
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Encode *trusted* text (control-token spellings become control tokens). Never for client input."""
         return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def encode_text(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Encode client text as text: control-token spellings are tokenized like any other characters.
+
+        Goes through ``encode_batch``, which releases the GIL, so a large input run in a worker thread
+        does not stall the event loop.
+        """
+        return list(self._text_tok.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids)
+
+    def special_id(self, token: str) -> int:
+        found = self._tok.token_to_id(token)
+        if found is None or found not in self.control_ids:
+            raise ValueError(f"tokenizer has no control token {token!r}")
+        return int(found)
+
+    def encode_pieces(self, pieces: Iterable[Piece]) -> list[int]:
+        """A rendered prompt's ids: one id per control piece, text pieces encoded as text (in one batch)."""
+        pieces = [p for p in pieces if p.special or p.text]
+        texts = [p.text for p in pieces if not p.special]
+        encoded = iter(self._text_tok.encode_batch(texts, add_special_tokens=False) if texts else ())
+        ids: list[int] = []
+        for piece in pieces:
+            ids += [self.special_id(piece.text)] if piece.special else next(encoded).ids
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=True))
+
+
+def _normalizes(normalizer: object) -> bool:
+    if not normalizer:
+        return False
+    if isinstance(normalizer, dict) and normalizer.get("type") == "Sequence":
+        return any(_normalizes(n) for n in normalizer.get("normalizers") or ())
+    return True
 
 
 class IncrementalDecoder:

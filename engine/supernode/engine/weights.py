@@ -68,8 +68,10 @@ def load_weights(model: nn.Module, model_dir: str, raw_config: dict[str, Any]) -
     refuse_quantized(raw_config)
     params = dict(model.named_parameters())
     skip = getattr(model, "skip_checkpoint_key", lambda _k: False)
+    rename = getattr(model, "checkpoint_key", lambda k: k)  # a family whose checkpoints use other names
     loaded: set[str] = set()
-    for key, sl in _iter_slices(checkpoint_files(model_dir)):
+    for raw_key, sl in _iter_slices(checkpoint_files(model_dir)):
+        key = rename(raw_key)
         dtype = sl.get_dtype()
         if dtype in FP8_DTYPES or key.endswith("_scale_inv"):
             raise NotImplementedError(f"not implemented: FP8 weights (tensor {key!r} is {dtype})")

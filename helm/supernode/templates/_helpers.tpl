@@ -125,3 +125,14 @@ seccompProfile:
 {{- fail "image.tag must pin a version (or set image.digest), not \"latest\"" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret holding the router->engine token and the operator's group key (engine-auth.yaml). */}}
+{{- define "supernode.engineAuthSecret" -}}
+{{- .Values.engineAuth.existingSecret | default (printf "%s-engine-auth" (include "supernode.fullname" .)) -}}
+{{- end -}}
+
+{{/* Namespaces whose engine pods get the engines NetworkPolicy. */}}
+{{- define "supernode.engineNamespaces" -}}
+{{- $ns := .Values.networkPolicy.engines.namespaces | default .Values.operator.watchNamespaces | default (list .Release.Namespace) -}}
+{{- toJson (uniq $ns) -}}
+{{- end -}}

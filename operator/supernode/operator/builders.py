@@ -1,7 +1,8 @@
 """Plan + ModelDeployment → Kubernetes manifests (pure; no client, no I/O).
 
 Per replica group: a LeaderWorkerSet (when the LWS CRD is installed) or a StatefulSet plus a headless
-Service (stable DNS for rank discovery), and a PodDisruptionBudget. Per deployment: a Service that
+Service (stable DNS for rank discovery), and a PodDisruptionBudget; optionally the group's Secret
+(group_secrets.py) and NetworkPolicy (group_network.py). Per deployment: a Service that
 selects the group leaders (what the router and users hit). Everything carries an ownerReference to
 the ModelDeployment, so deleting it deletes them.
 """
@@ -16,10 +17,10 @@ from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.operator import naming as N
 from supernode.operator.engines import RENDEZVOUS_PORT, GroupContext, engine_container, image_for
+from supernode.operator.group_network import network_policy
+from supernode.operator.group_secrets import GroupKeys, secret_object
 from supernode.operator.sources import model_volume
 from supernode.operator.types import GroupPlan, Plan
-
-SUPERNODE_LABEL_DEFAULTS = {"ascend": C.NODE_LABEL_ASCEND_SUPERPOD, "nvidia": C.NODE_LABEL_NVIDIA_CLIQUE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +37,6 @@ class Owner:
 
 def owner_of(md: ModelDeployment) -> Owner:
     return Owner(C.API_VERSION, C.KIND, md.metadata.name, md.metadata.uid or "")
-
-
-def supernode_label(md: ModelDeployment) -> str | None:
-    return md.spec.placement.supernode_label or SUPERNODE_LABEL_DEFAULTS.get(md.spec.accelerator.type.vendor)
 
 
 def _meta(name: str, namespace: str, labels: dict[str, str], owner: Owner,
@@ -59,13 +56,14 @@ def leader_annotations(md: ModelDeployment) -> dict[str, str]:
     }
 
 
-def affinity(md: ModelDeployment, group: GroupPlan) -> dict[str, Any] | None:
-    """The planner's binding: the group's nodes if bound, else its supernode."""
+def affinity(plan: Plan, group: GroupPlan) -> dict[str, Any] | None:
+    """The planner's binding: the group's nodes if bound, and its supernode under the label key the planner
+    placed by (`plan.supernode_label`, from `supernode.api.supernodes.supernode_label_key`)."""
     nodes = sorted({p.node for p in group.pods if p.node})
     terms: list[dict[str, Any]] = []
     if nodes:
         terms.append({"key": C.NODE_LABEL_HOSTNAME, "operator": "In", "values": nodes})
-    label = supernode_label(md)
+    label = plan.supernode_label
     if group.supernode and label:
         terms.append({"key": label, "operator": "In", "values": [group.supernode]})
     if not terms:
@@ -122,7 +120,7 @@ def pod_template(md: ModelDeployment, plan: Plan, group: GroupPlan, ctx: GroupCo
     spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 60}
     if init:
         spec["initContainers"] = init
-    aff = affinity(md, group)
+    aff = affinity(plan, group)
     if aff:
         spec["affinity"] = aff
     placement = md.spec.placement
@@ -142,18 +140,22 @@ def _selector(md: ModelDeployment, index: int, rev: str) -> dict[str, str]:
     return {C.LABEL_DEPLOYMENT: N.label_value(md.metadata.name), C.LABEL_GROUP: str(index), C.LABEL_REVISION: rev}
 
 
-def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *, lws: bool) -> list[dict[str, Any]]:
-    """Every object of one replica group (the workload first)."""
+def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *, lws: bool,
+                  keys: GroupKeys | None = None, policy: bool = False) -> list[dict[str, Any]]:
+    """Every object of one replica group (with `keys` the group Secret first, then the workload; with
+    `policy` a NetworkPolicy letting only the group's own pods in, group_network.py)."""
     ns = md.metadata.namespace or "default"
     owner = owner_of(md)
     name = N.group_name(md.metadata.name, group.index, rev)
     labels = N.group_labels(md, group.index, rev)
     pods = plan.pods_per_group
     notes = {C.LABEL_SUPERNODE: group.supernode} if group.supernode else None
-    out: list[dict[str, Any]] = []
+    secret = keys.secret_name(name) if keys else None
+    # The group Secret first: the pods reference it (non-optional), so it must exist before they start.
+    out: list[dict[str, Any]] = [secret_object(_meta(name, ns, labels, owner), keys, owner.uid)] if keys else []
     if lws:
         ctx = GroupContext(group.index, pods, f"$({C.ENV_LWS_LEADER_ADDRESS})",
-                           {"value": f"$({C.ENV_LWS_WORKER_INDEX})"}, group.supernode)
+                           {"value": f"$({C.ENV_LWS_WORKER_INDEX})"}, group.supernode, secret, keys)
         out.append({
             "apiVersion": f"{N.LWS_GROUP}/{N.LWS_VERSION}", "kind": "LeaderWorkerSet",
             "metadata": _meta(name, ns, labels, owner, notes),
@@ -165,7 +167,7 @@ def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *
     else:
         leader = f"{name}-0.{name}.{ns}.svc"
         ctx = GroupContext(group.index, pods, leader, {"valueFrom": {"fieldRef": {
-            "fieldPath": f"metadata.labels['{N.POD_INDEX_LABEL}']"}}}, group.supernode)
+            "fieldPath": f"metadata.labels['{N.POD_INDEX_LABEL}']"}}}, group.supernode, secret, keys)
         template = pod_template(md, plan, group, ctx, rev, C.ROLE_LEADER if pods == 1 else None)
         out.append({
             "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(name, ns, labels, owner, notes),
@@ -184,6 +186,8 @@ def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *
         # Evicting any rank kills the whole group: voluntary disruptions go through the operator.
         "spec": {"minAvailable": pods, "selector": {"matchLabels": _selector(md, group.index, rev)}},
     })
+    if policy:
+        out.append(network_policy(_meta(name, ns, labels, owner), _selector(md, group.index, rev)))
     return out
 
 
@@ -204,10 +208,11 @@ def leader_service(md: ModelDeployment, *, lws: bool) -> dict[str, Any]:
 
 
 def desired_objects(md: ModelDeployment, plan: Plan, rev: str, *, lws: bool,
-                    indices: set[int] | None = None) -> list[dict[str, Any]]:
+                    indices: set[int] | None = None, keys: GroupKeys | None = None,
+                    policy: bool = False) -> list[dict[str, Any]]:
     """All desired objects: the leader Service plus the objects of every *placed* group (or `indices`)."""
     out = [leader_service(md, lws=lws)]
     for group in plan.groups:
         if group.placed and (indices is None or group.index in indices):
-            out += group_objects(md, plan, group, rev, lws=lws)
+            out += group_objects(md, plan, group, rev, lws=lws, keys=keys, policy=policy)
     return copy.deepcopy(out)

@@ -13,6 +13,7 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import EngineType, Mode, ModelDeployment
+from supernode.operator.group_secrets import GroupKeys, secret_env
 
 MODEL_DIR = "/models"
 RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader
@@ -50,6 +51,8 @@ class GroupContext:
     leader_addr: str  # e.g. "$(LWS_LEADER_ADDRESS)" or the leader's headless DNS name
     rank_env: dict[str, Any]  # env entry (minus name) giving the node rank
     supernode: str | None = None
+    secret_name: str | None = None  # the group Secret (group_secrets.py), when the operator renders one
+    keys: GroupKeys | None = None  # which keys that Secret holds
 
 
 def image_for(md: ModelDeployment) -> str:
@@ -88,6 +91,10 @@ def base_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
     ]
     if ctx.supernode:
         env.append(_env(C.ENV_SUPERNODE_ID, ctx.supernode))
+    if spec.engine.type == EngineType.BUILTIN:  # the group store listens on this pod's IP only
+        env.append(_env(C.ENV_GROUP_BIND_ADDR, "$(POD_IP)"))
+    if ctx.secret_name and ctx.keys:
+        env += secret_env(ctx.secret_name, spec.engine.type.value, ctx.keys)
     vendor = spec.accelerator.type.vendor
     if vendor == "ascend":
         env += [_env(C.ENV_HCCL_IF_IP, "$(POD_IP)"), _env(C.ENV_HCCL_SOCKET_IFNAME, "eth0"),

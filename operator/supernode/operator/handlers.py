@@ -7,6 +7,8 @@ and the CLI each get their own. `kopf run -m supernode.operator.kopf_main` uses 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -16,12 +18,14 @@ from typing import Any
 import kopf
 
 from supernode.api import constants as C
-from supernode.operator.kube import ApiError, KubeClient, load_connection
+from supernode.operator.group_secrets import GroupKeys
+from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_connection
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
 from supernode.operator.scaler import Autoscaler, AutoscalerConfig
 
 log = logging.getLogger("supernode.operator")
+RETRYABLE: tuple[type[BaseException], ...] = (ApiError, *TRANSPORT_ERRORS)  # the resync tries again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class OperatorConfig:
     # Metrics owned (and served) by the caller, e.g. from process start under --leader-elect; then
     # metrics_port must be None so the port is bound once per process.
     metrics: OperatorMetrics | None = None
+    keys: GroupKeys | None = None  # per-group store secret + engine token (from the chart's Secret, via env)
+    network_policies: bool = False  # a NetworkPolicy per group: only its own pods may connect
     autoscaler: AutoscalerConfig | None = None  # spec.autoscaling takes effect (None: not run)
 
     def __post_init__(self) -> None:
@@ -78,6 +84,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         settings.posting.enabled = False  # our Events are explicit; kopf's per-handler ones are noise
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=C.GROUP)
+        # No handler needs a finalizer (no per-object timers or daemons, no delete handler); kopf removes
+        # this one from objects that an older operator version put it on.
         settings.persistence.finalizer = C.FINALIZER
         if config.fast:
             settings.watching.server_timeout = 10
@@ -98,7 +106,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             if config.metrics_port is not None:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
-                                     supernode_label=config.supernode_label)
+                                     supernode_label=config.supernode_label, keys=config.keys,
+                                     network_policies=config.network_policies)
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
             memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
             registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
@@ -106,7 +115,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
-        memo.stopping.set()  # timers may still fire while kopf winds down: they return at once
+        memo.stopping.set()  # handlers may still fire while kopf winds down: they return at once
+        for name in ("resync", "autoscale"):
+            task: asyncio.Task[None] | None = getattr(memo, name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         autoscaler: Autoscaler | None = getattr(memo, "autoscaler", None)
         if autoscaler is not None:
             await autoscaler.close()
@@ -116,86 +131,129 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if metrics is not None and getattr(memo, "owns_metrics", True):
             metrics.stop()
 
+    # Index functions are async on purpose: kopf runs sync handlers in a thread pool, one hop per event.
     @kopf.index("nodes", id="nodes_idx", registry=registry)
-    def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: {"metadata": {"name": name, "labels": dict(body.metadata.labels)},
                        "spec": dict(body.spec), "status": {k: body.status.get(k) for k in (
                            "allocatable", "capacity", "conditions")}}}
 
     @kopf.index("pods", id="pods_idx", registry=registry)
-    def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    async def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         key = (namespace or "", body.metadata.labels.get(C.LABEL_DEPLOYMENT, ""))
         return {key: _slim_pod(body)}
 
-    async def reconcile(**kwargs: Any) -> None:
-        # kopf passes kwargs by name: body, memo and the two indices (named after their functions).
-        body: kopf.Body = kwargs["body"]
-        nodes_idx: kopf.Index[str, dict[str, Any]] = kwargs["nodes_idx"]
-        pods_idx: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["pods_idx"]
-        memo: kopf.Memo = kwargs["memo"]
-        if memo.stopping.is_set():  # an Event: per-object memos are shallow copies sharing it
-            return
+    async def reconcile_one(body: Mapping[str, Any], memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
         reconciler: Reconciler = memo.reconciler
         metrics: OperatorMetrics = memo.metrics
+        meta = body.get("metadata") or {}
         started = time.monotonic()
         try:
-            result = await reconciler.reconcile(dict(body), _all(nodes_idx), _all(pods_idx))
-        except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
+            result = await reconciler.reconcile(dict(body), lambda: _all(indices["nodes_idx"]),
+                                                lambda: _all(indices["pods_idx"]))
+        except ApiError:
             metrics.reconciles.labels("api-error").inc()
-            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
+            raise
         finally:
             metrics.duration.observe(time.monotonic() - started)
         metrics.reconciles.labels("ok").inc()
         metrics.writes.inc(result.writes)
-        metrics.observe(body.metadata.namespace or "", body.metadata.name or "", result.status, result.desired)
+        metrics.observe(meta.get("namespace") or "", meta.get("name") or "", result.status, result.desired)
         if result.writes:
-            log.info("reconciled %s/%s: %d writes", body.metadata.namespace, body.metadata.name, result.writes)
+            log.info("reconciled %s/%s: %d writes", meta.get("namespace"), meta.get("name"), result.writes)
+
+    async def reconcile(**kwargs: Any) -> None:
+        # kopf passes kwargs by name: body, memo and the indices (named after their functions).
+        memo: kopf.Memo = kwargs["memo"]
+        if memo.stopping.is_set():  # an Event: per-object memos are shallow copies sharing it
+            return
+        try:
+            await reconcile_one(kwargs["body"], memo, kwargs)
+        except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
+            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
 
     backoff = 1.0 if config.fast else 5.0  # unexpected errors retry soon, never a tight loop
     kopf.on.create(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
     kopf.on.update(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
     kopf.on.resume(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
-    kopf.timer(*md, id="resync", interval=config.resync_seconds, backoff=backoff, registry=registry)(reconcile)
 
-    if config.autoscaler is not None:
-        register_autoscaler(registry, config.autoscaler.interval_seconds, backoff)
+    @kopf.index(*md, id="mds_idx", registry=registry)
+    async def mds_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+        return {(namespace or "", name): copy.deepcopy(dict(body))}
 
-    @kopf.on.delete(*md, id="forget", optional=True, registry=registry)
-    def forget(uid: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-        # Children go by ownerReference garbage collection; no finalizer is needed for that.
-        reconciler: Reconciler | None = getattr(memo, "reconciler", None)
-        if reconciler is not None:
-            reconciler.forget(uid)
-        autoscaler: Autoscaler | None = getattr(memo, "autoscaler", None)
-        if autoscaler is not None:
-            autoscaler.forget(f"{namespace or 'default'}/{name}")
-        metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
-        if metrics is not None:
-            metrics.forget(namespace or "", name)
+    async def resync(memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
+        """Every `resync_seconds`: reconcile every ModelDeployment (gang health, drain timeouts, drift).
+
+        One loop for the operator instead of a kopf timer per object: kopf puts a finalizer on every
+        object that has a timer, so deleting a ModelDeployment while the operator is down would hang.
+        Children need no finalizer (ownerReferences), so none is used at all.
+        """
+        known: dict[str, tuple[str, str]] = {}
+        limit = asyncio.Semaphore(8)
+
+        async def one(body: Mapping[str, Any]) -> None:
+            async with limit:
+                if memo.stopping.is_set():
+                    return
+                try:
+                    await reconcile_one(body, memo, indices)
+                except RETRYABLE as e:  # the next resync retries
+                    log.warning("resync of %s/%s: %s", body["metadata"].get("namespace"), body["metadata"]["name"], e)
+                except Exception:
+                    log.exception("resync of %s/%s failed", body["metadata"].get("namespace"),
+                                  body["metadata"]["name"])
+
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(memo.stopping.wait(), config.resync_seconds)
+            if memo.stopping.is_set():
+                return
+            bodies = [b for b in _all(indices["mds_idx"]) if not b["metadata"].get("deletionTimestamp")]
+            current = {str(b["metadata"].get("uid") or b["metadata"]["name"]): (
+                b["metadata"].get("namespace") or "", b["metadata"]["name"]) for b in bodies}
+            for uid in known.keys() - current.keys():  # deleted: drop what we remember about it
+                memo.reconciler.forget(uid)
+                memo.metrics.forget(*known[uid])
+            known = current
+            # Objects a handler reconciled in the last half interval are up to date: their turn comes next time.
+            fresh = [b for b in bodies if not memo.reconciler.passed_within(
+                str(b["metadata"].get("uid") or b["metadata"]["name"]), config.resync_seconds / 2)]
+            await asyncio.gather(*(one(b) for b in fresh))
+
+    async def autoscale(memo: kopf.Memo, indices: Mapping[str, Any], interval: float) -> None:
+        """Every `interval`: one autoscaling decision per autoscaled ModelDeployment, over the same index as
+        the resync (an operator-wide loop, not a kopf timer per object: no finalizer). The decisions see
+        their pool neighbours from the index without an API call."""
+        autoscaler: Autoscaler = memo.autoscaler
+        known: set[str] = set()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(memo.stopping.wait(), interval)
+            if memo.stopping.is_set():
+                return
+            bodies = [b for b in _all(indices["mds_idx"]) if not b["metadata"].get("deletionTimestamp")]
+            current = {f"{b['metadata'].get('namespace') or 'default'}/{b['metadata']['name']}": b for b in bodies}
+            for key in known - current.keys():  # deleted: drop its history
+                autoscaler.forget(key)
+            known = set(current)
+            for key, body in current.items():
+                if memo.stopping.is_set():
+                    return
+                if not (body.get("spec") or {}).get("autoscaling"):
+                    continue
+                try:
+                    await autoscaler.tick(body, _all(indices["nodes_idx"]), _all(indices["pods_idx"]), bodies)
+                except RETRYABLE as e:  # the next interval decides again
+                    log.warning("autoscaling %s: %s", key, e)
+                except Exception:
+                    log.exception("autoscaling %s failed", key)
+
+    @kopf.on.startup(registry=registry)
+    async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
+        memo.resync = asyncio.create_task(resync(memo, kwargs), name="supernode-resync")
+        if config.autoscaler is not None:  # kopf runs on the elected leader only, so does this loop
+            memo.autoscale = asyncio.create_task(autoscale(memo, kwargs, config.autoscaler.interval_seconds),
+                                                 name="supernode-autoscale")
 
     return registry
 
-
-def register_autoscaler(registry: kopf.OperatorRegistry, interval: float, backoff: float) -> None:
-    """A timer per ModelDeployment (kopf runs on the leader only) and an index of every deployment,
-    so a decision sees its pool neighbours without an API call."""
-    md = (C.GROUP, C.VERSION, C.PLURAL)
-
-    @kopf.index(*md, id="mds_idx", registry=registry)
-    def mds_idx(uid: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        return {uid: {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-                      **{k: dict(body.get(k) or {}) for k in ("metadata", "spec", "status")}}}
-
-    async def autoscale(**kwargs: Any) -> None:
-        memo: kopf.Memo = kwargs["memo"]
-        body: kopf.Body = kwargs["body"]
-        if memo.stopping.is_set() or not (body.get("spec") or {}).get("autoscaling"):
-            return
-        autoscaler: Autoscaler = memo.autoscaler
-        try:
-            await autoscaler.tick(dict(body), _all(kwargs["nodes_idx"]), _all(kwargs["pods_idx"]),
-                                  _all(kwargs["mds_idx"]))
-        except ApiError as e:
-            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
-
-    kopf.timer(*md, id="autoscale", interval=interval, backoff=backoff, registry=registry)(autoscale)

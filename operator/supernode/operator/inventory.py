@@ -212,6 +212,77 @@ def _pod_devices(pod: Mapping[str, Any], where: str, skipped: list[str]) -> dict
     return total
 
 
+PodUsage = tuple[str | None, dict[str, int], list[str]]  # (node it holds devices on, devices, skipped notes)
+NodeBase = tuple[NodeInfo | None, list[str]]  # (the node without `used`, skipped notes)
+
+
+def pod_usage(i: int, pod: Any, exclude_deployment: str | None = None, namespace: str | None = None) -> PodUsage:
+    """The devices one pod (`pods[i]`) holds and on which node; (None, {}, notes) when it holds none."""
+    skipped: list[str] = []
+    if not isinstance(pod, Mapping):
+        return None, {}, [f"pods[{i}]: not a mapping; skipped"]
+    meta, status, spec = (pod.get(k) or {} for k in ("metadata", "status", "spec"))
+    if not all(isinstance(x, Mapping) for x in (meta, status, spec)):
+        return None, {}, [f"pods[{i}]: metadata/spec/status are not mappings; skipped"]
+    node_name = spec.get("nodeName")
+    if not node_name or status.get("phase") in _TERMINAL_PHASES:
+        return None, {}, []
+    labels = meta.get("labels") or {}
+    if exclude_deployment and isinstance(labels, Mapping) \
+            and labels.get(C.LABEL_DEPLOYMENT) == exclude_deployment \
+            and (namespace is None or meta.get("namespace") == namespace):
+        return None, {}, []
+    where = f"pod {meta.get('namespace')}/{meta.get('name')}"
+    try:
+        devices = _pod_devices(pod, where, skipped)
+    except (AttributeError, TypeError, ValueError) as exc:  # malformed shape deep inside
+        return None, {}, [*skipped, f"{where}: malformed ({exc}); its devices are not counted"]
+    return str(node_name), devices, skipped
+
+
+def node_base(i: int, obj: Any) -> NodeBase:
+    """One Node object (`nodes[i]`) as the planner sees it, before other pods' usage is added."""
+    skipped: list[str] = []
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None, [f"nodes[{i}]: no metadata; skipped"]
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if not isinstance(spec, Mapping) or not isinstance(status, Mapping):
+        return None, [f"nodes[{i}]: spec/status are not mappings; skipped"]
+    entry = {
+        "name": meta.get("name"), "labels": meta.get("labels"), "taints": spec.get("taints"),
+        "unschedulable": spec.get("unschedulable", False), "ready": _k8s_ready(status),
+    }
+    node = _node_from_entry(entry, f"nodes[{i}]", skipped)
+    if node is None:
+        return None, skipped
+    allocatable = _resources(status.get("allocatable"), f"node {node.name}", "allocatable", skipped,
+                             extended_only=True)
+    return NodeInfo(name=node.name, labels=node.labels, allocatable=allocatable, taints=node.taints,
+                    ready=node.ready, unschedulable=node.unschedulable), skipped
+
+
+def assemble(nodes: Iterable[NodeBase], pods: Iterable[PodUsage]) -> Inventory:
+    """Nodes with the devices the pods hold on them."""
+    skipped: list[str] = []
+    used: dict[str, dict[str, int]] = {}
+    for node_name, devices, notes in pods:
+        skipped += notes
+        if node_name is not None:
+            held = used.setdefault(node_name, {})
+            for k, v in devices.items():
+                held[k] = held.get(k, 0) + v
+    out: list[NodeInfo] = []
+    for node, notes in nodes:
+        skipped += notes
+        if node is not None:
+            on_node = used.get(node.name)
+            out.append(node if not on_node else NodeInfo(
+                name=node.name, labels=node.labels, allocatable=node.allocatable, used=on_node, taints=node.taints,
+                ready=node.ready, unschedulable=node.unschedulable))
+    return _dedupe(out, skipped)
+
+
 def inventory_from_k8s(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
@@ -222,53 +293,5 @@ def inventory_from_k8s(
     """Nodes + pods as the Kubernetes API returns them (dicts). Pods of `exclude_deployment`
     (label supernode.io/deployment, in `namespace` when given) are not counted as used: the
     planner is re-placing exactly those."""
-    skipped: list[str] = []
-    used: dict[str, dict[str, int]] = {}
-    for i, pod in enumerate(pods):
-        if not isinstance(pod, Mapping):
-            skipped.append(f"pods[{i}]: not a mapping; skipped")
-            continue
-        meta, status, spec = (pod.get(k) or {} for k in ("metadata", "status", "spec"))
-        if not all(isinstance(x, Mapping) for x in (meta, status, spec)):
-            skipped.append(f"pods[{i}]: metadata/spec/status are not mappings; skipped")
-            continue
-        node_name = spec.get("nodeName")
-        if not node_name or status.get("phase") in _TERMINAL_PHASES:
-            continue
-        labels = meta.get("labels") or {}
-        if exclude_deployment and isinstance(labels, Mapping) \
-                and labels.get(C.LABEL_DEPLOYMENT) == exclude_deployment \
-                and (namespace is None or meta.get("namespace") == namespace):
-            continue
-        where = f"pod {meta.get('namespace')}/{meta.get('name')}"
-        try:
-            devices = _pod_devices(pod, where, skipped)
-        except (AttributeError, TypeError, ValueError) as exc:  # malformed shape deep inside
-            skipped.append(f"{where}: malformed ({exc}); its devices are not counted")
-            continue
-        held = used.setdefault(str(node_name), {})
-        for k, v in devices.items():
-            held[k] = held.get(k, 0) + v
-    out: list[NodeInfo] = []
-    for i, obj in enumerate(nodes):
-        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
-        if not isinstance(meta, Mapping):
-            skipped.append(f"nodes[{i}]: no metadata; skipped")
-            continue
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        if not isinstance(spec, Mapping) or not isinstance(status, Mapping):
-            skipped.append(f"nodes[{i}]: spec/status are not mappings; skipped")
-            continue
-        entry = {
-            "name": meta.get("name"), "labels": meta.get("labels"), "taints": spec.get("taints"),
-            "unschedulable": spec.get("unschedulable", False), "ready": _k8s_ready(status),
-        }
-        node = _node_from_entry(entry, f"nodes[{i}]", skipped)
-        if node is None:
-            continue
-        where = f"node {node.name}"
-        allocatable = _resources(status.get("allocatable"), where, "allocatable", skipped, extended_only=True)
-        out.append(NodeInfo(name=node.name, labels=node.labels, allocatable=allocatable,
-                            used=used.get(node.name, {}), taints=node.taints, ready=node.ready,
-                            unschedulable=node.unschedulable))
-    return _dedupe(out, skipped)
+    return assemble((node_base(i, n) for i, n in enumerate(nodes)),
+                    [pod_usage(i, p, exclude_deployment, namespace) for i, p in enumerate(pods)])

@@ -73,10 +73,13 @@ NODES = Res("", "v1", "nodes", "Node", namespaced=False)
 EVENTS = Res("", "v1", "events", "Event")
 LEASES = Res("coordination.k8s.io", "v1", "leases", "Lease")
 CRDS = Res("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
-CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS)}
+NETWORK_POLICIES = Res("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")  # per group, optional
+SECRETS = Res("", "v1", "secrets", "Secret")  # per-group Secret (group_secrets.py): created and deleted, never read
+CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS, NETWORK_POLICIES, SECRETS)}
+_SECRETS = ("", ["secrets"])
 _CHILD_RULES: tuple[tuple[str, list[str], list[str]], ...] = (
     ("apps", ["statefulsets"], []), ("", ["services"], []), ("policy", ["poddisruptionbudgets"], []),
-                (N.LWS_GROUP, [N.LWS_PLURAL], []))
+                (N.LWS_GROUP, [N.LWS_PLURAL], []), ("networking.k8s.io", ["networkpolicies"], []))
 
 
 def _child_rules(*verbs: str) -> list[tuple[str, list[str], list[str]]]:
@@ -167,7 +170,9 @@ class KubeClient:
             item.setdefault("apiVersion", res.api_version)
         return items
 
-    @needs(*_child_rules("create"))
+    # Children carry an ownerReference with blockOwnerDeletion: true; clusters enforcing owner-reference
+    # permissions (OwnerReferencesPermissionEnforcement) require update on the owner's finalizers for that.
+    @needs(*_child_rules("create"), (*_SECRETS, ["create"]), (C.GROUP, [f"{C.PLURAL}/finalizers"], ["update"]))
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         res = CHILD_KINDS[obj["kind"]]
         result: dict[str, Any] = await self._call("POST", res.path(obj["metadata"]["namespace"]), json=obj)
@@ -179,7 +184,7 @@ class KubeClient:
                                                   content_type="application/merge-patch+json")
         return result
 
-    @needs(*_child_rules("delete"), ("", ["pods"], ["delete"]))
+    @needs(*_child_rules("delete"), ("", ["pods"], ["delete"]), (*_SECRETS, ["delete"]))
     async def delete(self, res: Res, namespace: str, name: str, *, propagation: str = "Background") -> None:
         try:
             await self._call("DELETE", res.path(namespace, name), json={

@@ -29,18 +29,6 @@ def resource_name(spec: ModelDeploymentSpec) -> str | None:
     return C.RESOURCE_ASCEND if acc.type.vendor == "ascend" else C.RESOURCE_NVIDIA
 
 
-def supernode_label_key(spec: ModelDeploymentSpec, operator_default: str | None = None) -> str | None:
-    """Node label holding the supernode id: spec override, else the operator's Ascend label, else per vendor."""
-    vendor = spec.accelerator.type.vendor
-    if vendor == "cpu":
-        return None
-    if spec.placement.supernode_label:
-        return spec.placement.supernode_label
-    if vendor == "ascend":
-        return operator_default or C.NODE_LABEL_ASCEND_SUPERPOD
-    return C.NODE_LABEL_NVIDIA_CLIQUE
-
-
 def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
     """Kubernetes toleration semantics for one taint."""
     for tol in tolerations:

@@ -40,6 +40,7 @@ class GroupState:
     drain_started: float | None  # unix time
     restarts: int
     last_restart: float | None
+    failure_seen: float | None  # when the operator first saw the current failure (back-off counts from it)
     supernode: str | None
     nodes: tuple[str, ...]  # the binding rendered into its affinity
     annotations: Mapping[str, str]
@@ -67,8 +68,10 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
-def format_time(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_time(ts: float, *, precise: bool = False) -> str:
+    """RFC 3339 in UTC; `precise`: with microseconds (back-off stamps of a second or two)."""
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_failure(pod: Mapping[str, Any], lost_nodes: frozenset[str] = frozenset()) -> str:
@@ -145,5 +148,6 @@ def group_states(workloads: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[
             drain_started=parse_time(notes.get(C.ANNOTATION_DRAIN_STARTED)),
             restarts=int(notes.get(C.ANNOTATION_RESTARTS, "0") or 0),
             last_restart=parse_time(notes.get(C.ANNOTATION_LAST_RESTART)),
+            failure_seen=parse_time(notes.get(C.ANNOTATION_FAILURE_SEEN)),
             supernode=notes.get(C.LABEL_SUPERNODE), nodes=_bound_nodes(w), annotations=dict(notes)))
     return sorted(out, key=lambda g: (g.index, g.name))

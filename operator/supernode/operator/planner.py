@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 from supernode.api import constants as C
 from supernode.api.models import VISIBLE_DEVICES_ENV, ModelDeployment, SupernodePolicy
+from supernode.api.supernodes import supernode_label_key
 from supernode.operator.nodepool import CapacityIndex, Domain, node_filter, resource_name, summarize_exclusions
-from supernode.operator.nodepool import supernode_label_key as _label_key
 from supernode.operator.types import (
     CapacityVerdict,
     ExistingBindings,
@@ -46,7 +46,7 @@ def plan(
     per_pod = spec.accelerator.devices_per_pod
     pods = spec.pods_per_group
     resource = resource_name(spec)
-    label_key = _label_key(spec, supernode_label)
+    label_key = supernode_label_key(spec, supernode_label)
     policy = spec.placement.supernode
     by_name = {node.name: node for node in inventory.nodes}
     why_not = node_filter(spec, resource)

@@ -22,13 +22,27 @@ from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
-from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import CHILD_KINDS, LWS, PDBS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
-from supernode.operator.observe import GroupState, format_time, group_states
-from supernode.operator.planner import plan as make_plan
+from supernode.operator.group_secrets import GroupKeys, referenced_secrets
+from supernode.operator.inputs import Reservation, live_reservations, planning_inputs
+from supernode.operator.inventory_cache import InventoryCache
+from supernode.operator.kube import (
+    CHILD_KINDS,
+    LWS,
+    NETWORK_POLICIES,
+    PDBS,
+    PODS,
+    SECRETS,
+    SERVICES,
+    STATEFULSETS,
+    ApiError,
+    KubeClient,
+    Res,
+)
+from supernode.operator.observe import GroupState, format_time
 from supernode.operator.status import Facts, compute_status
 from supernode.operator.types import Plan
 
+WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
 log = logging.getLogger("supernode.operator")
 
 
@@ -52,29 +66,7 @@ def spec_error(exc: ValidationError) -> str:
     return f"{path}: {message}"
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    namespace: str
-    deployment: str
-    index: str
-    revision: str
-    nodes: tuple[str, ...]  # one per rank
-    resource: str | None
-    devices: int
-    since: float
-
-    @property
-    def group(self) -> str:
-        return f"{self.deployment}/{self.index}/{self.revision}"
-
-    def pods(self) -> list[dict[str, Any]]:
-        if not self.resource or not self.devices:
-            return []
-        return [{"metadata": {"name": f"reserved-{self.deployment}-{self.index}-{rank}", "namespace": self.namespace,
-                              "labels": {}},
-                 "spec": {"nodeName": node, "containers": [{"name": "reserved", "resources": {
-                     "requests": {self.resource: str(self.devices)}, "limits": {self.resource: str(self.devices)}}}]},
-                 "status": {"phase": "Pending"}} for rank, node in enumerate(self.nodes)]
+Source = Callable[[], Iterable[Mapping[str, Any]]]  # the current nodes or pods (kopf indices), read when needed
 
 
 @dataclass
@@ -82,33 +74,44 @@ class Reconciler:
     client: KubeClient
     supernode_label: str | None = None
     clock: Callable[[], float] = time.time
+    keys: GroupKeys | None = None  # per-group Secret with store secret + engine token (group_secrets.py)
+    network_policies: bool = False  # per-group NetworkPolicy: only the group's own pods (group_network.py)
     lws_cache_seconds: float = 60.0
+    reservation_ttl: float = 600.0
     _lws: tuple[float, bool] | None = field(default=None, init=False)
-    # One reconcile at a time: two deployments never plan against the same free capacity.
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # Planning is one at a time (reads of children and writes are not): two deployments never plan
+    # against the same free capacity, and a group's reservation is in place before the next plan.
+    _plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # One pass per object at a time (kopf handlers and the resync loop may both reach one object).
+    _object_locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
     # Status we last wrote per object (resourceVersion, status): a watch event may still carry the older one.
     _written: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False)
     # Devices promised to groups just created whose pods the pod index does not show yet.
     _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
-    reservation_ttl: float = 600.0
+    _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
+    _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
+    # Passes in flight at once. Waiters queue first come, first served, so under a burst the operator
+    # finishes the deployments it started instead of advancing all of them a little at a time.
+    concurrent_passes: int = 8
+    _slots: asyncio.Semaphore | None = field(default=None, init=False)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._object_locks.pop(uid, None)
+        self._last_pass.pop(uid, None)
+
+    def passed_within(self, uid: str, seconds: float) -> bool:
+        """Whether a pass over this object started less than `seconds` ago (a resync can skip it)."""
+        return self.clock() - self._last_pass.get(uid, float("-inf")) < seconds
 
     def reserve(self, res: Reservation) -> None:
-        self._reserved[(res.namespace, res.group)] = res
+        self._reserved[res.key] = res
 
-    def reservation_pods(self, all_pods: Iterable[Mapping[str, Any]], namespace: str, deployment: str,
-                         now: float) -> list[dict[str, Any]]:
-        """Placeholder pods for other deployments' groups whose real pods have not appeared yet."""
-        seen = {(m.get("namespace"), (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT), *_group_key(p))
-                for p in all_pods if (m := p.get("metadata") or {})}
-        for key, res in list(self._reserved.items()):
-            if now - res.since > self.reservation_ttl or (
-                    res.namespace, res.deployment, res.index, res.revision) in seen:
-                del self._reserved[key]
-        return [pod for res in self._reserved.values() if (res.namespace, res.deployment) != (namespace, deployment)
-                for pod in res.pods()]
+    def reservations(self, pods: Iterable[Mapping[str, Any]], now: float) -> list[Reservation]:
+        """The reservations still needed (expired ones and those whose pods appeared are dropped)."""
+        live = live_reservations(self._reserved.values(), pods, now, self.reservation_ttl)
+        self._reserved = {r.key: r for r in live}
+        return live
 
     async def lws_installed(self) -> bool:
         now = self.clock()
@@ -116,11 +119,15 @@ class Reconciler:
             self._lws = (now, await self.client.crd_installed(N.LWS_CRD_NAME))
         return self._lws[1]
 
-    async def reconcile(self, body: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]],
-                        pods: Iterable[Mapping[str, Any]]) -> Result:
-        async with self._lock:
+    async def reconcile(self, body: Mapping[str, Any], nodes: Source, pods: Source) -> Result:
+        meta = body["metadata"]
+        lock = self._object_locks.setdefault(str(meta.get("uid", meta["name"])), asyncio.Lock())
+        if self._slots is None:  # created inside the running loop
+            self._slots = asyncio.Semaphore(self.concurrent_passes)
+        async with lock, self._slots:
             run = _Run(self, dict(body))
-            return await run.execute(list(nodes), list(pods))
+            self._last_pass[run.uid] = run.now
+            return await run.execute(nodes, pods)
 
 
 class _Run:
@@ -140,7 +147,7 @@ class _Run:
         await self.client.post_event(self.body, type_, reason, message)
         self.writes += 1
 
-    async def execute(self, nodes: list[Mapping[str, Any]], all_pods: list[Mapping[str, Any]]) -> Result:
+    async def execute(self, nodes: Source, pods: Source) -> Result:
         previous = self.body.get("status") or {}
         written = self.r._written.get(self.uid)
         if written and written[0] > _rv(self.meta):
@@ -154,48 +161,39 @@ class _Run:
         if problem := engine_shape_problem(md.spec):
             return await self._invalid(problem, previous)
         lws = await self.r.lws_installed()
-        workload_res = LWS if lws else STATEFULSETS
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})
-        workloads = await self.client.list_children(workload_res, self.ns, selector)
-        services = await self.client.list_children(SERVICES, self.ns, selector)
-        pdbs = await self.client.list_children(PDBS, self.ns, selector)
-        mine = [p for p in all_pods if (p.get("metadata") or {}).get("namespace") == self.ns
-                and ((p.get("metadata") or {}).get("labels") or {}).get(C.LABEL_DEPLOYMENT) == N.label_value(self.name)]
-        lost = frozenset(str(n["metadata"]["name"]) for n in nodes if not _node_ready(n))
-        groups = group_states(workloads, mine, lost)
-        rev = N.revision(md)
+        kinds: tuple[Res, ...] = (LWS if lws else STATEFULSETS, SERVICES, PDBS)
+        kinds += (NETWORK_POLICIES,) if self.r.network_policies else ()
+        listed = await asyncio.gather(*(self.client.list_children(res, self.ns, selector) for res in kinds))
+        workloads, services, pdbs = listed[:3]
+        policies = listed[3] if len(listed) > 3 else []
         n = md.spec.replicas
-        current = {g.index: g for g in groups if not g.draining and g.revision == rev and g.index < n}
-        existing = {i: tuple(g.nodes) + (None,) * max(0, g.expected_pods - len(g.nodes)) for i, g in current.items()
-                    if g.nodes}
-        # This deployment's current groups are being (re)placed; every other pod holds its devices.
-        keep = {(str(i), rev) for i in current}
-        mine_ids = {id(p) for p in mine}
-        others = [p for p in all_pods if not (id(p) in mine_ids and _group_key(p) in keep)]
-        others += self.r.reservation_pods(all_pods, self.ns, N.label_value(self.name), self.now)
-        inventory = inventory_from_k8s(nodes, others)
-        plan = make_plan(md, inventory, existing, supernode_label=self.r.supernode_label)
-        capacity = plan.capacity
-        if any(g.revision != rev for g in groups):
-            # Mid-rollout the old groups hold devices they will give back: capacity is judged without them.
-            free = inventory_from_k8s(nodes, [p for p in others if id(p) not in mine_ids])
-            capacity = make_plan(md, free, existing, supernode_label=self.r.supernode_label).capacity
+        async with self.r._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
+            all_pods = list(pods())
+            inputs = planning_inputs(md, list(nodes()), all_pods, workloads, self.r.reservations(all_pods, self.now),
+                                     supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
+            rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
+            step = rollout.next_step(
+                [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
+                                  drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
+                rollout.Target(replicas=n, revision=rev, max_surge=md.spec.rollout.max_surge,
+                               max_unavailable=md.spec.rollout.max_unavailable,
+                               drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
+                               placeable=frozenset(g.index for g in plan.groups if g.placed)))
+            for slot in step.create:
+                group = next(g for g in plan.groups if g.index == slot)
+                self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
+                                           tuple(p.node for p in group.pods if p.node), plan.resource_name,
+                                           plan.devices_per_pod, self.now))
 
         exhausted = await self._gang(md, groups, lws)
-        step = rollout.next_step(
-            [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
-                              drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
-            rollout.Target(replicas=n, revision=rev, max_surge=md.spec.rollout.max_surge,
-                           max_unavailable=md.spec.rollout.max_unavailable,
-                           drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
-                           placeable=frozenset(g.index for g in plan.groups if g.placed)))
         await self._apply_step(md, plan, rev, lws, step, groups)
-        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs)
+        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs + policies)
         if not lws:
-            await self._label_leaders(groups, mine)
+            await self._label_leaders(groups, inputs.mine)
         facts = Facts(generation=self.meta.get("generation"), desired=n, revision=rev,
-                      selector=N.status_selector(self.name), placeable=capacity.placeable,
-                      capacity_reasons=capacity.reasons, exhausted=tuple(exhausted),
+                      selector=N.status_selector(self.name), placeable=inputs.capacity.placeable,
+                      capacity_reasons=inputs.capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
         return Result(self.writes, self.status_out, n)
@@ -215,12 +213,20 @@ class _Run:
         exhausted: list[str] = []
         for g in groups:
             decision = lifecycle.decide(g, md.spec.recovery, self.now)
+            res = LWS if lws else STATEFULSETS
             if decision.action == "exhausted":
                 exhausted.append(decision.reason)
-            elif decision.action == "restart":
-                res = LWS if lws else STATEFULSETS
+            elif decision.action in ("mark", "clear"):  # the back-off counts from when the failure was seen
+                seen = format_time(self.now, precise=True) if decision.action == "mark" else None
                 await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
-                    C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now)}}})
+                    C.ANNOTATION_FAILURE_SEEN: seen}}})
+                self.writes += 1
+                if decision.action == "mark":
+                    await self._event("Warning", "GroupFailed", decision.reason)
+            elif decision.action == "restart":
+                await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
+                    C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now),
+                    C.ANNOTATION_FAILURE_SEEN: None}}})
                 self.writes += 1
                 for pod in g.pods:  # the whole gang goes; its controller recreates every rank
                     await self.client.delete(PODS, self.ns, pod.name)
@@ -233,11 +239,10 @@ class _Run:
         by_name = {g.name: g for g in groups}
         for slot in step.create:
             group = next(g for g in plan.groups if g.index == slot)
-            for obj in builders.group_objects(md, plan, group, rev, lws=lws):
+            # reserved while planning
+            for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys,
+                                              policy=self.r.network_policies):
                 await self._create(obj)
-            self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
-                                       tuple(p.node for p in group.pods if p.node), plan.resource_name,
-                                       plan.devices_per_pod, self.now))
             old = [g for g in groups if g.index == slot and g.revision != rev]
             verb = "GroupRolling" if old else "GroupCreated"
             where = f" on supernode {group.supernode}" if group.supernode else ""
@@ -268,8 +273,10 @@ class _Run:
         self.writes += 1
 
     async def _delete_group(self, name: str, lws: bool) -> None:
-        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,):
-            await self.client.delete(res, self.ns, name, propagation="Background")
+        extra = ((NETWORK_POLICIES,) if self.r.network_policies else ()) + ((SECRETS,) if self.r.keys else ())
+        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + extra:
+            target = self.r.keys.secret_name(name) if res is SECRETS and self.r.keys else name
+            await self.client.delete(res, self.ns, target, propagation="Background")
             self.writes += 1
 
     async def _converge_children(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool,
@@ -280,25 +287,40 @@ class _Run:
         plan_groups = {g.index: g for g in plan.groups}
         for g in live.values():
             if g.revision == rev and not g.draining and g.index in plan_groups and plan_groups[g.index].placed:
-                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws)
+                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys,
+                                                  policy=self.r.network_policies)
         have = {(o["kind"], o["metadata"]["name"]): o for o in children}
         created = {N.group_name(self.name, s, rev) for s in step.create}
+        # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,
+        # whenever their workload is created or changed (an upgrade first adding them, new keys renaming them);
+        # Secrets the old workload read and the new one does not are deleted after the patch.
+        secrets = {o["metadata"]["labels"][C.LABEL_GROUP]: o for o in desired if o["kind"] == SECRETS.kind}
         for obj in desired:
             key = (obj["kind"], obj["metadata"]["name"])
-            if key[1] in created:
+            if key[1] in created or key[0] == SECRETS.kind:
                 continue
             obj = _with_hash(obj)
             current = have.get(key)
+            secret = secrets.get(obj["metadata"]["labels"].get(C.LABEL_GROUP, "")) if key[0] in WORKLOADS else None
             if current is None:
+                if secret:
+                    await self._create(secret)
                 await self._create(obj)
             elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
                     obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
+                if secret:
+                    await self._create(secret)
                 # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
                 await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
                 self.writes += 1
-        names = {g.name for g in live.values()} | {N.leader_service_name(self.name)}
+                if key[0] in WORKLOADS:
+                    for stale in referenced_secrets(current) - referenced_secrets(obj):
+                        await self.client.delete(SECRETS, self.ns, stale)
+                        self.writes += 1
+        # `children` was listed before this pass deleted `step.delete`'s groups: those are gone already.
+        keep = {g.name for g in live.values()} | {N.leader_service_name(self.name)} | created | set(step.delete)
         for kind, name in have:
-            if name not in names and name not in created and kind in CHILD_KINDS:
+            if name not in keep and kind in CHILD_KINDS:
                 await self.client.delete(CHILD_KINDS[kind], self.ns, name)
                 self.writes += 1
 
@@ -350,14 +372,3 @@ def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
     notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != N.ANNOTATION_APPLIED_HASH}
     digest = N.manifest_hash({**obj, "metadata": {**meta, "annotations": notes}})
     return {**obj, "metadata": {**meta, "annotations": {**notes, N.ANNOTATION_APPLIED_HASH: digest}}}
-
-
-def _node_ready(node: Mapping[str, Any]) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    ready = [c for c in conditions if c.get("type") == "Ready"]
-    return not ready or ready[0].get("status") == "True"
-
-
-def _group_key(pod: Mapping[str, Any]) -> tuple[str, str]:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return (str(labels.get(C.LABEL_GROUP, "")), str(labels.get(C.LABEL_REVISION, "")))

@@ -1,12 +1,13 @@
 """The autoscaler's executor: poll the routers' signals, run the shared decision, write the result.
 
-Runs as a kopf timer per autoscaled ModelDeployment, so only the elected leader decides (kopf runs
-only there). One lock serialises the decisions: a preemption and its neighbour's own decision never
-interleave. A decision writes `spec.replicas` (the existing reconcile path then creates a group, or
-marks the highest one draining — the router stops sending it new requests — and deletes it once its
-in-flight requests finished or `rollout.drainTimeoutSeconds` passed), `status.autoscaling`, the
-`ScalingActive` condition, and Events (on both deployments for a preemption). Mode External only
-exports the signals as Prometheus gauges for HPA/KEDA and leaves `spec.replicas` to them.
+Runs from one operator-wide loop over the ModelDeployment index (handlers.py; no per-object kopf timer,
+hence no finalizer), so only the elected leader decides (kopf runs only there). One lock serialises
+the decisions: a preemption and its neighbour's own decision never interleave. A decision writes
+`spec.replicas` (the existing reconcile path then creates a group, or marks the highest one draining —
+the router stops sending it new requests — and deletes it once its in-flight requests finished or
+`rollout.drainTimeoutSeconds` passed), `status.autoscaling`, the `ScalingActive` condition, and Events
+(on both deployments for a preemption). Mode External only exports the signals as Prometheus gauges
+for HPA/KEDA and leaves `spec.replicas` to them. The signals are read on each router pod's ops port.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ WRITE_MEMORY_SECONDS = 60.0  # how long our own spec.replicas writes override a 
 @dataclass(frozen=True, slots=True)
 class AutoscalerConfig:
     router_namespace: str = "supernode-system"  # where the router Service lives
-    router_service: str = "supernode-router"
-    router_port: int = 8080  # the port serving /autoscaling/signals on each router pod
+    router_service: str = "supernode-router-metrics"  # any Service selecting the router pods
+    router_ops_port: int = 9090  # the router pods' ops port (server.metrics_port): /autoscaling/signals
     interval_seconds: float = 15.0
     timeout_seconds: float = 2.0
     router_urls: tuple[str, ...] = ()  # fixed signal URLs instead of Service discovery
@@ -94,7 +95,7 @@ class Autoscaler:
             return []
         selector = N.selector_string((service.get("spec") or {}).get("selector") or {})
         pods = await self.client.list_children(PODS, ns, selector) if selector else []
-        return demand.router_urls(service, pods, self.config.router_port)
+        return demand.router_urls(service, pods, self.config.router_ops_port)
 
     async def _fetch(self, url: str) -> dict[str, Any]:
         if self._http is None:

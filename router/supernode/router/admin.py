@@ -11,8 +11,9 @@ import csv
 import hmac
 import io
 import logging
+import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, Query, Request
@@ -24,6 +25,9 @@ from supernode.router.contracts import AuthError, ForbiddenError, RouterError
 from supernode.router.metering.ledger import COLUMNS, SUMS, TOTAL_KEYS
 
 log = logging.getLogger("supernode.router.admin")
+
+MAX_UNIX_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z
+FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 
 AdminKeyCheck = Callable[[str | None], None]  # raises AuthError (no key) / ForbiddenError (wrong key)
 
@@ -70,22 +74,27 @@ def _error(exc: RouterError) -> JSONResponse:
 
 
 def parse_time(value: str | None, field: str) -> float | None:
-    """Unix seconds or ISO 8601 (naive = UTC)."""
+    """Unix seconds or ISO 8601 (naive = UTC); nan, inf and out-of-range values are a BadRequest."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds) or abs(seconds) > MAX_UNIX_SECONDS:
+            raise BadRequest(f"{field}: expected finite unix seconds, got {value!r}")
+        return seconds
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{field}: expected unix seconds or ISO 8601, got {value!r}") from None
     if dt.tzinfo is None:
-        from datetime import UTC
-
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise BadRequest(f"{field}: time out of range: {value!r}") from None
 
 
 class BadRequest(RouterError):
@@ -93,11 +102,19 @@ class BadRequest(RouterError):
     code = "invalid_request"
 
 
+def neutralise(value: Any) -> Any:
+    """A text cell that a spreadsheet would take for a formula gets a leading apostrophe (numbers are
+    left alone: they are written by us, a tenant controls only text such as request ids)."""
+    if isinstance(value, str) and value.startswith(FORMULA_LEAD):
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: neutralise(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from starlette.responses import JSONResponse, Response
 
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
+from supernode.router.admission.config import AdminConfig
 from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
-from supernode.router.call import Call
+from supernode.router.call import Call, request_id_from
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RouterError
 from supernode.router.demand import SIGNALS_PATH, ColdModels, DemandCollector, DemandGate
@@ -35,7 +37,7 @@ from supernode.router.pipeline import Parser, api_key, prepare, read_body, sessi
 from supernode.router.proxy import Upstream
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
-from supernode.router.service import Service, error_response, new_request_id
+from supernode.router.service import Service, error_response
 from supernode.router.stats import Scraper
 from supernode.router.wiring import (
     GatekeeperFactory,
@@ -48,6 +50,7 @@ from supernode.router.wiring import (
 
 log = logging.getLogger("supernode.router")
 
+OFFLOAD_PARSE_BYTES = 256 * 1024  # larger bodies are parsed in a worker thread, off the event loop
 
 
 @dataclass
@@ -61,6 +64,7 @@ class RouterState:
     service: Service
     upstream: Upstream
     discovery: FileDiscovery | KubernetesDiscovery
+    demand: DemandGate
     scraper: Scraper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -105,11 +109,15 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
     service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
-    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery)
+    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand)
 
     def on_health(s: EndpointState) -> None:
         metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
         metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
+
+    # Engines that require the shared router token (SUPERNODE_ENGINE_TOKEN) get it on every call.
+    engine_token = os.environ.get(C.ENV_ENGINE_TOKEN)
+    engine_headers = {"authorization": f"Bearer {engine_token}"} if engine_token else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,10 +126,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         # aiohttp for the proxied requests (a fraction of httpx's per-request CPU); httpx for the scraper
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=4096, limit_per_host=0, keepalive_timeout=30.0),
-            cookie_jar=aiohttp.DummyCookieJar())
+            cookie_jar=aiohttp.DummyCookieJar(), headers=engine_headers)
         upstream.client = session
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                                   timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s))
+                                   timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
+                                   headers=engine_headers)
         state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
         if h.scrape_interval_s > 0:
             state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
@@ -144,8 +153,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             await session.close()
             meter.close()
 
-    app = FastAPI(title="supernode router", lifespan=lifespan)
+    docs = config.server.docs
+    app = FastAPI(title="supernode router", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.router = state
+    app.state.ops_app = _ops_app(state)
     if config.admission is not None and config.metering is not None:
         from supernode.router.admin import make_admin_key_check, make_admin_router
 
@@ -163,12 +175,17 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 
     async def serve(request: Request, parser: Parser, shape: Shape) -> Response:
         st: RouterState = request.app.state.router
-        rid = request.headers.get(C.HEADER_REQUEST_ID) or new_request_id()
+        rid = request_id_from(request.headers.get(C.HEADER_REQUEST_ID))
         try:
             tenant = st.gatekeeper.authenticate(api_key(request))
             raw = await read_body(request, config.server.max_body_bytes)
-            prep = prepare(raw, parser, anthropic=shape == "anthropic", config=config, table=st.table,
-                           session_header=session_of(request))
+            args = (raw, parser)
+            kw = {"anthropic": shape == "anthropic", "config": config, "table": st.table,
+                  "session_header": session_of(request)}
+            if len(raw) > OFFLOAD_PARSE_BYTES:  # megabytes of JSON: let other requests run meanwhile
+                prep = await asyncio.to_thread(prepare, *args, **kw)  # type: ignore[arg-type]
+            else:
+                prep = prepare(*args, **kw)  # type: ignore[arg-type]
         except RouterError as e:
             st.metrics.requests.labels(model="", mode="", tenant="", code=str(e.status)).inc()
             if e.status in (401, 403, 413):
@@ -203,29 +220,68 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                                       for n in sorted(names)]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.get("/health")
+    _health_routes(app, state)
+    if config.server.metrics_port is None:  # no ops port: metrics + signals on the API port, for the admin only
+        from supernode.router.admin import make_admin_key_check
+
+        check = make_admin_key_check(config.admission.admin if config.admission else AdminConfig.model_validate({}))
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus(request: Request) -> Response:
+            try:
+                check(api_key(request))
+            except RouterError as e:
+                return error_response("openai", e)
+            return _metrics(state)
+
+        @app.get(SIGNALS_PATH, include_in_schema=False)
+        async def autoscaling_signals(request: Request) -> Response:
+            try:
+                check(api_key(request))
+            except RouterError as e:
+                return error_response("openai", e)
+            return _signals(state)
+
+    return app
+
+
+def _metrics(st: RouterState) -> Response:
+    st.metrics.queue_length.set(st.gatekeeper.queue_length())
+    for s in st.table:
+        st.metrics.inflight.labels(s.key).set(s.inflight)
+    return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _signals(st: RouterState) -> Response:
+    return JSONResponse(demand_signals(st.demand, st.table))
+
+
+def _health_routes(app: FastAPI, st: RouterState) -> None:
+    @app.get("/health", include_in_schema=False)
     async def health() -> Response:
         return JSONResponse({"status": "ok"})
 
-    @app.get("/ready")
-    async def ready(request: Request) -> Response:
-        st: RouterState = request.app.state.router
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> Response:
         routable = [s.key for s in st.table if s.healthy and s.endpoint.ready and not s.endpoint.draining]
         body = {"ready": bool(routable), "endpoints": len(st.table), "routable": len(routable),
                 "discovery_error": st.discovery.last_error}
         return JSONResponse(body, status_code=200 if routable else 503)
 
-    @app.get(SIGNALS_PATH)
-    async def autoscaling_signals(request: Request) -> Response:
-        st: RouterState = request.app.state.router
-        return JSONResponse(demand_signals(demand, st.table))
 
-    @app.get("/metrics")
-    async def prometheus(request: Request) -> Response:
-        st: RouterState = request.app.state.router
-        st.metrics.queue_length.set(st.gatekeeper.queue_length())
-        for s in st.table:
-            st.metrics.inflight.labels(s.key).set(s.inflight)
-        return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def _ops_app(st: RouterState) -> FastAPI:
+    """The ops port's app: /metrics, /autoscaling/signals, /health, /ready (no lifespan: the API app owns
+    the state). Served apart from the public API so scrapes and the operator's autoscaler need no key and
+    probes answer even when the API port is saturated."""
+    ops = FastAPI(title="supernode router ops", docs_url=None, redoc_url=None, openapi_url=None)
+    _health_routes(ops, st)
 
-    return app
+    @ops.get("/metrics")
+    async def prometheus() -> Response:
+        return _metrics(st)
+
+    @ops.get(SIGNALS_PATH)
+    async def autoscaling_signals() -> Response:
+        return _signals(st)
+
+    return ops

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from supernode.api.httpserver import HttpLimits
 from supernode.api.models import Mode
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.metering.config import MeteringConfig
@@ -27,6 +28,25 @@ class ServerConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
     log_requests: bool = True
+    metrics_port: int | None = Field(default=9090, ge=0, le=65535, description="Ops port: /metrics, /health and "
+                                     "/ready, apart from the public API. None = /metrics on the API port, behind "
+                                     "the admin key")
+    metrics_host: str | None = Field(default=None, description="Ops port address (default: server.host)")
+    docs: bool = Field(default=False, description="Serve /docs and /openapi.json")
+    max_connections: int = Field(default=4096, ge=1, description="Requests beyond this many open connections "
+                                 "get 503")
+    overflow_connections: int = Field(default=1024, ge=0, description="Beyond max_connections + this many, new "
+                                      "connections are closed unanswered")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="Request line + headers must arrive within "
+                                    "this (else the connection is closed)")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="Larger request headers get 431")
+    keepalive_timeout_s: float = Field(default=5.0, gt=0, description="Idle keep-alive connections are closed "
+                                       "after this")
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(max_connections=self.max_connections, overflow_connections=self.overflow_connections,
+                          header_timeout_s=self.header_timeout_s, max_header_bytes=self.max_header_bytes,
+                          keepalive_timeout_s=self.keepalive_timeout_s)
 
 
 class DiscoveryConfig(_Section):
@@ -124,7 +144,14 @@ class ModelsConfig(_Section):
     )
     default_mode: Mode = Mode.THINK_HIGH
     max_tokens_limit: int = Field(default=393_216, ge=1, description="Larger max_tokens → 400")
-    default_max_tokens: int = Field(default=4096, ge=1, description="Assumed for admission when a request sets none")
+    default_max_tokens: int = Field(default=4096, ge=1, description="A request that sets no max_tokens / "
+                                    "max_completion_tokens gets this many (reserved, sent to the engine)")
+    context_tokens: dict[str, int] = Field(default_factory=dict, description="Context window per served model "
+                                           "(tokens), for the prompt byte bound")
+    default_context_tokens: int = Field(default=1_048_576, ge=1, description="Context window of models not in "
+                                        "context_tokens")
+    max_bytes_per_token: int = Field(default=64, ge=1, description="Most text bytes one token of the tokenizer "
+                                     "covers: prompts of more than context x this many bytes are refused unread")
 
 
 class TimeoutsConfig(_Section):
@@ -161,9 +188,17 @@ class RouterConfig(_Section):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
-    # Owned by the admission side (docs/tenants.md). None = no tenants/limits/queue; usage to the log only.
+    # Owned by the admission side (docs/tenants.md). It must be written out: `admission: null` = no
+    # tenants, limits or queue (every caller anonymous), else tenantsFile or anonymous: true inside.
     admission: AdmissionConfig | None = None
     metering: MeteringConfig | None = None
+
+    @model_validator(mode="after")
+    def _auth_is_a_choice(self) -> RouterConfig:
+        if "admission" not in self.model_fields_set:
+            raise ValueError("admission: say how callers authenticate: admission: {tenantsFile: FILE}, or "
+                             "admission: {anonymous: true} / admission: null to run without authentication")
+        return self
 
 
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> RouterConfig:

@@ -31,6 +31,7 @@ log = logging.getLogger("supernode.router.usage")
 class OpenTicket:
     pool: PoolKey
     queued_seconds: float = 0.0
+    max_tokens: int = 1
 
     def release(self, usage: Usage) -> None:
         return None
@@ -46,7 +47,7 @@ class OpenGatekeeper:
     async def admit(self, ctx: RequestContext, pools: Sequence[PoolKey]) -> Ticket:
         for pool in pools:
             if self.capacity.capacity(pool) > 0:
-                return OpenTicket(pool)
+                return OpenTicket(pool, max_tokens=max(1, ctx.max_tokens))
         first = pools[0]
         raise NoCapacity(f"no ready endpoint serves model {first.model!r} in mode {first.mode.value}",
                          retry_after=1.0)
@@ -59,6 +60,12 @@ class LogMeter:
     """Usage as one structured log line per request (not durable: configure `metering:` for a ledger)."""
 
     blocking = False  # called on the event loop, not in a worker thread
+
+    def open(self, record: UsageRecord) -> None:
+        return None  # nothing durable to finalise: the log line is written at the end
+
+    def progress(self, record: UsageRecord) -> None:
+        return None
 
     def record(self, record: UsageRecord) -> None:
         if not log.isEnabledFor(logging.INFO):

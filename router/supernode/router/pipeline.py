@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from supernode.api.constants import HEADER_SESSION_ID
+from supernode.api.requestlimits import prompt_byte_bound
 from supernode.router.apis.common import ParsedRequest, load_json
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import PoolKey
@@ -53,13 +54,15 @@ class Prepared:
     session: str | None
     block_hashes: tuple[int, ...]
     prompt_tokens_estimate: int
+    max_tokens: int  # resolved once (shared rule); admission reserves it, the engine is sent it or less
 
 
 def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig, table: EndpointTable,
             session_header: str | None) -> Prepared:
     """Everything the request path decides before admission; raises RouterError subclasses (4xx)."""
     body = load_json(raw)
-    parsed = parser(body, max_tokens_limit=config.models.max_tokens_limit)
+    models = config.models
+    parsed = parser(body, max_tokens_limit=models.max_tokens_limit, default_max_tokens=models.default_max_tokens)
     served, served_aliases = table.served_models()
     try:
         resolved = resolve(parsed.mode_fields, anthropic=anthropic, aliases=config.models.aliases,
@@ -71,23 +74,43 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         raise ModelNotFound(str(e)) from None
     if resolved.model not in served:
         raise ModelNotFound(f"The model `{parsed.mode_fields.get('model')}` does not exist or is not served here")
+    check_prompt_fits(parsed.prompt_text, resolved.model, config,
+                      param="prompt" if parsed.api == "openai-completions" else "messages")
     pools = [PoolKey(resolved.model, resolved.mode)]  # spill-over targets come from admission's rules
     prefix = config.routing.prefix
     hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
                             max_blocks=prefix.max_blocks_per_request)
     return Prepared(parsed=parsed, resolved=resolved, pools=pools,
                     session=session_header or parsed.user, block_hashes=hashes,
-                    prompt_tokens_estimate=max(1, len(parsed.prompt_text) // 4))
+                    prompt_tokens_estimate=max(1, len(parsed.prompt_text) // 4),
+                    max_tokens=parsed.max_tokens or models.default_max_tokens)
+
+
+def check_prompt_fits(text: str, model: str, config: RouterConfig, *, param: str = "messages") -> None:
+    """Refuse, before any tokenizing, prompt text with more bytes than the model's context window can
+    hold even at the tokenizer's most bytes per token (supernode.api.requestlimits)."""
+    models = config.models
+    context = models.context_tokens.get(model, models.default_context_tokens)
+    bound = prompt_byte_bound(context, models.max_bytes_per_token)
+    if len(text) * 4 <= bound:  # cheap: a character is at most 4 UTF-8 bytes
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > bound:
+        raise InvalidRequest(f"the prompt has {size} bytes of text, more than the {context}-token context of "
+                             f"{model} can hold (at most {bound} bytes)", param=param)
 
 
 def session_of(request: Request) -> str | None:
     return request.headers.get(HEADER_SESSION_ID) or None
 
 
-def engine_body(parsed: ParsedRequest, pool: PoolKey) -> dict[str, Any]:
-    """The body sent to the engine: served model name, mode as chat_template_kwargs, usage in streams."""
+def engine_body(parsed: ParsedRequest, pool: PoolKey, *, max_tokens: int) -> dict[str, Any]:
+    """The body sent to the engine: served model name, the completion-token limit admission reserved
+    (``max_tokens`` only), mode as chat_template_kwargs, usage in streams."""
     body = dict(parsed.body)
     body["model"] = pool.model
+    body.pop("max_completion_tokens", None)
+    body["max_tokens"] = max_tokens
     if parsed.upstream_path == "/v1/chat/completions":
         kwargs = body.get("chat_template_kwargs")
         body["chat_template_kwargs"] = {**(kwargs if isinstance(kwargs, dict) else {}), **template_kwargs(pool.mode)}

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,11 +55,17 @@ class Service:
         return RequestContext(
             request_id=call.request_id, api=p.parsed.api, tenant=call.tenant, model=p.resolved.model,
             mode=p.resolved.mode, stream=p.parsed.stream, prompt_tokens_estimate=p.prompt_tokens_estimate,
-            max_tokens=p.parsed.max_tokens or self.config.models.default_max_tokens, user=p.parsed.user)
+            max_tokens=p.max_tokens, user=p.parsed.user)
 
-    def _admitted(self, call: Call, ticket: Ticket) -> None:
+    async def _admitted(self, call: Call, ticket: Ticket) -> None:
+        """Admitted: the ledger gets an open row now (durably), finalised when the request ends."""
         call.ticket = ticket
         self.metrics.queue_wait.labels(**call.labels).observe(ticket.queued_seconds)
+        record = usage_record(call, "open")
+        if getattr(self.meter, "blocking", True):
+            await asyncio.to_thread(self.meter.open, record)
+        else:
+            self.meter.open(record)
 
     # --- entry ----------------------------------------------------------------------------------
     async def handle(self, request: Request, call: Call) -> Response:
@@ -71,9 +76,9 @@ class Service:
                 done, _ = await asyncio.wait({admit}, timeout=self.keepalive_s)
                 if not done:  # queued: commit a 200 stream now and keep the client alive while waiting
                     return self._stream_response(call, self._queued_stream(call, admit))
-                self._admitted(call, admit.result())
+                await self._admitted(call, admit.result())
                 return await self._start_stream(call)
-            self._admitted(call, await self.gatekeeper.admit(self.context(call), call.prep.pools))
+            await self._admitted(call, await self.gatekeeper.admit(self.context(call), call.prep.pools))
             return await self._unary(request, call)
         except BaseException as e:
             if admit is not None:
@@ -91,6 +96,7 @@ class Service:
             return await self._upstream_error(call)
         data = opened.json()
         call.usage = usage_from_openai(data.get("usage"))
+        call.usage_final = bool(data.get("usage"))
         call.first_token_at = time.perf_counter()
         body: dict[str, Any] = data
         if call.shape == "anthropic":
@@ -118,8 +124,8 @@ class Service:
         assert call.ticket is not None
         pool = call.ticket.pool
         rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session)
-        return await self.upstream.open(rreq, call.prep.parsed.upstream_path, engine_body(call.prep.parsed, pool),
-                                        stream=call.prep.parsed.stream)
+        body = engine_body(call.prep.parsed, pool, max_tokens=call.ticket.max_tokens)
+        return await self.upstream.open(rreq, call.prep.parsed.upstream_path, body, stream=call.prep.parsed.stream)
 
     async def _upstream_error(self, call: Call) -> Response:
         """An engine 4xx: passed on in the client's API shape."""
@@ -152,7 +158,7 @@ class Service:
                 if done:
                     break
                 yield b": keep-alive\n\n"
-            self._admitted(call, admit.result())
+            await self._admitted(call, admit.result())
             call.opened = await self._open(call)
             if call.opened.status != 200:
                 raise UpstreamError(f"engine answered {call.opened.status}: {call.opened.content[:300]!r}")
@@ -189,6 +195,8 @@ class Service:
         splitter = SseSplitter()
         itl = self.metrics.itl.labels(**call.labels)  # looked up once, observed per token
         last = None
+        checkpoint = self.config.metering.checkpoint_seconds if self.config.metering else 0.0
+        next_checkpoint = time.monotonic() + checkpoint
         finished = False
         async for chunk in call.opened.chunks():
             for event in splitter.feed(chunk):
@@ -206,7 +214,13 @@ class Service:
                     raise UpstreamError(f"engine error mid-stream: {obj['error']}")
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
-                if any(has_token(c) for c in obj.get("choices") or []):
+                    call.usage_final = True
+                tokens = sum(1 for c in obj.get("choices") or [] if has_token(c))
+                if tokens:
+                    call.delivered_tokens += tokens  # one decoding step per event: billed if the stream stops
+                    if checkpoint and time.monotonic() >= next_checkpoint:
+                        next_checkpoint = time.monotonic() + checkpoint
+                        await self._checkpoint(call)
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -223,6 +237,14 @@ class Service:
             raise UpstreamError("the engine's stream ended without [DONE]")
         await self._meter(call, None)
         yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
+
+    async def _checkpoint(self, call: Call) -> None:
+        """The open row learns the tokens delivered so far (what a restart bills if we die now)."""
+        record = usage_record(call, "open")
+        if getattr(self.meter, "blocking", True):
+            await asyncio.to_thread(self.meter.progress, record)
+        else:
+            self.meter.progress(record)
 
     # --- completion ---------------------------------------------------------------------------
     async def _meter(self, call: Call, error: BaseException | None) -> None:
@@ -254,6 +276,7 @@ class Service:
             call.code = 499
         elif error is not None:
             call.code = 500
+        call.usage = call.delivered_usage()
         try:
             await self._meter(call, error)
         finally:
@@ -274,6 +297,3 @@ async def _quiet_close(opened: Opened) -> None:
     with contextlib.suppress(BaseException):
         await asyncio.shield(opened.close())
 
-
-def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex[:20]}"

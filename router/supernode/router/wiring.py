@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from supernode.router.contracts import Gatekeeper, Meter, PoolCapacity, PoolKey
 from supernode.router.gate import LogMeter, OpenGatekeeper
 from supernode.router.metering import build_meter
 from supernode.router.routing.state import EndpointTable
+
+log = logging.getLogger("supernode.router")
 
 GatekeeperFactory = Callable[[RouterConfig, PoolCapacity], Gatekeeper]
 MeterFactory = Callable[[RouterConfig], Meter]
@@ -51,6 +54,8 @@ def make_meter(config: RouterConfig, registry: CollectorRegistry) -> Meter:
 def make_gatekeeper(config: RouterConfig, capacity: PoolCapacity, meter: Meter,
                     registry: CollectorRegistry) -> Gatekeeper:
     if config.admission is None:
+        log.warning("AUTH DISABLED: no admission section; every request runs as tenant 'anonymous' (configure "
+                    "admission.tenantsFile, or admission.anonymous: true to say so explicitly)")
         return OpenGatekeeper(capacity)
     totals = getattr(meter, "tokens_by_tenant", None)  # monthly quotas resume from the ledger
     return build_gatekeeper(config.admission, capacity, usage_totals=totals, registry=registry, wall_clock=time.time)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from supernode.api.recovery import restart_delay
+
 
 class Phase(StrEnum):
     PENDING = "Pending"  # not started yet
@@ -39,8 +41,8 @@ class Policy:
     fail_fast_before_ready: bool = True
 
     def backoff(self, restarts: int) -> float:
-        """Back-off before restart number `restarts + 1`: doubles each time, capped."""
-        return float(min(self.backoff_seconds * (2 ** restarts), self.max_backoff_seconds))
+        """Back-off before restart number `restarts + 1`: the operator's rule (supernode.api.recovery)."""
+        return restart_delay(restarts, self.backoff_seconds, self.max_backoff_seconds)
 
 
 @dataclass(frozen=True, slots=True)

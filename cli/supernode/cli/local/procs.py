@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from supernode.cli.local.secrets import open_private_log
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -42,8 +44,7 @@ class Child:
 
 
 def spawn(what: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> Child:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with os.fdopen(open_private_log(log), "ab") as out:  # 0600 in a 0700 folder
         proc = subprocess.Popen(
             list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,

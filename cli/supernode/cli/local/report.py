@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from supernode.cli.local.statefile import LocalState
 
@@ -25,32 +23,28 @@ def stack_table(state: LocalState) -> str:
     return table(rows)
 
 
-def first_api_key(tenants: Path | None) -> str:
-    """The first plain key a local tenants file shows in a comment (`api key: sk-...`): the router
-    itself only knows digests, so a snippet can only be ready to paste when the file says the key."""
-    if tenants is None:
-        return "none"
-    try:
-        m = re.search(r"api key:\s*(\S+)", tenants.read_text())
-    except OSError:
-        return "YOUR_KEY"
-    return m.group(1) if m else "YOUR_KEY"
+API_KEY_ENV = "SUPERNODE_API_KEY"  # the snippets read the caller's key from here: keys are never printed
 
 
-def snippets(router_url: str, model: str, api_key: str) -> str:
-    """Unindented, so a paste runs as is."""
+def snippets(router_url: str, model: str, *, with_key: bool) -> str:
+    """Unindented, so a paste runs as is. With tenants, the key comes from $SUPERNODE_API_KEY (a key of
+    the tenants file, which this never prints); without, any key does (authentication is off)."""
+    key = f"${API_KEY_ENV}" if with_key else "none"
+    py_key = f'os.environ["{API_KEY_ENV}"]' if with_key else '"none"'
+    hint = f"First: export {API_KEY_ENV}=<one of your tenants' API keys>\n\n" if with_key else ""
     return f"""\
-Try it with curl:
+{hint}Try it with curl:
 
 curl -s {router_url}/v1/chat/completions \\
-  -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\
+  -H "Authorization: Bearer {key}" -H 'Content-Type: application/json' \\
   -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 32}}'
 
 Or with the OpenAI Python SDK (pip install openai):
 
 python - <<'EOF'
+import os
 from openai import OpenAI
-client = OpenAI(base_url="{router_url}/v1", api_key="{api_key}")
+client = OpenAI(base_url="{router_url}/v1", api_key={py_key})
 r = client.chat.completions.create(model="{model}", max_tokens=32,
                                    messages=[{{"role": "user", "content": "Hello!"}}])
 print(r.choices[0].message.reasoning_content, r.choices[0].message.content)

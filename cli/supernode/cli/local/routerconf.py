@@ -15,7 +15,9 @@ ALIAS_MODES = {"deepseek-chat": C.MODE_NON_THINK, "deepseek-reasoner": C.MODE_TH
 
 
 def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: int,
-                  tenants: Path | None) -> dict[str, Any]:
+                  tenants: Path | None, metrics_port: int = 0) -> dict[str, Any]:
+    """Without a tenants file, authentication is off by an explicit `anonymous: true` (local trials);
+    /metrics is on its own loopback port (``metrics_port``; 0 = any free one)."""
     aliases: dict[str, dict[str, str]] = {}
     for md in deployments:
         for alias in md.spec.model.aliases:
@@ -23,11 +25,11 @@ def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: 
             if alias in ALIAS_MODES:
                 target["mode"] = ALIAS_MODES[alias]
             aliases[alias] = target
-    admission: dict[str, Any] = {}
+    admission: dict[str, Any] = {"anonymous": True}
     if tenants is not None:
-        admission["tenantsFile"] = str(tenants.resolve())
+        admission = {"tenantsFile": str(tenants.resolve())}
     return {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
         "discovery": {"type": "local", "path": str((state_dir / ENDPOINTS_FILE).resolve()), "poll_interval_s": 0.25},
         "models": {"aliases": aliases},
         "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},

@@ -23,15 +23,14 @@ from supernode.cli.local.detach import fork_into_background
 from supernode.cli.local.inventory import local_inventory
 from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
-from supernode.cli.local.report import first_api_key, snippets, stack_table
+from supernode.cli.local.report import snippets, stack_table
 from supernode.cli.local.routerconf import router_config
 from supernode.cli.local.scaling import LocalScaler
+from supernode.cli.local.secrets import ensure_admin_key, private_dir, write_engine_token
 from supernode.cli.local.specs import SpecError, load_deployments, preset_of
 from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomic
 from supernode.cli.local.supervisor import RouterLaunch, StartFailed, Supervisor
 
-# The admin API key the local router gets unless SUPERNODE_ADMIN_KEY is set (local use only).
-LOCAL_ADMIN_KEY = "sk-local-admin"
 EXIT_BAD_SPEC = 2
 EXIT_CANNOT_START = 1
 
@@ -110,13 +109,14 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
     return groups, parked
 
 
-def _router_launch(opts: UpOptions, config: Path) -> RouterLaunch:
+def _router_launch(opts: UpOptions, config: Path, admin_key: str, engine_token: str) -> RouterLaunch:
     prefix = list(opts.router_cmd) if opts.router_cmd else [opts.python, "-m", "supernode.cli", "router"]
     argv = (*prefix, "--config", str(config), "--host", LOCALHOST, "--port", str(opts.port),
             "--shutdown-timeout", f"{opts.drain_seconds:g}")
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
-    env = {C.ENV_ADMIN_KEY: LOCAL_ADMIN_KEY, **os.environ}
+    # Both secrets live in the router's environment only, never printed.
+    env = {**os.environ, C.ENV_ADMIN_KEY: admin_key, C.ENV_ENGINE_TOKEN: engine_token}
     return RouterLaunch(argv=argv, env=env, url=f"http://{LOCALHOST}:{opts.port}", policy=policy)
 
 
@@ -126,8 +126,7 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
     tenants = Path(opts.tenants) if opts.tenants else None
     if tenants is not None and not tenants.is_file():
         raise SpecError([f"{tenants}: tenants file not found"])
-    state_dir = Path(opts.state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_dir(Path(opts.state_dir).resolve())  # 0700: ledger, logs, configs, the admin key
     previous = load_state(state_dir)
     if previous is not None and previous.up_pid != os.getpid() and procs.pid_alive(previous.up_pid):
         raise CannotStart(f"a stack is already running from {state_dir} (pid {previous.up_pid}); "
@@ -136,11 +135,18 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
         raise CannotStart(f"port {opts.port} on {LOCALHOST} is in use (choose another with --port)")
     groups, parked = _plan_groups(deployments, opts, state_dir, out)
     config = state_dir / ROUTER_CONFIG
+    # Not a port a group (parked ones included) will bind later.
+    taken = {opts.port, *(p for g in groups for p in (g.port, g.rendezvous_port))}
+    metrics_port = next(procs.free_ports(avoid=frozenset(taken)))
     write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
-                                                      tenants=tenants)))
-    launch = _router_launch(opts, config)
-    sup = Supervisor(groups, launch, state_dir, out=out, parked=parked)
-    scaler = LocalScaler(deployments, launch.url, interval=opts.autoscale_interval, say=sup._say)
+                                                      tenants=tenants, metrics_port=metrics_port)))
+    admin_key, _ = ensure_admin_key(state_dir, C.ENV_ADMIN_KEY)
+    engine_token, _ = write_engine_token(state_dir)  # engines answer only the router (docs/security.md)
+    launch = _router_launch(opts, config, admin_key, engine_token)
+    sup = Supervisor(groups, launch, state_dir, out=out, engine_token=engine_token, parked=parked)
+    # The router serves its autoscaling signals on the ops port, next to /metrics.
+    scaler = LocalScaler(deployments, f"http://{LOCALHOST}:{metrics_port}", interval=opts.autoscale_interval,
+                         say=sup._say)
     if scaler.scaled:
         sup.scaler = scaler
     else:
@@ -181,10 +187,11 @@ def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:
     if state is not None:
         out("\n" + stack_table(state) + "\n")
     model = next(iter(sup.groups.values())).model if sup.groups else "MODEL"
-    tenants = Path(opts.tenants) if opts.tenants else None
-    out(snippets(sup.router.url, model, first_api_key(tenants)))
-    admin = os.environ.get(C.ENV_ADMIN_KEY, LOCAL_ADMIN_KEY)
-    out(f"Usage ledger: curl -s {sup.router.url}/admin/usage -H 'Authorization: Bearer {admin}'")
+    out(snippets(sup.router.url, model, with_key=bool(opts.tenants)))
+    _, key_file = ensure_admin_key(sup.state_dir, C.ENV_ADMIN_KEY)
+    admin = f"$(cat {key_file})" if key_file else f"${C.ENV_ADMIN_KEY}"
+    out(f"Admin key: {key_file or C.ENV_ADMIN_KEY} (never printed)")
+    out(f'Usage ledger: curl -s {sup.router.url}/admin/usage -H "Authorization: Bearer {admin}"')
     out(f"Logs: {sup.state_dir / 'logs'}    Status: supernode status --state-dir {opts.state_dir}")
     out("Serving. Ctrl-C stops everything.")
     sup.supervise(opts.stop)

@@ -5,20 +5,22 @@ Layout of `--state-dir` (default `.supernode/`):
   endpoints.json    the router's `local` discovery file (`supernode.api.endpoints.EndpointFile`)
   router.yaml       the router config `supernode up` wrote
   usage.sqlite      the router's usage ledger (survives router restarts)
+  admin.key         the admin API key `supernode up` generated (0600; unless SUPERNODE_ADMIN_KEY is set)
   checkpoints/      builtin:// checkpoints, created once
   logs/             one log per rank and one for the router
+The folder and logs/ are 0700, every file in them 0600.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from supernode.api.endpoints import EndpointFile
+from supernode.cli.local.secrets import write_private
 
 STATE_FILE = "state.json"
 ENDPOINTS_FILE = "endpoints.json"
@@ -61,10 +63,9 @@ class LocalState(BaseModel):
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Readers (the router, `status`) never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Readers (the router, `status`) never see a half-written file; files are 0600 (they name ports,
+    pids and the tenants file; the router config is read by the router only)."""
+    write_private(path, text)
 
 
 def save_state(state_dir: Path, state: LocalState) -> None:

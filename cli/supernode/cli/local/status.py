@@ -10,6 +10,7 @@ import httpx
 
 from supernode.cli.local.procs import pid_alive
 from supernode.cli.local.report import table
+from supernode.cli.local.secrets import engine_auth_headers
 from supernode.cli.local.statefile import load_state
 
 
@@ -45,11 +46,12 @@ def collect(state_dir: str | Path) -> tuple[list[Probe], list[str]] | None:
             alive = bool(pids) and all(p is not None and pid_alive(p) for p in pids)
             probes.append(Probe(f"{g.deployment}/{g.group}", g.url, _get(client, f"{g.url}/health"),
                                 ",".join(str(p or "-") for p in pids), alive, g.phase))
-        # Models from the leaders themselves: the router's /v1/models needs a tenant key.
+        # Models from the leaders themselves (with this run's engine token): the router's needs a tenant key.
         models: list[str] = []
+        auth = engine_auth_headers(Path(state_dir))
         for g in state.groups:
             try:
-                r = client.get(f"{g.url}/v1/models")
+                r = client.get(f"{g.url}/v1/models", headers=auth)
                 if r.status_code == 200:
                     models += [m.get("id", "?") for m in r.json().get("data", []) if m.get("id") not in models]
             except (httpx.HTTPError, ValueError):

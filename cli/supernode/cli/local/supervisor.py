@@ -21,9 +21,11 @@ from supernode.cli.local import machine as M
 from supernode.cli.local import procs
 from supernode.cli.local.layout import GroupLayout
 from supernode.cli.local.scaling import LocalScaler
+from supernode.cli.local.secrets import group_env
 from supernode.cli.local.statefile import GroupRecord, LocalState, RankRecord, save_endpoints, save_state
 
 Printer = Callable[[str], None]
+ROUTER_SETTLE_SECONDS = 10.0  # at start, how long to wait for the router to route to every group
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,9 @@ class StartFailed(Exception):
 class Supervisor:
     def __init__(self, groups: Sequence[GroupLayout], router: RouterLaunch, state_dir: Path, *,
                  out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0,
-                 liveness_interval: float = 5.0, parked: Sequence[str] = ()):
+                 liveness_interval: float = 5.0, engine_token: str | None = None, parked: Sequence[str] = ()):
         self.groups = {g.unit: g for g in groups}
+        self.engine_token = engine_token  # SUPERNODE_ENGINE_TOKEN for every rank (secrets.py)
         # Autoscaling (supernode.cli.local.scaling): groups planned but not started, groups draining.
         self.parked: set[str] = set(parked)
         self._draining: dict[str, float] = {}
@@ -110,9 +113,10 @@ class Supervisor:
             g = self.groups[unit]
             # A restarted world gets a fresh rendezvous port: the dead leader's may linger in TIME_WAIT.
             rdzv = str(next(self._ports)) if self.units[unit].restarts else str(g.rendezvous_port)
+            secret_env = group_env(self.engine_token)  # one store secret per group start
             self.children[unit] = [
-                procs.spawn(f"rank {r.rank}", r.argv, {**os.environ, **r.env, C.ENV_LEADER_PORT: rdzv},
-                            logs / r.log_name)
+                procs.spawn(f"rank {r.rank}", r.argv,
+                            {**os.environ, **r.env, **secret_env, C.ENV_LEADER_PORT: rdzv}, logs / r.log_name)
                 for r in g.ranks]
         self._detail.pop(unit, None)
         pids = ", ".join(c.what for c in self.children[unit])
@@ -209,7 +213,8 @@ class Supervisor:
         from supernode.router.stats import parse_prometheus
 
         try:
-            resp = self._client.get(f"{self.groups[unit].url}/metrics")
+            auth = {"authorization": f"Bearer {self.engine_token}"} if self.engine_token else None
+            resp = self._client.get(f"{self.groups[unit].url}/metrics", headers=auth)  # engines want the token
         except httpx.HTTPError:
             return None
         if resp.status_code != 200:
@@ -255,6 +260,19 @@ class Supervisor:
                     f"{u} {s.phase.value}" for u, s in self.units.items() if s.phase is not M.Phase.READY))
             time.sleep(interval)
         self._publish()
+        # The router may have ejected an engine it probed before it listened: "Serving" once it routes to
+        # every started group again (bounded; its health scrape re-admits within a scrape interval).
+        settle = time.monotonic() + ROUTER_SETTLE_SECONDS
+        while not self._router_routes_all() and time.monotonic() < settle and not stop.is_set():
+            time.sleep(interval)
+
+    def _router_routes_all(self) -> bool:
+        want = sum(1 for u in self.groups if u not in self.parked)
+        try:
+            resp = self._client.get(f"{self.router.url}/ready")
+            return int(resp.json().get("routable", 0)) >= want
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            return False
 
     def supervise(self, stop: threading.Event, interval: float = 0.25) -> None:
         while not stop.wait(interval):

@@ -166,11 +166,18 @@ class BlockManager:
     def cached_hashes(self) -> list[int]:
         return list(self._by_hash)
 
+    def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+        """Per-sequence model state for one chunk: (slot, restore, saves); none for paged-only models."""
+        return -1, -1, ()
+
     def drain_events(self) -> list[KVEvent]:
         events, self.events = self.events, []
         return events
 
     # --- internals ------------------------------------------------------------------------------
+    def _evicted(self, bid: int) -> None:
+        """A cached block was taken for reuse (subclasses drop what they attached to it)."""
+
     def _ref(self, bid: int) -> None:
         block = self.blocks[bid]
         if block.ref_count == 0:
@@ -191,6 +198,7 @@ class BlockManager:
                 del self._by_hash[block.hash]
                 evicted.append(block.hash)
                 block.hash, block.token_ids = None, ()
+                self._evicted(bid)
             self.blocks[bid].ref_count = 1
             seq.block_table.append(bid)
         if evicted:

@@ -15,7 +15,9 @@ import torch
 from supernode.engine.config import ConfigError
 from supernode.engine.model.config import DeepseekV3Config
 from supernode.engine.model.deepseek_v3 import DeepseekV3ForCausalLM
+from supernode.engine.model.deepseek_v4 import DeepseekV4ForCausalLM
 from supernode.engine.model.paged import AttentionMetadata
+from supernode.engine.model.v4_config import DeepseekV4Config
 from supernode.engine.parallel import ParallelContext
 
 
@@ -35,6 +37,7 @@ ModelEntry = tuple[Callable[[dict[str, Any]], Any], Callable[[Any, ParallelConte
 REGISTRY: Mapping[str, ModelEntry] = MappingProxyType(
     {
         "deepseek_v3": (DeepseekV3Config.from_hf, DeepseekV3ForCausalLM),
+        "deepseek_v4": (DeepseekV4Config.from_hf, DeepseekV4ForCausalLM),
     }
 )
 

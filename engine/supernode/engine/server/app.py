@@ -16,9 +16,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
-from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat, resolve_mode
+from supernode.api.strictjson import StrictJSONError, loads_strict
+from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces, resolve_mode
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine, Output, RequestHandle
 from supernode.engine.metrics import EngineMetrics
+from supernode.engine.server.guard import GuardMiddleware, Guards
+from supernode.engine.server.prompting import PromptEncoder
 from supernode.engine.server.protocol import APIError, ChatRequest, CompletionRequest, parse
 from supernode.engine.server.responses import Envelope, sse
 
@@ -36,6 +39,8 @@ class ServerState:
     budgets: ReasoningBudgets = field(default_factory=ReasoningBudgets)
     kv_keepalive_s: float = 15.0
     engine: LLMEngine | None = None
+    guards: Guards = field(default_factory=Guards)  # router token + body limit (server/guard.py)
+    encoder: PromptEncoder = field(default_factory=PromptEncoder)  # off-loop tokenization (server/prompting.py)
 
 
 def build_app(
@@ -43,6 +48,7 @@ def build_app(
 ) -> FastAPI:
     app = FastAPI(title="supernode engine", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.server = state
+    app.add_middleware(GuardMiddleware, guards=state.guards)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> Response:
@@ -56,9 +62,9 @@ def build_app(
         return state.engine
 
     async def body_of(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        try:  # strict: no NaN/Infinity, lone surrogates, deep nesting or huge integers (shared rules)
+            return loads_strict(await request.body())
+        except StrictJSONError as exc:
             raise APIError(400, f"invalid JSON body: {exc}", code="invalid_json") from exc
 
     def check_model(name: str) -> None:
@@ -137,11 +143,11 @@ def build_app(
         check_model(req.model)
         try:
             mode = resolve_mode(req.model_dump(), state.default_mode)
-            prompt = render_chat(req.messages, mode)
+            pieces = render_chat_pieces(req.messages, mode)
         except ChatError as exc:
             raise APIError(400, str(exc), param=exc.param) from exc
         thinking = mode is not Mode.NON_THINK
-        ids = eng.tokenizer.encode(prompt)
+        ids = await state.encoder.encode_pieces(eng.tokenizer, pieces, eng.options.max_model_len, "messages")
         handle = submit(eng, ids, req, state.budgets.for_mode(mode))
         env = Envelope(handle.request_id, req.model, chat=True)
         headers = {
@@ -181,7 +187,10 @@ def build_app(
         req: CompletionRequest = parse(CompletionRequest, await body_of(request))
         check_model(req.model)
         prompt = req.single_prompt()
-        ids = eng.tokenizer.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else list(prompt)
+        if isinstance(prompt, str):
+            ids = await state.encoder.encode_text(eng.tokenizer, prompt, eng.options.max_model_len, "prompt")
+        else:
+            ids = list(prompt)  # token ids are taken as given (see docs/security.md on token-id prompts)
         handle = submit(eng, ids, req, None)
         env = Envelope(handle.request_id, req.model, chat=False)
         ids_header = {HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, handle.request_id)}

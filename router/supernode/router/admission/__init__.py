@@ -40,10 +40,12 @@ def build_gatekeeper(
     registry: CollectorRegistry | None = None,
 ) -> Gatekeeper:
     """``usage_totals`` (e.g. ``SqliteLedger.tokens_by_tenant``) seeds monthly quotas from the ledger;
-    ``registry`` receives the admission metrics (a private one when None). A bad tenants file raises
-    TenantsFileError here (fail fast at startup); later bad reloads keep the previous tenants."""
-    if config.require_tenants_file and (config.tenants_file is None or not config.tenants_file.exists()):
-        raise TenantsFileError(f"tenants file {config.tenants_file} is missing and require_tenants_file is set")
+    ``registry`` receives the admission metrics (a private one when None). A bad or missing tenants
+    file raises TenantsFileError here (fail fast at startup); later bad reloads keep the previous tenants."""
+    if config.tenants_file is not None and not config.tenants_file.exists():
+        # never fall back to anonymous because a configured file is missing (auth off needs `anonymous`)
+        raise TenantsFileError(f"tenants file {config.tenants_file} is missing (to run without authentication, "
+                               "configure admission.anonymous: true instead of a tenants file)")
     gate = Gatekeeper(
         config,
         capacity,

@@ -115,11 +115,15 @@ class AdminConfig(_Config):
 
 class AdmissionConfig(_Config):
     tenants_file: Path | None = Field(
-        None, description="YAML/JSON tenants file (or a mounted Secret/ConfigMap key); absent = auth disabled"
+        None, description="YAML/JSON tenants file (or a mounted Secret/ConfigMap key); must exist at startup"
+    )
+    anonymous: bool = Field(
+        False, description="explicitly run WITHOUT authentication: every request is tenant 'anonymous' "
+        "(local trials). The only way to turn auth off: without it a tenantsFile is required"
     )
     tenants_reload_seconds: float = Field(5.0, ge=0, description="mtime poll period; 0 = no live reload")
     require_tenants_file: bool = Field(
-        False, description="refuse to start when the tenants file is missing, instead of disabling auth"
+        True, description="kept for old configs: a configured tenants file is always required now"
     )
     admin: AdminConfig = Field(default_factory=lambda: AdminConfig.model_validate({}))
     queue: QueueConfig = Field(default_factory=lambda: QueueConfig.model_validate({}))
@@ -130,6 +134,11 @@ class AdmissionConfig(_Config):
     @model_validator(mode="after")
     def _check_rules(self) -> AdmissionConfig:
         self.spill_over.rules_by_source()
+        if self.tenants_file is None and not self.anonymous:
+            raise ValueError("admission: set tenantsFile (API keys), or anonymous: true to run without "
+                             "authentication")
+        if self.tenants_file is not None and self.anonymous:
+            raise ValueError("admission: tenantsFile and anonymous: true contradict each other")
         return self
 
     def with_base_dir(self, base: Path) -> AdmissionConfig:

@@ -11,8 +11,9 @@ from typing import Any
 
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.admission.fairqueue import FairQueue, Waiter
-from supernode.router.admission.limits import TenantLimiter, month_start
+from supernode.router.admission.limits import TenantLimiter, Verdict, month_start
 from supernode.router.admission.metrics import AdmissionMetrics
+from supernode.router.admission.reservations import LimitStore, LocalLimitStore, Reservation
 from supernode.router.admission.tenants import TenantDirectory, TenantEntry
 from supernode.router.contracts import (
     AdmissionRejected,
@@ -41,7 +42,13 @@ class AdmissionTicket:
     requested: PoolKey
     estimate: int
     admitted_at: float
+    reservation: Reservation | None = None
     _gate: AdmissionGatekeeper | None = field(repr=False, default=None)
+
+    @property
+    def max_tokens(self) -> int:
+        """Completion tokens admission reserved: the engine is asked for no more."""
+        return self.reservation.max_tokens if self.reservation else 0
 
     @property
     def spilled(self) -> bool:
@@ -58,6 +65,7 @@ class _Pending:
     fut: asyncio.Future[AdmissionTicket]
     tenant: Tenant
     requested: PoolKey
+    reservation: Reservation
 
 
 class AdmissionGatekeeper:
@@ -71,6 +79,7 @@ class AdmissionGatekeeper:
         wall_clock: Callable[[], float] = time.time,
         usage_totals: UsageTotals | None = None,
         metrics: AdmissionMetrics | None = None,
+        limits: LimitStore | None = None,
     ) -> None:
         self.config = config
         self._capacity = capacity
@@ -80,7 +89,7 @@ class AdmissionGatekeeper:
         self._queue = FairQueue()
         self._in_flight: dict[PoolKey, int] = {}
         self._service_time: dict[PoolKey, float] = {}  # EWMA of admitted → released seconds
-        self._limiters: dict[str, TenantLimiter] = {}
+        self.limits: LimitStore = limits if limits is not None else LocalLimitStore()
         self._rules = config.spill_over.rules_by_source()
         self.wait_observers: list[Callable[[Tenant, float], None]] = []  # metrics hook for queue waits
         self.directory = directory
@@ -90,23 +99,15 @@ class AdmissionGatekeeper:
     def _set_directory(self, directory: TenantDirectory) -> None:
         now, wall = self._clock(), self._wall()
         used: Mapping[str, int] = {}
-        missing = [e for e in directory.entries() if e.spec.id not in self._limiters]
-        if missing and self._usage_totals is not None:
+        specs = [e.spec for e in directory.entries()]
+        if self._usage_totals is not None and self.limits.needs_seed(specs):
             used = self._usage_totals(month_start(wall))  # quotas survive restarts: counted from the ledger
-        for e in directory.entries():
-            lim = self._limiters.get(e.spec.id)
-            if lim is None:
-                self._limiters[e.spec.id] = TenantLimiter.create(e.spec, now, wall, int(used.get(e.spec.id, 0)))
-            else:
-                lim.update(e.spec, now)
-        keep = {e.spec.id for e in directory.entries()}
-        for tid in [t for t, lim in self._limiters.items() if t not in keep and lim.in_flight == 0]:
-            del self._limiters[tid]
+        self.limits.sync(specs, now, wall, used)
         self.directory = directory
         if not directory.enabled:
             log.warning(
-                "AUTH DISABLED: no tenants file (%s); every request runs as tenant 'anonymous' without limits",
-                directory.source or "not configured",
+                "AUTH DISABLED (admission.anonymous: true): every request runs as tenant 'anonymous' without "
+                "limits%s", f" ({directory.source})" if directory.source else "",
             )
         else:
             log.info("tenants loaded from %s: %d tenants", directory.source, len(directory.entries()))
@@ -117,11 +118,15 @@ class AdmissionGatekeeper:
     def authenticate(self, api_key: str | None) -> Tenant:
         return self.directory.authenticate(api_key)
 
+    @property
+    def _limiters(self) -> dict[str, TenantLimiter]:
+        """The local store's limiters (tests and introspection; empty for another store)."""
+        return self.limits.limiters if isinstance(self.limits, LocalLimitStore) else {}
+
     def tenants(self) -> list[dict[str, Any]]:
         out = self.directory.describe()
         for d in out:
-            lim = self._limiters.get(d["id"])
-            d["usage"] = {"in_flight": lim.in_flight, "month_tokens": lim.used_tokens} if lim else {}
+            d["usage"] = self.limits.usage(d["id"])
         return out
 
     # --- admission ---------------------------------------------------------------------------
@@ -163,21 +168,17 @@ class AdmissionGatekeeper:
         if not self._allowed(tenant, requested):
             self.metrics.rejections.labels("forbidden", tenant.tier).inc()
             raise ForbiddenError(f"tenant {tenant.id!r} may not use {requested.model} in mode {requested.mode.value}")
-        estimate = max(0, ctx.prompt_tokens_estimate) + max(0, ctx.max_tokens)
+        prompt, max_tokens = max(0, ctx.prompt_tokens_estimate), max(1, ctx.max_tokens)
         now = self._clock()
         if not self.config.throttling:
-            return self._grant(ctx.tenant, requested, requested, estimate, now, now)
+            free = Reservation(tenant.id, prompt + max_tokens, max_tokens, limited=False)
+            return self._grant(ctx.tenant, requested, requested, free, now, now)
         cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
         if not cands:
             self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
             raise NoCapacity(
                 f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
             )
-        limiter = self._limiters.get(tenant.id)
-        if limiter is not None:
-            verdict = limiter.check(estimate, now, self._wall())
-            if not verdict.ok:
-                raise self._reject(tenant, verdict.limit, verdict.message, verdict.retry_after)
         q = self.config.queue
         if len(self._queue) >= q.max_queue_length and not any(self._room(p) for p in cands):
             raise self._reject(tenant, "queue_full", f"admission queue full ({len(self._queue)} waiting)", 1.0)
@@ -189,10 +190,12 @@ class AdmissionGatekeeper:
                 f"expected queue wait {expected:.1f}s exceeds the bound of {q.max_wait_seconds:.0f}s",
                 expected - q.max_wait_seconds,
             )
-        if limiter is not None:
-            limiter.charge(estimate, now)
+        res = self.limits.reserve(tenant.id, prompt, max_tokens, now, self._wall())  # checks + charges at once
+        if isinstance(res, Verdict):
+            raise self._reject(tenant, res.limit, res.message, res.retry_after)
         fut: asyncio.Future[AdmissionTicket] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(tenant.id, tenant.priority, estimate, cands, now, handle=_Pending(fut, tenant, requested))
+        pending = _Pending(fut, tenant, requested, res)
+        waiter = Waiter(tenant.id, tenant.priority, res.tokens, cands, now, handle=pending)
         self._queue.add(waiter)
         self._dispatch()
         if fut.done():
@@ -202,7 +205,7 @@ class AdmissionGatekeeper:
             async with asyncio.timeout(q.max_wait_seconds):
                 return await asyncio.shield(fut)
         except TimeoutError:
-            self._abandon(waiter, limiter, estimate)
+            self._abandon(waiter, res)
             raise self._reject(
                 tenant,
                 "queue_timeout",
@@ -210,16 +213,15 @@ class AdmissionGatekeeper:
                 self.expected_wait(tenant.priority, cands) or q.max_wait_seconds,
             ) from None
         except asyncio.CancelledError:
-            self._abandon(waiter, limiter, estimate)
+            self._abandon(waiter, res)
             raise
 
-    def _abandon(self, waiter: Waiter, limiter: TenantLimiter | None, estimate: int) -> None:
+    def _abandon(self, waiter: Waiter, res: Reservation) -> None:
         """A waiter left (deadline or client disconnect): out of the queue, its charge refunded; if it
         was granted in the same instant, the grant is released."""
         fut = waiter.handle.fut
         if self._queue.remove(waiter):
-            if limiter is not None:
-                limiter.settle(estimate, 0, self._clock(), self._wall())
+            self.limits.refund(res, self._clock(), self._wall())
             self.metrics.queue_length.set(len(self._queue))
         elif fut.done() and not fut.cancelled():
             fut.result().release(Usage())
@@ -249,16 +251,16 @@ class AdmissionGatekeeper:
             waiter, pool = got
             pending: _Pending = waiter.handle
             now = self._clock()
-            ticket = self._grant(pending.tenant, pending.requested, pool, waiter.cost, waiter.enqueued_at, now)
+            ticket = self._grant(pending.tenant, pending.requested, pool, pending.reservation, waiter.enqueued_at, now)
             pending.fut.set_result(ticket)
         self._queue.prune()
         self.metrics.queue_length.set(len(self._queue))
 
     def _grant(
-        self, tenant: Tenant, requested: PoolKey, pool: PoolKey, estimate: int, enqueued: float, now: float
+        self, tenant: Tenant, requested: PoolKey, pool: PoolKey, res: Reservation, enqueued: float, now: float
     ) -> AdmissionTicket:
         self._in_flight[pool] = self._in_flight.get(pool, 0) + 1
-        ticket = AdmissionTicket(pool, max(0.0, now - enqueued), tenant, requested, estimate, now, self)
+        ticket = AdmissionTicket(pool, max(0.0, now - enqueued), tenant, requested, res.tokens, now, res, self)
         self.metrics.admitted.labels(tenant.tier, str(ticket.spilled).lower()).inc()
         self.metrics.queue_wait.labels(tenant.tier).observe(ticket.queued_seconds)
         self.metrics.in_flight.labels(pool.model, pool.mode.value).set(self._in_flight[pool])
@@ -277,9 +279,8 @@ class AdmissionGatekeeper:
         self._service_time[pool] = held if prev is None else (1 - a) * prev + a * held
         used = usage.prompt_tokens + usage.completion_tokens
         if self.config.throttling:
-            limiter = self._limiters.get(ticket.tenant.id)
-            if limiter is not None:
-                limiter.settle(ticket.estimate, used, now, self._wall())
+            if ticket.reservation is not None:
+                self.limits.settle(ticket.reservation, used, now, self._wall())
             self._queue.settle(ticket.tenant.id, ticket.tenant.priority, used - ticket.estimate)
         self._dispatch()
 

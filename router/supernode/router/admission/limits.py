@@ -92,6 +92,7 @@ class TenantLimiter:
     in_flight: int = 0
     month: float = 0.0  # start of the month ``used_tokens`` counts
     used_tokens: int = 0
+    reserved_tokens: int = 0  # admitted, not yet settled: counted against the quota while in flight
 
     @classmethod
     def create(cls, spec: TenantSpec, now: float, wall: float, used_tokens: int = 0) -> TenantLimiter:
@@ -114,12 +115,8 @@ class TenantLimiter:
         """Check every limit without charging; the first one exceeded is reported."""
         self._roll_month(wall)
         s = self.spec
-        if s.monthly_token_quota is not None and self.used_tokens >= s.monthly_token_quota:
-            return Verdict(
-                "monthly_token_quota",
-                max(1.0, next_month_start(wall) - wall),
-                f"monthly token quota of {s.monthly_token_quota} exhausted ({self.used_tokens} used)",
-            )
+        if s.monthly_token_quota is not None and self.used_tokens + self.reserved_tokens >= s.monthly_token_quota:
+            return self._quota_verdict(wall)
         if s.max_concurrent is not None and self.in_flight >= s.max_concurrent:
             return Verdict("max_concurrent", 1.0, f"{self.in_flight} requests in flight (limit {s.max_concurrent})")
         if self.rpm is not None and (w := self.rpm.wait_for(1, now)) > 0:
@@ -128,17 +125,42 @@ class TenantLimiter:
             return Verdict("tpm", w, f"rate limit of {s.tpm} tokens per minute reached")
         return OK
 
+    def _quota_verdict(self, wall: float) -> Verdict:
+        s = self.spec
+        return Verdict(
+            "monthly_token_quota",
+            max(1.0, next_month_start(wall) - wall),
+            f"monthly token quota of {s.monthly_token_quota} exhausted "
+            f"({self.used_tokens} used, {self.reserved_tokens} reserved by requests in flight)",
+        )
+
+    def grantable(self, prompt_tokens: int, max_tokens: int, wall: float) -> int | Verdict:
+        """Completion tokens the quota still allows for a request (at most ``max_tokens``): the quota
+        minus what is used and what requests in flight reserved, minus this prompt."""
+        self._roll_month(wall)
+        quota = self.spec.monthly_token_quota
+        if quota is None:
+            return max_tokens
+        room = quota - self.used_tokens - self.reserved_tokens - prompt_tokens
+        if room < 1:
+            return self._quota_verdict(wall)
+        return min(max_tokens, room)
+
     def charge(self, tokens_estimate: int, now: float) -> None:
-        """Charge an admitted request: one request, its token estimate, one concurrency slot."""
+        """Charge an admitted request: one request, its token estimate (TPM and the quota's in-flight
+        reservation), one concurrency slot."""
         if self.rpm is not None:
             self.rpm.take(1, now)
         if self.tpm is not None:
             self.tpm.take(tokens_estimate, now)
+        self.reserved_tokens += tokens_estimate
         self.in_flight += 1
 
     def settle(self, tokens_estimate: int, tokens_used: int, now: float, wall: float) -> None:
-        """Release the slot; replace the estimate with real usage in TPM; count usage in the quota."""
+        """Release the slot and the reservation; replace the estimate with real usage in TPM; count
+        usage in the quota. ``tokens_used`` 0 = a refund (the request never ran)."""
         self.in_flight = max(0, self.in_flight - 1)
+        self.reserved_tokens = max(0, self.reserved_tokens - tokens_estimate)
         if self.tpm is not None:
             self.tpm.give(tokens_estimate - tokens_used, now)
         self._roll_month(wall)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from supernode.router.apis.common import ParsedRequest, check_max_tokens, content_text, validate
+from supernode.router.apis.common import ParsedRequest, content_text, max_tokens_of, validate
 from supernode.router.apis.openai import render_chat
 from supernode.router.errors import InvalidRequest
 
@@ -136,9 +136,10 @@ def to_openai_messages(req: MessagesRequest) -> list[dict[str, Any]]:
     return messages
 
 
-def parse_messages(body: dict[str, Any], *, max_tokens_limit: int) -> ParsedRequest:
+def parse_messages(body: dict[str, Any], *, max_tokens_limit: int,
+                   default_max_tokens: int | None = None) -> ParsedRequest:
     req = validate(MessagesRequest, body)
-    check_max_tokens(req.max_tokens, max_tokens_limit, "max_tokens")
+    max_tokens_of(req.max_tokens, None, limit=max_tokens_limit, default=None)  # required here: no default
     messages = to_openai_messages(req)
     out: dict[str, Any] = {"model": req.model, "messages": messages, "max_tokens": req.max_tokens,
                            "stream": req.stream}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from supernode.api.requestlimits import MaxTokensError, resolve_max_tokens
+from supernode.api.strictjson import StrictJSONError, loads_strict
 from supernode.router.contracts import ApiKind
 from supernode.router.errors import InvalidRequest
 
@@ -21,7 +22,7 @@ class ParsedRequest:
     body: dict[str, Any]  # the OpenAI body for the engine (model/mode fields fixed up later)
     mode_fields: dict[str, Any]  # the fields mode resolution reads (model, thinking, effort)
     stream: bool
-    max_tokens: int | None
+    max_tokens: int | None  # resolved by the shared rule; None = not sent and no default given
     prompt_text: str  # rendered prompt, for prefix hashing and token estimates
     user: str | None = None
     include_usage: bool = False  # the client asked for a usage chunk (OpenAI stream_options)
@@ -29,10 +30,11 @@ class ParsedRequest:
 
 
 def load_json(raw: bytes) -> dict[str, Any]:
-    """Bytes → a JSON object, or InvalidRequest."""
+    """Bytes → a JSON object by the strict rules (no NaN/Infinity, lone surrogates, deep nesting or
+    huge integers: supernode.api.strictjson), or InvalidRequest."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = loads_strict(raw)
+    except StrictJSONError as e:
         raise InvalidRequest(f"The request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}")
@@ -49,9 +51,13 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
 
 
-def check_max_tokens(value: int | None, limit: int, param: str) -> None:
-    if value is not None and value > limit:
-        raise InvalidRequest(f"{param} must be at most {limit}, got {value}", param=param)
+def max_tokens_of(max_tokens: int | None, max_completion_tokens: int | None, *, limit: int,
+                  default: int | None) -> int | None:
+    """The request's completion-token limit by the one shared rule (supernode.api.requestlimits)."""
+    try:
+        return resolve_max_tokens(max_tokens, max_completion_tokens, default=default, limit=limit)
+    except MaxTokensError as e:
+        raise InvalidRequest(str(e), param=e.param) from None
 
 
 def content_text(content: Any) -> str:

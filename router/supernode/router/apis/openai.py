@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from supernode.router.apis.common import ParsedRequest, check_max_tokens, content_text, validate
+from supernode.router.apis.common import ParsedRequest, content_text, max_tokens_of, validate
 from supernode.router.errors import InvalidRequest
 
 MODE_FIELDS = ("model", "thinking", "reasoning_effort")
@@ -59,26 +59,27 @@ def _strip_mode(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("thinking", "reasoning_effort")}
 
 
-def parse_chat(body: dict[str, Any], *, max_tokens_limit: int) -> ParsedRequest:
+def parse_chat(body: dict[str, Any], *, max_tokens_limit: int, default_max_tokens: int | None = None) -> ParsedRequest:
     req = validate(ChatRequest, body)
-    check_max_tokens(req.max_tokens, max_tokens_limit, "max_tokens")
-    check_max_tokens(req.max_completion_tokens, max_tokens_limit, "max_completion_tokens")
+    max_tokens = max_tokens_of(req.max_tokens, req.max_completion_tokens, limit=max_tokens_limit,
+                               default=default_max_tokens)
     return ParsedRequest(
         api="openai-chat",
         upstream_path="/v1/chat/completions",
         body=_strip_mode(body),
         mode_fields=_mode_fields(body),
         stream=req.stream,
-        max_tokens=req.max_completion_tokens or req.max_tokens,
+        max_tokens=max_tokens,
         prompt_text=render_chat(body["messages"]),
         user=req.user,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
 
 
-def parse_completion(body: dict[str, Any], *, max_tokens_limit: int) -> ParsedRequest:
+def parse_completion(body: dict[str, Any], *, max_tokens_limit: int,
+                     default_max_tokens: int | None = None) -> ParsedRequest:
     req = validate(CompletionRequest, body)
-    check_max_tokens(req.max_tokens, max_tokens_limit, "max_tokens")
+    max_tokens = max_tokens_of(req.max_tokens, None, limit=max_tokens_limit, default=default_max_tokens)
     prompt = req.prompt
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         if len(prompt) != 1:
@@ -91,7 +92,7 @@ def parse_completion(body: dict[str, Any], *, max_tokens_limit: int) -> ParsedRe
         body=_strip_mode(body),
         mode_fields=_mode_fields(body),
         stream=req.stream,
-        max_tokens=req.max_tokens,
+        max_tokens=max_tokens,
         prompt_text=text,
         user=req.user,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),

@@ -13,8 +13,10 @@ __all__ = ["MeteredLedger", "MeteringConfig", "SqliteLedger", "build_meter"]
 
 
 def build_meter(config: MeteringConfig, *, registry: CollectorRegistry | None = None) -> MeteredLedger:
-    """The ledger behind ``Meter``, counting tokens into ``registry`` (a private one when None)."""
+    """The ledger behind ``Meter``, counting tokens into ``registry`` (a private one when None).
+    Rows left open by a previous run of this router are closed as ``interrupted`` first."""
     ledger = SqliteLedger(config.ledger_path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms)
+    ledger.close_interrupted()
     return MeteredLedger(ledger, registry)
 
 

@@ -18,6 +18,9 @@ class MeteringConfig(BaseModel):
     # loss, at the cost of an fsync per request (see docs/tenants.md for measured costs).
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout_ms: int = Field(5000, ge=0)
+    # While a stream runs, its open row is updated with the tokens delivered so far this often, so a
+    # router killed mid-stream leaves an `interrupted` row with at most this much usage unrecorded.
+    checkpoint_seconds: float = Field(5.0, ge=0, description="0 = only at admission and at the end")
 
     def with_base_dir(self, base: Path) -> MeteringConfig:
         """A relative ``ledger_path`` is taken relative to the config file's folder."""

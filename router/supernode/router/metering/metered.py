@@ -27,6 +27,12 @@ class MeteredLedger:
             registry=self.registry,
         )
 
+    def open(self, record: UsageRecord) -> None:
+        self.ledger.open(record)  # counted in metrics only when finalised
+
+    def progress(self, record: UsageRecord) -> None:
+        self.ledger.progress(record)
+
     def record(self, record: UsageRecord) -> None:
         self.ledger.record(record)  # durable first; metrics only count what was committed
         labels = (record.tenant, record.served_model, record.served_mode.value)

@@ -1,0 +1,155 @@
+"""Block manager for models that carry per-sequence state beside their paged KV (DeepSeek-V4).
+
+V4 keeps compressed KV entries in paged blocks (shared through the prefix cache as usual) but the
+sliding-window ring and the compressors' unfinished windows live in a per-sequence *state slot*. So:
+
+- every running sequence holds one state slot (there are exactly ``max_num_seqs``);
+- a prefix is reusable only at a *boundary* — a multiple of the block size and of every compression
+  window, where no window is half-pooled — and only where a *snapshot* of the state was taken. While
+  prefilling, a sequence snapshots its state every ``interval`` tokens (the model picks it so snapshots
+  cost no more than the compressed KV they cover) and at the last boundary of its prompt (the next turn
+  of a conversation resumes there). The blocks up to a snapshot are then registered in the prefix cache
+  (and announced in a "stored" KV event); blocks past the last snapshot stay private, so the router's
+  prefix index only sees reusable prefixes;
+- a snapshot lives as long as the cached block that ends at its boundary; when the snapshot pool runs
+  dry, the least recently used unreferenced snapshotted block is uncached to free one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from supernode.engine.core.block_manager import BlockManager, KVEvent
+from supernode.engine.core.sequence import Sequence
+
+
+@dataclass(slots=True)
+class StateBlockManager(BlockManager):
+    seq_slots: int = 1
+    snapshot_slots: int = 0
+    boundary: int = 1  # tokens; a multiple of block_size
+    interval: int = 1  # tokens between snapshots; a multiple of boundary
+    _free_slots: deque[int] = field(init=False)
+    _free_snaps: deque[int] = field(init=False)
+    _slot: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> state slot
+    _restore: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> snapshot to resume from
+    _saving: dict[int, list[tuple[int, int]]] = field(init=False, default_factory=dict)  # seq -> (snap, pos)
+    _limit: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> blocks it may register
+    _snap_of_block: dict[int, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        BlockManager.__post_init__(self)
+        if self.boundary < 1 or self.boundary % self.block_size or self.interval % self.boundary:
+            raise ValueError(f"boundary {self.boundary} / interval {self.interval}: must be multiples of block_size")
+        self._free_slots = deque(range(self.seq_slots))
+        self._free_snaps = deque(range(self.seq_slots, self.seq_slots + self.snapshot_slots))
+
+    def find_cached(self, seq: Sequence) -> list[int]:
+        """Cached leading blocks, cut back to the last boundary that has a state snapshot."""
+        hits = BlockManager.find_cached(self, seq)
+        per = self.boundary // self.block_size
+        k = len(hits) - len(hits) % per
+        while k > 0 and hits[k - 1] not in self._snap_of_block:
+            k -= per
+        return hits[:k]
+
+    def admit(self, seq: Sequence, num_new_tokens: int) -> bool:
+        if not self._free_slots or not BlockManager.admit(self, seq, num_new_tokens):
+            return False
+        self._slot[seq.seq_id] = self._free_slots.popleft()
+        self._limit[seq.seq_id] = seq.num_hashed_blocks
+        if seq.num_hashed_blocks:
+            self._restore[seq.seq_id] = self._snap_of_block[seq.block_table[seq.num_hashed_blocks - 1]]
+        return True
+
+    def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+        sid = seq.seq_id
+        restore = self._restore.pop(sid, -1)
+        end = min(start + num_tokens, seq.num_prompt_tokens - 1)
+        wanted = set(range((start // self.interval + 1) * self.interval, end + 1, self.interval))
+        last = end // self.boundary * self.boundary
+        if last > start and last == (seq.num_prompt_tokens - 1) // self.boundary * self.boundary:
+            wanted.add(last)
+        saves = []
+        for pos in sorted(wanted):
+            if self._snapshotted(seq, pos):
+                continue  # the same prefix is cached with a snapshot already
+            snap = self._free_snaps.popleft() if self._free_snaps else self._reclaim_snapshot()
+            if snap is None:
+                break
+            saves.append((snap, pos))
+        self._saving.setdefault(sid, []).extend(saves)
+        return self._slot[sid], restore, tuple(saves)
+
+    def commit(self, seq: Sequence) -> None:
+        sid = seq.seq_id
+        pending = self._saving.get(sid, [])
+        done = [(snap, pos) for snap, pos in pending if pos <= seq.num_computed_tokens]
+        if done:
+            self._limit[sid] = max(self._limit.get(sid, 0), max(pos for _, pos in done) // self.block_size)
+        limit = self._limit.get(sid, seq.num_hashed_blocks)
+        computed = seq.num_computed_tokens
+        seq.num_computed_tokens = min(computed, limit * self.block_size)
+        try:
+            BlockManager.commit(self, seq)
+        finally:
+            seq.num_computed_tokens = computed
+        for snap, pos in done:
+            pending.remove((snap, pos))
+            end_block = seq.block_table[pos // self.block_size - 1]
+            if self.blocks[end_block].hash is not None and end_block not in self._snap_of_block:
+                self._snap_of_block[end_block] = snap
+            else:  # an identical prefix was cached (with its own snapshot) first
+                self._free_snaps.append(snap)
+
+    def _snapshotted(self, seq: Sequence, pos: int) -> bool:
+        h = self._hashes(seq, pos // self.block_size)[-1]
+        bid = self._by_hash.get(h)
+        return bid is not None and bid in self._snap_of_block
+
+    def free(self, seq: Sequence) -> None:
+        sid = seq.seq_id
+        if (slot := self._slot.pop(sid, None)) is not None:
+            self._free_slots.append(slot)
+        self._free_snaps.extend(snap for snap, _ in self._saving.pop(sid, []))
+        self._restore.pop(sid, None)
+        self._limit.pop(sid, None)
+        BlockManager.free(self, seq)
+
+    def _reclaim_snapshot(self) -> int | None:
+        """Take the snapshot of the least recently used unreferenced boundary block (uncaching that block)."""
+        for bid in self._evictable:
+            if bid in self._snap_of_block:
+                block = self.blocks[bid]
+                assert block.hash is not None
+                del self._by_hash[block.hash]
+                self.events.append(KVEvent("removed", (block.hash,)))
+                block.hash, block.token_ids = None, ()
+                del self._evictable[bid]
+                self._free.append(bid)
+                return self._snap_of_block.pop(bid)
+        return None
+
+    def _evicted(self, bid: int) -> None:
+        if (snap := self._snap_of_block.pop(bid, None)) is not None:
+            self._free_snaps.append(snap)
+
+
+def make_block_manager(runner: Any, model_name: str, max_num_seqs: int) -> BlockManager:
+    """The block manager a runner's model needs: plain paged blocks, or with state slots (V4)."""
+    slots = getattr(runner, "state_slots", (0, 0))
+    if not slots[0]:
+        return BlockManager(runner.num_kv_blocks, runner.block_size, model_name)
+    if max_num_seqs > slots[0]:
+        raise ValueError(f"max_num_seqs: {max_num_seqs} exceeds the runner's {slots[0]} state slots")
+    return StateBlockManager(
+        runner.num_kv_blocks,
+        runner.block_size,
+        model_name,
+        seq_slots=slots[0],
+        snapshot_slots=slots[1],
+        boundary=runner.prefix_boundary,
+        interval=runner.snapshot_interval,
+    )
