@@ -6,7 +6,7 @@ sub-package to its folder here; everything else lives in pyproject.toml.
 
 from setuptools import find_namespace_packages, setup
 
-COMPONENT_DIRS = ("crds", "operator", "engine", "router", "cli")
+COMPONENT_DIRS = ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

@@ -42,8 +42,11 @@ def main() -> None:
     ap.add_argument("--prefix-len", type=int, default=1024)
     ap.add_argument("--suffix-len", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="a few-second run on tiny sizes (the test suite runs it)")
     args = ap.parse_args()
-    model_dir = checkpoint(args.model_dir)
+    if args.smoke:
+        args.prefix_len, args.rounds = 128, 1
+    model_dir = checkpoint(args.model_dir, "tiny" if args.smoke else "small")
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     rng = random.Random(0)
 

@@ -1,6 +1,6 @@
 """Model-runner figures on the `small` checkpoint (no scheduler/HTTP): prefill, batched decode, vs transformers.
 
-usage: python benchmarks/engine_runner.py [--threads N] [--steps N] [--dir DIR]
+usage: python benchmarks/engine_runner.py [--threads N] [--steps N] [--dir DIR] [--smoke]
 Prints per-step latencies, decode tokens/s at batch 1/8/32 and the ratio to transformers' `generate`
 (one request at a time, same weights, same threads).
 """
@@ -27,10 +27,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--dir", default="")
+    ap.add_argument("--smoke", action="store_true", help="a few-second run on tiny sizes (the test suite runs it)")
     args = ap.parse_args()
-    model_dir = args.dir or tempfile.mkdtemp(prefix="supernode-small-")
+    if args.smoke:
+        args.steps = 2
+    model_dir = args.dir or tempfile.mkdtemp(prefix="supernode-bench-")
     if not args.dir:
-        init_checkpoint(model_dir, "small", seed=0)
+        init_checkpoint(model_dir, "tiny" if args.smoke else "small", seed=0)
     runner = ModelRunner(EngineConfig(model_dir, num_kv_blocks=40 * 80, cpu_threads=args.threads))
     vocab = runner.model_config.vocab_size
     gen = torch.Generator().manual_seed(0)

@@ -69,8 +69,11 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--hf-requests", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides (default 1)")
+    ap.add_argument("--smoke", action="store_true", help="a few-second run on tiny sizes (the test suite runs it)")
     args = ap.parse_args()
-    model_dir = checkpoint(args.model_dir)
+    if args.smoke:
+        args.max_tokens, args.prompt_len, args.concurrency, args.hf_requests = 4, 8, "2", 1
+    model_dir = checkpoint(args.model_dir, "tiny" if args.smoke else "small")
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     levels = [int(c) for c in args.concurrency.split(",")]
     threads = ["--cpu-threads", str(args.threads)]

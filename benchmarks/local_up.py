@@ -1,6 +1,6 @@
-"""How fast the local runtime starts, recovers and stops (not part of the test suite).
+"""How fast the local runtime starts, recovers and stops (the test suite runs one round: --smoke).
 
-    python benchmarks/local_up.py [--rounds 3]
+    python benchmarks/local_up.py [--rounds 3] [--smoke]
 
 Runs `supernode up examples/local/pro.yaml examples/local/flash.yaml --tenants ...` in a temp state
 dir and measures, from outside: cold start to "Serving." (checkpoint already cached after the first
@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / d) for d in ("crds", "operator", "engine", "router", "cli")]
+COMPONENT_DIRS = ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")  # as setup.py maps them
+sys.path[:0] = [str(ROOT / d) for d in COMPONENT_DIRS]
 
 from supernode.cli.local.statefile import load_state  # noqa: E402
 
@@ -44,15 +45,16 @@ def _until(cond: Callable[[], bool], timeout: float = 300) -> float:
     return time.monotonic() - t0
 
 
-def one_round(state_dir: Path) -> dict[str, float]:
+def one_round(state_dir: Path, *, smoke: bool = False) -> dict[str, float]:
     lines: list[str] = []
     ex = ROOT / "examples" / "local"
+    files = [str(ex / "pro.yaml")] if smoke else [str(ex / "pro.yaml"), str(ex / "flash.yaml")]
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supernode.cli", "up", str(ex / "pro.yaml"), str(ex / "flash.yaml"),
+        [sys.executable, "-m", "supernode.cli", "up", *files,
          "--tenants", str(ex / "tenants.yaml"), "--port", str(_port()), "--state-dir", str(state_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path[:5])})
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path[:len(COMPONENT_DIRS)])})
     threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
     _until(lambda: any("Serving." in line for line in lines))
     out = {"cold start to serving (s)": time.monotonic() - t0}
@@ -83,11 +85,14 @@ def one_round(state_dir: Path) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="one round with pro only (the test suite runs it)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds = 1
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            for k, v in one_round(Path(tmp) / "state").items():  # round 0 creates the checkpoint
+            for k, v in one_round(Path(tmp) / "state", smoke=args.smoke).items():  # round 0 creates the checkpoint
                 results.setdefault(k, []).append(v)
             print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in results.items()), flush=True)
     print(f"\n{'measure':40} {'median':>8} {'min':>8} {'max':>8}")

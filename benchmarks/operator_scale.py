@@ -137,7 +137,7 @@ async def main(count: int, resync: float, settle: float, quiet: int) -> dict[str
         emu.declare(MD_KIND)
         cluster = FakeCluster(emu)
         await cluster.add_nodes(*(node(f"sp{i}-n{j}", f"sp-{i}") for i in range(count) for j in range(2)))
-        paths = [str(ROOT / p) for p in ("crds", "operator", "engine", "router", "cli")]
+        paths = [str(ROOT / p) for p in ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url,

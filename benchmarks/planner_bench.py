@@ -163,7 +163,10 @@ def main() -> None:
     parser.add_argument("--superpods", type=int, default=100)
     parser.add_argument("--deployments", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="a few-second run on tiny sizes (the test suite runs it)")
     args = parser.parse_args()
+    if args.smoke:
+        args.nodes, args.superpods, args.deployments = 40, 4, 8
     rng = random.Random(args.seed)
     inventory = make_inventory(args.nodes, args.superpods, rng)
     deployments = make_deployments(args.deployments, rng)

@@ -35,7 +35,7 @@ def free_ports(n: int) -> list[int]:
 
 def env() -> dict[str, str]:
     e = os.environ.copy()
-    paths = [str(ROOT / d) for d in ("crds", "operator", "engine", "router", "cli")]
+    paths = [str(ROOT / d) for d in ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")]
     e["PYTHONPATH"] = os.pathsep.join([*paths, e.get("PYTHONPATH", "")])
     e.update(HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9")  # sglang-router must not reach out
     return e

@@ -181,7 +181,10 @@ async def main() -> None:
     p.add_argument("--premium-share", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--http", action="store_true", help="also run through the real router over HTTP (fake engine)")
+    p.add_argument("--smoke", action="store_true", help="a few-second run (the test suite runs it, --http included)")
     args = p.parse_args()
+    if args.smoke:
+        args.seconds, args.bound, args.service, args.http = 0.5, 1.0, 0.1, True
     with tempfile.TemporaryDirectory() as d:
         path = tenants_file(
             *(tenant(f"prem{i}").tier("premium").key(f"k-p{i}") for i in range(2)),

@@ -154,7 +154,10 @@ def main() -> None:
                     help="extra runs of our router with this config merged in, e.g. '{\"routing\": {...}}'")
     ap.add_argument("--no-peers", action="store_true", help="skip sglang-router")
     ap.add_argument("--verbose", action="store_true", help="print the slowest requests")
+    ap.add_argument("--smoke", action="store_true", help="a few-second run on tiny sizes (the test suite runs it)")
     a = ap.parse_args()
+    if a.smoke:
+        a.rate, a.seconds, a.tenants, a.no_peers = 20.0, 1.0, 4, True
     ports = free_ports(ENGINES + 3 + len(a.ours))
     engine_ports, (ours, rr, ca), variant_ports = ports[:ENGINES], ports[ENGINES:ENGINES + 3], ports[ENGINES + 3:]
     plan = schedule(a.rate, a.seconds, a.tenants, a.hot_share, a.seed)
@@ -183,7 +186,7 @@ def main() -> None:
             except (RuntimeError, TimeoutError) as e:
                 print(f"{name}: could not run sglang-router ({e})")
         # 2 s of unmeasured traffic per router (other prompts, so no router starts with a useful index)
-        warm = [(i * 0.02, i % a.tenants) for i in range(100)]
+        warm = [(i * 0.02, i % a.tenants) for i in range(20 if a.smoke else 100)]
         warm_prompts = [system_prompt(1000 + t, a.system_blocks) for t in range(a.tenants)]
         for name, url in targets.items():
             asyncio.run(run_load(url, warm, warm_prompts, a.seed + 1, drain_s=10))

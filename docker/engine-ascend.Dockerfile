@@ -21,6 +21,8 @@ ENV ASCEND_HOME_PATH=${ASCEND_TOOLKIT_HOME} \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY crds/ crds/
+COPY kube/ kube/
+COPY httpserver/ httpserver/
 COPY operator/ operator/
 COPY router/ router/
 COPY engine/ engine/

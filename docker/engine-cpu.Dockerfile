@@ -6,6 +6,8 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY crds/ crds/
+COPY kube/ kube/
+COPY httpserver/ httpserver/
 COPY operator/ operator/
 COPY router/ router/
 COPY engine/ engine/

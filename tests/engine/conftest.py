@@ -73,19 +73,49 @@ class FakeRunner:
             raise RuntimeError("rank 1 died")
         if self.delay_s:
             time.sleep(self.delay_s)
-        out = torch.empty(len(batch), self.vocab)
-        for row, item in enumerate(batch):
+        rows: list[torch.Tensor] = []
+        for item in batch:
             for i, tok in enumerate(item.token_ids):
                 pos = item.start_pos + i
                 self.kv[item.block_table[pos // self.block_size], pos % self.block_size] = tok
             end = item.start_pos + len(item.token_ids)
             context = self.kv[item.block_table].flatten()[:end].tolist()
             assert -1 not in context, "read an unwritten KV slot"
-            digest = hashlib.blake2b(str(context).encode(), digest_size=8).digest()
-            gen = torch.Generator().manual_seed(int.from_bytes(digest, "little"))
-            out[row] = torch.randn(self.vocab, generator=gen) * 4
-            out[row, self.banned] = float("-inf")
-        return out
+            first = item.start_pos + 1 if getattr(item, "all_logits", False) else end
+            rows += [self.logits(context[:stop]) for stop in range(first, end + 1)]
+        return torch.stack(rows)
+
+    def logits(self, context: list[int]) -> torch.Tensor:
+        """The fake model: a pseudo-random function of the whole context (then ``steer``)."""
+        digest = hashlib.blake2b(str(context).encode(), digest_size=8).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+        row = torch.randn(self.vocab, generator=gen) * 4
+        row[self.banned] = float("-inf")
+        self.steer(row, context)
+        return row
+
+    def steer(self, logits: torch.Tensor, context: list[int]) -> None:
+        """Subclasses may shape a row's logits from the context (it is read back through the KV cache)."""
+
+
+class ScriptedRunner(FakeRunner):
+    """A fake model whose "weights" are a script: it continues any context that ends in a prefix of
+    ``script`` with the script's next token (by a large logit margin), else starts the script.
+
+    The other logits stay the pseudo-random ones of FakeRunner, so log-probabilities are non-trivial;
+    every row returned is recorded in ``rows`` (context, logits) so tests can recompute them.
+    """
+
+    def __init__(self, vocab: int, script: list[int], margin: float = 12.0, **kwargs: Any) -> None:
+        super().__init__(vocab, **kwargs)
+        self.script, self.margin = script, margin
+        self.rows: list[tuple[list[int], torch.Tensor]] = []
+
+    def steer(self, logits: torch.Tensor, context: list[int]) -> None:
+        done = next((k for k in range(len(self.script), 0, -1) if context[-k:] == self.script[:k]), 0)
+        nxt = self.script[done] if done < len(self.script) else self.script[-1]
+        logits[nxt] = logits.max() + self.margin
+        self.rows.append((list(context), logits.clone()))
 
     def shutdown(self) -> None:
         pass
@@ -135,3 +165,9 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def server_thread() -> type[ServerThread]:
     return ServerThread
+
+
+@pytest.fixture
+def scripted(tokenizer: Tokenizer) -> Any:
+    """``scripted(ids)``: a ScriptedRunner that writes ``ids`` (tests only)."""
+    return lambda ids, **kw: ScriptedRunner(tokenizer.vocab_size, ids, **{"num_kv_blocks": 1024, **kw})

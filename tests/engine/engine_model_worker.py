@@ -24,10 +24,12 @@ DECODE_STEPS = 8
 
 
 def generate(runner: ModelRunner) -> dict[str, torch.Tensor]:
-    # slots: per-sequence state of stateful models (DeepSeek-V4); ignored by V3
-    first = runner.run([SeqInput(PROMPTS[0][:6], 0, TABLES[0], 0), SeqInput(list(PROMPTS[1]), 0, TABLES[1], 1)])
+    # slots: per-sequence state of stateful models (DeepSeek-V4); ignored by V3. Prompt 0's first chunk asks
+    # for every position's logits (prompt log-probabilities): 6 rows, then prompt 1's one.
+    every = SeqInput(PROMPTS[0][:6], 0, TABLES[0], 0, all_logits=True)
+    first = runner.run([every, SeqInput(list(PROMPTS[1]), 0, TABLES[1], 1)])
     rest = runner.run([SeqInput(PROMPTS[0][6:], 6, TABLES[0], 0)])  # chunked prefill of prompt 0
-    logits = [torch.stack([rest[0], first[1]])]
+    logits = [torch.stack([rest[0], first[6]])]
     seqs = [list(PROMPTS[0]), list(PROMPTS[1])]
     for _ in range(DECODE_STEPS):
         for s, row in zip(seqs, logits[-1], strict=True):
@@ -41,6 +43,7 @@ def generate(runner: ModelRunner) -> dict[str, torch.Tensor]:
         "logits": torch.stack(logits),
         "tokens": torch.tensor([s[-DECODE_STEPS:] for s in seqs]),
         "single": torch.cat(single),
+        "prompt": first[:6],
     }
 
 

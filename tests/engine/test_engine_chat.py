@@ -7,47 +7,12 @@ import torch
 
 from supernode.api.models import Mode
 from supernode.engine import tokens as T
-from supernode.engine.chat import ChatError, OutputText, render_chat, resolve_mode
+from supernode.engine.chat import ChatError, OutputText, render_chat
 from supernode.engine.core.sequence import SamplingParams
 from supernode.engine.sampler import Sampler, apply_penalties, filter_logits
 from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-
-
-@pytest.mark.parametrize(
-    ("body", "mode"),
-    [
-        ({}, Mode.THINK_HIGH),
-        ({"chat_template_kwargs": {"thinking": False}}, Mode.NON_THINK),
-        ({"chat_template_kwargs": {"thinking": True}}, Mode.THINK_HIGH),
-        ({"chat_template_kwargs": {"thinking": True, "reasoning_effort": "max"}}, Mode.THINK_MAX),
-        ({"chat_template_kwargs": {"reasoning_effort": "xhigh"}}, Mode.THINK_MAX),
-        ({"thinking": {"type": "disabled"}}, Mode.NON_THINK),
-        ({"thinking": {"type": "adaptive"}}, Mode.THINK_HIGH),
-        ({"thinking": {"type": "enabled"}, "reasoning_effort": "max"}, Mode.THINK_MAX),
-        ({"reasoning_effort": "low"}, Mode.THINK_HIGH),
-        ({"reasoning_effort": "none"}, Mode.NON_THINK),
-        ({"reasoning_effort": "Max"}, Mode.THINK_MAX),  # case-insensitive, as the router reads it
-        ({"chat_template_kwargs": {"thinking": False}, "thinking": {"type": "enabled"}}, Mode.NON_THINK),
-    ],
-)
-def test_resolve_mode(body: dict, mode: Mode) -> None:
-    assert resolve_mode(body) is mode
-
-
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"thinking": {"type": "sometimes"}}, "thinking.type"),
-        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
-        ({"chat_template_kwargs": {"thinking": "yes"}}, "chat_template_kwargs.thinking"),
-    ],
-)
-def test_resolve_mode_rejects_bad_values(body: dict, param: str) -> None:
-    with pytest.raises(ChatError) as err:
-        resolve_mode(body)
-    assert err.value.param == param
 
 
 def test_template_shapes_per_mode() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from supernode.api.hashing import block_hashes
 from supernode.engine.core.block_manager import BlockManager
+from supernode.engine.core.context import ContextLengthExceeded
 from supernode.engine.core.scheduler import ScheduledSeq, Scheduler, SchedulerConfig
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence, SequenceStatus
 
@@ -203,7 +204,7 @@ def test_abort_frees_blocks() -> None:
 
 def test_context_limit_rejects_long_prompt_and_caps_generation() -> None:
     s = make_sched(max_len=8)
-    with pytest.raises(ValueError, match="context limit"):
+    with pytest.raises(ContextLengthExceeded, match="context is 8"):
         s.add(make_seq(list(range(8))).seq())
     seq = make_seq(list(range(6))).max(100).seq()
     s.add(seq)

@@ -72,6 +72,7 @@ def test_tp_and_ep_match_single_process(ckpt: Path, tmp_path: Path) -> None:
         assert torch.equal(got["tokens"], ref["tokens"]), name
         assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, name
         assert (got["single"] - ref["single"]).abs().max().item() <= 1e-5, name
+        assert (got["prompt"] - ref["prompt"]).abs().max().item() <= 1e-5, name
 
 
 def test_v4_tp_and_ep_match_single_process(tmp_path: Path) -> None:

@@ -229,6 +229,21 @@ def test_each_rank_reads_only_its_shard(tiny: Path, monkeypatch: pytest.MonkeyPa
         assert reads[emb] == [slice(half, 2 * half)]
 
 
+def test_all_logits_rows_equal_each_prefix_computed_alone(tiny: Path) -> None:
+    """Prompt log-probabilities: one item's every-position logits (chunked, batched with another item) are
+    what computing each prefix on its own gives."""
+    runner = ModelRunner(EngineConfig(str(tiny), num_kv_blocks=16, block_size=4, cpu_threads=1))
+    other = [7, 8, 9]
+    first = runner.run([SeqInput(PROMPT[:5], 0, [0, 1], all_logits=True), SeqInput(other, 0, [4])])
+    rest = runner.run([SeqInput(PROMPT[5:], 5, [0, 1, 2], all_logits=True)])
+    assert first.shape[0] == 5 + 1 and rest.shape[0] == len(PROMPT) - 5
+    rows = torch.cat([first[:5], rest])
+    for n in range(1, len(PROMPT) + 1):
+        alone = runner.run([SeqInput(PROMPT[:n], 0, [8, 9, 10])])[0]
+        torch.testing.assert_close(rows[n - 1], alone, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(first[5], runner.run([SeqInput(other, 0, [12])])[0], atol=1e-4, rtol=1e-4)
+
+
 def test_builtin_preset_shapes_known_to_the_api_match_the_engine_presets() -> None:
     from supernode.api.capabilities import BUILTIN_PRESETS
     from supernode.engine.checkpoint import PRESETS

@@ -39,7 +39,8 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, ENV_RANK: "0", ENV_WORLD_SIZE: "1", ENV_LEADER_ADDR: "127.0.0.1"}
         env[ENV_LEADER_PORT] = str(free_port())
-        cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", "--model-dir", str(model_dir)]
+        # the model directory the way vLLM users type it (`serve MODEL_DIR`); other tests use --model-dir
+        cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", str(model_dir)]
         cmd += [
             "--port",
             str(self.port),
@@ -141,7 +142,7 @@ def test_bad_model_dir_fails_fast(tmp_path: Path) -> None:
 
 
 def test_the_served_engine_applies_the_shared_http_limits(served: Served) -> None:
-    """Issue 10: the engine process runs uvicorn with supernode.api.httpserver (oversized headers → 431,
+    """Issue 10: the engine process runs uvicorn with supernode.httpserver (oversized headers → 431,
     no server header), like the router."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 40_000 + b"\r\n\r\n")

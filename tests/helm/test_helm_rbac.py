@@ -102,8 +102,9 @@ def _constant(node: ast.expr, where: str) -> str:
 
 
 def _own_client_verbs(path: Any, tree: ast.Module) -> set[str]:
-    """The router's own API client (class KubeClient): each method issuing an HTTP request is named
-    after its RBAC verb and uses that verb's HTTP method."""
+    """The router's API client view (class KubeClient): each method is named after its RBAC verb and
+    calls the same-named verb method of the shared REST client (`self._rest.<verb>`), whose methods
+    each issue their verb's HTTP method (checked below)."""
     verbs: set[str] = set()
     for cls in ast.walk(tree):
         if not (isinstance(cls, ast.ClassDef) and cls.name == "KubeClient"):
@@ -113,12 +114,31 @@ def _own_client_verbs(path: Any, tree: ast.Module) -> set[str]:
                 continue
             for node in ast.walk(fn):
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and isinstance(node.func.value, ast.Call) and ast.unparse(node.func.value) == "self._http()"):
+                        and ast.unparse(node.func.value) == "self._rest" and node.func.attr != "close"):
                     where = f"{path.relative_to(REPO)}:{node.lineno}"
                     assert fn.name in RBAC_VERBS, f"{where}: request issued from {fn.name}(), not a verb-named method"
-                    assert node.func.attr == HTTP_METHOD_OF_VERB[fn.name], f"{where}: {fn.name} via {node.func.attr}"
+                    assert node.func.attr == fn.name, f"{where}: {fn.name} calls the REST client's {node.func.attr}"
                     verbs.add(fn.name)
     return verbs
+
+
+def test_shared_rest_client_methods_issue_their_verbs_http_method() -> None:
+    """supernode.kube.client.KubeRest: every verb-named method sends that verb's HTTP method, so a
+    caller's verbs (above) are the requests it can make."""
+    path = REPO / "kube" / "supernode" / "kube" / "client.py"
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "KubeRest")
+    seen = set()
+    for fn in cls.body:
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) or fn.name not in RBAC_VERBS:
+            continue
+        methods = {node.args[0].value for node in ast.walk(fn) if isinstance(node, ast.Call)
+                   and ast.unparse(node.func) == "self._call" and isinstance(node.args[0], ast.Constant)}
+        methods |= {node.func.attr for node in ast.walk(fn) if isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute) and ast.unparse(node.func.value) == "self._http()"}
+        assert {m.lower() for m in methods} == {HTTP_METHOD_OF_VERB[fn.name]}, (fn.name, methods)
+        seen.add(fn.name)
+    assert seen == RBAC_VERBS
 
 
 def router_permissions() -> set[Perm]:

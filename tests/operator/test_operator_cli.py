@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(ROOT / p) for p in ("crds", "operator", "engine", "router", "cli")]
+    paths = [str(ROOT / p) for p in ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
     return env
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from k8s_emulator import K8sEmulator
 
-from supernode.operator.kube import Connection, KubeClient
+from supernode.operator.kube import Access, KubeClient
 from supernode.operator.leader import (
     Action,
     ElectionConfig,
@@ -83,9 +83,9 @@ async def test_two_electors_one_leader_then_takeover_after_expiry(k8s: tuple[K8s
     cfg: dict[str, Any] = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0,
                            "retry_period": 0.5}
     metrics = {n: OperatorMetrics() for n in "ab"}
-    a = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="a", **cfg), clock=clock,
+    a = LeaderElector(KubeClient(Access(url)), ElectionConfig(identity="a", **cfg), clock=clock,
                       on_change=metrics["a"].set_leader)
-    b = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="b", **cfg), clock=clock,
+    b = LeaderElector(KubeClient(Access(url)), ElectionConfig(identity="b", **cfg), clock=clock,
                       on_change=metrics["b"].set_leader)
 
     def gauges(e: LeaderElector) -> tuple[float | None, float | None]:
@@ -122,10 +122,10 @@ async def test_racing_takeover_has_one_winner(k8s: tuple[K8sEmulator, str]) -> N
     _, url = k8s
     cfg: dict[str, Any] = {"name": "op", "namespace": "sys", "lease_duration": 3.0, "renew_deadline": 2.0,
                            "retry_period": 0.5}
-    owner = LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity="gone", **cfg))
+    owner = LeaderElector(KubeClient(Access(url)), ElectionConfig(identity="gone", **cfg))
     assert await owner.try_once()
     clock = Clock()
-    racers = [LeaderElector(KubeClient(Connection(url)), ElectionConfig(identity=f"r{i}", **cfg), clock=clock)
+    racers = [LeaderElector(KubeClient(Access(url)), ElectionConfig(identity=f"r{i}", **cfg), clock=clock)
               for i in range(4)]
     try:
         assert not any(await asyncio.gather(*(r.try_once() for r in racers)))  # all observe the live Lease
@@ -139,12 +139,12 @@ async def test_racing_takeover_has_one_winner(k8s: tuple[K8sEmulator, str]) -> N
 
 async def test_leader_gives_up_when_it_cannot_renew(k8s: tuple[K8sEmulator, str]) -> None:
     _, url = k8s
-    elector = LeaderElector(KubeClient(Connection(url)), ElectionConfig(
+    elector = LeaderElector(KubeClient(Access(url)), ElectionConfig(
         "op", "sys", "me", lease_duration=1.0, renew_deadline=0.4, retry_period=0.1))
     try:
         assert await elector.try_once()
         await elector.client.close()
-        elector.client = KubeClient(Connection("http://127.0.0.1:9"))  # API unreachable from now on
+        elector.client = KubeClient(Access("http://127.0.0.1:9"))  # API unreachable from now on
         lost = await asyncio.wait_for(elector.hold(asyncio.Event()), 3)
         assert lost is False and not elector.is_leader
     finally:
@@ -156,7 +156,7 @@ async def test_run_elected_stops_the_operator_and_exits_1_when_the_lease_is_take
     from supernode.operator.elected import EXIT_LOST, run_elected
 
     emu, url = k8s
-    elector = LeaderElector(KubeClient(Connection(url)), ElectionConfig(
+    elector = LeaderElector(KubeClient(Access(url)), ElectionConfig(
         "op", "sys", "me", lease_duration=1.0, renew_deadline=0.5, retry_period=0.1))
     seen: list[str] = []
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_engine import Behaviour, EngineState, create_engine_app
 
-from supernode.api.httpserver import uvicorn_options
+from supernode.httpserver import limits_of, uvicorn_options
 from supernode.router.app import create_app
 from supernode.router.config import RouterConfig
 
@@ -28,7 +28,7 @@ MODEL = "deepseek-v4-flash"
 
 
 async def serve(app: FastAPI, **options: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    """``options``: extra uvicorn.Config arguments (e.g. supernode.api.httpserver.uvicorn_options)."""
+    """``options``: extra uvicorn.Config arguments (e.g. supernode.httpserver.uvicorn_options)."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
                                            access_log=False, **options))
     task = asyncio.create_task(server.serve())
@@ -80,7 +80,7 @@ class Stack:
             cfg[key] = {**(cfg.get(key) or {}), **value} if isinstance(value, dict) else value
         config = RouterConfig.model_validate(cfg)
         app = create_app(config, **kwargs)
-        server, task, url = await serve(app, **uvicorn_options(config.server.http_limits()))
+        server, task, url = await serve(app, **uvicorn_options(limits_of(config.server)))
         self._servers.append((server, task))
         ops, ops_task, self.metrics_url = await serve(app.state.ops_app)
         self._servers.append((ops, ops_task))

@@ -18,7 +18,7 @@ from fake_engine import Behaviour, create_engine_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supernode.api.httpserver import uvicorn_options
+from supernode.httpserver import limits_of, uvicorn_options
 from supernode.router.app import create_app
 from supernode.router.config import RouterConfig
 
@@ -55,7 +55,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
             "health": {"scrape_interval_s": 0}, "admission": {"anonymous": True},
             "models": {"context_tokens": {MODEL: 4096}, "max_tokens_limit": 4096},
             "timeouts": {"connect_s": 1, "first_byte_s": 5, "between_chunks_s": 5, "total_s": 10}})
-        with Served(create_app(config), lifespan="on", **uvicorn_options(config.server.http_limits())) as url, \
+        with Served(create_app(config), lifespan="on", **uvicorn_options(limits_of(config.server))) as url, \
                 httpx.Client(base_url=url, timeout=30) as client:
             yield client
 

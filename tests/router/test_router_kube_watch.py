@@ -157,24 +157,6 @@ def test_backoff_grows_to_its_cap_and_resets() -> None:
     assert b.next() <= 0.1
 
 
-def test_resource_paths_and_explicit_or_in_cluster_access(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from supernode.router.discovery import kube_client
-
-    md = KubeResource("supernode.io", "v1alpha1", "modeldeployments")
-    assert md.path("llm") == "/apis/supernode.io/v1alpha1/namespaces/llm/modeldeployments"
-    assert PODS.path(None) == "/api/v1/pods"
-    assert kube_client.load_access("http://127.0.0.1:1/").url == "http://127.0.0.1:1"
-    (tmp_path / "token").write_text("t1\n")
-    (tmp_path / "ca.crt").write_text("")
-    monkeypatch.setattr(kube_client, "SA_DIR", tmp_path)
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    access = kube_client.load_access()
-    assert access.url == "https://[fd00::1]:443" and access.token() == "t1"
-    (tmp_path / "token").write_text("t2")  # rotated by the kubelet: the next request sends the new one
-    assert access.token() == "t2"
-
-
 async def test_missing_api_settings_are_reported_not_fatal(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from supernode.router.discovery.kubernetes import KubernetesDiscovery
 

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from supernode.api.models import Mode
+from supernode.api.modes import ModeFieldError as ModeError
 from supernode.router.config import ModelsConfig
-from supernode.router.modes import ModeError, UnknownModel, resolve, template_kwargs
+from supernode.router.modes import UnknownModel, resolve
 
 FLASH, PRO = "deepseek-v4-flash", "deepseek-v4-pro"
 CFG = ModelsConfig()
@@ -75,8 +76,3 @@ def test_unknown_model() -> None:
     with pytest.raises(UnknownModel):
         run({"model": "gpt-4o"})
 
-
-def test_template_kwargs() -> None:
-    assert template_kwargs(NT) == {"thinking": False}
-    assert template_kwargs(HI) == {"thinking": True, "reasoning_effort": "high"}
-    assert template_kwargs(MX) == {"thinking": True, "reasoning_effort": "max"}

@@ -131,6 +131,8 @@ def test_completions_prompt_forms() -> None:
     assert parse_completion({"model": "m", "prompt": "hi"}, max_tokens_limit=LIMIT).prompt_text == "hi"
     assert parse_completion({"model": "m", "prompt": ["hi"]}, max_tokens_limit=LIMIT).prompt_text == "hi"
     assert parse_completion({"model": "m", "prompt": [1, 2]}, max_tokens_limit=LIMIT).prompt_text == "1 2"
+    assert parse_completion({"model": "m", "prompt": [1, 2]}, max_tokens_limit=LIMIT).extra["token_id_prompt"]
+    assert not parse_completion({"model": "m", "prompt": "hi"}, max_tokens_limit=LIMIT).extra.get("token_id_prompt")
     with pytest.raises(InvalidRequest):
         parse_completion({"model": "m", "prompt": ["a", "b"]}, max_tokens_limit=LIMIT)
 

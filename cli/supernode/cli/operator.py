@@ -133,7 +133,7 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any, metrics
     import kopf
 
     from supernode.operator.elected import EXIT_LOST, run_elected
-    from supernode.operator.kube import KubeClient, load_connection
+    from supernode.operator.kube import KubeClient, load_access
     from supernode.operator.leader import LeaderElector
 
     async def operate(stop: asyncio.Event) -> None:
@@ -145,7 +145,7 @@ def _run_elected(args: argparse.Namespace, registry: Any, election: Any, metrics
         metrics.set_leader(False)
         if args.metrics_port is not None:
             metrics.serve(args.metrics_port, args.metrics_addr)
-        client = KubeClient(load_connection(args.server, args.context))
+        client = KubeClient(load_access(args.server, context=args.context))
         code = await run_elected(LeaderElector(client, election, on_change=metrics.set_leader), operate,
                                  liveness=args.liveness)
         if code == EXIT_LOST:  # leadership lost: exit now, not after a graceful asyncio teardown

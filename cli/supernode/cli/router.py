@@ -67,13 +67,13 @@ async def _serve(app: Any, config: Any, args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from supernode.api.httpserver import HttpLimits, uvicorn_options
+    from supernode.httpserver import HttpLimits, limits_of, uvicorn_options
 
     srv = config.server
     grace = max(1, round(args.shutdown_timeout))
     api = uvicorn.Server(uvicorn.Config(app, host=srv.host, port=srv.port, log_level=args.log_level,
                                         access_log=False, timeout_graceful_shutdown=grace,
-                                        **uvicorn_options(srv.http_limits())))
+                                        **uvicorn_options(limits_of(srv))))
     if srv.metrics_port is None:
         await api.serve()
         return

@@ -11,7 +11,10 @@ from typing import Any, Protocol
 import torch
 
 from supernode.engine.chat import Delta, OutputText
+from supernode.engine.config import EngineConfig, default
+from supernode.engine.core.scheduler import SchedulerConfig
 from supernode.engine.core.sequence import Sequence
+from supernode.engine.logprobs import TokenLogprob
 
 
 class Runner(Protocol):
@@ -20,7 +23,9 @@ class Runner(Protocol):
     num_kv_blocks: int
     block_size: int
 
-    def run(self, batch: list[Any]) -> torch.Tensor: ...
+    def run(self, batch: list[Any]) -> torch.Tensor:
+        """Logits rows: one per item (its last token), or one per token of an item with ``all_logits``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,7 @@ class SeqInput:
     slot: int = -1
     restore: int = -1
     saves: tuple[tuple[int, int], ...] = ()
+    all_logits: bool = False  # logits for every token computed now (prompt log-probabilities), not just the last
 
 
 class EngineOverloaded(Exception):
@@ -49,12 +55,28 @@ class EngineDead(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
+    """The engine loop's limits. Defaults are EngineConfig's (``from_config`` derives them from one)."""
+
     model_name: str
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 4096
-    max_waiting: int = 256  # requests queued beyond the running batch; more → EngineOverloaded
-    seed: int = 0
+    max_model_len: int  # the effective context: min(the model's or configured limit, the KV cache's size)
+    max_num_seqs: int = default("max_num_seqs")
+    max_num_batched_tokens: int = default("max_num_batched_tokens")
+    max_waiting: int = default("max_waiting")  # requests queued beyond the running batch; more → EngineOverloaded
+    seed: int = default("seed")
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, model_name: str, max_model_len: int) -> EngineOptions:
+        return cls(
+            model_name,
+            max_model_len,
+            max_num_seqs=config.max_num_seqs,
+            max_num_batched_tokens=config.max_num_batched_tokens,
+            max_waiting=config.max_waiting,
+            seed=config.seed,
+        )
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.max_model_len)
 
 
 @dataclass(slots=True)
@@ -63,6 +85,8 @@ class Output:
 
     delta: Delta
     token_ids: list[int]
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token of token_ids, when asked for
+    prompt_logprobs: list[TokenLogprob] | None = None  # prompt tokens 1.. (sent with the first token)
     finish_reason: str | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -82,6 +106,8 @@ class RequestHandle:
     last_token_at: float | None = None
     streaming: bool = True  # False: updates are held back and delivered with the final one (one wake-up)
     held: list[Output] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # filled during prefill when asked for
+    prompt_logprobs_sent: bool = False
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         while True:

@@ -14,9 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 
+import torch
+
 from supernode.engine.chat import Delta, OutputText
 from supernode.engine.core.block_manager import KVEvent
-from supernode.engine.core.scheduler import Scheduler, SchedulerConfig
+from supernode.engine.core.context import check_prompt_fits
+from supernode.engine.core.scheduler import ScheduledSeq, Scheduler
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
 from supernode.engine.core.state_blocks import make_block_manager
 from supernode.engine.engine_types import (
@@ -28,9 +31,11 @@ from supernode.engine.engine_types import (
     Runner,
     SeqInput,
 )
+from supernode.engine.logprobs import TokenLogprob, log_probs, prompt_logprobs, token_logprob
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.sampler import Sampler
 from supernode.engine.tokenizer import Tokenizer
+from supernode.engine.tool_calls import ToolCallParser
 
 log = logging.getLogger("supernode.engine")
 
@@ -41,8 +46,7 @@ class LLMEngine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, options: EngineOptions, metrics: EngineMetrics) -> None:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
         self.blocks = make_block_manager(runner, options.model_name, options.max_num_seqs)
-        cfg = SchedulerConfig(options.max_num_seqs, options.max_num_batched_tokens, options.max_model_len)
-        self.scheduler = Scheduler(cfg, self.blocks)
+        self.scheduler = Scheduler(options.scheduler_config(), self.blocks)
         self.sampler = Sampler(options.seed)
         self.eos_ids = (tokenizer.eos_id,)
         self._lock = threading.Lock()
@@ -86,12 +90,12 @@ class LLMEngine:
         thinking_budget: int | None = None,
         request_id: str | None = None,
         streaming: bool = True,
+        tool_parser: ToolCallParser | None = None,
     ) -> RequestHandle:
-        """Queue a request. Raises ValueError (bad prompt), EngineOverloaded, EngineDead."""
+        """Queue a request. Raises ContextLengthExceeded, ValueError (bad prompt), EngineOverloaded, EngineDead."""
         if not self.alive:
             raise EngineDead(f"engine loop is not running: {self.error!r}")
-        if len(prompt_ids) + 1 > self.options.max_model_len:
-            raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context limit is {self.options.max_model_len}")
+        check_prompt_fits(len(prompt_ids), self.options.max_model_len)
         if any((not isinstance(t, int)) or t < 0 or t >= self.tokenizer.vocab_size for t in prompt_ids):
             raise ValueError(f"prompt token ids must be integers in [0, {self.tokenizer.vocab_size})")
         reasoning = None
@@ -101,7 +105,7 @@ class LLMEngine:
             budget = min(thinking_budget, max(0, params.max_tokens - 1 - min(64, params.max_tokens // 2)))
             reasoning = ReasoningControl(self.tokenizer.think_close_id, budget)
         seq = Sequence(list(prompt_ids), params, reasoning, arrival=time.monotonic())
-        text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop)
+        text = OutputText(self.tokenizer, thinking=reasoning is not None, stop=params.stop, tools=tool_parser)
         rid = request_id or f"req-{next(self._ids)}"
         handle = RequestHandle(rid, seq, text, asyncio.get_running_loop(), streaming=streaming)
         with self._lock:
@@ -171,17 +175,24 @@ class LLMEngine:
     def step(self) -> None:
         batch = self.scheduler.schedule()
         sampled: list[int | None] = [None] * len(batch)
+        logprob_rows: dict[int, torch.Tensor] = {}  # seq_id → log-probabilities of its next token
         if batch:
+            every = [b.seq.wants_prompt_logits for b in batch]
             inputs = [
                 SeqInput(
                     b.token_ids,
                     b.start_pos,
                     list(b.seq.block_table),
                     *self.blocks.state_args(b.seq, b.start_pos, b.num_tokens),
+                    all_logits=e,
                 )
-                for b in batch
+                for b, e in zip(batch, every, strict=True)
             ]
             logits = self.runner.run(inputs)
+            if any(every):  # some items returned a row per token: keep each item's last row for sampling
+                ends = list(itertools.accumulate(b.num_tokens if e else 1 for b, e in zip(batch, every, strict=True)))
+                self._prompt_logprobs(batch, every, ends, logits)
+                logits = logits[[end - 1 for end in ends]]
             rows = [i for i, b in enumerate(batch) if b.samples]
             if rows:
                 seqs = [batch[i].seq for i in rows]
@@ -190,11 +201,15 @@ class LLMEngine:
                 tokens = self.sampler.sample(logits[rows], [q.seq_id for q in seqs], [q.params for q in seqs], outputs)
                 for i, t in zip(rows, tokens, strict=True):
                     sampled[i] = t
+                wanted = [i for i in rows if batch[i].seq.params.logprobs is not None]
+                if wanted:
+                    for i, row in zip(wanted, log_probs(logits[wanted]), strict=True):
+                        logprob_rows[batch[i].seq.seq_id] = row
         progressed = self.scheduler.postprocess(batch, sampled, self.eos_ids)
         now = time.monotonic()
         for seq in progressed:
             if (handle := self._by_seq.get(seq.seq_id)) is not None:
-                self._emit_token(handle, now)
+                self._emit_token(handle, now, logprob_rows.get(seq.seq_id))
         for handle in list(self._active.values()):
             if handle.seq.is_finished:
                 self._emit_finish(handle, now)
@@ -202,9 +217,20 @@ class LLMEngine:
         self._publish(self.blocks.drain_events())
         self._update_gauges()
 
-    def _emit_token(self, handle: RequestHandle, now: float) -> None:
+    def _prompt_logprobs(
+        self, batch: list[ScheduledSeq], every: list[bool], ends: list[int], logits: torch.Tensor
+    ) -> None:
+        """Kept on the handle until the first update goes out (``_take_prompt_logprobs``)."""
+        for item, e, end in zip(batch, every, ends, strict=True):
+            if e and (handle := self._by_seq.get(item.seq.seq_id)) is not None:
+                handle.prompt_logprobs += prompt_logprobs(item.seq, item.start_pos, logits[end - item.num_tokens : end])
+
+    def _emit_token(self, handle: RequestHandle, now: float, logprob_row: torch.Tensor | None) -> None:
         seq = handle.seq
         token = seq.token_ids[-1]
+        logprobs = []
+        if logprob_row is not None and seq.params.logprobs is not None:
+            logprobs = [token_logprob(logprob_row, token, seq.params.logprobs, handle.text.in_reasoning)]
         m = self.metrics
         m.generation_tokens.inc()
         if handle.last_token_at is None:
@@ -218,11 +244,17 @@ class LLMEngine:
         delta = handle.text.push(token)
         if handle.text.stopped and not seq.is_finished:
             self.scheduler.finish(seq, FinishReason.STOP)
-        if not seq.is_finished:
-            self._send(handle, Output(delta, [token]))
-        else:
-            tail = handle.text.finish()
-            self._send(handle, Output(Delta(delta.reasoning + tail.reasoning, delta.content + tail.content), [token]))
+        if seq.is_finished:
+            delta = delta + handle.text.finish()
+        self._send(handle, Output(delta, [token], logprobs, self._take_prompt_logprobs(handle)))
+
+    @staticmethod
+    def _take_prompt_logprobs(handle: RequestHandle) -> list[TokenLogprob] | None:
+        """The prompt's log-probabilities, once: with the first token, or the final update if none came."""
+        if handle.seq.params.prompt_logprobs is None or handle.prompt_logprobs_sent:
+            return None
+        handle.prompt_logprobs_sent = True
+        return handle.prompt_logprobs
 
     def _emit_finish(self, handle: RequestHandle, now: float) -> None:
         seq = handle.seq
@@ -241,6 +273,7 @@ class LLMEngine:
             Output(
                 Delta(),
                 [],
+                prompt_logprobs=self._take_prompt_logprobs(handle),
                 finish_reason=reason,
                 prompt_tokens=seq.num_prompt_tokens,
                 cached_tokens=seq.num_cached_tokens,

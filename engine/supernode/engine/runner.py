@@ -35,8 +35,9 @@ __all__ = ["EngineConfig", "ModelRunner", "SeqInput"]
 
 log = logging.getLogger(__name__)
 
-# One sequence's work as broadcast to every rank: tokens, start, block table, state slot, restore, saves.
-Work = tuple[list[int], int, list[int], int, int, tuple[tuple[int, int], ...]]
+# One sequence's work as broadcast to every rank: tokens, start, block table, state slot, restore, saves,
+# and whether logits are wanted for every token (prompt log-probabilities) or only the last.
+Work = tuple[list[int], int, list[int], int, int, tuple[tuple[int, int], ...], bool]
 
 
 class ModelRunner:
@@ -174,7 +175,8 @@ class ModelRunner:
         return box[0]
 
     def run(self, batch: Sequence[SeqInput]) -> torch.Tensor:
-        """Leader only: compute one step; float32 logits [len(batch), vocab] for each sequence's last new token."""
+        """Leader only: compute one step; float32 logits for each sequence's last new token, or for every new
+        token of a sequence with ``all_logits`` (rows in batch order)."""
         if not self.is_leader:
             raise RuntimeError("run() is for rank 0; followers call follower_loop()")
         if self._closed:
@@ -190,7 +192,10 @@ class ModelRunner:
                 raise ValueError(f"batch[{i}]: negative start_pos or block id outside [0, {self.num_kv_blocks})")
             if self.stateful and not 0 <= s.slot < self.state_slots[0]:
                 raise ValueError(f"batch[{i}]: state slot {s.slot} outside [0, {self.state_slots[0]})")
-        work = [(list(s.token_ids), s.start_pos, list(s.block_table), s.slot, s.restore, tuple(s.saves)) for s in batch]
+        work = [
+            (list(s.token_ids), s.start_pos, list(s.block_table), s.slot, s.restore, tuple(s.saves), s.all_logits)
+            for s in batch
+        ]
         if self.env.world_size > 1:
             self._broadcast(work)
         return self._execute(work)
@@ -217,12 +222,12 @@ class ModelRunner:
                 lengths, [w[1] for w in work], [w[2] for w in work], self.block_size, self.device
             )
             hidden = self.model(tokens, positions, meta, self.kv_caches)
-        last = torch.tensor(lengths).cumsum(0).sub(1).to(self.device)
-        return self.model.compute_logits(hidden[last])  # type: ignore[operator,no-any-return]
+        rows = logit_rows(lengths, [w[6] for w in work], self.device)
+        return self.model.compute_logits(hidden[rows])  # type: ignore[operator,no-any-return]
 
     def _execute_stateful(self, work: list[Work], tokens: torch.Tensor) -> torch.Tensor:
         seqs, lo = [], 0
-        for token_ids, start, table, slot, restore, saves in work:
+        for token_ids, start, table, slot, restore, saves, _every in work:
             if restore >= 0:
                 for cache in self.kv_caches:
                     cache.copy_state(restore, slot)
@@ -266,6 +271,16 @@ class ModelRunner:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def logit_rows(lengths: Sequence[int], all_logits: Sequence[bool], device: torch.device) -> torch.Tensor:
+    """Rows of the flat hidden states whose logits a step returns: each item's last, or all of an item's."""
+    rows: list[int] = []
+    end = 0
+    for n, every in zip(lengths, all_logits, strict=True):
+        rows += range(end, end + n) if every else [end + n - 1]
+        end += n
+    return torch.tensor(rows, dtype=torch.long).to(device)
 
 
 def _cpu_available_bytes() -> int | None:

@@ -13,58 +13,55 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from supernode.api.constants import DEFAULT_BLOCK_SIZE, ENV_ENGINE_TOKEN
+from supernode.api.constants import ENV_ENGINE_TOKEN
 from supernode.api.models import Mode
 from supernode.engine.chat import ReasoningBudgets
+from supernode.engine.config import EngineConfig
 from supernode.engine.distributed import DistEnv
+
+if TYPE_CHECKING:
+    from supernode.engine.runner import ModelRunner
+    from supernode.engine.server.app import ServerState
 
 log = logging.getLogger("supernode.engine.serve")
 
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    model_dir: str
+    """One rank's serve settings: the EngineConfig plus what only the HTTP side and the launcher need."""
+
+    engine: EngineConfig
     served_model_name: str = ""  # default: the model directory's name
     aliases: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
-    device: str = "cpu"
-    tensor_parallel: int = 1
-    expert_parallel: int = 1
     nproc_per_node: int = 1
     local_rank: int = 0
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    num_kv_blocks: int | None = None
-    block_size: int = DEFAULT_BLOCK_SIZE
-    max_model_len: int | None = None
-    max_waiting: int = 256
     default_mode: Mode = Mode.THINK_HIGH
     budgets: ReasoningBudgets = field(default_factory=ReasoningBudgets)
-    seed: int = 0
     shutdown_timeout_s: float = 30.0  # on SIGTERM, in-flight requests get this long to finish
-    cpu_threads: int | None = None  # intra-op CPU threads per rank (1 avoids OpenMP spin under CPU contention)
-    follower_argv: tuple[str, ...] = ()  # CLI args that start a local follower (``--local-rank`` appended)
 
     @property
     def model_name(self) -> str:
-        from pathlib import Path
+        return self.served_model_name or Path(self.engine.model_dir).resolve().name
 
-        return self.served_model_name or Path(self.model_dir).resolve().name
+    def follower_argv(self) -> list[str]:
+        """CLI args that start a local follower of this rank (``--local-rank`` appended per follower)."""
+        argv = [*self.engine.as_flags(), "--nproc-per-node", str(self.nproc_per_node)]
+        return argv + (["--served-model-name", self.served_model_name] if self.served_model_name else [])
 
 
 def serve(opts: ServeOptions) -> int:
-    from pathlib import Path
-
     from supernode.engine import logs
 
     env = DistEnv.from_env(nproc_per_node=opts.nproc_per_node, local_rank=opts.local_rank)
-    _engine_config(opts)  # validate before starting anything (raises ConfigError naming the field)
-    if not (Path(opts.model_dir) / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"model_dir: no tokenizer.json in {opts.model_dir!r}")
+    if not (Path(opts.engine.model_dir) / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"model_dir: no tokenizer.json in {opts.engine.model_dir!r}")
     logs.configure(rank=env.rank, model=opts.model_name)
     children = _spawn_local_followers(opts) if opts.local_rank == 0 and opts.nproc_per_node > 1 else []
     try:
@@ -79,26 +76,8 @@ def serve(opts: ServeOptions) -> int:
                 child.wait()
 
 
-def _engine_config(opts: ServeOptions) -> object:
-    from supernode.engine.config import EngineConfig
-
-    return EngineConfig(
-        model_dir=opts.model_dir,
-        device=opts.device,
-        tensor_parallel=opts.tensor_parallel,
-        expert_parallel=opts.expert_parallel,
-        block_size=opts.block_size,
-        num_kv_blocks=opts.num_kv_blocks,
-        max_num_seqs=opts.max_num_seqs,
-        max_num_batched_tokens=opts.max_num_batched_tokens,
-        max_model_len=opts.max_model_len,
-        seed=opts.seed,
-        cpu_threads=opts.cpu_threads,
-    )
-
-
 def _spawn_local_followers(opts: ServeOptions) -> list[subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", *opts.follower_argv]
+    cmd = [sys.executable, "-m", "supernode.cli", "engine", "serve", *opts.follower_argv()]
     log.info("starting %d local follower ranks", opts.nproc_per_node - 1)
     return [subprocess.Popen([*cmd, "--local-rank", str(i)]) for i in range(1, opts.nproc_per_node)]
 
@@ -107,7 +86,7 @@ def _follower(opts: ServeOptions, env: DistEnv) -> int:
     from supernode.engine.runner import ModelRunner
 
     log.info("follower rank %d/%d: loading", env.rank, env.world_size)
-    runner = ModelRunner(_engine_config(opts), env)  # type: ignore[arg-type]
+    runner = ModelRunner(opts.engine, env)
     log.info("follower rank %d: ready, following the leader", env.rank)
     runner.follower_loop()
     log.info("follower rank %d: leader shut the group down", env.rank)
@@ -117,10 +96,10 @@ def _follower(opts: ServeOptions, env: DistEnv) -> int:
 def _leader(opts: ServeOptions, env: DistEnv) -> int:
     import uvicorn
 
-    from supernode.api.httpserver import HttpLimits, uvicorn_options
     from supernode.engine.metrics import EngineMetrics
     from supernode.engine.server.app import ServerState, build_app
     from supernode.engine.server.guard import Guards
+    from supernode.httpserver import HttpLimits, uvicorn_options
 
     state = ServerState(opts.model_name, EngineMetrics(opts.model_name), opts.aliases, opts.default_mode, opts.budgets)
     state.guards = Guards.from_env()  # SUPERNODE_ENGINE_TOKEN: only the router may call (docs/security.md)
@@ -128,7 +107,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
         log.warning("no %s set: any client that reaches %s:%d may call this engine", ENV_ENGINE_TOKEN,
                     opts.host, opts.port)
     exit_code = [0]
-    runner_box: list[object] = []
+    runner_box: list[ModelRunner] = []
     server: uvicorn.Server | None = None
 
     def fail(message: str) -> None:
@@ -157,7 +136,7 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
             state.encoder.close()
             for runner in runner_box:
                 try:
-                    runner.shutdown()  # type: ignore[attr-defined]  # releases the followers
+                    runner.shutdown()  # releases the followers
                 except Exception:
                     log.exception("runner shutdown failed")
             log.info("engine stopped")
@@ -177,32 +156,31 @@ def _leader(opts: ServeOptions, env: DistEnv) -> int:
     return exit_code[0]
 
 
-def _load(opts: ServeOptions, env: DistEnv, state: object, runner_box: list[object], fail: object) -> None:
+def _load(
+    opts: ServeOptions,
+    env: DistEnv,
+    state: ServerState,
+    runner_box: list[ModelRunner],
+    fail: Callable[[str], None],
+) -> None:
     from supernode.engine.llm_engine import EngineOptions, LLMEngine
     from supernode.engine.runner import ModelRunner
     from supernode.engine.tokenizer import Tokenizer
 
     started = time.monotonic()
-    tokenizer = Tokenizer.from_dir(opts.model_dir)
+    tokenizer = Tokenizer.from_dir(opts.engine.model_dir)
     log.info("tokenizer loaded: %d tokens", tokenizer.vocab_size)
     if env.world_size > 1:
         log.info("waiting for %d ranks at %s:%d", env.world_size, env.leader_addr, env.leader_port)
-    log.info("loading weights from %s", opts.model_dir)
-    runner = ModelRunner(_engine_config(opts), env)  # type: ignore[arg-type]
+    log.info("loading weights from %s", opts.engine.model_dir)
+    runner = ModelRunner(opts.engine, env)
     runner_box.append(runner)
     max_len = min(runner.max_model_len, runner.num_kv_blocks * runner.block_size)
-    options = EngineOptions(
-        opts.model_name,
-        max_num_seqs=opts.max_num_seqs,
-        max_num_batched_tokens=opts.max_num_batched_tokens,
-        max_model_len=max_len,
-        max_waiting=opts.max_waiting,
-        seed=opts.seed,
-    )
-    engine = LLMEngine(runner, tokenizer, options, state.metrics)  # type: ignore[attr-defined]
-    engine.on_fatal = lambda exc: fail(f"engine loop failed: {exc}")  # type: ignore[operator]
+    options = EngineOptions.from_config(opts.engine, opts.model_name, max_len)
+    engine = LLMEngine(runner, tokenizer, options, state.metrics)
+    engine.on_fatal = lambda exc: fail(f"engine loop failed: {exc}")
     engine.start()
-    state.engine = engine  # type: ignore[attr-defined]
+    state.engine = engine
     log.info(
         "ready in %.1fs: %d ranks, %d KV blocks x %d tokens, context %d",
         time.monotonic() - started,

@@ -85,6 +85,36 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=True))
 
+    def token_id(self, token: str) -> int | None:
+        """The id of a token spelled exactly so (e.g. a control token), or None if the vocabulary lacks it."""
+        found = self._tok.token_to_id(token)
+        return None if found is None else int(found)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (byte-level BPE pieces mapped back; control tokens: their spelling)."""
+        piece = self._tok.id_to_token(token_id)
+        if piece is None:
+            return b""
+        if all(ch in _BYTE_OF for ch in piece) and self._tok.decode([token_id], skip_special_tokens=True):
+            return bytes(_BYTE_OF[ch] for ch in piece)
+        return piece.encode()
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE writes each byte as one printable character; this maps those characters back."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_OF = _byte_level_alphabet()
+
 
 def _normalizes(normalizer: object) -> bool:
     if not normalizer:

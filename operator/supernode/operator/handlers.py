@@ -19,7 +19,7 @@ import kopf
 
 from supernode.api import constants as C
 from supernode.operator.group_secrets import GroupKeys
-from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_connection
+from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
 from supernode.operator.scaler import Autoscaler, AutoscalerConfig
@@ -74,10 +74,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     def login(**_: Any) -> kopf.ConnectionInfo | None:
         if config.server:
             return kopf.ConnectionInfo(server=config.server)
-        conn = load_connection(None, config.context)
-        return kopf.ConnectionInfo(server=conn.server, token=conn.token, ca_path=conn.ca_file,
-                                   certificate_path=conn.cert_file, private_key_path=conn.key_file,
-                                   insecure=conn.insecure)
+        access = load_access(None, context=config.context)
+        return kopf.ConnectionInfo(server=access.url, token=access.token(), ca_path=access.ca_file,
+                                   certificate_path=access.cert_file, private_key_path=access.key_file,
+                                   insecure=not access.verify)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -105,7 +105,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             memo.metrics.set_leader(True)  # no election: this process is the operator
             if config.metrics_port is not None:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
-        memo.reconciler = Reconciler(KubeClient(load_connection(config.server, config.context)),
+        memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label, keys=config.keys,
                                      network_policies=config.network_policies)
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
@@ -170,7 +170,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         try:
             await reconcile_one(kwargs["body"], memo, kwargs)
         except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
-            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.code == 409 else 5) from e
+            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.status == 409 else 5) from e
 
     backoff = 1.0 if config.fast else 5.0  # unexpected errors retry soon, never a tight loop
     kopf.on.create(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)

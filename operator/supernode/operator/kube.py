@@ -1,4 +1,4 @@
-"""The one module that talks to the Kubernetes API (plain REST over aiohttp, as kopf itself uses).
+"""The operator's only way to the Kubernetes API: typed calls over the shared REST client (supernode.kube).
 
 Every method declares the RBAC rules it needs with `@needs(...)`; `REQUIRED_PERMISSIONS` collects
 them (plus what kopf itself uses to watch), so the Helm chart's ClusterRole can be tested against it.
@@ -7,16 +7,17 @@ them (plus what kopf itself uses to watch), so the Helm chart's ClusterRole can 
 from __future__ import annotations
 
 import datetime
-import json as _json
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
-
 from supernode.api import constants as C
+from supernode.kube.access import Access, load_access
+from supernode.kube.client import TRANSPORT_ERRORS, ApiError, KubeRest
+from supernode.kube.client import Resource as Res
 from supernode.operator import naming as N
+
+__all__ = ["TRANSPORT_ERRORS", "Access", "ApiError", "KubeClient", "Res", "load_access"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,30 +38,6 @@ def needs(*rules: tuple[str, Iterable[str], Iterable[str]]) -> Callable[[F], F]:
         return func
 
     return mark
-
-
-@dataclass(frozen=True, slots=True)
-class Res:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-        if sub:
-            base += f"/{sub}"
-        return base
 
 
 MODEL_DEPLOYMENTS = Res(C.GROUP, C.VERSION, C.PLURAL, C.KIND)
@@ -86,88 +63,18 @@ def _child_rules(*verbs: str) -> list[tuple[str, list[str], list[str]]]:
     return [(g, r, list(verbs)) for g, r, _ in _CHILD_RULES]
 
 
-class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(f"{code} {reason}: {message}")
-        self.code, self.reason, self.message = code, reason, message
-
-
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
-"""What a call raises when the API server cannot be reached (besides `ApiError` for an API answer)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    server: str
-    token: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure: bool = False
-
-
-def load_connection(server: str | None = None, context: str | None = None) -> Connection:
-    """An explicit server URL (tests), else in-cluster service account, else kubeconfig."""
-    if server:
-        return Connection(server=server.rstrip("/"))
-    from kubernetes import client, config
-
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(context=context, client_configuration=cfg)
-    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
-    return Connection(server=cfg.host.rstrip("/"), token=token, ca_file=cfg.ssl_ca_cert, cert_file=cfg.cert_file,
-                      key_file=cfg.key_file, insecure=not cfg.verify_ssl)
-
-
 class KubeClient:
-    """Typed calls the operator makes; one httpx connection pool; errors as `ApiError`."""
+    """Typed calls the operator makes, over the shared REST client (supernode.kube); errors as ApiError."""
 
-    def __init__(self, conn: Connection, *, timeout: float = 10.0) -> None:
-        self._conn, self._timeout = conn, timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:  # created lazily inside the running loop
-            conn = self._conn
-            ssl_ctx: ssl.SSLContext | bool = not conn.insecure
-            if conn.ca_file and not conn.insecure:
-                ssl_ctx = ssl.create_default_context(cafile=conn.ca_file)
-            if conn.cert_file and conn.key_file and isinstance(ssl_ctx, ssl.SSLContext):
-                ssl_ctx.load_cert_chain(conn.cert_file, conn.key_file)
-            headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
-            self._session = aiohttp.ClientSession(
-                base_url=conn.server + "/", headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=64),
-                timeout=aiohttp.ClientTimeout(total=self._timeout))
-        return self._session
+    def __init__(self, access: Access, *, timeout: float = 10.0) -> None:
+        self._rest = KubeRest(access, request_timeout_s=timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None,
-                    content_type: str | None = None) -> Any:
-        headers = {"Content-Type": content_type} if content_type else None
-        async with self._http().request(method, path.lstrip("/"), json=json, params=params, headers=headers) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                try:
-                    body = _json.loads(text)
-                except ValueError:
-                    body = {"reason": resp.reason or "", "message": text[:500]}
-                raise ApiError(resp.status, body.get("reason", ""), body.get("message", ""))
-            return _json.loads(text) if text else None
+        await self._rest.close()
 
     @needs(*_child_rules("list"))
     async def list_children(self, res: Res, namespace: str, selector: str) -> list[dict[str, Any]]:
-        body = await self._call("GET", res.path(namespace), params={"labelSelector": selector})
-        items = list(body.get("items", []))
-        for item in items:  # list items carry no kind/apiVersion on a real API server
-            item.setdefault("kind", res.kind)
-            item.setdefault("apiVersion", res.api_version)
+        items, _ = await self._rest.list(res, namespace, selector=selector)
         return items
 
     # Children carry an ownerReference with blockOwnerDeletion: true; clusters enforcing owner-reference
@@ -175,28 +82,27 @@ class KubeClient:
     @needs(*_child_rules("create"), (*_SECRETS, ["create"]), (C.GROUP, [f"{C.PLURAL}/finalizers"], ["update"]))
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         res = CHILD_KINDS[obj["kind"]]
-        result: dict[str, Any] = await self._call("POST", res.path(obj["metadata"]["namespace"]), json=obj)
+        result: dict[str, Any] = await self._rest.create(res, obj["metadata"]["namespace"], obj)
         return result
 
     @needs(*_child_rules("patch"), ("", ["pods"], ["patch"]))
     async def patch(self, res: Res, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("PATCH", res.path(namespace, name), json=patch,
-                                                  content_type="application/merge-patch+json")
+        result: dict[str, Any] = await self._rest.patch(res, namespace, name, patch)
         return result
 
     @needs(*_child_rules("delete"), ("", ["pods"], ["delete"]), (*_SECRETS, ["delete"]))
     async def delete(self, res: Res, namespace: str, name: str, *, propagation: str = "Background") -> None:
         try:
-            await self._call("DELETE", res.path(namespace, name), json={
-                "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
+            await self._rest.delete(res, namespace, name, propagation=propagation)
         except ApiError as e:
-            if e.code != 404:
+            if e.status != 404:
                 raise
 
     @needs((C.GROUP, [f"{C.PLURAL}/status"], ["get", "patch", "update"]))
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", MODEL_DEPLOYMENTS.path(namespace, name, "status"), json={"status": status},
-                         content_type="application/merge-patch+json")
+        result: dict[str, Any] = await self._rest.patch(MODEL_DEPLOYMENTS, namespace, name, {"status": status},
+                                                        sub="status")
+        return result
 
     @needs(("", ["events"], ["create"]), ("events.k8s.io", ["events"], ["create"]))
     async def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -212,14 +118,14 @@ class KubeClient:
             "firstTimestamp": now, "lastTimestamp": now, "source": {"component": C.FIELD_MANAGER},
             "reportingComponent": C.FIELD_MANAGER, "reportingInstance": C.FIELD_MANAGER,
         }
-        await self._call("POST", EVENTS.path(meta["namespace"]), json=event)
+        await self._rest.create(EVENTS, meta["namespace"], event)
 
     @needs(("apiextensions.k8s.io", ["customresourcedefinitions"], ["get"]))
     async def crd_installed(self, name: str) -> bool:
         try:
-            await self._call("GET", CRDS.path(name=name))
+            await self._rest.get(CRDS, None, name)
         except ApiError as e:
-            if e.code == 404:
+            if e.status == 404:
                 return False
             raise
         return True
@@ -228,9 +134,9 @@ class KubeClient:
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The leader-election Lease, or None when it does not exist yet."""
         try:
-            lease: dict[str, Any] = await self._call("GET", LEASES.path(namespace, name))
+            lease: dict[str, Any] = await self._rest.get(LEASES, namespace, name)
         except ApiError as e:
-            if e.code == 404:
+            if e.status == 404:
                 return None
             raise
         return lease
@@ -239,7 +145,7 @@ class KubeClient:
     async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-        result: dict[str, Any] = await self._call("POST", LEASES.path(namespace), json=body)
+        result: dict[str, Any] = await self._rest.create(LEASES, namespace, body)
         return result
 
     @needs(("coordination.k8s.io", ["leases"], ["update"]))
@@ -249,7 +155,7 @@ class KubeClient:
         body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind, "spec": spec,
                 "metadata": {"name": meta["name"], "namespace": meta["namespace"],
                              "resourceVersion": meta["resourceVersion"]}}
-        result: dict[str, Any] = await self._call("PUT", LEASES.path(meta["namespace"], meta["name"]), json=body)
+        result: dict[str, Any] = await self._rest.update(LEASES, meta["namespace"], meta["name"], body)
         return result
 
     @needs((C.GROUP, [C.PLURAL], ["get", "list", "watch", "patch", "update"]),

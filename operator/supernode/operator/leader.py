@@ -153,7 +153,7 @@ class LeaderElector:
             self.is_leader = True
             return True
         except ApiError as e:
-            if e.code != 409:  # 409: another candidate wrote first; not worth a warning
+            if e.status != 409:  # 409: another candidate wrote first; not worth a warning
                 log.warning("leader election: %s", e)
         except TRANSPORT_ERRORS as e:
             log.warning("leader election: API unreachable: %s", e)

@@ -268,7 +268,7 @@ class _Run:
         try:
             await self.client.create(obj)
         except ApiError as e:
-            if e.code != 409:  # already there (e.g. an operator restart mid-reconcile): converge below
+            if e.status != 409:  # already there (e.g. an operator restart mid-reconcile): converge below
                 raise
         self.writes += 1
 

@@ -33,7 +33,7 @@ from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, Shape, error_body
 from supernode.router.metrics import RouterMetrics
-from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of
+from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
 from supernode.router.proxy import Upstream
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
@@ -87,7 +87,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     background tasks (discovery, health scraping, admission's own loops)."""
     metrics = RouterMetrics()
     profile = build_profile(config.routing, seed=routing_seed)
-    table = EndpointTable(on_removed=profile.forget)
+    def removed(key: str) -> None:
+        profile.forget(key)
+        metrics.forget_endpoint(key)
+
+    table = EndpointTable(on_removed=removed)
     capacity = TableCapacity(table, config.admission.capacity if config.admission else None)
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
@@ -112,8 +116,9 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand)
 
     def on_health(s: EndpointState) -> None:
-        metrics.endpoint_healthy.labels(s.key, s.endpoint.model).set(1.0 if s.healthy else 0.0)
-        metrics.endpoint_load.labels(s.key, s.endpoint.model).set(s.stats.running + s.stats.waiting)
+        if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
+            return
+        metrics.set_endpoint(s.key, s.endpoint.model, healthy=s.healthy, load=s.stats.running + s.stats.waiting)
 
     # Engines that require the shared router token (SUPERNODE_ENGINE_TOKEN) get it on every call.
     engine_token = os.environ.get(C.ENV_ENGINE_TOKEN)
@@ -181,7 +186,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             raw = await read_body(request, config.server.max_body_bytes)
             args = (raw, parser)
             kw = {"anthropic": shape == "anthropic", "config": config, "table": st.table,
-                  "session_header": session_of(request)}
+                  "session_header": session_of(request), "spill": spill_targets(st.gatekeeper, tenant)}
             if len(raw) > OFFLOAD_PARSE_BYTES:  # megabytes of JSON: let other requests run meanwhile
                 prep = await asyncio.to_thread(prepare, *args, **kw)  # type: ignore[arg-type]
             else:
@@ -248,7 +253,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 def _metrics(st: RouterState) -> Response:
     st.metrics.queue_length.set(st.gatekeeper.queue_length())
     for s in st.table:
-        st.metrics.inflight.labels(s.key).set(s.inflight)
+        st.metrics.set_inflight(s.key, s.inflight)
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

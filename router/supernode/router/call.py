@@ -74,7 +74,12 @@ class Call:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"model": self.prep.resolved.model, "mode": self.prep.resolved.mode.value, "tenant": self.tenant.id}
+        """Counter labels; histograms take `hist_labels` (no tenant)."""
+        return {**self.hist_labels, "tenant": self.tenant.id}
+
+    @property
+    def hist_labels(self) -> dict[str, str]:
+        return {"model": self.prep.resolved.model, "mode": self.prep.resolved.mode.value}
 
 
 def call_headers(call: Call) -> dict[str, str]:
@@ -103,9 +108,9 @@ def observe(call: Call, m: RouterMetrics, *, log_requests: bool) -> None:
     lb = call.labels
     m.requests.labels(**lb, code=str(call.code)).inc()
     elapsed = time.perf_counter() - call.t0
-    m.e2e.labels(**lb).observe(elapsed)
+    m.e2e.labels(**call.hist_labels).observe(elapsed)
     if call.first_token_at is not None:
-        m.ttft.labels(**lb).observe(call.first_token_at - call.t0)
+        m.ttft.labels(**call.hist_labels).observe(call.first_token_at - call.t0)
     u = call.usage
     for kind, n in (("prompt", u.prompt_tokens), ("cached", u.cached_tokens),
                     ("completion", u.completion_tokens), ("reasoning", u.reasoning_tokens)):

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from supernode.api.httpserver import HttpLimits
 from supernode.api.models import Mode
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.metering.config import MeteringConfig
+from supernode.router.routing.registry import FILTERS, PICKERS, SCORERS
 
 
 class _Section(BaseModel):
@@ -43,11 +43,6 @@ class ServerConfig(_Section):
     keepalive_timeout_s: float = Field(default=5.0, gt=0, description="Idle keep-alive connections are closed "
                                        "after this")
 
-    def http_limits(self) -> HttpLimits:
-        return HttpLimits(max_connections=self.max_connections, overflow_connections=self.overflow_connections,
-                          header_timeout_s=self.header_timeout_s, max_header_bytes=self.max_header_bytes,
-                          keepalive_timeout_s=self.keepalive_timeout_s)
-
 
 class DiscoveryConfig(_Section):
     type: Literal["static", "local", "kubernetes"] = "static"
@@ -71,13 +66,23 @@ class DiscoveryConfig(_Section):
 
 
 class ScorerConfig(_Section):
-    name: Literal["prefix", "load", "headroom", "session", "kv-cache"]
+    name: str = Field(description="A name in routing.registry.SCORERS: prefix, load, headroom, session, kv-cache")
     weight: float = Field(default=1.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return SCORERS.check(name)
 
 
 class PickerConfig(_Section):
-    name: Literal["argmax", "power-of-two"] = "argmax"
+    name: str = Field(default="argmax", description="A name in routing.registry.PICKERS: argmax, power-of-two")
     top_k: int = Field(default=2, ge=2, description="power-of-two: sample two among the top k")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return PICKERS.check(name)
 
 
 class ImbalanceConfig(_Section):
@@ -99,12 +104,12 @@ class PrefixConfig(_Section):
     max_blocks_per_request: int = Field(default=4096, ge=1, description="Only the first N blocks are hashed")
 
 
-FilterName = Literal["healthy", "not-draining", "serves-model-mode"]
-DEFAULT_FILTERS: tuple[FilterName, ...] = ("healthy", "not-draining", "serves-model-mode")
+DEFAULT_FILTERS: tuple[str, ...] = ("healthy", "not-draining", "serves-model-mode")
 
 
 class RoutingConfig(_Section):
-    filters: list[FilterName] = Field(default_factory=lambda: list(DEFAULT_FILTERS))
+    filters: list[str] = Field(default_factory=lambda: list(DEFAULT_FILTERS),
+                               description="Names in routing.registry.FILTERS, applied in order")
     scorers: list[ScorerConfig] = Field(
         default_factory=lambda: [
             ScorerConfig(name="prefix", weight=2.0),
@@ -117,6 +122,11 @@ class RoutingConfig(_Section):
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
     session_capacity: int = Field(default=100_000, ge=1, description="LRU bound of session → endpoint")
     max_attempts: int = Field(default=3, ge=1, description="Endpoints tried when failing before the first byte")
+
+    @field_validator("filters")
+    @classmethod
+    def _known_filters(cls, names: list[str]) -> list[str]:
+        return [FILTERS.check(n) for n in names]
 
 
 class AliasTarget(_Section):

@@ -50,6 +50,9 @@ class RequestContext:
     prompt_tokens_estimate: int
     max_tokens: int  # resolved once (supernode.api.limits.resolve_max_tokens); admission may lower it
     user: str | None = None
+    # The prompt came as token ids (/v1/completions): ids can carry control tokens the chat template
+    # would never let text produce, so tenants restricted to some modes may not send them.
+    token_id_prompt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,13 @@ class InvalidRequest(RouterError):
         self.param = param
 
 
+class ModeNotOffered(InvalidRequest):
+    """The model is served, but no deployment of it offers the requested mode (a permanent condition,
+    unlike a 503 for a mode whose endpoints are merely not ready)."""
+
+    code = "mode_not_offered"
+
+
 class ModelNotFound(RouterError):
     status = 404
     code = "model_not_found"

@@ -1,4 +1,11 @@
-"""The router's Prometheus metrics, on a registry owned by one app (no global registry)."""
+"""The router's Prometheus metrics, on a registry owned by one app (no global registry).
+
+One owner per metric: the request path owns everything here, including the queue length (read from
+the gatekeeper at scrape time) and every rejection it answers (admission's limits included);
+admission's own collectors (supernode.router.admission.metrics) cover only what admission alone
+knows. Histograms carry no `tenant` label (a series per tenant x bucket grows without bound);
+per-tenant counts are on the counters. Endpoint series are removed when discovery drops the endpoint.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +18,20 @@ FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
-        by = ["model", "mode", "tenant"]
+        self._endpoint_models: dict[str, set[str]] = {}  # endpoint -> model label values it has series for
+        self._inflight_keys: set[str] = set()
+        by = ["model", "mode", "tenant"]  # counters
+        hist = ["model", "mode"]  # histograms: no tenant
         self.requests = Counter("supernode_router_requests_total", "Requests answered", [*by, "code"], registry=r)
         self.tokens = Counter("supernode_router_tokens_total", "Tokens by kind (prompt, cached, completion, "
                               "reasoning)", [*by, "kind"], registry=r)
-        self.ttft = Histogram("supernode_router_time_to_first_token_seconds", "Time to first token", by,
+        self.ttft = Histogram("supernode_router_time_to_first_token_seconds", "Time to first token", hist,
                               buckets=LATENCY_BUCKETS, registry=r)
-        self.itl = Histogram("supernode_router_inter_token_latency_seconds", "Time between streamed chunks", by,
+        self.itl = Histogram("supernode_router_inter_token_latency_seconds", "Time between streamed chunks", hist,
                              buckets=(*FAST_BUCKETS, 0.25, 0.5, 1, 2.5), registry=r)
-        self.e2e = Histogram("supernode_router_request_duration_seconds", "End-to-end request latency", by,
+        self.e2e = Histogram("supernode_router_request_duration_seconds", "End-to-end request latency", hist,
                              buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram("supernode_router_queue_wait_seconds", "Time waiting for admission", by,
-                                    buckets=LATENCY_BUCKETS, registry=r)
+        # queue waits: supernode_router_admission_queue_wait_seconds{tier} (admission's; waits exist only there)
         self.queue_length = Gauge("supernode_router_queue_length", "Requests waiting for admission", registry=r)
         self.routing_latency = Histogram("supernode_router_routing_decision_seconds", "Routing decision time",
                                          buckets=FAST_BUCKETS, registry=r)
@@ -32,7 +41,9 @@ class RouterMetrics:
                                          "Prompt blocks the chosen endpoint was believed to hold", registry=r)
         self.prefix_hit_ratio = Gauge("supernode_router_prefix_hit_ratio",
                                       "Hit blocks / looked-up blocks since start", registry=r)
-        self.rejections = Counter("supernode_router_rejections_total", "Requests rejected", ["reason"], registry=r)
+        self.rejections = Counter("supernode_router_rejections_total", "Requests rejected: admission limits "
+                                  "(rpm, tpm, queue_full, queue_wait, queue_timeout, ...), auth, size, capacity",
+                                  ["reason"], registry=r)
         self.retries = Counter("supernode_router_retries_total", "Attempts on another endpoint", ["reason"],
                                registry=r)
         self.inflight = Gauge("supernode_router_inflight_requests", "Requests open upstream", ["endpoint"],
@@ -48,6 +59,29 @@ class RouterMetrics:
                                        "(reason: initial, resync, expired, error)", ["resource", "reason"], registry=r)
         self.discovery_errors = Counter("supernode_router_discovery_errors_total",
                                         "Failed Kubernetes lists / watches", ["resource"], registry=r)
+
+    def set_endpoint(self, key: str, model: str, *, healthy: bool, load: float) -> None:
+        models = self._endpoint_models.setdefault(key, set())
+        for stale in models - {model}:  # the endpoint now announces another model
+            self.endpoint_healthy.remove(key, stale)
+            self.endpoint_load.remove(key, stale)
+        models.intersection_update({model})
+        models.add(model)
+        self.endpoint_healthy.labels(key, model).set(1.0 if healthy else 0.0)
+        self.endpoint_load.labels(key, model).set(load)
+
+    def forget_endpoint(self, key: str) -> None:
+        """Discovery dropped the endpoint: its series go too (no stale gauges for gone endpoints)."""
+        for model in self._endpoint_models.pop(key, set()):
+            self.endpoint_healthy.remove(key, model)
+            self.endpoint_load.remove(key, model)
+        if key in self._inflight_keys:
+            self._inflight_keys.discard(key)
+            self.inflight.remove(key)
+
+    def set_inflight(self, key: str, value: float) -> None:
+        self._inflight_keys.add(key)
+        self.inflight.labels(key).set(value)
 
     def record_prefix(self, hit: int, total: int) -> None:
         if total <= 0:

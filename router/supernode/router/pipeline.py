@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
 from supernode.api.constants import HEADER_SESSION_ID
+from supernode.api.modes import TEMPLATE_MODE_KEYS, ModeFieldError, template_kwargs
 from supernode.api.requestlimits import prompt_byte_bound
 from supernode.router.apis.common import ParsedRequest, load_json
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import PoolKey
-from supernode.router.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
-from supernode.router.modes import ModeError, Resolved, UnknownModel, resolve, template_kwargs
+from supernode.router.contracts import PoolKey, Tenant
+from supernode.router.errors import InvalidRequest, ModelNotFound, ModeNotOffered, PayloadTooLarge
+from supernode.router.modes import Resolved, UnknownModel, resolve
 from supernode.router.routing.prefix_index import request_hashes
 from supernode.router.routing.state import EndpointTable
 
 Parser = Callable[..., ParsedRequest]
+SpillTargets = Callable[[Sequence[PoolKey]], Sequence[PoolKey]]  # the tenant's allowed pools, spill targets after
 
 
 def api_key(request: Request) -> str | None:
@@ -57,8 +59,35 @@ class Prepared:
     max_tokens: int  # resolved once (shared rule); admission reserves it, the engine is sent it or less
 
 
+def offered_pools(resolved: Resolved, table: EndpointTable, spill: SpillTargets | None) -> list[PoolKey]:
+    """The pools a request may be admitted to: its own, when some deployment of the model offers the
+    mode; otherwise the spill-over targets the tenant is allowed that are offered (the response then
+    names the mode that served in x-supernode-mode), else ModeNotOffered naming the offered modes. A
+    scaled-to-zero model with no endpoint left is taken at its word (the group that starts decides)."""
+    requested = PoolKey(resolved.model, resolved.mode)
+    offered = table.offered_modes(resolved.model)
+    if resolved.mode in offered or (not offered and resolved.model in table.cold):
+        return [requested]  # a model scaled to zero announces no modes: its request waits for a group
+    targets = [p for p in (spill([requested]) if spill else ()) if p != requested
+               and p.mode in table.offered_modes(p.model)]
+    if targets:
+        return targets
+    names = ", ".join(m.value for m in sorted(offered, key=list(type(resolved.mode)).index)) or "none"
+    raise ModeNotOffered(f"The model `{resolved.model}` does not offer mode {resolved.mode.value}; "
+                         f"offered modes: {names}")
+
+
+def spill_targets(gatekeeper: object, tenant: Tenant) -> SpillTargets | None:
+    """The gatekeeper's spill-over expansion for this tenant (admission's rules, tenant overrides,
+    allowed models/modes), or None for a gatekeeper without spill-over (admission off)."""
+    candidates = getattr(gatekeeper, "candidates", None)
+    if candidates is None:
+        return None
+    return lambda pools: tuple(candidates(tenant, pools))
+
+
 def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig, table: EndpointTable,
-            session_header: str | None) -> Prepared:
+            session_header: str | None, spill: SpillTargets | None = None) -> Prepared:
     """Everything the request path decides before admission; raises RouterError subclasses (4xx)."""
     body = load_json(raw)
     models = config.models
@@ -68,7 +97,7 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         resolved = resolve(parsed.mode_fields, anthropic=anthropic, aliases=config.models.aliases,
                            patterns=config.models.patterns, served=served, served_aliases=served_aliases,
                            default_mode=config.models.default_mode)
-    except ModeError as e:
+    except ModeFieldError as e:
         raise InvalidRequest(str(e), param=e.param) from None
     except UnknownModel as e:
         raise ModelNotFound(str(e)) from None
@@ -76,7 +105,7 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
         raise ModelNotFound(f"The model `{parsed.mode_fields.get('model')}` does not exist or is not served here")
     check_prompt_fits(parsed.prompt_text, resolved.model, config,
                       param="prompt" if parsed.api == "openai-completions" else "messages")
-    pools = [PoolKey(resolved.model, resolved.mode)]  # spill-over targets come from admission's rules
+    pools = offered_pools(resolved, table, spill)  # further spill-over (capacity) comes from admission's rules
     prefix = config.routing.prefix
     hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
                             max_blocks=prefix.max_blocks_per_request)
@@ -113,7 +142,8 @@ def engine_body(parsed: ParsedRequest, pool: PoolKey, *, max_tokens: int) -> dic
     body["max_tokens"] = max_tokens
     if parsed.upstream_path == "/v1/chat/completions":
         kwargs = body.get("chat_template_kwargs")
-        body["chat_template_kwargs"] = {**(kwargs if isinstance(kwargs, dict) else {}), **template_kwargs(pool.mode)}
+        kept = {k: v for k, v in (kwargs if isinstance(kwargs, dict) else {}).items() if k not in TEMPLATE_MODE_KEYS}
+        body["chat_template_kwargs"] = {**kept, **template_kwargs(pool.mode)}  # the mode that serves, only
     if parsed.stream:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}

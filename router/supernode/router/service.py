@@ -55,12 +55,11 @@ class Service:
         return RequestContext(
             request_id=call.request_id, api=p.parsed.api, tenant=call.tenant, model=p.resolved.model,
             mode=p.resolved.mode, stream=p.parsed.stream, prompt_tokens_estimate=p.prompt_tokens_estimate,
-            max_tokens=p.max_tokens, user=p.parsed.user)
+            max_tokens=p.max_tokens, user=p.parsed.user, token_id_prompt=bool(p.parsed.extra.get("token_id_prompt")))
 
     async def _admitted(self, call: Call, ticket: Ticket) -> None:
         """Admitted: the ledger gets an open row now (durably), finalised when the request ends."""
         call.ticket = ticket
-        self.metrics.queue_wait.labels(**call.labels).observe(ticket.queued_seconds)
         record = usage_record(call, "open")
         if getattr(self.meter, "blocking", True):
             await asyncio.to_thread(self.meter.open, record)
@@ -193,7 +192,7 @@ class Service:
         if anthropic:
             yield anthropic.start()
         splitter = SseSplitter()
-        itl = self.metrics.itl.labels(**call.labels)  # looked up once, observed per token
+        itl = self.metrics.itl.labels(**call.hist_labels)  # looked up once, observed per token
         last = None
         checkpoint = self.config.metering.checkpoint_seconds if self.config.metering else 0.0
         next_checkpoint = time.monotonic() + checkpoint

@@ -80,7 +80,10 @@ def tail(log: Path, lines: int = 15) -> str:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on the port now. Binds the way uvicorn does (SO_REUSEADDR), so
+    connections of a previous run still in TIME_WAIT do not count as "in use"; a listener still does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

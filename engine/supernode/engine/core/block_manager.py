@@ -88,6 +88,8 @@ class BlockManager:
         """Leading cached blocks of a not-yet-admitted sequence (at most len-1 tokens, so one is computed)."""
         bs = self.block_size
         hits: list[int] = []
+        if seq.params.prompt_logprobs is not None:
+            return hits  # prompt log-probabilities need every prompt position computed
         for i, h in enumerate(self._hashes(seq, (len(seq) - 1) // bs)):
             bid = self._by_hash.get(h)
             if bid is None or self.blocks[bid].token_ids != tuple(seq.token_ids[i * bs : (i + 1) * bs]):

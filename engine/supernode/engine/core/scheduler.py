@@ -15,14 +15,17 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 from supernode.engine.core.block_manager import BlockManager
+from supernode.engine.core.context import check_prompt_fits
 from supernode.engine.core.sequence import FinishReason, Sequence, SequenceStatus
 
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 4096
+    """Per-step budgets and the context limit (derived from EngineConfig via ``EngineOptions``; no defaults here)."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):
@@ -55,8 +58,7 @@ class Scheduler:
     num_preemptions: int = 0
 
     def add(self, seq: Sequence) -> None:
-        if len(seq) >= self.config.max_model_len:
-            raise ValueError(f"prompt has {len(seq)} tokens; the context limit is {self.config.max_model_len}")
+        check_prompt_fits(len(seq), self.config.max_model_len)
         seq.status = SequenceStatus.WAITING
         self.waiting.append(seq)
 
@@ -118,6 +120,10 @@ class Scheduler:
             seq.num_computed_tokens = item.start_pos + item.num_tokens
             self.blocks.commit(seq)
             if not item.samples or token is None:
+                continue
+            if seq.params.max_tokens == 0:  # scoring a prompt: computed, nothing to generate
+                self.running.remove(seq)
+                self._finish(seq, FinishReason.LENGTH)
                 continue
             seq.append_token(seq.choose_token(token, eos_ids), eos_ids)
             if seq.finish_reason is None and len(seq) >= self.config.max_model_len:

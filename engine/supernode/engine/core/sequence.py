@@ -20,6 +20,9 @@ class FinishReason(enum.StrEnum):
     ABORT = "abort"  # cancelled by the client or the engine
 
 
+MAX_LOGPROBS = 20  # top alternatives per token (OpenAI's limit)
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request sampling settings (validated here, so the HTTP layer can report the field)."""
@@ -34,10 +37,12 @@ class SamplingParams:
     ignore_eos: bool = False
     presence_penalty: float = 0.0  # subtracted once from every token already generated
     frequency_penalty: float = 0.0  # subtracted per occurrence in the generated tokens
+    logprobs: int | None = None  # report each generated token's log-probability and this many top alternatives
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (its whole prompt is computed)
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens: must be >= 1")
+        if self.max_tokens < (0 if self.prompt_logprobs is not None else 1):
+            raise ValueError("max_tokens: must be >= 1 (0 only to score a prompt: with prompt log-probabilities)")
         if self.temperature < 0:
             raise ValueError("temperature: must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -47,6 +52,10 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name}: must be in [-2, 2]")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_LOGPROBS:
+                raise ValueError(f"{name}: must be in [0, {MAX_LOGPROBS}]")
 
     @property
     def greedy(self) -> bool:
@@ -89,6 +98,12 @@ class Sequence:
     reasoning_done: bool = False
     num_preemptions: int = 0
     admitted_once: bool = False
+    num_prompt_logprobs: int = 0  # prompt positions (from 1) whose log-probabilities were reported
+
+    @property
+    def wants_prompt_logits(self) -> bool:
+        """The runner must return logits for every position computed now (prompt log-probabilities)."""
+        return self.params.prompt_logprobs is not None and self.num_prompt_logprobs < self.num_prompt_tokens - 1
 
     def __post_init__(self) -> None:
         if not self.token_ids:

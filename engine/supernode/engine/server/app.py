@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
@@ -16,14 +17,25 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
+from supernode.api.modes import ModeFieldError, resolve_mode
 from supernode.api.strictjson import StrictJSONError, loads_strict
-from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces, resolve_mode
-from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine, Output, RequestHandle
+from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces
+from supernode.engine.core.context import ContextLengthExceeded, room_after
+from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine
 from supernode.engine.metrics import EngineMetrics
+from supernode.engine.server.choices import collect, stream
 from supernode.engine.server.guard import GuardMiddleware, Guards
 from supernode.engine.server.prompting import PromptEncoder
 from supernode.engine.server.protocol import APIError, ChatRequest, CompletionRequest, parse
-from supernode.engine.server.responses import Envelope, sse
+from supernode.engine.server.responses import ChatFormat, Choice, CompletionFormat, Envelope, sse
+from supernode.engine.tool_calls import (
+    ToolCallParser,
+    ToolChoice,
+    ToolSpecError,
+    ToolTokens,
+    parse_tool_choice,
+    parse_tools,
+)
 
 log = logging.getLogger("supernode.engine.server")
 
@@ -72,69 +84,55 @@ def build_app(
             raise APIError(404, f"model {name!r} is not served here (serving {state.model_name!r})", param="model")
 
     def submit(
-        eng: LLMEngine, ids: list[int], req: ChatRequest | CompletionRequest, budget: int | None
-    ) -> RequestHandle:
-        limit, is_chat = eng.options.max_model_len, isinstance(req, ChatRequest)
-        if len(ids) + 1 > limit:
-            param = "messages" if is_chat else "prompt"
-            msg = f"prompt has {len(ids)} tokens; this model's context is {limit}"
-            raise APIError(400, msg, param=param, code="context_length_exceeded")
-        default = limit - len(ids) if is_chat else 16
+        eng: LLMEngine,
+        ids: list[int],
+        req: ChatRequest | CompletionRequest,
+        budget: int | None,
+        parser: Callable[[], ToolCallParser | None] = lambda: None,
+    ) -> tuple[str, list[Choice]]:
+        """Queue the request's ``n`` choices (one sequence each; seeded choices get seed, seed+1, ...)."""
+        is_chat = isinstance(req, ChatRequest)
+        default = max(1, room_after(len(ids), eng.options.max_model_len)) if is_chat else 16
         if isinstance(req, ChatRequest) and req.max_tokens is None and req.max_completion_tokens is not None:
             req.max_tokens = req.max_completion_tokens
         params = req.sampling(default)
+        rid = f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}"
+        choices: list[Choice] = []
         try:
-            rid = f"{'chatcmpl' if is_chat else 'cmpl'}-{uuid.uuid4().hex}"
-            return eng.submit(ids, params, budget, request_id=rid, streaming=req.stream)
-        except EngineOverloaded as exc:
-            raise APIError(429, str(exc), retry_after=exc.retry_after) from exc
-        except EngineDead as exc:
-            raise APIError(503, str(exc), code="engine_dead") from exc
-        except ValueError as exc:
-            raise APIError(400, str(exc), param="prompt") from exc
+            for i in range(req.n):
+                p = params if params.seed is None else dataclasses.replace(params, seed=params.seed + i)
+                handle = eng.submit(
+                    ids, p, budget, request_id=rid if i == 0 else f"{rid}-{i}", streaming=req.stream,
+                    tool_parser=parser(),
+                )  # fmt: skip
+                choices.append(Choice(i, handle))
+        except BaseException as exc:
+            for c in choices:
+                eng.abort(c.handle.request_id)
+            if isinstance(exc, ContextLengthExceeded):  # the engine's one rule (core/context.py), in API terms
+                param = "messages" if is_chat else "prompt"
+                raise APIError(400, str(exc), param=param, code="context_length_exceeded") from exc
+            if isinstance(exc, EngineOverloaded):
+                raise APIError(429, str(exc), retry_after=exc.retry_after) from exc
+            if isinstance(exc, EngineDead):
+                raise APIError(503, str(exc), code="engine_dead") from exc
+            if isinstance(exc, ValueError):
+                raise APIError(400, str(exc), param="prompt") from exc
+            raise
+        return rid, choices
 
-    async def collect(request: Request, handle: RequestHandle, eng: LLMEngine) -> tuple[str, str, list[int], Output]:
-        """Wait for the whole result; a client that disconnects cancels the request (freeing its blocks)."""
-        reasoning, content, ids = [], [], []
-
-        async def consume() -> Output:
-            async for out in handle:
-                if out.error:
-                    raise APIError(500, out.error, code="engine_error")
-                reasoning.append(out.delta.reasoning)
-                content.append(out.delta.content)
-                ids.extend(out.token_ids)
-                if out.finish_reason is not None:
-                    return out
-            raise APIError(500, "stream ended early", code="engine_error")
-
-        async def disconnected() -> None:
-            # The body is read, so the next ASGI message is the disconnect: wait for it, no polling.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-
-        work, watch = asyncio.ensure_future(consume()), asyncio.ensure_future(disconnected())
-        try:
-            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:
-                eng.abort(handle.request_id)
-                raise APIError(499, "client disconnected", code="cancelled")
-            return "".join(reasoning), "".join(content), ids, work.result()
-        finally:
-            watch.cancel()
-            if not work.done():
-                work.cancel()
-                eng.abort(handle.request_id)
-
-    def stream(events: AsyncIterator[str], handle: RequestHandle, eng: LLMEngine) -> StreamingResponse:
-        async def body() -> AsyncIterator[str]:
-            try:
-                async for chunk in events:
-                    yield chunk
-            finally:  # client gone or stream done: cancelling a finished request is a no-op
-                eng.abort(handle.request_id)
-
-        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    def tool_setup(eng: LLMEngine, req: ChatRequest) -> tuple[list[dict[str, Any]], ToolChoice, ToolTokens | None]:
+        """The request's tools, the tool choice, and the tokenizer's tool-call token ids (400s name the field)."""
+        if not req.tools:
+            if req.tool_choice not in (None, "none", "auto"):
+                raise APIError(400, "tool_choice: needs tools", param="tool_choice")
+            return [], ToolChoice(enabled=False), None
+        specs = parse_tools(req.tools)
+        choice = parse_tool_choice(req.tool_choice, [s["name"] for s in specs])
+        ids = ToolTokens.resolve(eng.tokenizer.token_id)
+        if choice.enabled and ids is None:
+            raise APIError(400, "tools: this checkpoint's tokenizer has no tool-call tokens", param="tools")
+        return specs, choice, ids
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -142,44 +140,28 @@ def build_app(
         req: ChatRequest = parse(ChatRequest, await body_of(request))
         check_model(req.model)
         try:
-            mode = resolve_mode(req.model_dump(), state.default_mode)
-            pieces = render_chat_pieces(req.messages, mode)
-        except ChatError as exc:
+            mode = resolve_mode(req.model_dump(), default=state.default_mode)
+            specs, choice, tool_ids = tool_setup(eng, req)
+            pieces = render_chat_pieces(req.messages, mode, specs, choice)
+        except (ChatError, ModeFieldError, ToolSpecError) as exc:
             raise APIError(400, str(exc), param=exc.param) from exc
         thinking = mode is not Mode.NON_THINK
         ids = await state.encoder.encode_pieces(eng.tokenizer, pieces, eng.options.max_model_len, "messages")
-        handle = submit(eng, ids, req, state.budgets.for_mode(mode))
-        env = Envelope(handle.request_id, req.model, chat=True)
+
+        def parser() -> ToolCallParser | None:
+            if tool_ids is None or not choice.enabled:
+                return None
+            return ToolCallParser(tool_ids, single=not req.parallel_tool_calls, forced=choice)
+
+        rid, choices = submit(eng, ids, req, state.budgets.for_mode(mode), parser)
+        fmt = ChatFormat(Envelope(rid, req.model, chat=True), eng.tokenizer, thinking)
         headers = {
             HEADER_SERVED_MODE: mode.value,
-            HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, handle.request_id),
+            HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, rid),
         }
         if not req.stream:
-            reasoning, content, _, final = await collect(request, handle, eng)
-            return JSONResponse(env.chat_message(reasoning, content, final, thinking), headers=headers)
-
-        async def events() -> AsyncIterator[str]:
-            yield sse(env.chat_chunk({"role": "assistant", "content": ""}))
-            async for out in handle:
-                if out.error:
-                    yield sse(APIError(500, out.error, code="engine_error").body())
-                    break
-                delta: dict[str, Any] = {}
-                if out.delta.reasoning:
-                    delta["reasoning_content"] = out.delta.reasoning
-                if out.delta.content:
-                    delta["content"] = out.delta.content
-                if delta:
-                    yield sse(env.chat_chunk(delta))
-                if out.finish_reason is not None:
-                    yield sse(env.chat_chunk({}, out.finish_reason))
-                    if req.include_usage:
-                        yield sse(env.usage_chunk(out))
-            yield sse("[DONE]")
-
-        resp = stream(events(), handle, eng)
-        resp.headers.update(headers)
-        return resp
+            return JSONResponse(await collect(request, eng, choices, fmt), headers=headers)
+        return stream(eng, choices, fmt, req.include_usage, headers)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -191,35 +173,15 @@ def build_app(
             ids = await state.encoder.encode_text(eng.tokenizer, prompt, eng.options.max_model_len, "prompt")
         else:
             ids = list(prompt)  # token ids are taken as given (see docs/security.md on token-id prompts)
-        handle = submit(eng, ids, req, None)
-        env = Envelope(handle.request_id, req.model, chat=False)
-        ids_header = {HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, handle.request_id)}
-        want_ids = req.return_token_ids
+        rid, choices = submit(eng, ids, req, None)
         echo = (prompt if isinstance(prompt, str) else eng.tokenizer.decode(ids)) if req.echo else ""
+        env = Envelope(rid, req.model, chat=False)
+        echo_ids = ids if req.echo and req.logprobs is not None else []
+        fmt = CompletionFormat(env, eng.tokenizer, echo, ids if req.return_token_ids else None, echo_ids)
+        headers = {HEADER_REQUEST_ID: request.headers.get(HEADER_REQUEST_ID, rid)}
         if not req.stream:
-            _, content, out_ids, final = await collect(request, handle, eng)
-            body = env.completion(echo + content, final, out_ids if want_ids else None)
-            if want_ids:
-                body["choices"][0]["prompt_token_ids"] = ids
-            return JSONResponse(body, headers=ids_header)
-
-        async def events() -> AsyncIterator[str]:
-            if echo:
-                yield sse(env.completion_chunk(echo, None, None))
-            async for out in handle:
-                if out.error:
-                    yield sse(APIError(500, out.error, code="engine_error").body())
-                    break
-                text = out.delta.reasoning + out.delta.content
-                if text or (want_ids and out.token_ids) or out.finish_reason:
-                    yield sse(env.completion_chunk(text, out.token_ids if want_ids else None, out.finish_reason))
-                if out.finish_reason is not None and req.include_usage:
-                    yield sse(env.usage_chunk(out))
-            yield sse("[DONE]")
-
-        resp = stream(events(), handle, eng)
-        resp.headers.update(ids_header)
-        return resp
+            return JSONResponse(await collect(request, eng, choices, fmt), headers=headers)
+        return stream(eng, choices, fmt, req.include_usage, headers)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

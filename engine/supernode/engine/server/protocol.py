@@ -7,7 +7,9 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from supernode.engine.core.sequence import SamplingParams
+from supernode.engine.core.sequence import MAX_LOGPROBS, SamplingParams
+
+MAX_N = 16  # choices per request (each is a sequence in the batch)
 
 
 class APIError(Exception):
@@ -62,26 +64,41 @@ class _Common(BaseModel):
 
     def unsupported(self) -> None:
         """Features the built-in engine does not implement fail loudly instead of being ignored."""
+        extra = self.model_extra or {}
         checks = {
-            "n": self.n != 1,
-            "logprobs": self.logprobs not in (None, False, 0),
-            "top_logprobs": bool(self.top_logprobs),
             "repetition_penalty": self.repetition_penalty not in (None, 1.0),
-            "tools": bool((self.model_extra or {}).get("tools")),
-            "best_of": (self.model_extra or {}).get("best_of") not in (None, 1),
-            "suffix": bool((self.model_extra or {}).get("suffix")),
+            "best_of": extra.get("best_of") not in (None, 1),
+            "suffix": bool(extra.get("suffix")),
+            "functions": bool(extra.get("functions")),  # the legacy spelling of tools
+            "function_call": extra.get("function_call") is not None,
+            "logit_bias": bool(extra.get("logit_bias")),
+            "min_p": extra.get("min_p") not in (None, 0, 0.0),
+            "prediction": extra.get("prediction") is not None,
+            "audio": extra.get("audio") is not None,
+            "modalities": extra.get("modalities") not in (None, ["text"]),
+            "web_search_options": extra.get("web_search_options") is not None,
         }
-        fmt = (self.model_extra or {}).get("response_format")
+        fmt = extra.get("response_format")
         checks["response_format"] = isinstance(fmt, dict) and fmt.get("type") not in (None, "text")
         for name, bad in checks.items():
             if bad:
                 raise APIError(400, f"{name}: not implemented by the built-in engine", param=name, code="unsupported")
+        if not 1 <= self.n <= MAX_N:
+            raise APIError(400, f"n: must be in [1, {MAX_N}]", param="n")
+
+    def logprob_count(self) -> int | None:
+        """Top alternatives per generated token, or None when log-probabilities are not asked for."""
+        raise NotImplementedError
+
+    def prompt_logprob_count(self) -> int | None:
+        """Top alternatives per prompt token (completions with ``echo``), or None."""
+        return None
 
     def sampling(self, default_max_tokens: int) -> SamplingParams:
         self.unsupported()
         max_tokens = self.max_tokens if self.max_tokens is not None else default_max_tokens
-        if max_tokens < 1:
-            raise APIError(400, "max_tokens: must be at least 1", param="max_tokens")
+        if max_tokens < 1 and not (max_tokens == 0 and self.prompt_logprob_count() is not None):
+            raise APIError(400, "max_tokens: must be at least 1 (0 only with echo and logprobs)", param="max_tokens")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         if any(not s for s in stop):
             raise APIError(400, "stop: strings must be non-empty", param="stop")
@@ -97,6 +114,8 @@ class _Common(BaseModel):
                 ignore_eos=self.ignore_eos,
                 presence_penalty=self.presence_penalty or 0.0,
                 frequency_penalty=self.frequency_penalty or 0.0,
+                logprobs=self.logprob_count(),
+                prompt_logprobs=self.prompt_logprob_count(),
             )
         except ValueError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0]) from exc
@@ -108,12 +127,40 @@ class ChatRequest(_Common):
     chat_template_kwargs: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
+
+    def logprob_count(self) -> int | None:
+        if self.logprobs not in (None, False, True):
+            raise APIError(400, "logprobs: must be a boolean on /v1/chat/completions", param="logprobs")
+        if self.top_logprobs is not None:
+            if not self.logprobs:
+                raise APIError(400, "top_logprobs: needs logprobs=true", param="top_logprobs")
+            if not 0 <= self.top_logprobs <= MAX_LOGPROBS:
+                raise APIError(400, f"top_logprobs: must be in [0, {MAX_LOGPROBS}]", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Common):
     prompt: str | list[int] | list[str] | list[list[int]]
     return_token_ids: bool = False
     echo: bool = False
+
+    def logprob_count(self) -> int | None:
+        extra = self.model_extra or {}
+        if extra.get("tools"):
+            raise APIError(400, "tools: only /v1/chat/completions takes tools", param="tools", code="unsupported")
+        if self.top_logprobs is not None:
+            raise APIError(400, "top_logprobs: on /v1/completions use logprobs=N", param="top_logprobs")
+        if self.logprobs is None:
+            return None
+        if isinstance(self.logprobs, bool) or not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise APIError(400, f"logprobs: must be an integer in [0, {MAX_LOGPROBS}]", param="logprobs")
+        return self.logprobs
+
+    def prompt_logprob_count(self) -> int | None:
+        return self.logprob_count() if self.echo else None  # echo + logprobs: the prompt's too (eval harnesses)
 
     def single_prompt(self) -> str | list[int]:
         p = self.prompt

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from supernode.api.models import Mode
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.admission.fairqueue import FairQueue, Waiter
 from supernode.router.admission.limits import TenantLimiter, Verdict, month_start
@@ -156,7 +157,6 @@ class AdmissionGatekeeper:
         )
 
     def _reject(self, tenant: Tenant, limit: str, message: str, retry_after: float) -> AdmissionRejected:
-        self.metrics.rejections.labels(limit, tenant.tier).inc()
         log.info("rejected tenant=%s limit=%s retry_after=%.1f: %s", tenant.id, limit, retry_after, message)
         return AdmissionRejected(message, limit=limit, retry_after=max(1.0, round(retry_after, 1)))
 
@@ -166,8 +166,11 @@ class AdmissionGatekeeper:
             raise NoCapacity(f"no pool serves model {ctx.model!r} in mode {ctx.mode.value!r}")
         requested = pools[0]
         if not self._allowed(tenant, requested):
-            self.metrics.rejections.labels("forbidden", tenant.tier).inc()
             raise ForbiddenError(f"tenant {tenant.id!r} may not use {requested.model} in mode {requested.mode.value}")
+        if ctx.token_id_prompt and tenant.allowed_modes and set(tenant.allowed_modes) != set(Mode):
+            allowed = ", ".join(m.value for m in tenant.allowed_modes)
+            raise ForbiddenError(f"tenant {tenant.id!r} is limited to modes {allowed}: send the prompt as text, "
+                                 "not token ids (ids could open a mode the tenant may not use)")
         prompt, max_tokens = max(0, ctx.prompt_tokens_estimate), max(1, ctx.max_tokens)
         now = self._clock()
         if not self.config.throttling:
@@ -175,7 +178,6 @@ class AdmissionGatekeeper:
             return self._grant(ctx.tenant, requested, requested, free, now, now)
         cands = tuple(p for p in self.candidates(tenant, pools) if self._capacity.capacity(p) > 0)
         if not cands:
-            self.metrics.rejections.labels("no_capacity", tenant.tier).inc()
             raise NoCapacity(
                 f"no ready endpoint serves {requested.model} in mode {requested.mode.value}", retry_after=1.0
             )
@@ -200,7 +202,6 @@ class AdmissionGatekeeper:
         self._dispatch()
         if fut.done():
             return fut.result()
-        self.metrics.queue_length.set(len(self._queue))
         try:
             async with asyncio.timeout(q.max_wait_seconds):
                 return await asyncio.shield(fut)
@@ -222,7 +223,6 @@ class AdmissionGatekeeper:
         fut = waiter.handle.fut
         if self._queue.remove(waiter):
             self.limits.refund(res, self._clock(), self._wall())
-            self.metrics.queue_length.set(len(self._queue))
         elif fut.done() and not fut.cancelled():
             fut.result().release(Usage())
         if not fut.done():
@@ -254,7 +254,6 @@ class AdmissionGatekeeper:
             ticket = self._grant(pending.tenant, pending.requested, pool, pending.reservation, waiter.enqueued_at, now)
             pending.fut.set_result(ticket)
         self._queue.prune()
-        self.metrics.queue_length.set(len(self._queue))
 
     def _grant(
         self, tenant: Tenant, requested: PoolKey, pool: PoolKey, res: Reservation, enqueued: float, now: float

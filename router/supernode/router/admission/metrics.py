@@ -1,6 +1,9 @@
 """Prometheus collectors for admission, on a registry the caller owns (no globals).
 
-All named ``supernode_router_admission_*`` so they can share the request path's registry.
+All named ``supernode_router_admission_*`` so they can share the request path's registry. Each metric
+has one owner: the queue length and rejections (admission's included) are the request path's
+(supernode.router.metrics), which sees every answer the router gives; admission owns what only it
+knows (waits by tier, grants, pool occupancy, tenants-file reloads).
 """
 
 from __future__ import annotations
@@ -14,20 +17,11 @@ class AdmissionMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.queue_length = Gauge(
-            "supernode_router_admission_queue_length", "Requests waiting for admission", registry=r
-        )
         self.queue_wait = Histogram(
             "supernode_router_admission_queue_wait_seconds",
             "Time admitted requests waited in the admission queue",
             ["tier"],
             buckets=WAIT_BUCKETS,
-            registry=r,
-        )
-        self.rejections = Counter(
-            "supernode_router_admission_rejections_total",
-            "Requests rejected at admission",
-            ["reason", "tier"],
             registry=r,
         )
         self.admitted = Counter(

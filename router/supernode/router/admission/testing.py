@@ -113,6 +113,10 @@ class CtxBuilder:
         self._ctx = replace(self._ctx, prompt_tokens_estimate=prompt, max_tokens=max_tokens)
         return self
 
+    def token_ids(self) -> CtxBuilder:
+        self._ctx = replace(self._ctx, api="openai-completions", token_id_prompt=True)
+        return self
+
     def obj(self) -> RequestContext:
         return self._ctx
 

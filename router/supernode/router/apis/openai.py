@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from supernode.router.apis.common import ParsedRequest, content_text, max_tokens_of, validate
 from supernode.router.errors import InvalidRequest
 
-MODE_FIELDS = ("model", "thinking", "reasoning_effort")
+MODE_FIELDS = ("model", "thinking", "reasoning_effort", "chat_template_kwargs")  # read by supernode.api.modes
 
 
 class _Open(BaseModel):
@@ -96,4 +96,5 @@ def parse_completion(body: dict[str, Any], *, max_tokens_limit: int,
         prompt_text=text,
         user=req.user,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        extra={"token_id_prompt": True} if isinstance(prompt, list) else {},
     )

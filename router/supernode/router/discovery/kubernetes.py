@@ -15,7 +15,7 @@ from typing import Any
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import EngineType, Mode
-from supernode.router.discovery.kube_client import KubeAccess, KubeClient, KubeResource, load_access
+from supernode.router.discovery.kube_client import Access, KubeClient, KubeResource, load_access
 from supernode.router.discovery.kube_informer import Informer
 from supernode.router.metrics import RouterMetrics
 
@@ -180,7 +180,7 @@ class KubernetesDiscovery:
                 log.info("discovery: %d endpoints (%d draining)", len(endpoints),
                          sum(e.draining for e in endpoints))
 
-    async def _load_access(self) -> KubeAccess:
+    async def _load_access(self) -> Access:
         """No API settings (no service account, no kubeconfig) is an error to fix, not to crash on:
         log it and try again now and then, serving whatever endpoints are known (none)."""
         while True:

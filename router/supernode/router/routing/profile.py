@@ -1,35 +1,16 @@
-"""A routing profile: filters → weighted scorers → picker, built from RoutingConfig by a registry."""
+"""A routing profile: filters → weighted scorers → picker, built from RoutingConfig by the registries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supernode.router.config import RoutingConfig
-from supernode.router.routing.plugins import (
-    ArgmaxPicker,
-    Filter,
-    HeadroomScorer,
-    HealthyFilter,
-    KvCacheScorer,
-    LoadGuard,
-    LoadScorer,
-    NotDrainingFilter,
-    Picker,
-    PowerOfTwoPicker,
-    PrefixScorer,
-    Scorer,
-    ServesModelModeFilter,
-    SessionScorer,
-)
+from supernode.router.routing.plugins import Filter, LoadGuard, Picker, Scorer
 from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
+from supernode.router.routing.registry import FILTERS, PICKERS, SCORERS, BuildContext
 from supernode.router.routing.state import EndpointState, RoutingRequest
-
-FILTERS: dict[str, Callable[[], Filter]] = {
-    "healthy": HealthyFilter,
-    "not-draining": NotDrainingFilter,
-    "serves-model-mode": ServesModelModeFilter,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,27 +65,11 @@ class Profile:
 
 
 def build_profile(config: RoutingConfig, *, seed: int | None = None) -> Profile:
-    import random
-
-    index = PrefixIndex(config.prefix.capacity_blocks)
-    sessions = SessionMap(config.session_capacity)
-    filters = [FILTERS[name]() for name in config.filters]
-    scorers: list[tuple[Scorer, float]] = []
+    """Filters, weighted scorers and the picker, each built by its kind's registry (unknown names raise)."""
     im = config.imbalance
-    guard = LoadGuard(im.abs_threshold, im.rel_threshold, im.saturation_guard, im.saturation_slack)
-    for sc in config.scorers:
-        scorer: Scorer
-        if sc.name == "prefix":
-            scorer = PrefixScorer(index, guard)
-        elif sc.name == "load":
-            scorer = LoadScorer()
-        elif sc.name == "headroom":
-            scorer = HeadroomScorer()
-        elif sc.name == "session":
-            scorer = SessionScorer(sessions, guard)
-        else:
-            scorer = KvCacheScorer()
-        scorers.append((scorer, sc.weight))
-    picker: Picker = (ArgmaxPicker() if config.picker.name == "argmax"
-                      else PowerOfTwoPicker(config.picker.top_k, random.Random(seed)))
-    return Profile(filters, scorers, picker, index, sessions)
+    ctx = BuildContext(index=PrefixIndex(config.prefix.capacity_blocks), sessions=SessionMap(config.session_capacity),
+                       guard=LoadGuard(im.abs_threshold, im.rel_threshold, im.saturation_guard, im.saturation_slack),
+                       rng=random.Random(seed), top_k=config.picker.top_k)
+    filters = [FILTERS.build(name, ctx) for name in config.filters]
+    scorers = [(SCORERS.build(sc.name, ctx), sc.weight) for sc in config.scorers]
+    return Profile(filters, scorers, PICKERS.build(config.picker.name, ctx), ctx.index, ctx.sessions)

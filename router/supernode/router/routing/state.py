@@ -110,6 +110,10 @@ class EndpointTable:
     def get(self, url: str) -> EndpointState | None:
         return self._states.get(url)
 
+    def offered_modes(self, model: str) -> set[Mode]:
+        """Modes any endpoint of `model` announces, ready or not (what its deployments offer)."""
+        return {mode for s in self._states.values() if s.endpoint.model == model for mode in s.endpoint.modes}
+
     def served_models(self) -> tuple[set[str], dict[str, str]]:
         """(model names, alias → model) announced by endpoints, plus cold models (scaled to zero)."""
         models: set[str] = set(self.cold)

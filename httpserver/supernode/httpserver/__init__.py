@@ -129,6 +129,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_headers = True  # waiting for the next request: uvicorn's keep-alive timer runs now
 
 
+def limits_of(settings: Any) -> HttpLimits:
+    """HttpLimits from a settings object with the same field names (e.g. the router's ``server`` section),
+    so configuration stays plain data that does not import this uvicorn-side module."""
+    names = ("max_connections", "overflow_connections", "header_timeout_s", "max_header_bytes", "keepalive_timeout_s")
+    return HttpLimits(**{n: getattr(settings, n) for n in names if hasattr(settings, n)})
+
+
 def protocol_for(limits: HttpLimits) -> type[GuardedProtocol]:
     return type("GuardedProtocolWithLimits", (GuardedProtocol,), {"limits": limits})
 

@@ -1,0 +1,1 @@
+"""The one Kubernetes REST client the operator and the router share (plain REST over aiohttp)."""
