@@ -112,8 +112,9 @@ class MDBuilder:
         self.spec["modes"] = list(modes)
         return self
 
-    def autoscaling(self, min_replicas: int, max_replicas: int) -> MDBuilder:
-        self.spec["autoscaling"] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    def autoscaling(self, min_replicas: int, max_replicas: int, **extra: Any) -> MDBuilder:
+        """spec.autoscaling; extra keys are camelCase (target={...}, behavior={...}, mode=, priority=, pool=)."""
+        self.spec["autoscaling"] = {"minReplicas": min_replicas, "maxReplicas": max_replicas, **extra}
         return self
 
     def rollout(self, max_surge: int, max_unavailable: int, drain_timeout_seconds: int | None = None) -> MDBuilder:

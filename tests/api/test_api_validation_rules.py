@@ -87,6 +87,27 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
      "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"),
     ("replicas below autoscaling min", lambda b: b.replicas(1).autoscaling(2, 4), "spec.replicas",
      "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"),
+    ("autoscaling down window shorter than up", lambda b: b.autoscaling(
+        1, 1, behavior={"scaleUpStabilizationSeconds": 120, "scaleDownStabilizationSeconds": 60}),
+     "spec.autoscaling.behavior.scaleDownStabilizationSeconds",
+     "autoscaling.behavior.scaleDownStabilizationSeconds must not be shorter than "
+     "autoscaling.behavior.scaleUpStabilizationSeconds"),
+    ("autoscaling ready timeout within cold start", lambda b: b.autoscaling(
+        1, 1, behavior={"coldStartSeconds": 600, "readyTimeoutSeconds": 600}),
+     "spec.autoscaling.behavior.readyTimeoutSeconds",
+     "autoscaling.behavior.readyTimeoutSeconds must be longer than autoscaling.behavior.coldStartSeconds "
+     "(the pending guard would give up before a group can start)"),
+    ("scale to zero under an external autoscaler", lambda b: b.replicas(0).autoscaling(0, 2, mode="External"),
+     "spec.autoscaling.minReplicas",
+     "autoscaling.minReplicas 0 needs autoscaling.mode Builtin (the router's cold-start hold and the wake-up on "
+     "queued requests come from the builtin autoscaler)"),
+    ("autoscaling kv target above 1", lambda b: b.autoscaling(1, 1, target={"kvCacheUsage": 1.5}),
+     "spec.autoscaling.target.kvCacheUsage", None),
+    ("autoscaling unknown mode", lambda b: b.autoscaling(1, 1, mode="Keda"), "spec.autoscaling.mode", None),
+    ("autoscaling utilization 0", lambda b: b.autoscaling(1, 1, target={"utilization": 0}),
+     "spec.autoscaling.target.utilization", None),
+    ("autoscaling pool not a DNS label", lambda b: b.autoscaling(1, 1, pool="Pool_A"),
+     "spec.autoscaling.pool", None),
     ("rollout that cannot progress", lambda b: b.rollout(0, 0), "spec.rollout",
      "rollout.maxSurge + rollout.maxUnavailable must be greater than 0 (a rollout could never progress)"),
     ("backoff above its cap", lambda b: b.set("spec.recovery", {"backoffSeconds": 100, "maxBackoffSeconds": 50}),

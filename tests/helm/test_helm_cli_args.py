@@ -54,3 +54,18 @@ def test_router_command_line_parses(render: Any) -> None:
     assert c["command"] == ["supernode", "router"]
     args = build_parser().parse_args(["router", *c["args"]])
     assert args.config == "/etc/supernode/router/router.yaml" and args.log_level == "info"
+
+
+def test_the_autoscaler_reads_the_router_ops_port_through_its_metrics_service(render: Any) -> None:
+    objects = render({"router": {"metricsPort": 9191},
+                      "networkPolicy": {"enabled": True,
+                                        "routerMetricsFrom": [{"namespaceSelector": {"matchLabels": {"m": "1"}}}]}})
+    args = build_parser().parse_args(operator_argv(container(objects, "-operator")))
+    assert args.autoscale and args.router_ops_port == 9191
+    service = one(objects, "Service", "-router-metrics")
+    assert args.router_service == service["metadata"]["name"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [9191]
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-router"))
+    ops = next(rule for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == "metrics")
+    operator_labels = one(objects, "Deployment", "-operator")["spec"]["selector"]["matchLabels"]
+    assert {"podSelector": {"matchLabels": operator_labels}} in ops["from"], "the operator may read the signals"

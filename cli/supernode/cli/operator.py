@@ -44,6 +44,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port")
     parser.add_argument("--group-network-policies", action="store_true",
                         help="render a NetworkPolicy per replica group: only the group's own pods may connect")
+    scale = parser.add_argument_group("autoscaling (spec.autoscaling takes effect; leader only)")
+    scale.add_argument("--autoscale", action="store_true", help="run the autoscaler on router signals")
+    scale.add_argument("--router-service", default="supernode-router-metrics",
+                       help="a Service selecting the router replicas (the chart's ops Service)")
+    scale.add_argument("--router-namespace", default=None, help="its namespace (default: $POD_NAMESPACE, else "
+                       "supernode-system)")
+    scale.add_argument("--router-ops-port", type=int, default=9090,
+                       help="the router pods' ops port (server.metrics_port), which serves /autoscaling/signals")
+    scale.add_argument("--autoscale-interval", type=float, default=15.0, help="seconds between decisions")
     parser.add_argument("--log-format", choices=("plain", "full", "json"), default="full",
                         help="log format (json: one structured object per line)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -83,13 +92,26 @@ def run(args: argparse.Namespace) -> int:
                                              supernode_label=args.supernode_label, metrics_addr=args.metrics_addr,
                                              metrics_port=args.metrics_port if metrics is None else None,
                                              metrics=metrics, keys=GroupKeys.from_env(),
-                                             network_policies=args.group_network_policies))
+                                             network_policies=args.group_network_policies,
+                                             autoscaler=_autoscaler_config(args)))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)
         return 0
     assert metrics is not None
     return _run_elected(args, registry, election, metrics)
+
+
+def _autoscaler_config(args: argparse.Namespace) -> Any:
+    import os
+
+    from supernode.operator.scaler import AutoscalerConfig
+
+    if not args.autoscale:
+        return None
+    namespace = args.router_namespace or os.environ.get("POD_NAMESPACE") or "supernode-system"
+    return AutoscalerConfig(router_namespace=namespace, router_service=args.router_service,
+                            router_ops_port=args.router_ops_port, interval_seconds=args.autoscale_interval)
 
 
 def _election_config(args: argparse.Namespace) -> Any:

@@ -39,6 +39,7 @@ MANAGED_BY_VALUE: Final = "supernode-operator"
 # --- Annotations --------------------------------------------------------------------------------
 ANNOTATION_DRAINING: Final = "supernode.io/draining"  # set on a group being replaced; router sends it nothing new
 ANNOTATION_DRAIN_STARTED: Final = "supernode.io/drain-started"  # RFC 3339 time draining began
+ANNOTATION_DRAINED: Final = "supernode.io/drained"  # "true": every router saw the draining group idle
 ANNOTATION_MODES: Final = "supernode.io/modes"  # comma-separated modes a leader serves
 ANNOTATION_ALIASES: Final = "supernode.io/aliases"  # comma-separated model aliases a leader serves
 ANNOTATION_RESTARTS: Final = "supernode.io/group-restarts"  # gang restarts consumed from the budget

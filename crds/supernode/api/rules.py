@@ -100,6 +100,37 @@ RULES: tuple[Rule, ...] = (
         field_path=".replicas",
     ),
     Rule(
+        name="autoscaling-down-window",
+        cel="!has(self.autoscaling) || self.autoscaling.behavior.scaleDownStabilizationSeconds"
+        " >= self.autoscaling.behavior.scaleUpStabilizationSeconds",
+        check=lambda s: _autoscaling_ok(
+            s, lambda a: int(_get(a, "behavior", "scaleDownStabilizationSeconds", default=300))
+            >= int(_get(a, "behavior", "scaleUpStabilizationSeconds", default=30))),
+        message="autoscaling.behavior.scaleDownStabilizationSeconds must not be shorter than "
+        "autoscaling.behavior.scaleUpStabilizationSeconds",
+        field_path=".autoscaling.behavior.scaleDownStabilizationSeconds",
+    ),
+    Rule(
+        name="autoscaling-ready-timeout",
+        cel="!has(self.autoscaling) || self.autoscaling.behavior.readyTimeoutSeconds"
+        " > self.autoscaling.behavior.coldStartSeconds",
+        check=lambda s: _autoscaling_ok(
+            s, lambda a: int(_get(a, "behavior", "readyTimeoutSeconds", default=1800))
+            > int(_get(a, "behavior", "coldStartSeconds", default=300))),
+        message="autoscaling.behavior.readyTimeoutSeconds must be longer than "
+        "autoscaling.behavior.coldStartSeconds (the pending guard would give up before a group can start)",
+        field_path=".autoscaling.behavior.readyTimeoutSeconds",
+    ),
+    Rule(
+        name="autoscaling-zero-needs-builtin",
+        cel="!has(self.autoscaling) || self.autoscaling.minReplicas > 0 || self.autoscaling.mode == 'Builtin'",
+        check=lambda s: _autoscaling_ok(
+            s, lambda a: int(a.get("minReplicas", 1)) > 0 or a.get("mode", "Builtin") == "Builtin"),
+        message="autoscaling.minReplicas 0 needs autoscaling.mode Builtin (the router's cold-start hold "
+        "and the wake-up on queued requests come from the builtin autoscaler)",
+        field_path=".autoscaling.minReplicas",
+    ),
+    Rule(
         name="rollout-progress",
         cel="self.rollout.maxSurge + self.rollout.maxUnavailable > 0",
         check=lambda s: int(_get(s, "rollout", "maxSurge", default=1))

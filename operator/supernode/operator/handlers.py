@@ -22,6 +22,7 @@ from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
+from supernode.operator.scaler import Autoscaler, AutoscalerConfig
 
 log = logging.getLogger("supernode.operator")
 RETRYABLE: tuple[type[BaseException], ...] = (ApiError, *TRANSPORT_ERRORS)  # the resync tries again later
@@ -41,6 +42,7 @@ class OperatorConfig:
     metrics: OperatorMetrics | None = None
     keys: GroupKeys | None = None  # per-group store secret + engine token (from the chart's Secret, via env)
     network_policies: bool = False  # a NetworkPolicy per group: only its own pods may connect
+    autoscaler: AutoscalerConfig | None = None  # spec.autoscaling takes effect (None: not run)
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -106,16 +108,23 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label, keys=config.keys,
                                      network_policies=config.network_policies)
+        memo.autoscaler = None if config.autoscaler is None else Autoscaler(
+            memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
+            registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
         memo.stopping.set()  # handlers may still fire while kopf winds down: they return at once
-        task: asyncio.Task[None] | None = getattr(memo, "resync", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in ("resync", "autoscale"):
+            task: asyncio.Task[None] | None = getattr(memo, name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        autoscaler: Autoscaler | None = getattr(memo, "autoscaler", None)
+        if autoscaler is not None:
+            await autoscaler.close()
         if reconciler is not None:
             await reconciler.client.close()
         metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
@@ -211,8 +220,40 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 str(b["metadata"].get("uid") or b["metadata"]["name"]), config.resync_seconds / 2)]
             await asyncio.gather(*(one(b) for b in fresh))
 
+    async def autoscale(memo: kopf.Memo, indices: Mapping[str, Any], interval: float) -> None:
+        """Every `interval`: one autoscaling decision per autoscaled ModelDeployment, over the same index as
+        the resync (an operator-wide loop, not a kopf timer per object: no finalizer). The decisions see
+        their pool neighbours from the index without an API call."""
+        autoscaler: Autoscaler = memo.autoscaler
+        known: set[str] = set()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(memo.stopping.wait(), interval)
+            if memo.stopping.is_set():
+                return
+            bodies = [b for b in _all(indices["mds_idx"]) if not b["metadata"].get("deletionTimestamp")]
+            current = {f"{b['metadata'].get('namespace') or 'default'}/{b['metadata']['name']}": b for b in bodies}
+            for key in known - current.keys():  # deleted: drop its history
+                autoscaler.forget(key)
+            known = set(current)
+            for key, body in current.items():
+                if memo.stopping.is_set():
+                    return
+                if not (body.get("spec") or {}).get("autoscaling"):
+                    continue
+                try:
+                    await autoscaler.tick(body, _all(indices["nodes_idx"]), _all(indices["pods_idx"]), bodies)
+                except RETRYABLE as e:  # the next interval decides again
+                    log.warning("autoscaling %s: %s", key, e)
+                except Exception:
+                    log.exception("autoscaling %s failed", key)
+
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
         memo.resync = asyncio.create_task(resync(memo, kwargs), name="supernode-resync")
+        if config.autoscaler is not None:  # kopf runs on the elected leader only, so does this loop
+            memo.autoscale = asyncio.create_task(autoscale(memo, kwargs, config.autoscaler.interval_seconds),
+                                                 name="supernode-autoscale")
 
     return registry
+

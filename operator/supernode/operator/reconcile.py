@@ -174,7 +174,8 @@ class _Run:
                                      supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
             rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
             step = rollout.next_step(
-                [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started) for g in groups],
+                [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
+                                  drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
                 rollout.Target(replicas=n, revision=rev, max_surge=md.spec.rollout.max_surge,
                                max_unavailable=md.spec.rollout.max_unavailable,
                                drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
@@ -346,14 +347,19 @@ class _Run:
         if _same(status, previous):
             return
         # Merge patch: keys we no longer report are nulled, lists are replaced whole.
-        patch = {**{k: None for k in previous if k not in status and not k.startswith("kopf")}, **status}
+        patch = {**{k: None for k in previous if k not in status and not _foreign(k)}, **status}
         result = await self.client.patch_status(self.ns, self.name, patch)
         self.writes += 1
         self.r._written[self.uid] = (_rv(result.get("metadata", {})), result.get("status", status))
 
 
 def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
-    return all(old.get(k) == v for k, v in new.items()) and all(k in new or k.startswith("kopf") for k in old)
+    return all(old.get(k) == v for k, v in new.items()) and all(k in new or _foreign(k) for k in old)
+
+
+def _foreign(key: str) -> bool:
+    """Status keys other writers own: kopf's, and the autoscaler's `autoscaling`."""
+    return key.startswith("kopf") or key == "autoscaling"
 
 
 def _rv(meta: Mapping[str, Any]) -> int:

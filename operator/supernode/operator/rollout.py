@@ -3,7 +3,8 @@
 Groups live in *slots* 0..replicas-1. A group whose revision differs from the target is replaced
 whole: a new group is created in its slot (counted against `maxSurge`), the old one is marked draining
 once its successor is ready (or, without surge, while `maxUnavailable` allows), and deleted when it has
-been draining for `drainTimeoutSeconds` or serves nothing. Scaling down drains the highest slots first.
+been draining for `drainTimeoutSeconds`, serves nothing, or the routers report it idle (`drained`).
+Scaling down drains the highest slots first.
 The executor (reconcile.py) only applies the returned step; `supernode operator preview-rollout`
 prints steps from the same function.
 """
@@ -24,6 +25,7 @@ class Observed:
     ready: bool
     draining: bool = False
     drain_started: float | None = None
+    drained: bool = False  # the routers report it idle (no request in flight): no need to wait out the timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,7 @@ def next_step(observed: Sequence[Observed], target: Target) -> Step:
     for g in observed:
         if g.draining:
             started = g.drain_started if g.drain_started is not None else target.now
-            if not g.ready or target.now - started >= target.drain_timeout:
+            if not g.ready or g.drained or target.now - started >= target.drain_timeout:
                 delete.append(g.name)
             else:
                 waiting.append(f"{g.name}: draining, {target.drain_timeout - (target.now - started):.0f}s left")

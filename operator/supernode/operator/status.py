@@ -77,8 +77,15 @@ def compute_status(groups: Sequence[GroupState], facts: Facts, previous: Mapping
     message = (f"{facts.placeable}/{facts.desired} groups placeable: " + "; ".join(facts.capacity_reasons)
                + " — add nodes/supernodes with free devices or lower spec.replicas") if limited else (
         f"all {facts.desired} groups placeable")
+    auto = (previous or {}).get("autoscaling") or {}
+    if auto.get("reason") == "CapacityLimited" and not limited and not facts.invalid:
+        limited = True  # the autoscaler wants a group the pool cannot place (its numbers: status.autoscaling)
+        message = (f"autoscaler wants {auto.get('desiredReplicas', facts.desired) + 1} groups, the pool places "
+                   f"{facts.desired} — add supernodes to the pool or lower spec.autoscaling.maxReplicas")
     conditions.append(_cond(C.COND_CAPACITY_LIMITED, limited, "InsufficientCapacity" if limited else "Sufficient",
                             message, gen))
+    # Conditions other writers own (the autoscaler's ScalingActive) are carried over as they are.
+    conditions += [dict(c) for c in (previous or {}).get("conditions", []) if c.get("type") not in C.CONDITION_TYPES]
     old = {c["type"]: c for c in (previous or {}).get("conditions", [])}
     for c in conditions:
         prev = old.get(c["type"])

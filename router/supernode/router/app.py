@@ -27,6 +27,8 @@ from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.call import Call, request_id_from
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RouterError
+from supernode.router.demand import SIGNALS_PATH, ColdModels, DemandCollector, DemandGate
+from supernode.router.demand import signals as demand_signals
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, Shape, error_body
@@ -62,6 +64,7 @@ class RouterState:
     service: Service
     upstream: Upstream
     discovery: FileDiscovery | KubernetesDiscovery
+    demand: DemandGate
     scraper: Scraper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -93,16 +96,24 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
                   else make_gatekeeper(config, capacity, meter, metrics.registry))
+    cold = ColdModels(table, config.cold_start.models)
+    cold.observe()
+    # The request path admits through it: autoscaling signals, and cold models' requests held (scale to zero).
+    demand = DemandGate(gatekeeper, capacity=capacity, starting=cold.starting, hold_s=config.cold_start.hold_s,
+                        poll_s=config.cold_start.poll_s)
+    metrics.registry.register(DemandCollector(demand))
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
+        cold.observe()
         metrics.endpoints.set(len(table))
 
     discovery = _build_discovery(config, apply, metrics)
+    cold.discovered = getattr(discovery, "scale_to_zero_models", None)
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
-    service = Service(config, gatekeeper, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
-    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery)
+    service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
+    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand)
 
     def on_health(s: EndpointState) -> None:
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
@@ -215,7 +226,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         return JSONResponse({"object": "list", "data": data})
 
     _health_routes(app, state)
-    if config.server.metrics_port is None:  # no ops port: metrics on the API port, for the admin only
+    if config.server.metrics_port is None:  # no ops port: metrics + signals on the API port, for the admin only
         from supernode.router.admin import make_admin_key_check
 
         check = make_admin_key_check(config.admission.admin if config.admission else AdminConfig.model_validate({}))
@@ -228,6 +239,14 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                 return error_response("openai", e)
             return _metrics(state)
 
+        @app.get(SIGNALS_PATH, include_in_schema=False)
+        async def autoscaling_signals(request: Request) -> Response:
+            try:
+                check(api_key(request))
+            except RouterError as e:
+                return error_response("openai", e)
+            return _signals(state)
+
     return app
 
 
@@ -236,6 +255,10 @@ def _metrics(st: RouterState) -> Response:
     for s in st.table:
         st.metrics.set_inflight(s.key, s.inflight)
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _signals(st: RouterState) -> Response:
+    return JSONResponse(demand_signals(st.demand, st.table))
 
 
 def _health_routes(app: FastAPI, st: RouterState) -> None:
@@ -252,14 +275,18 @@ def _health_routes(app: FastAPI, st: RouterState) -> None:
 
 
 def _ops_app(st: RouterState) -> FastAPI:
-    """The ops port's app: /metrics, /health, /ready (no lifespan: the API app owns the state). Served
-    apart from the public API so scrapes need no key and probes answer even when the API port is
-    saturated."""
+    """The ops port's app: /metrics, /autoscaling/signals, /health, /ready (no lifespan: the API app owns
+    the state). Served apart from the public API so scrapes and the operator's autoscaler need no key and
+    probes answer even when the API port is saturated."""
     ops = FastAPI(title="supernode router ops", docs_url=None, redoc_url=None, openapi_url=None)
     _health_routes(ops, st)
 
     @ops.get("/metrics")
     async def prometheus() -> Response:
         return _metrics(st)
+
+    @ops.get(SIGNALS_PATH)
+    async def autoscaling_signals() -> Response:
+        return _signals(st)
 
     return ops

@@ -180,6 +180,17 @@ class HealthConfig(_Section):
     healthy_after: int = Field(default=1, ge=1, description="Consecutive successes before re-admission")
 
 
+class ColdStartConfig(_Section):
+    """Scale to zero (spec.autoscaling.minReplicas 0): requests for a model with no ready group wait in the
+    queue (streams get SSE keep-alives) while its first group starts, instead of failing at once."""
+
+    hold_s: float = Field(default=120.0, ge=0, le=3600, description="How long a request for a cold model may "
+                          "wait for its first group; then 503 + Retry-After (0 = fail at once)")
+    models: list[str] = Field(default_factory=list, description="Models that may be scaled to zero: served "
+                              "(listed, resolved) with no endpoint, their requests held while no group is ready")
+    poll_s: float = Field(default=0.25, gt=0, le=10, description="How often a held request looks for a group")
+
+
 class RouterConfig(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     discovery: DiscoveryConfig
@@ -187,6 +198,7 @@ class RouterConfig(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     # Owned by the admission side (docs/tenants.md). It must be written out: `admission: null` = no
     # tenants, limits or queue (every caller anonymous), else tenantsFile or anonymous: true inside.
     admission: AdmissionConfig | None = None

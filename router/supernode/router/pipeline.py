@@ -62,11 +62,12 @@ class Prepared:
 def offered_pools(resolved: Resolved, table: EndpointTable, spill: SpillTargets | None) -> list[PoolKey]:
     """The pools a request may be admitted to: its own, when some deployment of the model offers the
     mode; otherwise the spill-over targets the tenant is allowed that are offered (the response then
-    names the mode that served in x-supernode-mode), else ModeNotOffered naming the offered modes."""
+    names the mode that served in x-supernode-mode), else ModeNotOffered naming the offered modes. A
+    scaled-to-zero model with no endpoint left is taken at its word (the group that starts decides)."""
     requested = PoolKey(resolved.model, resolved.mode)
     offered = table.offered_modes(resolved.model)
-    if resolved.mode in offered:
-        return [requested]
+    if resolved.mode in offered or (not offered and resolved.model in table.cold):
+        return [requested]  # a model scaled to zero announces no modes: its request waits for a group
     targets = [p for p in (spill([requested]) if spill else ()) if p != requested
                and p.mode in table.offered_modes(p.model)]
     if targets:

@@ -2,8 +2,9 @@
 
 `standin.py engine --port P ...`: rank 0 (SUPERNODE_RANK) serves /health, 200 once every other
 rank has connected to SUPERNODE_LEADER_PORT; each process also starts a `sleep` grandchild so tests
-can prove whole process groups are stopped. `standin.py router --port P ...`: /health 200.
-Set STANDIN_FAIL=1 to exit with an error at once.
+can prove whole process groups are stopped. `standin.py router --port P ...`: /health 200, on the
+config's ops port (`--config FILE`, server.metrics_port) too. Set STANDIN_FAIL=1 to exit with an error
+at once; STANDIN_SIGNALS=FILE makes the router stand-in serve that file as /autoscaling/signals.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def main() -> None:
         def do_GET(self) -> None:
             ok = joined.is_set()
             body = b'{"status":"ok"}' if ok else b'{"status":"waiting for ranks"}'
+            signals = os.environ.get("STANDIN_SIGNALS")  # router: /autoscaling/signals from this file
+            if role == "router" and self.path == "/ready":  # the stand-in routes to whatever is started
+                body = b'{"ready": true, "routable": 1000}'
+            if role == "router" and signals and self.path == "/autoscaling/signals":
+                with open(signals, "rb") as f:
+                    body = f.read()
             self.send_response(200 if ok else 503)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -65,6 +72,14 @@ def main() -> None:
             pass
 
     http.server.ThreadingHTTPServer.allow_reuse_address = True
+    if role == "router" and "--config" in args:  # the real router's ops port: /metrics, /autoscaling/signals
+        import yaml
+
+        with open(args[args.index("--config") + 1]) as f:
+            ops = int(((yaml.safe_load(f) or {}).get("server") or {}).get("metrics_port") or 0)
+        if ops:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", ops), Handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
     http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 

@@ -52,6 +52,9 @@ def router_config(deployments: list[ModelDeployment], *, state_dir: Path, port: 
         "health": {"scrape_interval_s": 0.5, "unhealthy_after": 2},
         "admission": admission,
         "metering": metering,
+        # Deployments that may scale to zero: the router holds their requests while the first group starts.
+        "cold_start": {"models": [md.spec.model.name for md in deployments
+                                  if md.spec.autoscaling is not None and md.spec.autoscaling.min_replicas == 0]},
     }
     if redis:  # URL from $SUPERNODE_REDIS_URL; keys prefixed per state dir (several stacks may share a Redis)
         import hashlib

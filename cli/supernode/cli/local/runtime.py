@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -24,6 +25,7 @@ from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
 from supernode.cli.local.report import snippets, stack_table
 from supernode.cli.local.routerconf import router_config, shared_env
+from supernode.cli.local.scaling import LocalScaler
 from supernode.cli.local.secrets import ensure_admin_key, private_dir, write_engine_token
 from supernode.cli.local.specs import SpecError, load_deployments, preset_of
 from supernode.cli.local.statefile import ROUTER_CONFIG, load_state, write_atomic
@@ -41,6 +43,7 @@ class UpOptions:
     state_dir: str = ".supernode"
     start_timeout: float = 300.0
     drain_seconds: float = 10.0
+    autoscale_interval: float = 2.0  # seconds between local autoscaling decisions
     python: str = sys.executable
     # Tests replace the command prefixes (`python -m supernode.cli engine serve` / `... router`).
     detach: bool = False
@@ -60,13 +63,30 @@ class CannotStart(Exception):
     pass
 
 
+def _autoscaled_layout(md: ModelDeployment, inventory: Any) -> tuple[ModelDeployment, int]:
+    """An autoscaled deployment is laid out for as many groups as fit up to maxReplicas (the extra ones
+    parked until the scaler starts them); (deployment to plan, groups it asks for now)."""
+    from supernode.operator import planner
+
+    auto = md.spec.autoscaling
+    if auto is None or auto.mode.value != "Builtin" or auto.max_replicas <= md.spec.replicas:
+        return md, md.spec.replicas
+    most = md.model_copy(update={"spec": md.spec.model_copy(update={"replicas": auto.max_replicas})})
+    fits = planner.plan(most, inventory).capacity.placeable
+    wanted = max(md.spec.replicas, fits)
+    return md.model_copy(update={"spec": md.spec.model_copy(update={"replicas": wanted})}), md.spec.replicas
+
+
 def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir: Path,
-                 out: Callable[[str], None]) -> list[GroupLayout]:
+                 out: Callable[[str], None]) -> tuple[list[GroupLayout], list[str]]:
     from supernode.operator import planner
 
     inventory = local_inventory()
     plans = []
-    for md in deployments:
+    parked: list[str] = []
+    for original in deployments:
+        md, start = _autoscaled_layout(original, inventory)
+        parked += [f"{md.metadata.name}/{i}" for i in range(start, md.spec.replicas)]
         plan = planner.plan(md, inventory)
         if plan.capacity.limited:
             raise CannotStart(f"{md.metadata.name}: only {plan.capacity.placeable} of {plan.capacity.desired} "
@@ -89,7 +109,7 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
         groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
                                 ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
                                 device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None)
-    return groups
+    return groups, parked
 
 
 def _router_launch(opts: UpOptions, config: Path, admin_key: str, engine_token: str) -> RouterLaunch:
@@ -125,16 +145,26 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
                           "stop it or use another --state-dir")
     if not procs.port_free(opts.port):
         raise CannotStart(f"port {opts.port} on {LOCALHOST} is in use (choose another with --port)")
-    groups = _plan_groups(deployments, opts, state_dir, out)
+    groups, parked = _plan_groups(deployments, opts, state_dir, out)
     config = state_dir / ROUTER_CONFIG
-    metrics_port = next(procs.free_ports(avoid=frozenset({opts.port})))
+    # Not a port a group (parked ones included) will bind later.
+    taken = {opts.port, *(p for g in groups for p in (g.port, g.rendezvous_port))}
+    metrics_port = next(procs.free_ports(avoid=frozenset(taken)))
     write_atomic(config, yaml.safe_dump(router_config(deployments, state_dir=state_dir, port=opts.port,
                                                       tenants=tenants, metrics_port=metrics_port,
                                                       redis=bool(opts.redis), postgres=bool(opts.postgres))))
     admin_key, _ = ensure_admin_key(state_dir, C.ENV_ADMIN_KEY)
     engine_token, _ = write_engine_token(state_dir)  # engines answer only the router (docs/security.md)
-    return Supervisor(groups, _router_launch(opts, config, admin_key, engine_token), state_dir, out=out,
-                      engine_token=engine_token)
+    launch = _router_launch(opts, config, admin_key, engine_token)
+    sup = Supervisor(groups, launch, state_dir, out=out, engine_token=engine_token, parked=parked)
+    # The router serves its autoscaling signals on the ops port, next to /metrics.
+    scaler = LocalScaler(deployments, f"http://{LOCALHOST}:{metrics_port}", interval=opts.autoscale_interval,
+                         say=sup._say)
+    if scaler.scaled:
+        sup.scaler = scaler
+    else:
+        scaler.close()
+    return sup
 
 
 def run_up(opts: UpOptions, out: Callable[[str], None] = print) -> int:

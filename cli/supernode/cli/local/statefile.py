@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +51,8 @@ class LocalState(BaseModel):
     router_phase: str = "Pending"
     router_restarts: int = 0
     groups: list[GroupRecord] = Field(default_factory=list)
+    # Per autoscaled deployment: desired, active, ready, reason, message, coldStartSeconds, signals.
+    autoscaling: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def pids(self) -> list[int]:
         out = [self.up_pid]

@@ -68,11 +68,17 @@ def show_status(state_dir: str, *, as_json: bool = False) -> int:
         print(f"no local stack recorded in {state_dir} (start one with `supernode up`)")
         return 1
     probes, models = got
+    state = load_state(Path(state_dir))
+    scaling = state.autoscaling if state is not None else {}
     if as_json:
-        print(json.dumps({"units": [asdict(p) for p in probes], "models": models}, indent=2))
+        print(json.dumps({"units": [asdict(p) for p in probes], "models": models, "autoscaling": scaling},
+                         indent=2))
     else:
         rows = [["UNIT", "URL", "STATE", "HEALTH", "PIDS", "ALIVE"]]
         rows += [[p.name, p.url, p.phase, p.health, p.pids, "yes" if p.alive else "no"] for p in probes]
         print(table(rows))
         print(f"models: {', '.join(models) if models else '(no leader answering /v1/models)'}")
-    return 0 if all(p.health == "200" for p in probes) else 1
+        for name, why in scaling.items():
+            print(f"autoscaling {name}: {why.get('active')} groups ({why.get('ready')} ready), "
+                  f"{why.get('reason')}: {why.get('message')}")
+    return 0 if all(p.health == "200" or p.phase == "Parked" for p in probes) else 1

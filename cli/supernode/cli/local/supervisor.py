@@ -20,10 +20,12 @@ from supernode.api.endpoints import EndpointFile
 from supernode.cli.local import machine as M
 from supernode.cli.local import procs
 from supernode.cli.local.layout import GroupLayout
+from supernode.cli.local.scaling import LocalScaler
 from supernode.cli.local.secrets import group_env
 from supernode.cli.local.statefile import GroupRecord, LocalState, RankRecord, save_endpoints, save_state
 
 Printer = Callable[[str], None]
+ROUTER_SETTLE_SECONDS = 10.0  # at start, how long to wait for the router to route to every group
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +45,13 @@ class StartFailed(Exception):
 class Supervisor:
     def __init__(self, groups: Sequence[GroupLayout], router: RouterLaunch, state_dir: Path, *,
                  out: Printer = print, kill_grace_seconds: float = 3.0, probe_timeout: float = 1.0,
-                 liveness_interval: float = 5.0, engine_token: str | None = None):
+                 liveness_interval: float = 5.0, engine_token: str | None = None, parked: Sequence[str] = ()):
         self.groups = {g.unit: g for g in groups}
         self.engine_token = engine_token  # SUPERNODE_ENGINE_TOKEN for every rank (secrets.py)
+        # Autoscaling (supernode.cli.local.scaling): groups planned but not started, groups draining.
+        self.parked: set[str] = set(parked)
+        self._draining: dict[str, float] = {}
+        self.scaler: LocalScaler | None = None
         self.router = router
         self.state_dir = state_dir
         self.out = out
@@ -134,7 +140,8 @@ class Supervisor:
             self._say(f"{unit}: waiting: {detail}")
 
     def _write_endpoints(self) -> None:
-        endpoints = [g.endpoint(ready=self.ready[name]) for name, g in self.groups.items()]
+        endpoints = [g.endpoint(ready=self.ready[name], draining=name in self._draining)
+                     for name, g in self.groups.items() if name not in self.parked]
         save_endpoints(self.state_dir, EndpointFile(endpoints=endpoints))
 
     def _publish(self) -> None:
@@ -147,18 +154,79 @@ class Supervisor:
             groups=[
                 GroupRecord(
                     deployment=g.deployment, group=g.index, model=g.model, url=g.url,
-                    phase=self.units[name].phase.value, restarts=self.units[name].restarts,
+                    phase=self._phase(name), restarts=self.units[name].restarts,
                     reason=self.units[name].reason,
                     ranks=[RankRecord(rank=r.rank, pid=c.pid if c.poll() is None else None)
                            for r, c in zip(g.ranks, self.children[name], strict=False)],
                 )
                 for name, g in self.groups.items()
             ],
+            autoscaling=self.scaler.status() if self.scaler else {},
         ))
+
+    def _phase(self, unit: str) -> str:
+        if unit in self.parked:
+            return "Parked"
+        return "Draining" if unit in self._draining else self.units[unit].phase.value
+
+    # --- autoscaling (the Units protocol of supernode.cli.local.scaling) ----------------------------
+    def _of(self, deployment: str) -> list[str]:
+        return sorted((u for u, g in self.groups.items() if g.deployment == deployment),
+                      key=lambda u: self.groups[u].index)
+
+    def active(self, deployment: str) -> list[str]:
+        return [u for u in self._of(deployment) if u not in self.parked and u not in self._draining]
+
+    def parked_units(self, deployment: str) -> list[str]:
+        return [u for u in self._of(deployment) if u in self.parked]
+
+    def is_ready(self, unit: str) -> bool:
+        return self.units[unit].phase is M.Phase.READY
+
+    def draining(self) -> Mapping[str, float]:
+        return dict(self._draining)
+
+    def activate(self, unit: str) -> None:
+        self.parked.discard(unit)
+        self.units[unit] = M.UnitState(unit)  # Pending: the next tick spawns it
+        self._write_endpoints()
+        self._publish()
+
+    def drain(self, unit: str) -> None:
+        self._draining[unit] = time.monotonic()
+        self._write_endpoints()  # the router stops sending it new requests
+        self._publish()
+
+    def finish_drain(self, unit: str) -> None:
+        self._draining.pop(unit, None)
+        self.units[unit], _ = M.step(self.units[unit], M.StopRequested(time.monotonic()), self._policy(unit))
+        self.ready[unit] = False
+        procs.stop_all(self.children[unit], self.kill_grace)
+        self.children[unit] = []
+        self.units[unit] = M.UnitState(unit)
+        self.parked.add(unit)
+        self._write_endpoints()
+        self._publish()
+
+    def busy(self, unit: str) -> float | None:
+        """Requests running or waiting on the group's engine (None when it does not answer)."""
+        from supernode.router.stats import parse_prometheus
+
+        try:
+            auth = {"authorization": f"Bearer {self.engine_token}"} if self.engine_token else None
+            resp = self._client.get(f"{self.groups[unit].url}/metrics", headers=auth)  # engines want the token
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 200:
+            return None
+        samples = parse_prometheus(resp.text)
+        return samples.get("vllm:num_requests_running", 0.0) + samples.get("vllm:num_requests_waiting", 0.0)
 
     # --- the loop --------------------------------------------------------------------------------
     def tick(self) -> None:
         for unit, state in list(self.units.items()):
+            if unit in self.parked:
+                continue
             if state.phase in (M.Phase.STARTING, M.Phase.READY):
                 for child in self.children[unit]:
                     code = child.poll()
@@ -175,7 +243,7 @@ class Supervisor:
             self._feed(unit, M.Tick(time.monotonic()))
 
     def all_ready(self) -> bool:
-        return all(s.phase is M.Phase.READY for s in self.units.values())
+        return all(s.phase is M.Phase.READY for u, s in self.units.items() if u not in self.parked)
 
     def start(self, stop: threading.Event, timeout: float, interval: float = 0.25) -> None:
         """Bring every unit up; raise StartFailed with the reason if one cannot start."""
@@ -192,10 +260,25 @@ class Supervisor:
                     f"{u} {s.phase.value}" for u, s in self.units.items() if s.phase is not M.Phase.READY))
             time.sleep(interval)
         self._publish()
+        # The router may have ejected an engine it probed before it listened: "Serving" once it routes to
+        # every started group again (bounded; its health scrape re-admits within a scrape interval).
+        settle = time.monotonic() + ROUTER_SETTLE_SECONDS
+        while not self._router_routes_all() and time.monotonic() < settle and not stop.is_set():
+            time.sleep(interval)
+
+    def _router_routes_all(self) -> bool:
+        want = sum(1 for u in self.groups if u not in self.parked)
+        try:
+            resp = self._client.get(f"{self.router.url}/ready")
+            return int(resp.json().get("routable", 0)) >= want
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            return False
 
     def supervise(self, stop: threading.Event, interval: float = 0.25) -> None:
         while not stop.wait(interval):
             self.tick()
+            if self.scaler is not None:
+                self.scaler.step(self)
 
     def shutdown(self, drain_seconds: float) -> None:
         """Drain: the router stops accepting and finishes in-flight requests (up to
@@ -214,4 +297,6 @@ class Supervisor:
             self.units[unit], _ = M.step(self.units[unit], M.AllStopped(time.monotonic()), self._policy(unit))
         self._publish()
         self._client.close()
+        if self.scaler is not None:
+            self.scaler.close()
         self._say("stopped")

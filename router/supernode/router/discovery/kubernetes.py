@@ -152,6 +152,18 @@ class KubernetesDiscovery:
         assert self.pods is not None and self.mds is not None
         return endpoints_from_objects(self.pods.cache.items(), self.mds.cache.items(), **self.kwargs)
 
+    def scale_to_zero_models(self) -> set[str]:
+        """Models (and aliases) of ModelDeployments with `autoscaling.minReplicas: 0`: the router keeps
+        serving them with no endpoint and holds their requests while the first group starts."""
+        out: set[str] = set()
+        for md in self.mds.cache.items() if self.mds is not None else ():
+            spec = md.get("spec") or {}
+            auto = spec.get("autoscaling") or {}
+            if auto and int(auto.get("minReplicas", 1)) == 0 and auto.get("mode", "Builtin") == "Builtin":
+                model = spec.get("model") or {}
+                out |= {str(n) for n in [model.get("name"), *(model.get("aliases") or [])] if n}
+        return out
+
     async def _publish_loop(self) -> None:
         assert self.pods is not None and self.mds is not None
         while True:

@@ -84,6 +84,7 @@ class EndpointTable:
         self._states: dict[str, EndpointState] = {}
         self._on_removed = on_removed
         self.version = 0
+        self.cold: set[str] = set()  # models served with no endpoint now (scaled to zero; supernode.router.demand)
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         fresh: dict[str, EndpointState] = {}
@@ -114,8 +115,8 @@ class EndpointTable:
         return {mode for s in self._states.values() if s.endpoint.model == model for mode in s.endpoint.modes}
 
     def served_models(self) -> tuple[set[str], dict[str, str]]:
-        """(model names, alias → model) announced by endpoints."""
-        models: set[str] = set()
+        """(model names, alias → model) announced by endpoints, plus cold models (scaled to zero)."""
+        models: set[str] = set(self.cold)
         aliases: dict[str, str] = {}
         for s in self._states.values():
             models.add(s.endpoint.model)
