@@ -26,7 +26,8 @@ from pathlib import Path
 from supernode.api.models import Mode
 from supernode.router.admission import AdmissionConfig, build_gatekeeper
 from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tenants_file, usage_record
-from supernode.router.contracts import AdmissionRejected, PoolKey, Tenant, Usage
+from supernode.router.contracts import PoolKey, Tenant, Usage
+from supernode.router.errors import AdmissionRejected
 from supernode.router.metering import SqliteLedger
 
 POOL = PoolKey("deepseek-v4-flash", Mode.NON_THINK)

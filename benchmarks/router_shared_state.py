@@ -39,7 +39,8 @@ from prometheus_client import CollectorRegistry
 from supernode.api.models import Mode
 from supernode.router.admission import AdmissionConfig, build_gatekeeper
 from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tenants_file
-from supernode.router.contracts import AdmissionRejected, PoolKey, Usage, UsageRecord
+from supernode.router.contracts import PoolKey, Usage, UsageRecord
+from supernode.router.errors import AdmissionRejected
 from supernode.router.metering.ledger import SqliteLedger
 from supernode.router.metering.postgres import PostgresLedger
 from supernode.router.shared.build import redis_client, shared_parts

@@ -105,7 +105,7 @@ async def test_tenants_listing_has_no_secrets_and_reload(client: httpx.AsyncClie
 
 async def test_no_admin_key_configured_disables_the_admin_api() -> None:
     check = make_admin_key_check(AdminConfig(keyEnv="SUPERNODE_TEST_UNSET_ADMIN"), environ={})
-    from supernode.router.contracts import ForbiddenError
+    from supernode.router.errors import ForbiddenError
 
     with pytest.raises(ForbiddenError, match="disabled"):
         check("anything")

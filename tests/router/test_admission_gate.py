@@ -11,7 +11,8 @@ import pytest
 from supernode.api.models import Mode
 from supernode.router.admission import AdmissionConfig, Gatekeeper, build_gatekeeper
 from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tenants_file
-from supernode.router.contracts import AdmissionRejected, ForbiddenError, NoCapacity, PoolKey, Tenant, Usage
+from supernode.router.contracts import PoolKey, Tenant, Usage
+from supernode.router.errors import AdmissionRejected, ForbiddenError, NoCapacity
 
 pytestmark = pytest.mark.looptime
 

@@ -15,7 +15,8 @@ from supernode.api.models import Mode
 from supernode.router.admission import AdmissionConfig, build_gatekeeper
 from supernode.router.admission.fairqueue import FairQueue, Waiter
 from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tenants_file
-from supernode.router.contracts import AdmissionRejected, PoolKey, Usage
+from supernode.router.contracts import PoolKey, Usage
+from supernode.router.errors import AdmissionRejected
 
 A = PoolKey("pro", Mode.THINK_MAX)
 B = PoolKey("pro", Mode.THINK_HIGH)

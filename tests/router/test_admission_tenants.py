@@ -12,7 +12,8 @@ import pytest
 from supernode.router.admission import AdmissionConfig, build_gatekeeper
 from supernode.router.admission.tenants import TenantsFileError, hash_key, load_directory, parse_tenants
 from supernode.router.admission.testing import StaticCapacity, tenant, tenants_file
-from supernode.router.contracts import ANONYMOUS, AuthError
+from supernode.router.contracts import ANONYMOUS
+from supernode.router.errors import AuthError
 
 
 def two_tenants() -> object:

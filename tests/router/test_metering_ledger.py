@@ -137,7 +137,8 @@ def test_kill_9_loses_no_committed_row(tmp_path: Path) -> None:
 async def test_monthly_quota_survives_a_restart_through_the_ledger(tmp_path: Path) -> None:
     from supernode.router.admission import AdmissionConfig, build_gatekeeper
     from supernode.router.admission.testing import StaticCapacity, ctx, tenant, tenants_file
-    from supernode.router.contracts import AdmissionRejected, PoolKey
+    from supernode.router.contracts import PoolKey
+    from supernode.router.errors import AdmissionRejected
 
     path = tenants_file(tenant("acme").key("sk-acme").quota(1000)).write(tmp_path / "t.yaml")
     led = SqliteLedger(tmp_path / "u.db")

@@ -255,7 +255,7 @@ async def test_metrics_and_meter_before_final_bytes(stack: Stack) -> None:
 
 async def test_queued_stream_gets_keepalives(stack: Stack) -> None:
     from supernode.router.contracts import ANONYMOUS, PoolKey
-    from supernode.router.gate import OpenTicket
+    from supernode.router.open_admission import OpenTicket
 
     release = asyncio.Event()
 

@@ -15,8 +15,8 @@ from supernode.router.apis.common import load_json
 from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.apis.responses import AnthropicStream, to_anthropic_message, usage_from_openai
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import RouterError, Usage
-from supernode.router.errors import InvalidRequest
+from supernode.router.contracts import Usage
+from supernode.router.errors import InvalidRequest, RouterError
 from supernode.router.pipeline import prepare
 from supernode.router.routing.state import EndpointTable
 

@@ -14,8 +14,9 @@ from tcp_proxy import TcpProxy
 
 from supernode.api.models import Mode
 from supernode.router.contracts import Usage, UsageRecord
+from supernode.router.errors import LedgerUnavailable
 from supernode.router.metering.migrations import LATEST, MIGRATIONS, migrate
-from supernode.router.metering.postgres import LedgerUnavailable, PostgresLedger
+from supernode.router.metering.postgres import PostgresLedger
 from supernode.router.shared.config import PostgresLedgerConfig
 from supernode.router.shared.metrics import BackendMetrics
 

@@ -16,10 +16,11 @@ from tcp_proxy import TcpProxy
 from supernode.api.models import Mode
 from supernode.router.admission import AdmissionConfig, build_gatekeeper
 from supernode.router.admission.testing import StaticCapacity, TenantBuilder, ctx, tenant, tenants_file
-from supernode.router.contracts import AdmissionRejected, PoolKey, RouterError, Usage
+from supernode.router.contracts import PoolKey, Usage
+from supernode.router.errors import AdmissionRejected, RouterError, StateUnavailable
 from supernode.router.shared.build import shared_parts
 from supernode.router.shared.config import RedisState
-from supernode.router.shared.gatekeeper import SharedGatekeeper, StateUnavailable
+from supernode.router.shared.gatekeeper import SharedGatekeeper
 from supernode.router.shared.replicas import share
 from supernode.router.shared.store import outage_spec
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from supernode.router.admission.config import AdminConfig
 from supernode.router.admission.tenants import TenantsFileError, hash_key
-from supernode.router.contracts import AuthError, ForbiddenError, RouterError
+from supernode.router.errors import AuthError, BadRequest, ForbiddenError, RouterError
 from supernode.router.metering.ledger import COLUMNS, SUMS, TOTAL_KEYS
 
 log = logging.getLogger("supernode.router.admin")
@@ -97,11 +97,6 @@ def parse_time(value: str | None, field: str) -> float | None:
         raise BadRequest(f"{field}: time out of range: {value!r}") from None
 
 
-class BadRequest(RouterError):
-    status = 400
-    code = "invalid_request"
-
-
 def neutralise(value: Any) -> Any:
     """A text cell that a spreadsheet would take for a formula gets a leading apostrophe (numbers are
     left alone: they are written by us, a tenant controls only text such as request ids)."""
@@ -119,14 +114,6 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 def make_admin_router(meter: UsageSource, gatekeeper: TenantAdmin, admin_key_check: AdminKeyCheck) -> APIRouter:
-    return make_admin_router_lazy(lambda: meter, lambda: gatekeeper, admin_key_check)
-
-
-def make_admin_router_lazy(
-    get_meter: Callable[[], UsageSource], get_gatekeeper: Callable[[], TenantAdmin], admin_key_check: AdminKeyCheck
-) -> APIRouter:
-    """Same, for apps that build the meter and gatekeeper later (in the lifespan): the getters are
-    called per request, e.g. ``lambda: app.state.router.meter``."""
     router = APIRouter(prefix="/admin", tags=["admin"])
 
     def authorize(request: Request) -> JSONResponse | None:
@@ -153,7 +140,6 @@ def make_admin_router_lazy(
         except BadRequest as exc:
             return _error(exc)
         span = {"tenant": tenant, "start": start, "end": end}
-        meter = get_meter()
         try:  # a shared ledger that is unreachable raises a RouterError (503), never a 500
             totals = await asyncio.to_thread(meter.totals, **span)
             if format == "csv":
@@ -172,13 +158,12 @@ def make_admin_router_lazy(
     async def tenants(request: Request) -> Response:
         if (denied := authorize(request)) is not None:
             return denied
-        return JSONResponse({"tenants": get_gatekeeper().tenants()})
+        return JSONResponse({"tenants": gatekeeper.tenants()})
 
     @router.post("/tenants/reload", response_model=None)
     async def reload(request: Request) -> Response:
         if (denied := authorize(request)) is not None:
             return denied
-        gatekeeper = get_gatekeeper()
         try:
             changed = gatekeeper.reload_tenants()
         except TenantsFileError as exc:

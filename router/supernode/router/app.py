@@ -26,18 +26,18 @@ from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.call import Call, request_id_from
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import Gatekeeper, Meter, RouterError
+from supernode.router.contracts import Gatekeeper, Meter
 from supernode.router.demand import SIGNALS_PATH, ColdModels, DemandCollector, DemandGate
 from supernode.router.demand import signals as demand_signals
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
-from supernode.router.errors import InvalidRequest, Shape, error_body
+from supernode.router.errors import InvalidRequest, RouterError, Shape, error_body
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
 from supernode.router.proxy import Upstream
+from supernode.router.request_path import Service, error_response
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
-from supernode.router.service import Service, error_response
 from supernode.router.stats import Scraper
 from supernode.router.wiring import (
     GatekeeperFactory,

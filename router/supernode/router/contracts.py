@@ -88,47 +88,6 @@ class UsageRecord:
     key: str = ""
 
 
-class RouterError(Exception):
-    """An error the request path turns into the API's own error shape."""
-
-    status: int = 500
-    code: str = "internal_error"
-
-    def __init__(self, message: str, *, retry_after: float | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.headers = dict(headers or {})
-
-
-class AuthError(RouterError):
-    status = 401
-    code = "invalid_api_key"
-
-
-class ForbiddenError(RouterError):
-    status = 403
-    code = "permission_denied"
-
-
-class AdmissionRejected(RouterError):
-    """Over a limit (rate, tokens, quota, concurrency) or the queue wait would exceed its bound."""
-
-    status = 429
-    code = "rate_limit_exceeded"
-
-    def __init__(self, message: str, *, limit: str, retry_after: float | None = None):
-        super().__init__(message, retry_after=retry_after, headers={"x-ratelimit-limit-name": limit})
-        self.limit = limit
-
-
-class NoCapacity(RouterError):
-    """No ready endpoint serves any candidate pool."""
-
-    status = 503
-    code = "no_capacity"
-
-
 class PoolCapacity(Protocol):
     """Provided by the request path from discovery: what each pool can take right now."""
 

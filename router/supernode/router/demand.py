@@ -21,16 +21,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from supernode.router.contracts import (
-    Gatekeeper,
-    NoCapacity,
-    PoolCapacity,
-    PoolKey,
-    RequestContext,
-    Tenant,
-    Ticket,
-    Usage,
-)
+from supernode.router.contracts import Gatekeeper, PoolCapacity, PoolKey, RequestContext, Tenant, Ticket, Usage
+from supernode.router.errors import NoCapacity
 from supernode.router.routing.state import EndpointTable
 
 SIGNALS_PATH = "/autoscaling/signals"

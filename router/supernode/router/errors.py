@@ -1,4 +1,4 @@
-"""Request-path errors and their rendering in each API's own error shape (pure)."""
+"""Every error the router raises to a client, and their rendering in each API's own error shape (pure)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,48 @@ import json
 import math
 from typing import Any, Literal
 
-from supernode.router.contracts import RouterError
-
 Shape = Literal["openai", "anthropic"]
+
+
+class RouterError(Exception):
+    """An error the request path turns into the API's own error shape."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+class AuthError(RouterError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class ForbiddenError(RouterError):
+    status = 403
+    code = "permission_denied"
+
+
+class AdmissionRejected(RouterError):
+    """Over a limit (rate, tokens, quota, concurrency) or the queue wait would exceed its bound."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after, headers={"x-ratelimit-limit-name": limit})
+        self.limit = limit
+
+
+class NoCapacity(RouterError):
+    """No ready endpoint serves any candidate pool."""
+
+    status = 503
+    code = "no_capacity"
 
 
 class InvalidRequest(RouterError):
@@ -47,6 +86,27 @@ class UpstreamError(RouterError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+class StateUnavailable(RouterError):
+    """The shared admission state (Redis) is unreachable and the tenant's policy is failClosed."""
+
+    status = 503
+    code = "state_unavailable"
+
+
+class LedgerUnavailable(RouterError):
+    """The shared usage ledger (PostgreSQL) is unreachable."""
+
+    status = 503
+    code = "ledger_unavailable"
+
+
+class BadRequest(RouterError):
+    """A bad admin API query (its body names the class: ``type: BadRequest``)."""
+
+    status = 400
+    code = "invalid_request"
 
 
 _OPENAI_TYPES = {

@@ -16,8 +16,7 @@ from typing import Any
 import aiohttp
 
 from supernode.router.config import HealthConfig, TimeoutsConfig
-from supernode.router.contracts import NoCapacity
-from supernode.router.errors import UpstreamError, UpstreamTimeout
+from supernode.router.errors import NoCapacity, UpstreamError, UpstreamTimeout
 from supernode.router.metrics import RouterMetrics
 from supernode.router.routing.profile import Profile
 from supernode.router.routing.state import EndpointState, EndpointTable, RoutingRequest

@@ -13,8 +13,8 @@ from supernode.router.admission import build_gatekeeper
 from supernode.router.admission.config import CapacityConfig
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, PoolCapacity, PoolKey
-from supernode.router.gate import LogMeter, OpenGatekeeper
 from supernode.router.metering import build_meter
+from supernode.router.open_admission import LogMeter, OpenGatekeeper
 from supernode.router.routing.state import EndpointTable
 from supernode.router.shared.config import RedisState
 

@@ -12,11 +12,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from supernode.router import contracts
 from supernode.router.admission.config import AdmissionConfig
-from supernode.router.admission.gate import AdmissionTicket, UsageTotals
+from supernode.router.admission.gatekeeper import AdmissionTicket, Gatekeeper, UsageTotals
 from supernode.router.admission.metrics import AdmissionMetrics
-from supernode.router.admission.service import Gatekeeper
 from supernode.router.admission.tenants import TenantsFileError, file_signature, hash_key, load_directory
 from supernode.router.contracts import PoolCapacity
 
@@ -63,8 +61,3 @@ def build_gatekeeper(
     if config.tenants_file is not None:
         gate._signature = file_signature(config.tenants_file)
     return gate
-
-
-def _conforms(g: Gatekeeper, t: AdmissionTicket) -> tuple[contracts.Gatekeeper, contracts.Ticket]:
-    """Never called: lets mypy prove the implementations satisfy the request path's protocols."""
-    return g, t

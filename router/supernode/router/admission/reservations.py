@@ -113,8 +113,3 @@ class LocalLimitStore:
         if lim is None:
             return {}
         return {"in_flight": lim.in_flight, "month_tokens": lim.used_tokens, "reserved_tokens": lim.reserved_tokens}
-
-
-def _conforms(s: LocalLimitStore) -> LimitStore:
-    """Never called: lets mypy prove the local store satisfies the protocol."""
-    return s

@@ -20,7 +20,8 @@ from pydantic.alias_generators import to_camel
 
 from supernode.api.models import Mode
 from supernode.router.admission.config import SpillOverRule
-from supernode.router.contracts import ANONYMOUS, AuthError, PoolKey, SpillRule, Tenant
+from supernode.router.contracts import ANONYMOUS, PoolKey, SpillRule, Tenant
+from supernode.router.errors import AuthError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from supernode.router import contracts
 from supernode.router.metering.config import MeteringConfig
 from supernode.router.metering.ledger import SqliteLedger
 from supernode.router.metering.metered import MeteredLedger
@@ -28,8 +27,3 @@ def build_meter(config: MeteringConfig, *, registry: CollectorRegistry | None = 
         ledger = SqliteLedger(led.path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms)
         ledger.close_interrupted()
     return MeteredLedger(ledger, registry)
-
-
-def _conforms(m: MeteredLedger, s: SqliteLedger, p: PostgresLedger) -> tuple[contracts.Meter, ...]:
-    """Never called: lets mypy prove all satisfy the request path's ``Meter`` protocol."""
-    return m, s, p

@@ -22,7 +22,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from supernode.router.contracts import RouterError, UsageRecord
+from supernode.router.contracts import UsageRecord
+from supernode.router.errors import LedgerUnavailable
 from supernode.router.metering.ledger import COLUMNS, SUMS, TOTAL_KEYS
 from supernode.router.metering.migrations import LATEST, migrate
 from supernode.router.metering.spool import Spool
@@ -47,11 +48,6 @@ _CLOSE = ("UPDATE usage SET status = 'interrupted', finished_at = %s, "
           "WHERE status = 'open' AND (replica = %s OR (replica <> %s AND replica NOT IN "
           "(SELECT name FROM router_replicas WHERE seen_at > now() - make_interval(secs => %s))))")
 REPLAY_BATCH = 500
-
-
-class LedgerUnavailable(RouterError):
-    status = 503
-    code = "ledger_unavailable"
 
 
 def row_of(record: UsageRecord, *, replica: str, status: str | None = None) -> dict[str, Any]:

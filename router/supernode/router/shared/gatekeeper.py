@@ -17,11 +17,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from supernode.router.admission.gatekeeper import Gatekeeper
 from supernode.router.admission.limits import month_start, next_month_start
 from supernode.router.admission.reservations import Reservation
-from supernode.router.admission.service import Gatekeeper
 from supernode.router.admission.tenants import TenantSpec
-from supernode.router.contracts import RouterError, Tenant
+from supernode.router.contracts import Tenant
+from supernode.router.errors import StateUnavailable
 from supernode.router.shared.config import RedisState
 from supernode.router.shared.fairshare import SharedFairness
 from supernode.router.shared.metrics import BackendMetrics
@@ -31,11 +32,6 @@ from supernode.router.shared.store import RedisLimitStore
 
 log = logging.getLogger("supernode.router.shared")
 OUTAGE_ERRORS = (RedisError, OSError, TimeoutError)
-
-
-class StateUnavailable(RouterError):
-    status = 503
-    code = "state_unavailable"
 
 
 class SharedGatekeeper(Gatekeeper):

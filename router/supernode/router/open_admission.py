@@ -12,9 +12,6 @@ from dataclasses import asdict, dataclass
 
 from supernode.router.contracts import (
     ANONYMOUS,
-    Gatekeeper,
-    Meter,
-    NoCapacity,
     PoolCapacity,
     PoolKey,
     RequestContext,
@@ -23,6 +20,7 @@ from supernode.router.contracts import (
     Usage,
     UsageRecord,
 )
+from supernode.router.errors import NoCapacity
 
 log = logging.getLogger("supernode.router.usage")
 
@@ -76,7 +74,3 @@ class LogMeter:
 
     def close(self) -> None:
         return None
-
-
-def _typecheck(g: OpenGatekeeper, m: LogMeter) -> tuple[Gatekeeper, Meter]:
-    return g, m

@@ -1,12 +1,15 @@
-"""The Gatekeeper: tenant limits → spill-over candidates → capacity-bounded fair priority queue."""
+"""The Gatekeeper: tenant limits → spill-over candidates → capacity-bounded fair priority queue, with its
+owned background tasks (tenants-file reload by mtime poll, capacity poll)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from supernode.api.models import Mode
@@ -15,18 +18,15 @@ from supernode.router.admission.fairqueue import FairQueue, Waiter
 from supernode.router.admission.limits import TenantLimiter, Verdict, month_start
 from supernode.router.admission.metrics import AdmissionMetrics
 from supernode.router.admission.reservations import LimitStore, LocalLimitStore, Reservation
-from supernode.router.admission.tenants import TenantDirectory, TenantEntry
-from supernode.router.contracts import (
-    AdmissionRejected,
-    ForbiddenError,
-    NoCapacity,
-    PoolCapacity,
-    PoolKey,
-    RequestContext,
-    SpillRule,
-    Tenant,
-    Usage,
+from supernode.router.admission.tenants import (
+    TenantDirectory,
+    TenantEntry,
+    TenantsFileError,
+    file_signature,
+    load_directory,
 )
+from supernode.router.contracts import PoolCapacity, PoolKey, RequestContext, SpillRule, Tenant, Usage
+from supernode.router.errors import AdmissionRejected, ForbiddenError, NoCapacity
 
 log = logging.getLogger("supernode.router.admission")
 
@@ -44,7 +44,7 @@ class AdmissionTicket:
     estimate: int
     admitted_at: float
     reservation: Reservation | None = None
-    _gate: AdmissionGatekeeper | None = field(repr=False, default=None)
+    _gate: Gatekeeper | None = field(repr=False, default=None)
 
     @property
     def max_tokens(self) -> int:
@@ -69,7 +69,12 @@ class _Pending:
     reservation: Reservation
 
 
-class AdmissionGatekeeper:
+class Gatekeeper:
+    """``start()`` / ``stop()`` are owned by the app lifespan; both are idempotent."""
+
+    _tasks: list[asyncio.Task[None]]
+    _signature: tuple[int, int, int] | None = None
+
     def __init__(
         self,
         config: AdmissionConfig,
@@ -302,3 +307,77 @@ class AdmissionGatekeeper:
     def poke(self) -> None:
         """Capacity may have grown (endpoints appeared): start waiters that now fit."""
         self._dispatch()
+
+    # --- tenants-file reload and owned tasks ------------------------------------------------------
+    def _path(self) -> Path | None:
+        return self.config.tenants_file
+
+    def reload_tenants(self) -> bool:
+        """Re-read the tenants file now. Returns True when it changed and loaded; on a bad file the
+        previous tenants stay in force (logged, counted) and TenantsFileError is raised."""
+        path = self._path()
+        if path is None:
+            return False
+        sig = file_signature(path)
+        try:
+            if sig is None:
+                if self.directory.enabled:
+                    log.error(
+                        "tenants file %s disappeared; keeping the %d tenants loaded",
+                        path,
+                        len(self.directory.entries()),
+                    )
+                self._signature = None
+                return False
+            directory = load_directory(path)
+        except (TenantsFileError, OSError) as exc:
+            self._signature = sig  # do not re-log the same bad file every poll
+            self.metrics.tenants_reloads.labels("error").inc()
+            log.error("tenants file rejected, keeping the previous tenants: %s", exc)
+            raise TenantsFileError(str(exc)) from exc
+        self._signature = sig
+        self.replace_directory(directory)
+        self.metrics.tenants_reloads.labels("ok").inc()
+        return True
+
+    def _changed(self) -> bool:
+        path = self._path()
+        return path is not None and file_signature(path) != self._signature
+
+    async def _watch_tenants(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self._changed():
+                with contextlib.suppress(TenantsFileError):
+                    self.reload_tenants()
+
+    async def _poll_capacity(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.queue_length():
+                self.poke()
+
+    async def start(self) -> None:
+        if getattr(self, "_tasks", None):
+            return
+        path = self._path()
+        self._signature = file_signature(path) if path is not None else None
+        self._tasks = []
+        if path is not None and self.config.tenants_reload_seconds > 0:
+            self._tasks.append(
+                asyncio.create_task(self._watch_tenants(self.config.tenants_reload_seconds), name="tenants-reload")
+            )
+        if self.config.queue.dispatch_interval_seconds > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._poll_capacity(self.config.queue.dispatch_interval_seconds), name="admission-capacity-poll"
+                )
+            )
+
+    async def stop(self) -> None:
+        tasks, self._tasks = getattr(self, "_tasks", []), []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t

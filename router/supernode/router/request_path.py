@@ -16,15 +16,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from supernode.router.apis.responses import AnthropicStream, to_anthropic_message, usage_from_openai
 from supernode.router.call import Call, call_headers, observe, usage_record
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import (
-    AdmissionRejected,
-    Gatekeeper,
-    Meter,
-    RequestContext,
-    RouterError,
-    Ticket,
-)
-from supernode.router.errors import Shape, UpstreamError, render, sse_error
+from supernode.router.contracts import Gatekeeper, Meter, RequestContext, Ticket
+from supernode.router.errors import AdmissionRejected, RouterError, Shape, UpstreamError, render, sse_error
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import engine_body
 from supernode.router.proxy import Opened, Upstream
