@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_autoscaling_sim_smoke() -> None:
+    """The smoke run of benchmarks/autoscaling_sim.py (tests/test_benchmarks_smoke.py looks for this path)."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "autoscaling_sim.py"), "--smoke", "--json"],
                          capture_output=True, text=True, timeout=120, check=True)
     report = json.loads(out.stdout)

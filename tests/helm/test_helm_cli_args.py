@@ -69,3 +69,14 @@ def test_the_autoscaler_reads_the_router_ops_port_through_its_metrics_service(re
     ops = next(rule for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == "metrics")
     operator_labels = one(objects, "Deployment", "-operator")["spec"]["selector"]["matchLabels"]
     assert {"podSelector": {"matchLabels": operator_labels}} in ops["from"], "the operator may read the signals"
+
+
+def test_the_autoscaler_reads_prometheus_when_the_chart_names_one(render: Any) -> None:
+    default = build_parser().parse_args(operator_argv(container(render({}), "-operator")))
+    assert default.autoscale_prometheus_url == "" and default.autoscale_prometheus_selector == "", \
+        "by default the routers are read directly"
+    objects = render({"operator": {"autoscaler": {"prometheus": {
+        "url": "http://prometheus.monitoring:9090", "selector": 'namespace="supernode-system", job="router"'}}}})
+    args = build_parser().parse_args(operator_argv(container(objects, "-operator")))
+    assert args.autoscale and args.autoscale_prometheus_url == "http://prometheus.monitoring:9090"
+    assert args.autoscale_prometheus_selector == 'namespace="supernode-system", job="router"'

@@ -21,6 +21,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("lease duration not positive", {"operator": {"leaderElection": {"leaseDuration": 0}}},
      "/operator/leaderElection/leaseDuration"),
     ("resync not positive", {"operator": {"resyncSeconds": 0}}, "/operator/resyncSeconds"),
+    ("prometheus url without scheme", {"operator": {"autoscaler": {"prometheus": {"url": "prometheus:9090"}}}},
+     "/operator/autoscaler/prometheus/url"),
     ("root user", {"podSecurity": {"runAsUser": 0}}, "/podSecurity/runAsUser"),
     ("privileged router port", {"router": {"port": 80}}, "/router/port"),
     ("bad service type", {"router": {"service": {"type": "Ingress"}}}, "/router/service/type"),

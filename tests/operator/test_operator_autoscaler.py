@@ -189,3 +189,78 @@ async def test_a_draining_group_the_routers_report_idle_is_deleted_before_the_dr
                                 "engineWaiting": 0, "scraped": True}]
             await eventually(lambda: len(emu.objects_of("statefulsets", "apps", "llm")) == 1, what="deleted")
             assert "GroupDrained" in reasons(emu, "flash")
+
+
+class FakePrometheus:
+    """Answers `GET /api/v1/query` (instant vectors) for the router series, from per-model (queued, inFlight);
+    records the queries it was asked."""
+
+    def __init__(self) -> None:
+        self.demand: dict[str, tuple[int, int]] = {}
+        self.queries: set[str] = set()
+        self.fail = False
+        self.port = 0
+
+    async def query(self, request: web.Request) -> web.Response:
+        if self.fail:
+            return web.json_response({"status": "error", "errorType": "unavailable", "error": "down"}, status=503)
+        q = request.query["query"]
+        self.queries.add(q)
+        column = {"queued_requests": 0, "inflight_requests": 1}
+        result = []
+        for model, values in self.demand.items():
+            value = next((values[i] for name, i in column.items() if name in q), 0)
+            result.append({"metric": {"model": model, "mode": "non-think"}, "value": [0, str(value)]})
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[FakePrometheus]:
+        app = web.Application()
+        app.router.add_get("/api/v1/query", self.query)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            yield self
+        finally:
+            await runner.cleanup()
+
+
+async def test_signals_from_prometheus_scale_up_and_an_unreachable_prometheus_holds(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=3)
+    prom = FakePrometheus()
+    async with prom.serving(), cluster.running():
+        config = AutoscalerConfig(router_namespace=ROUTER_NS, router_ops_port=1, interval_seconds=0.2,
+                                  prometheus_url=f"http://127.0.0.1:{prom.port}",
+                                  prometheus_selector='namespace="supernode-system"')
+        async with running_operator(url, autoscaler=config), httpx.AsyncClient(base_url=url) as c:
+            prom.demand[MODEL] = (0, 5)  # the router's ops port (1) is never asked: Prometheus is
+            assert (await c.post(mds(), json=md("flash", MODEL, 1, 1, 2))).status_code == 201
+            await eventually(lambda: auto_status(emu, "flash").get("reason") == "Stable", what="stable at 1")
+            assert 'sum by (model, mode) (supernode_router_pool_queued_requests{namespace="supernode-system"})' \
+                in prom.queries
+            prom.demand[MODEL] = (40, 32)
+            await eventually(lambda: get(emu, "flash")["spec"]["replicas"] == 2, what="scaled up to 2")
+            await eventually(lambda: auto_status(emu, "flash").get("signals", {}).get("queued") == 40,
+                             what="queued from Prometheus")
+            await eventually(lambda: (get(emu, "flash").get("status") or {}).get("readyReplicas") == 2, what="2 ready")
+            prom.demand.clear()  # no series at all (not scraping the routers): missing data, not zero demand
+            await eventually(lambda: condition(emu, "flash", "ScalingActive").get("status") == "False",
+                             what="ScalingActive False on no series")
+            assert "scraping" in condition(emu, "flash", "ScalingActive")["message"]
+            prom.demand[MODEL] = (40, 32)
+            await eventually(lambda: condition(emu, "flash", "ScalingActive").get("status") == "True",
+                             what="ScalingActive True again")
+            prom.demand[MODEL] = (0, 0)
+            prom.fail = True  # refusing queries: the same hold; the idle demand would have scaled down by now
+            await eventually(lambda: "down" in condition(emu, "flash", "ScalingActive").get("message", ""),
+                             what="the Prometheus error in the condition")
+            await asyncio.sleep(2.0)  # twice the down window
+            cond = condition(emu, "flash", "ScalingActive")
+            assert cond["status"] == "False" and cond["reason"] == "SignalsUnavailable", cond
+            assert "prometheus" in cond["message"], cond
+            assert get(emu, "flash")["spec"]["replicas"] == 2, "the size is held"

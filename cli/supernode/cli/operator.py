@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
     scale.add_argument("--router-ops-port", type=int, default=9090,
                        help="the router pods' ops port (server.metrics_port), which serves /autoscaling/signals")
     scale.add_argument("--autoscale-interval", type=float, default=15.0, help="seconds between decisions")
+    scale.add_argument("--autoscale-prometheus-url", default="", metavar="URL",
+                       help="read the routers' supernode_router_pool_* series from this Prometheus (HTTP API) "
+                       "instead of each router's /autoscaling/signals")
+    scale.add_argument("--autoscale-prometheus-selector", default="", metavar="MATCHERS",
+                       help='label matchers added to every query, e.g. namespace="supernode-system"')
     parser.add_argument("--log-format", choices=("plain", "full", "json"), default="full",
                         help="log format (json: one structured object per line)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -111,7 +116,9 @@ def _autoscaler_config(args: argparse.Namespace) -> Any:
         return None
     namespace = args.router_namespace or os.environ.get("POD_NAMESPACE") or "supernode-system"
     return AutoscalerConfig(router_namespace=namespace, router_service=args.router_service,
-                            router_ops_port=args.router_ops_port, interval_seconds=args.autoscale_interval)
+                            router_ops_port=args.router_ops_port, interval_seconds=args.autoscale_interval,
+                            prometheus_url=args.autoscale_prometheus_url,
+                            prometheus_selector=args.autoscale_prometheus_selector)
 
 
 def _election_config(args: argparse.Namespace) -> Any:

@@ -7,7 +7,8 @@ the decisions: a preemption and its neighbour's own decision never interleave. A
 the router stops sending it new requests — and deletes it once its in-flight requests finished or
 `rollout.drainTimeoutSeconds` passed), `status.autoscaling`, the `ScalingActive` condition, and Events
 (on both deployments for a preemption). Mode External only exports the signals as Prometheus gauges
-for HPA/KEDA and leaves `spec.replicas` to them. The signals are read on each router pod's ops port.
+for HPA/KEDA and leaves `spec.replicas` to them. The signals are read on each router pod's ops port,
+or, with `prometheus_url`, from a Prometheus that scrapes the routers (promsource.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from supernode.api.models import AutoscalingMode
 from supernode.operator import autoscaling as S
 from supernode.operator import demand
 from supernode.operator import naming as N
+from supernode.operator import promsource as P
 from supernode.operator.inventory import inventory_from_k8s
 from supernode.operator.kube import LWS, MODEL_DEPLOYMENTS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
 from supernode.operator.observe import format_time, parse_time
@@ -45,6 +47,8 @@ class AutoscalerConfig:
     interval_seconds: float = 15.0
     timeout_seconds: float = 2.0
     router_urls: tuple[str, ...] = ()  # fixed signal URLs instead of Service discovery
+    prometheus_url: str = ""  # ask this Prometheus for the routers' series instead of the routers (promsource.py)
+    prometheus_selector: str = ""  # label matchers added to every query, e.g. namespace="supernode-system"
 
 
 @dataclass
@@ -97,20 +101,44 @@ class Autoscaler:
         pods = await self.client.list_children(PODS, ns, selector) if selector else []
         return demand.router_urls(service, pods, self.config.router_ops_port)
 
-    async def _fetch(self, url: str) -> dict[str, Any]:
+    async def _fetch(self, url: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds))
-        async with self._http.get(url) as resp:
+        async with self._http.get(url, params=params) as resp:
+            if resp.status >= 400 and params is not None:  # Prometheus explains a refused query in its JSON body
+                try:
+                    error = await resp.json(content_type=None)
+                except ValueError:
+                    error = None
+                if isinstance(error, dict) and error.get("error"):
+                    raise P.PrometheusAnswerError(f"HTTP {resp.status}: {error.get('errorType', '')} {error['error']}")
             resp.raise_for_status()
             body: dict[str, Any] = await resp.json()
             return body
+
+    async def _poll_prometheus(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """The routers' series from Prometheus, combined over replicas, as one router answer; or the error."""
+        base, selector = self.config.prometheus_url, self.config.prometheus_selector
+        requests = [P.query_url(base, f, selector) for f in P.QUERIES]
+        results = await asyncio.gather(*(self._fetch(u, q) for u, q in requests), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                return {}, f"prometheus {base}: {type(result).__name__}: {result}"
+        try:
+            return P.answers_from(dict(zip(P.QUERIES, results, strict=True))), ""
+        except P.PrometheusAnswerError as e:
+            return {}, f"prometheus {base}: {e}"
 
     async def poll(self, now: float) -> tuple[dict[str, dict[str, Any]], str]:
         """Every router's answer (URL → JSON) and "" — or what went wrong; one poll serves all deployments
         deciding within half an interval. A router that does not answer makes the whole poll missing data."""
         if self._poll is not None and now - self._poll[0] < self.config.interval_seconds / 2:
             return self._poll[1], self._poll[2]
-        answers: dict[str, dict[str, Any]] = {}
+        if self.config.prometheus_url:
+            answers, error = await self._poll_prometheus()
+            self._poll = (now, answers, error)
+            return answers, error
+        answers = {}
         error = ""
         try:
             urls = await self._urls()
