@@ -122,8 +122,11 @@ class SharedGatekeeper(Gatekeeper):
         await self.store.seed_months(totals, wall)
 
     async def _run(self) -> None:
+        me = asyncio.current_task()
         while True:
             await self.tick()
+            if me is not None and me.cancelling():  # a cancel that a client call swallowed still ends the loop
+                raise asyncio.CancelledError
             await asyncio.sleep(self.state.heartbeat_seconds)
 
     async def start(self) -> None:
