@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -81,3 +83,13 @@ def test_urls_and_passwords_from_env() -> None:
 def test_redact() -> None:
     assert redact("postgresql://app:pw@db:5432/usage?sslmode=require") == "postgresql://app:***@db:5432/usage"
     assert redact("redis://:pw@cache:6379/0") == "redis://***@cache:6379/0"
+
+
+def test_the_fleet_example_config_parses() -> None:
+    import yaml
+
+    from supernode.router.config import RouterConfig
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "router" / "router-fleet.yaml"
+    config = RouterConfig.model_validate(yaml.safe_load(path.read_text()))
+    assert config.state.type == "redis" and config.metering.ledger.type == "postgres"
