@@ -116,20 +116,22 @@ class PromptTokenizer:
     def encode_pieces(self, pieces: Iterable[Piece], cache: PieceCache | None = None) -> list[int]:
         """A rendered prompt's ids: one id per control piece, text pieces encoded as text (misses in one batch)."""
         pieces = [p for p in pieces if p.special or p.text]
-        known = {p.text: ids for p in pieces if not p.special and cache and (ids := cache.get(p.text)) is not None}
+        known: dict[str, tuple[int, ...]] = {}
+        if cache is not None:
+            known = {p.text: hit for p in pieces if not p.special and (hit := cache.get(p.text)) is not None}
         texts = list(dict.fromkeys(p.text for p in pieces if not p.special and p.text not in known))
         if texts:
             for text, enc in zip(texts, self._text_tok.encode_batch(texts, add_special_tokens=False), strict=True):
                 known[text] = tuple(enc.ids)
                 if cache is not None:
                     cache.put(text, known[text])
-        ids: list[int] = []
+        out: list[int] = []
         for piece in pieces:
             if piece.special:
-                ids.append(self.special_id(piece.text))
+                out.append(self.special_id(piece.text))
             else:
-                ids += known[piece.text]
-        return ids
+                out += known[piece.text]
+        return out
 
 
 def tokenizer_digest(tokenizer_json: str) -> str:

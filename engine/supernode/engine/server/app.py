@@ -1,4 +1,4 @@
-"""FastAPI app: OpenAI chat/completions, models, health, metrics, KV events."""
+"""FastAPI app: OpenAI chat/completions, models, tokenizer, health, metrics, KV events."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from supernode.api.chattemplate import ChatError, chat_prompt
+from supernode.api.chattemplate import TEMPLATE_ID, ChatError, chat_prompt
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
 from supernode.api.modes import ModeFieldError, resolve_mode
+from supernode.api.prompttokens import tokenizer_digest
 from supernode.api.strictjson import StrictJSONError, loads_strict
+from supernode.api.tokenizerinfo import TOKENIZER_PATH, TokenizerInfo
 from supernode.api.tooltemplate import ToolSpecError
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.core.context import ContextLengthExceeded, room_after
@@ -48,6 +50,7 @@ class ServerState:
     engine: LLMEngine | None = None
     guards: Guards = field(default_factory=Guards)  # router token + body limit (server/guard.py)
     encoder: PromptEncoder = field(default_factory=PromptEncoder)  # off-loop tokenization (server/prompting.py)
+    tokenizer_info: TokenizerInfo | None = None  # GET /v1/tokenizer, built on first use
 
 
 def build_app(
@@ -174,6 +177,21 @@ def build_app(
             for name in (state.model_name, *state.aliases)
         ]
         return {"object": "list", "data": data}
+
+    @app.get(TOKENIZER_PATH)
+    async def tokenizer(request: Request) -> Response:
+        """The tokenizer, chat template id, block size and hash seed: routers encode and hash as we do."""
+        eng = engine()
+        if state.tokenizer_info is None:
+            text = eng.tokenizer.to_json()
+            state.tokenizer_info = TokenizerInfo(
+                model=state.model_name, hash_seed=eng.blocks.model_name, block_size=eng.blocks.block_size,
+                template=TEMPLATE_ID, digest=tokenizer_digest(text), tokenizer=text,
+            )  # fmt: skip
+        info = state.tokenizer_info
+        if request.headers.get("if-none-match") == info.etag:
+            return Response(status_code=304, headers={"etag": info.etag})
+        return Response(info.model_dump_json(), media_type="application/json", headers={"etag": info.etag})
 
     @app.get("/health")
     async def health() -> Response:
