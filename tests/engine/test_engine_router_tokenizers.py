@@ -4,6 +4,7 @@ none: approximate) and what the real token count changes (admission reserves it)
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +12,24 @@ from typing import Any
 
 import openai
 import pytest
+from prometheus_client import CollectorRegistry
 
+from supernode.api import chattokens as T
+from supernode.api.chattemplate import TEMPLATE_ID, chat_prompt
+from supernode.api.endpoints import Endpoint
+from supernode.api.hashing import block_hashes
 from supernode.api.models import Mode
+from supernode.api.prompttokens import Piece, PieceCache
 from supernode.router.admission.tenants import hash_key
 from supernode.router.admission.testing import tenant, tenants_file
-from supernode.router.config import LocalTokenizer
-from supernode.router.tokens.model import file_tokenizer
+from supernode.router.apis.openai import parse_chat
+from supernode.router.config import LocalTokenizer, RouterConfig
+from supernode.router.contracts import PoolKey
+from supernode.router.pipeline import prepare
+from supernode.router.routing.state import EndpointTable
+from supernode.router.tokens.metrics import TokenMetrics
+from supernode.router.tokens.model import ModelTokenizer, file_tokenizer
+from supernode.router.tokens.service import PromptTokens
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
@@ -141,3 +154,32 @@ async def test_admission_reserves_the_real_prompt_token_count(
             assert preps[-1].resolved.mode is Mode.NON_THINK
         finally:
             await stack.close()
+
+
+def test_piece_cache_gives_the_engines_ids_and_stays_bounded(tokenizer: Any) -> None:
+    system = "You are terse. " * 40
+    pieces = [Piece(T.BOS, True), Piece(system), Piece(T.USER, True), Piece("hi <think> there"),
+              Piece(T.ASSISTANT, True), Piece(T.THINK_OPEN, True)]
+    cache = PieceCache(max_chars=len(system) + 10, min_chars=32)  # the user turn is too short to keep
+    plain = tokenizer.encode_pieces(pieces)
+    assert tokenizer.encode_pieces(pieces, cache) == plain == tokenizer.encode_pieces(pieces, cache)
+    assert (cache.hits, cache.misses) == (1, 1) and cache.uncached_chars(pieces) == len("hi <think> there")
+    cache.put("x" * 40, (1,))  # over the bound: the least recently used entry goes
+    assert cache.get(system) is None and cache.get("x" * 40) == (1,)
+
+
+async def test_a_spilled_request_is_hashed_for_the_pool_that_serves_it(tmp_path: Path, tokenizer: Any) -> None:
+    config = RouterConfig.model_validate({"discovery": {"type": "static", "path": "x.json"}, "admission": None})
+    table = EndpointTable()
+    table.update([Endpoint(url="http://127.0.0.1:9", model=MODEL)])
+    tokens = PromptTokens(TokenMetrics(CollectorRegistry()), max_blocks=64)
+    tokens.set(MODEL, ModelTokenizer(tokenizer, MODEL, BLOCK, TEMPLATE_ID, "d", "engine"))
+    raw = json.dumps({"model": MODEL, "messages": USER, "reasoning_effort": "high"}).encode()
+    prep = await tokens.apply(prepare(raw, parse_chat, anthropic=False, config=config, table=table,
+                                      session_header=None))
+    assert prep.resolved.mode is Mode.THINK_HIGH and prep.token_block_hashes
+    assert await tokens.hashes_for(prep, PoolKey(MODEL, Mode.THINK_HIGH)) == prep.token_block_hashes
+    spilled = await tokens.hashes_for(prep, PoolKey(MODEL, Mode.THINK_MAX))
+    expected = tokenizer.encode_pieces(chat_prompt(USER, None, None, Mode.THINK_MAX, tool_tokens=True).pieces)
+    assert spilled == tuple(block_hashes(expected, MODEL, BLOCK)) != prep.token_block_hashes
+    assert await tokens.hashes_for(prep, PoolKey("other-model", Mode.THINK_HIGH)) == ()  # no tokenizer: none

@@ -78,7 +78,7 @@ class PromptTokens:
             self._approximate(model, "unrenderable")
             return None
         start = time.perf_counter()
-        ids = await self._run(tok.uncached_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
+        ids = await self._run(tok.cost_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
         self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
                                time.perf_counter() - start)
         return ids
