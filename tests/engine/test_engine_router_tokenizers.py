@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
 
 from router_stack import MODEL, Stack, ep, wait_for
-from test_engine_router_tokens import BLOCK, TOKEN, Engine, recorder, running
+from router_tokens_harness import BLOCK, TOKEN, Engine, recorder, running
 
 USER = [{"role": "user", "content": "What is the weather in Paris today, and should I take an umbrella with me?"}]
 
@@ -129,7 +129,7 @@ async def test_admission_reserves_the_real_prompt_token_count(
     engine = Engine(tokenizer, fake_runner_factory(block_size=BLOCK, delay_s=0.1), token=None)
     tenants_file(tenant("acme").key("sk-acme").tpm(500)).write(tmp_path / "tenants.yaml")
     admission = {"tenants_file": str(tmp_path / "tenants.yaml"), "admin": {"key_sha256": hash_key("sk-admin")}}
-    big = [{"role": "user", "content": "ŧ" * 400}]
+    big: Any = [{"role": "user", "content": "ŧ" * 400}]
     stack = Stack(tmp_path)
     async with running(engine, server_thread) as url:
         try:
