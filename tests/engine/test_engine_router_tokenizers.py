@@ -109,6 +109,10 @@ async def test_local_tokenizer_file_or_none_at_all(
                 else:  # approximate routing and an estimated count; the request is served all the same
                     assert preps[-1].prompt_token_ids is None and routed[-1].token_block_hashes == ()
                     assert routed[-1].block_hashes and preps[-1].prompt_tokens_estimate != resp.usage.prompt_tokens
+                    ids = [5, 6, 7, 8, 9, 10, 11]  # a token-id prompt is counted exactly all the same
+                    await oa.completions.create(model=MODEL, prompt=ids, max_tokens=2)
+                    assert preps[-1].prompt_token_ids == tuple(ids) and preps[-1].prompt_tokens_estimate == len(ids)
+                    assert routed[-1].token_block_hashes == ()
             finally:
                 await stack.close()
 

@@ -99,6 +99,12 @@ def file_tokenizer(model: str, local: LocalTokenizer) -> ModelTokenizer:
     return ModelTokenizer(tok, local.hash_seed or model, local.block_size, TEMPLATE_ID, tokenizer_digest(text), "file")
 
 
+def given_ids(parsed: ParsedRequest) -> tuple[int, ...] | None:
+    """A /v1/completions prompt of token ids: its ids are known without any tokenizer."""
+    prompt = _single_prompt(parsed.body.get("prompt"))
+    return tuple(prompt) if isinstance(prompt, list) else None
+
+
 def _single_prompt(prompt: Any) -> str | list[int] | None:
     """The one prompt of a /v1/completions body (the router's parser allows one), or None if unusable."""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):

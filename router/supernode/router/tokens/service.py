@@ -20,7 +20,7 @@ from supernode.api.prompttokens import PieceCache
 from supernode.router.contracts import PoolKey
 from supernode.router.pipeline import Prepared
 from supernode.router.tokens.metrics import TokenMetrics
-from supernode.router.tokens.model import ModelTokenizer, Rendered
+from supernode.router.tokens.model import ModelTokenizer, Rendered, given_ids
 
 log = logging.getLogger("supernode.router.tokens")
 
@@ -57,7 +57,8 @@ class PromptTokens:
         model, mode = prep.resolved.model, prep.resolved.mode
         found = await self.tokenize(prep, model, mode)
         if found is None:
-            return prep
+            given = given_ids(prep.parsed) if prep.parsed.extra.get("token_id_prompt") else None
+            return prep if given is None else replace(prep, prompt_token_ids=given, prompt_tokens_estimate=len(given))
         ids, hashes = found
         return replace(prep, prompt_token_ids=ids, token_block_hashes=hashes, prompt_tokens_estimate=len(ids))
 
