@@ -40,6 +40,7 @@ from supernode.operator.kube import (
 )
 from supernode.operator.observe import GroupState, format_time
 from supernode.operator.status import Facts, compute_status
+from supernode.operator.triggers import PassFilter, pass_inputs
 from supernode.operator.types import Plan
 
 WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
@@ -94,11 +95,18 @@ class Reconciler:
     # finishes the deployments it started instead of advancing all of them a little at a time.
     concurrent_passes: int = 8
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    passes: PassFilter = field(default_factory=PassFilter, init=False)  # inputs of each last completed pass
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._object_locks.pop(uid, None)
         self._last_pass.pop(uid, None)
+        self.passes.forget(uid)
+
+    def needs_pass(self, body: Mapping[str, Any]) -> bool:
+        """Whether a watch event with this body needs a pass: False when it only echoes our own writes."""
+        meta = body["metadata"]
+        return self.passes.needed(str(meta.get("uid", meta["name"])), pass_inputs(body))
 
     def passed_within(self, uid: str, seconds: float) -> bool:
         """Whether a pass over this object started less than `seconds` ago (a resync can skip it)."""
@@ -127,7 +135,9 @@ class Reconciler:
         async with lock, self._slots:
             run = _Run(self, dict(body))
             self._last_pass[run.uid] = run.now
-            return await run.execute(nodes, pods)
+            result = await run.execute(nodes, pods)
+            self.passes.completed(run.uid, pass_inputs(body))
+            return result
 
 
 class _Run:
