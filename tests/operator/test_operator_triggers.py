@@ -144,3 +144,24 @@ async def test_a_failed_pass_is_retried_without_a_new_event() -> None:
             assert metrics.reconciles.labels("api-error")._value.get() == 1
             assert len(groups(emu)) == 1, "the retry converged on the group the failed pass created"
         emu.close_watches()
+
+
+async def test_a_new_deployment_is_created_without_listing_children_and_later_passes_list_them(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=2)
+
+    def child_lists(since: int) -> list[str]:
+        return [r.resource.plural for r in list(emu._requests)[since:] if r.method.value == "GET" and r.resource
+                and r.resource.plural in ("statefulsets", "services", "poddisruptionbudgets")
+                and r.params.get("watch") not in ("true", "1")]
+
+    async with cluster.running(), running_operator(url, resync=120), httpx.AsyncClient(base_url=url) as c:
+        since = emu.request_count
+        await c.post(MDS, json=ascend_md(replicas=1))
+        await eventually(lambda: status(emu).get("observedGeneration") == 1, what="the first pass")
+        assert len(groups(emu)) == 1 and child_lists(since) == [], "a deployment without status has no children"
+        since = emu.request_count
+        await c.patch(f"{MDS}/v4/scale", json={"spec": {"replicas": 2}}, headers=MERGE)
+        await eventually(lambda: len(groups(emu)) == 2, what="the second group")
+        assert sorted(child_lists(since)) == ["poddisruptionbudgets", "services", "statefulsets"]

@@ -134,6 +134,9 @@ class Reconciler:
             self._slots = asyncio.Semaphore(self.concurrent_passes)
         async with lock, self._slots:
             run = _Run(self, dict(body))
+            # The API server drops status on create: a deployment without one that this process never
+            # passed over has no children yet (at worst a crashed pass left some: creating them answers 409).
+            run.unborn = not body.get("status") and run.uid not in self._last_pass
             self._last_pass[run.uid] = run.now
             result = await run.execute(nodes, pods)
             self.passes.completed(run.uid, pass_inputs(body))
@@ -151,6 +154,7 @@ class _Run:
         self.now = owner.clock()
         self.writes = 0
         self.status_out: dict[str, Any] | None = None
+        self.unborn = False  # never reconciled: no children to list
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -174,7 +178,8 @@ class _Run:
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})
         kinds: tuple[Res, ...] = (LWS if lws else STATEFULSETS, SERVICES, PDBS)
         kinds += (NETWORK_POLICIES,) if self.r.network_policies else ()
-        listed = await asyncio.gather(*(self.client.list_children(res, self.ns, selector) for res in kinds))
+        listed = [[] for _ in kinds] if self.unborn else await asyncio.gather(
+            *(self.client.list_children(res, self.ns, selector) for res in kinds))
         workloads, services, pdbs = listed[:3]
         policies = listed[3] if len(listed) > 3 else []
         n = md.spec.replicas
