@@ -20,6 +20,7 @@ from supernode.api import constants as C
 from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
+from supernode.operator.pod_informer import PodInformer
 from supernode.operator.reconcile import Reconciler
 from supernode.operator.scaler import Autoscaler, AutoscalerConfig
 
@@ -46,19 +47,6 @@ class OperatorConfig:
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
             raise ValueError("OperatorConfig: metrics_port with caller-owned metrics would bind the port twice")
-
-
-def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
-    return {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations", "ownerReferences")},
-        "spec": {"nodeName": spec.get("nodeName"),
-                 "containers": [{"name": c.get("name"), "resources": c.get("resources", {})}
-                                for c in spec.get("containers") or []],
-                 "initContainers": [{"name": c.get("name"), "resources": c.get("resources", {})}
-                                    for c in spec.get("initContainers") or []]},
-        "status": {k: status.get(k) for k in ("phase", "reason", "conditions", "containerStatuses")},
-    }
 
 
 def _all(index: Mapping[Any, Iterable[Any]]) -> list[Any]:
@@ -108,6 +96,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label, keys=config.keys,
                                      network_policies=config.network_policies)
+        # Pods through one lightweight watch, not a kopf index (pod_informer.py says why).
+        memo.pods = PodInformer(memo.reconciler.client, watch_timeout=10 if config.fast else 300,
+                                retry_seconds=0.2 if config.fast else 1.0)
+        memo.pod_watch = asyncio.create_task(memo.pods.run(), name="supernode-pods")
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
             memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
             registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
@@ -116,7 +108,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
         memo.stopping.set()  # handlers may still fire while kopf winds down: they return at once
-        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale")]
+        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale", "pod_watch")]
         for task in [*tasks, *list(getattr(memo, "retries", {}).values())]:
             if task is not None:
                 task.cancel()
@@ -138,19 +130,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                        "spec": dict(body.spec), "status": {k: body.status.get(k) for k in (
                            "allocatable", "capacity", "conditions")}}}
 
-    @kopf.index("pods", id="pods_idx", registry=registry)
-    async def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-        key = (namespace or "", body.metadata.labels.get(C.LABEL_DEPLOYMENT, ""))
-        return {key: _slim_pod(body)}
-
     async def reconcile_one(body: Mapping[str, Any], memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
         reconciler: Reconciler = memo.reconciler
         metrics: OperatorMetrics = memo.metrics
         meta = body.get("metadata") or {}
+        pods: PodInformer = memo.pods
+        await pods.synced.wait()  # never plan without every pod's devices counted
         started = time.monotonic()
         try:
-            result = await reconciler.reconcile(dict(body), lambda: _all(indices["nodes_idx"]),
-                                                lambda: _all(indices["pods_idx"]))
+            result = await reconciler.reconcile(dict(body), lambda: _all(indices["nodes_idx"]), pods.pods)
         except ApiError:
             metrics.reconciles.labels("api-error").inc()
             raise
@@ -276,7 +264,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 if not (body.get("spec") or {}).get("autoscaling"):
                     continue
                 try:
-                    await autoscaler.tick(body, _all(indices["nodes_idx"]), _all(indices["pods_idx"]), bodies)
+                    await autoscaler.tick(body, _all(indices["nodes_idx"]), memo.pods.pods(), bodies)
                 except RETRYABLE as e:  # the next interval decides again
                     log.warning("autoscaling %s: %s", key, e)
                 except Exception:
