@@ -48,9 +48,6 @@ class PromptTokens:
         log.info("tokenizer for %s: %s (block size %d, template %s, digest %s)", model, tokenizer.source,
                  tokenizer.block_size, tokenizer.template, tokenizer.digest[:12])
 
-    def models(self) -> dict[str, ModelTokenizer]:
-        return dict(self._models)
-
     # --- the request path -------------------------------------------------------------------------
     async def apply(self, prep: Prepared) -> Prepared:
         """The prepared request with its real token ids, block hashes and prompt token count, when known."""
@@ -66,22 +63,28 @@ class PromptTokens:
         """Block hashes for the pool that serves (spill-over: another model's tokenizer or mode's template)."""
         if (pool.model, pool.mode) == (prep.resolved.model, prep.resolved.mode):
             return prep.token_block_hashes
-        found = await self.tokenize(prep, pool.model, pool.mode)
+        found = await self.tokenize(prep, pool.model, pool.mode, counted=False)
         return found[1] if found else ()
 
-    async def tokenize(self, prep: Prepared, model: str, mode: Mode) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    async def tokenize(self, prep: Prepared, model: str, mode: Mode, *, counted: bool = True
+                       ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Token ids and block hashes of the request's prompt for ``model`` in ``mode``, or None (approximate).
+        ``counted``: the request's one count in the metrics (a spill-over's second rendering is not)."""
         tok = self._models.get(model)
         if tok is None:
-            self._approximate(model, "no_tokenizer")
+            if counted:
+                self._approximate(model, "no_tokenizer")
             return None
         rendered = tok.render(prep.parsed, mode)
         if rendered is None:
-            self._approximate(model, "unrenderable")
+            if counted:
+                self._approximate(model, "unrenderable")
             return None
         start = time.perf_counter()
         ids = await self._run(tok.cost_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
-        self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
-                               time.perf_counter() - start)
+        if counted:
+            self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
+                                   time.perf_counter() - start)
         return ids
 
     def _approximate(self, model: str, reason: str) -> None:
