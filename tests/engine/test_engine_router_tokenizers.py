@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,10 @@ async def test_admission_reserves_the_real_prompt_token_count(
     """A prompt of characters the tokenizer never saw costs ~2 tokens per character, not the 1/4 the estimate
     assumes. While it is in flight, the tenant's TPM bucket is overdrawn by the real count, so a second small
     request is refused; reserved with the estimate, the bucket would have had room for it."""
-    engine = Engine(tokenizer, fake_runner_factory(block_size=BLOCK, delay_s=0.1), token=None)
+    runner = fake_runner_factory(block_size=BLOCK)
+    gate, run = threading.Event(), runner.run
+    runner.run = lambda batch: (gate.wait(30), run(batch))[1]  # the model holds the first request until told
+    engine = Engine(tokenizer, runner, token=None)
     tenants_file(tenant("acme").key("sk-acme").tpm(500)).write(tmp_path / "tenants.yaml")
     admission = {"tenants_file": str(tmp_path / "tenants.yaml"), "admin": {"key_sha256": hash_key("sk-admin")}}
     big: Any = [{"role": "user", "content": "ŧ" * 400}]
@@ -147,16 +151,18 @@ async def test_admission_reserves_the_real_prompt_token_count(
             common: dict[str, Any] = {"model": MODEL, "max_tokens": 6, "extra_body": {"thinking": {"type": "disabled"}}}
             slow = asyncio.create_task(oa.chat.completions.create(messages=big, **common))
             await wait_for(lambda: slow.done() or any(s.inflight for s in st.table), timeout=20)
-            assert not slow.done(), slow.result()  # (shows why, if it ended already)
+            assert not slow.done(), slow.result()  # (shows why, if it ended)
             real = preps[-1].prompt_tokens_estimate
             estimate = len(preps[-1].parsed.prompt_text) // 4
             assert real > 500 > estimate + 6 + 2 * (len("hi") + 20)  # the estimate would leave room for "hi"
             with pytest.raises(openai.RateLimitError, match="tokens per minute"):
                 await oa.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **common)
+            gate.set()
             done = await slow
             assert done.usage is not None and done.usage.prompt_tokens == real
             assert preps[-1].resolved.mode is Mode.NON_THINK
         finally:
+            gate.set()
             await stack.close()
 
 
@@ -187,3 +193,25 @@ async def test_a_spilled_request_is_hashed_for_the_pool_that_serves_it(tmp_path:
     expected = tokenizer.encode_pieces(chat_prompt(USER, None, None, Mode.THINK_MAX, tool_tokens=True).pieces)
     assert spilled == tuple(block_hashes(expected, MODEL, BLOCK)) != prep.token_block_hashes
     assert await tokens.hashes_for(prep, PoolKey("other-model", Mode.THINK_HIGH)) == ()  # no tokenizer: none
+
+
+async def test_a_tokenizer_that_cannot_encode_the_template_leaves_the_request_approximate(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+
+    plain = HFTokenizer(models.BPE())  # a vLLM model's tokenizer, say: none of DeepSeek's control tokens
+    plain.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    plain.train_from_iterator(["hello world"] * 4, trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    plain.save(str(tmp_path / "tokenizer.json"))
+    registry = CollectorRegistry()
+    tokens = PromptTokens(TokenMetrics(registry), max_blocks=64)
+    tokens.set(MODEL, file_tokenizer(MODEL, LocalTokenizer(file=str(tmp_path / "tokenizer.json"), block_size=BLOCK)))
+    config = RouterConfig.model_validate({"discovery": {"type": "static", "path": "x.json"}, "admission": None})
+    table = EndpointTable()
+    table.update([Endpoint(url="http://127.0.0.1:9", model=MODEL)])
+    raw = json.dumps({"model": MODEL, "messages": USER}).encode()
+    prep = prepare(raw, parse_chat, anthropic=False, config=config, table=table, session_header=None)
+    assert await tokens.apply(prep) is prep  # served all the same, with the estimate
+    counted = registry.get_sample_value("supernode_router_prompt_tokenization_total",
+                                        {"model": MODEL, "result": "unrenderable"})
+    assert counted == 1

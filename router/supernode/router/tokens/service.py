@@ -81,7 +81,13 @@ class PromptTokens:
                 self._approximate(model, "unrenderable")
             return None
         start = time.perf_counter()
-        ids = await self._run(tok.cost_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
+        try:
+            ids = await self._run(tok.cost_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
+        except Exception as e:  # e.g. a configured tokenizer without the template's control tokens
+            log.warning("prompt for %s not encoded (%s): routed approximately", model, e)
+            if counted:
+                self._approximate(model, "unrenderable")
+            return None
         if counted:
             self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
                                    time.perf_counter() - start)
