@@ -12,13 +12,16 @@ import copy
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from supernode.api import constants as C
+from supernode.operator import health_watch
+from supernode.operator.faults import DEFAULT_FAULT_CONDITIONS, Action
 from supernode.operator.group_secrets import GroupKeys
+from supernode.operator.health_book import HealthBook
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.reconcile import Reconciler
@@ -43,6 +46,8 @@ class OperatorConfig:
     keys: GroupKeys | None = None  # per-group store secret + engine token (from the chart's Secret, via env)
     network_policies: bool = False  # a NetworkPolicy per group: only its own pods may connect
     autoscaler: AutoscalerConfig | None = None  # spec.autoscaling takes effect (None: not run)
+    # Node conditions that, when True, mean the node's devices fail (docs/operator.md, "Device faults").
+    fault_conditions: Mapping[str, Action] = field(default_factory=lambda: dict(DEFAULT_FAULT_CONDITIONS))
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -107,7 +112,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label, keys=config.keys,
-                                     network_policies=config.network_policies)
+                                     network_policies=config.network_policies,
+                                     health=HealthBook(conditions=dict(config.fault_conditions)))
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
             memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
             registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
@@ -158,6 +164,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             metrics.duration.observe(time.monotonic() - started)
         metrics.reconciles.labels("ok").inc()
         metrics.writes.inc(result.writes)
+        for action in result.repairs:
+            metrics.fault_repairs.labels(action).inc()
         metrics.observe(meta.get("namespace") or "", meta.get("name") or "", result.status, result.desired)
         if result.writes:
             log.info("reconciled %s/%s: %d writes", meta.get("namespace"), meta.get("name"), result.writes)
@@ -247,6 +255,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                     log.warning("autoscaling %s: %s", key, e)
                 except Exception:
                     log.exception("autoscaling %s failed", key)
+
+    health_watch.register(registry, reconcile_one, RETRYABLE)
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:

@@ -1,0 +1,55 @@
+"""A device goes bad under a running group: the real operator against the test Kubernetes API, with the
+router's real Kubernetes discovery watching what the operator writes (fault_scenario.py)."""
+
+from __future__ import annotations
+
+from ascend_reports import ascend_report
+from fault_scenario import NS, FaultScenario, ascend_md
+from k8s_emulator import K8sEmulator
+
+from supernode.api import constants as C
+
+RESYNC = 5.0  # long: what happens within a second comes from the ConfigMap event, not from the resync
+
+
+def events(scenario: FaultScenario, reason: str, ns: str = NS) -> list[dict[str, object]]:
+    return [e for e in scenario.emu.objects_of("events", "", ns) if e["reason"] == reason]
+
+
+async def test_separate_fault_fences_the_group_then_rebuilds_it_on_healthy_devices(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    async with FaultScenario(emu, url, resync=RESYNC) as s:
+        await s.apply(ascend_md(replicas=2))
+        await s.until(lambda: s.status().get("readyReplicas") == 2 and s.routable() == {0, 1}, timeout=3 * RESYNC,
+                      what="2 groups ready and routed to")
+        before = s.groups()
+        faulty_node = s.pods("0")[0]["spec"]["nodeName"]
+        other = {p["metadata"]["uid"] for p in s.pods("1")}
+
+        # A report whose CheckCode does not match is ignored, with one Event on the ConfigMap.
+        await s.report(ascend_report(faulty_node).chips(16).fault("Ascend910-3", "SeparateNPU").tampered())
+        await s.until(lambda: events(s, "DeviceInfoIgnored", C.ASCEND_DEVICE_INFO_NAMESPACE), what="Event")
+        await s.report(ascend_report(faulty_node, update_time=1718702999).chips(16).tampered())
+        assert len(events(s, "DeviceInfoIgnored", C.ASCEND_DEVICE_INFO_NAMESPACE)) == 1
+        assert s.groups()["0"]["metadata"]["uid"] == before["0"]["metadata"]["uid"]
+
+        # The device plugin reports chip 3 of the group's leader node as SeparateNPU.
+        since = emu.request_count
+        t0 = await s.report(ascend_report(faulty_node).chips(16).fault("Ascend910-3", "SeparateNPU", "8C1F8608"))
+        t1 = await s.until(lambda: s.routable() == {1}, timeout=RESYNC, what="group 0 no longer routed to")
+        assert t1 - t0 < RESYNC / 2, f"ejection took {t1 - t0:.2f}s: not event-driven"
+        # Rebuilt on the healthy SuperPoD, the other group untouched.
+        await s.until(lambda: s.status().get("readyReplicas") == 2 and s.routable() == {0, 1}
+                      and s.groups()["0"]["metadata"]["uid"] != before["0"]["metadata"]["uid"], timeout=3 * RESYNC,
+                      what="group 0 ready again")
+        assert {p["spec"]["nodeName"] for p in s.pods("0")} == {"sp2-n0", "sp2-n1"}
+        assert s.groups()["1"]["metadata"]["uid"] == before["1"]["metadata"]["uid"]
+        assert {p["metadata"]["uid"] for p in s.pods("1")} == other
+        (rebuilt,) = events(s, "DeviceFaultRebuild")
+        assert f"{faulty_node}/Ascend910-3: SeparateNPU code 8C1F8608" in str(rebuilt["message"])
+        assert not events(s, "DeviceFaultRestart")
+        writes = emu.writes(since)
+        fence = writes.index(f"PATCH /api/v1/namespaces/{NS}/pods/{before['0']['metadata']['name']}-0")
+        gone = writes.index(f"DELETE /apis/apps/v1/namespaces/{NS}/statefulsets/{before['0']['metadata']['name']}")
+        assert fence < gone, "the leader is fenced off before any pod of the group is deleted"
