@@ -48,6 +48,7 @@ class OperatorConfig:
     autoscaler: AutoscalerConfig | None = None  # spec.autoscaling takes effect (None: not run)
     # Node conditions that, when True, mean the node's devices fail (docs/operator.md, "Device faults").
     fault_conditions: Mapping[str, Action] = field(default_factory=lambda: dict(DEFAULT_FAULT_CONDITIONS))
+    fault_events: bool = True  # a device fault reconciles its deployments at once (False: at the next resync)
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -256,7 +257,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 except Exception:
                     log.exception("autoscaling %s failed", key)
 
-    health_watch.register(registry, reconcile_one, RETRYABLE)
+    health_watch.register(registry, reconcile_one, RETRYABLE, react=config.fault_events)
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:

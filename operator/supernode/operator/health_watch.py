@@ -19,7 +19,6 @@ from supernode.operator import naming as N
 from supernode.operator.device_info import is_device_info
 from supernode.operator.faults import node_signals
 from supernode.operator.health_book import HealthBook
-from supernode.operator.kube import TRANSPORT_ERRORS, ApiError
 from supernode.operator.metrics import OperatorMetrics
 
 log = logging.getLogger("supernode.operator.health")
@@ -50,10 +49,12 @@ def node_fault_key(node: Mapping[str, Any], book: HealthBook) -> tuple[Any, ...]
     return (tuple(f.level for f in signals), taints, gpus)
 
 
-def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retryable: tuple[type[BaseException], ...]
-             ) -> None:
+def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retryable: tuple[type[BaseException], ...],
+             *, react: bool = True) -> None:
+    """`react`: reconcile the deployments on a node at once when its faults change (else the resync finds them)."""
+
     async def repair_node(node: str, memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
-        if memo.stopping.is_set():
+        if memo.stopping.is_set() or not react:
             return
         for body in deployments_on(node, _values(indices["pods_idx"]), _values(indices["mds_idx"])):
             try:
@@ -92,7 +93,7 @@ def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retry
                     {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
                         "name": name, "namespace": body.metadata.namespace, "uid": body.metadata.uid}},
                     "Warning", "DeviceInfoIgnored", recorded.problem)
-            except (ApiError, *TRANSPORT_ERRORS) as e:
+            except retryable as e:
                 log.warning("event for %s: %s", name, e)
         if recorded.changed:
             await repair_node(recorded.node, memo, kwargs)
