@@ -182,3 +182,12 @@ def test_repairs_restart_once_per_fault_then_escalate_and_leave_healthy_groups_a
     separate = {"n0": (DeviceFault("n0", "", "NodeUnhealthy", "rebuild"),)}
     assert [r.group.index for r in decide_repairs(md, [group(0, ["a-0"]), group(1, ["b-0"])], fenced,
                                                   separate)] == [1]
+
+
+def test_fault_condition_flags_extend_the_defaults_and_name_bad_values() -> None:
+    from supernode.cli.operator import _fault_conditions
+
+    assert _fault_conditions(["GpuXidError=rebuild", "NetworkUnavailable=none", "NpuHot=drain"]) == {
+        "GpuXidError": "rebuild", "NpuHot": "drain"}
+    with pytest.raises(ValueError, match="'Gpu=explode': expected TYPE=ACTION"):
+        _fault_conditions(["Gpu=explode"])
