@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supernode.api import constants as C
+from supernode.api.strictjson import loads_strict
 from supernode.operator.faults import LEVEL_ACTIONS, SEVERITY, Action, DeviceFault
 
 _PREFIX = "huawei.com/"
@@ -66,13 +67,6 @@ def check_code(device_list: Mapping[str, str], update_time: int) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _strict(value: str) -> Any:
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    return json.loads(value, parse_constant=no_constant)
-
-
 def _device_info(cfg: Any) -> tuple[dict[str, str], int, str]:
     if not isinstance(cfg, Mapping):
         raise DeviceInfoError(f"{C.ASCEND_DEVICE_INFO_KEY}: not a JSON object")
@@ -98,7 +92,7 @@ def _fault_entries(node: str, key: str, value: str) -> list[DeviceFault]:
     if not value.strip():
         return []
     try:
-        entries = _strict(value)
+        entries = loads_strict(value)
     except ValueError as e:
         raise DeviceInfoError(f"{where}: not a JSON list ({e})") from None
     if not isinstance(entries, list):
@@ -142,7 +136,7 @@ def parse_device_info(cm: Mapping[str, Any]) -> NodeDeviceReport:
     if not isinstance(raw, str):
         raise DeviceInfoError(f"data.{C.ASCEND_DEVICE_INFO_KEY}: missing")
     try:
-        cfg = _strict(raw)
+        cfg = loads_strict(raw)
     except ValueError as e:
         raise DeviceInfoError(f"data.{C.ASCEND_DEVICE_INFO_KEY}: not JSON ({e})") from None
     devices, when, code = _device_info(cfg)
