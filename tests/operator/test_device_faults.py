@@ -191,3 +191,14 @@ def test_fault_condition_flags_extend_the_defaults_and_name_bad_values() -> None
         "GpuXidError": "rebuild", "NpuHot": "drain"}
     with pytest.raises(ValueError, match="'Gpu=explode': expected TYPE=ACTION"):
         _fault_conditions(["Gpu=explode"])
+
+
+def test_nvidia_drop_under_groups_rebuilds_the_groups_holding_gpus_on_that_node() -> None:
+    book, gpu = HealthBook(), C.RESOURCE_NVIDIA
+    node = k8s_node("g0", allocatable={gpu: "7"})
+    node["status"]["capacity"] = {gpu: "8"}
+    pods = [k8s_pod("a-0", "g0", {gpu: "4"}), k8s_pod("b-0", "g0", {gpu: "4"}), k8s_pod("cpu", "g0", {})]
+    faults = book.faults_on([node], pods)
+    assert [(group_fault([p], faults) or DeviceFault("", "", "", "none")).action for p in pods] == [
+        "rebuild", "rebuild", "none"]
+    assert book.faults_on([node], pods[:1]) == {}  # the GPU that failed was an idle one

@@ -80,9 +80,9 @@ class HealthBook:
         for node in nodes:
             name = str((node.get("metadata") or {}).get("name") or "")
             status = node.get("status") or {}
-            if (status.get("allocatable") or {}).get(C.RESOURCE_NVIDIA) != (status.get("capacity") or {}).get(
-                    C.RESOURCE_NVIDIA) and held is None:
-                held = _held(pods)
+            left, total = ((status.get(k) or {}).get(C.RESOURCE_NVIDIA) for k in ("allocatable", "capacity"))
+            if held is None and left is not None and total is not None and left != total:
+                held = _held(pods)  # only when a GPU dropped out somewhere
             signals = node_signals(node, conditions=self.conditions, held=(held or {}).get(name, {}),
                                    tolerations=tolerations)
             faults = self.reported(name) + tuple(signals)
