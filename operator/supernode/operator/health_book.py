@@ -38,6 +38,17 @@ class HealthBook:
     _reports: dict[str, NodeDeviceReport] = field(default_factory=dict)  # node -> last good report
     _rejected: set[str] = field(default_factory=set)  # ConfigMaps whose latest report was ignored (and reported)
     _views: dict[int, tuple[Mapping[str, Any], int, Mapping[str, Any]]] = field(default_factory=dict)
+    # (namespace, deployment label) -> until when its pods' events reconcile it (a group is being repaired)
+    _recovering: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def mark_recovering(self, key: tuple[str, str], until: float) -> None:
+        self._recovering[key] = until
+
+    def recovering(self, key: tuple[str, str], now: float) -> bool:
+        """Whether `key` repaired a group recently (expired entries are dropped: bounded)."""
+        for stale in [k for k, until in self._recovering.items() if until < now]:
+            del self._recovering[stale]
+        return key in self._recovering
 
     def record(self, cm: Mapping[str, Any]) -> Recorded:
         name = str((cm.get("metadata") or {}).get("name") or "")

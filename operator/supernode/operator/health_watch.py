@@ -1,7 +1,9 @@
 """kopf handlers for device health: the Ascend device-info ConfigMaps and the Nodes' fault signals.
 
 A change that matters reconciles at once every ModelDeployment with a pod on that node, so a device fault
-reaches the routers (the fenced leader) within one event instead of at the next resync. A report that
+reaches the routers (the fenced leader) within one event instead of at the next resync; after a repair,
+that deployment's pod events reconcile it too for a while, so the replacement is labelled and reported
+ready as soon as its pods are. A report that
 does not parse, or whose CheckCode is wrong, is ignored with one Warning Event on the ConfigMap and one
 log line (again only after a good report came in between).
 """
@@ -9,6 +11,7 @@ log line (again only after a good report came in between).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -97,6 +100,21 @@ def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retry
                 log.warning("event for %s: %s", name, e)
         if recorded.changed:
             await repair_node(recorded.node, memo, kwargs)
+
+    @kopf.on.event("pods", labels={C.LABEL_DEPLOYMENT: kopf.PRESENT}, registry=registry)
+    async def repaired_pod(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        """A pod of a deployment whose group was just repaired changed: reconcile it now, so the rebuilt group's
+        leader label and status follow its pods at once instead of at the next resync."""
+        key = (namespace or "", str(body.metadata.labels.get(C.LABEL_DEPLOYMENT, "")))
+        if not react or memo.stopping.is_set() or not memo.reconciler.health.recovering(key, time.time()):
+            return
+        for md in _values(kwargs["mds_idx"]):
+            meta = md["metadata"]
+            if (meta.get("namespace") or "", N.label_value(meta["name"])) == key and not meta.get("deletionTimestamp"):
+                try:
+                    await reconcile_one(md, memo, kwargs)
+                except retryable as e:  # the resync tries again
+                    log.warning("after a device-fault repair: reconcile of %s/%s: %s", key[0], meta["name"], e)
 
     @kopf.on.event("nodes", registry=registry)
     async def node_health(event: Mapping[str, Any], name: str, body: kopf.Body, memo: kopf.Memo,

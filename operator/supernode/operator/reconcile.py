@@ -45,6 +45,7 @@ from supernode.operator.status import Facts, compute_status
 from supernode.operator.types import Plan
 
 WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
+RECOVERY_WATCH_S = 900.0  # after a device-fault repair, pod events reconcile the deployment this long
 log = logging.getLogger("supernode.operator")
 
 
@@ -221,6 +222,8 @@ class _Run:
         fixer = FaultRepair(self.client, self.ns, self.now, lws, self._event,
                             lambda name: self._delete_group(name, lws))
         deleted, patched = await fixer.apply(repairs, md)
+        # Until the repaired group is back, its pods' events reconcile this deployment (health_watch.py).
+        self.r.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
         self.writes += fixer.writes
         self.repairs = tuple(r.action for r in repairs)
         return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
