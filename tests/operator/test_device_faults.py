@@ -202,3 +202,12 @@ def test_nvidia_drop_under_groups_rebuilds_the_groups_holding_gpus_on_that_node(
     assert [(group_fault([p], faults) or DeviceFault("", "", "", "none")).action for p in pods] == [
         "rebuild", "rebuild", "none"]
     assert book.faults_on([node], pods[:1]) == {}  # the GPU that failed was an idle one
+
+
+def test_a_quiet_node_is_looked_at_again_once_it_changes() -> None:
+    book = HealthBook()
+    healthy = k8s_node("n0")
+    assert book.faults_on([healthy], []) == {} and book.faults_on([healthy], []) == {}
+    tainted = {**healthy, "spec": {"taints": [{"key": "npu-down", "effect": "NoExecute"}]}}  # its next version
+    assert [f.level for f in book.faults_on([tainted], [])["n0"]] == ["taint npu-down:NoExecute"]
+    assert book.node_view([tainted])[0]["spec"]["taints"][-1]["key"] == C.TAINT_DEVICE_FAULT

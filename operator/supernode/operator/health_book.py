@@ -40,6 +40,9 @@ class HealthBook:
     _views: dict[int, tuple[Mapping[str, Any], int, Mapping[str, Any]]] = field(default_factory=dict)
     # (namespace, deployment label) -> until when its pods' events reconcile it (a group is being repaired)
     _recovering: dict[tuple[str, str], float] = field(default_factory=dict)
+    # id -> node version known to signal nothing; bounded: the nodes of the latest `faults_on` call
+    _quiet_nodes: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    _quiet_next: dict[int, Mapping[str, Any]] = field(default_factory=dict)
 
     def mark_recovering(self, key: tuple[str, str], until: float) -> None:
         self._recovering[key] = until
@@ -90,6 +93,8 @@ class HealthBook:
         held: dict[str, dict[str, int]] | None = None
         for node in nodes:
             name = str((node.get("metadata") or {}).get("name") or "")
+            if name not in self._reports and self._quiet(node):
+                continue
             status = node.get("status") or {}
             left, total = ((status.get(k) or {}).get(C.RESOURCE_NVIDIA) for k in ("allocatable", "capacity"))
             if held is None and left is not None and total is not None and left != total:
@@ -99,7 +104,27 @@ class HealthBook:
             faults = self.reported(name) + tuple(signals)
             if faults:
                 out[name] = faults
+        self._quiet_nodes, self._quiet_next = self._quiet_next, {}
         return out
+
+    def _quiet(self, node: Mapping[str, Any], *, remember: bool = True) -> bool:
+        """The Node itself signals nothing (no fault condition True, no NoExecute taint, no GPU dropped out).
+        Known quiet nodes are remembered by identity (the kopf index hands out one dict per node version), so a
+        pass over hundreds of healthy nodes costs a lookup each."""
+        key = id(node)
+        if self._quiet_nodes.get(key) is node:
+            if remember:
+                self._quiet_next[key] = node
+            return True
+        status, spec = node.get("status") or {}, node.get("spec") or {}
+        left, total = ((status.get(k) or {}).get(C.RESOURCE_NVIDIA) for k in ("allocatable", "capacity"))
+        quiet = left == total or left is None or total is None
+        quiet = quiet and not any(t.get("effect") == "NoExecute" for t in spec.get("taints") or [])
+        quiet = quiet and not any(c.get("status") == "True" and c.get("type") in self.conditions
+                                  for c in status.get("conditions") or [])
+        if quiet and remember:
+            self._quiet_next[key] = node
+        return quiet
 
     def node_view(self, nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The nodes as the planner should see them: fenced ones carry a NoSchedule taint (never written to
@@ -108,6 +133,9 @@ class HealthBook:
         views: dict[int, tuple[Mapping[str, Any], int, Mapping[str, Any]]] = {}
         for node in nodes:
             name = str((node.get("metadata") or {}).get("name") or "")
+            if name not in self._reports and self._quiet(node, remember=False):
+                out.append(node)
+                continue
             faults = self.reported(name) + tuple(node_signals(node, conditions=self.conditions, held={}))
             if not fenced(faults):
                 out.append(node)
