@@ -10,12 +10,14 @@ from ascend_reports import RES, ascend_report
 from builders import k8s_node, k8s_pod, operator_md
 
 from supernode.api import constants as C
-from supernode.api.models import Toleration
+from supernode.api.models import ModelDeployment, Toleration
 from supernode.operator.device_info import CheckCodeMismatch, DeviceInfoError, check_code, go_json, parse_device_info
 from supernode.operator.fault_repair import decide_repairs
 from supernode.operator.faults import UNKNOWN_DEVICE, DeviceFault, group_fault, node_signals
 from supernode.operator.health_book import HealthBook
+from supernode.operator.inventory import inventory_from_k8s
 from supernode.operator.observe import GroupState, PodState
+from supernode.operator.planner import plan
 
 
 def test_check_code_matches_the_device_plugins_digest() -> None:
@@ -145,15 +147,19 @@ def test_node_signals_conditions_taints_and_nvidia_allocatable() -> None:
     assert node_signals(node, conditions={}, held={}, tolerations=tolerant) == []
 
 
-def test_node_view_fences_only_nodes_with_separate_level_faults() -> None:
+def test_node_view_fences_only_nodes_with_separate_level_faults_and_the_planner_avoids_them() -> None:
     book = HealthBook()
     book.record(ascend_report("n0").chips(16).fault("Ascend910-3", "PreSeparateNPU").configmap())
     book.record(ascend_report("n1").chips(16).fault("Ascend910-3", "RestartBusiness").configmap())
     nodes = [k8s_node(f"n{i}", allocatable={RES: "16"}) for i in range(3)]
     view = book.node_view(nodes)
     assert view[1] is nodes[1] and view[2] is nodes[2]
-    assert view[0]["spec"]["taints"][-1]["key"] == C.TAINT_DEVICE_FAULT and not nodes[0]["spec"]["taints"]
+    assert view[0]["spec"]["unschedulable"] is True and nodes[0]["spec"]["unschedulable"] is False
     assert book.node_view(nodes)[0] is view[0]  # cached while nothing changed
+    body = operator_md().engine("vllm").accelerator("ascend-910c", 16).replicas(3).dict()
+    body["spec"]["placement"] = {"tolerations": [{"operator": "Exists"}]}  # tolerates every taint
+    placed = plan(ModelDeployment.from_obj(body), inventory_from_k8s(view, []))
+    assert placed.capacity.placeable == 2 and {p.node for g in placed.groups for p in g.pods} == {"n1", "n2", None}
 
 
 def group(index: int, pods: list[str], restarts: int = 0, draining: bool = False,
@@ -210,4 +216,4 @@ def test_a_quiet_node_is_looked_at_again_once_it_changes() -> None:
     assert book.faults_on([healthy], []) == {} and book.faults_on([healthy], []) == {}
     tainted = {**healthy, "spec": {"taints": [{"key": "npu-down", "effect": "NoExecute"}]}}  # its next version
     assert [f.level for f in book.faults_on([tainted], [])["n0"]] == ["taint npu-down:NoExecute"]
-    assert book.node_view([tainted])[0]["spec"]["taints"][-1]["key"] == C.TAINT_DEVICE_FAULT
+    assert book.node_view([tainted])[0]["spec"]["unschedulable"] is True

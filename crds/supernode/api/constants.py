@@ -67,7 +67,6 @@ ASCEND_DEVICE_INFO_PREFIX: Final = "mindx-dl-deviceinfo-"  # ConfigMap name = pr
 ASCEND_DEVICE_INFO_KEY: Final = "DeviceInfoCfg"  # data key: {"DeviceInfo": {...}, "CheckCode": sha256}
 ASCEND_MANUAL_SEPARATE_KEY: Final = "ManuallySeparateNPU"  # data key: chips an admin isolated (comma list)
 POD_ANNOTATION_ASCEND_REAL: Final = "huawei.com/AscendReal"  # on a pod: the chips the device plugin gave it
-TAINT_DEVICE_FAULT: Final = "supernode.io/device-fault"  # planner-only taint on nodes with a failing device
 
 # --- Extended resources ------------------------------------------------------------------------
 RESOURCE_ASCEND: Final = "huawei.com/Ascend910"  # Ascend device-plugin resource (910B/910C/A3)

@@ -3,8 +3,8 @@
 Ascend reports arrive as ConfigMaps (`device_info.parse_device_info`); a report that does not parse or
 whose CheckCode is wrong is ignored (the node keeps its last good report) and reported once per ConfigMap
 until a good report arrives. Node conditions, taints and NVIDIA allocatable drops are read from the Node
-objects themselves on every pass (`faults_on`). `node_view` gives the planner the nodes, with a
-planner-only taint on those fenced off for new groups.
+objects themselves on every pass (`faults_on`). `node_view` gives the planner the nodes, those
+fenced off for new groups marked unschedulable (in its view only).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from supernode.api.models import Toleration
 from supernode.operator.device_info import CheckCodeMismatch, DeviceInfoError, NodeDeviceReport, parse_device_info
 from supernode.operator.faults import DEFAULT_FAULT_CONDITIONS, Action, DeviceFault, fenced, node_signals
 from supernode.operator.inventory import pod_usage
-
-_FENCE = {"key": C.TAINT_DEVICE_FAULT, "value": "true", "effect": "NoSchedule"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +125,8 @@ class HealthBook:
         return quiet
 
     def node_view(self, nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The nodes as the planner should see them: fenced ones carry a NoSchedule taint (never written to
-        the cluster). Unchanged nodes are passed through as the same objects, so parse caches keep working."""
+        """The nodes as the planner should see them: fenced ones unschedulable (never written to the cluster;
+        a cordon, unlike a taint, no toleration lets a new group past). Unchanged nodes are passed through as the same objects, so parse caches keep working."""
         out: list[Mapping[str, Any]] = []
         views: dict[int, tuple[Mapping[str, Any], int, Mapping[str, Any]]] = {}
         for node in nodes:
@@ -144,9 +142,7 @@ class HealthBook:
             if cached is not None and cached[0] is node and cached[1] == self.version:
                 view = cached[2]
             else:
-                spec = dict(node.get("spec") or {})
-                spec["taints"] = [*(spec.get("taints") or []), dict(_FENCE)]
-                view = {**node, "spec": spec}
+                view = {**node, "spec": {**(node.get("spec") or {}), "unschedulable": True}}
             views[id(node)] = (node, self.version, view)
             out.append(view)
         self._views = views  # bounded: the fenced nodes of the latest call
