@@ -125,8 +125,9 @@ class HealthBook:
         return quiet
 
     def node_view(self, nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The nodes as the planner should see them: fenced ones unschedulable (never written to the cluster;
-        a cordon, unlike a taint, no toleration lets a new group past). Unchanged nodes are passed through as the same objects, so parse caches keep working."""
+        """The nodes as the planner should see them: fenced ones unschedulable (never written to the cluster; a
+        cordon, unlike a taint, no toleration lets a new group past). Unchanged nodes are passed through as the
+        same objects, so parse caches keep working."""
         out: list[Mapping[str, Any]] = []
         views: dict[int, tuple[Mapping[str, Any], int, Mapping[str, Any]]] = {}
         for node in nodes:
