@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import openai
+from router_stack import MODEL, Stack, ep
+
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.router.discovery.kubernetes import endpoint_from_pod
@@ -62,3 +66,21 @@ def test_a_fenced_leader_is_published_not_ready_and_counted_once() -> None:
     table.update([fenced])
     table.update([fenced])
     assert seen == [fenced.fault]
+
+
+async def test_connection_errors_eject_an_endpoint_passively(stack: Stack) -> None:
+    dead = "http://127.0.0.1:9"  # nothing listens: connect refused
+    good = await stack.engine("good")
+    stack.write_endpoints([ep(dead), ep(good)])
+    url = await stack.router({"health": {"scrape_interval_s": 0, "unhealthy_after": 1}})
+    assert stack.router_app is not None
+    table = stack.router_app.state.router.table
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    for i in range(20):  # until the dead one has been picked once (each time, the retry serves the request)
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"q{i}"}])
+        if not table.get(dead).healthy:
+            break
+    assert not table.get(dead).healthy and table.get(dead).ejected_until > 0
+    async with httpx.AsyncClient() as h:
+        metrics = (await h.get(f"{stack.metrics_url}/metrics")).text
+    assert 'supernode_router_endpoint_ejections_total{reason="errors"} 1.0' in metrics
