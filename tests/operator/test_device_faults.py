@@ -204,16 +204,16 @@ def test_nvidia_drop_under_groups_rebuilds_the_groups_holding_gpus_on_that_node(
     node = k8s_node("g0", allocatable={gpu: "7"})
     node["status"]["capacity"] = {gpu: "8"}
     pods = [k8s_pod("a-0", "g0", {gpu: "4"}), k8s_pod("b-0", "g0", {gpu: "4"}), k8s_pod("cpu", "g0", {})]
-    faults = book.faults_on([node], pods)
+    faults = book.faults_on([node], lambda: pods)
     assert [(group_fault([p], faults) or DeviceFault("", "", "", "none")).action for p in pods] == [
         "rebuild", "rebuild", "none"]
-    assert book.faults_on([node], pods[:1]) == {}  # the GPU that failed was an idle one
+    assert book.faults_on([node], lambda: pods[:1]) == {}  # the GPU that failed was an idle one
 
 
 def test_a_quiet_node_is_looked_at_again_once_it_changes() -> None:
     book = HealthBook()
     healthy = k8s_node("n0")
-    assert book.faults_on([healthy], []) == {} and book.faults_on([healthy], []) == {}
+    assert book.faults_on([healthy], list) == {} and book.faults_on([healthy], list) == {}
     tainted = {**healthy, "spec": {"taints": [{"key": "npu-down", "effect": "NoExecute"}]}}  # its next version
-    assert [f.level for f in book.faults_on([tainted], [])["n0"]] == ["taint npu-down:NoExecute"]
+    assert [f.level for f in book.faults_on([tainted], list)["n0"]] == ["taint npu-down:NoExecute"]
     assert book.node_view([tainted])[0]["spec"]["unschedulable"] is True

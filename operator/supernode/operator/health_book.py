@@ -9,7 +9,7 @@ fenced off for new groups marked unschedulable (in its view only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,10 +83,10 @@ class HealthBook:
         report = self._reports.get(node)
         return report.faults if report else ()
 
-    def faults_on(self, nodes: Iterable[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
+    def faults_on(self, nodes: Iterable[Mapping[str, Any]], pods: Callable[[], Iterable[Mapping[str, Any]]],
                   tolerations: Sequence[Toleration] = ()) -> dict[str, tuple[DeviceFault, ...]]:
         """Every known fault per node name: the device plugin's reports plus what the Node objects say.
-        `pods`: all pods (only read for nodes whose NVIDIA allocatable dropped)."""
+        `pods`: all pods, read only when some node's NVIDIA allocatable dropped."""
         out: dict[str, tuple[DeviceFault, ...]] = {}
         held: dict[str, dict[str, int]] | None = None
         for node in nodes:
@@ -96,7 +96,7 @@ class HealthBook:
             status = node.get("status") or {}
             left, total = ((status.get(k) or {}).get(C.RESOURCE_NVIDIA) for k in ("allocatable", "capacity"))
             if held is None and left is not None and total is not None and left != total:
-                held = _held(pods)  # only when a GPU dropped out somewhere
+                held = _held(list(pods()))  # only when a GPU dropped out somewhere
             signals = node_signals(node, conditions=self.conditions, held=(held or {}).get(name, {}),
                                    tolerations=tolerations)
             faults = self.reported(name) + tuple(signals)

@@ -210,11 +210,11 @@ class _Run:
                              pods: Source) -> list[dict[str, Any]]:
         """Groups with a failing device are fenced off from routing and repaired (fault_repair.py); returns the
         workloads as planning should see them (rebuilt groups gone, drained ones marked)."""
-        all_pods, node_list = list(pods()), list(nodes())
-        faults_on = self.r.health.faults_on(node_list, all_pods, md.spec.placement.tolerations)
+        node_list = list(nodes())
+        faults_on = self.r.health.faults_on(node_list, pods, md.spec.placement.tolerations)
         if not faults_on:  # the common case: one cheap look at the nodes, none at the pods
             return workloads
-        mine = own_pods(all_pods, self.ns, N.label_value(self.name))
+        mine = own_pods(list(pods()), self.ns, N.label_value(self.name))
         groups = group_states(workloads, mine, lost_nodes(node_list))
         repairs = decide_repairs(md, groups, {p["metadata"]["name"]: p for p in mine}, faults_on)
         if not repairs:
