@@ -38,9 +38,7 @@ async def trial(resync: float, events: bool) -> tuple[float, float, float]:
     async with K8sEmulator(strict=False) as emu, kmock.Server(emu) as srv:
         try:
             async with FaultScenario(emu, str(srv.url).rstrip("/"), resync=resync, fault_events=events) as s:
-                await s.apply(ascend_md(replicas=2))
-                await s.until(lambda: s.status().get("readyReplicas") == 2 and s.routable() == {0, 1},
-                              timeout=4 * resync + 10, what="ready")
+                await s.serving(ascend_md(replicas=2))
                 old = s.groups()["0"]["metadata"]["uid"]
                 node = s.pods("0")[0]["spec"]["nodeName"]
                 t0 = await s.report(ascend_report(node).chips(16).fault("Ascend910-3", "SeparateNPU", "8C1F8608"))

@@ -71,6 +71,13 @@ class FaultScenario:
         response = await self.http.post(MDS, json=body)
         assert response.status_code == 201, response.text
 
+    async def serving(self, body: dict[str, Any]) -> None:
+        """Apply a ModelDeployment and wait until all its groups are ready and routed to."""
+        await self.apply(body)
+        groups = set(range(body["spec"]["replicas"]))
+        await self.until(lambda: self.status(body["metadata"]["name"]).get("readyReplicas") == len(groups)
+                         and self.routable() == groups, timeout=4 * self.resync + 10, what="all groups serving")
+
     def status(self, name: str = "v4") -> dict[str, Any]:
         return (self.emu.get(C.PLURAL, NS, name, C.GROUP) or {}).get("status", {})
 

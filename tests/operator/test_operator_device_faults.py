@@ -21,9 +21,7 @@ async def test_separate_fault_fences_the_group_then_rebuilds_it_on_healthy_devic
         k8s: tuple[K8sEmulator, str]) -> None:
     emu, url = k8s
     async with FaultScenario(emu, url, resync=RESYNC) as s:
-        await s.apply(ascend_md(replicas=2))
-        await s.until(lambda: s.status().get("readyReplicas") == 2 and s.routable() == {0, 1}, timeout=3 * RESYNC,
-                      what="2 groups ready and routed to")
+        await s.serving(ascend_md(replicas=2))
         before = s.groups()
         faulty_node = s.pods("0")[0]["spec"]["nodeName"]
         other = {p["metadata"]["uid"] for p in s.pods("1")}
@@ -61,9 +59,7 @@ async def test_restart_level_fault_restarts_in_place_and_pre_separate_drains_ont
         k8s: tuple[K8sEmulator, str]) -> None:
     emu, url = k8s
     async with FaultScenario(emu, url, resync=QUICK) as s:
-        await s.apply(ascend_md(replicas=2))
-        await s.until(lambda: s.status().get("readyReplicas") == 2 and s.routable() == {0, 1}, timeout=6 * QUICK,
-                      what="2 groups ready and routed to")
+        await s.serving(ascend_md(replicas=2))
         before = s.groups()
         nodes0 = [p["spec"]["nodeName"] for p in s.pods("0")]
         pods0 = {p["metadata"]["uid"] for p in s.pods("0")}
