@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from supernode.api import constants as C
 from supernode.api.models import VISIBLE_DEVICES_ENV, ModelDeployment, SupernodePolicy
+from supernode.api.pools import pool_name
 from supernode.api.supernodes import supernode_label_key
 from supernode.operator.nodepool import CapacityIndex, Domain, node_filter, resource_name, summarize_exclusions
 from supernode.operator.types import (
@@ -213,6 +214,8 @@ def _pod(md: ModelDeployment, gi: int, rank: int, node: str | None, supernode: s
         env[visible] = ",".join(str(d) for d in range(per_pod))
     if supernode:
         env[C.ENV_SUPERNODE_ID] = supernode
+    if pool := pool_name(md):
+        env[C.ENV_POOL] = pool
     role = C.ROLE_LEADER if rank == 0 else C.ROLE_WORKER
     return PodPlan(rank=rank, role=role, node=node, devices=per_pod, env=env)
 

@@ -92,9 +92,20 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         engine_type=engine_type,
         ready=_pod_ready(pod),
         draining=draining,
-        max_concurrency=default_max_concurrency,
+        max_concurrency=int(_positive(annotations.get(C.ANNOTATION_MAX_CONCURRENCY), default_max_concurrency)),
         capacity_limited=_capacity_limited(md) if md else False,
+        pool=labels.get(C.LABEL_POOL, ""),
+        capacity_weight=min(1000.0, _positive(annotations.get(C.ANNOTATION_CAPACITY_WEIGHT), 1.0)),
     )
+
+
+def _positive(raw: str | None, default: float) -> float:
+    """A positive, finite number from an annotation the operator wrote (the default when absent or not one)."""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if 0 < value < float("inf") else default
 
 
 def endpoints_from_objects(pods: Sequence[Mapping[str, Any]], mds: Sequence[Mapping[str, Any]],

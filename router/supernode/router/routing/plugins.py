@@ -72,10 +72,12 @@ class LoadGuard:
     def yielding(self, candidates: Sequence[EndpointState]) -> list[bool]:
         if not candidates:
             return []
-        min_load = min(s.load for s in candidates)
+        # Imbalance is judged per unit of capacity: a group with twice the weight may carry twice the load.
+        min_load = min(s.load / s.endpoint.capacity_weight for s in candidates)
         free_slot = self.saturation and any(s.load < s.endpoint.max_concurrency for s in candidates)
         return [(free_slot and s.load >= s.endpoint.max_concurrency + self.saturation_slack)
-                or overloaded(s.load, min_load, self.abs_threshold, self.rel_threshold) for s in candidates]
+                or overloaded(s.load / s.endpoint.capacity_weight, min_load, self.abs_threshold, self.rel_threshold)
+                for s in candidates]
 
 
 class PrefixScorer:
@@ -102,13 +104,15 @@ class PrefixScorer:
 
 
 class LoadScorer:
-    """1 / (1 + load / max concurrency): 1 when idle, 0.5 at its concurrency, still ordered beyond it
-    (load = running + waiting, or the router's in-flight count if larger)."""
+    """1 / (1 + load / (max concurrency x capacity weight)): 1 when idle, 0.5 at its concurrency, still
+    ordered beyond it (load = running + waiting, or the router's in-flight count if larger). Groups of a
+    pool with twice the weight reach the same score at twice the load, so they get twice the requests."""
 
     name = "load"
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        return [1.0 / (1.0 + s.load / max(1, s.endpoint.max_concurrency)) for s in candidates]
+        return [1.0 / (1.0 + s.load / (max(1, s.endpoint.max_concurrency) * s.endpoint.capacity_weight))
+                for s in candidates]
 
 
 class HeadroomScorer:
