@@ -93,9 +93,8 @@ def rank_table(pods: Sequence[PodDevices]) -> dict[str, Any]:
     pod_of_server: dict[str, str | None] = {}
     rank = 0
     for p in ordered:
-        entry = servers.setdefault(p.server_id, {"server_id": p.server_id, "device": []})
-        if p.host_ip and "host_ip" not in entry:
-            entry["host_ip"] = p.host_ip
+        host = {"host_ip": p.host_ip} if p.host_ip else {}
+        entry = servers.setdefault(p.server_id, {"server_id": p.server_id, **host, "device": []})
         if pod_of_server.setdefault(p.server_id, p.super_pod_id) != p.super_pod_id:
             raise RankTableError(f"pod {p.pod}: server {p.server_id} reported in two SuperPoDs")
         for d in p.devices:
