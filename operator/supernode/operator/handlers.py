@@ -52,7 +52,8 @@ class OperatorConfig:
 def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
     return {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations", "ownerReferences")},
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "annotations", "ownerReferences",
+                                              "deletionTimestamp")},
         "spec": {"nodeName": spec.get("nodeName"),
                  "containers": [{"name": c.get("name"), "resources": c.get("resources", {})}
                                 for c in spec.get("containers") or []],
