@@ -15,7 +15,7 @@ from supernode.api import constants as C
 from supernode.api.models import EngineType, Mode, ModelDeployment
 from supernode.api.pools import pool_name
 from supernode.operator.group_secrets import GroupKeys, secret_env
-from supernode.operator.ranktable_objects import RANK_TABLE_PATH
+from supernode.operator.ranktable import RANK_TABLE_PATH
 
 MODEL_DIR = "/models"
 RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader

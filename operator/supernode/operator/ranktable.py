@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 DEVICE_ANNOTATION = "ascend.kubectl.kubernetes.io/ascend-910-configuration"
+RANK_TABLE_DIR = "/etc/supernode/ranktable"  # where the engine reads its copy (ranktable_objects.py)
+RANK_TABLE_PATH = f"{RANK_TABLE_DIR}/hccl.json"
 RANK_TABLE_VERSION_SUPERPOD = "1.2"
 RANK_TABLE_VERSION_PLAIN = "1.0"
 

@@ -18,13 +18,18 @@ from typing import Any
 from supernode.api import constants as C
 from supernode.api.models import EngineType, ModelDeployment
 from supernode.operator.observe import GroupState, pod_rank
-from supernode.operator.ranktable import RankTableError, pod_devices, rank_table, render
+from supernode.operator.ranktable import (
+    RANK_TABLE_DIR,
+    RANK_TABLE_PATH,
+    RankTableError,
+    pod_devices,
+    rank_table,
+    render,
+)
 
-RANK_TABLE_DIR = "/etc/supernode/ranktable"  # the engine's copy (emptyDir, read-only in the engine)
 SOURCE_DIR = "/etc/supernode/ranktable-src"  # the ConfigMap, read by the init container only
 KEY_TABLE = "hccl.json"
 KEY_PODS = "pods"  # one pod UID per line: the pods this table was built from
-RANK_TABLE_PATH = f"{RANK_TABLE_DIR}/{KEY_TABLE}"
 ENV_RANK_TABLE_FILE = "RANK_TABLE_FILE"  # the variable MindIE and HCCL launchers read the table path from
 _WAIT = (f'until grep -qx "$POD_UID" {SOURCE_DIR}/{KEY_PODS} 2>/dev/null; do sleep 2; done; '
          f"cp {SOURCE_DIR}/{KEY_TABLE} {RANK_TABLE_DIR}/{KEY_TABLE}")
