@@ -101,6 +101,7 @@ class Reconciler:
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
 
     def forget(self, uid: str) -> None:
+        self._reported = {k: v for k, v in self._reported.items() if k[0] != uid}
         self._written.pop(uid, None)
         self._object_locks.pop(uid, None)
         self._last_pass.pop(uid, None)
