@@ -193,8 +193,10 @@ def render(plans: list[Plan], fmt: str) -> str:
 
 
 def render_rollouts(deployments: list[ModelDeployment], fmt: str, ready_seconds: float) -> str:
+    from supernode.api.pools import pool_views
     from supernode.operator.preview import preview_dict, preview_text
 
+    deployments = [v.md for md in deployments for v in pool_views(md)]  # each pool rolls on its own
     if fmt == "table":
         return "\n\n".join(preview_text(md, ready_seconds) for md in deployments)
     data = {"rollouts": [preview_dict(md, ready_seconds) for md in deployments]}
