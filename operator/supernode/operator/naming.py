@@ -97,3 +97,11 @@ ANNOTATION_APPLIED_HASH = "supernode.io/applied-hash"
 def manifest_hash(obj: dict[str, Any]) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with ANNOTATION_APPLIED_HASH set to the hash of everything else in it."""
+    meta = obj["metadata"]
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_APPLIED_HASH}
+    digest = manifest_hash({**obj, "metadata": {**meta, "annotations": notes}})
+    return {**obj, "metadata": {**meta, "annotations": {**notes, ANNOTATION_APPLIED_HASH: digest}}}

@@ -28,7 +28,6 @@ from supernode.operator.inputs import Reservation, live_reservations, planning_i
 from supernode.operator.inventory_cache import InventoryCache
 from supernode.operator.kube import (
     CHILD_KINDS,
-    CONFIGMAPS,
     LWS,
     NETWORK_POLICIES,
     PDBS,
@@ -42,7 +41,8 @@ from supernode.operator.kube import (
 )
 from supernode.operator.observe import GroupState, format_time
 from supernode.operator.pool_pass import PoolPass, event_prefix, pool_facts
-from supernode.operator.ranktable_objects import RankTableError, group_configmap, needs_rank_table
+from supernode.operator.ranktable_objects import needs_rank_table
+from supernode.operator.ranktable_sync import sync_rank_tables
 from supernode.operator.status import Facts, compute_status
 from supernode.operator.types import Plan
 
@@ -187,7 +187,7 @@ class _Run:
                                           pp.step, [o for o in children if N.pool_of(o) == pp.pool])
         await self._converge_deployment(md, lws, children, {pp.pool for pp in passes})
         if any(needs_rank_table(pp.md) for pp in passes):
-            await self._rank_tables([pp for pp in passes if needs_rank_table(pp.md)], workloads, selector)
+            await sync_rank_tables(self, [pp for pp in passes if needs_rank_table(pp.md)], workloads, selector)
         groups = [g for pp in passes for g in pp.inputs.groups]
         if not lws:
             await self._label_leaders(groups, [p for pp in passes for p in pp.inputs.mine])
@@ -282,6 +282,17 @@ class _Run:
             await self._event("Normal", reason,
                               f"{event_prefix(md)}group {g.index} ({name}, revision {g.revision}) deleted")
 
+    @property
+    def reported(self) -> dict[tuple[str, str], str]:
+        return self.r._reported
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        """Create `obj` with its applied-hash annotation (409: already there), counted as a write."""
+        await self._create(obj)
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        await self._event(type_, reason, message)
+
     async def _create(self, obj: dict[str, Any]) -> None:
         obj = _with_hash(obj)
         try:
@@ -343,36 +354,6 @@ class _Run:
                 await self.client.delete(CHILD_KINDS[kind], self.ns, name)
                 self.writes += 1
 
-    async def _rank_tables(self, passes: list[PoolPass], workloads: list[dict[str, Any]], selector: str) -> None:
-        """Each current group whose pods all carry their devices gets its rank table (ranktable_objects.py)."""
-        have = {o["metadata"]["name"]: o for o in await self.client.list_children(CONFIGMAPS, self.ns, selector)}
-        by_name = {w["metadata"]["name"]: w for w in workloads}
-        for pp in passes:
-            for g in pp.inputs.groups:
-                if g.draining or g.revision != pp.inputs.revision or g.name not in by_name:
-                    continue
-                try:
-                    obj = group_configmap(g, pp.inputs.mine, by_name[g.name])
-                except RankTableError as exc:
-                    if self.r._reported.get((self.uid, g.name)) != str(exc):
-                        self.r._reported[(self.uid, g.name)] = str(exc)
-                        await self._event("Warning", "RankTableInvalid", f"{event_prefix(pp.md)}group {g.index}: {exc}")
-                    continue
-                if obj is None:
-                    continue
-                obj = _with_hash(obj)
-                current = have.get(obj["metadata"]["name"])
-                if current is None:
-                    await self._create(obj)
-                    await self._event("Normal", "RankTableWritten", f"{event_prefix(pp.md)}group {g.index}: "
-                                      f"{obj['metadata']['name']}")
-                elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
-                        obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
-                    await self.client.patch(CONFIGMAPS, self.ns, obj["metadata"]["name"], obj)
-                    self.writes += 1
-                    await self._event("Normal", "RankTableWritten", f"{event_prefix(pp.md)}group {g.index}: "
-                                      f"{obj['metadata']['name']} regenerated")
-
     async def _converge_deployment(self, md: ModelDeployment, lws: bool, children: list[dict[str, Any]],
                                    pools: set[str]) -> None:
         """The leader Service matches its manifest; children of a pool no longer in the spec are removed."""
@@ -433,8 +414,4 @@ def _rv(meta: Mapping[str, Any]) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != N.ANNOTATION_APPLIED_HASH}
-    digest = N.manifest_hash({**obj, "metadata": {**meta, "annotations": notes}})
-    return {**obj, "metadata": {**meta, "annotations": {**notes, N.ANNOTATION_APPLIED_HASH: digest}}}
+_with_hash = N.with_applied_hash
