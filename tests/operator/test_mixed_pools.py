@@ -149,3 +149,12 @@ def test_the_mixed_pool_example_plans_with_one_pool_short() -> None:
         (ROOT / "examples" / "inventories" / "mixed-ascend-h200.yaml").read_text()))
     ascend, h200 = plan_pools(ModelDeployment.from_obj(doc), inventory)
     assert ascend.capacity.placeable == 2 and h200.capacity.placeable == 1 and h200.capacity.limited
+
+
+def test_changing_one_pool_changes_only_that_pools_revision() -> None:
+    before = [naming.revision(v.md) for v in pool_views(mixed().obj())]
+    changed = mixed().dict()
+    changed["spec"]["pools"][1]["engine"]["image"] = "vllm/vllm-openai:v2"
+    changed["spec"]["pools"][0]["replicas"] = 5  # scaling is not a new revision either
+    after = [naming.revision(v.md) for v in pool_views(ModelDeployment.from_obj(changed))]
+    assert after[0] == before[0] and after[1] != before[1]  # only the h200 pool rolls

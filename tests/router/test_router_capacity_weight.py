@@ -79,3 +79,18 @@ def test_kubernetes_discovery_reads_the_pool_weight_and_concurrency_from_the_lea
     pod["metadata"]["annotations"] = {C.ANNOTATION_CAPACITY_WEIGHT: "-3", C.ANNOTATION_MAX_CONCURRENCY: "x"}
     ep = endpoint_from_pod(pod, None)
     assert ep is not None and (ep.capacity_weight, ep.max_concurrency) == (1.0, 32)  # bad values: defaults
+
+
+def test_only_the_short_pool_counts_as_capacity_limited() -> None:
+    md = {"status": {"conditions": [{"type": C.COND_CAPACITY_LIMITED, "status": "True"}],
+                     "pools": [{"name": "ascend", "capacityLimited": False},
+                               {"name": "h200", "capacityLimited": True}]}}
+
+    def leader(pool: str) -> dict[str, object]:
+        return {"metadata": {"name": f"v4-{pool}-g0-abc-0", "namespace": "llm",
+                             "labels": {C.LABEL_ROLE: C.ROLE_LEADER, C.LABEL_MODEL: MODEL, C.LABEL_POOL: pool}},
+                "status": {"podIP": "10.1.0.5"}}
+
+    ascend, h200 = endpoint_from_pod(leader("ascend"), md), endpoint_from_pod(leader("h200"), md)
+    assert ascend is not None and not ascend.capacity_limited
+    assert h200 is not None and h200.capacity_limited
