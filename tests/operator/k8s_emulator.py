@@ -48,12 +48,14 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "nodes", "Node", namespaced=False),
     Kind("", "v1", "namespaces", "Namespace", namespaced=False),  # discovery only: kopf waits for it
     Kind("", "v1", "services", "Service"),
+    Kind("", "v1", "configmaps", "ConfigMap", status=False),
     Kind("", "v1", "events", "Event", status=False),
     Kind("events.k8s.io", "v1", "events", "Event", status=False),
     Kind("apps", "v1", "statefulsets", "StatefulSet", scale=True),
     Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
     Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", status=False),
+    Kind("", "v1", "configmaps", "ConfigMap", status=False),  # device plugins' per-node reports
 )
 LWS_KIND = Kind("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", "LeaderWorkerSet", scale=True)
 
