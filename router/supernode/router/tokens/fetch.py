@@ -36,7 +36,8 @@ class TokenizerFetcher:
 
     def observe(self, endpoints: Iterable[Endpoint]) -> None:
         current = {e.url: e for e in endpoints
-                   if e.engine_type is EngineType.BUILTIN and e.ready and e.model not in self.skip_models}
+                   if e.engine_type is EngineType.BUILTIN and e.ready and not e.fault
+                   and e.model not in self.skip_models}
         self._asked &= current.keys()  # gone or not ready: asked again when it is back
         self._pending = {url: e for url, e in current.items() if url not in self._asked}
         if self._pending:
