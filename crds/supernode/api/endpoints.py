@@ -26,6 +26,8 @@ class Endpoint(BaseModel):
     draining: bool = False
     max_concurrency: int = Field(default=32, ge=1, description="Requests one group serves at once")
     capacity_limited: bool = Field(default=False, description="Owning deployment reports CapacityLimited")
+    fault: str = Field(default="", description="Why the operator fenced the group off (a device fault); not "
+                       "routable while set")
 
 
 class EndpointFile(BaseModel):

@@ -20,6 +20,9 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         self.reconciles = Counter("supernode_operator_reconciles_total", "Reconcile passes by result.",
                                   ["result"], registry=self.registry)
+        self.skipped = Counter("supernode_operator_reconcile_skipped_total",
+                               "ModelDeployment watch events that needed no pass: they only echoed the operator's "
+                               "own writes (status patches, kopf's metadata).", registry=self.registry)
         self.duration = Histogram("supernode_operator_reconcile_duration_seconds", "Duration of one reconcile pass.",
                                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                   registry=self.registry)
@@ -39,6 +42,15 @@ class OperatorMetrics:
         self.leader_transitions = Counter("supernode_operator_leader_transitions_total",
                                           "Changes of this replica's leadership (acquired or lost).",
                                           registry=self.registry)
+        self.device_faults = Counter("supernode_operator_device_faults_total",
+                                     "Device faults newly reported by the device plugins, by fault level.", ["level"],
+                                     registry=self.registry)
+        self.device_info_rejected = Counter("supernode_operator_device_info_rejected_total",
+                                            "Device-info reports ignored (reason: checkcode | unparseable).",
+                                            ["reason"], registry=self.registry)
+        self.fault_repairs = Counter("supernode_operator_fault_repairs_total",
+                                     "Replica groups repaired after a device fault, by action.", ["action"],
+                                     registry=self.registry)
         self._is_leader = False
         self._server: tuple[WSGIServer, threading.Thread] | None = None
 

@@ -22,8 +22,10 @@ from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
+from supernode.operator.fault_repair import FaultRepair, decide_repairs
 from supernode.operator.group_secrets import GroupKeys, referenced_secrets
-from supernode.operator.inputs import Reservation, live_reservations, planning_inputs
+from supernode.operator.health_book import HealthBook
+from supernode.operator.inputs import Reservation, live_reservations, lost_nodes, own_pods, planning_inputs
 from supernode.operator.inventory_cache import InventoryCache
 from supernode.operator.kube import (
     CHILD_KINDS,
@@ -38,11 +40,13 @@ from supernode.operator.kube import (
     KubeClient,
     Res,
 )
-from supernode.operator.observe import GroupState, format_time
+from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.status import Facts, compute_status
+from supernode.operator.triggers import PassFilter, pass_inputs
 from supernode.operator.types import Plan
 
 WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
+RECOVERY_WATCH_S = 900.0  # after a device-fault repair, pod events reconcile the deployment this long
 log = logging.getLogger("supernode.operator")
 
 
@@ -51,6 +55,7 @@ class Result:
     writes: int
     status: dict[str, Any] | None = None  # the status computed this pass (metrics)
     desired: int = 0
+    repairs: tuple[str, ...] = ()  # device-fault actions taken this pass (metrics)
 
 
 def spec_error(exc: ValidationError) -> str:
@@ -89,16 +94,24 @@ class Reconciler:
     # Devices promised to groups just created whose pods the pod index does not show yet.
     _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
     _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
+    health: HealthBook = field(default_factory=HealthBook)  # device faults (fed by the health watch handlers)
     _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
     # Passes in flight at once. Waiters queue first come, first served, so under a burst the operator
     # finishes the deployments it started instead of advancing all of them a little at a time.
     concurrent_passes: int = 8
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    passes: PassFilter = field(default_factory=PassFilter, init=False)  # inputs of each last completed pass
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._object_locks.pop(uid, None)
         self._last_pass.pop(uid, None)
+        self.passes.forget(uid)
+
+    def needs_pass(self, body: Mapping[str, Any]) -> bool:
+        """Whether a watch event with this body needs a pass: False when it only echoes our own writes."""
+        meta = body["metadata"]
+        return self.passes.needed(str(meta.get("uid", meta["name"])), pass_inputs(body))
 
     def passed_within(self, uid: str, seconds: float) -> bool:
         """Whether a pass over this object started less than `seconds` ago (a resync can skip it)."""
@@ -126,8 +139,13 @@ class Reconciler:
             self._slots = asyncio.Semaphore(self.concurrent_passes)
         async with lock, self._slots:
             run = _Run(self, dict(body))
+            # The API server drops status on create: a deployment without one that this process never
+            # passed over has no children yet (at worst a crashed pass left some: creating them answers 409).
+            run.unborn = not body.get("status") and run.uid not in self._last_pass
             self._last_pass[run.uid] = run.now
-            return await run.execute(nodes, pods)
+            result = await run.execute(nodes, pods)
+            self.passes.completed(run.uid, pass_inputs(body))
+            return result
 
 
 class _Run:
@@ -141,6 +159,8 @@ class _Run:
         self.now = owner.clock()
         self.writes = 0
         self.status_out: dict[str, Any] | None = None
+        self.unborn = False  # never reconciled: no children to list
+        self.repairs: tuple[str, ...] = ()
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -164,13 +184,16 @@ class _Run:
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})
         kinds: tuple[Res, ...] = (LWS if lws else STATEFULSETS, SERVICES, PDBS)
         kinds += (NETWORK_POLICIES,) if self.r.network_policies else ()
-        listed = await asyncio.gather(*(self.client.list_children(res, self.ns, selector) for res in kinds))
+        listed = [[] for _ in kinds] if self.unborn else await asyncio.gather(
+            *(self.client.list_children(res, self.ns, selector) for res in kinds))
         workloads, services, pdbs = listed[:3]
         policies = listed[3] if len(listed) > 3 else []
+        workloads = await self._repair_faults(md, workloads, lws, nodes, pods)
         n = md.spec.replicas
         async with self.r._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
             all_pods = list(pods())
-            inputs = planning_inputs(md, list(nodes()), all_pods, workloads, self.r.reservations(all_pods, self.now),
+            node_view = self.r.health.node_view(nodes())  # nodes with a failing device take no new group
+            inputs = planning_inputs(md, node_view, all_pods, workloads, self.r.reservations(all_pods, self.now),
                                      supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
             rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
             step = rollout.next_step(
@@ -196,7 +219,29 @@ class _Run:
                       capacity_reasons=inputs.capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.status_out, n)
+        return Result(self.writes, self.status_out, n, self.repairs)
+
+    async def _repair_faults(self, md: ModelDeployment, workloads: list[dict[str, Any]], lws: bool, nodes: Source,
+                             pods: Source) -> list[dict[str, Any]]:
+        """Groups with a failing device are fenced off from routing and repaired (fault_repair.py); returns the
+        workloads as planning should see them (rebuilt groups gone, drained ones marked)."""
+        node_list = list(nodes())
+        faults_on = self.r.health.faults_on(node_list, pods, md.spec.placement.tolerations)
+        if not faults_on:  # the common case: one cheap look at the nodes, none at the pods
+            return workloads
+        mine = own_pods(list(pods()), self.ns, N.label_value(self.name))
+        groups = group_states(workloads, mine, lost_nodes(node_list))
+        repairs = decide_repairs(md, groups, {p["metadata"]["name"]: p for p in mine}, faults_on)
+        if not repairs:
+            return workloads
+        fixer = FaultRepair(self.client, self.ns, self.now, lws, self._event,
+                            lambda name: self._delete_group(name, lws))
+        deleted, patched = await fixer.apply(repairs, md)
+        # Until the repaired group is back, its pods' events reconcile this deployment (health_watch.py).
+        self.r.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
+        self.writes += fixer.writes
+        self.repairs = tuple(r.action for r in repairs)
+        return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(

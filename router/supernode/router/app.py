@@ -34,11 +34,14 @@ from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, RouterError, Shape, error_body
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
-from supernode.router.proxy import Upstream
+from supernode.router.proxy import Upstream, backoff_of
 from supernode.router.request_path import Service, error_response
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
 from supernode.router.stats import Scraper
+from supernode.router.tokens.fetch import TokenizerFetcher
+from supernode.router.tokens.service import PromptTokens
+from supernode.router.tokens.wiring import build_tokens, load_local_tokenizers
 from supernode.router.wiring import (
     GatekeeperFactory,
     MeterFactory,
@@ -65,6 +68,8 @@ class RouterState:
     upstream: Upstream
     discovery: FileDiscovery | KubernetesDiscovery
     demand: DemandGate
+    tokens: PromptTokens
+    fetcher: TokenizerFetcher | None = None
     scraper: Scraper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -91,7 +96,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         profile.forget(key)
         metrics.forget_endpoint(key)
 
-    table = EndpointTable(on_removed=removed)
+    def fenced(ep: Endpoint) -> None:
+        metrics.ejections.labels("device-fault").inc()
+        log.warning("endpoint %s (%s group %d) fenced by the operator: %s", ep.url, ep.deployment, ep.group, ep.fault)
+
+    table = EndpointTable(on_removed=removed, on_fault=fenced)
     capacity = TableCapacity(table, config.admission.capacity if config.admission else None)
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
@@ -103,17 +112,23 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                         poll_s=config.cold_start.poll_s)
     metrics.registry.register(DemandCollector(demand))
 
+    tokens, fetcher = build_tokens(config, metrics.registry)  # the prompts' real token ids (router/tokens)
+
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
         cold.observe()
         metrics.endpoints.set(len(table))
+        if fetcher is not None:
+            fetcher.observe(endpoints)
 
     discovery = _build_discovery(config, apply, metrics)
     cold.discovered = getattr(discovery, "scale_to_zero_models", None)
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
-    service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
-    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand)
+    service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config),
+                      tokens=tokens)
+    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand,
+                        tokens, fetcher)
 
     def on_health(s: EndpointState) -> None:
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
@@ -126,6 +141,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await load_local_tokenizers(tokens, config)
         if isinstance(discovery, FileDiscovery):
             discovery.poll()  # serve with the current endpoints from the first request on
         # aiohttp for the proxied requests (a fraction of httpx's per-request CPU); httpx for the scraper
@@ -137,10 +153,13 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                                    timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
                                    headers=engine_headers)
         state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
+        if fetcher is not None:
+            state.tasks.append(asyncio.create_task(fetcher.run(session), name="tokenizers"))
         if h.scrape_interval_s > 0:
             state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
                                     unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after,
-                                    on_health=on_health)
+                                    on_health=on_health, backoff=backoff_of(h),
+                                    on_eject=lambda s: metrics.ejections.labels("probe").inc())
             state.tasks.append(asyncio.create_task(state.scraper.run(), name="scraper"))
         start = getattr(gatekeeper, "start", None)
         if start is not None:
@@ -156,6 +175,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             await asyncio.gather(*state.tasks, return_exceptions=True)
             await client.aclose()
             await session.close()
+            tokens.close()
             meter.close()
 
     docs = config.server.docs
@@ -191,6 +211,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                 prep = await asyncio.to_thread(prepare, *args, **kw)  # type: ignore[arg-type]
             else:
                 prep = prepare(*args, **kw)  # type: ignore[arg-type]
+            prep = await st.tokens.apply(prep)  # real token ids and count when the model's tokenizer is known
         except RouterError as e:
             st.metrics.requests.labels(model="", mode="", tenant="", code=str(e.status)).inc()
             if e.status in (401, 403, 413):

@@ -47,7 +47,7 @@ class RequestContext:
     model: str  # model the client asked for, after alias resolution
     mode: Mode  # mode the client asked for
     stream: bool
-    prompt_tokens_estimate: int
+    prompt_tokens_estimate: int  # exact when the router has the model's tokenizer (router/tokens), else chars/4
     # Completion tokens to reserve: the resolved max_tokens (supernode.api.requestlimits) times the choices
     # asked for (n); admission may lower it.
     max_tokens: int

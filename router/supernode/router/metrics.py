@@ -53,6 +53,8 @@ class RouterMetrics:
         self.endpoint_load = Gauge("supernode_router_endpoint_load", "running + waiting as last seen",
                                    ["endpoint", "model"], registry=r)
         self.endpoints = Gauge("supernode_router_endpoints", "Endpoints known to discovery", registry=r)
+        self.ejections = Counter("supernode_router_endpoint_ejections_total", "Endpoints taken out of routing "
+                                 "(reason: errors, probe, device-fault)", ["reason"], registry=r)
         self.discovery_events = Counter("supernode_router_discovery_watch_events_total",
                                         "Kubernetes watch events applied", ["resource", "type"], registry=r)
         self.discovery_lists = Counter("supernode_router_discovery_lists_total", "Kubernetes full LISTs "
