@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,19 @@ from supernode.router.admission.testing import TenantBuilder, tenant, tenants_fi
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
 
-from router_stack import MODEL, Stack, ep
+from router_stack import MODEL, Stack, ep, wait_for
 
 KEY = "sk-choices-1"
 PROMPT = "the quick brown fox"
-PROMPT_ESTIMATE = len(PROMPT) // 4  # the router's prompt estimate for a completions request
 
-RouterFor = Callable[[TenantBuilder], Awaitable[str]]
+
+@dataclass(frozen=True)
+class Routed:
+    url: str  # the router's
+    prompt_tokens: int  # PROMPT's tokens, as the engine counts them and the router (with its tokenizer) reserves
+
+
+RouterFor = Callable[[Callable[[int], TenantBuilder]], Awaitable[Routed]]  # the tenant, given the prompt's tokens
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +61,22 @@ async def router_for(tmp_path: Path, server_thread: Any, model_dir: Path) -> Asy
     stack = Stack(tmp_path)
     engine.start()
 
-    async def start(limited: TenantBuilder) -> str:
-        tenants_file(limited.key(KEY)).write(tmp_path / "tenants.yaml")
+    async def start(limited: Callable[[int], TenantBuilder]) -> Routed:
+        async with httpx.AsyncClient(timeout=30) as h:  # straight to the engine: nothing billed
+            r = await h.post(f"{served.url}/v1/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 1})
+        prompt_tokens = r.json()["usage"]["prompt_tokens"]
+        tenants_file(limited(prompt_tokens).key(KEY)).write(tmp_path / "tenants.yaml")
         stack.write_endpoints([ep(served.url)])
-        return await stack.router({
+        url = await stack.router({
             "admission": {"tenants_file": str(tmp_path / "tenants.yaml"), "admin": {"key_sha256": hash_key("a")},
                           "queue": {"dispatch_interval_seconds": 0}},
             "metering": {"ledger_path": str(tmp_path / "usage.sqlite3")},
             "timeouts": {"first_byte_s": 30, "between_chunks_s": 30, "total_s": 60},
         })  # fmt: skip
+        assert stack.router_app is not None
+        st = stack.router_app.state.router
+        await wait_for(lambda: st.tokens.get(MODEL) is not None, timeout=20)  # exact prompt counts from here on
+        return Routed(url, prompt_tokens)
 
     try:
         with server_thread(build_app(state)) as served:
@@ -86,7 +100,7 @@ def client(url: str) -> openai.AsyncOpenAI:
 
 
 async def test_n_choices_collected_and_streamed_are_billed_in_full(router_for: RouterFor, tmp_path: Path) -> None:
-    oa = client(await router_for(tenant("acme")))
+    oa = client((await router_for(lambda _: tenant("acme"))).url)
     sampling: dict[str, Any] = {"temperature": 1.0, "seed": 7, "logprobs": 0, "extra_body": {"ignore_eos": True}}
     resp = await oa.completions.create(model=MODEL, prompt=PROMPT, n=3, max_tokens=6, **sampling)
     assert sorted(c.index for c in resp.choices) == [0, 1, 2]
@@ -137,9 +151,9 @@ async def test_n_choices_collected_and_streamed_are_billed_in_full(router_for: R
 async def test_n_times_max_tokens_is_reserved_and_n_beyond_16_is_refused(
     router_for: RouterFor, tmp_path: Path
 ) -> None:
-    # a monthly quota of the prompt estimate + 30: three choices of max_tokens 20 are granted 30 completion
-    # tokens together, so each choice is asked for 10 (one choice alone would have been asked for 20)
-    url = await router_for(tenant("acme").quota(PROMPT_ESTIMATE + 30))
+    # a monthly quota of the prompt + 30: three choices of max_tokens 20 are granted 30 completion tokens
+    # together, so each choice is asked for 10 (one choice alone would have been asked for 20)
+    url = (await router_for(lambda prompt: tenant("acme").quota(prompt + 30))).url
     oa = client(url)
     resp = await oa.completions.create(model=MODEL, prompt=PROMPT, n=3, max_tokens=20, logprobs=0,
                                        extra_body={"ignore_eos": True})  # fmt: skip
