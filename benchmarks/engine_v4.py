@@ -5,6 +5,8 @@
 
 1. Output tokens/s of the engine (in-process engine loop, greedy, fixed length) at each concurrency vs
    transformers `generate` one request at a time on the same checkpoint and thread count. Target: >= 8x at 32.
+   Both per wall second and per CPU second of the process (all its threads): on a machine shared with other
+   work the wall figures swing with the load, the CPU-time ones much less.
 2. KV-cache bytes per token of context at 4k / 64k / 256k: the V4 cache as the engine allocates it (paged
    compressed entries + one state slot per sequence) vs the V3 preset of similar size (paged MLA latents),
    and the same for the full-size shapes (transformers' default V4-Flash and V3 configs).
@@ -22,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,15 @@ def make_checkpoint(preset: str, root: Path) -> Path:
 def prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
     rng = random.Random(seed)
     return [[rng.randrange(16, vocab) for _ in range(length)] for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class Rate:
+    wall: float  # tokens per wall-clock second
+    cpu: float  # tokens per CPU second of this process
+
+    def __str__(self) -> str:
+        return f"{self.wall:8.1f} tokens/s ({self.cpu:8.1f} per CPU second)"
 
 
 class Engine:
@@ -75,10 +87,10 @@ class Engine:
         done = await asyncio.gather(*(one(p) for p in batch))
         return sum(n for n, _ in done), [t for _, t in done]
 
-    def tps(self, batch: list[list[int]], max_tokens: int) -> float:
-        started = time.perf_counter()
+    def tps(self, batch: list[list[int]], max_tokens: int) -> Rate:
+        started, cpu = time.perf_counter(), time.process_time()
         tokens, _ = asyncio.run(self.generate(batch, max_tokens))
-        return tokens / (time.perf_counter() - started)
+        return Rate(tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu))
 
     def ttft(self, prompt: list[int]) -> float:
         return asyncio.run(self.generate([prompt], 1))[1][0]
@@ -87,7 +99,7 @@ class Engine:
         self.engine.stop()
 
 
-def hf_tps(model_dir: Path, batch: list[list[int]], max_tokens: int, threads: int) -> float:
+def hf_tps(model_dir: Path, batch: list[list[int]], max_tokens: int, threads: int) -> Rate:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -96,11 +108,11 @@ def hf_tps(model_dir: Path, batch: list[list[int]], max_tokens: int, threads: in
     model.generation_config.eos_token_id = None  # fixed length, like ignore_eos on the engine side
     with torch.inference_mode():
         model.generate(torch.tensor([batch[0][:8]]), max_new_tokens=2, do_sample=False)  # warm-up
-        started, tokens = time.perf_counter(), 0
+        started, cpu, tokens = time.perf_counter(), time.process_time(), 0
         for p in batch:
             out = model.generate(torch.tensor([p]), max_new_tokens=max_tokens, do_sample=False)
             tokens += out.shape[1] - len(p)
-    return tokens / (time.perf_counter() - started)
+    return Rate(tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu))
 
 
 def kv_bytes_per_token(v4: dict[str, Any], v3: dict[str, Any], block_size: int, contexts: list[int]) -> list[str]:
@@ -166,12 +178,13 @@ def main() -> int:
         for i, c in enumerate(levels):
             hf_runs.append(hf_tps(model_dir, prompts(args.hf_requests, args.prompt_len, vocab, 100 + i),
                                   args.max_tokens, args.threads))  # fmt: skip
-            print(f"transformers generate, one at a time: {hf_runs[-1]:8.1f} tokens/s")
+            print(f"transformers generate, one at a time: {hf_runs[-1]}")
             results[c] = engine.tps(prompts(c, args.prompt_len, vocab, i + 1), args.max_tokens)
-            print(f"engine concurrency {c:>3}: {results[c]:8.1f} tokens/s")
-        base = statistics.mean(hf_runs)
-        for c, tps in results.items():
-            print(f"ratio engine@{c} / transformers: {tps / base:6.2f}x")
+            print(f"engine concurrency {c:>3}:                {results[c]}")
+        wall, cpu = statistics.mean(r.wall for r in hf_runs), statistics.mean(r.cpu for r in hf_runs)
+        for c, r in results.items():
+            ratios = f"{r.wall / wall:6.2f}x per wall second, {r.cpu / cpu:6.2f}x per CPU second"
+            print(f"ratio engine@{c} / transformers: {ratios}")
 
         print(f"== TTFT, {args.prefix_len}-token shared prefix")
         cold, warm = [], []

@@ -76,7 +76,7 @@ async def test_anthropic_tool_use_through_router_and_builtin_engine(
                 model=MODEL, messages=question, tools=tools, logprobs=True, top_logprobs=2, temperature=0,
                 extra_body={"thinking": {"type": "disabled"}},
             )  # fmt: skip
-            assert [c.index for c in resp.choices] == [0]  # the router itself still caps n at 1
+            assert [c.index for c in resp.choices] == [0]  # n not sent: one choice
             for c in resp.choices:
                 call: Any = (c.message.tool_calls or [None])[0]
                 assert c.finish_reason == "tool_calls" and call.function.name == "get_weather"

@@ -119,12 +119,26 @@ def test_usage_understands_deepseek_and_vllm_fields() -> None:
     ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
     ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**12}, "max_tokens"),
     ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 17}, "n"),  # the engine's limit is 16
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
 ])
 def test_openai_chat_bad_input_names_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as e:
         parse_chat(body, max_tokens_limit=LIMIT)
     assert e.value.param == param
+
+
+def test_n_choices_are_parsed_and_anthropic_has_none() -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert parse_chat({**chat, "n": 16}, max_tokens_limit=LIMIT).n == 16
+    assert parse_chat(chat, max_tokens_limit=LIMIT).n == 1
+    assert parse_completion({"model": "m", "prompt": "hi", "n": 3}, max_tokens_limit=LIMIT).n == 3
+    with pytest.raises(InvalidRequest) as e:
+        parse_completion({"model": "m", "prompt": "hi", "n": 17}, max_tokens_limit=LIMIT)
+    assert e.value.param == "n"
+    messages = parse_messages({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "n": 3},
+                              max_tokens_limit=LIMIT)  # fmt: skip
+    assert messages.n == 1 and "n" not in messages.body
 
 
 def test_completions_prompt_forms() -> None:
@@ -187,7 +201,7 @@ def test_prepare_never_crashes_on_arbitrary_bytes(raw: bytes) -> None:
 
 
 def test_sse_splitter_reassembles_events_across_chunks() -> None:
-    from supernode.router.sse import SseSplitter, data_of, has_token
+    from supernode.router.sse import SseSplitter, data_of, has_token, tokens_in
 
     sp = SseSplitter()
     assert sp.feed(b"data: {\"a\"") == []
@@ -196,3 +210,9 @@ def test_sse_splitter_reassembles_events_across_chunks() -> None:
     assert data_of(b": keep-alive") is None and data_of(b"event: x\ndata: 5") == "5"
     assert has_token({"delta": {"reasoning_content": "r"}}) and has_token({"text": "t"})
     assert not has_token({"delta": {"role": "assistant", "content": ""}}) and not has_token(None)
+    # log-probability entries count tokens exactly (a step's text may hold several, or none yet)
+    assert tokens_in({"index": 2, "text": "ab", "logprobs": {"tokens": ["a", "b"], "token_logprobs": [0, 0]}}) == 2
+    assert tokens_in({"index": 0, "text": "", "logprobs": {"tokens": ["\\xe2"]}}) == 1
+    assert tokens_in({"delta": {"content": "x"}, "logprobs": {"content": [{"token": "x"}]}}) == 1
+    assert tokens_in({"delta": {"reasoning_content": "r"}, "logprobs": None}) == 1
+    assert tokens_in({"delta": {"content": ""}}) == 0 and tokens_in(None) == 0

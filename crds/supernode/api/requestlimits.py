@@ -4,6 +4,8 @@
   once, reserves that many tokens at admission, and sends the engine exactly that value as
   ``max_tokens`` (``max_completion_tokens`` removed), so the engine cannot generate more than was
   reserved.
+- ``MAX_CHOICES``: the most choices (``n``) one request may ask for. The engine runs each choice as its
+  own sequence; the router reserves ``n`` times ``max_tokens`` of completion for the request.
 - ``prompt_byte_bound``: how many bytes of prompt text can possibly fit a context window. A tokenizer
   turns at most ``max_bytes_per_token`` bytes into one token, so text of more bytes than
   ``context_tokens * max_bytes_per_token`` needs more tokens than the context holds: such a prompt is
@@ -15,6 +17,8 @@ from __future__ import annotations
 # Longest token of a byte-level BPE vocabulary, in bytes, with a margin. DeepSeek's vocabulary has runs
 # of whitespace/punctuation tokens of a few dozen bytes; configurable where a tokenizer differs.
 DEFAULT_MAX_BYTES_PER_TOKEN = 64
+
+MAX_CHOICES = 16  # n per request: the engine's limit, enforced by the router too
 
 
 class MaxTokensError(ValueError):

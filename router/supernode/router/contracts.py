@@ -48,7 +48,9 @@ class RequestContext:
     mode: Mode  # mode the client asked for
     stream: bool
     prompt_tokens_estimate: int  # exact when the router has the model's tokenizer (router/tokens), else chars/4
-    max_tokens: int  # resolved once (supernode.api.limits.resolve_max_tokens); admission may lower it
+    # Completion tokens to reserve: the resolved max_tokens (supernode.api.requestlimits) times the choices
+    # asked for (n); admission may lower it.
+    max_tokens: int
     user: str | None = None
     # The prompt came as token ids (/v1/completions): ids can carry control tokens the chat template
     # would never let text produce, so tenants restricted to some modes may not send them.
@@ -103,7 +105,8 @@ class Ticket(Protocol):
 
     @property
     def max_tokens(self) -> int:
-        """Completion tokens admission reserved for the request (the engine is asked for no more)."""
+        """Completion tokens admission reserved for the request, all its choices together (each of the n
+        choices is asked for at most this divided by n)."""
         ...
 
     def release(self, usage: Usage) -> None:

@@ -56,7 +56,8 @@ class Prepared:
     session: str | None
     block_hashes: tuple[int, ...]
     prompt_tokens_estimate: int  # the real prompt token count when prompt_token_ids is known
-    max_tokens: int  # resolved once (shared rule); admission reserves it, the engine is sent it or less
+    max_tokens: int  # per choice, resolved once (shared rule); admission reserves n times it, the engine is
+    # sent it or less
     # The prompt as the engine will tokenize it (same tokenizer and template), or None without a tokenizer.
     prompt_token_ids: tuple[int, ...] | None = None
     token_block_hashes: tuple[int, ...] = ()  # engine-compatible block hashes of prompt_token_ids
@@ -134,6 +135,12 @@ def check_prompt_fits(text: str, model: str, config: RouterConfig, *, param: str
 
 def session_of(request: Request) -> str | None:
     return request.headers.get(HEADER_SESSION_ID) or None
+
+
+def per_choice(granted: int, n: int) -> int:
+    """The engine's max_tokens when admission granted ``granted`` completion tokens for ``n`` choices (at
+    least 1 each, as for one choice: a quota nearly spent still lets a request produce a token)."""
+    return max(1, granted // max(1, n))
 
 
 def engine_body(parsed: ParsedRequest, pool: PoolKey, *, max_tokens: int) -> dict[str, Any]:

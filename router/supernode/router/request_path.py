@@ -19,10 +19,10 @@ from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RequestContext, Ticket
 from supernode.router.errors import AdmissionRejected, RouterError, Shape, UpstreamError, render, sse_error
 from supernode.router.metrics import RouterMetrics
-from supernode.router.pipeline import engine_body
+from supernode.router.pipeline import engine_body, per_choice
 from supernode.router.proxy import Opened, Upstream
 from supernode.router.routing.state import RoutingRequest
-from supernode.router.sse import SseSplitter, data_of, has_token
+from supernode.router.sse import SseSplitter, data_of, tokens_in
 from supernode.router.tokens.service import PromptTokens
 
 log = logging.getLogger("supernode.router.requests")
@@ -50,7 +50,8 @@ class Service:
         return RequestContext(
             request_id=call.request_id, api=p.parsed.api, tenant=call.tenant, model=p.resolved.model,
             mode=p.resolved.mode, stream=p.parsed.stream, prompt_tokens_estimate=p.prompt_tokens_estimate,
-            max_tokens=p.max_tokens, user=p.parsed.user, token_id_prompt=bool(p.parsed.extra.get("token_id_prompt")))
+            max_tokens=p.max_tokens * p.parsed.n, user=p.parsed.user,
+            token_id_prompt=bool(p.parsed.extra.get("token_id_prompt")))
 
     async def _admitted(self, call: Call, ticket: Ticket) -> None:
         """Admitted: the ledger gets an open row now (durably), finalised when the request ends."""
@@ -122,7 +123,7 @@ class Service:
             token_hashes = await self.tokens.hashes_for(call.prep, pool)
         rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session,
                               token_block_hashes=token_hashes)
-        body = engine_body(call.prep.parsed, pool, max_tokens=call.ticket.max_tokens)
+        body = engine_body(call.prep.parsed, pool, max_tokens=per_choice(call.ticket.max_tokens, call.prep.parsed.n))
         return await self.upstream.open(rreq, call.prep.parsed.upstream_path, body, stream=call.prep.parsed.stream)
 
     async def _upstream_error(self, call: Call) -> Response:
@@ -213,9 +214,9 @@ class Service:
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
                     call.usage_final = True
-                tokens = sum(1 for c in obj.get("choices") or [] if has_token(c))
+                tokens = sum(tokens_in(c) for c in obj.get("choices") or [])  # every choice's (n > 1)
                 if tokens:
-                    call.delivered_tokens += tokens  # one decoding step per event: billed if the stream stops
+                    call.delivered_tokens += tokens  # billed if the stream stops
                     if checkpoint and time.monotonic() >= next_checkpoint:
                         next_checkpoint = time.monotonic() + checkpoint
                         await self._checkpoint(call)

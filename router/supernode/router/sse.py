@@ -33,3 +33,16 @@ def has_token(choice: Any) -> bool:
         return False
     delta = choice.get("delta") or {}
     return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content"))
+
+
+def tokens_in(choice: Any) -> int:
+    """Generated tokens one stream choice carries: its log-probability entries when it has them (one per
+    token, however many tokens the text holds), else 1 for a choice with text (one decoding step)."""
+    if not isinstance(choice, dict):
+        return 0
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict):
+        entries = logprobs.get("content") if "content" in logprobs else logprobs.get("tokens")
+        if isinstance(entries, list) and entries:
+            return len(entries)
+    return int(has_token(choice))

@@ -27,8 +27,10 @@ from supernode.engine.model.v4_cache import LayerCache, StepSeq, read_ring, writ
 from supernode.engine.model.v4_config import CSA, SLIDING, DeepseekV4Config
 from supernode.engine.model.v4_decode import decode_batch
 from supernode.engine.model.v4_layers import Rope, V4RMSNorm, rms_unweighted, rope_tail
+from supernode.engine.model.v4_prefill import attend_padded, size_groups
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 class Compressor(nn.Module):
@@ -43,13 +45,16 @@ class Compressor(nn.Module):
         self.ape = set_loader(new_param(m, width, dtype=torch.float32), full_loader)
         self.norm = V4RMSNorm(dim, cfg.rms_norm_eps)
 
+    def project(self, x: torch.Tensor) -> Pair:
+        return self.wkv(x), self.wgate(x)
+
     def step(
-        self, x: torch.Tensor, s: StepSeq, pool: torch.Tensor, carry: tuple[torch.Tensor, torch.Tensor],
-        cache: LayerCache, rope: Rope,
+        self, projected: Pair, s: StepSeq, pool: torch.Tensor, carry: Pair, cache: LayerCache, rope: Rope,
     ) -> None:  # fmt: skip
-        """Project this step's tokens, close the windows they complete (into `pool`), keep the carry-over."""
+        """From one sequence's projected new tokens (`project`): close the windows they complete (into `pool`),
+        keep the carry-over."""
         kv_ring, gate_ring = carry
-        kv_new, gate_new = self.wkv(x), self.wgate(x)
+        kv_new, gate_new = projected
         m, end = self.m, s.start + s.n
         w_lo, w_hi = s.start // m, end // m
         if w_hi > w_lo:
@@ -71,7 +76,7 @@ class Compressor(nn.Module):
                 kv, gate = torch.cat([prev_kv, cur_kv], dim=1), torch.cat([prev_gate, cur_gate], dim=1)
             pooled = (kv * gate.softmax(dim=1).to(kv.dtype)).sum(dim=1)
             entries = self.norm(pooled)
-            positions = torch.arange(w_lo, w_hi, device=x.device) * m
+            positions = torch.arange(w_lo, w_hi, device=kv_new.device) * m
             cos, sin = rope.cos_sin(positions, entries.dtype)
             entries = rope_tail(entries, cos, sin)
             pool.index_copy_(0, cache.entry_slots(s.table, w_lo, w_hi - w_lo), entries.to(pool.dtype))
@@ -92,16 +97,18 @@ class Indexer(nn.Module):
         self.wq_b = ReplicatedLinear(cfg.q_lora_rank, cfg.index_n_heads * cfg.index_head_dim)
         self.weights_proj = ReplicatedLinear(cfg.hidden_size, cfg.index_n_heads)
 
-    def select(
-        self, x: torch.Tensor, q_res: torch.Tensor, cos_sin: CosSin, keys: torch.Tensor, visible: torch.Tensor
-    ) -> torch.Tensor:
-        """x, q_res, cos/sin: one sequence's new rows; keys [E, dim]; visible [n, E] -> chosen [n, E] bool."""
+    def project(self, x: torch.Tensor, q_res: torch.Tensor) -> Pair:
+        """Query and head-weight projections of tokens (`select` takes one sequence's rows of them)."""
+        return self.wq_b(q_res), self.weights_proj(x)
+
+    def select(self, projected: Pair, cos_sin: CosSin, keys: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """projected (`project`), cos/sin: one sequence's new rows; keys [E, dim]; visible [n, E] -> chosen [n, E]."""
         n, e = visible.shape
         if e == 0:
             return visible
-        q = rope_tail(self.wq_b(q_res).view(n, self.heads, self.dim), *cos_sin)
+        q = rope_tail(projected[0].view(n, self.heads, self.dim), *cos_sin)
         scores = F.relu(torch.einsum("nhd,ed->nhe", q.float(), keys.float())) * self.dim**-0.5
-        weights = self.weights_proj(x).float() * self.heads**-0.5
+        weights = projected[1].float() * self.heads**-0.5
         total = (scores * weights.unsqueeze(-1)).sum(dim=1).masked_fill(~visible, float("-inf"))
         # A stable sort breaks ties (e.g. all heads' relu at zero) by entry index, so the choice does not
         # depend on how many entries exist yet: chunked, cached and cold runs select alike.
@@ -145,29 +152,50 @@ class V4Attention(nn.Module):
         kv = rope_tail(self.norm(self.wkv(x)), *cos_sin)
         out = torch.empty_like(q)
         decodes = [s for s in seqs if s.n == 1 and not s.saves]
-        if len(decodes) > 1:
+        if len(decodes) < 2:  # a lone decode goes with the prefills
+            decodes = []
+        if decodes:
             rows_d = torch.tensor([s.lo for s in decodes], device=x.device)
             cs = (cos_sin[0][rows_d], cos_sin[1][rows_d])
             out[rows_d] = decode_batch(self, x[rows_d], q_res[rows_d], q[rows_d], kv[rows_d], cs, decodes, cache, rope)
-        for s in seqs:
-            if len(decodes) > 1 and s.n == 1 and not s.saves:
-                continue
+        rest = [s for s in seqs if not (decodes and s.n == 1 and not s.saves)]
+        # the compressors' and the indexer's projections of every token at once (not one sequence at a time)
+        projected = self._project(x, q_res) if rest else {}
+        keys, masks = [], []
+        for s in rest:
             rows = slice(s.lo, s.lo + s.n)
             for snap, _ in s.saves:
                 cache.copy_state(s.slot, snap)
-            out[rows] = self._one(x[rows], q_res[rows], q[rows], kv[rows], (cos_sin[0][rows], cos_sin[1][rows]), s,
-                                  cache, rope)  # fmt: skip
+            mine = {name: (a[rows], b[rows]) for name, (a, b) in projected.items()}
+            k, m = self._keys(kv[rows], mine, (cos_sin[0][rows], cos_sin[1][rows]), s, cache, rope)
+            keys.append(k)
+            masks.append(m)
+        for group in size_groups([(s.n, k.shape[0]) for s, k in zip(rest, keys, strict=True)]):
+            got = attend_padded([q[rest[i].lo : rest[i].lo + rest[i].n] for i in group], [keys[i] for i in group],
+                                [masks[i] for i in group], self.attn_sink, self.scale)  # fmt: skip
+            for i, o in zip(group, got, strict=True):
+                out[rest[i].lo : rest[i].lo + rest[i].n] = o
         out = rope_tail(out, cos_sin[0], -cos_sin[1])
         grouped = out.reshape(t, self.groups, -1)
         w = self.wo_a.weight.view(self.groups, -1, grouped.shape[-1])
         mixed = torch.einsum("tgi,goi->tgo", grouped, w).reshape(t, -1)
         return self.wo_b(mixed)
 
-    def _one(
-        self, x: torch.Tensor, q_res: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, cos_sin: CosSin,
-        s: StepSeq, cache: LayerCache, rope: Rope,
-    ) -> torch.Tensor:  # fmt: skip
-        device = x.device
+    def _project(self, x: torch.Tensor, q_res: torch.Tensor) -> dict[str, Pair]:
+        out = {}
+        if self.compressor is not None:
+            out["kv"] = self.compressor.project(x)
+        if self.indexer is not None:
+            out["index"], out["query"] = self.indexer.compressor.project(x), self.indexer.project(x, q_res)
+        return out
+
+    def _keys(
+        self, kv: torch.Tensor, projected: dict[str, Pair], cos_sin: CosSin, s: StepSeq, cache: LayerCache,
+        rope: Rope,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """One sequence's keys [L, D] (its window, new tokens, compressed entries) and mask [n, L]; closes the
+        windows its tokens complete and records them in its state (and its snapshots)."""
+        device = kv.device
         lo = max(0, s.start - self.window + 1)
         keys = torch.cat([read_ring(cache.ring, s.slot, lo, s.start), kv])
         kpos = torch.arange(lo, s.start + s.n, device=device)
@@ -175,25 +203,19 @@ class V4Attention(nn.Module):
         mask = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] > qpos[:, None] - self.window)
         if self.compressor is not None:
             assert cache.pool is not None
-            self.compressor.step(x, s, cache.pool, cache.carry["kv"], cache, rope)
+            self.compressor.step(projected["kv"], s, cache.pool, cache.carry["kv"], cache, rope)
             count = (s.start + s.n) // self.m
             slots = cache.entry_slots(s.table, 0, count)
             entries = cache.pool.index_select(0, slots).to(keys.dtype)
             visible = torch.arange(count, device=device)[None, :] < ((qpos + 1) // self.m)[:, None]
             if self.indexer is not None:
                 assert cache.index_pool is not None
-                self.indexer.compressor.step(x, s, cache.index_pool, cache.carry["index"], cache, rope)
+                self.indexer.compressor.step(projected["index"], s, cache.index_pool, cache.carry["index"], cache, rope)
                 index_keys = cache.index_pool.index_select(0, slots)
-                visible = self.indexer.select(x, q_res, cos_sin, index_keys, visible)
+                visible = self.indexer.select(projected["query"], cos_sin, index_keys, visible)
             keys = torch.cat([keys, entries])
             mask = torch.cat([mask, visible], dim=1)
         for snap, pos in s.saves:
             write_ring(cache.ring, snap, s.start, kv, pos)
         write_ring(cache.ring, s.slot, s.start, kv)
-        scores = torch.einsum("nhd,ld->nhl", q, keys) * self.scale
-        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-        sinks = self.attn_sink.to(scores.dtype).view(1, -1, 1).expand(s.n, -1, 1)
-        logits = torch.cat([scores, sinks], dim=-1)
-        logits = logits - logits.max(dim=-1, keepdim=True).values
-        probs = torch.softmax(logits, dim=-1)[..., :-1].to(keys.dtype)
-        return torch.einsum("nhl,ld->nhd", probs, keys)
+        return keys, mask

@@ -89,32 +89,36 @@ def decode_batch(
     slots = torch.tensor([s.slot for s in seqs], device=device)
     window = cache.ring.shape[1]
     cache.ring[slots, pos % window] = kv.to(cache.ring.dtype)
-    keys = cache.ring[slots].to(kv.dtype)  # [B, W, D]
+    ring = cache.ring.index_select(0, slots).to(kv.dtype)  # [B, W, D]
     ring_pos = pos[:, None] - (pos[:, None] - torch.arange(window, device=device)[None, :]) % window
-    mask = ring_pos >= 0
+    masks = [ring_pos >= 0]
+    scores = [torch.einsum("bhd,bld->bhl", q, ring)]
+    entries: torch.Tensor | None = None
     if attn.compressor is not None:
         assert cache.pool is not None
         close_windows(attn.compressor, x, pos, slots, seqs, cache.pool, cache.carry["kv"], cache, rope)
         counts = [(s.start + 1) // attn.m for s in seqs]
+        if attn.indexer is not None:
+            assert cache.index_pool is not None
+            close_windows(attn.indexer.compressor, x, pos, slots, seqs, cache.index_pool, cache.carry["index"],
+                          cache, rope)  # fmt: skip
         if max(counts):
             rows = entry_rows(cache, seqs, counts, device)
             visible = torch.arange(rows.shape[1], device=device)[None, :] < torch.tensor(counts, device=device)[:, None]
             entries = cache.pool[rows].to(kv.dtype)
             if attn.indexer is not None:
                 assert cache.index_pool is not None
-                close_windows(attn.indexer.compressor, x, pos, slots, seqs, cache.index_pool, cache.carry["index"],
-                              cache, rope)  # fmt: skip
                 visible = select_batch(attn.indexer, x, q_res, cos_sin, cache.index_pool[rows], visible)
-            keys = torch.cat([keys, entries], dim=1)
-            mask = torch.cat([mask, visible], dim=1)
-        elif attn.indexer is not None:
-            assert cache.index_pool is not None
-            close_windows(attn.indexer.compressor, x, pos, slots, seqs, cache.index_pool, cache.carry["index"],
-                          cache, rope)  # fmt: skip
-    scores = torch.einsum("bhd,bld->bhl", q, keys) * attn.scale
-    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-    sinks = attn.attn_sink.to(scores.dtype).view(1, -1, 1).expand(len(seqs), -1, 1)
-    logits = torch.cat([scores, sinks], dim=-1)
+            scores.append(torch.einsum("bhd,bed->bhe", q, entries))
+            masks.append(visible)
+    # Scores of the window and of the entries side by side (not one concatenated key tensor: that is a copy
+    # of every sequence's whole window per layer and step).
+    mask = torch.cat(masks, dim=1)
+    logits = torch.cat([*scores, attn.attn_sink.to(q.dtype).view(1, -1, 1).expand(len(seqs), -1, 1)], dim=-1)
+    logits[..., :-1] = (logits[..., :-1] * attn.scale).masked_fill(~mask[:, None, :], float("-inf"))
     logits = logits - logits.max(dim=-1, keepdim=True).values
-    probs = torch.softmax(logits, dim=-1)[..., :-1].to(keys.dtype)
-    return torch.einsum("bhl,bld->bhd", probs, keys)
+    probs = torch.softmax(logits, dim=-1).to(ring.dtype)
+    out = torch.einsum("bhl,bld->bhd", probs[..., :window], ring)
+    if entries is not None:
+        out = out + torch.einsum("bhl,bld->bhd", probs[..., window:-1], entries)
+    return out

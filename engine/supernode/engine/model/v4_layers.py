@@ -83,10 +83,14 @@ class HyperConnection(nn.Module):
         pre = torch.sigmoid(pre_w * self.scale[0] + pre_b) + self.eps
         post = 2 * torch.sigmoid(post_w * self.scale[1] + post_b)
         comb = torch.softmax(comb_w.view(-1, n, n) * self.scale[2] + comb_b.view(n, n), dim=-1) + self.eps
-        comb = comb / (comb.sum(dim=-2, keepdim=True) + self.eps)
+        # Sinkhorn in place, into preallocated sums: the matrices are tiny, so allocations would dominate.
+        # (eps as a tensor: a Python float is converted to a tensor by every op that takes it)
+        rows, cols = comb.new_empty(comb.shape[0], n, 1), comb.new_empty(comb.shape[0], 1, n)
+        eps = comb.new_tensor(self.eps)
+        comb.div_(torch.sum(comb, dim=-2, keepdim=True, out=cols).add_(eps))
         for _ in range(self.iters - 1):
-            comb = comb / (comb.sum(dim=-1, keepdim=True) + self.eps)
-            comb = comb / (comb.sum(dim=-2, keepdim=True) + self.eps)
+            comb.div_(torch.sum(comb, dim=-1, keepdim=True, out=rows).add_(eps))
+            comb.div_(torch.sum(comb, dim=-2, keepdim=True, out=cols).add_(eps))
         collapsed = (pre.unsqueeze(-1) * streams).sum(dim=1).to(streams.dtype)
         return post, comb, collapsed
 

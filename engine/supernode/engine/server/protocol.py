@@ -8,9 +8,10 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from supernode.api.requestlimits import MAX_CHOICES
 from supernode.engine.core.sequence import MAX_LOGPROBS, SamplingParams
 
-MAX_N = 16  # choices per request (each is a sequence in the batch)
+MAX_N = MAX_CHOICES  # choices per request (each is a sequence in the batch)
 
 
 class APIError(Exception):

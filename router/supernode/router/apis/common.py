@@ -26,6 +26,7 @@ class ParsedRequest:
     prompt_text: str  # rendered prompt, for prefix hashing and token estimates
     user: str | None = None
     include_usage: bool = False  # the client asked for a usage chunk (OpenAI stream_options)
+    n: int = 1  # choices asked for (OpenAI `n`); each may generate max_tokens, so n * max_tokens are reserved
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from supernode.api.requestlimits import MAX_CHOICES
 from supernode.router.apis.common import ParsedRequest, content_text, max_tokens_of, validate
 from supernode.router.errors import InvalidRequest
 
@@ -32,7 +33,7 @@ class ChatRequest(_Open):
     stream_options: StreamOptions | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    n: StrictInt | None = Field(default=None, ge=1, le=1)
+    n: StrictInt | None = Field(default=None, ge=1, le=MAX_CHOICES)
     user: StrictStr | None = None
 
 
@@ -42,7 +43,7 @@ class CompletionRequest(_Open):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
-    n: StrictInt | None = Field(default=None, ge=1, le=1)
+    n: StrictInt | None = Field(default=None, ge=1, le=MAX_CHOICES)
     user: StrictStr | None = None
 
 
@@ -73,6 +74,7 @@ def parse_chat(body: dict[str, Any], *, max_tokens_limit: int, default_max_token
         prompt_text=render_chat(body["messages"]),
         user=req.user,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        n=req.n or 1,
     )
 
 
@@ -96,5 +98,6 @@ def parse_completion(body: dict[str, Any], *, max_tokens_limit: int,
         prompt_text=text,
         user=req.user,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        n=req.n or 1,
         extra={"token_id_prompt": True} if isinstance(prompt, list) else {},
     )
