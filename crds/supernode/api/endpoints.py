@@ -26,6 +26,19 @@ class Endpoint(BaseModel):
     draining: bool = False
     max_concurrency: int = Field(default=32, ge=1, description="Requests one group serves at once")
     capacity_limited: bool = Field(default=False, description="Owning deployment reports CapacityLimited")
+    kv_events: str = Field(
+        default="auto", pattern=r"^(auto|none|http|tcp://\S+)$",
+        description="Where the router reads the engine's KV events: auto (the built-in engine's /v1/kv_events, "
+                    "nothing for other engines), none, http (/v1/kv_events at url), or a ZMQ PUB address "
+                    "tcp://host:port in vLLM's format (--kv-events-config)")
+    kv_events_replay: str = Field(default="", pattern=r"^(|tcp://\S+)$",
+                                  description="The engine's ZMQ replay (ROUTER) address, with a tcp:// kv_events")
+
+    def kv_events_source(self) -> str:
+        """none, http or a tcp:// address, with auto resolved by engine type."""
+        if self.kv_events != "auto":
+            return self.kv_events
+        return "http" if self.engine_type == EngineType.BUILTIN else "none"
 
 
 class EndpointFile(BaseModel):

@@ -63,6 +63,15 @@ class EngineConfig:
     dist_timeout_s: float = _opt(600.0, "torch.distributed collective timeout (seconds)", float)
     heartbeat_interval_s: float = _opt(0.5, "ranks publish liveness this often (seconds)", float)
     heartbeat_timeout_s: float = _opt(5.0, "a rank silent this long is dead: the group exits (seconds)", float)
+    kv_events_log: int = _opt(10_000, "KV events kept so a /v1/kv_events subscriber can resume without a snapshot")
+    kv_events_endpoint: str | None = _opt(
+        None, "publish KV events in vLLM's format on this ZMQ PUB address (e.g. tcp://*:5557; default: off)", str,
+    )  # fmt: skip
+    kv_events_replay_endpoint: str | None = _opt(
+        None, "ZMQ ROUTER address answering vLLM-style replay requests (e.g. tcp://*:5558)", str,
+    )  # fmt: skip
+    kv_events_topic: str = _opt("kv-events", "topic frame of the published KV event batches", str)
+    kv_events_buffer_steps: int = _opt(10_000, "published KV event batches kept for replay")
 
     def __post_init__(self) -> None:
         if not self.model_dir:
@@ -99,6 +108,15 @@ class EngineConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ConfigError("heartbeat_timeout_s: must exceed heartbeat_interval_s")
+        for name in ("kv_events_log", "kv_events_buffer_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be positive")
+        for name in ("kv_events_endpoint", "kv_events_replay_endpoint"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ConfigError(f"{name}: a ZMQ address (tcp://, ipc:// or inproc://), got {value!r}")
+        if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
+            raise ConfigError("kv_events_replay_endpoint: needs kv_events_endpoint")
 
     @property
     def world_size(self) -> int:

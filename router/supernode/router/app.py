@@ -32,6 +32,7 @@ from supernode.router.demand import signals as demand_signals
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, RouterError, Shape, error_body
+from supernode.router.kv_events.feeds import KVEventFeeds
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
 from supernode.router.proxy import Upstream
@@ -65,6 +66,7 @@ class RouterState:
     upstream: Upstream
     discovery: FileDiscovery | KubernetesDiscovery
     demand: DemandGate
+    feeds: KVEventFeeds | None = None
     scraper: Scraper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -103,9 +105,12 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                         poll_s=config.cold_start.poll_s)
     metrics.registry.register(DemandCollector(demand))
 
+    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix)
+
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
         cold.observe()
+        feeds.sync()
         metrics.endpoints.set(len(table))
 
     discovery = _build_discovery(config, apply, metrics)
@@ -113,7 +118,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
     service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
-    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand)
+    state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand,
+                        feeds)
 
     def on_health(s: EndpointState) -> None:
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
@@ -137,6 +143,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                                    timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
                                    headers=engine_headers)
         state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
+        feeds.start(session)  # KV events: one feed per endpoint, following discovery
         if h.scrape_interval_s > 0:
             state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
                                     unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after,
@@ -154,6 +161,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             for t in state.tasks:
                 t.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)
+            await feeds.close()
             await client.aclose()
             await session.close()
             meter.close()

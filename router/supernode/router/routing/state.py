@@ -65,6 +65,7 @@ class RoutingRequest:
     mode: Mode
     block_hashes: tuple[int, ...] = ()
     session: str | None = None
+    token_block_hashes: tuple[int, ...] = ()
 
     @property
     def routing_key(self) -> str:
