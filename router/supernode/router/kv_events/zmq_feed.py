@@ -37,6 +37,7 @@ class ZmqFeed:
         self.expected: int | None = None  # the next batch's sequence number
         self.complete = False
         self._ahead: tuple[int, bytes] | None = None  # a batch past a gap, applied once the gap is filled
+        self._last = b""  # the last applied payload (tells a replay of our history from a restarted engine's)
 
     def _set_complete(self, value: bool) -> None:
         self.complete = value
@@ -93,15 +94,25 @@ class ZmqFeed:
             self._ahead = (seq, payload)
 
     async def _fill_gap_if_any(self) -> None:
+        """Replay what lies between the last applied batch and the one that arrived ahead of it. The
+        replay starts at the last applied batch: if that is not the very payload we applied, the numbers
+        belong to a restarted engine (a fresh one can count past where the old one stopped)."""
         if self._ahead is None:
             return
         seq, payload = self._ahead
         self._ahead = None
+        replayed: list[tuple[int, bytes]] = []
+        if self.expected is not None and self.replay_address:
+            replayed = await self._replay(self.expected - 1)
+            if replayed[:1] == [(self.expected - 1, self._last)]:
+                replayed = replayed[1:]
+            else:
+                log.info("KV events from %s: the engine restarted (its history differs)", self.key)
+                self.index.clear(self.key)
+                self.expected = None
+        if self.expected is None and self.replay_address:
+            replayed = await self._replay(0)
         start = 0 if self.expected is None else self.expected
-        replayed = await self._replay(start) if self.replay_address else []
-        if replayed and replayed[0][0] == 0 and start > 0:  # the engine restarted while we were away
-            self.index.clear(self.key)
-            start = 0
         if not replayed or replayed[0][0] != start:
             log.info("KV events from %s: batches %d..%d are gone; approximate until the history is complete",
                      self.key, start, seq - 1)
@@ -125,7 +136,7 @@ class ZmqFeed:
         except MalformedEvents as e:
             raise BadEvents(str(e)) from None
         apply_batch(self.index, self.key, self.model, batch)
-        self.expected = seq + 1
+        self.expected, self._last = seq + 1, payload
         if any(isinstance(ev, AllBlocksCleared) for ev in batch.events) and not self.complete:
             self._set_complete(True)
 
