@@ -55,8 +55,11 @@ class Prepared:
     pools: list[PoolKey]
     session: str | None
     block_hashes: tuple[int, ...]
-    prompt_tokens_estimate: int
+    prompt_tokens_estimate: int  # the real prompt token count when prompt_token_ids is known
     max_tokens: int  # resolved once (shared rule); admission reserves it, the engine is sent it or less
+    # The prompt as the engine will tokenize it (same tokenizer and template), or None without a tokenizer.
+    prompt_token_ids: tuple[int, ...] | None = None
+    token_block_hashes: tuple[int, ...] = ()  # engine-compatible block hashes of prompt_token_ids
 
 
 def offered_pools(resolved: Resolved, table: EndpointTable, spill: SpillTargets | None) -> list[PoolKey]:

@@ -115,7 +115,8 @@ class Service:
     async def _open(self, call: Call) -> Opened:
         assert call.ticket is not None
         pool = call.ticket.pool
-        rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session)
+        rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session,
+                              token_block_hashes=call.prep.token_block_hashes)
         body = engine_body(call.prep.parsed, pool, max_tokens=call.ticket.max_tokens)
         return await self.upstream.open(rreq, call.prep.parsed.upstream_path, body, stream=call.prep.parsed.stream)
 

@@ -63,8 +63,10 @@ class RoutingRequest:
     request_id: str
     model: str
     mode: Mode
-    block_hashes: tuple[int, ...] = ()
+    block_hashes: tuple[int, ...] = ()  # approximate: chained over the prompt text's UTF-8 bytes
     session: str | None = None
+    # Engine-compatible: chained over the prompt's real token ids with the engine's block size and hash
+    # seed (supernode.api.hashing.block_hashes); empty when the router has no tokenizer for the model.
     token_block_hashes: tuple[int, ...] = ()
 
     @property
