@@ -1,9 +1,11 @@
 """Paged KV blocks with block-level prefix caching.
 
 A block's hash chains its parent's hash with its tokens (``supernode.api.hashing``, seeded with the
-served model name — the router computes the same hashes). Only blocks whose KV has been computed are
-registered, so a hit never reads KV that is still being written. A block whose ref count drops to
-zero stays in the cache (evictable, LRU) until a fresh block is needed.
+served model name). Cache changes go out as KV events (stored / removed); the router keeps them in
+its precise prefix index and hashes the prompts it tokenizes with the same chain, so the two meet.
+Only blocks whose KV has been computed are registered, so a hit never reads KV that is still being
+written. A block whose ref count drops to zero stays in the cache (evictable, LRU) until a fresh
+block is needed.
 """
 
 from __future__ import annotations
