@@ -27,12 +27,12 @@ from supernode.engine.tokenizer import Tokenizer
 from tests.engine.test_engine_http import MODEL, Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "router"))
-from router_stack import serve  # noqa: E402
+from router_stack import serve
 
-from supernode.router.app import create_app  # noqa: E402
-from supernode.router.config import RouterConfig  # noqa: E402
-from supernode.router.routing.prefix_index import request_hashes  # noqa: E402
-from supernode.router.routing.state import RoutingRequest  # noqa: E402
+from supernode.router.app import create_app
+from supernode.router.config import RouterConfig
+from supernode.router.routing.prefix_index import request_hashes
+from supernode.router.routing.state import RoutingRequest
 
 BS = 4
 
