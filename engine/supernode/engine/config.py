@@ -51,7 +51,9 @@ class EngineConfig:
         aliases=("--tensor-parallel-size",),
     )  # fmt: skip
     expert_parallel: int = _opt(1, "routed experts sharded over ranks; 1 or the world size", env=C.ENV_EXPERT_PARALLEL)
-    block_size: int = _opt(C.DEFAULT_BLOCK_SIZE, "tokens per KV block (sent in KV events; the router hashes prompts with it)")
+    block_size: int = _opt(
+        C.DEFAULT_BLOCK_SIZE, "tokens per KV block (sent in KV events; the router hashes prompts with it)"
+    )
     num_kv_blocks: int | None = _opt(None, "KV cache size in blocks (default: derived from memory and max_num_seqs)")
     kv_cache_memory_fraction: float = _opt(0.9, "accelerators: share of free device memory for the KV cache", float)
     max_num_seqs: int = _opt(64, "sequences per step")
