@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
+from supernode.api import chattokens as T
+from supernode.api.chattemplate import render_chat_pieces
 from supernode.api.models import Mode
-from supernode.engine import tokens as T
-from supernode.engine.chat import render_chat_pieces
 from supernode.engine.tokenizer import Tokenizer
 
 

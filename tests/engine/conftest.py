@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from supernode.engine import tokens as T
+from supernode.api import chattokens as T
 from supernode.engine.tokenizer import Tokenizer
 
 CORPUS = [

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from supernode.api import chattokens as T
+from supernode.api.chattemplate import ChatError, render_chat
 from supernode.api.models import Mode
-from supernode.engine import tokens as T
-from supernode.engine.chat import ChatError, OutputText, render_chat
+from supernode.engine.chat import OutputText
 from supernode.engine.core.sequence import SamplingParams
 from supernode.engine.sampler import Sampler, apply_penalties, filter_logits
 from supernode.engine.tokenizer import IncrementalDecoder, Tokenizer

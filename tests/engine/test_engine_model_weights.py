@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from supernode.engine import tokens
+from supernode.api import chattokens as tokens
 from supernode.engine.checkpoint import init_checkpoint
 from supernode.engine.config import ConfigError, EngineConfig
 from supernode.engine.distributed import DeviceUnavailableError

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from supernode.api import chattokens as T
+from supernode.api.chattemplate import render_chat, render_chat_pieces
 from supernode.api.models import Mode
-from supernode.engine import tokens as T
-from supernode.engine.chat import render_chat, render_chat_pieces
 from supernode.engine.llm_engine import EngineOptions, LLMEngine
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.server.app import ServerState, build_app

@@ -7,16 +7,12 @@ from typing import Any
 
 import pytest
 
+from supernode.api import chattokens as T
+from supernode.api.chattemplate import ChatError, render_chat
 from supernode.api.models import Mode
-from supernode.engine import tokens as T
-from supernode.engine.chat import ChatError, Delta, OutputText, render_chat
-from supernode.engine.server.responses import merge_tool_call
-from supernode.engine.tokenizer import Tokenizer
-from supernode.engine.tool_calls import (
-    ToolCallParser,
+from supernode.api.tooltemplate import (
     ToolChoice,
     ToolSpecError,
-    ToolTokens,
     parse_tool_choice,
     parse_tools,
     render_calls,
@@ -24,6 +20,10 @@ from supernode.engine.tool_calls import (
     text_of,
     tools_system_text,
 )
+from supernode.engine.chat import Delta, OutputText
+from supernode.engine.server.responses import merge_tool_call
+from supernode.engine.tokenizer import Tokenizer
+from supernode.engine.tool_calls import ToolCallParser, ToolTokens
 
 WEATHER: Any = {
     "type": "function",

@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import openai
 
-from supernode.engine import tokens as T
+from supernode.api import chattokens as T
 from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.llm_engine import EngineOptions, LLMEngine
 from supernode.engine.metrics import EngineMetrics

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from supernode.engine import tokens
+from supernode.api import chattokens as tokens
 from supernode.engine.corpus import corpus
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.parallel import SINGLE

@@ -1,44 +1,32 @@
 """The checkpoint's tokenizer (``tokenizer.json``) and incremental detokenisation.
 
-Client text is always encoded by a *text-only* copy of the tokenizer (its added-token table removed),
-so ``<think>`` or ``<｜User｜>`` written by a client become ordinary text tokens; control tokens enter a
-prompt only as ``Piece(..., special=True)`` from the chat template (docs/security.md).
+Prompts are encoded by the shared ``supernode.api.prompttokens.PromptTokenizer`` (the router encodes
+with the same class): client text stays text, control tokens come only from the chat template.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from supernode.engine import tokens as T
+from supernode.api import chattokens as T
+from supernode.api.prompttokens import Piece, PromptTokenizer
+
+__all__ = ["IncrementalDecoder", "Piece", "Tokenizer"]
 
 
-class Piece(NamedTuple):
-    """One part of a rendered prompt: client or template text, or one control token (``special``)."""
-
-    text: str
-    special: bool = False
-
-
-class Tokenizer:
-    """Thin wrapper over ``tokenizers.Tokenizer`` with the DeepSeek special-token ids resolved once."""
+class Tokenizer(PromptTokenizer):
+    """The shared prompt encoder plus what generation needs: EOS and ``</think>`` ids, decoding."""
 
     def __init__(self, tok: HFTokenizer) -> None:
-        self._tok = tok
-        spec = json.loads(tok.to_str())
-        added = spec.get("added_tokens") or []
-        spec["added_tokens"] = []  # no added-token matching: what a client writes stays text
-        self._text_tok = HFTokenizer.from_str(json.dumps(spec))
-        self.control_ids: frozenset[int] = frozenset(int(a["id"]) for a in added)
+        super().__init__(tok)
         # Upper bound of characters one token can cover (used to refuse hopeless prompts before encoding).
         regular = [t for t, i in tok.get_vocab(with_added_tokens=False).items() if i not in self.control_ids]
         # A normalizer may shrink text (e.g. compose or strip characters): then no safe bound is known.
         longest = max((len(t) for t in regular), default=1)
-        self.max_token_chars: int = longest if not _normalizes(spec.get("normalizer")) else 1 << 40
+        self.max_token_chars: int = longest if not _normalizes(self.spec.get("normalizer")) else 1 << 40
         eos, close = tok.token_to_id(T.EOS), tok.token_to_id(T.THINK_CLOSE)
         if eos is None or close is None:
             raise ValueError(f"tokenizer lacks the special tokens {T.EOS!r} and {T.THINK_CLOSE!r}")
@@ -54,41 +42,12 @@ class Tokenizer:
             raise FileNotFoundError(f"no tokenizer.json in {model_dir}")
         return cls(HFTokenizer.from_file(str(path)))
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """Encode *trusted* text (control-token spellings become control tokens). Never for client input."""
-        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
-
-    def encode_text(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """Encode client text as text: control-token spellings are tokenized like any other characters.
-
-        Goes through ``encode_batch``, which releases the GIL, so a large input run in a worker thread
-        does not stall the event loop.
-        """
-        return list(self._text_tok.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids)
-
-    def special_id(self, token: str) -> int:
-        found = self._tok.token_to_id(token)
-        if found is None or found not in self.control_ids:
-            raise ValueError(f"tokenizer has no control token {token!r}")
-        return int(found)
-
-    def encode_pieces(self, pieces: Iterable[Piece]) -> list[int]:
-        """A rendered prompt's ids: one id per control piece, text pieces encoded as text (in one batch)."""
-        pieces = [p for p in pieces if p.special or p.text]
-        texts = [p.text for p in pieces if not p.special]
-        encoded = iter(self._text_tok.encode_batch(texts, add_special_tokens=False) if texts else ())
-        ids: list[int] = []
-        for piece in pieces:
-            ids += [self.special_id(piece.text)] if piece.special else next(encoded).ids
-        return ids
+    def to_json(self) -> str:
+        """The full ``tokenizer.json`` (served to routers at ``GET /v1/tokenizer``)."""
+        return str(self._tok.to_str())
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=True))
-
-    def token_id(self, token: str) -> int | None:
-        """The id of a token spelled exactly so (e.g. a control token), or None if the vocabulary lacks it."""
-        found = self._tok.token_to_id(token)
-        return None if found is None else int(found)
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token stands for (byte-level BPE pieces mapped back; control tokens: their spelling)."""

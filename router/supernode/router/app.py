@@ -40,6 +40,10 @@ from supernode.router.request_path import Service, error_response
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
 from supernode.router.stats import Scraper
+from supernode.router.tokens.fetch import TokenizerFetcher
+from supernode.router.tokens.metrics import TokenMetrics
+from supernode.router.tokens.model import file_tokenizer
+from supernode.router.tokens.service import PromptTokens
 from supernode.router.wiring import (
     GatekeeperFactory,
     MeterFactory,
@@ -66,6 +70,8 @@ class RouterState:
     upstream: Upstream
     discovery: FileDiscovery | KubernetesDiscovery
     demand: DemandGate
+    tokens: PromptTokens
+    fetcher: TokenizerFetcher | None = None
     feeds: KVEventFeeds | None = None
     scraper: Scraper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -106,20 +112,27 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     metrics.registry.register(DemandCollector(demand))
 
     feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix)
+    tk = config.tokenizers
+    tokens = PromptTokens(TokenMetrics(metrics.registry), max_blocks=config.routing.prefix.max_blocks_per_request,
+                          inline_chars=tk.inline_chars, workers=tk.workers, cache_chars=tk.cache_chars)
+    fetcher = TokenizerFetcher(tokens, skip_models=tk.models, retry_s=tk.retry_s) if tk.fetch_from_engines else None
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
         cold.observe()
         feeds.sync()
         metrics.endpoints.set(len(table))
+        if fetcher is not None:
+            fetcher.observe(endpoints)
 
     discovery = _build_discovery(config, apply, metrics)
     cold.discovered = getattr(discovery, "scale_to_zero_models", None)
     h = config.health
     upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
-    service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config))
+    service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config),
+                      tokens=tokens)
     state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand,
-                        feeds)
+                        tokens, fetcher, feeds)
 
     def on_health(s: EndpointState) -> None:
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
@@ -132,6 +145,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for model, local in tk.models.items():  # a configured file that does not load fails startup
+            tokens.set(model, await asyncio.to_thread(file_tokenizer, model, local))
         if isinstance(discovery, FileDiscovery):
             discovery.poll()  # serve with the current endpoints from the first request on
         # aiohttp for the proxied requests (a fraction of httpx's per-request CPU); httpx for the scraper
@@ -144,6 +159,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                                    headers=engine_headers)
         state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
         feeds.start(session)  # KV events: one feed per endpoint, following discovery
+        if fetcher is not None:
+            state.tasks.append(asyncio.create_task(fetcher.run(session), name="tokenizers"))
         if h.scrape_interval_s > 0:
             state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
                                     unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after,
@@ -164,6 +181,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             await feeds.close()
             await client.aclose()
             await session.close()
+            tokens.close()
             meter.close()
 
     docs = config.server.docs
@@ -199,6 +217,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                 prep = await asyncio.to_thread(prepare, *args, **kw)  # type: ignore[arg-type]
             else:
                 prep = prepare(*args, **kw)  # type: ignore[arg-type]
+            prep = await st.tokens.apply(prep)  # real token ids and count when the model's tokenizer is known
         except RouterError as e:
             st.metrics.requests.labels(model="", mode="", tenant="", code=str(e.status)).inc()
             if e.status in (401, 403, 413):

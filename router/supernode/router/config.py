@@ -197,6 +197,31 @@ class ColdStartConfig(_Section):
     poll_s: float = Field(default=0.25, gt=0, le=10, description="How often a held request looks for a group")
 
 
+class LocalTokenizer(_Section):
+    """A tokenizer for a model whose engines do not serve one (vLLM, SGLang, MindIE)."""
+
+    file: str = Field(description="The model's tokenizer.json (relative to the config file)")
+    block_size: int = Field(ge=1, description="The engines' KV block size in tokens (their prefix-cache block)")
+    hash_seed: str | None = Field(default=None, description="Name the block-hash chain is seeded with "
+                                  "(default: the model name)")
+
+
+class TokenizersConfig(_Section):
+    """How the router gets each model's real prompt tokens (engine-compatible prefix hashes, exact token
+    counts for admission). Built-in engines serve theirs (GET /v1/tokenizer); `models` names files for
+    others. A model with neither is routed approximately, its token counts estimated."""
+
+    fetch_from_engines: bool = Field(default=True, description="Ask built-in engines for their tokenizer")
+    models: dict[str, LocalTokenizer] = Field(default_factory=dict, description="Served model → local tokenizer "
+                                              "(takes precedence over fetching)")
+    retry_s: float = Field(default=5.0, gt=0, description="Wait before asking an engine that failed again")
+    inline_chars: int = Field(default=16_384, ge=0, description="Prompts with more uncached characters are "
+                              "encoded in worker threads, off the event loop")
+    workers: int = Field(default=2, ge=1, description="Worker threads for large prompts")
+    cache_chars: int = Field(default=32 << 20, ge=0, description="Characters of encoded prompt pieces (system "
+                             "prompts, earlier turns, tool catalogues) kept per model")
+
+
 class RouterConfig(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     discovery: DiscoveryConfig
@@ -205,6 +230,7 @@ class RouterConfig(_Section):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
+    tokenizers: TokenizersConfig = Field(default_factory=TokenizersConfig)
     # Owned by the admission side (docs/tenants.md). It must be written out: `admission: null` = no
     # tenants, limits or queue (every caller anonymous), else tenantsFile or anonymous: true inside.
     admission: AdmissionConfig | None = None
@@ -227,6 +253,9 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Route
         return config
     if config.discovery.path and not Path(config.discovery.path).is_absolute():
         config.discovery.path = str((base_dir / config.discovery.path).resolve())
+    for local in config.tokenizers.models.values():
+        if not Path(local.file).is_absolute():
+            local.file = str((base_dir / local.file).resolve())
     if config.admission is not None:
         config.admission = config.admission.with_base_dir(base_dir)
     if config.metering is not None:

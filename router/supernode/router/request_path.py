@@ -23,6 +23,7 @@ from supernode.router.pipeline import engine_body
 from supernode.router.proxy import Opened, Upstream
 from supernode.router.routing.state import RoutingRequest
 from supernode.router.sse import SseSplitter, data_of, has_token
+from supernode.router.tokens.service import PromptTokens
 
 log = logging.getLogger("supernode.router.requests")
 
@@ -34,8 +35,9 @@ def error_response(shape: Shape, err: RouterError) -> JSONResponse:
 
 class Service:
     def __init__(self, config: RouterConfig, gatekeeper: Gatekeeper, meter: Meter, upstream: Upstream,
-                 metrics: RouterMetrics, *, keepalive_s: float):
+                 metrics: RouterMetrics, *, keepalive_s: float, tokens: PromptTokens | None = None):
         self.keepalive_s = keepalive_s
+        self.tokens = tokens
         self.config = config
         self.gatekeeper = gatekeeper
         self.meter = meter
@@ -115,8 +117,11 @@ class Service:
     async def _open(self, call: Call) -> Opened:
         assert call.ticket is not None
         pool = call.ticket.pool
+        token_hashes = call.prep.token_block_hashes
+        if self.tokens is not None:  # spilled over: the serving pool's template mode (or model) hashes differently
+            token_hashes = await self.tokens.hashes_for(call.prep, pool)
         rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session,
-                              token_block_hashes=call.prep.token_block_hashes)
+                              token_block_hashes=token_hashes)
         body = engine_body(call.prep.parsed, pool, max_tokens=call.ticket.max_tokens)
         return await self.upstream.open(rreq, call.prep.parsed.upstream_path, body, stream=call.prep.parsed.stream)
 

@@ -1,4 +1,4 @@
-"""FastAPI app: OpenAI chat/completions, models, health, metrics, KV events."""
+"""FastAPI app: OpenAI chat/completions, models, tokenizer, health, metrics, KV events."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from supernode.api.chattemplate import TEMPLATE_ID, ChatError, chat_prompt
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
 from supernode.api.models import Mode
 from supernode.api.modes import ModeFieldError, resolve_mode
+from supernode.api.prompttokens import tokenizer_digest
 from supernode.api.strictjson import StrictJSONError, loads_strict
-from supernode.engine.chat import ChatError, ReasoningBudgets, render_chat_pieces
+from supernode.api.tokenizerinfo import TOKENIZER_PATH, TokenizerInfo
+from supernode.api.tooltemplate import ToolSpecError
+from supernode.engine.chat import ReasoningBudgets
 from supernode.engine.core.context import ContextLengthExceeded, room_after
 from supernode.engine.llm_engine import EngineDead, EngineOverloaded, LLMEngine
 from supernode.engine.metrics import EngineMetrics
@@ -28,14 +32,7 @@ from supernode.engine.server.guard import GuardMiddleware, Guards
 from supernode.engine.server.prompting import PromptEncoder
 from supernode.engine.server.protocol import APIError, ChatRequest, CompletionRequest, parse
 from supernode.engine.server.responses import ChatFormat, Choice, CompletionFormat, Envelope, sse
-from supernode.engine.tool_calls import (
-    ToolCallParser,
-    ToolChoice,
-    ToolSpecError,
-    ToolTokens,
-    parse_tool_choice,
-    parse_tools,
-)
+from supernode.engine.tool_calls import ToolCallParser, ToolTokens
 
 log = logging.getLogger("supernode.engine.server")
 
@@ -53,6 +50,7 @@ class ServerState:
     engine: LLMEngine | None = None
     guards: Guards = field(default_factory=Guards)  # router token + body limit (server/guard.py)
     encoder: PromptEncoder = field(default_factory=PromptEncoder)  # off-loop tokenization (server/prompting.py)
+    tokenizer_info: TokenizerInfo | None = None  # GET /v1/tokenizer, built on first use
 
 
 def build_app(
@@ -121,19 +119,6 @@ def build_app(
             raise
         return rid, choices
 
-    def tool_setup(eng: LLMEngine, req: ChatRequest) -> tuple[list[dict[str, Any]], ToolChoice, ToolTokens | None]:
-        """The request's tools, the tool choice, and the tokenizer's tool-call token ids (400s name the field)."""
-        if not req.tools:
-            if req.tool_choice not in (None, "none", "auto"):
-                raise APIError(400, "tool_choice: needs tools", param="tool_choice")
-            return [], ToolChoice(enabled=False), None
-        specs = parse_tools(req.tools)
-        choice = parse_tool_choice(req.tool_choice, [s["name"] for s in specs])
-        ids = ToolTokens.resolve(eng.tokenizer.token_id)
-        if choice.enabled and ids is None:
-            raise APIError(400, "tools: this checkpoint's tokenizer has no tool-call tokens", param="tools")
-        return specs, choice, ids
-
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         eng = engine()
@@ -141,15 +126,16 @@ def build_app(
         check_model(req.model)
         try:
             mode = resolve_mode(req.model_dump(), default=state.default_mode)
-            specs, choice, tool_ids = tool_setup(eng, req)
-            pieces = render_chat_pieces(req.messages, mode, specs, choice)
+            tool_ids = ToolTokens.resolve(eng.tokenizer.token_id)
+            prompt = chat_prompt(req.messages, req.tools, req.tool_choice, mode, tool_tokens=tool_ids is not None)
         except (ChatError, ModeFieldError, ToolSpecError) as exc:
             raise APIError(400, str(exc), param=exc.param) from exc
         thinking = mode is not Mode.NON_THINK
-        ids = await state.encoder.encode_pieces(eng.tokenizer, pieces, eng.options.max_model_len, "messages")
+        choice = prompt.choice
+        ids = await state.encoder.encode_pieces(eng.tokenizer, prompt.pieces, eng.options.max_model_len, "messages")
 
         def parser() -> ToolCallParser | None:
-            if tool_ids is None or not choice.enabled:
+            if tool_ids is None or not choice.enabled or not prompt.tools:
                 return None
             return ToolCallParser(tool_ids, single=not req.parallel_tool_calls, forced=choice)
 
@@ -191,6 +177,21 @@ def build_app(
             for name in (state.model_name, *state.aliases)
         ]
         return {"object": "list", "data": data}
+
+    @app.get(TOKENIZER_PATH)
+    async def tokenizer(request: Request) -> Response:
+        """The tokenizer, chat template id, block size and hash seed: routers encode and hash as we do."""
+        eng = engine()
+        if state.tokenizer_info is None:
+            text = eng.tokenizer.to_json()
+            state.tokenizer_info = TokenizerInfo(
+                model=state.model_name, hash_seed=eng.blocks.model_name, block_size=eng.blocks.block_size,
+                template=TEMPLATE_ID, digest=tokenizer_digest(text), tokenizer=text,
+            )  # fmt: skip
+        info = state.tokenizer_info
+        if request.headers.get("if-none-match") == info.etag:
+            return Response(status_code=304, headers={"etag": info.etag})
+        return Response(info.model_dump_json(), media_type="application/json", headers={"etag": info.etag})
 
     @app.get("/health")
     async def health() -> Response:

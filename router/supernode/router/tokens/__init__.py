@@ -1,0 +1,1 @@
+"""The routers prompt tokens: the engines tokenizer and chat template, per served model."""

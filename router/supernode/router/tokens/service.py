@@ -1,0 +1,113 @@
+"""Prompt token ids for the request path: which tokenizer serves a model, encoding off the event loop.
+
+``apply`` fills a prepared request's real token ids, its engine-compatible block hashes and its real
+prompt token count (admission reserves with it). Without a tokenizer for the model the request goes on
+with approximate routing and an estimated count: logged once per model and counted, never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from supernode.api.models import Mode
+from supernode.api.prompttokens import PieceCache
+from supernode.router.contracts import PoolKey
+from supernode.router.pipeline import Prepared
+from supernode.router.tokens.metrics import TokenMetrics
+from supernode.router.tokens.model import ModelTokenizer, Rendered
+
+log = logging.getLogger("supernode.router.tokens")
+
+
+class PromptTokens:
+    def __init__(self, metrics: TokenMetrics, *, max_blocks: int, inline_chars: int = 16_384,
+                 workers: int = 2, cache_chars: int = 32 << 20) -> None:
+        self.metrics, self.max_blocks, self.inline_chars, self.workers = metrics, max_blocks, inline_chars, workers
+        self.cache_chars = cache_chars
+        self._models: dict[str, ModelTokenizer] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    # --- the registry -----------------------------------------------------------------------------
+    def get(self, model: str) -> ModelTokenizer | None:
+        return self._models.get(model)
+
+    def set(self, model: str, tokenizer: ModelTokenizer) -> None:
+        old = self._models.get(model)
+        tokenizer.cache = PieceCache(max_chars=self.cache_chars)
+        self._models[model] = tokenizer
+        self._warned.discard(model)
+        self.metrics.loaded(model, tokenizer.source, old.source if old else None)
+        log.info("tokenizer for %s: %s (block size %d, template %s, digest %s)", model, tokenizer.source,
+                 tokenizer.block_size, tokenizer.template, tokenizer.digest[:12])
+
+    def models(self) -> dict[str, ModelTokenizer]:
+        return dict(self._models)
+
+    # --- the request path -------------------------------------------------------------------------
+    async def apply(self, prep: Prepared) -> Prepared:
+        """The prepared request with its real token ids, block hashes and prompt token count, when known."""
+        model, mode = prep.resolved.model, prep.resolved.mode
+        found = await self.tokenize(prep, model, mode)
+        if found is None:
+            return prep
+        ids, hashes = found
+        return replace(prep, prompt_token_ids=ids, token_block_hashes=hashes, prompt_tokens_estimate=len(ids))
+
+    async def hashes_for(self, prep: Prepared, pool: PoolKey) -> tuple[int, ...]:
+        """Block hashes for the pool that serves (spill-over: another model's tokenizer or mode's template)."""
+        if (pool.model, pool.mode) == (prep.resolved.model, prep.resolved.mode):
+            return prep.token_block_hashes
+        found = await self.tokenize(prep, pool.model, pool.mode)
+        return found[1] if found else ()
+
+    async def tokenize(self, prep: Prepared, model: str, mode: Mode) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        tok = self._models.get(model)
+        if tok is None:
+            self._approximate(model, "no_tokenizer")
+            return None
+        rendered = tok.render(prep.parsed, mode)
+        if rendered is None:
+            self._approximate(model, "unrenderable")
+            return None
+        start = time.perf_counter()
+        ids = await self._run(tok.uncached_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
+        self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
+                               time.perf_counter() - start)
+        return ids
+
+    def _approximate(self, model: str, reason: str) -> None:
+        self.metrics.approximate(model, reason)
+        if reason == "no_tokenizer" and model not in self._warned:
+            self._warned.add(model)
+            log.warning("no tokenizer for model %s: its prefix routing stays approximate and its prompt token "
+                        "counts are estimates (builtin engines serve theirs; others: tokenizers.models)", model)
+
+    async def _run(self, chars: int, work: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]]
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if chars <= self.inline_chars:
+            return work()  # well under a millisecond
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="router-tokenize")
+            pool = self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, work)  # encode_batch releases the GIL
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _encode_and_hash(tok: ModelTokenizer, rendered: Rendered, max_blocks: int
+                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    ids = tok.encode(rendered)
+    return ids, tok.hashes(ids, max_blocks)
