@@ -1,10 +1,6 @@
 """Precise prefix routing end to end: two real built-in engine servers (fake runner, real block
-manager and /v1/kv_events), the real router app with its KV event feeds, the official OpenAI SDK.
-
-Test seam: the router does not tokenize here (the engines' "prompts" are token-id completions), so
-the router's `prepare` is wrapped to set each request's engine-token block hashes from its token ids
-(what a router with the engine's tokenizer computes). Everything else is the product path.
-"""
+manager, /v1/kv_events and /v1/tokenizer), the real router app with its tokenizer fetcher and KV
+event feeds, the official OpenAI SDK. Prompts are token-id completions, so the test knows the blocks."""
 
 from __future__ import annotations
 
@@ -20,7 +16,6 @@ import httpx
 import openai
 import pytest
 
-import supernode.router.app as router_app
 from supernode.api.hashing import block_hashes
 from supernode.api.models import Mode
 from supernode.engine.tokenizer import Tokenizer
@@ -38,21 +33,8 @@ BS = 4
 
 
 @pytest.fixture
-def engine_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = router_app.prepare
-
-    def prepare(*args: Any, **kwargs: Any) -> Any:
-        prep = real(*args, **kwargs)
-        prompt = json.loads(args[0])["prompt"]
-        prep.token_block_hashes = tuple(block_hashes(prompt, MODEL, BS))
-        return prep
-
-    monkeypatch.setattr(router_app, "prepare", prepare)
-
-
-@pytest.fixture
 async def fleet(server_thread: Any, tokenizer: Tokenizer, fake_runner_factory: Any, tmp_path: Path,
-                engine_hashes: None) -> AsyncIterator[dict[str, Any]]:
+                ) -> AsyncIterator[dict[str, Any]]:
     a = Stack(server_thread, tokenizer, fake_runner_factory(num_kv_blocks=16))
     b = Stack(server_thread, tokenizer, fake_runner_factory(num_kv_blocks=16, delay_s=0.05))  # b: slower steps
     with a, b:
@@ -82,7 +64,8 @@ async def test_follow_up_lands_where_its_cache_is_and_an_evicted_prefix_routes_b
 ) -> None:
     a, b, st = fleet["a"], fleet["b"], fleet["state"]
     index = st.profile.precise
-    await until(lambda: index.is_precise(a.server.url) and index.is_precise(b.server.url))
+    await until(lambda: index.is_precise(a.server.url) and index.is_precise(b.server.url)
+                and st.tokens.get(MODEL) is not None)
     client = openai.AsyncOpenAI(base_url=fleet["router"] + "/v1", api_key="unused", max_retries=0)
 
     async def via_router(prompt: list[int]) -> tuple[str, int]:
