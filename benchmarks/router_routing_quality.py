@@ -31,6 +31,7 @@ import asyncio
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,30 +45,29 @@ WORKLOADS = {  # name -> (tenants, hot share, system prompt blocks, cache blocks
 }
 
 
-def routers(procs: Procs, engine_ports: list[int], a: argparse.Namespace) -> dict[str, list[str]]:
-    """name -> the URLs of its replicas."""
-    out: dict[str, list[str]] = {}
-    replicas = (1,) if a.smoke else (1, 3)
+RouterStart = Callable[[Procs], list[str]]
+
+
+def routers(engine_ports: list[int], a: argparse.Namespace) -> dict[str, RouterStart]:
+    """name -> how to start its replicas (each router runs alone: started before its run, stopped after)."""
+    out: dict[str, RouterStart] = {}
     for mode in ("precise", "approximate"):
-        for n in replicas:
-            urls = []
-            for i in range(n):
-                port = free_ports(1)[0]
-                prefix = {"kv_events": mode == "precise"}
-                urls.append(procs.our_router(port, engine_ports, max_concurrency=a.concurrency,
-                                             routing={"prefix": prefix}, name=f"{mode}-{n}-{i}",
-                                             byte_tokens=mode == "precise"))
-            out[f"{mode} x{n}"] = urls
+        for n in (1,) if a.smoke else (1, 3):
+            def start(procs: Procs, mode: str = mode, n: int = n) -> list[str]:
+                return [procs.our_router(free_ports(1)[0], engine_ports, max_concurrency=a.concurrency,
+                                         routing={"prefix": {"kv_events": mode == "precise"}},
+                                         name=f"{mode}-{n}-{i}", byte_tokens=mode == "precise")
+                        for i in range(n)]
+            out[f"{mode} x{n}"] = start
     if a.no_peers:
         return out
     if shutil.which("sglang-router") is None and not (Path(sys.executable).parent / "sglang-router").exists():
         print("sglang-router: skipped, not installed (pip install 'supernode[bench]' or sglang-router==0.3.2)")
         return out
     for name, policy in (("sglang cache_aware", "cache_aware"), ("round-robin", "round_robin")):
-        try:
-            out[name] = [procs.sglang_router(free_ports(1)[0], engine_ports, policy)]
-        except (RuntimeError, TimeoutError) as e:
-            print(f"{name}: skipped, sglang-router did not run ({e})")
+        def start_sglang(procs: Procs, policy: str = policy) -> list[str]:
+            return [procs.sglang_router(free_ports(1)[0], engine_ports, policy)]
+        out[name] = start_sglang
     return out
 
 
@@ -88,11 +88,18 @@ def run_workload(name: str, a: argparse.Namespace) -> dict[str, tuple[float, flo
         # 2 s of unmeasured traffic per router (other prompts, so no router starts with a useful index)
         warm = [(i * 0.02, i % tenants) for i in range(20 if a.smoke else 100)]
         warm_prompts = [system_prompt(1000 + t, system_blocks) for t in range(tenants)]
-        for router, urls in routers(procs, engine_ports, a).items():
-            asyncio.run(run_load(urls, warm, warm_prompts, a.seed + 1, drain_s=10))
-            asyncio.run(engine_hits(engine_ports, reset=True))
-            ttfts, ok, failed, elapsed = asyncio.run(run_load(urls, plan, prompts, a.seed, drain_s=a.seconds + 30))
-            hit, total = asyncio.run(engine_hits(engine_ports, reset=False))
+        for router, start in routers(engine_ports, a).items():
+            with Procs() as router_procs:
+                try:
+                    urls = start(router_procs)
+                except (RuntimeError, TimeoutError) as e:
+                    print(f"{router}: skipped, it did not start ({e})")
+                    continue
+                asyncio.run(run_load(urls, warm, warm_prompts, a.seed + 1, drain_s=10))
+                asyncio.run(engine_hits(engine_ports, reset=True))
+                ttfts, ok, failed, elapsed = asyncio.run(run_load(urls, plan, prompts, a.seed,
+                                                                  drain_s=a.seconds + 30))
+                hit, total = asyncio.run(engine_hits(engine_ports, reset=False))
             rows[router] = (hit / total if total else 0.0, pct(ttfts, 50), pct(ttfts, 99), ok / elapsed, ok, failed)
     print(f"{'router':<22}{'hit rate':>9}{'TTFT p50':>10}{'TTFT p99':>10}{'req/s':>8}{'done':>6}{'failed':>8}")
     for router, (hr, p50, p99, rps, ok, failed) in rows.items():
