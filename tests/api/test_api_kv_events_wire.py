@@ -142,3 +142,17 @@ def test_our_batches_decode_with_vllms_schema() -> None:
 def test_malformed_payloads_raise(payload: bytes) -> None:
     with pytest.raises(MalformedEvents, match="KVEventBatch"):
         decode_batch(payload)
+
+
+def test_the_endpoint_record_names_where_its_kv_events_come_from() -> None:
+    import pydantic
+
+    from supernode.api.endpoints import Endpoint
+
+    assert Endpoint(url="http://e", model="m").kv_events_source() == "http"  # the built-in engine's stream
+    assert Endpoint(url="http://e", model="m", engine_type="vllm").kv_events_source() == "none"
+    vllm = Endpoint.model_validate({"url": "http://e", "model": "m", "engineType": "vllm",
+                                    "kvEvents": "tcp://10.0.0.5:5557", "kvEventsReplay": "tcp://10.0.0.5:5558"})
+    assert vllm.kv_events_source() == "tcp://10.0.0.5:5557"
+    with pytest.raises(pydantic.ValidationError, match="kvEvents"):
+        Endpoint.model_validate({"url": "http://e", "model": "m", "kvEvents": "udp://x"})

@@ -23,10 +23,10 @@ from supernode.router.routing.state import EndpointState, EndpointTable
 log = logging.getLogger("supernode.router.kv_events")
 
 
-def feed_source(state: EndpointState) -> tuple[str, str, str]:
+def feed_source(state: EndpointState, enabled: bool) -> tuple[str, str, str]:
     """What identifies an endpoint's feed: (source, replay address, model); a change restarts the feed."""
     ep = state.endpoint
-    return ep.kv_events_source(), ep.kv_events_replay, ep.model
+    return ep.kv_events_source() if enabled else "none", ep.kv_events_replay, ep.model
 
 
 class KVEventFeeds:
@@ -46,7 +46,7 @@ class KVEventFeeds:
         """Match the running feeds to the table (call after each discovery update)."""
         if self.session is None:
             return
-        wanted = {s.key: feed_source(s) for s in self.table} if self.config.kv_events else {}
+        wanted = {s.key: feed_source(s, self.config.kv_events) for s in self.table}
         for key, (source, task) in list(self._feeds.items()):
             if wanted.get(key) != source:
                 task.cancel()
@@ -55,11 +55,9 @@ class KVEventFeeds:
         for key, source in wanted.items():
             if key in self._feeds:
                 continue
-            if source[0] == "none":
-                self.hooks.set_prefix_mode(key, False)
-                continue
-            self.hooks.set_prefix_mode(key, False)  # until the feed holds the engine's history
-            self._feeds[key] = (source, asyncio.create_task(self._run(key, source), name=f"kv-events {key}"))
+            self.hooks.set_prefix_mode(key, False)  # approximate until a feed holds the engine's history
+            if source[0] != "none":
+                self._feeds[key] = (source, asyncio.create_task(self._run(key, source), name=f"kv-events {key}"))
 
     async def _run(self, key: str, source: tuple[str, str, str]) -> None:
         address, replay, model = source
