@@ -56,6 +56,7 @@ def routers(engine_ports: list[int], a: argparse.Namespace) -> dict[str, RouterS
             def start(procs: Procs, mode: str = mode, n: int = n) -> list[str]:
                 return [procs.our_router(free_ports(1)[0], engine_ports, max_concurrency=a.concurrency,
                                          routing={"prefix": {"kv_events": mode == "precise"}},
+                                         extra={"health": {"scrape_interval_s": a.scrape_s}},
                                          name=f"{mode}-{n}-{i}", byte_tokens=mode == "precise")
                         for i in range(n)]
             out[f"{mode} x{n}"] = start
@@ -89,6 +90,8 @@ def run_workload(name: str, a: argparse.Namespace) -> dict[str, tuple[float, flo
         warm = [(i * 0.02, i % tenants) for i in range(20 if a.smoke else 100)]
         warm_prompts = [system_prompt(1000 + t, system_blocks) for t in range(tenants)]
         for router, start in routers(engine_ports, a).items():
+            if a.only and router not in a.only:
+                continue
             with Procs() as router_procs:
                 try:
                     urls = start(router_procs)
@@ -130,6 +133,8 @@ def main() -> None:
     ap.add_argument("--decode-ms", type=float, default=15.0, help="time per generated chunk (6 chunks)")
     ap.add_argument("--concurrency", type=int, default=2, help="slots per engine")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--scrape-s", type=float, default=1.0, help="our routers' engine scrape interval (load)")
+    ap.add_argument("--only", action="append", default=[], metavar="ROUTER", help="run only these, e.g. 'precise x3'")
     ap.add_argument("--no-peers", action="store_true", help="skip sglang-router")
     ap.add_argument("--verbose", action="store_true", help="print the slowest requests")
     ap.add_argument("--smoke", action="store_true", help="a few-second run on tiny sizes (the test suite runs it)")
