@@ -119,3 +119,19 @@ def test_status_shows_the_running_stack(stack: Any) -> None:
         assert unit in out.stdout
     assert stack.PRO in out.stdout and stack.FLASH in out.stdout
     assert httpx.get(f"{stack.url}/health", timeout=5).status_code == 200
+
+
+def test_the_router_encodes_prompts_with_each_engines_tokenizer(stack: Any) -> None:
+    """Each model's tokenizer comes from its real engine processes (GET /v1/tokenizer with the engine token
+    `supernode up` hands both sides); the router then counts and hashes prompts in the engines' tokens."""
+    router_log = stack.state_dir / "logs" / "router.log"
+
+    def loaded() -> bool:
+        text = router_log.read_text() if router_log.exists() else ""
+        return all(f"tokenizer for {model}: engine" in text for model in (stack.FLASH, stack.PRO))
+
+    stack.wait_for("the router to load both models' tokenizers from their engines", loaded)
+    resp = stack.openai().chat.completions.create(model=stack.FLASH, messages=HELLO, max_tokens=4,
+                                                  extra_body=NON_THINK)
+    assert resp.usage is not None and resp.usage.prompt_tokens > 0
+    assert "not used" not in router_log.read_text()  # no engine's answer was refused

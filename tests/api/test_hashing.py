@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from supernode.api.hashing import block_hashes, seed_hash
+import random
+
+from supernode.api.hashing import block_hashes, chain_hash, seed_hash
 
 
 def test_equal_prefixes_share_hashes_and_diverge_after() -> None:
@@ -22,3 +24,14 @@ def test_model_name_seeds_the_chain() -> None:
 def test_hash_depends_on_parent() -> None:
     tokens = list(range(16))
     assert block_hashes(tokens * 2, "m")[1] != block_hashes(tokens, "m")[0]
+
+
+def test_block_hashes_equal_the_chain_the_engine_builds_block_by_block() -> None:
+    """The engine's block manager chains ``chain_hash`` one block at a time; the router hashes a whole prompt."""
+    rng = random.Random(7)
+    tokens = [rng.randrange(1 << 17) for _ in range(16 * 9 + 5)]
+    parent, chained = seed_hash("m"), []
+    for start in range(0, len(tokens) - 15, 16):
+        parent = chain_hash(parent, tokens[start : start + 16])
+        chained.append(parent)
+    assert block_hashes(tokens, "m", 16) == chained and len(chained) == 9

@@ -4,10 +4,8 @@ token count and the same prefix-cache block hashes. Clients: the official OpenAI
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,67 +20,20 @@ from supernode.api.constants import ENV_ENGINE_TOKEN
 from supernode.api.hashing import block_hashes
 from supernode.api.prompttokens import PromptTokenizer, tokenizer_digest
 from supernode.api.tokenizerinfo import TokenizerInfo
-from supernode.engine.chat import ReasoningBudgets
-from supernode.engine.llm_engine import EngineOptions, LLMEngine
-from supernode.engine.metrics import EngineMetrics
-from supernode.engine.server.app import ServerState, build_app
-from supernode.engine.server.guard import Guards
 from supernode.engine.tokenizer import Tokenizer
 from supernode.router.pipeline import Prepared
 from supernode.router.routing.state import RoutingRequest
 
+sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
 
 from router_stack import MODEL, Stack, ep, wait_for
+from router_tokens_harness import BLOCK, TOKEN, Engine, recorder, running
 
-TOKEN = "engine-token-0123456789"
-BLOCK = 4
 SYSTEM = "You are a careful assistant. Answer in one short sentence, and say when you are unsure."
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": CITY}}
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-
-
-class Engine:
-    """The built-in engine's HTTP app and loop with a fake model (real paged KV cache and block manager)."""
-
-    def __init__(self, tokenizer: Tokenizer, runner: Any, token: str | None = TOKEN) -> None:
-        self.engine = LLMEngine(runner, tokenizer, EngineOptions(MODEL, 4096, max_num_seqs=8), EngineMetrics(MODEL))
-        self.state = ServerState(MODEL, self.engine.metrics, budgets=ReasoningBudgets(8, 8), guards=Guards(token=token))
-        self.app = build_app(self.state)
-
-    def registered(self) -> set[int]:
-        return set(self.engine.blocks.cached_hashes())
-
-
-@asynccontextmanager
-async def running(engine: Engine, server_thread: Any) -> AsyncIterator[str]:
-    engine.state.engine = engine.engine
-    engine.engine.start()
-    try:
-        with server_thread(engine.app) as served:
-            yield served.url
-    finally:
-        await asyncio.to_thread(engine.engine.stop)
-
-
-def recorder(router_app: Any) -> tuple[list[Prepared], list[RoutingRequest]]:
-    """What the router computed per request: its prepared request and the routing request it routed."""
-    st = router_app.state.router
-    preps: list[Prepared] = []
-    routed: list[RoutingRequest] = []
-    apply, open_ = st.tokens.apply, st.upstream.open
-
-    async def recording_apply(prep: Prepared) -> Prepared:
-        preps.append(await apply(prep))
-        return preps[-1]
-
-    async def recording_open(rreq: RoutingRequest, *args: Any, **kw: Any) -> Any:
-        routed.append(rreq)
-        return await open_(rreq, *args, **kw)
-
-    st.tokens.apply, st.upstream.open = recording_apply, recording_open
-    return preps, routed
 
 
 @pytest.fixture
@@ -148,7 +99,7 @@ async def test_router_and_engine_agree_on_tokens_and_block_hashes(
             assert_same(engine, preps[-1], routed[-1], done.usage.prompt_tokens, "completion token ids")
 
             ac = anthropic.AsyncAnthropic(base_url=router, api_key="k", max_retries=0)
-            tool = {"name": "get_weather", "description": "Weather for a city",
+            tool: Any = {"name": "get_weather", "description": "Weather for a city",
                     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
             turns: Any = [
                 {"role": "user", "content": "What is the weather in Paris today?"},
@@ -156,9 +107,10 @@ async def test_router_and_engine_agree_on_tokens_and_block_hashes(
                                                    "input": {"city": "Paris"}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
             ]
-            for thinking in ({"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024}):
+            thinkings: list[Any] = [{"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024}]
+            for thinking in thinkings:
                 msg = await ac.messages.create(model="claude-sonnet-4-6", max_tokens=2, system=SYSTEM,
-                                               messages=turns, tools=[tool], thinking=thinking)  # type: ignore[arg-type]
+                                               messages=turns, tools=[tool], thinking=thinking)
                 prompt_tokens = msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0)
                 assert_same(engine, preps[-1], routed[-1], prompt_tokens, f"anthropic {thinking['type']}")
             async with httpx.AsyncClient() as client:

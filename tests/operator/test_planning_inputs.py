@@ -135,3 +135,17 @@ def test_the_inventory_cache_gives_what_parsing_gives_and_reparses_only_changed_
     fewer = pods[1:]
     assert cache.inventory(moved, fewer) == inventory_from_k8s(moved, fewer)
     assert len(cache._pods._old) + len(cache._pods._new) <= 2 * len(pods)  # bounded by recent calls
+
+
+def test_the_inventory_cache_reuses_a_node_whose_usage_did_not_change() -> None:
+    from supernode.operator.inventory import inventory_from_k8s
+    from supernode.operator.inventory_cache import InventoryCache
+
+    cache = InventoryCache()
+    pods = list(group_pods("other", 0, rev="r1"))
+    first = {n.name: n for n in cache.inventory(NODES, pods).nodes}
+    again = {n.name: n for n in cache.inventory(NODES, list(pods)).nodes}
+    held = [name for name, n in first.items() if n.used]
+    assert held and all(again[name] is first[name] for name in held), "same node, same usage: the same NodeInfo"
+    more = [*pods, *group_pods("third", 0, rev="r2")]
+    assert cache.inventory(NODES, more) == inventory_from_k8s(NODES, more), "changed usage: recomputed"

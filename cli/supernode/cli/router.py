@@ -9,28 +9,43 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("router", help="run the OpenAI/Anthropic gateway")
-    p.add_argument("--config", required=True, help="router config (YAML or JSON)")
+    add_common_args(p, config_help="router config (YAML or JSON)")
     p.add_argument("--host", help="override server.host")
     p.add_argument("--port", type=int, help="override server.port")
+    p.set_defaults(func=run)
+
+
+def add_common_args(p: argparse.ArgumentParser, *, config_help: str) -> None:
+    """The flags `supernode router` and `supernode router-fleet` share."""
+    p.add_argument("--config", required=True, help=config_help)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds in-flight requests may take to finish after SIGTERM/Ctrl-C (default 30)")
-    p.set_defaults(func=run)
+
+
+def load_or_report(args: argparse.Namespace, command: str) -> Any:
+    """The router config named by --config, or None after printing why it is invalid."""
+    import sys
+
+    from pydantic import ValidationError
+
+    from supernode.router.config import load_config
+
+    try:
+        return load_config(args.config)
+    except (OSError, ValueError, ValidationError) as e:
+        print(f"supernode {command}: invalid config {args.config}: {e}", file=sys.stderr)
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from pydantic import ValidationError
-
     from supernode.router.app import create_app
-    from supernode.router.config import load_config
 
-    try:
-        config = load_config(args.config)
-    except (OSError, ValueError, ValidationError) as e:
-        print(f"supernode router: invalid config {args.config}: {e}", file=sys.stderr)
+    config = load_or_report(args, "router")
+    if config is None:
         return 2
     if args.host:
         config.server.host = args.host

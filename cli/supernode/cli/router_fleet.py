@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 
+from supernode.cli.router import add_common_args, load_or_report
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("router-fleet", help="several router replicas behind one local port")
-    p.add_argument("--config", required=True, help="router config (YAML or JSON) with shared state")
+    add_common_args(p, config_help="router config (YAML or JSON) with shared state")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--shutdown-timeout", type=float, default=30.0)
     p.add_argument("--state-file", help="write {replicas: [{name, pid, port}]} here")
     p.set_defaults(func=run)
 
@@ -28,15 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from pydantic import ValidationError
-
     from supernode.cli.local.fleet import Fleet, check_shared
-    from supernode.router.config import load_config
 
-    try:
-        config = load_config(args.config)
-    except (OSError, ValueError, ValidationError) as e:
-        print(f"supernode router-fleet: invalid config {args.config}: {e}", file=sys.stderr)
+    config = load_or_report(args, "router-fleet")
+    if config is None:
         return 2
     problem = check_shared(config, args.replicas)
     if problem:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -21,6 +20,7 @@ from supernode.api import constants as C
 from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
+from supernode.operator.pod_informer import PodInformer
 from supernode.operator.reconcile import Reconciler
 from supernode.operator.scaler import Autoscaler, AutoscalerConfig
 
@@ -47,19 +47,6 @@ class OperatorConfig:
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
             raise ValueError("OperatorConfig: metrics_port with caller-owned metrics would bind the port twice")
-
-
-def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
-    return {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations", "ownerReferences")},
-        "spec": {"nodeName": spec.get("nodeName"),
-                 "containers": [{"name": c.get("name"), "resources": c.get("resources", {})}
-                                for c in spec.get("containers") or []],
-                 "initContainers": [{"name": c.get("name"), "resources": c.get("resources", {})}
-                                    for c in spec.get("initContainers") or []]},
-        "status": {k: status.get(k) for k in ("phase", "reason", "conditions", "containerStatuses")},
-    }
 
 
 def _all(index: Mapping[Any, Iterable[Any]]) -> list[Any]:
@@ -98,6 +85,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             settings.background.instant_exit_timeout = 0.5
             settings.background.cancellation_polling = 0.2
         memo.stopping = asyncio.Event()
+        memo.retries = {}
         if config.metrics is not None:
             memo.metrics, memo.owns_metrics = config.metrics, False
         else:
@@ -108,6 +96,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label, keys=config.keys,
                                      network_policies=config.network_policies)
+        # Pods through one lightweight watch, not a kopf index (pod_informer.py says why).
+        memo.pods = PodInformer(memo.reconciler.client, watch_timeout=10 if config.fast else 300,
+                                retry_seconds=0.2 if config.fast else 1.0)
+        memo.pod_watch = asyncio.create_task(memo.pods.run(), name="supernode-pods")
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
             memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
             registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
@@ -116,8 +108,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
         memo.stopping.set()  # handlers may still fire while kopf winds down: they return at once
-        for name in ("resync", "autoscale"):
-            task: asyncio.Task[None] | None = getattr(memo, name, None)
+        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale", "pod_watch")]
+        for task in [*tasks, *list(getattr(memo, "retries", {}).values())]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -138,19 +130,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                        "spec": dict(body.spec), "status": {k: body.status.get(k) for k in (
                            "allocatable", "capacity", "conditions")}}}
 
-    @kopf.index("pods", id="pods_idx", registry=registry)
-    async def pods_idx(namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-        key = (namespace or "", body.metadata.labels.get(C.LABEL_DEPLOYMENT, ""))
-        return {key: _slim_pod(body)}
-
     async def reconcile_one(body: Mapping[str, Any], memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
         reconciler: Reconciler = memo.reconciler
         metrics: OperatorMetrics = memo.metrics
         meta = body.get("metadata") or {}
+        pods: PodInformer = memo.pods
+        await pods.synced.wait()  # never plan without every pod's devices counted
         started = time.monotonic()
         try:
-            result = await reconciler.reconcile(dict(body), lambda: _all(indices["nodes_idx"]),
-                                                lambda: _all(indices["pods_idx"]))
+            result = await reconciler.reconcile(dict(body), lambda: _all(indices["nodes_idx"]), pods.pods)
         except ApiError:
             metrics.reconciles.labels("api-error").inc()
             raise
@@ -162,24 +150,58 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if result.writes:
             log.info("reconciled %s/%s: %d writes", meta.get("namespace"), meta.get("name"), result.writes)
 
-    async def reconcile(**kwargs: Any) -> None:
-        # kopf passes kwargs by name: body, memo and the indices (named after their functions).
-        memo: kopf.Memo = kwargs["memo"]
+    backoff = 1.0 if config.fast else 5.0  # unexpected errors retry soon, never a tight loop
+
+    async def attempt(body: Mapping[str, Any], memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
+        """One pass; on failure the same deployment is tried again later, from its latest state."""
+        meta = body["metadata"]
+        try:
+            await reconcile_one(body, memo, indices)
+            return
+        except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
+            delay = 1.0 if e.status == 409 else 5.0
+            log.warning("reconcile of %s/%s: %s; again in %.0fs", meta.get("namespace"), meta["name"], e, delay)
+        except TRANSPORT_ERRORS as e:
+            delay = backoff
+            log.warning("reconcile of %s/%s: %s; again in %.0fs", meta.get("namespace"), meta["name"], e, delay)
+        except Exception:
+            delay = backoff
+            log.exception("reconcile of %s/%s failed; again in %.0fs", meta.get("namespace"), meta["name"], delay)
+        retry_later(memo, indices, (meta.get("namespace") or "", meta["name"]), delay)
+
+    def retry_later(memo: kopf.Memo, indices: Mapping[str, Any], key: tuple[str, str], delay: float) -> None:
+        async def again() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(memo.stopping.wait(), delay)
+            store = indices["mds_idx"].get(key)
+            latest = next(iter(store), None) if store is not None else None
+            if memo.stopping.is_set() or latest is None or latest["metadata"].get("deletionTimestamp"):
+                return
+            await attempt(latest, memo, indices)
+
+        retries: dict[tuple[str, str], asyncio.Task[None]] = memo.retries
+        if (pending := retries.get(key)) is not None and pending is not asyncio.current_task():
+            pending.cancel()  # a newer failure: one retry per deployment
+        task = retries[key] = asyncio.create_task(again(), name=f"supernode-retry-{key[0]}/{key[1]}")
+        task.add_done_callback(lambda t: retries.pop(key, None) if retries.get(key) is t else None)
+
+    @kopf.on.event(*md, id="reconcile", registry=registry)
+    async def reconcile(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        """Every watch event of a ModelDeployment (the initial listing included): a pass, unless the event
+        only echoes what the last completed pass already saw (our own status patches, kopf's metadata
+        writes). kopf hands this object's events to one worker in order, batching a burst into its latest."""
         if memo.stopping.is_set():  # an Event: per-object memos are shallow copies sharing it
             return
-        try:
-            await reconcile_one(kwargs["body"], memo, kwargs)
-        except ApiError as e:  # conflicts and API hiccups: retry soon, never crash-loop
-            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=1 if e.status == 409 else 5) from e
-
-    backoff = 1.0 if config.fast else 5.0  # unexpected errors retry soon, never a tight loop
-    kopf.on.create(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
-    kopf.on.update(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
-    kopf.on.resume(*md, id="reconcile", backoff=backoff, registry=registry)(reconcile)
+        if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+            return  # children go with it (ownerReferences); the resync loop forgets what it knew
+        if not memo.reconciler.needs_pass(body):
+            memo.metrics.skipped.inc()
+            return
+        await attempt(dict(body), memo, kwargs)
 
     @kopf.index(*md, id="mds_idx", registry=registry)
     async def mds_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
-        return {(namespace or "", name): copy.deepcopy(dict(body))}
+        return {(namespace or "", name): dict(body)}  # kopf decodes a fresh dict per event: no copy needed
 
     async def resync(memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
         """Every `resync_seconds`: reconcile every ModelDeployment (gang health, drain timeouts, drift).
@@ -242,7 +264,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 if not (body.get("spec") or {}).get("autoscaling"):
                     continue
                 try:
-                    await autoscaler.tick(body, _all(indices["nodes_idx"]), _all(indices["pods_idx"]), bodies)
+                    await autoscaler.tick(body, _all(indices["nodes_idx"]), memo.pods.pods(), bodies)
                 except RETRYABLE as e:  # the next interval decides again
                     log.warning("autoscaling %s: %s", key, e)
                 except Exception:

@@ -24,7 +24,7 @@ A `kind: List` of Node (and Pod) objects, as `kubectl get nodes,pods -A -o yaml`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from supernode.api import constants as C
@@ -262,8 +262,14 @@ def node_base(i: int, obj: Any) -> NodeBase:
                     ready=node.ready, unschedulable=node.unschedulable), skipped
 
 
-def assemble(nodes: Iterable[NodeBase], pods: Iterable[PodUsage]) -> Inventory:
-    """Nodes with the devices the pods hold on them."""
+def with_used(node: NodeInfo, used: dict[str, int]) -> NodeInfo:
+    return NodeInfo(name=node.name, labels=node.labels, allocatable=node.allocatable, used=used, taints=node.taints,
+                    ready=node.ready, unschedulable=node.unschedulable)
+
+
+def assemble(nodes: Iterable[NodeBase], pods: Iterable[PodUsage], *,
+             combine: Callable[[NodeInfo, dict[str, int]], NodeInfo] = with_used) -> Inventory:
+    """Nodes with the devices the pods hold on them (`combine`: a node plus its usage, e.g. memoized)."""
     skipped: list[str] = []
     used: dict[str, dict[str, int]] = {}
     for node_name, devices, notes in pods:
@@ -277,9 +283,7 @@ def assemble(nodes: Iterable[NodeBase], pods: Iterable[PodUsage]) -> Inventory:
         skipped += notes
         if node is not None:
             on_node = used.get(node.name)
-            out.append(node if not on_node else NodeInfo(
-                name=node.name, labels=node.labels, allocatable=node.allocatable, used=on_node, taints=node.taints,
-                ready=node.ready, unschedulable=node.unschedulable))
+            out.append(combine(node, on_node) if on_node else node)
     return _dedupe(out, skipped)
 
 

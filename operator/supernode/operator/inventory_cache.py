@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from supernode.operator.inventory import NodeBase, PodUsage, assemble, node_base, pod_usage
-from supernode.operator.types import Inventory
+from supernode.operator.inventory import NodeBase, PodUsage, assemble, node_base, pod_usage, with_used
+from supernode.operator.types import Inventory, NodeInfo
 
 T = TypeVar("T", PodUsage, NodeBase)
 
@@ -42,17 +42,39 @@ class _ByIdentity(Generic[T]):
             self._old, self._new = self._new, {}
 
 
+class _WithUsed:
+    """`with_used` remembered per (node, usage): most nodes' usage is the same from one pass to the next."""
+
+    def __init__(self) -> None:
+        self._old: dict[tuple[Any, ...], tuple[NodeInfo, NodeInfo]] = {}
+        self._new: dict[tuple[Any, ...], tuple[NodeInfo, NodeInfo]] = {}
+
+    def __call__(self, node: NodeInfo, used: dict[str, int]) -> NodeInfo:
+        key = (id(node), *used.items())
+        hit = self._new.get(key) or self._old.get(key)
+        if hit is None or hit[0] is not node:
+            hit = (node, with_used(node, used))
+        self._new[key] = hit
+        return hit[1]
+
+    def rotate(self, keep: int) -> None:
+        if len(self._new) >= keep:
+            self._old, self._new = self._new, {}
+
+
 class InventoryCache:
     """`inventory_from_k8s(nodes, pods)` with each object parsed once while it is unchanged."""
 
     def __init__(self) -> None:
         self._nodes: _ByIdentity[NodeBase] = _ByIdentity(node_base)
         self._pods: _ByIdentity[PodUsage] = _ByIdentity(pod_usage)
+        self._used = _WithUsed()
 
     def inventory(self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> Inventory:
         node_list, pod_list = list(nodes), list(pods)
         out = assemble([self._nodes.get(i, n) for i, n in enumerate(node_list)],
-                       [self._pods.get(i, p) for i, p in enumerate(pod_list)])
+                       [self._pods.get(i, p) for i, p in enumerate(pod_list)], combine=self._used)
         self._nodes.rotate(len(node_list))
         self._pods.rotate(len(pod_list))
+        self._used.rotate(len(node_list))
         return out

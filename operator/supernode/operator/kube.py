@@ -7,7 +7,7 @@ them (plus what kopf itself uses to watch), so the Helm chart's ClusterRole can 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -76,6 +76,16 @@ class KubeClient:
     async def list_children(self, res: Res, namespace: str, selector: str) -> list[dict[str, Any]]:
         items, _ = await self._rest.list(res, namespace, selector=selector)
         return items
+
+    @needs(("", ["pods"], ["list", "watch"]))
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        """Every pod in the cluster, and the resourceVersion to watch from."""
+        return await self._rest.list(PODS, None)
+
+    @needs(("", ["pods"], ["list", "watch"]))
+    def watch_pods(self, resource_version: str, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+        """Pod watch events cluster-wide from `resource_version`, until the server ends the stream."""
+        return self._rest.watch(PODS, None, resource_version, timeout_s)
 
     # Children carry an ownerReference with blockOwnerDeletion: true; clusters enforcing owner-reference
     # permissions (OwnerReferencesPermissionEnforcement) require update on the owner's finalizers for that.

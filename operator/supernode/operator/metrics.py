@@ -20,6 +20,9 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         self.reconciles = Counter("supernode_operator_reconciles_total", "Reconcile passes by result.",
                                   ["result"], registry=self.registry)
+        self.skipped = Counter("supernode_operator_reconcile_skipped_total",
+                               "ModelDeployment watch events that needed no pass: they only echoed the operator's "
+                               "own writes (status patches, kopf's metadata).", registry=self.registry)
         self.duration = Histogram("supernode_operator_reconcile_duration_seconds", "Duration of one reconcile pass.",
                                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                   registry=self.registry)

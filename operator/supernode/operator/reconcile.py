@@ -40,6 +40,7 @@ from supernode.operator.kube import (
 )
 from supernode.operator.observe import GroupState, format_time
 from supernode.operator.status import Facts, compute_status
+from supernode.operator.triggers import PassFilter, pass_inputs
 from supernode.operator.types import Plan
 
 WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
@@ -94,11 +95,18 @@ class Reconciler:
     # finishes the deployments it started instead of advancing all of them a little at a time.
     concurrent_passes: int = 8
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    passes: PassFilter = field(default_factory=PassFilter, init=False)  # inputs of each last completed pass
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._object_locks.pop(uid, None)
         self._last_pass.pop(uid, None)
+        self.passes.forget(uid)
+
+    def needs_pass(self, body: Mapping[str, Any]) -> bool:
+        """Whether a watch event with this body needs a pass: False when it only echoes our own writes."""
+        meta = body["metadata"]
+        return self.passes.needed(str(meta.get("uid", meta["name"])), pass_inputs(body))
 
     def passed_within(self, uid: str, seconds: float) -> bool:
         """Whether a pass over this object started less than `seconds` ago (a resync can skip it)."""
@@ -126,8 +134,13 @@ class Reconciler:
             self._slots = asyncio.Semaphore(self.concurrent_passes)
         async with lock, self._slots:
             run = _Run(self, dict(body))
+            # The API server drops status on create: a deployment without one that this process never
+            # passed over has no children yet (at worst a crashed pass left some: creating them answers 409).
+            run.unborn = not body.get("status") and run.uid not in self._last_pass
             self._last_pass[run.uid] = run.now
-            return await run.execute(nodes, pods)
+            result = await run.execute(nodes, pods)
+            self.passes.completed(run.uid, pass_inputs(body))
+            return result
 
 
 class _Run:
@@ -141,6 +154,7 @@ class _Run:
         self.now = owner.clock()
         self.writes = 0
         self.status_out: dict[str, Any] | None = None
+        self.unborn = False  # never reconciled: no children to list
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -164,7 +178,8 @@ class _Run:
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})
         kinds: tuple[Res, ...] = (LWS if lws else STATEFULSETS, SERVICES, PDBS)
         kinds += (NETWORK_POLICIES,) if self.r.network_policies else ()
-        listed = await asyncio.gather(*(self.client.list_children(res, self.ns, selector) for res in kinds))
+        listed = [[] for _ in kinds] if self.unborn else await asyncio.gather(
+            *(self.client.list_children(res, self.ns, selector) for res in kinds))
         workloads, services, pdbs = listed[:3]
         policies = listed[3] if len(listed) > 3 else []
         n = md.spec.replicas

@@ -41,9 +41,8 @@ from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
 from supernode.router.stats import Scraper
 from supernode.router.tokens.fetch import TokenizerFetcher
-from supernode.router.tokens.metrics import TokenMetrics
-from supernode.router.tokens.model import file_tokenizer
 from supernode.router.tokens.service import PromptTokens
+from supernode.router.tokens.wiring import build_tokens, load_local_tokenizers
 from supernode.router.wiring import (
     GatekeeperFactory,
     MeterFactory,
@@ -111,11 +110,13 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                         poll_s=config.cold_start.poll_s)
     metrics.registry.register(DemandCollector(demand))
 
-    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix)
-    tk = config.tokenizers
-    tokens = PromptTokens(TokenMetrics(metrics.registry), max_blocks=config.routing.prefix.max_blocks_per_request,
-                          inline_chars=tk.inline_chars, workers=tk.workers, cache_chars=tk.cache_chars)
-    fetcher = TokenizerFetcher(tokens, skip_models=tk.models, retry_s=tk.retry_s) if tk.fetch_from_engines else None
+    tokens, fetcher = build_tokens(config, metrics.registry)  # the prompts' real token ids (router/tokens)
+
+    def hash_seed(model: str) -> str:  # vLLM's blocks are re-hashed as the router hashes prompts
+        tokenizer = tokens.get(model)
+        return tokenizer.hash_seed if tokenizer is not None else model
+
+    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix, seed_of=hash_seed)
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
@@ -145,8 +146,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for model, local in tk.models.items():  # a configured file that does not load fails startup
-            tokens.set(model, await asyncio.to_thread(file_tokenizer, model, local))
+        await load_local_tokenizers(tokens, config)
         if isinstance(discovery, FileDiscovery):
             discovery.poll()  # serve with the current endpoints from the first request on
         # aiohttp for the proxied requests (a fraction of httpx's per-request CPU); httpx for the scraper

@@ -47,7 +47,7 @@ class RequestContext:
     model: str  # model the client asked for, after alias resolution
     mode: Mode  # mode the client asked for
     stream: bool
-    prompt_tokens_estimate: int
+    prompt_tokens_estimate: int  # exact when the router has the model's tokenizer (router/tokens), else chars/4
     max_tokens: int  # resolved once (supernode.api.limits.resolve_max_tokens); admission may lower it
     user: str | None = None
     # The prompt came as token ids (/v1/completions): ids can carry control tokens the chat template

@@ -37,6 +37,18 @@ def check_shared(config: RouterConfig, replicas: int) -> str:
     return ""
 
 
+FLEET_STATE = "router-fleet.json"  # the file `supernode up` has a fleet write its replicas to
+
+
+def fleet_ops_urls(state_file: Path) -> list[str]:
+    """The ops URLs (/metrics, /autoscaling/signals) of the replicas a fleet's state file lists now."""
+    try:
+        data = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return []
+    return [f"http://127.0.0.1:{r['opsPort']}" for r in data.get("replicas") or [] if r.get("opsPort")]
+
+
 def free_port() -> int:
     import socket
 
@@ -45,17 +57,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def replica_config(source: Path, name: str) -> Path:
+def replica_config(source: Path, name: str) -> tuple[Path, int | None]:
     """A copy of the fleet's config for one replica (next to it, so relative paths resolve the same):
-    its own ledger spool file and, when the router serves an ops port, its own free one."""
+    its own ledger spool file and, when the router serves an ops port, its own free one (returned)."""
     import yaml
 
     from supernode.router.config import ServerConfig
 
     data = yaml.safe_load(source.read_text()) or {}
     server = data.setdefault("server", {})
+    ops_port: int | None = None
     if "metrics_port" in ServerConfig.model_fields and server.get("metrics_port", 0) is not None:
-        server["metrics_port"] = free_port()
+        ops_port = server["metrics_port"] = free_port()
     ledger = (data.get("metering") or {}).get("ledger") or {}
     if ledger.get("type") == "postgres":
         spool = Path(ledger.get("spoolPath") or ledger.get("spool_path") or "supernode-ledger-spool.sqlite3")
@@ -63,7 +76,7 @@ def replica_config(source: Path, name: str) -> Path:
         ledger["spoolPath"] = str(spool.with_name(f"{spool.stem}-{name}{spool.suffix}"))
     out = source.with_name(f".{source.stem}-{name}.yaml")
     out.write_text(yaml.safe_dump(data))
-    return out
+    return out, ops_port
 
 
 @dataclass
@@ -72,6 +85,7 @@ class Replica:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     config: Path | None = None
+    ops_port: int | None = None
     restarts: int = 0
     next_start: float = 0.0
 
@@ -89,7 +103,7 @@ class Fleet:
     def _spawn(self, r: Replica) -> None:
         a = self.args
         env = {**os.environ, ENV_REPLICA_ID: r.name}
-        r.config = replica_config(Path(a.config), r.name)
+        r.config, r.ops_port = replica_config(Path(a.config), r.name)
         r.proc = subprocess.Popen(
             [sys.executable, "-m", "supernode.cli", "router", "--config", str(r.config), "--host", "127.0.0.1",
              "--port", str(r.port), "--log-level", a.log_level, "--shutdown-timeout", str(a.shutdown_timeout)],
@@ -99,8 +113,9 @@ class Fleet:
         if not self.args.state_file:
             return
         data = {"front": f"http://{self.args.host}:{self.args.port}",
-                "replicas": [{"name": r.name, "port": r.port, "pid": r.proc.pid if r.proc else None,
-                              "restarts": r.restarts} for r in self.replicas]}
+                "replicas": [{"name": r.name, "port": r.port, "opsPort": r.ops_port,
+                              "pid": r.proc.pid if r.proc else None, "restarts": r.restarts}
+                             for r in self.replicas]}
         tmp = Path(self.args.state_file).with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self.args.state_file)

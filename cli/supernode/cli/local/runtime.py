@@ -20,6 +20,7 @@ from supernode.api.models import ModelDeployment
 from supernode.cli.local import procs
 from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
 from supernode.cli.local.detach import fork_into_background
+from supernode.cli.local.fleet import FLEET_STATE, fleet_ops_urls
 from supernode.cli.local.inventory import local_inventory
 from supernode.cli.local.layout import LOCALHOST, GroupLayout, layout_groups
 from supernode.cli.local.machine import Policy
@@ -120,7 +121,7 @@ def _router_launch(opts: UpOptions, config: Path, admin_key: str, engine_token: 
                              "--shutdown-timeout", f"{opts.drain_seconds:g}")
     if fleet:
         argv = (*argv, "--replicas", str(opts.router_replicas),
-                "--state-file", str(config.parent / "router-fleet.json"))
+                "--state-file", str(config.parent / FLEET_STATE))
     policy = Policy(backoff_seconds=0.5, max_backoff_seconds=5, max_restarts=100,
                     start_timeout_seconds=min(120.0, opts.start_timeout))
     # Secrets live in the routers' environment only, never printed or written to the config.
@@ -157,9 +158,12 @@ def prepare(opts: UpOptions, out: Callable[[str], None]) -> Supervisor:
     engine_token, _ = write_engine_token(state_dir)  # engines answer only the router (docs/security.md)
     launch = _router_launch(opts, config, admin_key, engine_token)
     sup = Supervisor(groups, launch, state_dir, out=out, engine_token=engine_token, parked=parked)
-    # The router serves its autoscaling signals on the ops port, next to /metrics.
-    scaler = LocalScaler(deployments, f"http://{LOCALHOST}:{metrics_port}", interval=opts.autoscale_interval,
-                         say=sup._say)
+    # The router serves its autoscaling signals on the ops port, next to /metrics; a fleet's replicas
+    # each have their own, listed in the fleet's state file.
+    fleet_state = config.parent / FLEET_STATE
+    one = [f"http://{LOCALHOST}:{metrics_port}"]
+    urls = (lambda: fleet_ops_urls(fleet_state)) if opts.router_replicas > 1 else (lambda: one)
+    scaler = LocalScaler(deployments, urls, interval=opts.autoscale_interval, say=sup._say)
     if scaler.scaled:
         sup.scaler = scaler
     else:

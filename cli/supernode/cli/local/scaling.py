@@ -2,11 +2,12 @@
 
 Each autoscaled deployment was laid out for as many groups as fit up to `maxReplicas`; groups beyond
 `spec.replicas` are *parked* (planned, not started). Every `interval` the scaler reads the local
-router's `/autoscaling/signals`, decides, and asks the supervisor to start a parked group (a flood) or
-to drain the highest active one (idleness): the endpoint file marks it draining so the router sends it
-nothing new, its in-flight requests finish (the engine reports nothing running or waiting) or
-`rollout.drainTimeoutSeconds` passes, then its processes stop and it is parked again. Why each
-deployment has the size it has is kept in the state file for `supernode status`.
+router's `/autoscaling/signals` (with `--router-replicas N`, every replica's: each queues on its own),
+decides, and asks the supervisor to start a parked group (a flood) or to drain the highest active one
+(idleness): the endpoint file marks it draining so the router sends it nothing new, its in-flight
+requests finish (the engine reports nothing running or waiting) or `rollout.drainTimeoutSeconds`
+passes, then its processes stop and it is parked again. Why each deployment has the size it has is
+kept in the state file for `supernode status`.
 """
 
 from __future__ import annotations
@@ -74,10 +75,20 @@ def _sample(now: float, body: Mapping[str, Any] | None, names: set[str], refused
     return A.Sample(at=now, queued=queued + fresh, in_flight=in_flight, queued_tokens=tokens, queue_wait=wait)
 
 
+def merge_signals(bodies: Sequence[Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+    """The signals of several router replicas as one body: their pools side by side (``_sample`` sums
+    the pools of a model); None when no replica answered."""
+    answered = [b for b in bodies if b is not None]
+    if not answered:
+        return None
+    return {"pools": [pool for b in answered for pool in b.get("pools") or []]}
+
+
 class LocalScaler:
-    def __init__(self, deployments: Sequence[ModelDeployment], router_url: str, *, interval: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] = print) -> None:
-        self.router_url = router_url
+    def __init__(self, deployments: Sequence[ModelDeployment], signal_urls: Callable[[], Sequence[str]], *,
+                 interval: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 say: Callable[[str], None] = print) -> None:
+        self.signal_urls = signal_urls  # the ops URL of every router replica, read at each step
         self.interval = interval
         self.clock = clock
         self.say = say
@@ -101,8 +112,11 @@ class LocalScaler:
         return {name: s.why for name, s in self.scaled.items()}
 
     def _signals(self) -> Mapping[str, Any] | None:
+        return merge_signals([self._signals_of(url) for url in self.signal_urls()])
+
+    def _signals_of(self, url: str) -> Mapping[str, Any] | None:
         try:
-            r = self._client.get(self.router_url + SIGNALS_PATH)
+            r = self._client.get(url + SIGNALS_PATH)
             return r.json() if r.status_code == 200 else None  # type: ignore[no-any-return]
         except (httpx.HTTPError, ValueError):
             return None

@@ -50,7 +50,7 @@ class ServerState:
     engine: LLMEngine | None = None
     guards: Guards = field(default_factory=Guards)  # router token + body limit (server/guard.py)
     encoder: PromptEncoder = field(default_factory=PromptEncoder)  # off-loop tokenization (server/prompting.py)
-    tokenizer_info: TokenizerInfo | None = None  # GET /v1/tokenizer, built on first use
+    tokenizer_info: tuple[str, bytes] | None = None  # GET /v1/tokenizer (ETag, body), built on first use
 
 
 def build_app(
@@ -182,16 +182,17 @@ def build_app(
     async def tokenizer(request: Request) -> Response:
         """The tokenizer, chat template id, block size and hash seed: routers encode and hash as we do."""
         eng = engine()
-        if state.tokenizer_info is None:
+        if state.tokenizer_info is None:  # megabytes for a real vocabulary: built once, on the first ask
             text = eng.tokenizer.to_json()
-            state.tokenizer_info = TokenizerInfo(
+            info = TokenizerInfo(
                 model=state.model_name, hash_seed=eng.blocks.model_name, block_size=eng.blocks.block_size,
                 template=TEMPLATE_ID, digest=tokenizer_digest(text), tokenizer=text,
             )  # fmt: skip
-        info = state.tokenizer_info
-        if request.headers.get("if-none-match") == info.etag:
-            return Response(status_code=304, headers={"etag": info.etag})
-        return Response(info.model_dump_json(), media_type="application/json", headers={"etag": info.etag})
+            state.tokenizer_info = (info.etag, info.model_dump_json().encode())
+        etag, body = state.tokenizer_info
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"etag": etag})
+        return Response(body, media_type="application/json", headers={"etag": etag})
 
     @app.get("/health")
     async def health() -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -86,9 +87,9 @@ class _Common(BaseModel):
         if not 1 <= self.n <= MAX_N:
             raise APIError(400, f"n: must be in [1, {MAX_N}]", param="n")
 
+    @abstractmethod
     def logprob_count(self) -> int | None:
         """Top alternatives per generated token, or None when log-probabilities are not asked for."""
-        raise NotImplementedError
 
     def prompt_logprob_count(self) -> int | None:
         """Top alternatives per prompt token (completions with ``echo``), or None."""

@@ -223,7 +223,7 @@ class Gatekeeper:
     async def _reserve(self, tenant: Tenant, prompt: int, max_tokens: int, now: float) -> Reservation:
         """Reserve from the limit store or raise AdmissionRejected. The seam a store that must be
         awaited (shared state in Redis: supernode.router.shared) overrides."""
-        res = self.limits.reserve(tenant.id, prompt, max_tokens, now, self._wall())
+        res = await self.limits.reserve(tenant.id, prompt, max_tokens, now, self._wall())
         if isinstance(res, Verdict):
             raise self._reject(tenant, res.limit, res.message, res.retry_after)
         return res

@@ -8,7 +8,8 @@ against a 50-token quota cannot run 5,000 tokens. The reservation also caps the 
 
 ``LocalLimitStore`` keeps the state in this process (``TenantLimiter`` per tenant). A shared store
 (e.g. Redis, for several router replicas) implements the same ``LimitStore`` protocol; ``reserve``
-must check and charge atomically.
+must check and charge atomically. ``reserve`` is a coroutine because a shared store answers over the
+network; the local store's check-and-charge has no await inside, so it is atomic on the event loop.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class LimitStore(Protocol):
         """Whether some tenant is new here (then the caller fetches ``used`` from the ledger)."""
         ...
 
-    def reserve(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
-                wall: float) -> Reservation | Verdict:
+    async def reserve(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
+                      wall: float) -> Reservation | Verdict:
         """Check every limit and, when all pass, charge them in one step; else the Verdict naming
         the first limit exceeded."""
         ...
@@ -84,8 +85,13 @@ class LocalLimitStore:
         for tid in [t for t, lim in self.limiters.items() if t not in keep and lim.in_flight == 0]:
             del self.limiters[tid]
 
-    def reserve(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
-                wall: float) -> Reservation | Verdict:
+    async def reserve(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
+                      wall: float) -> Reservation | Verdict:
+        return self.reserve_now(tenant_id, prompt_tokens, max_tokens, now, wall)
+
+    def reserve_now(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
+                    wall: float) -> Reservation | Verdict:
+        """``reserve`` without a coroutine (the check and the charge are one synchronous step)."""
         prompt_tokens, max_tokens = max(0, prompt_tokens), max(1, max_tokens)
         lim = self.limiters.get(tenant_id)
         if lim is None:

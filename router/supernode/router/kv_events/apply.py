@@ -87,14 +87,15 @@ def _store_own(index: PreciseIndex, endpoint: str, hashes: list[int]) -> None:
         raise BadEvents(str(e)) from None
 
 
-def apply_batch(index: PreciseIndex, endpoint: str, model: str, batch: KVEventBatch) -> None:
-    """One vLLM-format batch. Stored blocks are re-hashed with the router's chain from their tokens
+def apply_batch(index: PreciseIndex, endpoint: str, seed: str, batch: KVEventBatch) -> None:
+    """One vLLM-format batch. Stored blocks are re-hashed with the router's chain (seeded with ``seed``,
+    the name the router's tokenizer for the model hashes with) from their tokens
     (vLLM's own hashes depend on its hash function and seed); a block whose parent the index does not
     know is skipped, since no prompt can reach it through a prefix the engine holds."""
     for ev in batch.events:
         if isinstance(ev, BlockStored):
             if ev.medium in GPU_MEDIA:
-                _stored(index, endpoint, model, ev)
+                _stored(index, endpoint, seed, ev)
         elif isinstance(ev, BlockRemoved):
             if ev.medium in GPU_MEDIA:
                 index.remove(endpoint, (hash_key(h) for h in ev.block_hashes))
@@ -102,7 +103,7 @@ def apply_batch(index: PreciseIndex, endpoint: str, model: str, batch: KVEventBa
             index.clear(endpoint)
 
 
-def _stored(index: PreciseIndex, endpoint: str, model: str, ev: BlockStored) -> None:
+def _stored(index: PreciseIndex, endpoint: str, seed: str, ev: BlockStored) -> None:
     bs = ev.block_size
     if bs < 1:
         raise BadEvents(f"BlockStored.block_size: must be positive, got {bs}")
@@ -112,7 +113,7 @@ def _stored(index: PreciseIndex, endpoint: str, model: str, ev: BlockStored) -> 
     if ev.lora_id is not None:
         return  # adapter blocks: prompts for the base model never reach them
     if ev.parent_block_hash is None:
-        parent: int | None = seed_hash(model)
+        parent: int | None = seed_hash(seed)
     else:
         parent = index.router_hash(endpoint, hash_key(ev.parent_block_hash))
     if parent is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import aiohttp
 
@@ -30,8 +31,10 @@ def feed_source(state: EndpointState, enabled: bool) -> tuple[str, str, str]:
 
 
 class KVEventFeeds:
-    def __init__(self, table: EndpointTable, index: PreciseIndex, hooks: FeedHooks, config: PrefixConfig):
+    def __init__(self, table: EndpointTable, index: PreciseIndex, hooks: FeedHooks, config: PrefixConfig,
+                 seed_of: Callable[[str], str] = str):
         self.table = table
+        self.seed_of = seed_of
         self.index = index
         self.hooks = hooks
         self.config = config
@@ -69,7 +72,7 @@ class KVEventFeeds:
                                bad_input_retry_s=cfg.kv_events_bad_input_retry_s).run()
             else:
                 await ZmqFeed(key, model, address, replay, self.index, hooks=self.hooks,
-                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s).run()
+                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of).run()
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in a feed: this endpoint routes approximately, the router keeps serving

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
@@ -25,9 +26,11 @@ log = logging.getLogger("supernode.router.kv_events")
 
 class ZmqFeed:
     def __init__(self, key: str, model: str, address: str, replay_address: str, index: PreciseIndex, *,
-                 hooks: FeedHooks, bad_input_retry_s: float, replay_timeout_s: float = 2.0):
+                 hooks: FeedHooks, bad_input_retry_s: float, replay_timeout_s: float = 2.0,
+                 seed_of: Callable[[str], str] = str):
         self.key = key  # the endpoint's URL: the index's key
         self.model = model
+        self.seed_of = seed_of  # model → the name the router's block hashes for it are seeded with
         self.address = address
         self.replay_address = replay_address
         self.index = index
@@ -135,7 +138,7 @@ class ZmqFeed:
             batch = decode_batch(payload)
         except MalformedEvents as e:
             raise BadEvents(str(e)) from None
-        apply_batch(self.index, self.key, self.model, batch)
+        apply_batch(self.index, self.key, self.seed_of(self.model), batch)
         self.expected, self._last = seq + 1, payload
         if any(isinstance(ev, AllBlocksCleared) for ev in batch.events) and not self.complete:
             self._set_complete(True)

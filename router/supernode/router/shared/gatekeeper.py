@@ -1,8 +1,9 @@
 """The gatekeeper of one replica in a fleet: tenant limits held in Redis, queues kept local.
 
-It is admission's gatekeeper with a ``RedisLimitStore`` and one override, ``_reserve`` (the store
-must be awaited: one Lua call). Its owned loop beats the replica heartbeat (capacity share), renews
-the leases of running requests, syncs the fair-share counters and notices Redis coming back.
+It is admission's gatekeeper with a ``RedisLimitStore`` (one Lua call per reservation) and one
+override, ``_reserve``, which applies the outage policy when Redis does not answer. Its owned loop
+beats the replica heartbeat (capacity share), renews the leases of running requests, syncs the
+fair-share counters and notices Redis coming back.
 
 Redis unreachable (a connection error or a socket timeout): per tenant ``failClosed`` → 503 with
 Retry-After; ``failOpen`` → local limits at 1/N of the tenant's (N = replicas last seen), logged.
@@ -12,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from supernode.router.admission.gatekeeper import Gatekeeper
-from supernode.router.admission.limits import month_start, next_month_start
+from supernode.router.admission.limits import month_start
 from supernode.router.admission.reservations import Reservation
 from supernode.router.admission.tenants import TenantSpec
 from supernode.router.contracts import Tenant
@@ -26,7 +26,6 @@ from supernode.router.errors import StateUnavailable
 from supernode.router.shared.config import RedisState
 from supernode.router.shared.fairshare import SharedFairness
 from supernode.router.shared.metrics import BackendMetrics
-from supernode.router.shared.redis_limits import Decision
 from supernode.router.shared.replicas import Replicas
 from supernode.router.shared.store import RedisLimitStore
 
@@ -49,20 +48,16 @@ class SharedGatekeeper(Gatekeeper):
 
     # --- the seam ----------------------------------------------------------------------------
     async def _reserve(self, tenant: Tenant, prompt: int, max_tokens: int, now: float) -> Reservation:
-        entry = self.directory.entry(tenant.id)
-        wall = self._wall()
         try:  # the socket timeouts detect a dead Redis; this only bounds a pathological wait
             async with asyncio.timeout(max(5.0, 10 * self.state.timeout_seconds)):
-                got = await self.store.reserve_async(tenant.id, uuid.uuid4().hex, prompt, max_tokens, wall)
+                got = await super()._reserve(tenant, prompt, max_tokens, now)
         except OUTAGE_ERRORS as exc:
             self._set_up(False, exc)
+            entry = self.directory.entry(tenant.id)
             if entry is None:
                 return Reservation(tenant.id, prompt + max(1, max_tokens), max(1, max_tokens), limited=False)
             return self._outage_reserve(tenant, entry.spec, prompt, max_tokens, now)
         self._set_up(True)
-        if isinstance(got, Decision):
-            spec = entry.spec if entry is not None else None
-            raise self._reject(tenant, got.limit, self._message(spec, got), self._retry(got, wall))
         return got
 
     def _outage_reserve(self, tenant: Tenant, spec: TenantSpec, prompt: int, max_tokens: int,
@@ -73,7 +68,7 @@ class SharedGatekeeper(Gatekeeper):
             raise StateUnavailable("the shared admission state is unreachable; retry shortly",
                                    retry_after=max(1.0, self.state.heartbeat_seconds))
         self.store.use_outage(spec, self.replicas.count, now, self._wall())
-        res = self.store.outage.reserve(tenant.id, prompt, max_tokens, now, self._wall())
+        res = self.store.outage.reserve_now(tenant.id, prompt, max_tokens, now, self._wall())
         if isinstance(res, Reservation):
             return res
         raise self._reject(tenant, res.limit, res.message, res.retry_after)
@@ -155,21 +150,3 @@ class SharedGatekeeper(Gatekeeper):
             pass
         await super().stop()
         await self.store.redis.client.aclose()
-
-    # --- messages -----------------------------------------------------------------------------
-    @staticmethod
-    def _message(spec: TenantSpec | None, d: Decision) -> str:
-        if spec is None:
-            return d.limit
-        return {
-            "monthly_token_quota": f"monthly token quota of {spec.monthly_token_quota} reached "
-                                   f"({d.month_used} used, {d.reserved} reserved by requests in flight)",
-            "max_concurrent": f"{spec.max_concurrent} requests in flight (the limit, across all router replicas)",
-            "rpm": f"rate limit of {spec.rpm} requests per minute reached",
-            "tpm": f"rate limit of {spec.tpm} tokens per minute reached",
-        }.get(d.limit, d.limit)
-
-    def _retry(self, d: Decision, wall: float) -> float:
-        if d.limit == "monthly_token_quota":
-            return max(1.0, next_month_start(wall) - wall)
-        return max(1.0, d.retry_after)

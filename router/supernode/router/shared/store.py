@@ -1,7 +1,7 @@
 """Tenant limits in Redis behind admission's ``LimitStore`` protocol (reserve → settle | refund).
 
-The gatekeeper reserves with ``reserve_async`` (one Lua script checks and charges every limit and
-caps the completion tokens at what the monthly quota leaves, like the local store). ``settle`` and
+``reserve`` is one Lua script: it checks and charges every limit and caps the completion tokens at
+what the monthly quota leaves, like the local store. ``settle`` and
 ``refund`` are sent in the background (the request path never waits for them); a reservation that is
 never settled (its replica died) is a lease that expires. While Redis is unreachable, failOpen
 tenants reserve from ``outage``: a local store holding each tenant's limits at 1/N.
@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from supernode.router.admission.limits import Verdict
+from supernode.router.admission.limits import Verdict, next_month_start
 from supernode.router.admission.reservations import LocalLimitStore, Reservation
 from supernode.router.admission.tenants import TenantSpec
 from supernode.router.shared.metrics import BackendMetrics
@@ -54,6 +55,19 @@ def outage_spec(spec: TenantSpec, replicas: int, month_used: int) -> TenantSpec:
                                    "max_concurrent": part(spec.max_concurrent), "monthly_token_quota": left})
 
 
+def verdict_of(spec: TenantSpec, d: Decision, wall: float) -> Verdict:
+    """A refusal from Redis as admission's Verdict: the limit, a message naming it, when to retry."""
+    message = {
+        "monthly_token_quota": f"monthly token quota of {spec.monthly_token_quota} reached "
+                               f"({d.month_used} used, {d.reserved} reserved by requests in flight)",
+        "max_concurrent": f"{spec.max_concurrent} requests in flight (the limit, across all router replicas)",
+        "rpm": f"rate limit of {spec.rpm} requests per minute reached",
+        "tpm": f"rate limit of {spec.tpm} tokens per minute reached",
+    }.get(d.limit, d.limit)
+    retry = next_month_start(wall) - wall if d.limit == "monthly_token_quota" else d.retry_after
+    return Verdict(d.limit, max(1.0, retry), message)
+
+
 class RedisLimitStore:
     """``LimitStore`` over ``RedisLimits`` (+ the leases this replica holds, for renewal)."""
 
@@ -80,21 +94,19 @@ class RedisLimitStore:
         for tid, n in (used or {}).items():
             self.seed.setdefault(tid, int(n))
 
-    def reserve(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
-                wall: float) -> Reservation | Verdict:
-        raise NotImplementedError("not implemented: the Redis store reserves with reserve_async (one Redis call)")
-
-    async def reserve_async(self, tenant_id: str, lease: str, prompt: int, max_tokens: int,
-                            wall: float) -> Lease | Decision:
+    async def reserve(self, tenant_id: str, prompt_tokens: int, max_tokens: int, now: float,
+                      wall: float) -> Lease | Verdict:
         spec = self.specs.get(tenant_id)
+        prompt = prompt_tokens
         if spec is None or not has_limits(spec):
             return Lease(tenant_id, max(0, prompt) + max(1, max_tokens), max(1, max_tokens), limited=False)
+        lease = uuid.uuid4().hex
         d = await self.redis.reserve(tenant_id, lease, prompt, max_tokens, limits_of(spec), wall)
         if d.expired:
             self.backend.leases_expired.inc(d.expired)
         self.month_used[tenant_id], self.reserved[tenant_id] = d.month_used, d.reserved
         if not d.ok:
-            return d
+            return verdict_of(spec, d, wall)
         held = Lease(tenant_id, max(0, prompt) + d.granted, d.granted, lease=lease, tpm=spec.tpm)
         self.held.setdefault(tenant_id, {})[lease] = held
         self.backend.leases.set(self.held_count())

@@ -65,10 +65,16 @@ class ModelTokenizer:
             return Rendered(text=prompt_field)
         return None if prompt_field is None else Rendered(ids=tuple(prompt_field))
 
-    def uncached_chars(self, rendered: Rendered) -> int:
+    def cost_chars(self, rendered: Rendered) -> int:
+        """Characters of work: uncached text to encode, plus cached text at 1/16 (its ids are still copied
+        and hashed), so a huge fully cached prompt also leaves the event loop."""
         if rendered.text is not None:
             return len(rendered.text)
-        return self.cache.uncached_chars(rendered.pieces)
+        if rendered.ids is not None:
+            return len(rendered.ids) // 4
+        total = sum(len(p.text) for p in rendered.pieces)
+        uncached = self.cache.uncached_chars(rendered.pieces)
+        return uncached + (total - uncached) // 16
 
     def encode(self, rendered: Rendered) -> tuple[int, ...]:
         """The prompt's token ids (CPU-bound for long uncached text: run it off the event loop)."""
@@ -91,6 +97,12 @@ def file_tokenizer(model: str, local: LocalTokenizer) -> ModelTokenizer:
     except Exception as e:  # tokenizers raises its own exception type for bad JSON
         raise ValueError(f"tokenizers.models.{model}.file: {local.file} does not load: {e}") from None
     return ModelTokenizer(tok, local.hash_seed or model, local.block_size, TEMPLATE_ID, tokenizer_digest(text), "file")
+
+
+def given_ids(parsed: ParsedRequest) -> tuple[int, ...] | None:
+    """A /v1/completions prompt of token ids: its ids are known without any tokenizer."""
+    prompt = _single_prompt(parsed.body.get("prompt"))
+    return tuple(prompt) if isinstance(prompt, list) else None
 
 
 def _single_prompt(prompt: Any) -> str | list[int] | None:

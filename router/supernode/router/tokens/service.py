@@ -20,7 +20,7 @@ from supernode.api.prompttokens import PieceCache
 from supernode.router.contracts import PoolKey
 from supernode.router.pipeline import Prepared
 from supernode.router.tokens.metrics import TokenMetrics
-from supernode.router.tokens.model import ModelTokenizer, Rendered
+from supernode.router.tokens.model import ModelTokenizer, Rendered, given_ids
 
 log = logging.getLogger("supernode.router.tokens")
 
@@ -48,16 +48,14 @@ class PromptTokens:
         log.info("tokenizer for %s: %s (block size %d, template %s, digest %s)", model, tokenizer.source,
                  tokenizer.block_size, tokenizer.template, tokenizer.digest[:12])
 
-    def models(self) -> dict[str, ModelTokenizer]:
-        return dict(self._models)
-
     # --- the request path -------------------------------------------------------------------------
     async def apply(self, prep: Prepared) -> Prepared:
         """The prepared request with its real token ids, block hashes and prompt token count, when known."""
         model, mode = prep.resolved.model, prep.resolved.mode
         found = await self.tokenize(prep, model, mode)
         if found is None:
-            return prep
+            given = given_ids(prep.parsed) if prep.parsed.extra.get("token_id_prompt") else None
+            return prep if given is None else replace(prep, prompt_token_ids=given, prompt_tokens_estimate=len(given))
         ids, hashes = found
         return replace(prep, prompt_token_ids=ids, token_block_hashes=hashes, prompt_tokens_estimate=len(ids))
 
@@ -65,22 +63,28 @@ class PromptTokens:
         """Block hashes for the pool that serves (spill-over: another model's tokenizer or mode's template)."""
         if (pool.model, pool.mode) == (prep.resolved.model, prep.resolved.mode):
             return prep.token_block_hashes
-        found = await self.tokenize(prep, pool.model, pool.mode)
+        found = await self.tokenize(prep, pool.model, pool.mode, counted=False)
         return found[1] if found else ()
 
-    async def tokenize(self, prep: Prepared, model: str, mode: Mode) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    async def tokenize(self, prep: Prepared, model: str, mode: Mode, *, counted: bool = True
+                       ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Token ids and block hashes of the request's prompt for ``model`` in ``mode``, or None (approximate).
+        ``counted``: the request's one count in the metrics (a spill-over's second rendering is not)."""
         tok = self._models.get(model)
         if tok is None:
-            self._approximate(model, "no_tokenizer")
+            if counted:
+                self._approximate(model, "no_tokenizer")
             return None
         rendered = tok.render(prep.parsed, mode)
         if rendered is None:
-            self._approximate(model, "unrenderable")
+            if counted:
+                self._approximate(model, "unrenderable")
             return None
         start = time.perf_counter()
-        ids = await self._run(tok.uncached_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
-        self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
-                               time.perf_counter() - start)
+        ids = await self._run(tok.cost_chars(rendered), lambda: _encode_and_hash(tok, rendered, self.max_blocks))
+        if counted:
+            self.metrics.tokenized(model, "token_ids" if rendered.ids is not None else "exact",
+                                   time.perf_counter() - start)
         return ids
 
     def _approximate(self, model: str, reason: str) -> None:
