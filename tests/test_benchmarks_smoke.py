@@ -28,6 +28,7 @@ SMOKE: dict[str, str] = {
     "engine_prefix_ttft.py": "faster with the prefix cache",
     "engine_throughput.py": "ratio engine@",
     "local_up.py": "cold start to serving",
+    "device_fault.py": "(a) router stops routing to it",
 }
 # script -> why it is not run by any test yet (empty: every benchmark runs)
 PENDING: dict[str, str] = {}

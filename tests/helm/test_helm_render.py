@@ -23,7 +23,8 @@ K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest schemas s
 
 # Every optional feature on at once, so one render covers every template branch that adds objects.
 ALL_ON: dict[str, Any] = {
-    "operator": {"verbose": True, "supernodeLabel": "example.com/superpod", "affinity": {"nodeAffinity": {
+    "operator": {"verbose": True, "supernodeLabel": "example.com/superpod",
+                 "faultConditions": {"GpuXidError": "rebuild"}, "affinity": {"nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["infra"]}]}]}}}},
     "router": {"tenants": {"inline": "tenants: []\n"}},
@@ -128,7 +129,8 @@ def test_operator_passes_its_options(render: Any) -> None:
     assert container["command"] == ["supernode", "operator"]
     assert container["args"][0] == "--leader-elect"
     assert {"--verbose", "--supernode-label=example.com/superpod", "--resync=10", "--lease-duration=15",
-            "--renew-deadline=10", "--retry-period=2"} <= set(container["args"])
+            "--renew-deadline=10", "--retry-period=2", "--fault-condition=GpuXidError=rebuild"} <= set(
+        container["args"])
     probe_port = container["livenessProbe"]["httpGet"]["port"]
     assert any(p["name"] == probe_port for p in container["ports"])
     assert f"--liveness=http://0.0.0.0:{container['ports'][0]['containerPort']}/healthz" in container["args"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,12 @@ def node(name: str, superpod: str | None, devices: int = 16, resource: str = C.R
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
             "spec": {}, "status": {"allocatable": {resource: str(devices), "cpu": "64"},
                                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def pod_ip(ns: str, name: str) -> str:
+    """A stable address per pod (router discovery needs one to publish an endpoint)."""
+    h = zlib.crc32(f"{ns}/{name}".encode())
+    return f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}"
 
 
 def _nodes_of(sts: dict[str, Any], node_labels: dict[str, dict[str, str]]) -> list[str] | None:
@@ -86,7 +93,7 @@ class FakeCluster:
                     await self.set_pod(ns, pod_name, ready=True)
 
     async def set_pod(self, ns: str, name: str, *, ready: bool, crash: bool = False) -> None:
-        status: dict[str, Any] = {"phase": "Running", "conditions": [
+        status: dict[str, Any] = {"phase": "Running", "podIP": pod_ip(ns, name), "conditions": [
             {"type": "Ready", "status": "True" if ready else "False"}]}
         if crash:
             status["containerStatuses"] = [{"name": "engine", "restartCount": 3, "ready": False,

@@ -54,6 +54,7 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
     Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", status=False),
+    Kind("", "v1", "configmaps", "ConfigMap", status=False),  # device plugins' per-node reports
 )
 LWS_KIND = Kind("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", "LeaderWorkerSet", scale=True)
 

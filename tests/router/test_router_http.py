@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import anthropic
 import httpx
@@ -198,19 +199,22 @@ async def test_draining_endpoint_gets_no_new_requests_and_file_changes_apply(sta
 async def test_health_scrape_ejects_and_readmits(stack: Stack) -> None:
     a = await stack.engine("a")
     stack.write_endpoints([ep(a)])
-    await stack.router({"health": {"scrape_interval_s": 0.05, "unhealthy_after": 2}})
+    await stack.router({"health": {"scrape_interval_s": 0.05, "unhealthy_after": 2, "ejection_backoff_s": 0.3}})
     app = stack.router_app
     assert app is not None
     engine = stack.engines["a"]
     engine.behaviour.fail_status = 500
     await wait_for(lambda: not app.state.router.table.get(a).healthy)
+    ejected_at = time.monotonic()
     async with httpx.AsyncClient() as h:
         assert (await h.get(f"{stack.router_url}/ready")).status_code == 503
         engine.behaviour.fail_status = None
         await wait_for(lambda: app.state.router.table.get(a).healthy)
+        assert time.monotonic() - ejected_at >= 0.25, "re-admitted before its back-off ended"
         assert (await h.get(f"{stack.router_url}/ready")).status_code == 200
         metrics = (await h.get(f"{stack.metrics_url}/metrics")).text
     assert "supernode_router_endpoint_healthy" in metrics
+    assert 'supernode_router_endpoint_ejections_total{reason="probe"} 1.0' in metrics
 
 
 async def test_metrics_and_meter_before_final_bytes(stack: Stack) -> None:

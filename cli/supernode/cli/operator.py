@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port")
     parser.add_argument("--group-network-policies", action="store_true",
                         help="render a NetworkPolicy per replica group: only the group's own pods may connect")
+    parser.add_argument("--fault-condition", action="append", default=[], metavar="TYPE=ACTION",
+                        help="a node condition that, when True, means the node's devices fail; ACTION is rebuild, "
+                        "drain, restart or none (repeat; default NetworkUnavailable=rebuild)")
     scale = parser.add_argument_group("autoscaling (spec.autoscaling takes effect; leader only)")
     scale.add_argument("--autoscale", action="store_true", help="run the autoscaler on router signals")
     scale.add_argument("--router-service", default="supernode-router-metrics",
@@ -89,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     from supernode.operator.handlers import OperatorConfig, build_registry
     from supernode.operator.metrics import OperatorMetrics
 
+    try:
+        conditions = _fault_conditions(args.fault_condition)
+    except ValueError as exc:
+        print(f"supernode operator: --fault-condition: {exc}", file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     # With election the process owns the metrics from the start (a standby serves them too, with
     # supernode_operator_leader 0); kopf's startup handler then reuses them instead of binding again.
@@ -98,13 +106,26 @@ def run(args: argparse.Namespace) -> int:
                                              metrics_port=args.metrics_port if metrics is None else None,
                                              metrics=metrics, keys=GroupKeys.from_env(),
                                              network_policies=args.group_network_policies,
-                                             autoscaler=_autoscaler_config(args)))
+                                             autoscaler=_autoscaler_config(args), fault_conditions=conditions))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)
         return 0
     assert metrics is not None
     return _run_elected(args, registry, election, metrics)
+
+
+def _fault_conditions(values: list[str]) -> dict[str, Any]:
+    """TYPE=ACTION pairs over the defaults; ACTION none drops a condition."""
+    from supernode.operator.faults import DEFAULT_FAULT_CONDITIONS, SEVERITY
+
+    out: dict[str, Any] = dict(DEFAULT_FAULT_CONDITIONS)
+    for value in values:
+        kind, _, action = value.partition("=")
+        if not kind or action not in SEVERITY:
+            raise ValueError(f"{value!r}: expected TYPE=ACTION with ACTION one of {', '.join(SEVERITY)}")
+        out[kind] = action
+    return {k: a for k, a in out.items() if a != "none"}
 
 
 def _autoscaler_config(args: argparse.Namespace) -> Any:

@@ -46,6 +46,8 @@ ANNOTATION_RESTARTS: Final = "supernode.io/group-restarts"  # gang restarts cons
 ANNOTATION_LAST_RESTART: Final = "supernode.io/last-restart"  # RFC 3339 time of the last gang restart
 ANNOTATION_FAILURE_SEEN: Final = "supernode.io/failure-seen"  # RFC 3339 time a group's failure was first seen
 ANNOTATION_ENGINE_TYPE: Final = "supernode.io/engine-type"  # builtin | vllm | sglang | mindie (router metric map)
+ANNOTATION_DEVICE_FAULT: Final = "supernode.io/device-fault"  # on a leader pod: "<action>: <why>"; routers skip it
+ANNOTATION_FAULT_HANDLED: Final = "supernode.io/device-fault-handled"  # digest of the faults a group restarted for
 ANNOTATION_SP_BLOCK: Final = "sp-block"  # MindCluster: chips per logical SuperPoD
 ANNOTATION_SP_FIT: Final = "sp-fit"  # MindCluster: SuperPoD fitting policy ("idlest")
 
@@ -58,6 +60,13 @@ NODE_LABEL_ACCELERATOR: Final = "accelerator"  # e.g. huawei-Ascend910
 NODE_LABEL_ACCELERATOR_TYPE: Final = "accelerator-type"  # e.g. module-a3-16
 NODE_LABEL_HYPERNODE: Final = "volcano.sh/hypernode"  # Volcano network-topology tier member
 NODE_LABEL_HOSTNAME: Final = "kubernetes.io/hostname"  # node affinity key
+
+# --- Device health inputs we read (docs/operator.md, "Device faults") -----------------------------
+ASCEND_DEVICE_INFO_NAMESPACE: Final = "kube-system"  # where the Ascend device plugin writes its per-node ConfigMap
+ASCEND_DEVICE_INFO_PREFIX: Final = "mindx-dl-deviceinfo-"  # ConfigMap name = prefix + node name
+ASCEND_DEVICE_INFO_KEY: Final = "DeviceInfoCfg"  # data key: {"DeviceInfo": {...}, "CheckCode": sha256}
+ASCEND_MANUAL_SEPARATE_KEY: Final = "ManuallySeparateNPU"  # data key: chips an admin isolated (comma list)
+POD_ANNOTATION_ASCEND_REAL: Final = "huawei.com/AscendReal"  # on a pod: the chips the device plugin gave it
 
 # --- Extended resources ------------------------------------------------------------------------
 RESOURCE_ASCEND: Final = "huawei.com/Ascend910"  # Ascend device-plugin resource (910B/910C/A3)

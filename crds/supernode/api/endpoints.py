@@ -26,6 +26,8 @@ class Endpoint(BaseModel):
     draining: bool = False
     max_concurrency: int = Field(default=32, ge=1, description="Requests one group serves at once")
     capacity_limited: bool = Field(default=False, description="Owning deployment reports CapacityLimited")
+    fault: str = Field(default="", description="Why the operator fenced the group off (a device fault); not "
+                       "routable while set")
     kv_events: str = Field(
         default="auto", pattern=r"^(auto|none|http|tcp://\S+)$",
         description="Where the router reads the engine's KV events: auto (the built-in engine's /v1/kv_events, "

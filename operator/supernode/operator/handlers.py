@@ -11,13 +11,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from supernode.api import constants as C
+from supernode.operator import health_watch
+from supernode.operator.faults import DEFAULT_FAULT_CONDITIONS, Action
 from supernode.operator.group_secrets import GroupKeys
+from supernode.operator.health_book import HealthBook
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
 from supernode.operator.pod_informer import PodInformer
@@ -43,6 +46,9 @@ class OperatorConfig:
     keys: GroupKeys | None = None  # per-group store secret + engine token (from the chart's Secret, via env)
     network_policies: bool = False  # a NetworkPolicy per group: only its own pods may connect
     autoscaler: AutoscalerConfig | None = None  # spec.autoscaling takes effect (None: not run)
+    # Node conditions that, when True, mean the node's devices fail (docs/operator.md, "Device faults").
+    fault_conditions: Mapping[str, Action] = field(default_factory=lambda: dict(DEFAULT_FAULT_CONDITIONS))
+    fault_events: bool = True  # a device fault reconciles its deployments at once (False: at the next resync)
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -95,7 +101,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 memo.metrics.serve(config.metrics_port, config.metrics_addr)
         memo.reconciler = Reconciler(KubeClient(load_access(config.server, context=config.context)),
                                      supernode_label=config.supernode_label, keys=config.keys,
-                                     network_policies=config.network_policies)
+                                     network_policies=config.network_policies,
+                                     health=HealthBook(conditions=dict(config.fault_conditions)))
         # Pods through one lightweight watch, not a kopf index (pod_informer.py says why).
         memo.pods = PodInformer(memo.reconciler.client, watch_timeout=10 if config.fast else 300,
                                 retry_seconds=0.2 if config.fast else 1.0)
@@ -146,6 +153,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             metrics.duration.observe(time.monotonic() - started)
         metrics.reconciles.labels("ok").inc()
         metrics.writes.inc(result.writes)
+        for action in result.repairs:
+            metrics.fault_repairs.labels(action).inc()
         metrics.observe(meta.get("namespace") or "", meta.get("name") or "", result.status, result.desired)
         if result.writes:
             log.info("reconciled %s/%s: %d writes", meta.get("namespace"), meta.get("name"), result.writes)
@@ -269,6 +278,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                     log.warning("autoscaling %s: %s", key, e)
                 except Exception:
                     log.exception("autoscaling %s failed", key)
+
+    health_watch.register(registry, reconcile_one, RETRYABLE, react=config.fault_events)
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:

@@ -170,6 +170,7 @@ class KubeClient:
 
     @needs((C.GROUP, [C.PLURAL], ["get", "list", "watch", "patch", "update"]),
            ("", ["pods", "nodes"], ["get", "list", "watch"]),
+           ("", ["configmaps"], ["get", "list", "watch"]),  # the Ascend device plugin's device-info reports
            ("", ["namespaces"], ["get", "list", "watch"]),
            ("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
            *_child_rules("get", "watch"))

@@ -42,6 +42,15 @@ class OperatorMetrics:
         self.leader_transitions = Counter("supernode_operator_leader_transitions_total",
                                           "Changes of this replica's leadership (acquired or lost).",
                                           registry=self.registry)
+        self.device_faults = Counter("supernode_operator_device_faults_total",
+                                     "Device faults newly reported by the device plugins, by fault level.", ["level"],
+                                     registry=self.registry)
+        self.device_info_rejected = Counter("supernode_operator_device_info_rejected_total",
+                                            "Device-info reports ignored (reason: checkcode | unparseable).",
+                                            ["reason"], registry=self.registry)
+        self.fault_repairs = Counter("supernode_operator_fault_repairs_total",
+                                     "Replica groups repaired after a device fault, by action.", ["action"],
+                                     registry=self.registry)
         self._is_leader = False
         self._server: tuple[WSGIServer, threading.Thread] | None = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient
@@ -49,6 +49,8 @@ class PodInformer:
         self.synced = asyncio.Event()
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._snapshot: list[dict[str, Any]] | None = None
+        # Called with each watched change (type, slim pod) after it is stored; must not block.
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def pods(self) -> list[dict[str, Any]]:
         """The current pods (the same list object until one changes; read-only)."""
@@ -62,11 +64,14 @@ class PodInformer:
         self.synced.set()
 
     def _apply(self, type_: str, obj: Mapping[str, Any]) -> None:
+        pod = slim_pod(obj)
         if type_ == "DELETED":
             self._pods.pop(_key(obj), None)
         else:
-            self._pods[_key(obj)] = slim_pod(obj)
+            self._pods[_key(obj)] = pod
         self._snapshot = None
+        for listener in self.listeners:
+            listener(type_, pod)
 
     async def run(self) -> None:
         """Until cancelled."""

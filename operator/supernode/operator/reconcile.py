@@ -22,8 +22,10 @@ from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
+from supernode.operator.fault_repair import FaultRepair, decide_repairs
 from supernode.operator.group_secrets import GroupKeys, referenced_secrets
-from supernode.operator.inputs import Reservation, live_reservations, planning_inputs
+from supernode.operator.health_book import HealthBook
+from supernode.operator.inputs import Reservation, live_reservations, lost_nodes, own_pods, planning_inputs
 from supernode.operator.inventory_cache import InventoryCache
 from supernode.operator.kube import (
     CHILD_KINDS,
@@ -38,12 +40,13 @@ from supernode.operator.kube import (
     KubeClient,
     Res,
 )
-from supernode.operator.observe import GroupState, format_time
+from supernode.operator.observe import GroupState, format_time, group_states
 from supernode.operator.status import Facts, compute_status
 from supernode.operator.triggers import PassFilter, pass_inputs
 from supernode.operator.types import Plan
 
 WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
+RECOVERY_WATCH_S = 900.0  # after a device-fault repair, pod events reconcile the deployment this long
 log = logging.getLogger("supernode.operator")
 
 
@@ -52,6 +55,7 @@ class Result:
     writes: int
     status: dict[str, Any] | None = None  # the status computed this pass (metrics)
     desired: int = 0
+    repairs: tuple[str, ...] = ()  # device-fault actions taken this pass (metrics)
 
 
 def spec_error(exc: ValidationError) -> str:
@@ -90,6 +94,7 @@ class Reconciler:
     # Devices promised to groups just created whose pods the pod index does not show yet.
     _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
     _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
+    health: HealthBook = field(default_factory=HealthBook)  # device faults (fed by the health watch handlers)
     _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
     # Passes in flight at once. Waiters queue first come, first served, so under a burst the operator
     # finishes the deployments it started instead of advancing all of them a little at a time.
@@ -155,6 +160,7 @@ class _Run:
         self.writes = 0
         self.status_out: dict[str, Any] | None = None
         self.unborn = False  # never reconciled: no children to list
+        self.repairs: tuple[str, ...] = ()
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -182,10 +188,12 @@ class _Run:
             *(self.client.list_children(res, self.ns, selector) for res in kinds))
         workloads, services, pdbs = listed[:3]
         policies = listed[3] if len(listed) > 3 else []
+        workloads = await self._repair_faults(md, workloads, lws, nodes, pods)
         n = md.spec.replicas
         async with self.r._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
             all_pods = list(pods())
-            inputs = planning_inputs(md, list(nodes()), all_pods, workloads, self.r.reservations(all_pods, self.now),
+            node_view = self.r.health.node_view(nodes())  # nodes with a failing device take no new group
+            inputs = planning_inputs(md, node_view, all_pods, workloads, self.r.reservations(all_pods, self.now),
                                      supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
             rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
             step = rollout.next_step(
@@ -211,7 +219,29 @@ class _Run:
                       capacity_reasons=inputs.capacity.reasons, exhausted=tuple(exhausted),
                       rolling=not step.empty or bool(step.waiting))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.status_out, n)
+        return Result(self.writes, self.status_out, n, self.repairs)
+
+    async def _repair_faults(self, md: ModelDeployment, workloads: list[dict[str, Any]], lws: bool, nodes: Source,
+                             pods: Source) -> list[dict[str, Any]]:
+        """Groups with a failing device are fenced off from routing and repaired (fault_repair.py); returns the
+        workloads as planning should see them (rebuilt groups gone, drained ones marked)."""
+        node_list = list(nodes())
+        faults_on = self.r.health.faults_on(node_list, pods, md.spec.placement.tolerations)
+        if not faults_on:  # the common case: one cheap look at the nodes, none at the pods
+            return workloads
+        mine = own_pods(list(pods()), self.ns, N.label_value(self.name))
+        groups = group_states(workloads, mine, lost_nodes(node_list))
+        repairs = decide_repairs(md, groups, {p["metadata"]["name"]: p for p in mine}, faults_on)
+        if not repairs:
+            return workloads
+        fixer = FaultRepair(self.client, self.ns, self.now, lws, self._event,
+                            lambda name: self._delete_group(name, lws))
+        deleted, patched = await fixer.apply(repairs, md)
+        # Until the repaired group is back, its pods' events reconcile this deployment (health_watch.py).
+        self.r.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
+        self.writes += fixer.writes
+        self.repairs = tuple(r.action for r in repairs)
+        return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(

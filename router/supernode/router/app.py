@@ -35,7 +35,7 @@ from supernode.router.errors import InvalidRequest, RouterError, Shape, error_bo
 from supernode.router.kv_events.feeds import KVEventFeeds
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
-from supernode.router.proxy import Upstream
+from supernode.router.proxy import Upstream, backoff_of
 from supernode.router.request_path import Service, error_response
 from supernode.router.routing.profile import Profile, build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
@@ -98,7 +98,11 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         profile.forget(key)
         metrics.forget_endpoint(key)
 
-    table = EndpointTable(on_removed=removed)
+    def fenced(ep: Endpoint) -> None:
+        metrics.ejections.labels("device-fault").inc()
+        log.warning("endpoint %s (%s group %d) fenced by the operator: %s", ep.url, ep.deployment, ep.group, ep.fault)
+
+    table = EndpointTable(on_removed=removed, on_fault=fenced)
     capacity = TableCapacity(table, config.admission.capacity if config.admission else None)
     meter = meter_factory(config) if meter_factory else make_meter(config, metrics.registry)
     gatekeeper = (gatekeeper_factory(config, capacity) if gatekeeper_factory
@@ -164,7 +168,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         if h.scrape_interval_s > 0:
             state.scraper = Scraper(table, client, interval_s=h.scrape_interval_s, timeout_s=h.scrape_timeout_s,
                                     unhealthy_after=h.unhealthy_after, healthy_after=h.healthy_after,
-                                    on_health=on_health)
+                                    on_health=on_health, backoff=backoff_of(h),
+                                    on_eject=lambda s: metrics.ejections.labels("probe").inc())
             state.tasks.append(asyncio.create_task(state.scraper.run(), name="scraper"))
         start = getattr(gatekeeper, "start", None)
         if start is not None:

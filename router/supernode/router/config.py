@@ -184,6 +184,10 @@ class HealthConfig(_Section):
     scrape_timeout_s: float = Field(default=1.0, gt=0)
     unhealthy_after: int = Field(default=3, ge=1, description="Consecutive failures before ejection")
     healthy_after: int = Field(default=1, ge=1, description="Consecutive successes before re-admission")
+    ejection_backoff_s: float = Field(default=1.0, ge=0, description="An ejected endpoint is not re-admitted "
+                                      "before this; doubled for each ejection in a row (0 = re-admit at once)")
+    max_ejection_backoff_s: float = Field(default=30.0, ge=0, description="Cap of the doubling; an endpoint "
+                                          "that stayed healthy this long starts again from ejection_backoff_s")
 
 
 class ColdStartConfig(_Section):

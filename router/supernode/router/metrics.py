@@ -62,6 +62,8 @@ class RouterMetrics:
         self.kv_event_errors = Counter("supernode_router_kv_events_malformed_total",
                                        "Times an endpoint's KV events were malformed (it fell back to approximate)",
                                        ["endpoint"], registry=r)
+        self.ejections = Counter("supernode_router_endpoint_ejections_total", "Endpoints taken out of routing "
+                                 "(reason: errors, probe, device-fault)", ["reason"], registry=r)
         self.discovery_events = Counter("supernode_router_discovery_watch_events_total",
                                         "Kubernetes watch events applied", ["resource", "type"], registry=r)
         self.discovery_lists = Counter("supernode_router_discovery_lists_total", "Kubernetes full LISTs "

@@ -19,10 +19,14 @@ from supernode.router.config import HealthConfig, TimeoutsConfig
 from supernode.router.errors import NoCapacity, UpstreamError, UpstreamTimeout
 from supernode.router.metrics import RouterMetrics
 from supernode.router.routing.profile import Profile
-from supernode.router.routing.state import EndpointState, EndpointTable, RoutingRequest
+from supernode.router.routing.state import Backoff, EndpointState, EndpointTable, RoutingRequest
 
 JSON_HEADERS = {"content-type": "application/json"}
 RETRYABLE = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+def backoff_of(health: HealthConfig) -> Backoff:
+    return Backoff(health.ejection_backoff_s, health.max_ejection_backoff_s)
 
 
 class _Retry(Exception):
@@ -150,8 +154,9 @@ class Upstream:
             except (*RETRYABLE, _Retry) as e:
                 state.inflight -= 1
                 last_error = f"{state.key}: {type(e).__name__}: {e}".rstrip(": ")
-                if not (isinstance(e, _Retry) and e.alive):
-                    state.record_failure(self.health.unhealthy_after)
+                if not (isinstance(e, _Retry) and e.alive) and state.record_failure(
+                        self.health.unhealthy_after, time.monotonic(), backoff_of(self.health)):
+                    self.metrics.ejections.labels("errors").inc()
                 exclude.add(state.key)
                 self.metrics.retries.labels(type(e).__name__).inc()
             except BaseException:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import httpx
 
 from supernode.api.models import EngineType
-from supernode.router.routing.state import EndpointState, EndpointTable, EngineStats
+from supernode.router.routing.state import NO_BACKOFF, Backoff, EndpointState, EndpointTable, EngineStats
 
 log = logging.getLogger("supernode.router.stats")
 
@@ -71,7 +72,8 @@ class Scraper:
 
     def __init__(self, table: EndpointTable, client: httpx.AsyncClient, *, interval_s: float, timeout_s: float,
                  unhealthy_after: int, healthy_after: int,
-                 on_health: Callable[[EndpointState], None] | None = None):
+                 on_health: Callable[[EndpointState], None] | None = None, backoff: Backoff = NO_BACKOFF,
+                 on_eject: Callable[[EndpointState], None] | None = None):
         self.table = table
         self.client = client
         self.interval_s = interval_s
@@ -79,6 +81,7 @@ class Scraper:
         self.unhealthy_after = unhealthy_after
         self.healthy_after = healthy_after
         self.on_health = on_health
+        self.backoff, self.on_eject = backoff, on_eject
 
     async def probe(self, state: EndpointState) -> None:
         url = state.endpoint.url.rstrip("/")
@@ -90,12 +93,14 @@ class Scraper:
             metrics = await self.client.get(f"{url}/metrics", timeout=self.timeout_s)
             if metrics.status_code == 200:
                 state.apply_scrape(engine_stats(metrics.text, state.endpoint.engine_type))
-            state.record_success(self.healthy_after)
+            if state.record_success(self.healthy_after, time.monotonic()):
+                log.info("endpoint %s re-admitted after %d ejection(s) in a row", url, state.ejections)
         except (httpx.HTTPError, OSError) as e:
-            was = state.healthy
-            state.record_failure(self.unhealthy_after)
-            if was and not state.healthy:
-                log.warning("endpoint %s ejected after %d failures: %s", url, state.failures, e)
+            if state.record_failure(self.unhealthy_after, time.monotonic(), self.backoff):
+                log.warning("endpoint %s ejected after %d failures for at least %.1fs: %s", url, state.failures,
+                            state.ejected_until - time.monotonic(), e)
+                if self.on_eject:
+                    self.on_eject(state)
         if self.on_health:
             self.on_health(state)
 

@@ -33,6 +33,10 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch, delete]
+# Device health: the Ascend device plugin's kube-system/mindx-dl-deviceinfo-<node> ConfigMaps (read only).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
 # One Secret per replica group (store secret + engine token), write-only: the operator reads no Secret.
 - apiGroups: [""]
   resources: [secrets]

@@ -76,6 +76,7 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         meta.get("deletionTimestamp"))
     namespace = meta.get("namespace") or ""
     deployment = labels.get(C.LABEL_DEPLOYMENT, "")
+    fault = str(annotations.get(C.ANNOTATION_DEVICE_FAULT) or "")  # the operator fenced it: a device fails
     try:
         engine_type = EngineType(engine)
         parsed_modes = [Mode(m) for m in modes]
@@ -90,8 +91,9 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         deployment=f"{namespace}/{deployment}" if namespace else deployment,
         group=int(labels.get(C.LABEL_GROUP, "0") or 0),
         engine_type=engine_type,
-        ready=_pod_ready(pod),
+        ready=_pod_ready(pod) and not fault,
         draining=draining,
+        fault=fault,
         max_concurrency=default_max_concurrency,
         capacity_limited=_capacity_limited(md) if md else False,
     )

@@ -18,6 +18,20 @@ class EngineStats:
     foreign: float = 0.0  # requests on the engine not sent by this router, as of the last scrape
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long an ejected endpoint stays out: `base_s`, doubled per ejection in a row, at most `max_s`."""
+
+    base_s: float = 0.0
+    max_s: float = 0.0
+
+    def delay(self, ejections: int) -> float:
+        return min(self.max_s, self.base_s * 2 ** max(0, ejections - 1)) if self.base_s > 0 else 0.0
+
+
+NO_BACKOFF = Backoff()
+
+
 @dataclass(slots=True)
 class EndpointState:
     endpoint: Endpoint
@@ -26,6 +40,9 @@ class EndpointState:
     failures: int = 0  # consecutive
     successes: int = 0  # consecutive
     inflight: int = 0  # requests this router has open to it
+    ejections: int = 0  # ejections in a row (the back-off doubles with each)
+    ejected_until: float = 0.0  # monotonic time before which no success re-admits it
+    admitted_at: float = 0.0  # monotonic time it was last (re-)admitted
 
     @property
     def key(self) -> str:
@@ -42,17 +59,28 @@ class EndpointState:
         stats.foreign = max(0.0, stats.running + stats.waiting - self.inflight)
         self.stats = stats
 
-    def record_failure(self, unhealthy_after: int) -> None:
+    def record_failure(self, unhealthy_after: int, now: float = 0.0, backoff: Backoff = NO_BACKOFF) -> bool:
+        """One failed call or probe; True when it ejects the endpoint (for `backoff`'s delay at least)."""
         self.successes = 0
         self.failures += 1
-        if self.failures >= unhealthy_after:
-            self.healthy = False
+        if not self.healthy or self.failures < unhealthy_after:
+            return False
+        self.healthy = False
+        if now - self.admitted_at > backoff.max_s:  # it served well for a while: start the doubling over
+            self.ejections = 0
+        self.ejections += 1
+        self.ejected_until = now + backoff.delay(self.ejections)
+        return True
 
-    def record_success(self, healthy_after: int) -> None:
+    def record_success(self, healthy_after: int, now: float = 0.0) -> bool:
+        """One successful probe; True when it re-admits the endpoint (not before its back-off ends)."""
         self.failures = 0
         self.successes += 1
-        if not self.healthy and self.successes >= healthy_after:
-            self.healthy = True
+        if self.healthy or self.successes < healthy_after or now < self.ejected_until:
+            return False
+        self.healthy = True
+        self.admitted_at = now
+        return True
 
 
 HOME_KEY_BLOCKS = 4  # the prefix that picks a request's home endpoints: long enough to tell system prompts apart
@@ -83,9 +111,11 @@ class RoutingRequest:
 class EndpointTable:
     """The endpoints discovery knows, each with its live state (kept across discovery updates)."""
 
-    def __init__(self, on_removed: Callable[[str], None] | None = None):
+    def __init__(self, on_removed: Callable[[str], None] | None = None,
+                 on_fault: Callable[[Endpoint], None] | None = None):
         self._states: dict[str, EndpointState] = {}
         self._on_removed = on_removed
+        self._on_fault = on_fault  # an endpoint the operator fenced off (device fault) since the last update
         self.version = 0
         self.cold: set[str] = set()  # models served with no endpoint now (scaled to zero; supernode.router.demand)
 
@@ -93,6 +123,8 @@ class EndpointTable:
         fresh: dict[str, EndpointState] = {}
         for ep in endpoints:
             state = self._states.get(ep.url)
+            if ep.fault and self._on_fault and (state is None or not state.endpoint.fault):
+                self._on_fault(ep)
             if state is None:
                 state = EndpointState(endpoint=ep)
             else:
