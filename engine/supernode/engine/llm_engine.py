@@ -329,9 +329,9 @@ class LLMEngine:
         for sink in self.kv_sinks:
             sink.offer(events)
         numbered = []
-        for ev in events:
+        for ev in events:  # kept and streamed without token ids (a log of 10,000 prompts' tokens is large)
             self._kv_seq += 1
-            numbered.append((self._kv_seq, ev))
+            numbered.append((self._kv_seq, KVEvent(ev.type, ev.block_hashes)))
         self._kv_log.extend(numbered)
         with self._lock:
             subscribers = list(self._kv_subscribers)
