@@ -128,6 +128,19 @@ class MDBuilder:
                                  "maxBackoffSeconds": max_backoff_seconds}
         return self
 
+    def pool(self, name: str, accelerator: str | None = None, devices_per_pod: int = 0, *,
+             replicas: int | None = None, parallelism: dict[str, int] | None = None, **extra: Any) -> MDBuilder:
+        """One `spec.pools` entry; what is left out is inherited (extra: camelCase fields, e.g. engine=...)."""
+        entry: dict[str, Any] = {"name": name, **extra}
+        if accelerator:
+            entry["accelerator"] = {"type": accelerator, "devicesPerPod": devices_per_pod}
+        if replicas is not None:
+            entry["replicas"] = replicas
+        if parallelism is not None:
+            entry["parallelism"] = parallelism
+        self.spec.setdefault("pools", []).append(entry)
+        return self
+
     def set(self, path: str, value: Any) -> MDBuilder:
         """Set any field by dotted camelCase path under the object ("spec.engine.port")."""
         *parents, last = path.split(".")

@@ -107,7 +107,7 @@ def test_scale_and_status_subresources_printer_columns_and_names() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {
         "Model": ".spec.model.name", "Accelerator": ".spec.accelerator.type", "Ready": ".status.readyReplicas",
-        "Desired": ".spec.replicas", "Placeable": ".status.placeableReplicas",
+        "Desired": ".spec.replicas", "Placeable": ".status.placeableReplicas", "Pools": ".status.poolSummary",
         "Devices": ".spec.accelerator.devicesPerPod", "Age": ".metadata.creationTimestamp"}
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]

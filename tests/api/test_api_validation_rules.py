@@ -116,6 +116,19 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("alias equal to the name", lambda b: b.model("m", "m"), "spec.model.aliases",
      "model.aliases must not contain model.name"),
     ("alias twice", lambda b: b.model("m", "a", "a"), "spec.model.aliases", "model.aliases must not repeat a name"),
+    ("pool of cpu asking for devices", lambda b: b.pool("a", "cpu", 4), "spec.pools",
+     "pools: accelerator.devicesPerPod must be 0 when accelerator.type is cpu (in every pool, with the fields it "
+     "inherits)"),
+    ("pool inheriting a parallelism its devices do not divide",
+     lambda b: b.parallelism(tensor=12).pool("a", "ascend-910c", 16), "spec.pools",
+     "pools: parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod (in every pool, "
+     "with the fields it inherits)"),
+    ("a pool name twice", lambda b: b.pool("a").pool("a"), "spec.pools", "pools must not repeat a pool name"),
+    ("pools with autoscaling", lambda b: b.autoscaling(1, 1).pool("a"), "spec.autoscaling",
+     "autoscaling is not implemented for a deployment with pools: scale each pool's replicas"),
+    ("pool name not a DNS label", lambda b: b.pool("Big_A"), "spec.pools[0].name", None),
+    ("pool name too long", lambda b: b.pool("a" * 16), "spec.pools[0].name", None),
+    ("pool capacity weight 0", lambda b: b.pool("a", capacityWeight=0), "spec.pools[0].capacityWeight", None),
     ("revision on an s3 source", lambda b: b.model("m", source="s3://bucket/v4").set("spec.model.revision", "v1"),
      "spec.model.revision",
      "model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)"),
@@ -159,7 +172,13 @@ _specs = st.fixed_dictionaries(
                                            "maxBackoffSeconds": st.integers(1, 20)}),
     },
     optional={"autoscaling": st.fixed_dictionaries({"minReplicas": st.integers(0, 5),
-                                                    "maxReplicas": st.integers(1, 5)})},
+                                                    "maxReplicas": st.integers(1, 5)}),
+              "pools": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["a", "b"])}, optional={
+                  "accelerator": st.fixed_dictionaries({"type": st.sampled_from([t.value for t in AcceleratorType]),
+                                                        "devicesPerPod": st.integers(0, 16)}),
+                  "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline",
+                                                                                        "data", "expert")})}),
+                  max_size=3)},
 )
 
 

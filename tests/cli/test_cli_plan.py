@@ -139,3 +139,18 @@ def test_plan_rollout_bad_input_names_the_field(tmp_path: Path) -> None:
     path.write_text("apiVersion: supernode.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: x}\nspec: {}\n")
     out = supernode("plan", str(path), "--rollout")
     assert out.returncode == 2 and f"{path}: spec" in out.stderr, out.stderr
+
+
+def test_plan_of_a_mixed_pool_deployment_shows_each_pool_and_the_short_one() -> None:
+    out = supernode("plan", "examples/v4-flash-mixed-pools.yaml",
+                    "--inventory", "examples/inventories/mixed-ascend-h200.yaml")
+    assert out.returncode == 0, out.stderr
+    heads = [line for line in out.stdout.splitlines() if line.startswith("ModelDeployment ")]
+    assert [h.split(";")[0] for h in heads] == [
+        "ModelDeployment v4-flash-mixed pool ascend: 2 of 2 group(s) placeable",
+        "ModelDeployment v4-flash-mixed pool h200: 1 of 2 group(s) placeable"]
+    assert "CapacityLimited: group 1: needs 1 pod x 8 nvidia.com/gpu" in out.stdout
+    rollout = supernode("plan", "examples/v4-flash-mixed-pools.yaml", "--rollout")
+    assert rollout.returncode == 0, rollout.stderr
+    assert "v4-flash-mixed pool ascend: 2 groups" in rollout.stdout
+    assert "v4-flash-mixed pool h200: 2 groups" in rollout.stdout

@@ -48,6 +48,7 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "nodes", "Node", namespaced=False),
     Kind("", "v1", "namespaces", "Namespace", namespaced=False),  # discovery only: kopf waits for it
     Kind("", "v1", "services", "Service"),
+    Kind("", "v1", "configmaps", "ConfigMap", status=False),
     Kind("", "v1", "events", "Event", status=False),
     Kind("events.k8s.io", "v1", "events", "Event", status=False),
     Kind("apps", "v1", "statefulsets", "StatefulSet", scale=True),

@@ -119,7 +119,10 @@ def load_inventory(path: Path | None, deployments: list[ModelDeployment]) -> Inv
     from supernode.operator.inventory import InventoryError, inventory_from_dict
 
     if path is None:
-        needing = [md.metadata.name for md in deployments if md.spec.accelerator.type.vendor != "cpu"]
+        from supernode.api.pools import pool_views
+
+        needing = [md.metadata.name for md in deployments
+                   if any(v.md.spec.accelerator.type.vendor != "cpu" for v in pool_views(md))]
         if needing:
             raise PlanInputError([f"supernode plan: {', '.join(needing)} need accelerator nodes; "
                                   "pass --inventory FILE (see examples/inventories/)"])
@@ -136,13 +139,13 @@ def load_inventory(path: Path | None, deployments: list[ModelDeployment]) -> Inv
 def plan_all(deployments: list[ModelDeployment], inventory: Inventory,
              supernode_label: str | None = None) -> list[Plan]:
     """Plan each deployment against what the previous ones left."""
-    from supernode.operator.planner import apply_plan, plan
+    from supernode.operator.planner import apply_plan, plan_pools
 
     plans = []
     for md in deployments:
-        result = plan(md, inventory, supernode_label=supernode_label)
-        plans.append(result)
-        inventory = apply_plan(inventory, result)
+        for result in plan_pools(md, inventory, supernode_label=supernode_label):
+            plans.append(result)
+            inventory = apply_plan(inventory, result)
     return plans
 
 
@@ -158,7 +161,8 @@ def render_table(plan: Plan) -> str:
     per_group = f"{plan.pods_per_group} pod(s)" + (
         f" x {plan.devices_per_pod} {plan.resource_name}" if plan.resource_name else " (cpu, no devices)")
     label = f"supernode label {plan.supernode_label}" if plan.supernode_label else "no supernodes"
-    out = [f"ModelDeployment {plan.deployment}: {plan.capacity.placeable} of {plan.capacity.desired} "
+    pool = f" pool {plan.pool}" if plan.pool else ""
+    out = [f"ModelDeployment {plan.deployment}{pool}: {plan.capacity.placeable} of {plan.capacity.desired} "
            f"group(s) placeable; {per_group} per group; {label}"]
     rows = [("GROUP", "SUPERNODE", "RANK", "ROLE", "NODE", "DEVICES")]
     for group in plan.groups:
@@ -189,8 +193,10 @@ def render(plans: list[Plan], fmt: str) -> str:
 
 
 def render_rollouts(deployments: list[ModelDeployment], fmt: str, ready_seconds: float) -> str:
+    from supernode.api.pools import pool_views
     from supernode.operator.preview import preview_dict, preview_text
 
+    deployments = [v.md for md in deployments for v in pool_views(md)]  # each pool rolls on its own
     if fmt == "table":
         return "\n\n".join(preview_text(md, ready_seconds) for md in deployments)
     data = {"rollouts": [preview_dict(md, ready_seconds) for md in deployments]}

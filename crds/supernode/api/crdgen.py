@@ -168,6 +168,8 @@ def crd_manifest() -> dict[str, Any]:
                         _column("Desired", "integer", ".spec.replicas", "Desired replica groups"),
                         _column("Placeable", "integer", ".status.placeableReplicas",
                                 "Replica groups the cluster has room for"),
+                        _column("Pools", "string", ".status.poolSummary",
+                                "Ready/desired groups per pool (deployments with spec.pools)"),
                         _column("Devices", "integer", ".spec.accelerator.devicesPerPod", "Devices per pod",
                                 priority=1),
                         _column("Age", "date", ".metadata.creationTimestamp", "Age"),

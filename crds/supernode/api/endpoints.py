@@ -28,6 +28,10 @@ class Endpoint(BaseModel):
     capacity_limited: bool = Field(default=False, description="Owning deployment reports CapacityLimited")
     fault: str = Field(default="", description="Why the operator fenced the group off (a device fault); not "
                        "routable while set")
+    pool: str = Field(default="", description="Pool of the owning deployment's spec.pools ('' without pools)")
+    capacity_weight: float = Field(
+        default=1.0, gt=0, le=1000, description="Relative throughput of this group; the load scorer divides by it"
+    )
     kv_events: str = Field(
         default="auto", pattern=r"^(auto|none|http|tcp://\S+)$",
         description="Where the router reads the engine's KV events: auto (the built-in engine's /v1/kv_events, "

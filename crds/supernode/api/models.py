@@ -250,6 +250,29 @@ def _all_modes() -> list[Mode]:
     return list(Mode)
 
 
+_POOL_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class PoolSpec(_Model):
+    """One accelerator pool of a mixed deployment. A field left out is inherited from the top-level spec;
+    a field given replaces the top-level one whole (no deep merge)."""
+
+    name: str = Field(
+        min_length=1, max_length=15, pattern=_POOL_NAME,
+        description="Pool name (DNS label, at most 15 characters): part of its groups' names and the pool label.",
+    )
+    accelerator: AcceleratorSpec | None = Field(default=None, description="This pool's accelerator.")
+    parallelism: ParallelismSpec | None = Field(default=None, description="Parallel layout of this pool's groups.")
+    engine: EngineSpec | None = Field(default=None, description="Engine of this pool's pods (image, args, ...).")
+    placement: PlacementSpec | None = Field(default=None, description="Where this pool's groups may run.")
+    resources: ResourceRequirements | None = Field(default=None, description="CPU/memory of this pool's engines.")
+    replicas: int | None = Field(default=None, ge=0, le=1000, description="Replica groups of this pool.")
+    capacity_weight: float = Field(
+        default=1.0, gt=0, le=1000,
+        description="Relative throughput of one of this pool's groups; the router's load scorer divides by it.",
+    )
+
+
 class ModelDeploymentSpec(_Model):
     model: ModelSpec = Field(description="What is served and under which names.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Inference engine of the pods.")
@@ -269,6 +292,10 @@ class ModelDeploymentSpec(_Model):
     )
     autoscaling: AutoscalingSpec | None = Field(
         default=None, description="Let the operator (or HPA/KEDA) size spec.replicas from router signals."
+    )
+    pools: list[PoolSpec] = Field(
+        default_factory=list, max_length=8,
+        description="Several accelerator pools serving the same model; each inherits the fields it leaves out.",
     )
 
     @model_validator(mode="after")
@@ -300,6 +327,7 @@ class Condition(_Model):
 
 class GroupStatus(_Model):
     index: int
+    pool: str | None = None
     phase: Literal["Pending", "Starting", "Ready", "Restarting", "Draining", "Failed"] = "Pending"
     ready: bool = False
     ready_pods: int = 0
@@ -322,6 +350,16 @@ class AutoscalingStatus(_Model):
     signals_time: str | None = None
 
 
+class PoolStatus(_Model):
+    name: str
+    accelerator: str = ""
+    replicas: int = 0
+    ready_replicas: int = 0
+    placeable_replicas: int = 0
+    capacity_limited: bool = False
+    message: str = ""
+
+
 class ModelDeploymentStatus(_Model):
     observed_generation: int | None = None
     replicas: int = 0
@@ -331,6 +369,8 @@ class ModelDeploymentStatus(_Model):
     selector: str = ""
     conditions: list[Condition] = Field(default_factory=list)
     groups: list[GroupStatus] = Field(default_factory=list)
+    pools: list[PoolStatus] = Field(default_factory=list)
+    pool_summary: str = ""  # "ascend:2/2 h200:1/2" (ready/desired per pool), a printer column
     autoscaling: AutoscalingStatus | None = None
 
 

@@ -53,7 +53,31 @@ def _autoscaling_ok(spec: Spec, check: Callable[[Mapping[str, Any]], bool]) -> b
 
 _WORLD_CEL = "self.parallelism.tensor * self.parallelism.pipeline * self.parallelism.data"
 
-RULES: tuple[Rule, ...] = (
+# The shape rules below hold for the top-level spec and for every pool with the fields it inherits.
+_SHAPE_RULES = ("cpu-no-devices", "devices-required", "world-multiple-of-devices", "expert-divides-world")
+_POOL_FIELDS = ("accelerator", "parallelism")  # the fields the shape rules read
+
+
+def _pool_spec(spec: Spec, pool: Mapping[str, Any]) -> dict[str, Any]:
+    return {**spec, **{k: pool[k] for k in _POOL_FIELDS if k in pool}}
+
+
+def _pool_cel(cel: str) -> str:
+    for key in _POOL_FIELDS:
+        cel = cel.replace(f"self.{key}", f"(has(p.{key}) ? p.{key} : self.{key})")
+    return f"!has(self.pools) || self.pools.all(p, {cel})"
+
+
+def _for_pools(rule: Rule) -> Rule:
+    """`rule` applied to each pool (a field the pool leaves out is the top-level one)."""
+    return Rule(
+        name=f"pools-{rule.name}", cel=_pool_cel(rule.cel),
+        check=lambda s: all(rule.check(_pool_spec(s, p)) for p in s.get("pools") or []),
+        message=f"pools: {rule.message} (in every pool, with the fields it inherits)", field_path=".pools",
+    )
+
+
+_BASE_RULES: tuple[Rule, ...] = (
     Rule(
         name="cpu-no-devices",
         cel="self.accelerator.type != 'cpu' || self.accelerator.devicesPerPod == 0",
@@ -175,6 +199,27 @@ RULES: tuple[Rule, ...] = (
         or str(_get(s, "model", "source", default="")).startswith("hf://"),
         message="model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)",
         field_path=".model.revision",
+    ),
+)
+
+_BY_NAME = {r.name: r for r in _BASE_RULES}
+
+RULES: tuple[Rule, ...] = (
+    *_BASE_RULES,
+    *(_for_pools(_BY_NAME[name]) for name in _SHAPE_RULES),
+    Rule(
+        name="pool-names-unique",
+        cel="!has(self.pools) || self.pools.all(p, self.pools.exists_one(q, q.name == p.name))",
+        check=lambda s: len({p.get("name") for p in s.get("pools") or []}) == len(s.get("pools") or []),
+        message="pools must not repeat a pool name",
+        field_path=".pools",
+    ),
+    Rule(
+        name="pools-no-autoscaling",
+        cel="!has(self.pools) || size(self.pools) == 0 || !has(self.autoscaling)",
+        check=lambda s: not s.get("pools") or s.get("autoscaling") is None,
+        message="autoscaling is not implemented for a deployment with pools: scale each pool's replicas",
+        field_path=".autoscaling",
     ),
 )
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
+from supernode.api.pools import pool_name
 from supernode.operator import naming as N
 from supernode.operator.engines import RENDEZVOUS_PORT, GroupContext, engine_container, image_for
 from supernode.operator.group_network import network_policy
 from supernode.operator.group_secrets import GroupKeys, secret_object
+from supernode.operator.ranktable_objects import needs_rank_table, template_parts
 from supernode.operator.sources import model_volume
 from supernode.operator.types import GroupPlan, Plan
 
@@ -49,11 +51,15 @@ def _meta(name: str, namespace: str, labels: dict[str, str], owner: Owner,
 
 
 def leader_annotations(md: ModelDeployment) -> dict[str, str]:
-    return {
+    out = {
         C.ANNOTATION_MODES: ",".join(str(m) for m in md.spec.modes),
         C.ANNOTATION_ALIASES: ",".join(md.spec.model.aliases),
         C.ANNOTATION_ENGINE_TYPE: md.spec.engine.type.value,
     }
+    if md.spec.pools and len(md.spec.pools) == 1:  # a pool's own concurrency and weight reach the router
+        out[C.ANNOTATION_MAX_CONCURRENCY] = str(md.spec.engine.max_concurrency)
+        out[C.ANNOTATION_CAPACITY_WEIGHT] = f"{md.spec.pools[0].capacity_weight:g}"
+    return out
 
 
 def affinity(plan: Plan, group: GroupPlan) -> dict[str, Any] | None:
@@ -117,6 +123,13 @@ def pod_template(md: ModelDeployment, plan: Plan, group: GroupPlan, ctx: GroupCo
     shm = "1Gi" if md.spec.accelerator.type.vendor == "cpu" else "64Gi"
     volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}, *volumes]
     container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}, *mounts]
+    if needs_rank_table(md):
+        table_volumes, wait, mount, env = template_parts(
+            N.group_name(md.metadata.name, group.index, rev, pool_name(md)), image_for(md))
+        volumes, init = [*volumes, *table_volumes], [*init, wait]
+        container["volumeMounts"].append(mount)
+        if not any(e["name"] == env["name"] for e in container.get("env", [])):  # engine.env may set its own
+            container["env"] = [*container.get("env", []), env]
     spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 60}
     if init:
         spec["initContainers"] = init
@@ -137,7 +150,8 @@ def pod_template(md: ModelDeployment, plan: Plan, group: GroupPlan, ctx: GroupCo
 
 
 def _selector(md: ModelDeployment, index: int, rev: str) -> dict[str, str]:
-    return {C.LABEL_DEPLOYMENT: N.label_value(md.metadata.name), C.LABEL_GROUP: str(index), C.LABEL_REVISION: rev}
+    return {C.LABEL_DEPLOYMENT: N.label_value(md.metadata.name), C.LABEL_GROUP: str(index),
+            **N.pool_labels(md), C.LABEL_REVISION: rev}
 
 
 def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *, lws: bool,
@@ -146,7 +160,7 @@ def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *
     `policy` a NetworkPolicy letting only the group's own pods in, group_network.py)."""
     ns = md.metadata.namespace or "default"
     owner = owner_of(md)
-    name = N.group_name(md.metadata.name, group.index, rev)
+    name = N.group_name(md.metadata.name, group.index, rev, pool_name(md))
     labels = N.group_labels(md, group.index, rev)
     pods = plan.pods_per_group
     notes = {C.LABEL_SUPERNODE: group.supernode} if group.supernode else None

@@ -13,7 +13,9 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import EngineType, Mode, ModelDeployment
+from supernode.api.pools import pool_name
 from supernode.operator.group_secrets import GroupKeys, secret_env
+from supernode.operator.ranktable import RANK_TABLE_PATH
 
 MODEL_DIR = "/models"
 RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader
@@ -39,7 +41,6 @@ DEFAULT_IMAGES: dict[tuple[str, str], str] = {
     ("sglang", "any"): "lmsysorg/sglang:latest",
     ("mindie", "any"): "swr.cn-south-1.myhuaweicloud.com/ascendhub/mindie:2.1.RC1-800I-A3-py311-openeuler24.03-lts",
 }
-MINDIE_RANKTABLE_DIR = "/user/serverid/devindex/config"  # where MindCluster mounts hccl.json
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ def base_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
     ]
     if ctx.supernode:
         env.append(_env(C.ENV_SUPERNODE_ID, ctx.supernode))
+    if pool := pool_name(md):
+        env.append(_env(C.ENV_POOL, pool))
     if spec.engine.type == EngineType.BUILTIN:  # the group store listens on this pod's IP only
         env.append(_env(C.ENV_GROUP_BIND_ADDR, "$(POD_IP)"))
     if ctx.secret_name and ctx.keys:
@@ -186,14 +189,14 @@ def _sglang(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str
 
 def _mindie(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
     # MindIE Service reads its multi-node setup from env (MIES_CONTAINER_IP, RANKTABLEFILE) and
-    # config.json (multiNodesInferEnabled); the rank table is written by MindCluster's controller.
+    # config.json (multiNodesInferEnabled); the rank table is the operator's (ranktable_objects.py).
     return ["/bin/sh", "-c", "exec /usr/local/Ascend/mindie/latest/mindie-service/bin/mindieservice_daemon"], []
 
 
 def mindie_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
     env = [_env("MIES_CONTAINER_IP", "$(POD_IP)"), _env("MIES_CONFIG_JSON_PATH", f"{MODEL_DIR}/mindie-config.json")]
     if ctx.pods > 1:
-        env += [_env("RANKTABLEFILE", f"{MINDIE_RANKTABLE_DIR}/hccl.json"), _env("WORLD_SIZE", str(
+        env += [_env("RANKTABLEFILE", RANK_TABLE_PATH), _env("WORLD_SIZE", str(
             ctx.pods * max(1, md.spec.accelerator.devices_per_pod)))]
     return env
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
+from supernode.api.pools import pool_name
 from supernode.operator import naming as N
 from supernode.operator.inventory import inventory_from_k8s
 from supernode.operator.observe import GroupState, group_states
@@ -37,10 +38,11 @@ class Reservation:
     resource: str | None
     devices: int
     since: float
+    pool: str = ""  # the group's pool ("" without spec.pools)
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.namespace, f"{self.deployment}/{self.index}/{self.revision}")
+        return (self.namespace, f"{self.deployment}/{self.pool}/{self.index}/{self.revision}")
 
     placeholders: tuple[dict[str, Any], ...] = field(default=(), init=False, compare=False, repr=False)
 
@@ -56,7 +58,7 @@ class Reservation:
         if not self.resource or not self.devices:
             return ()
         res = {self.resource: str(self.devices)}
-        return tuple({"metadata": {"name": f"reserved-{self.deployment}-{self.index}-{rank}",
+        return tuple({"metadata": {"name": f"reserved-{self.deployment}-{self.pool}-{self.index}-{rank}",
                                    "namespace": self.namespace, "labels": {}},
                       "spec": {"nodeName": node, "containers": [{"name": "reserved", "resources": {
                           "requests": dict(res), "limits": dict(res)}}]},
@@ -75,20 +77,23 @@ def live_reservations(reservations: Iterable[Reservation], pods: Iterable[Pod], 
     young = [r for r in reservations if now - r.since <= ttl]
     if not young:
         return []
-    seen = {(m.get("namespace"), (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT), *group_key(p))
+    seen = {(m.get("namespace"), (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT), N.pool_of(p), *group_key(p))
             for p in pods if (m := p.get("metadata") or {})}
-    return [r for r in young if (r.namespace, r.deployment, r.index, r.revision) not in seen]
+    return [r for r in young if (r.namespace, r.deployment, r.pool, r.index, r.revision) not in seen]
 
 
-def placeholders(reservations: Iterable[Reservation], namespace: str, deployment: str) -> list[dict[str, Any]]:
-    """Placeholder pods for the reservations of *other* deployments (a deployment never waits on itself)."""
-    return [pod for r in reservations if (r.namespace, r.deployment) != (namespace, deployment) for pod in r.pods()]
+def placeholders(reservations: Iterable[Reservation], namespace: str, deployment: str,
+                 pool: str = "") -> list[dict[str, Any]]:
+    """Placeholder pods for the reservations of *other* deployments and other pools of this one (a pool
+    never waits on itself)."""
+    return [pod for r in reservations if (r.namespace, r.deployment, r.pool) != (namespace, deployment, pool)
+            for pod in r.pods()]
 
 
-def own_pods(pods: Iterable[Pod], namespace: str, deployment: str) -> list[Pod]:
-    """The pods of one deployment (`deployment`: its label value)."""
+def own_pods(pods: Iterable[Pod], namespace: str, deployment: str, pool: str = "") -> list[Pod]:
+    """The pods of one deployment's pool (`deployment`: its label value; `pool` "" without spec.pools)."""
     return [p for p in pods if (m := p.get("metadata") or {}).get("namespace") == namespace
-            and (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT) == deployment]
+            and (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT) == deployment and N.pool_of(p) == pool]
 
 
 def lost_nodes(nodes: Iterable[Mapping[str, Any]]) -> frozenset[str]:
@@ -118,9 +123,9 @@ def planning_inputs(md: ModelDeployment, nodes: Sequence[Mapping[str, Any]], pod
                     supernode_label: str | None = None, inventory: InventoryFn = inventory_from_k8s) -> PlanInputs:
     """Everything one reconcile decides from, given what was read (no I/O). `inventory`: how nodes + pods
     become an Inventory (the operator passes `InventoryCache.inventory`, same result, parsed once)."""
-    ns, label = md.metadata.namespace or "default", N.label_value(md.metadata.name)
-    mine = own_pods(pods, ns, label)
-    groups = group_states(workloads, mine, lost_nodes(nodes))
+    ns, label, pool = md.metadata.namespace or "default", N.label_value(md.metadata.name), pool_name(md)
+    mine = own_pods(pods, ns, label, pool)
+    groups = group_states([w for w in workloads if N.pool_of(w) == pool], mine, lost_nodes(nodes))
     rev = N.revision(md)
     n = md.spec.replicas
     current = {g.index: g for g in groups if not g.draining and g.revision == rev and g.index < n}
@@ -130,7 +135,7 @@ def planning_inputs(md: ModelDeployment, nodes: Sequence[Mapping[str, Any]], pod
     keep = {(str(i), rev) for i in current}
     mine_ids = {id(p) for p in mine}
     others = [p for p in pods if not (id(p) in mine_ids and group_key(p) in keep)]
-    others += placeholders(reservations, ns, label)
+    others += placeholders(reservations, ns, label, pool)
     plan = make_plan(md, inventory(nodes, others), existing, supernode_label=supernode_label)
     capacity = plan.capacity
     if any(g.revision != rev for g in groups):

@@ -52,11 +52,14 @@ LEASES = Res("coordination.k8s.io", "v1", "leases", "Lease")
 CRDS = Res("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
 NETWORK_POLICIES = Res("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")  # per group, optional
 SECRETS = Res("", "v1", "secrets", "Secret")  # per-group Secret (group_secrets.py): created and deleted, never read
-CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS, NETWORK_POLICIES, SECRETS)}
+CONFIGMAPS = Res("", "v1", "configmaps", "ConfigMap")  # per-group rank table (ranktable_objects.py)
+CHILD_KINDS: dict[str, Res] = {r.kind: r for r in (STATEFULSETS, SERVICES, PDBS, LWS, NETWORK_POLICIES, SECRETS,
+                                                    CONFIGMAPS)}
 _SECRETS = ("", ["secrets"])
 _CHILD_RULES: tuple[tuple[str, list[str], list[str]], ...] = (
     ("apps", ["statefulsets"], []), ("", ["services"], []), ("policy", ["poddisruptionbudgets"], []),
-                (N.LWS_GROUP, [N.LWS_PLURAL], []), ("networking.k8s.io", ["networkpolicies"], []))
+                (N.LWS_GROUP, [N.LWS_PLURAL], []), ("networking.k8s.io", ["networkpolicies"], []),
+    ("", ["configmaps"], []))
 
 
 def _child_rules(*verbs: str) -> list[tuple[str, list[str], list[str]]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
+from supernode.api.pools import pool_name
 
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller (k8s >= 1.28)
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"  # set by the LWS controller
@@ -41,9 +42,23 @@ def revision(md: ModelDeployment) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def group_name(md_name: str, index: int, rev: str) -> str:
-    """`<md>-g<index>-<rev>`: a replaced group never reuses its predecessor's name (surge at the same slot)."""
+def group_name(md_name: str, index: int, rev: str, pool: str = "") -> str:
+    """`<md>-g<index>-<rev>` (`<md>-<pool>-g<index>-<rev>` in a named pool): a replaced group never reuses
+    its predecessor's name (surge at the same slot)."""
+    if pool:
+        return f"{md_name[:24]}-{pool}-g{index}-{rev[:6]}"
     return f"{md_name[:36]}-g{index}-{rev[:6]}"
+
+
+def pool_labels(md: ModelDeployment) -> dict[str, str]:
+    """The pool label of a view's objects (none without spec.pools, so older objects keep their selectors)."""
+    pool = pool_name(md)
+    return {C.LABEL_POOL: pool} if pool else {}
+
+
+def pool_of(obj: Any) -> str:
+    """The pool an object (workload, pod) belongs to, by its label ("" without one)."""
+    return str(((obj.get("metadata") or {}).get("labels") or {}).get(C.LABEL_POOL, ""))
 
 
 def leader_service_name(md_name: str) -> str:
@@ -58,6 +73,7 @@ def group_labels(md: ModelDeployment, index: int, rev: str) -> dict[str, str]:
     return {
         **deployment_labels(md.metadata.name),
         C.LABEL_GROUP: str(index),
+        **pool_labels(md),
         C.LABEL_REVISION: rev,
         C.LABEL_MODEL: label_value(md.spec.model.name),
         C.LABEL_NAME: "supernode-engine",
@@ -81,3 +97,11 @@ ANNOTATION_APPLIED_HASH = "supernode.io/applied-hash"
 def manifest_hash(obj: dict[str, Any]) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with ANNOTATION_APPLIED_HASH set to the hash of everything else in it."""
+    meta = obj["metadata"]
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_APPLIED_HASH}
+    digest = manifest_hash({**obj, "metadata": {**meta, "annotations": notes}})
+    return {**obj, "metadata": {**meta, "annotations": {**notes, ANNOTATION_APPLIED_HASH: digest}}}

@@ -44,6 +44,7 @@ class GroupState:
     supernode: str | None
     nodes: tuple[str, ...]  # the binding rendered into its affinity
     annotations: Mapping[str, str]
+    pool: str = ""  # its pool ("" without spec.pools)
 
     @property
     def ready_pods(self) -> int:
@@ -149,5 +150,6 @@ def group_states(workloads: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[
             restarts=int(notes.get(C.ANNOTATION_RESTARTS, "0") or 0),
             last_restart=parse_time(notes.get(C.ANNOTATION_LAST_RESTART)),
             failure_seen=parse_time(notes.get(C.ANNOTATION_FAILURE_SEEN)),
-            supernode=notes.get(C.LABEL_SUPERNODE), nodes=_bound_nodes(w), annotations=dict(notes)))
+            supernode=notes.get(C.LABEL_SUPERNODE), nodes=_bound_nodes(w), annotations=dict(notes),
+            pool=N.pool_of(w)))
     return sorted(out, key=lambda g: (g.index, g.name))

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from supernode.api import constants as C
 from supernode.api.models import VISIBLE_DEVICES_ENV, ModelDeployment, SupernodePolicy
+from supernode.api.pools import pool_name, pool_views
 from supernode.api.supernodes import supernode_label_key
 from supernode.operator.nodepool import CapacityIndex, Domain, node_filter, resource_name, summarize_exclusions
 from supernode.operator.types import (
@@ -42,6 +43,7 @@ def plan(
     exclude_deployment=)`). `supernode_label` is the operator-wide Ascend SuperPoD label key; a
     spec's `placement.supernodeLabel` wins over it.
     """
+    pool = pool_name(md)  # a deployment with several pools is planned one view at a time
     spec = md.spec
     per_pod = spec.accelerator.devices_per_pod
     pods = spec.pods_per_group
@@ -94,7 +96,7 @@ def plan(
     reasons = _verdict_reasons(failures, summary)
     return Plan(
         deployment=md.metadata.name, pods_per_group=pods, devices_per_pod=per_pod, resource_name=resource,
-        groups=groups, supernode_label=label_key, notes=tuple(notes),
+        groups=groups, supernode_label=label_key, notes=tuple(notes), pool=pool,
         capacity=CapacityVerdict(desired=spec.replicas, placeable=sum(g.placed for g in groups), reasons=reasons),
     )
 
@@ -213,8 +215,19 @@ def _pod(md: ModelDeployment, gi: int, rank: int, node: str | None, supernode: s
         env[visible] = ",".join(str(d) for d in range(per_pod))
     if supernode:
         env[C.ENV_SUPERNODE_ID] = supernode
+    if pool := pool_name(md):
+        env[C.ENV_POOL] = pool
     role = C.ROLE_LEADER if rank == 0 else C.ROLE_WORKER
     return PodPlan(rank=rank, role=role, node=node, devices=per_pod, env=env)
+
+
+def plan_pools(md: ModelDeployment, inventory: Inventory, *, supernode_label: str | None = None) -> list[Plan]:
+    """Every pool of `md` (one plan without spec.pools), each on what the pools before it left."""
+    plans = []
+    for view in pool_views(md):
+        plans.append(plan(view.md, inventory, supernode_label=supernode_label))
+        inventory = apply_plan(inventory, plans[-1])
+    return plans
 
 
 def bindings(plan_: Plan) -> dict[int, tuple[str | None, ...]]:

@@ -21,10 +21,12 @@ _RELIST_ON: tuple[type[BaseException], ...] = (ApiError, ValueError, *TRANSPORT_
 
 
 def slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields the operator reads from a pod (placement, devices, readiness, failures)."""
+    """The fields the operator reads from a pod (placement, devices, readiness, failures; uid and deletion
+    for rank tables)."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     return {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations", "ownerReferences")},
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "annotations", "ownerReferences",
+                                              "deletionTimestamp")},
         "spec": {"nodeName": spec.get("nodeName"),
                  "containers": [{"name": c.get("name"), "resources": c.get("resources", {})}
                                 for c in spec.get("containers") or []],

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supernode.api.models import ModelDeployment
+from supernode.api.pools import pool_name
 from supernode.operator.rollout import Observed, Step, Target, next_step
 
 
@@ -70,7 +71,8 @@ def ticks_for(ready_seconds: float, tick_seconds: float = 60.0) -> int:
 def preview_text(md: ModelDeployment, ready_seconds: float = 180.0, tick_seconds: float = 60.0) -> str:
     """What `supernode plan --rollout` and `supernode operator preview-rollout` print for one deployment."""
     r = md.spec.rollout
-    head = (f"{md.metadata.name}: {md.spec.replicas} groups, maxSurge {r.max_surge}, maxUnavailable "
+    pool = f" pool {pool_name(md)}" if pool_name(md) else ""
+    head = (f"{md.metadata.name}{pool}: {md.spec.replicas} groups, maxSurge {r.max_surge}, maxUnavailable "
             f"{r.max_unavailable}, drain {r.drain_timeout_seconds}s, new group ready after {ready_seconds:.0f}s")
     frames = simulate(md, ready_ticks=ticks_for(ready_seconds, tick_seconds), tick_seconds=tick_seconds)
     return head + "\n" + render(frames, md.spec.replicas)
@@ -79,6 +81,6 @@ def preview_text(md: ModelDeployment, ready_seconds: float = 180.0, tick_seconds
 def preview_dict(md: ModelDeployment, ready_seconds: float = 180.0, tick_seconds: float = 60.0) -> dict[str, Any]:
     """The same preview as data (for `-o json|yaml`)."""
     frames = simulate(md, ready_ticks=ticks_for(ready_seconds, tick_seconds), tick_seconds=tick_seconds)
-    return {"deployment": md.metadata.name, "replicas": md.spec.replicas,
+    return {"deployment": md.metadata.name, "pool": pool_name(md), "replicas": md.spec.replicas,
             "steps": [{"time": f.time, "create": list(f.step.create), "drain": list(f.step.drain),
                        "delete": list(f.step.delete), "ready": f.ready, "groups": len(f.groups)} for f in frames]}

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from supernode.api import constants as C
 from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
+from supernode.api.pools import PoolView, pool_name, pool_views
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
 from supernode.operator.fault_repair import FaultRepair, decide_repairs
@@ -41,6 +42,9 @@ from supernode.operator.kube import (
     Res,
 )
 from supernode.operator.observe import GroupState, format_time, group_states
+from supernode.operator.pool_pass import PoolPass, event_prefix, pool_facts
+from supernode.operator.ranktable_objects import needs_rank_table
+from supernode.operator.ranktable_sync import sync_rank_tables
 from supernode.operator.status import Facts, compute_status
 from supernode.operator.triggers import PassFilter, pass_inputs
 from supernode.operator.types import Plan
@@ -96,6 +100,7 @@ class Reconciler:
     _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
     health: HealthBook = field(default_factory=HealthBook)  # device faults (fed by the health watch handlers)
     _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
+    _reported: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # rank-table problems posted
     # Passes in flight at once. Waiters queue first come, first served, so under a burst the operator
     # finishes the deployments it started instead of advancing all of them a little at a time.
     concurrent_passes: int = 8
@@ -103,6 +108,7 @@ class Reconciler:
     passes: PassFilter = field(default_factory=PassFilter, init=False)  # inputs of each last completed pass
 
     def forget(self, uid: str) -> None:
+        self._reported = {k: v for k, v in self._reported.items() if k[0] != uid}
         self._written.pop(uid, None)
         self._object_locks.pop(uid, None)
         self._last_pass.pop(uid, None)
@@ -178,8 +184,10 @@ class _Run:
             return await self._invalid(spec_error(exc), previous)
         except KeyError as exc:
             return await self._invalid(f"{exc.args[0]}: Field required", previous)
-        if problem := engine_shape_problem(md.spec):
-            return await self._invalid(problem, previous)
+        views = pool_views(md)
+        for view in views:
+            if problem := engine_shape_problem(view.md.spec):
+                return await self._invalid(f"pool {view.name}: {problem}" if view.name else problem, previous)
         lws = await self.r.lws_installed()
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})
         kinds: tuple[Res, ...] = (LWS if lws else STATEFULSETS, SERVICES, PDBS)
@@ -189,37 +197,26 @@ class _Run:
         workloads, services, pdbs = listed[:3]
         policies = listed[3] if len(listed) > 3 else []
         workloads = await self._repair_faults(md, workloads, lws, nodes, pods)
-        n = md.spec.replicas
         async with self.r._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
             all_pods = list(pods())
-            node_view = self.r.health.node_view(nodes())  # nodes with a failing device take no new group
-            inputs = planning_inputs(md, node_view, all_pods, workloads, self.r.reservations(all_pods, self.now),
-                                     supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
-            rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
-            step = rollout.next_step(
-                [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
-                                  drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
-                rollout.Target(replicas=n, revision=rev, max_surge=md.spec.rollout.max_surge,
-                               max_unavailable=md.spec.rollout.max_unavailable,
-                               drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
-                               placeable=frozenset(g.index for g in plan.groups if g.placed)))
-            for slot in step.create:
-                group = next(g for g in plan.groups if g.index == slot)
-                self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
-                                           tuple(p.node for p in group.pods if p.node), plan.resource_name,
-                                           plan.devices_per_pod, self.now))
+            all_nodes = self.r.health.node_view(nodes())  # nodes with a failing device take no new group
+            passes = [self._plan_pool(view, all_nodes, all_pods, workloads) for view in views]
 
-        exhausted = await self._gang(md, groups, lws)
-        await self._apply_step(md, plan, rev, lws, step, groups)
-        await self._converge_children(md, plan, rev, lws, groups, step, workloads + services + pdbs + policies)
+        exhausted = [why for pp in passes for why in await self._gang(pp.md, pp.inputs.groups, lws)]
+        children = workloads + services + pdbs + policies
+        for pp in passes:
+            await self._apply_step(pp.md, pp.inputs.plan, pp.inputs.revision, lws, pp.step, pp.inputs.groups)
+            await self._converge_children(pp.md, pp.inputs.plan, pp.inputs.revision, lws, pp.inputs.groups,
+                                          pp.step, [o for o in children if N.pool_of(o) == pp.pool])
+        await self._converge_deployment(md, lws, children, {pp.pool for pp in passes})
+        if any(needs_rank_table(pp.md) for pp in passes):
+            await sync_rank_tables(self, [pp for pp in passes if needs_rank_table(pp.md)], workloads, selector)
+        groups = [g for pp in passes for g in pp.inputs.groups]
         if not lws:
-            await self._label_leaders(groups, inputs.mine)
-        facts = Facts(generation=self.meta.get("generation"), desired=n, revision=rev,
-                      selector=N.status_selector(self.name), placeable=inputs.capacity.placeable,
-                      capacity_reasons=inputs.capacity.reasons, exhausted=tuple(exhausted),
-                      rolling=not step.empty or bool(step.waiting))
+            await self._label_leaders(groups, [p for pp in passes for p in pp.inputs.mine])
+        facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted))
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.status_out, n, self.repairs)
+        return Result(self.writes, self.status_out, facts.desired, self.repairs)
 
     async def _repair_faults(self, md: ModelDeployment, workloads: list[dict[str, Any]], lws: bool, nodes: Source,
                              pods: Source) -> list[dict[str, Any]]:
@@ -242,6 +239,27 @@ class _Run:
         self.writes += fixer.writes
         self.repairs = tuple(r.action for r in repairs)
         return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
+
+    def _plan_pool(self, view: PoolView, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],
+                   workloads: list[dict[str, Any]]) -> PoolPass:
+        """Plan one pool and pick its rollout step; its new groups are reserved before the next pool plans."""
+        md = view.md
+        inputs = planning_inputs(md, nodes, pods, workloads, self.r.reservations(pods, self.now),
+                                 supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
+        rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
+        step = rollout.next_step(
+            [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
+                              drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
+            rollout.Target(replicas=md.spec.replicas, revision=rev, max_surge=md.spec.rollout.max_surge,
+                           max_unavailable=md.spec.rollout.max_unavailable,
+                           drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
+                           placeable=frozenset(g.index for g in plan.groups if g.placed)))
+        for slot in step.create:
+            group = next(g for g in plan.groups if g.index == slot)
+            self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
+                                       tuple(p.node for p in group.pods if p.node), plan.resource_name,
+                                       plan.devices_per_pod, self.now, pool=view.name))
+        return PoolPass(view, inputs, step)
 
     async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
         facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(
@@ -291,7 +309,7 @@ class _Run:
             old = [g for g in groups if g.index == slot and g.revision != rev]
             verb = "GroupRolling" if old else "GroupCreated"
             where = f" on supernode {group.supernode}" if group.supernode else ""
-            await self._event("Normal", verb, f"group {slot} at revision {rev}{where}")
+            await self._event("Normal", verb, f"{event_prefix(md)}group {slot} at revision {rev}{where}")
         for name in step.drain:
             stamp = {C.ANNOTATION_DRAINING: "true", C.ANNOTATION_DRAIN_STARTED: format_time(self.now)}
             await self.client.patch(LWS if lws else STATEFULSETS, self.ns, name, {"metadata": {"annotations": stamp}})
@@ -300,13 +318,25 @@ class _Run:
             for pod in g.pods[:1]:  # the leader: the router stops sending it new requests
                 await self.client.patch(PODS, self.ns, pod.name, {"metadata": {"annotations": stamp}})
                 self.writes += 1
-            await self._event("Normal", "GroupDraining", f"group {g.index} ({name}) draining for up to "
-                              f"{md.spec.rollout.drain_timeout_seconds}s")
+            await self._event("Normal", "GroupDraining", f"{event_prefix(md)}group {g.index} ({name}) draining "
+                              f"for up to {md.spec.rollout.drain_timeout_seconds}s")
         for name in step.delete:
             await self._delete_group(name, lws)
             g = by_name[name]
             reason = "GroupRolled" if g.index < md.spec.replicas else "GroupRemoved"
-            await self._event("Normal", reason, f"group {g.index} ({name}, revision {g.revision}) deleted")
+            await self._event("Normal", reason,
+                              f"{event_prefix(md)}group {g.index} ({name}, revision {g.revision}) deleted")
+
+    @property
+    def reported(self) -> dict[tuple[str, str], str]:
+        return self.r._reported
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        """Create `obj` with its applied-hash annotation (409: already there), counted as a write."""
+        await self._create(obj)
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        await self._event(type_, reason, message)
 
     async def _create(self, obj: dict[str, Any]) -> None:
         obj = _with_hash(obj)
@@ -326,16 +356,16 @@ class _Run:
 
     async def _converge_children(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool,
                                  groups: list[GroupState], step: rollout.Step, children: list[dict[str, Any]]) -> None:
-        """Existing groups and the leader Service match their manifests; strays are removed."""
+        """One pool's existing groups match their manifests; its strays are removed (`children`: the pool's)."""
         live = {g.name: g for g in groups if g.name not in step.delete}
-        desired: list[dict[str, Any]] = [builders.leader_service(md, lws=lws)]
+        desired: list[dict[str, Any]] = []
         plan_groups = {g.index: g for g in plan.groups}
         for g in live.values():
             if g.revision == rev and not g.draining and g.index in plan_groups and plan_groups[g.index].placed:
                 desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys,
                                                   policy=self.r.network_policies)
         have = {(o["kind"], o["metadata"]["name"]): o for o in children}
-        created = {N.group_name(self.name, s, rev) for s in step.create}
+        created = {N.group_name(self.name, s, rev, pool_name(md)) for s in step.create}
         # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,
         # whenever their workload is created or changed (an upgrade first adding them, new keys renaming them);
         # Secrets the old workload read and the new one does not are deleted after the patch.
@@ -367,6 +397,23 @@ class _Run:
         for kind, name in have:
             if name not in keep and kind in CHILD_KINDS:
                 await self.client.delete(CHILD_KINDS[kind], self.ns, name)
+                self.writes += 1
+
+    async def _converge_deployment(self, md: ModelDeployment, lws: bool, children: list[dict[str, Any]],
+                                   pools: set[str]) -> None:
+        """The leader Service matches its manifest; children of a pool no longer in the spec are removed."""
+        leader = _with_hash(builders.leader_service(md, lws=lws))
+        current = next((o for o in children if o["kind"] == SERVICES.kind
+                        and o["metadata"]["name"] == leader["metadata"]["name"]), None)
+        if current is None:
+            await self._create(leader)
+        elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
+                leader["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
+            await self.client.patch(SERVICES, self.ns, leader["metadata"]["name"], leader)
+            self.writes += 1
+        for obj in children:
+            if obj is not current and N.pool_of(obj) not in pools and obj["kind"] in CHILD_KINDS:
+                await self.client.delete(CHILD_KINDS[obj["kind"]], self.ns, obj["metadata"]["name"])
                 self.writes += 1
 
     async def _label_leaders(self, groups: list[GroupState], pods: list[Mapping[str, Any]]) -> None:
@@ -412,8 +459,4 @@ def _rv(meta: Mapping[str, Any]) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != N.ANNOTATION_APPLIED_HASH}
-    digest = N.manifest_hash({**obj, "metadata": {**meta, "annotations": notes}})
-    return {**obj, "metadata": {**meta, "annotations": {**notes, N.ANNOTATION_APPLIED_HASH: digest}}}
+_with_hash = N.with_applied_hash

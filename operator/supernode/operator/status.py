@@ -8,6 +8,7 @@ from typing import Any
 
 from supernode.api import constants as C
 from supernode.operator.observe import GroupState
+from supernode.operator.pool_status import PoolFacts, pool_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,13 @@ class Facts:
     invalid: str = ""  # spec problem, field named
     exhausted: tuple[str, ...] = ()  # groups out of restart budget
     rolling: bool = False  # the rollout planner still has work
+    pools: tuple[PoolFacts, ...] = ()  # per pool (spec.pools); desired/placeable above are their sums
+
+    def desired_of(self, g: GroupState) -> int:
+        return next((p.desired for p in self.pools if p.name == g.pool), 0) if self.pools else self.desired
+
+    def revision_of(self, g: GroupState) -> str:
+        return next((p.revision for p in self.pools if p.name == g.pool), "") if self.pools else self.revision
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str, generation: int | None) -> dict[str, Any]:
@@ -41,9 +49,9 @@ def _phase(g: GroupState) -> str:
 def compute_status(groups: Sequence[GroupState], facts: Facts, previous: Mapping[str, Any] | None,
                    now: str) -> dict[str, Any]:
     live = [g for g in groups if not g.draining]
-    serving = [g for g in live if g.index < facts.desired]
+    serving = [g for g in live if g.index < facts.desired_of(g)]
     ready = sum(g.ready for g in serving)
-    updated = sum(g.revision == facts.revision for g in serving)
+    updated = sum(g.revision == facts.revision_of(g) for g in serving)
     gen = facts.generation
     conditions = []
     if facts.invalid:
@@ -58,7 +66,7 @@ def compute_status(groups: Sequence[GroupState], facts: Facts, previous: Mapping
                                 f"{ready}/{facts.desired} replica groups ready", gen))
         progressing = (facts.rolling or updated < facts.desired or len(live) != facts.desired or not ready_ok
                        or len(live) != len(groups))
-        if updated < facts.desired and any(g.revision != facts.revision for g in groups):
+        if updated < facts.desired and any(g.revision != facts.revision_of(g) for g in groups):
             reason = "RollingUpdate"
         elif len(live) > facts.desired or len(live) != len(groups):
             reason = "ScalingDown" if len(live) > facts.desired else "Draining"
@@ -91,7 +99,7 @@ def compute_status(groups: Sequence[GroupState], facts: Facts, previous: Mapping
         prev = old.get(c["type"])
         c["lastTransitionTime"] = prev.get("lastTransitionTime", now) if prev and prev.get(
             "status") == c["status"] else now
-    return {
+    out = {
         "observedGeneration": gen,
         "replicas": len(live),
         "readyReplicas": ready,
@@ -101,6 +109,10 @@ def compute_status(groups: Sequence[GroupState], facts: Facts, previous: Mapping
         "conditions": conditions,
         "groups": [{"index": g.index, "phase": _phase(g), "ready": g.ready,
                     "readyPods": g.ready_pods, "pods": g.expected_pods, "supernode": g.supernode,
-                    "revision": g.revision, "restarts": g.restarts, "message": g.failure}
+                    "revision": g.revision, "restarts": g.restarts, "message": g.failure,
+                    **({"pool": g.pool} if g.pool else {})}
                    for g in groups],
     }
+    if facts.pools and not facts.invalid:
+        out.update(pool_status(serving, facts.pools))
+    return out

@@ -76,6 +76,7 @@ class Plan:
     capacity: CapacityVerdict
     supernode_label: str | None = None  # node label read as the supernode id (None: no supernodes)
     notes: tuple[str, ...] = ()  # excluded nodes, re-placed groups, skipped inventory entries
+    pool: str = ""  # the pool of spec.pools this plan is for ("" without pools)
 
 
 # Existing placement the planner must keep (group index -> node name per rank), so that adding a

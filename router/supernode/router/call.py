@@ -34,8 +34,10 @@ def request_id_from(header: str | None) -> str:
 
 
 def endpoint_name(ep: Endpoint) -> str:
-    """How responses name the group that served: deployment/group, never its address."""
-    return f"{ep.deployment or ep.model}/{ep.group}"
+    """How responses name the group that served: deployment/group (deployment/pool/group in a deployment
+    with spec.pools), never its address."""
+    pool = f"/{ep.pool}" if ep.pool else ""
+    return f"{ep.deployment or ep.model}{pool}/{ep.group}"
 
 
 @dataclass

@@ -39,10 +39,17 @@ class GroupLayout:
     max_concurrency: int
     policy: Policy
     ranks: tuple[RankLaunch, ...] = field(default_factory=tuple)
+    pool: str = ""  # its pool of spec.pools ("" without pools)
+    capacity_weight: float = 1.0
+
+    @property
+    def owner(self) -> str:
+        """`deployment`, or `deployment/pool` in a deployment with spec.pools."""
+        return f"{self.deployment}/{self.pool}" if self.pool else self.deployment
 
     @property
     def unit(self) -> str:
-        return f"{self.deployment}/{self.index}"
+        return f"{self.owner}/{self.index}"
 
     @property
     def url(self) -> str:
@@ -52,7 +59,8 @@ class GroupLayout:
         return Endpoint(
             url=self.url, model=self.model, aliases=list(self.aliases), modes=list(self.modes),  # type: ignore[arg-type]
             deployment=self.deployment, group=self.index, engine_type=EngineType.BUILTIN,
-            ready=ready, draining=draining, max_concurrency=self.max_concurrency,
+            ready=ready, draining=draining, max_concurrency=self.max_concurrency, pool=self.pool,
+            capacity_weight=self.capacity_weight,
         )
 
 
@@ -100,12 +108,15 @@ def engine_argv(python: str, md: ModelDeployment, *, model_dir: Path, port: int,
 def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Path, device: str,
                   ports: Iterator[int], start_timeout_seconds: float = 300.0,
                   engine_cmd: Sequence[str] | None = None, device_ids: Iterator[int] | None = None,
-                  cpu_threads: int | None = None, unhealthy_after: int = 6) -> list[GroupLayout]:
+                  cpu_threads: int | None = None, unhealthy_after: int = 6, pool: str = "",
+                  capacity_weight: float = 1.0) -> list[GroupLayout]:
     """One GroupLayout per placed group of the plan. `engine_cmd` replaces the engine command
     prefix (everything before the engine's own flags) — used by tests to run stand-ins.
     `device_ids` hands out this machine's accelerator indices: all pods share one machine here, so
-    each rank gets its own devices instead of the per-node 0..N-1 the planner writes."""
+    each rank gets its own devices instead of the per-node 0..N-1 the planner writes. `pool` and
+    `capacity_weight`: the pool view `md` stands for (supernode.api.pools)."""
     out = []
+    prefix = f"{md.metadata.name}-{pool}" if pool else md.metadata.name
     for group in plan.groups:
         if not group.placed:
             continue
@@ -121,11 +132,12 @@ def layout_groups(md: ModelDeployment, plan: Plan, *, python: str, model_dir: Pa
             if visible and device_ids is not None:
                 env[visible] = ",".join(str(next(device_ids)) for _ in range(max(1, pod.devices)))
             ranks.append(RankLaunch(rank=pod.rank, argv=argv, env=env,
-                                    log_name=f"{md.metadata.name}-g{group.index}-r{pod.rank}.log"))
+                                    log_name=f"{prefix}-g{group.index}-r{pod.rank}.log"))
         out.append(GroupLayout(
             deployment=md.metadata.name, index=group.index, model=md.spec.model.name,
             aliases=tuple(md.spec.model.aliases), modes=tuple(m.value for m in md.spec.modes),
             port=port, rendezvous_port=rdzv, max_concurrency=md.spec.engine.max_concurrency,
-            policy=policy_for(md, start_timeout_seconds, unhealthy_after), ranks=tuple(ranks),
+            policy=policy_for(md, start_timeout_seconds, unhealthy_after), ranks=tuple(ranks), pool=pool,
+            capacity_weight=capacity_weight,
         ))
     return out

@@ -17,6 +17,7 @@ import yaml
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
+from supernode.api.pools import pool_views
 from supernode.cli.local import procs
 from supernode.cli.local.checkpoints import CheckpointError, ensure_checkpoint
 from supernode.cli.local.detach import fork_into_background
@@ -86,22 +87,30 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
     plans = []
     parked: list[str] = []
     for original in deployments:
-        md, start = _autoscaled_layout(original, inventory)
-        parked += [f"{md.metadata.name}/{i}" for i in range(start, md.spec.replicas)]
-        plan = planner.plan(md, inventory)
-        if plan.capacity.limited:
-            raise CannotStart(f"{md.metadata.name}: only {plan.capacity.placeable} of {plan.capacity.desired} "
-                              f"groups fit on this machine: " + "; ".join(plan.capacity.reasons))
-        inventory = planner.apply_plan(inventory, plan)
-        plans.append((md, plan))
+        views = pool_views(original)
+        for view in views:
+            md, start = _autoscaled_layout(view.md, inventory)  # pools refuse autoscaling (api.rules)
+            parked += [f"{md.metadata.name}/{i}" for i in range(start, md.spec.replicas)]
+            plan = planner.plan(md, inventory)
+            where = f"{md.metadata.name}/{view.name}" if view.name else md.metadata.name
+            why = f"{where}: only {plan.capacity.placeable} of {plan.capacity.desired} groups fit on this " \
+                  "machine: " + "; ".join(plan.capacity.reasons)
+            if plan.capacity.limited and not view.name:
+                raise CannotStart(why)
+            if plan.capacity.limited:  # one pool short is not an error for the others (as CapacityLimited is)
+                out(f"warning: {why}")
+            inventory = planner.apply_plan(inventory, plan)
+            plans.append((view, md, plan))
+        if not any(g.placed for v, _, p in plans if v in views for g in p.groups):
+            raise CannotStart(f"{original.metadata.name}: no group of any pool fits on this machine")
     # Every rank on this machine shares its cores: split them evenly (the engine alone only knows
     # its own group's ranks and would oversubscribe).
-    ranks = sum(len(g.pods) for _, plan in plans for g in plan.groups if g.placed)
+    ranks = sum(len(g.pods) for _, _, plan in plans for g in plan.groups if g.placed)
     cpu_threads = max(1, (os.cpu_count() or 1) // max(1, ranks))
     ports = procs.free_ports(avoid=frozenset({opts.port}))
     device_ids = itertools.count()
     groups: list[GroupLayout] = []
-    for md, plan in plans:
+    for view, md, plan in plans:
         try:
             model_dir = ensure_checkpoint(state_dir, preset_of(md), python=opts.python, out=out)
         except CheckpointError as exc:
@@ -109,7 +118,8 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
         device = md.spec.accelerator.type.device
         groups += layout_groups(md, plan, python=opts.python, model_dir=model_dir.resolve(), device=device,
                                 ports=ports, start_timeout_seconds=opts.start_timeout, engine_cmd=opts.engine_cmd,
-                                device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None)
+                                device_ids=device_ids, cpu_threads=cpu_threads if device == "cpu" else None,
+                                pool=view.name, capacity_weight=view.capacity_weight)
     return groups, parked
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import EngineType, ModelDeployment
+from supernode.api.pools import pool_views
 from supernode.cli.plan import validation_lines
 
 BUILTIN_SCHEME = "builtin://"
@@ -25,15 +26,18 @@ class SpecError(Exception):
 
 
 def _local_problems(md: ModelDeployment) -> list[str]:
-    """What the local runtime cannot run even though the spec is valid for a cluster."""
+    """What the local runtime cannot run even though the spec is valid for a cluster (each pool checked)."""
     problems = []
-    if md.spec.engine.type is not EngineType.BUILTIN:
-        problems.append(f"spec.engine.type: {md.spec.engine.type.value!r} needs a cluster; locally only 'builtin' runs")
     if not md.spec.model.source.startswith(BUILTIN_SCHEME):
         problems.append(
             f"spec.model.source: {md.spec.model.source!r} is not available locally; use builtin://PRESET (e.g. tiny)")
-    if shape := engine_shape_problem(md.spec):
-        problems.append(shape)
+    for view in pool_views(md):
+        where = f"pool {view.name}: " if view.name else ""
+        engine = view.md.spec.engine.type
+        if engine is not EngineType.BUILTIN:
+            problems.append(f"{where}spec.engine.type: {engine.value!r} needs a cluster; locally only 'builtin' runs")
+        if shape := engine_shape_problem(view.md.spec):
+            problems.append(f"{where}{shape}")
     return problems
 
 

@@ -153,7 +153,7 @@ class Supervisor:
             router_phase=rstate.phase.value, router_restarts=rstate.restarts,
             groups=[
                 GroupRecord(
-                    deployment=g.deployment, group=g.index, model=g.model, url=g.url,
+                    deployment=g.owner, group=g.index, model=g.model, url=g.url,
                     phase=self._phase(name), restarts=self.units[name].restarts,
                     reason=self.units[name].reason,
                     ranks=[RankRecord(rank=r.rank, pid=c.pid if c.poll() is None else None)

@@ -33,10 +33,11 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch, delete]
-# Device health: the Ascend device plugin's kube-system/mindx-dl-deviceinfo-<node> ConfigMaps (read only).
+# ConfigMaps: the Ascend device plugin's kube-system/mindx-dl-deviceinfo-<node> (device health, read) and
+# one rank-table ConfigMap per Ascend replica group (ranktable.py), owned by the group's workload.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, patch, delete]
 # One Secret per replica group (store secret + engine token), write-only: the operator reads no Secret.
 - apiGroups: [""]
   resources: [secrets]

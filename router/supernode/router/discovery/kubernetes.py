@@ -49,8 +49,12 @@ def _md_index(mds: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping
     return out
 
 
-def _capacity_limited(md: Mapping[str, Any]) -> bool:
-    conditions = (md.get("status") or {}).get("conditions") or []
+def _capacity_limited(md: Mapping[str, Any], pool: str = "") -> bool:
+    """The deployment's CapacityLimited condition; for a group of a pool, that pool's own verdict."""
+    status = md.get("status") or {}
+    if pool:
+        return any(p.get("name") == pool and p.get("capacityLimited") for p in status.get("pools") or [])
+    conditions = status.get("conditions") or []
     return any(c.get("type") == C.COND_CAPACITY_LIMITED and c.get("status") == "True" for c in conditions)
 
 
@@ -94,9 +98,20 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         ready=_pod_ready(pod) and not fault,
         draining=draining,
         fault=fault,
-        max_concurrency=default_max_concurrency,
-        capacity_limited=_capacity_limited(md) if md else False,
+        max_concurrency=int(_positive(annotations.get(C.ANNOTATION_MAX_CONCURRENCY), default_max_concurrency)),
+        capacity_limited=_capacity_limited(md, labels.get(C.LABEL_POOL, "")) if md else False,
+        pool=labels.get(C.LABEL_POOL, ""),
+        capacity_weight=min(1000.0, _positive(annotations.get(C.ANNOTATION_CAPACITY_WEIGHT), 1.0)),
     )
+
+
+def _positive(raw: str | None, default: float) -> float:
+    """A positive, finite number from an annotation the operator wrote (the default when absent or not one)."""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if 0 < value < float("inf") else default
 
 
 def endpoints_from_objects(pods: Sequence[Mapping[str, Any]], mds: Sequence[Mapping[str, Any]],

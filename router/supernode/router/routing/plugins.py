@@ -54,6 +54,11 @@ class ServesModelModeFilter:
 
 
 # --- scorers ---------------------------------------------------------------------------------------
+def relative_load(s: EndpointState) -> float:
+    """Load per unit of capacity (the pool's capacity weight): what equal shares are judged by."""
+    return s.load / s.endpoint.capacity_weight
+
+
 def overloaded(load: float, min_load: float, abs_threshold: float, rel_threshold: float) -> bool:
     """SGLang's imbalance rule, applied to one endpoint against the least loaded candidate."""
     return load - min_load > abs_threshold and load > rel_threshold * min_load
@@ -73,10 +78,12 @@ class LoadGuard:
     def yielding(self, candidates: Sequence[EndpointState]) -> list[bool]:
         if not candidates:
             return []
-        min_load = min(s.load for s in candidates)
+        # Imbalance is judged per unit of capacity: a group with twice the weight may carry twice the load.
+        min_load = min(relative_load(s) for s in candidates)
         free_slot = self.saturation and any(s.load < s.endpoint.max_concurrency for s in candidates)
         return [(free_slot and s.load >= s.endpoint.max_concurrency + self.saturation_slack)
-                or overloaded(s.load, min_load, self.abs_threshold, self.rel_threshold) for s in candidates]
+                or overloaded(relative_load(s), min_load, self.abs_threshold, self.rel_threshold)
+                for s in candidates]
 
 
 def cached_blocks(req: RoutingRequest, endpoint: str, approx: PrefixIndex, precise: PreciseIndex) -> tuple[int, int]:
@@ -113,13 +120,15 @@ class PrefixScorer:
 
 
 class LoadScorer:
-    """1 / (1 + load / max concurrency): 1 when idle, 0.5 at its concurrency, still ordered beyond it
-    (load = running + waiting, or the router's in-flight count if larger)."""
+    """1 / (1 + load / (max concurrency x capacity weight)): 1 when idle, 0.5 at its concurrency, still
+    ordered beyond it (load = running + waiting, or the router's in-flight count if larger). Groups of a
+    pool with twice the weight reach the same score at twice the load, so they get twice the requests."""
 
     name = "load"
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        return [1.0 / (1.0 + s.load / max(1, s.endpoint.max_concurrency)) for s in candidates]
+        return [1.0 / (1.0 + s.load / (max(1, s.endpoint.max_concurrency) * s.endpoint.capacity_weight))
+                for s in candidates]
 
 
 class HeadroomScorer:
@@ -174,7 +183,7 @@ class ArgmaxPicker:
 
     def pick(self, req: RoutingRequest, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState:
         seed = req.routing_key
-        return max(scored, key=lambda p: (round(p[1], 9), -p[0].load, _tiebreak(seed, p[0].key)))[0]
+        return max(scored, key=lambda p: (round(p[1], 9), -relative_load(p[0]), _tiebreak(seed, p[0].key)))[0]
 
 
 class PowerOfTwoPicker:
@@ -191,4 +200,4 @@ class PowerOfTwoPicker:
         if len(top) == 1:
             return top[0][0]
         a, b = self.rng.sample(top, 2)
-        return min((a, b), key=lambda p: (p[0].load, -p[1]))[0]
+        return min((a, b), key=lambda p: (relative_load(p[0]), -p[1]))[0]
