@@ -2,7 +2,8 @@
 
 It answers chat/completions (streaming and not) with `reasoning_content` when the mode asks for
 thinking, reports usage (prompt, cached, completion, reasoning tokens), serves `/health` and vLLM-named
-`/metrics`, and can simulate a prefix cache (LRU of N blocks; prefill cost ∝ uncached blocks),
+`/metrics`, and can simulate a prefix cache (LRU of N blocks; prefill cost ∝ uncached blocks; its
+changes are published on `/v1/kv_events` as the built-in engine does, see fake_kv_cache.py),
 limited concurrency, slow or failing starts and hangs. Run standalone:
 `python tests/router/fake_engine.py --port 8101 [--cache-blocks N --block-cost-ms X --concurrency C]`.
 """
@@ -12,10 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
+import os
+import sys
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-BLOCK = 64  # bytes of rendered prompt per cache block
+sys.path.insert(0, os.path.dirname(__file__))
+from fake_kv_cache import BLOCK, FakeKVCache, add_kv_events_route, prompt_hashes
 
 
 @dataclass
@@ -50,7 +52,7 @@ class EngineState:
     completed: int = 0
     running: int = 0
     waiting: int = 0
-    cache: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    cache: FakeKVCache = field(default_factory=lambda: FakeKVCache(0))
     hit_blocks: int = 0
     total_blocks: int = 0
     semaphore: asyncio.Semaphore | None = None
@@ -68,28 +70,10 @@ def render(body: dict[str, Any]) -> str:
     return p if isinstance(p, str) else json.dumps(p)
 
 
-def block_keys(text: str) -> list[bytes]:
-    data = text.encode()
-    keys, h = [], b""
-    for i in range(0, len(data) - BLOCK + 1, BLOCK):
-        h = hashlib.blake2b(h + data[i : i + BLOCK], digest_size=8).digest()
-        keys.append(h)
-    return keys
-
-
-def prefill(state: EngineState, text: str) -> tuple[int, int]:
+def prefill(state: EngineState, body: dict[str, Any]) -> tuple[int, int]:
     """Look up and insert the prompt's blocks in the LRU; (cached blocks, total blocks)."""
-    keys = block_keys(text)
-    hit = 0
-    for k in keys:
-        if k not in state.cache:
-            break
-        hit += 1
-    for k in keys:
-        state.cache[k] = None
-        state.cache.move_to_end(k)
-    while len(state.cache) > state.behaviour.cache_blocks:
-        state.cache.popitem(last=False)
+    keys = prompt_hashes(body)
+    hit = state.cache.prefill(keys)
     state.hit_blocks += hit
     state.total_blocks += len(keys)
     return hit, len(keys)
@@ -98,6 +82,8 @@ def prefill(state: EngineState, text: str) -> tuple[int, int]:
 def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
     app = FastAPI()
     st = EngineState(behaviour or Behaviour())
+    st.cache = FakeKVCache(st.behaviour.cache_blocks)
+    add_kv_events_route(app, st.cache)
     if st.behaviour.concurrency:
         st.semaphore = asyncio.Semaphore(st.behaviour.concurrency)
     app.state.engine = st
@@ -110,7 +96,7 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
         prompt_tokens = max(1, len(text) // 4)
         cached_tokens, prefill_s = 0, 0.0
         if b.cache_blocks:
-            hit, total = prefill(st, text)
+            hit, total = prefill(st, body)
             cached_tokens = hit * BLOCK // 4
             prefill_s = (total - hit) * b.block_cost_s
         limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 10_000)
@@ -218,7 +204,7 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
     @app.post("/reset")
     async def reset() -> Response:
         """Benchmarks: empty the cache and counters between runs."""
-        st.cache.clear()
+        st.cache.clear()  # published as "cleared": routers following the events forget this engine's blocks
         st.requests.clear()
         st.hit_blocks = st.total_blocks = st.completed = st.cancelled = 0
         return JSONResponse({"ok": True})

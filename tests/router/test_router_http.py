@@ -338,3 +338,19 @@ async def test_first_byte_timeout_retries_on_another_endpoint(stack: Stack) -> N
         if stack.engines["slow"].requests:
             break
     assert stack.engines["slow"].requests  # it was tried, timed out, and the request moved on
+
+
+async def test_the_approximate_index_learns_a_pick_only_once_the_endpoint_answered(stack: Stack) -> None:
+    bad = await stack.engine("bad", Behaviour(name="bad", fail_status=500))
+    good = await stack.engine("good")
+    stack.write_endpoints([ep(bad), ep(good)])
+    url = await stack.router()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    index = stack.router_app.state.router.profile.index  # type: ignore[union-attr]
+    for i in range(8):  # new prefixes spread by their tie-break: some are tried on `bad` first (500)
+        system = f"You are tenant {i}'s careful assistant. " * 20  # several prefix blocks
+        raw = await client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "system", "content": system}, {"role": "user", "content": "q"}])
+        assert raw.headers[C.HEADER_ENDPOINT] == served_name(good)
+    assert len(stack.engines["bad"].requests) > 0  # it was picked and failed before the first byte
+    assert index.size(bad) == 0 and index.size(good) > 0

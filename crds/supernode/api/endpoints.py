@@ -32,6 +32,19 @@ class Endpoint(BaseModel):
     capacity_weight: float = Field(
         default=1.0, gt=0, le=1000, description="Relative throughput of this group; the load scorer divides by it"
     )
+    kv_events: str = Field(
+        default="auto", pattern=r"^(auto|none|http|tcp://\S+)$",
+        description="Where the router reads the engine's KV events: auto (the built-in engine's /v1/kv_events, "
+                    "nothing for other engines), none, http (/v1/kv_events at url), or a ZMQ PUB address "
+                    "tcp://host:port in vLLM's format (--kv-events-config)")
+    kv_events_replay: str = Field(default="", pattern=r"^(|tcp://\S+)$",
+                                  description="The engine's ZMQ replay (ROUTER) address, with a tcp:// kv_events")
+
+    def kv_events_source(self) -> str:
+        """none, http or a tcp:// address, with auto resolved by engine type."""
+        if self.kv_events != "auto":
+            return self.kv_events
+        return "http" if self.engine_type == EngineType.BUILTIN else "none"
 
 
 class EndpointFile(BaseModel):

@@ -51,7 +51,9 @@ class EngineConfig:
         aliases=("--tensor-parallel-size",),
     )  # fmt: skip
     expert_parallel: int = _opt(1, "routed experts sharded over ranks; 1 or the world size", env=C.ENV_EXPERT_PARALLEL)
-    block_size: int = _opt(C.DEFAULT_BLOCK_SIZE, "tokens per KV block (must match the router's hashing)")
+    block_size: int = _opt(
+        C.DEFAULT_BLOCK_SIZE, "tokens per KV block (sent in KV events; the router hashes prompts with it)"
+    )
     num_kv_blocks: int | None = _opt(None, "KV cache size in blocks (default: derived from memory and max_num_seqs)")
     kv_cache_memory_fraction: float = _opt(0.9, "accelerators: share of free device memory for the KV cache", float)
     max_num_seqs: int = _opt(64, "sequences per step")
@@ -63,6 +65,15 @@ class EngineConfig:
     dist_timeout_s: float = _opt(600.0, "torch.distributed collective timeout (seconds)", float)
     heartbeat_interval_s: float = _opt(0.5, "ranks publish liveness this often (seconds)", float)
     heartbeat_timeout_s: float = _opt(5.0, "a rank silent this long is dead: the group exits (seconds)", float)
+    kv_events_log: int = _opt(10_000, "KV events kept so a /v1/kv_events subscriber can resume without a snapshot")
+    kv_events_endpoint: str | None = _opt(
+        None, "publish KV events in vLLM's format on this ZMQ PUB address (e.g. tcp://*:5557; default: off)", str,
+    )  # fmt: skip
+    kv_events_replay_endpoint: str | None = _opt(
+        None, "ZMQ ROUTER address answering vLLM-style replay requests (e.g. tcp://*:5558)", str,
+    )  # fmt: skip
+    kv_events_topic: str = _opt("kv-events", "topic frame of the published KV event batches", str)
+    kv_events_buffer_steps: int = _opt(10_000, "published KV event batches kept for replay")
 
     def __post_init__(self) -> None:
         if not self.model_dir:
@@ -99,6 +110,15 @@ class EngineConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ConfigError("heartbeat_timeout_s: must exceed heartbeat_interval_s")
+        for name in ("kv_events_log", "kv_events_buffer_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be positive")
+        for name in ("kv_events_endpoint", "kv_events_replay_endpoint"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ConfigError(f"{name}: a ZMQ address (tcp://, ipc:// or inproc://), got {value!r}")
+        if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
+            raise ConfigError("kv_events_replay_endpoint: needs kv_events_endpoint")
 
     @property
     def world_size(self) -> int:

@@ -63,6 +63,7 @@ class EngineOptions:
     max_num_batched_tokens: int = default("max_num_batched_tokens")
     max_waiting: int = default("max_waiting")  # requests queued beyond the running batch; more → EngineOverloaded
     seed: int = default("seed")
+    kv_events_log: int = default("kv_events_log")  # numbered KV events kept for subscribers that resume
 
     @classmethod
     def from_config(cls, config: EngineConfig, model_name: str, max_model_len: int) -> EngineOptions:
@@ -73,6 +74,7 @@ class EngineOptions:
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_waiting=config.max_waiting,
             seed=config.seed,
+            kv_events_log=config.kv_events_log,
         )
 
     def scheduler_config(self) -> SchedulerConfig:

@@ -12,7 +12,10 @@ import itertools
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -42,6 +45,14 @@ log = logging.getLogger("supernode.engine")
 __all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Output", "RequestHandle", "SeqInput"]
 
 
+class KVSink(Protocol):
+    """Where KV events go besides /v1/kv_events subscribers (the ZMQ publisher, kv_publisher.py)."""
+
+    def offer(self, events: list[KVEvent]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class LLMEngine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, options: EngineOptions, metrics: EngineMetrics) -> None:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
@@ -57,9 +68,14 @@ class LLMEngine:
         self._by_seq: dict[int, RequestHandle] = {}  # seq_id → handle (engine thread only)
         self._preempt_seen = 0
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Output], Output]]] = {}
-        self._new_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
+        self._new_subscribers: list[tuple[asyncio.AbstractEventLoop, KVQueue, int | None]] = []
         self._num_open = 0  # submitted and not finished (guarded by _lock)
-        self._kv_subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KVEvent | None]]] = []
+        self._kv_subscribers: list[tuple[asyncio.AbstractEventLoop, KVQueue]] = []
+        # KV events are numbered per engine instance; the last ones are kept so a subscriber can resume.
+        self.kv_instance = uuid.uuid4().hex
+        self._kv_seq = 0
+        self._kv_log: deque[tuple[int, KVEvent]] = deque(maxlen=options.kv_events_log)
+        self.kv_sinks: list[KVSink] = []  # offered each step's events on the engine thread; closed by stop()
         self._ids = itertools.count()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -77,6 +93,8 @@ class LLMEngine:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        for sink in self.kv_sinks:
+            sink.close()
 
     @property
     def alive(self) -> bool:
@@ -122,21 +140,22 @@ class LLMEngine:
             self._aborts.append(request_id)
             self._wake.notify()
 
-    def subscribe_kv_events(self, maxsize: int = 10_000) -> asyncio.Queue[KVEvent | None]:
-        """A queue of KV events: first a snapshot ("stored" of every cached block), then changes.
+    def subscribe_kv_events(self, maxsize: int = 10_000, after: int | None = None) -> KVQueue:
+        """A queue of numbered KV events ``(seq, event)``: those after ``after`` when this instance still
+        keeps them all, else first a snapshot (every cached block, numbered with the last seq), then changes.
 
         ``None`` in the queue means the subscriber fell behind and must resubscribe.
         """
-        q: asyncio.Queue[KVEvent | None] = asyncio.Queue(maxsize)
+        q: KVQueue = asyncio.Queue(maxsize)
         with self._lock:
-            self._new_subscribers.append((asyncio.get_running_loop(), q))
+            self._new_subscribers.append((asyncio.get_running_loop(), q, after))
             self._wake.notify()
         return q
 
-    def unsubscribe_kv_events(self, q: asyncio.Queue[KVEvent | None]) -> None:
+    def unsubscribe_kv_events(self, q: KVQueue) -> None:
         with self._lock:
             self._kv_subscribers = [(lp, s) for lp, s in self._kv_subscribers if s is not q]
-            self._new_subscribers = [(lp, s) for lp, s in self._new_subscribers if s is not q]
+            self._new_subscribers = [(lp, s, a) for lp, s, a in self._new_subscribers if s is not q]
 
     # --- engine thread ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -152,11 +171,10 @@ class LLMEngine:
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
                     new_subs, self._new_subscribers = self._new_subscribers, []
-                    self._kv_subscribers.extend(new_subs)
-                if new_subs:
-                    snapshot = KVEvent("stored", tuple(self.blocks.cached_hashes()))
-                    for loop, q in new_subs:
-                        loop.call_soon_threadsafe(_offer, q, snapshot)
+                    self._kv_subscribers.extend((lp, q) for lp, q, _ in new_subs)
+                for loop, q, after in new_subs:
+                    for item in self._kv_backlog(after):
+                        loop.call_soon_threadsafe(_offer, q, item)
                 for handle in inbox:
                     self._active[handle.request_id] = handle
                     self._by_seq[handle.seq.seq_id] = handle
@@ -298,15 +316,29 @@ class LLMEngine:
             with contextlib.suppress(RuntimeError):  # the client's event loop is gone
                 loop.call_soon_threadsafe(_deliver, items)
 
+    def _kv_backlog(self, after: int | None) -> list[tuple[int, KVEvent]]:
+        """What a new subscriber gets first: the events after ``after`` if all are kept, else a snapshot."""
+        log = self._kv_log
+        if after is not None and after <= self._kv_seq and (after == self._kv_seq or (log and log[0][0] <= after + 1)):
+            return [(n, ev) for n, ev in log if n > after]
+        return [(self._kv_seq, KVEvent("snapshot", tuple(self.blocks.cached_hashes())))]
+
     def _publish(self, events: list[KVEvent]) -> None:
         if not events:
             return
+        for sink in self.kv_sinks:
+            sink.offer(events)
+        numbered = []
+        for ev in events:  # kept and streamed without token ids (a log of 10,000 prompts' tokens is large)
+            self._kv_seq += 1
+            numbered.append((self._kv_seq, KVEvent(ev.type, ev.block_hashes)))
+        self._kv_log.extend(numbered)
         with self._lock:
             subscribers = list(self._kv_subscribers)
         for loop, q in subscribers:
-            for ev in events:
+            for item in numbered:
                 try:
-                    loop.call_soon_threadsafe(_offer, q, ev)
+                    loop.call_soon_threadsafe(_offer, q, item)
                 except RuntimeError:
                     self.unsubscribe_kv_events(q)
 
@@ -333,9 +365,12 @@ def _deliver(items: list[tuple[asyncio.Queue[Output], Output]]) -> None:
         queue.put_nowait(out)
 
 
-def _offer(q: asyncio.Queue[KVEvent | None], ev: KVEvent) -> None:
+KVQueue = asyncio.Queue[tuple[int, KVEvent] | None]
+
+
+def _offer(q: KVQueue, item: tuple[int, KVEvent]) -> None:
     try:
-        q.put_nowait(ev)
+        q.put_nowait(item)
     except asyncio.QueueFull:  # a subscriber that cannot keep up loses its stream (it must resync)
         while not q.empty():
             q.get_nowait()

@@ -179,6 +179,14 @@ def _load(
     options = EngineOptions.from_config(opts.engine, opts.model_name, max_len)
     engine = LLMEngine(runner, tokenizer, options, state.metrics)
     engine.on_fatal = lambda exc: fail(f"engine loop failed: {exc}")
+    cfg = opts.engine
+    if cfg.kv_events_endpoint:  # vLLM-format KV events (ZMQ) for vLLM-aware routers
+        from supernode.engine.kv_publisher import ZmqKVPublisher
+
+        engine.kv_sinks.append(ZmqKVPublisher(
+            cfg.kv_events_endpoint, cfg.kv_events_replay_endpoint, topic=cfg.kv_events_topic,
+            block_size=runner.block_size, buffer_steps=cfg.kv_events_buffer_steps))
+        log.info("KV events published on %s (replay: %s)", cfg.kv_events_endpoint, cfg.kv_events_replay_endpoint)
     engine.start()
     state.engine = engine
     log.info(

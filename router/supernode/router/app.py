@@ -32,6 +32,7 @@ from supernode.router.demand import signals as demand_signals
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, RouterError, Shape, error_body
+from supernode.router.kv_events.feeds import KVEventFeeds
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
 from supernode.router.proxy import Upstream, backoff_of
@@ -70,6 +71,7 @@ class RouterState:
     demand: DemandGate
     tokens: PromptTokens
     fetcher: TokenizerFetcher | None = None
+    feeds: KVEventFeeds | None = None
     scraper: Scraper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -114,9 +116,16 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
 
     tokens, fetcher = build_tokens(config, metrics.registry)  # the prompts' real token ids (router/tokens)
 
+    def hash_seed(model: str) -> str:  # vLLM's blocks are re-hashed as the router hashes prompts
+        tokenizer = tokens.get(model)
+        return tokenizer.hash_seed if tokenizer is not None else model
+
+    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix, seed_of=hash_seed)
+
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
         cold.observe()
+        feeds.sync()
         metrics.endpoints.set(len(table))
         if fetcher is not None:
             fetcher.observe(endpoints)
@@ -128,7 +137,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config),
                       tokens=tokens)
     state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand,
-                        tokens, fetcher)
+                        tokens, fetcher, feeds)
 
     def on_health(s: EndpointState) -> None:
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
@@ -153,6 +162,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                                    timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
                                    headers=engine_headers)
         state.tasks = [asyncio.create_task(discovery.run(), name="discovery")]
+        feeds.start(session)  # KV events: one feed per endpoint, following discovery
         if fetcher is not None:
             state.tasks.append(asyncio.create_task(fetcher.run(session), name="tokenizers"))
         if h.scrape_interval_s > 0:
@@ -173,6 +183,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             for t in state.tasks:
                 t.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)
+            await feeds.close()
             await client.aclose()
             await session.close()
             tokens.close()

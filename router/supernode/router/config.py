@@ -103,6 +103,12 @@ class PrefixConfig(_Section):
     block_size: int = Field(default=64, ge=1, description="Bytes of rendered prompt text per hashed block")
     capacity_blocks: int = Field(default=200_000, ge=1, description="LRU bound of the index per endpoint")
     max_blocks_per_request: int = Field(default=4096, ge=1, description="Only the first N blocks are hashed")
+    kv_events: bool = Field(default=True, description="Subscribe to engines' KV events (precise prefix index)")
+    precise_max_blocks: int = Field(default=4_000_000, ge=1,
+                                    description="Cached blocks one endpoint may report; more = a bad engine")
+    kv_events_retry_s: float = Field(default=2.0, gt=0, description="Wait before reconnecting a KV event feed")
+    kv_events_bad_input_retry_s: float = Field(default=30.0, gt=0,
+                                               description="Wait after malformed KV events before trying again")
 
 
 DEFAULT_FILTERS: tuple[str, ...] = ("healthy", "not-draining", "serves-model-mode")

@@ -9,6 +9,8 @@ per-tenant counts are on the counters. Endpoint series are removed when discover
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -20,6 +22,7 @@ class RouterMetrics:
         r = self.registry = registry or CollectorRegistry()
         self._endpoint_models: dict[str, set[str]] = {}  # endpoint -> model label values it has series for
         self._inflight_keys: set[str] = set()
+        self._mode_keys: set[str] = set()
         by = ["model", "mode", "tenant"]  # counters
         hist = ["model", "mode"]  # histograms: no tenant
         self.requests = Counter("supernode_router_requests_total", "Requests answered", [*by, "code"], registry=r)
@@ -53,6 +56,12 @@ class RouterMetrics:
         self.endpoint_load = Gauge("supernode_router_endpoint_load", "running + waiting as last seen",
                                    ["endpoint", "model"], registry=r)
         self.endpoints = Gauge("supernode_router_endpoints", "Endpoints known to discovery", registry=r)
+        self.prefix_index_mode = Gauge("supernode_router_prefix_index_mode", "1 for the prefix index an endpoint "
+                                       "is scored with: precise (its engine's KV events) or approximate",
+                                       ["endpoint", "mode"], registry=r)
+        self.kv_event_errors = Counter("supernode_router_kv_events_malformed_total",
+                                       "Times an endpoint's KV events were malformed (it fell back to approximate)",
+                                       ["endpoint"], registry=r)
         self.ejections = Counter("supernode_router_endpoint_ejections_total", "Endpoints taken out of routing "
                                  "(reason: errors, probe, device-fault)", ["reason"], registry=r)
         self.discovery_events = Counter("supernode_router_discovery_watch_events_total",
@@ -80,6 +89,20 @@ class RouterMetrics:
         if key in self._inflight_keys:
             self._inflight_keys.discard(key)
             self.inflight.remove(key)
+        if key in self._mode_keys:
+            self._mode_keys.discard(key)
+            for mode in ("precise", "approximate"):
+                self.prefix_index_mode.remove(key, mode)
+        with contextlib.suppress(KeyError):
+            self.kv_event_errors.remove(key)
+
+    def kv_events_malformed(self, key: str) -> None:
+        self.kv_event_errors.labels(key).inc()
+
+    def set_prefix_mode(self, key: str, precise: bool) -> None:
+        self._mode_keys.add(key)
+        self.prefix_index_mode.labels(key, "precise").set(1.0 if precise else 0.0)
+        self.prefix_index_mode.labels(key, "approximate").set(0.0 if precise else 1.0)
 
     def set_inflight(self, key: str, value: float) -> None:
         self._inflight_keys.add(key)

@@ -105,7 +105,6 @@ class Upstream:
         if decision is None:
             return None
         self.metrics.record_prefix(decision.prefix_blocks, decision.total_blocks)
-        self.profile.observe(req, decision.endpoint)
         return decision.endpoint
 
     async def _attempt(self, state: EndpointState, path: str, payload: bytes, stream: bool) -> Opened:
@@ -149,6 +148,8 @@ class Upstream:
             try:
                 opened = await self._attempt(state, path, payload, stream)
                 opened.attempts = attempt
+                if opened.status < 400:  # the engine took the prompt: it holds its blocks now
+                    self.profile.observe(req, state)
                 return opened
             except (*RETRYABLE, _Retry) as e:
                 state.inflight -= 1

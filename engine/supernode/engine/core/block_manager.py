@@ -1,9 +1,11 @@
 """Paged KV blocks with block-level prefix caching.
 
 A block's hash chains its parent's hash with its tokens (``supernode.api.hashing``, seeded with the
-served model name — the router computes the same hashes). Only blocks whose KV has been computed are
-registered, so a hit never reads KV that is still being written. A block whose ref count drops to
-zero stays in the cache (evictable, LRU) until a fresh block is needed.
+served model name). Cache changes go out as KV events (stored / removed); the router keeps them in
+its precise prefix index and hashes the prompts it tokenizes with the same chain, so the two meet.
+Only blocks whose KV has been computed are registered, so a hit never reads KV that is still being
+written. A block whose ref count drops to zero stays in the cache (evictable, LRU) until a fresh
+block is needed.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from supernode.engine.core.sequence import Sequence
 
 @dataclass(frozen=True, slots=True)
 class KVEvent:
-    """A change to the set of cached blocks (consumed by routers for precise prefix routing)."""
+    """A change to the set of cached blocks (consumed by routers for precise prefix routing).
 
-    type: Literal["stored", "removed"]
+    A "stored" event is one chain: ``block_hashes[0]`` follows ``parent`` (None: the model's seed) and
+    ``token_ids`` holds the tokens of all its blocks, as vLLM's BlockStored does.
+    """
+
+    type: Literal["stored", "removed", "cleared", "snapshot"]  # snapshot: every cached block (replaces the set)
     block_hashes: tuple[int, ...]
+    parent: int | None = None
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -138,18 +146,25 @@ class BlockManager:
         if full <= seq.num_hashed_blocks:
             return
         hashes = self._hashes(seq, full)
-        stored: list[int] = []
-        for i in range(seq.num_hashed_blocks, full):
-            block = self.blocks[seq.block_table[i]]
-            if hashes[i] in self._by_hash or block.hash is not None:
-                continue  # an identical block is cached already; this copy stays private
+        run: list[int] = []  # consecutive newly cached blocks: one "stored" event each run
+        for i in range(seq.num_hashed_blocks, full + 1):
+            block = self.blocks[seq.block_table[i]] if i < full else None
+            if block is None or hashes[i] in self._by_hash or block.hash is not None:
+                if run:  # an identical block is cached already (this copy stays private), or the end
+                    self.events.append(self._stored_event(seq, hashes, run))
+                    run = []
+                continue
             block.hash = hashes[i]
             block.token_ids = tuple(seq.token_ids[i * bs : (i + 1) * bs])
             self._by_hash[hashes[i]] = block.block_id
-            stored.append(hashes[i])
+            run.append(i)
         seq.num_hashed_blocks = full
-        if stored:
-            self.events.append(KVEvent("stored", tuple(stored)))
+
+    def _stored_event(self, seq: Sequence, hashes: list[int], run: list[int]) -> KVEvent:
+        bs, first = self.block_size, run[0]
+        parent = hashes[first - 1] if first else None
+        tokens = tuple(seq.token_ids[first * bs : (run[-1] + 1) * bs])
+        return KVEvent("stored", tuple(hashes[i] for i in run), parent, tokens)
 
     def free(self, seq: Sequence) -> None:
         """Release the sequence's blocks (newest first, so older prefix blocks are evicted last)."""

@@ -208,21 +208,28 @@ def build_app(
 
     @app.get("/v1/kv_events")
     async def kv_events(request: Request) -> Response:
+        """Numbered KV events of this engine instance. ``?after=N&instance=I`` resumes after event N when
+        I is still this instance and the engine kept every later event; otherwise the stream starts with a
+        "snapshot" event (every cached block, numbered with the last seq) that replaces what the reader held."""
         eng = engine()
-        ndjson = "ndjson" in request.headers.get("accept", "") or request.query_params.get("format") == "ndjson"
-        queue = eng.subscribe_kv_events()
+        params = request.query_params
+        ndjson = "ndjson" in request.headers.get("accept", "") or params.get("format") == "ndjson"
+        after = _resume_after(params.get("after"), params.get("instance"), eng.kv_instance)
+        queue = eng.subscribe_kv_events(after=after)
+        head = {"instance": eng.kv_instance, "block_size": eng.blocks.block_size}
 
         async def body() -> AsyncIterator[str]:
             try:
                 while True:
                     try:
-                        ev = await asyncio.wait_for(queue.get(), state.kv_keepalive_s)
+                        item = await asyncio.wait_for(queue.get(), state.kv_keepalive_s)
                     except TimeoutError:
                         yield "\n" if ndjson else ": keep-alive\n\n"
                         continue
-                    if ev is None:
+                    if item is None:
                         return  # fell behind: the client reconnects and gets a fresh snapshot
-                    data = {"type": ev.type, "block_hashes": list(ev.block_hashes), "block_size": eng.blocks.block_size}
+                    seq, ev = item
+                    data = {"type": ev.type, "seq": seq, "block_hashes": list(ev.block_hashes), **head}
                     yield json.dumps(data) + "\n" if ndjson else sse(data)
             finally:
                 eng.unsubscribe_kv_events(queue)
@@ -231,3 +238,12 @@ def build_app(
         return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _resume_after(after: str | None, instance: str | None, current: str) -> int | None:
+    """The seq to resume after, or None (start with a snapshot); a malformed ``after`` is a 400."""
+    if after is None:
+        return None
+    if not after.isdigit() or len(after) > 18:
+        raise APIError(400, "after: must be a non-negative integer", param="after")
+    return int(after) if instance == current else None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from supernode.router.routing.precise_index import PreciseIndex
 from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
 from supernode.router.routing.state import EndpointState, RoutingRequest
 
@@ -85,23 +86,33 @@ class LoadGuard:
                 for s in candidates]
 
 
+def cached_blocks(req: RoutingRequest, endpoint: str, approx: PrefixIndex, precise: PreciseIndex) -> tuple[int, int]:
+    """(leading blocks the endpoint holds, blocks in the prompt): from the engine's own KV events when the
+    endpoint is precise and the router tokenized the prompt, else from the approximate index."""
+    if req.token_block_hashes and precise.is_precise(endpoint):
+        return precise.match(endpoint, req.token_block_hashes), len(req.token_block_hashes)
+    return approx.match(endpoint, req.block_hashes), len(req.block_hashes)
+
+
 class PrefixScorer:
-    """Share of the prompt's leading blocks an endpoint holds, zeroed where the load guard says affinity
-    yields. A hot prefix thus overflows to the least loaded endpoint, which then holds it too: the
-    prefix spreads over as many endpoints as its load needs, while a cold prefix, whose endpoint is
-    neither overloaded nor saturated, stays put."""
+    """Share of the prompt's leading blocks an endpoint holds (in tokens, for endpoints whose engines
+    publish KV events), zeroed where the load guard says affinity yields. A hot prefix thus overflows
+    to the least loaded endpoint, which then holds it too: the prefix spreads over as many endpoints as
+    its load needs, while a cold prefix, whose endpoint is neither overloaded nor saturated, stays put."""
 
     name = "prefix"
 
-    def __init__(self, index: PrefixIndex, guard: LoadGuard):
+    def __init__(self, index: PrefixIndex, guard: LoadGuard, precise: PreciseIndex | None = None):
         self.index = index
         self.guard = guard
+        self.precise = precise or PreciseIndex()
 
     def ratios(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        n = len(req.block_hashes)
-        if n == 0:
-            return [0.0] * len(candidates)
-        return [self.index.match(s.key, req.block_hashes) / n for s in candidates]
+        out = []
+        for s in candidates:
+            hit, total = cached_blocks(req, s.key, self.index, self.precise)
+            out.append(hit / total if total else 0.0)
+        return out
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
         ratios = self.ratios(req, candidates)

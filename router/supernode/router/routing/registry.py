@@ -25,6 +25,7 @@ from supernode.router.routing.plugins import (
     ServesModelModeFilter,
     SessionScorer,
 )
+from supernode.router.routing.precise_index import PreciseIndex
 from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
 
 T = TypeVar("T")
@@ -36,9 +37,10 @@ class UnknownPlugin(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class BuildContext:
-    """What plugins share within one profile: the prefix index, the session map, the load guard."""
+    """What plugins share within one profile: the prefix indices, the session map, the load guard."""
 
     index: PrefixIndex
+    precise: PreciseIndex
     sessions: SessionMap
     guard: LoadGuard
     rng: random.Random
@@ -68,7 +70,7 @@ FILTERS: Registry[Filter] = Registry("filter", {
     "serves-model-mode": lambda _: ServesModelModeFilter(),
 })
 SCORERS: Registry[Scorer] = Registry("scorer", {
-    "prefix": lambda c: PrefixScorer(c.index, c.guard),
+    "prefix": lambda c: PrefixScorer(c.index, c.guard, c.precise),
     "load": lambda _: LoadScorer(),
     "headroom": lambda _: HeadroomScorer(),
     "session": lambda c: SessionScorer(c.sessions, c.guard),

@@ -1,0 +1,90 @@
+"""One KV event feed per endpoint, started and stopped as discovery changes the endpoint table.
+
+Owned by the router's lifespan (`start` / `close`). Every router replica runs its own feeds on the
+same engine streams, so replicas hold the same precise index without talking to each other.
+Endpoints without events (their engine publishes none, or `kv_events: none`) are approximate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import aiohttp
+
+from supernode.router.config import PrefixConfig
+from supernode.router.kv_events.apply import FeedHooks
+from supernode.router.kv_events.http_feed import HttpFeed
+from supernode.router.kv_events.zmq_feed import ZmqFeed
+from supernode.router.routing.precise_index import PreciseIndex
+from supernode.router.routing.state import EndpointState, EndpointTable
+
+log = logging.getLogger("supernode.router.kv_events")
+
+
+def feed_source(state: EndpointState, enabled: bool) -> tuple[str, str, str]:
+    """What identifies an endpoint's feed: (source, replay address, model); a change restarts the feed."""
+    ep = state.endpoint
+    return ep.kv_events_source() if enabled else "none", ep.kv_events_replay, ep.model
+
+
+class KVEventFeeds:
+    def __init__(self, table: EndpointTable, index: PreciseIndex, hooks: FeedHooks, config: PrefixConfig,
+                 seed_of: Callable[[str], str] = str):
+        self.table = table
+        self.seed_of = seed_of
+        self.index = index
+        self.hooks = hooks
+        self.config = config
+        self.session: aiohttp.ClientSession | None = None
+        self._feeds: dict[str, tuple[tuple[str, str, str], asyncio.Task[None]]] = {}
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.sync()
+
+    def sync(self) -> None:
+        """Match the running feeds to the table (call after each discovery update)."""
+        if self.session is None:
+            return
+        wanted = {s.key: feed_source(s, self.config.kv_events) for s in self.table}
+        for key, (source, task) in list(self._feeds.items()):
+            if wanted.get(key) != source:
+                task.cancel()
+                del self._feeds[key]
+                self.index.drop(key)
+        for key, source in wanted.items():
+            if key in self._feeds:
+                continue
+            self.hooks.set_prefix_mode(key, False)  # approximate until a feed holds the engine's history
+            if source[0] != "none":
+                self._feeds[key] = (source, asyncio.create_task(self._run(key, source), name=f"kv-events {key}"))
+
+    async def _run(self, key: str, source: tuple[str, str, str]) -> None:
+        address, replay, model = source
+        cfg = self.config
+        try:
+            if address == "http":
+                assert self.session is not None
+                await HttpFeed(key, self.index, self.session, hooks=self.hooks, retry_s=cfg.kv_events_retry_s,
+                               bad_input_retry_s=cfg.kv_events_bad_input_retry_s).run()
+            else:
+                await ZmqFeed(key, model, address, replay, self.index, hooks=self.hooks,
+                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in a feed: this endpoint routes approximately, the router keeps serving
+            log.exception("KV event feed for %s failed; approximate routing for it", key)
+            self.index.drop(key)
+            self.hooks.set_prefix_mode(key, False)
+
+    async def close(self) -> None:
+        tasks = [task for _, task in self._feeds.values()]
+        self._feeds.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,98 @@
+"""Precise prefix index: the blocks each engine reports holding (KV events), in the router's hashes.
+
+State only, written by the KV event feeds (router/kv_events/) and read by the prefix scorer. An
+engine names blocks by its own hashes; each is kept with the router's hash of the same block (the
+chain of ``supernode.api.hashing`` over the block's tokens, seeded with the model), which is what
+requests carry in ``RoutingRequest.token_block_hashes``. For the built-in engine both are equal.
+
+An endpoint is *precise* only while its feed holds the engine's complete, in-order history; the
+scorer falls back to the approximate index for every other endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class IndexFull(ValueError):
+    """An endpoint reported more blocks than the configured bound (a misbehaving engine)."""
+
+
+class PreciseIndex:
+    def __init__(self, max_blocks_per_endpoint: int = 4_000_000):
+        self.max_blocks = max_blocks_per_endpoint
+        self._engine: dict[str, dict[int, int]] = {}  # endpoint → engine hash → router hash
+        self._ours: dict[str, dict[int, int]] = {}  # endpoint → router hash → engine blocks with it
+        self._precise: set[str] = set()
+
+    # --- mode ---------------------------------------------------------------------------------
+    def is_precise(self, endpoint: str) -> bool:
+        return endpoint in self._precise
+
+    def set_precise(self, endpoint: str, precise: bool) -> None:
+        if precise:
+            self._precise.add(endpoint)
+        else:
+            self._precise.discard(endpoint)
+
+    # --- reads --------------------------------------------------------------------------------
+    def match(self, endpoint: str, hashes: Sequence[int]) -> int:
+        """Leading blocks of ``hashes`` (router hashes) the endpoint holds; stops at the first miss."""
+        ours = self._ours.get(endpoint)
+        if not ours:
+            return 0
+        n = 0
+        for h in hashes:
+            if h not in ours:
+                break
+            n += 1
+        return n
+
+    def router_hash(self, endpoint: str, engine_hash: int) -> int | None:
+        return self._engine.get(endpoint, {}).get(engine_hash)
+
+    def size(self, endpoint: str) -> int:
+        return len(self._engine.get(endpoint, ()))
+
+    # --- writes -------------------------------------------------------------------------------
+    def store(self, endpoint: str, pairs: Iterable[tuple[int, int]]) -> None:
+        """Record blocks as (engine hash, router hash); raises IndexFull beyond the bound."""
+        engine = self._engine.setdefault(endpoint, {})
+        ours = self._ours.setdefault(endpoint, {})
+        for eh, rh in pairs:
+            old = engine.get(eh)
+            if old == rh:
+                continue
+            if old is not None:
+                self._release(ours, old)
+            engine[eh] = rh
+            ours[rh] = ours.get(rh, 0) + 1
+        if len(engine) > self.max_blocks:
+            raise IndexFull(f"{endpoint} reports {len(engine)} cached blocks, more than the bound {self.max_blocks}")
+
+    def remove(self, endpoint: str, engine_hashes: Iterable[int]) -> None:
+        engine = self._engine.get(endpoint)
+        if not engine:
+            return
+        ours = self._ours[endpoint]
+        for eh in engine_hashes:
+            rh = engine.pop(eh, None)
+            if rh is not None:
+                self._release(ours, rh)
+
+    def clear(self, endpoint: str) -> None:
+        """The engine holds nothing (restart, AllBlocksCleared) — or we no longer know what it holds."""
+        self._engine.pop(endpoint, None)
+        self._ours.pop(endpoint, None)
+
+    def drop(self, endpoint: str) -> None:
+        self.clear(endpoint)
+        self._precise.discard(endpoint)
+
+    @staticmethod
+    def _release(ours: dict[int, int], rh: int) -> None:
+        left = ours.get(rh, 0) - 1
+        if left > 0:
+            ours[rh] = left
+        else:
+            ours.pop(rh, None)
