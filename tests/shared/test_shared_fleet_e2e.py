@@ -153,8 +153,8 @@ async def test_three_replicas_share_limits_ledger_and_survive_faults(fleet: Flee
     assert len(rows) == admitted and QUOTA - 60 <= used <= QUOTA, (used, admitted)
     # Anthropic SDK through the same front, same shared limits
     ac = anthropic.AsyncAnthropic(base_url=fleet.url, api_key="sk-quota", max_retries=0, timeout=30)
-    with pytest.raises(anthropic.RateLimitError):
-        await ac.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(anthropic.RateLimitError):  # a prompt larger than the <= 60 tokens the quota has left
+        await ac.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi " * 400}])
 
     # 3. kill -9 of a replica mid-stream: the ledger keeps every answered request, its leases expire
     victim = fleet.replicas()[0]
