@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from supernode.router.routing.prefix_index import leading_blocks
+
 
 class IndexFull(ValueError):
     """An endpoint reported more blocks than the configured bound (a misbehaving engine)."""
@@ -38,15 +40,7 @@ class PreciseIndex:
     # --- reads --------------------------------------------------------------------------------
     def match(self, endpoint: str, hashes: Sequence[int]) -> int:
         """Leading blocks of ``hashes`` (router hashes) the endpoint holds; stops at the first miss."""
-        ours = self._ours.get(endpoint)
-        if not ours:
-            return 0
-        n = 0
-        for h in hashes:
-            if h not in ours:
-                break
-            n += 1
-        return n
+        return leading_blocks(self._ours.get(endpoint), hashes)
 
     def router_hash(self, endpoint: str, engine_hash: int) -> int | None:
         return self._engine.get(endpoint, {}).get(engine_hash)

@@ -7,7 +7,7 @@ scorer. Each endpoint's set is a bounded LRU, so the index never outgrows its co
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from supernode.api.hashing import iter_block_hashes, text_units
 
@@ -16,6 +16,18 @@ def request_hashes(model: str, text: str, *, block_size: int, max_blocks: int) -
     """Chained block hashes of a rendered prompt (UTF-8 bytes as units), seeded with the model."""
     units = text_units(text[: block_size * max_blocks])[: block_size * max_blocks]
     return tuple(iter_block_hashes(units, model, block_size))
+
+
+def leading_blocks(held: Container[int] | None, hashes: Sequence[int]) -> int:
+    """How many leading chained hashes ``held`` contains (a chain: the first miss ends the prefix)."""
+    if not held:
+        return 0
+    n = 0
+    for h in hashes:
+        if h not in held:
+            break
+        n += 1
+    return n
 
 
 class PrefixIndex:
@@ -27,15 +39,7 @@ class PrefixIndex:
 
     def match(self, endpoint: str, hashes: Sequence[int]) -> int:
         """Number of leading blocks of ``hashes`` the endpoint holds (chained: stop at the first miss)."""
-        blocks = self._blocks.get(endpoint)
-        if not blocks:
-            return 0
-        n = 0
-        for h in hashes:
-            if h not in blocks:
-                break
-            n += 1
-        return n
+        return leading_blocks(self._blocks.get(endpoint), hashes)
 
     def insert(self, endpoint: str, hashes: Iterable[int]) -> None:
         blocks = self._blocks.setdefault(endpoint, OrderedDict())
