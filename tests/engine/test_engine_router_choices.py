@@ -80,9 +80,11 @@ async def router_for(tmp_path: Path, server_thread: Any, model_dir: Path) -> Asy
 
     try:
         with server_thread(build_app(state)) as served:
-            yield start
+            try:
+                yield start
+            finally:  # before the engine's server stops: the router's KV-event stream would hold it open
+                await stack.close()
     finally:
-        await stack.close()
         await asyncio.to_thread(engine.stop)
 
 
