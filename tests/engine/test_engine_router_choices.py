@@ -5,7 +5,6 @@ of completion, and bills every choice's tokens, streamed or not."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from supernode.router.admission.testing import TenantBuilder, tenant, tenants_fi
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
 
-from router_stack import MODEL, Stack, ep, wait_for
+from router_stack import MODEL, Stack, ep, ledger_rows, wait_for
 
 KEY = "sk-choices-1"
 PROMPT = "the quick brown fox"
@@ -88,15 +87,6 @@ async def router_for(tmp_path: Path, server_thread: Any, model_dir: Path) -> Asy
         await asyncio.to_thread(engine.stop)
 
 
-def ledger(tmp_path: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(tmp_path / "usage.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM usage ORDER BY id")]
-    finally:
-        db.close()
-
-
 def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
 
@@ -108,7 +98,7 @@ async def test_n_choices_collected_and_streamed_are_billed_in_full(router_for: R
     assert sorted(c.index for c in resp.choices) == [0, 1, 2]
     assert all(c.finish_reason == "length" and c.logprobs and len(c.logprobs.tokens or []) == 6 for c in resp.choices)
     assert resp.usage is not None and resp.usage.completion_tokens == 18
-    row = ledger(tmp_path)[-1]
+    row = ledger_rows(tmp_path)[-1]
     assert row["status"] == "ok"
     assert (row["prompt_tokens"], row["completion_tokens"]) == (resp.usage.prompt_tokens, 18)
 
@@ -123,7 +113,7 @@ async def test_n_choices_collected_and_streamed_are_billed_in_full(router_for: R
         usage = chunk.usage or usage
     assert tokens == {0: 5, 1: 5, 2: 5} and finished == {0, 1, 2}
     assert usage is not None and usage.completion_tokens == 15
-    row = ledger(tmp_path)[-1]
+    row = ledger_rows(tmp_path)[-1]
     assert row["status"] == "ok"
     assert (row["prompt_tokens"], row["completion_tokens"]) == (usage.prompt_tokens, 15)
 
@@ -132,7 +122,7 @@ async def test_n_choices_collected_and_streamed_are_billed_in_full(router_for: R
     chat = await oa.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPT}], n=2,
                                             max_tokens=4, temperature=1.0, seed=3, extra_body=no_thinking)  # fmt: skip
     assert sorted(c.index for c in chat.choices) == [0, 1] and chat.usage is not None
-    assert chat.usage.completion_tokens == 8 and ledger(tmp_path)[-1]["completion_tokens"] == 8
+    assert chat.usage.completion_tokens == 8 and ledger_rows(tmp_path)[-1]["completion_tokens"] == 8
 
     # a stream abandoned part way is billed for the tokens relayed on every choice
     stream = await oa.completions.create(model=MODEL, prompt=PROMPT, n=3, max_tokens=3000, stream=True, **sampling)
@@ -144,7 +134,7 @@ async def test_n_choices_collected_and_streamed_are_billed_in_full(router_for: R
             break
     await stream.close()
     for _ in range(500):
-        if (row := ledger(tmp_path)[-1])["status"] != "open":
+        if (row := ledger_rows(tmp_path)[-1])["status"] != "open":
             break
         await asyncio.sleep(0.02)
     assert row["status"] == "cancelled" and sum(seen.values()) <= row["completion_tokens"] < 9000, (row, seen)
@@ -161,7 +151,7 @@ async def test_n_times_max_tokens_is_reserved_and_n_beyond_16_is_refused(
                                        extra_body={"ignore_eos": True})  # fmt: skip
     assert [len(c.logprobs.tokens or []) if c.logprobs else 0 for c in resp.choices] == [10, 10, 10]
     assert resp.usage is not None and resp.usage.completion_tokens == 30
-    assert ledger(tmp_path)[-1]["completion_tokens"] == 30
+    assert ledger_rows(tmp_path)[-1]["completion_tokens"] == 30
     with pytest.raises(openai.RateLimitError):  # the quota is spent
         await oa.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1)
     async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {KEY}"}) as h:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,3 +111,13 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def ledger_rows(ledger_dir: Path) -> list[dict[str, Any]]:
+    """Every row of the SQLite usage ledger the stack's router writes (``metering.ledger_path``), in order."""
+    db = sqlite3.connect(ledger_dir / "usage.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM usage ORDER BY id")]
+    finally:
+        db.close()

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import httpx
 import openai
 import yaml
 from fake_engine import Behaviour
-from router_stack import MODEL, Stack, ep, wait_for
+from router_stack import MODEL, Stack, ep, ledger_rows, wait_for
 
 from supernode.router.admission.tenants import hash_key
 from supernode.router.admission.testing import tenant, tenants_file
@@ -44,14 +43,6 @@ def router_config(tmp_path: Path, *, quota: int | None = None, tpm: int | None =
                           "queue": {"dispatch_interval_seconds": 0}},
             "metering": {"ledger_path": str(tmp_path / "usage.sqlite3")}}
 
-
-def ledger_rows(tmp_path: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(tmp_path / "usage.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM usage ORDER BY id")]
-    finally:
-        db.close()
 
 
 def limiter(stack: Stack) -> Any:
