@@ -96,7 +96,8 @@ class Procs(ExitStack):
                              for p in engine_ports]}
         (self.tmp / "endpoints.json").write_text(json.dumps(eps))
         ops = free_ports(1)[0]
-        cfg = {"server": {"port": port, "log_requests": False, "metrics_port": ops}, "health": {"scrape_interval_s": 1.0},
+        cfg = {"server": {"port": port, "log_requests": False, "metrics_port": ops},
+               "health": {"scrape_interval_s": 1.0},
                "discovery": {"type": "local", "path": str(self.tmp / "endpoints.json")}, "admission": None}
         if routing:
             cfg["routing"] = routing

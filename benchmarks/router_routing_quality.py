@@ -58,7 +58,7 @@ def routers(engine_ports: list[int], a: argparse.Namespace) -> dict[str, RouterS
         for n in (1,) if a.smoke else (1, 3):
             def start(procs: Procs, mode: str = mode, n: int = n) -> list[str]:
                 return [procs.our_router(free_ports(1)[0], engine_ports, max_concurrency=a.concurrency,
-                                         routing={"prefix": {"kv_events": mode == "precise"}},
+                                         routing={"prefix": {"kv_events": mode == "precise"}, **a.routing},
                                          extra={"health": {"scrape_interval_s": a.scrape_s}},
                                          name=f"{mode}-{n}-{i}")
                         for i in range(n)]
@@ -120,6 +120,14 @@ def run_workload(name: str, a: argparse.Namespace) -> dict[str, list[Row]]:
                       "--decode-ms", str(a.decode_ms), "--concurrency", str(a.concurrency), "--answer-words", "6",
                       "--tokenizer", str(procs.tmp / "tokenizer.json"), "--block-tokens", str(block_tokens),
                       "--modelled-ttft")
+        # the cost scorer's model of these engines: a request holds its slot for its prefill (a quarter of
+        # the system prompt uncached, say) and its 6 decode chunks, in prefill-token time
+        token_ms = a.block_cost_ms / block_tokens
+        slot_ms = 6 * a.decode_ms + a.block_cost_ms * system_blocks / 4
+        a.routing = {"cost": {"request_tokens": round(slot_ms / token_ms), "busy_tokens": 0}}
+        if a.scorers:
+            a.routing["scorers"] = [{"name": n, "weight": float(w)} for n, w in
+                                    (item.split("=") for item in a.scorers.split(","))]
         starts = {r: s for r, s in routers(engine_ports, a).items() if not a.only or r in a.only}
         order = list(starts)
         for rep in range(a.repeat):
@@ -180,6 +188,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="slots per engine")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--scrape-s", type=float, default=1.0, help="our routers' engine scrape interval (load)")
+    ap.add_argument("--scorers", help="our routers' scorers, e.g. 'prefix=2,headroom=1,session=1' (default: "
+                    "the router's default profile)")
     ap.add_argument("--only", action="append", default=[], metavar="ROUTER", help="run only these, e.g. 'precise x3'")
     ap.add_argument("--no-peers", action="store_true", help="skip sglang-router")
     ap.add_argument("--verbose", action="store_true", help="print the slowest requests")
