@@ -54,15 +54,20 @@ RouterStart = Callable[[Procs], list[str]]
 def routers(engine_ports: list[int], a: argparse.Namespace) -> dict[str, RouterStart]:
     """name -> how to start its replicas (each router runs alone: started before its run, stopped after)."""
     out: dict[str, RouterStart] = {}
-    for mode in ("precise", "approximate"):
-        for n in (1,) if a.smoke else (1, 3):
-            def start(procs: Procs, mode: str = mode, n: int = n) -> list[str]:
-                return [procs.our_router(free_ports(1)[0], engine_ports, max_concurrency=a.concurrency,
-                                         routing={"prefix": {"kv_events": mode == "precise"}, **a.routing},
-                                         extra={"health": {"scrape_interval_s": a.scrape_s}},
-                                         name=f"{mode}-{n}-{i}")
-                        for i in range(n)]
-            out[f"{mode} x{n}"] = start
+    for label, scorers in a.profiles:
+        for mode in ("precise", "approximate"):
+            for n in (1,) if a.smoke else (1, 3):
+                routing = {"prefix": {"kv_events": mode == "precise"}, **a.routing}
+                if scorers:
+                    routing["scorers"] = scorers
+
+                def start(procs: Procs, routing: dict[str, object] = routing, n: int = n,
+                          tag: str = f"{mode}-{n}-{label}") -> list[str]:
+                    return [procs.our_router(free_ports(1)[0], engine_ports, max_concurrency=a.concurrency,
+                                             routing=routing, extra={"health": {"scrape_interval_s": a.scrape_s}},
+                                             name=f"{tag}-{i}")
+                            for i in range(n)]
+                out[f"{mode} x{n}{f' [{label}]' if label else ''}"] = start
     if a.no_peers:
         return out
     if shutil.which("sglang-router") is None and not (Path(sys.executable).parent / "sglang-router").exists():
@@ -125,9 +130,9 @@ def run_workload(name: str, a: argparse.Namespace) -> dict[str, list[Row]]:
         token_ms = a.block_cost_ms / block_tokens
         slot_ms = 6 * a.decode_ms + a.block_cost_ms * system_blocks / 4
         a.routing = {"cost": {"request_tokens": round(slot_ms / token_ms), "busy_tokens": 0}}
-        if a.scorers:
-            a.routing["scorers"] = [{"name": n, "weight": float(w)} for n, w in
-                                    (item.split("=") for item in a.scorers.split(","))]
+        a.profiles = [(label, [{"name": n, "weight": float(w)} for n, w in (x.split("=") for x in spec.split(","))]
+                       if spec else None)
+                      for label, _, spec in (p.partition(":") for p in a.profile or [""])]
         starts = {r: s for r, s in routers(engine_ports, a).items() if not a.only or r in a.only}
         order = list(starts)
         for rep in range(a.repeat):
@@ -144,7 +149,7 @@ def run_workload(name: str, a: argparse.Namespace) -> dict[str, list[Row]]:
             return statistics.median(r[k] for r in rows)
         print(f"{router:<24}{med('hit'):>9.1%}{med('p50') * 1000:>8.0f}ms{med('p99') * 1000:>8.0f}ms"
               f"{med('client_p99') * 1000:>10.0f}ms{med('rps'):>7.1f}{sum(r['failed'] for r in rows):>8.0f}")
-    compare(runs)
+    compare(runs, [label for label, _ in a.profiles])
     return runs
 
 
@@ -157,24 +162,26 @@ def ratio(runs: dict[str, list[Row]], a: str, b: str, key: str, diff: bool = Fal
                              for x, y in pairs)
 
 
-def compare(runs: dict[str, list[Row]]) -> None:
+def compare(runs: dict[str, list[Row]], labels: list[str]) -> None:
     """The targets: 3 replicas match 1 (hit rate within 0.03, TTFT p99 within 10 %); precise >= approximate."""
-    for mode in ("precise", "approximate"):
-        d, r = ratio(runs, f"{mode} x3", f"{mode} x1", "hit", True), ratio(runs, f"{mode} x3", f"{mode} x1", "p99")
+    def line(what: str, a: str, b: str, targets: tuple[str, str] = ("", "")) -> None:
+        d, r = ratio(runs, a, b, "hit", True), ratio(runs, a, b, "p99")
         if d is not None and r is not None:
-            print(f"{mode}: 3 replicas vs 1 (median over repeats): hit rate {d:+.3f} (target >= -0.03), "
-                  f"TTFT p99 ratio {r:.2f} (target <= 1.10)")
-    for n in (1, 3):
-        d, r = ratio(runs, f"precise x{n}", f"approximate x{n}", "hit", True), \
-            ratio(runs, f"precise x{n}", f"approximate x{n}", "p99")
-        if d is not None and r is not None:
-            print(f"precise vs approximate ({n} replica{'s' * (n > 1)}): hit rate {d:+.3f} (target >= 0), "
-                  f"TTFT p99 ratio {r:.2f} (target <= 1.00)")
-    for n in (1, 3):
-        d, r = ratio(runs, f"precise x{n}", "sglang cache_aware", "hit", True), \
-            ratio(runs, f"precise x{n}", "sglang cache_aware", "p99")
-        if d is not None and r is not None:
-            print(f"precise x{n} vs sglang cache_aware: hit rate {d:+.3f}, TTFT p99 ratio {r:.2f}")
+            print(f"{what} (median over repeats): hit rate {d:+.3f}{targets[0]}, TTFT p99 ratio {r:.2f}{targets[1]}")
+
+    for tag in (f" [{label}]" if label else "" for label in labels):
+        for mode in ("precise", "approximate"):
+            line(f"{mode}{tag}: 3 replicas vs 1", f"{mode} x3{tag}", f"{mode} x1{tag}",
+                 (" (target >= -0.03)", " (target <= 1.10)"))
+        for n in (1, 3):
+            line(f"precise vs approximate{tag} ({n} replica{'s' * (n > 1)})", f"precise x{n}{tag}",
+                 f"approximate x{n}{tag}", (" (target >= 0)", " (target <= 1.00)"))
+            line(f"precise x{n}{tag} vs sglang cache_aware", f"precise x{n}{tag}", "sglang cache_aware")
+    if len(labels) == 2:
+        for mode in ("precise", "approximate"):
+            for n in (1, 3):
+                line(f"{mode} x{n}: [{labels[1]}] vs [{labels[0]}]", f"{mode} x{n} [{labels[1]}]",
+                     f"{mode} x{n} [{labels[0]}]")
 
 
 def main() -> None:
@@ -188,8 +195,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="slots per engine")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--scrape-s", type=float, default=1.0, help="our routers' engine scrape interval (load)")
-    ap.add_argument("--scorers", help="our routers' scorers, e.g. 'prefix=2,headroom=1,session=1' (default: "
-                    "the router's default profile)")
+    ap.add_argument("--profile", action="append", metavar="LABEL:SCORERS", help="run our routers with these "
+                    "scorers, e.g. 'old:prefix=2,headroom=1,session=1' or 'default:' (the router's defaults); "
+                    "repeat to compare profiles side by side (default: the router's defaults only)")
     ap.add_argument("--only", action="append", default=[], metavar="ROUTER", help="run only these, e.g. 'precise x3'")
     ap.add_argument("--no-peers", action="store_true", help="skip sglang-router")
     ap.add_argument("--verbose", action="store_true", help="print the slowest requests")
