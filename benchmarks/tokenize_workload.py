@@ -79,7 +79,7 @@ class Workload:
         self.chars_per_token = len(sample) / len(tok.encode_text(sample))
         self.systems = [self.text(self.chars(1200)) for _ in range(4)]  # shared instructions
         self.documents = [self.text(self.chars(1500)) for _ in range(12)]  # a knowledge base
-        self.conversations: list[Messages] = []
+        self.conversations: list[tuple[Messages, list[str]]] = []  # messages, the last reply
 
     def text(self, chars: int) -> str:
         self._seed += 1
@@ -105,28 +105,31 @@ class Workload:
         user, day = self.rng.randrange(10_000), self.rng.randrange(1, 29)
         return f"Today is 2026-12-{day:02d}. You are talking with user {user}; address them by that number.\n"
 
-    def mixed(self) -> tuple[str, Messages]:
-        """One request of the service mix: its kind and its messages."""
+    def mixed(self) -> tuple[str, Messages, str | None]:
+        """One request of the service mix: its kind, its messages and the reply it gets (None: no next turn)."""
         r = self.rng.random()
         if r < 0.1 or (r < 0.6 and not self.conversations):
-            return "cold 2k", self.cold(2000)
+            return "cold 2k", self.cold(2000), None
         if r < 0.25:  # a question about one document of the knowledge base (same documents, new questions)
             doc = self.rng.choice(self.documents)
             question = self.text(self.chars(40))
             return "document", [{"role": "system", "content": self.systems[0]},
-                                {"role": "user", "content": f"{doc}\n\nUsing the document above: {question}"}]
+                                {"role": "user", "content": f"{doc}\n\nUsing the document above: {question}"}], None
+        reply = self.text(self.chars(self.rng.randint(80, 400)))  # what the model answers this request
         if r < 0.4 or len(self.conversations) < 4:  # a new conversation: shared instructions, per-user header
             msgs = [{"role": "system", "content": self._header() + self.rng.choice(self.systems)},
                     {"role": "user", "content": self.text(self.chars(self.rng.randint(30, 300)))}]
-            self.conversations.append(msgs)
+            self.conversations.append((msgs, [reply]))
             del self.conversations[:-32]
-            return "new conversation", [dict(m) for m in msgs]
-        msgs = self.rng.choice(self.conversations)  # the next turn: the reply, then a new question
-        msgs += [{"role": "assistant", "content": self.text(self.chars(self.rng.randint(80, 400)))},
+            return "new conversation", [dict(m) for m in msgs], reply
+        conversation = self.rng.choice(self.conversations)  # the next turn: the last reply, then a new question
+        msgs, last = conversation
+        msgs += [{"role": "assistant", "content": last[0]},
                  {"role": "user", "content": self.text(self.chars(self.rng.randint(20, 200)))}]
+        last[0] = reply
         if len(msgs) > 16:
-            self.conversations.remove(msgs)
-        return "next turn", [dict(m) for m in msgs]
+            self.conversations.remove(conversation)
+        return "next turn", [dict(m) for m in msgs], reply
 
 
 def body(model: str, messages: Messages) -> dict[str, Any]:

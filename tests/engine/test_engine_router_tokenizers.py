@@ -206,3 +206,37 @@ async def test_a_tokenizer_that_cannot_encode_the_template_leaves_the_request_ap
     counted = registry.get_sample_value("supernode_router_prompt_tokenization_total",
                                         {"model": MODEL, "result": "unrenderable"})
     assert counted == 1
+
+
+async def test_a_relayed_reply_is_cached_for_the_next_turn(
+    tmp_path: Path, server_thread: Any, tokenizer: Any, fake_runner_factory: Callable[..., Any],
+) -> None:
+    """The router encodes a chat reply it relayed (streamed or not) in the background: the next turn, which
+    sends the reply back as its assistant message, finds the ids the engine gives that text cached."""
+    engine = Engine(tokenizer, fake_runner_factory(block_size=BLOCK), token=None)
+    stack = Stack(tmp_path)
+    async with running(engine, server_thread) as url:
+        try:
+            stack.write_endpoints([ep(url)])
+            router = await stack.router()
+            assert stack.router_app is not None
+            st = stack.router_app.state.router
+            await wait_for(lambda: st.tokens.get(MODEL) is not None, timeout=10)
+            model_tok = st.tokens.get(MODEL)
+            model_tok.cache.min_chars = 4  # the fake model's replies are short
+            oa = openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+            common: dict[str, Any] = {"model": MODEL, "max_tokens": 24, "extra_body": {"thinking": {"type": "disabled"}}}
+            stream = await oa.chat.completions.create(messages=USER, stream=True, **common)
+            streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            other: Any = [{"role": "user", "content": "Name three rivers of Europe, longest first."}]
+            unary = await oa.chat.completions.create(messages=other, **common)
+            replies = [streamed, unary.choices[0].message.content or ""]
+            assert replies[0] != replies[1] and min(map(len, replies)) >= 4
+            for reply in replies:
+                await wait_for(lambda r=reply: not model_tok.cache.uncached_chars([Piece(r)]), timeout=5)
+                assert model_tok.cache.get(reply) == tuple(tokenizer.encode_text(reply))
+            counted = st.metrics.registry.get_sample_value("supernode_router_reply_texts_total",
+                                                           {"model": MODEL, "outcome": "cached"})
+            assert counted == 2
+        finally:
+            await stack.close()
