@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,8 @@ async def test_a_relayed_reply_is_cached_for_the_next_turn(
             model_tok = st.tokens.get(MODEL)
             model_tok.cache.min_chars = 4  # the fake model's replies are short
             oa = openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
-            common: dict[str, Any] = {"model": MODEL, "max_tokens": 24, "extra_body": {"thinking": {"type": "disabled"}}}
+            common: dict[str, Any] = {"model": MODEL, "max_tokens": 24,
+                                      "extra_body": {"thinking": {"type": "disabled"}}}
             stream = await oa.chat.completions.create(messages=USER, stream=True, **common)
             streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             other: Any = [{"role": "user", "content": "Name three rivers of Europe, longest first."}]
@@ -240,3 +242,29 @@ async def test_a_relayed_reply_is_cached_for_the_next_turn(
             assert counted == 2
         finally:
             await stack.close()
+
+
+def test_replies_waiting_to_be_encoded_are_bounded(tokenizer: Any) -> None:
+    """At most ``max_pending_replies`` relayed replies wait to be encoded; more are skipped (counted busy)."""
+    tokens = PromptTokens(TokenMetrics(CollectorRegistry()), max_blocks=64, max_pending_replies=1)
+    tokens.set(MODEL, ModelTokenizer(tokenizer, MODEL, BLOCK, TEMPLATE_ID, "d", "file"))
+    model_tok = tokens.get(MODEL)
+    assert model_tok is not None
+    gate, encode = threading.Event(), model_tok.tokenizer.encode_pieces
+    model_tok.tokenizer.encode_pieces = lambda *a: gate.wait(10) and encode(*a)  # type: ignore[method-assign]
+    first, second = "the first reply " * 40, "the second reply " * 40
+    try:
+        assert tokens.remember_reply("other-model", first) is None  # no tokenizer for it
+        assert tokens.remember_reply(MODEL, "too short") is None
+        pending = tokens.remember_reply(MODEL, first)
+        assert pending is not None and tokens.remember_reply(MODEL, second) is None  # one waits already
+        assert tokens.metrics.replies.labels(MODEL, "busy")._value.get() == 1
+        gate.set()
+        pending.result(timeout=10)
+        assert model_tok.cache.get(first) == tuple(tokenizer.encode_text(first))
+        assert tokens.remember_reply(MODEL, first) is None  # cached already
+        later = tokens.remember_reply(MODEL, second)  # nothing waits any more
+        assert later is not None and later.result(timeout=10)
+    finally:
+        gate.set()
+        tokens.close()
