@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--fault-condition", action="append", default=[], metavar="TYPE=ACTION",
                         help="a node condition that, when True, means the node's devices fail; ACTION is rebuild, "
                         "drain, restart or none (repeat; default NetworkUnavailable=rebuild)")
+    parser.add_argument("--device-info-namespace", default="kube-system", metavar="NS",
+                        help="namespace of the Ascend device plugin's mindx-dl-deviceinfo-<node> ConfigMaps, watched "
+                        "there alone (needs list/watch on ConfigMaps in it); '' to not read them")
     scale = parser.add_argument_group("autoscaling (spec.autoscaling takes effect; leader only)")
     scale.add_argument("--autoscale", action="store_true", help="run the autoscaler on router signals")
     scale.add_argument("--router-service", default="supernode-router-metrics",
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                                              metrics_port=args.metrics_port if metrics is None else None,
                                              metrics=metrics, keys=GroupKeys.from_env(),
                                              network_policies=args.group_network_policies,
-                                             autoscaler=_autoscaler_config(args), fault_conditions=conditions))
+                                             autoscaler=_autoscaler_config(args), fault_conditions=conditions,
+                                             device_info_namespace=args.device_info_namespace or None))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)
