@@ -1,13 +1,18 @@
 """Device faults in the operator's other modes: watching one namespace (`--namespace`), where the device
-plugin's reports still come from kube-system through a watch of that namespace alone."""
+plugin's reports still come from kube-system through a watch of that namespace alone; a pre-separate drain
+without the autoscaler, ended by the routers reporting the group idle (the drain watch)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from ascend_reports import ascend_report
+from fake_router import ROUTER_NS, FakeRouter, router_service
 from fault_scenario import NS, FaultScenario, ascend_md
 from k8s_emulator import K8sEmulator
 
 from supernode.api import constants as C
+from supernode.operator.drain_watch import DrainWatchConfig
 
 QUICK = 2.0
 
@@ -37,3 +42,37 @@ async def test_namespaced_operator_reads_device_faults_from_kube_system_only(k8s
         reads = {r for r in emu.reads() if r.split("?")[0].endswith("/configmaps")}
         kube_system = f"/api/v1/namespaces/{C.ASCEND_DEVICE_INFO_NAMESPACE}/configmaps"
         assert reads == {kube_system, f"{kube_system}?watch"}, reads
+
+
+async def test_pre_separate_drain_ends_when_the_routers_report_the_group_idle_without_the_autoscaler(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    router = FakeRouter()
+    await router_service(emu)
+    async with router.serving():
+        drain = DrainWatchConfig(router_namespace=ROUTER_NS, router_ops_port=router.port, interval_seconds=0.2)
+        async with FaultScenario(emu, url, resync=QUICK, drain=drain) as s:
+            body = ascend_md(replicas=2)
+            body["spec"]["rollout"]["drainTimeoutSeconds"] = 600  # the deadline is not what ends this drain
+            await s.serving(body)
+            before = s.groups()
+            node1 = s.pods("1")[0]["spec"]["nodeName"]
+            await s.report(ascend_report(node1).chips(16).fault("Ascend910-0", "PreSeparateNPU", "81078603"))
+            await s.until(lambda: 1 not in s.routable(), timeout=QUICK, what="group 1 out of routing")
+            # Replaced only once gone: the replacement would take its name (same slot, same revision).
+            await asyncio.sleep(0.5)
+            assert set(s.groups()) == {"0", "1"} and s.groups()["1"]["metadata"]["uid"] == before["1"]["metadata"][
+                "uid"]
+            progressing = next(c for c in s.status()["conditions"] if c["type"] == "Progressing")
+            assert progressing["reason"] == "Draining" and "drains first" not in str(emu.objects_of("events", "", NS))
+            router.draining = [{"deployment": f"{NS}/v4", "group": 1, "inFlight": 2, "engineRunning": 2,
+                                "engineWaiting": 0, "scraped": True}]
+            await asyncio.sleep(1.0)  # five asks: requests still open, so it stays
+            assert before["1"]["metadata"]["name"] in {w["metadata"]["name"] for w in emu.objects_of(
+                "statefulsets", "apps", NS)}
+            router.draining[0].update(inFlight=0, engineRunning=0)
+            await s.until(lambda: len(emu.objects_of("statefulsets", "apps", NS)) == 2 and s.routable() == {0, 1},
+                          timeout=4 * QUICK, what="the idle group deleted, its replacement serving")
+            assert s.groups()["1"]["metadata"]["uid"] != before["1"]["metadata"]["uid"]
+            assert {p["spec"]["nodeName"] for p in s.pods("1")} == {"sp2-n0", "sp2-n1"}
+            assert [e for e in emu.objects_of("events", "", NS) if e["reason"] == "GroupDrained"]

@@ -17,7 +17,8 @@ from typing import Any
 import kopf
 
 from supernode.api import constants as C
-from supernode.operator import health_watch
+from supernode.operator import drain_watch, health_watch
+from supernode.operator.drain_watch import DrainWatchConfig
 from supernode.operator.faults import DEFAULT_FAULT_CONDITIONS, Action
 from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.health_book import HealthBook
@@ -51,6 +52,7 @@ class OperatorConfig:
     fault_events: bool = True  # a device fault reconciles its deployments at once (False: at the next resync)
     # Where the Ascend device plugin writes its reports: one namespaced ConfigMap watch there (None: not read).
     device_info_namespace: str | None = C.ASCEND_DEVICE_INFO_NAMESPACE
+    drain: DrainWatchConfig | None = None  # ask the routers which draining groups are idle (None: timeout only)
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -281,6 +283,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 except Exception:
                     log.exception("autoscaling %s failed", key)
 
+    if config.drain is not None:
+        drain_watch.register(registry, config.drain, reconcile_one, RETRYABLE)
     health_watch.register(registry, reconcile_one, RETRYABLE, react=config.fault_events,
                           device_info_namespace=config.device_info_namespace,
                           watch_timeout=10 if config.fast else 300, retry_seconds=0.2 if config.fast else 1.0)
