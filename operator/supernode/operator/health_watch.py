@@ -22,7 +22,7 @@ import kopf
 from supernode.api import constants as C
 from supernode.operator import naming as N
 from supernode.operator.device_info_watch import DeviceInfoWatch
-from supernode.operator.faults import node_signals
+from supernode.operator.faults import node_signals, pod_signals
 from supernode.operator.health_book import HealthBook
 from supernode.operator.metrics import OperatorMetrics
 
@@ -127,8 +127,8 @@ def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retry
             key = (str(meta.get("namespace") or ""), str(label or ""))
             if not label or not react or memo.stopping.is_set():
                 return
-            if not memo.reconciler.health.recovering(key, time.time()):
-                return
+            if not memo.reconciler.health.recovering(key, time.time()) and not pod_signals(pod):
+                return  # (a pod whose status reports an unhealthy device is acted on at once too)
             dirty.add(key)
             if key not in following or following[key].done():
                 following[key] = asyncio.get_running_loop().create_task(follow(key), name=f"supernode-repaired-{key}")
