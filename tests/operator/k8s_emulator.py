@@ -7,7 +7,8 @@ stale resourceVersion, 422 on a failed JSON-patch test, 201 on create, generateN
 `/status` and `/scale` subresources, label selectors, watches that subscribe before the snapshot and
 resume from `?resourceVersion=`, ownerReference garbage collection (background / foreground /
 orphan), delete-collection, `/version/`. No-op writes do not bump resourceVersion (as the real API).
-Not emulated: controllers (StatefulSet, LWS), admission, RBAC, strategic-merge list semantics.
+Not emulated: controllers (fake_cluster.py and fake_lws.py play the StatefulSet and LWS ones on the
+store), admission, RBAC, strategic-merge list semantics.
 """
 
 from __future__ import annotations

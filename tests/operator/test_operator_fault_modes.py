@@ -76,3 +76,39 @@ async def test_pre_separate_drain_ends_when_the_routers_report_the_group_idle_wi
             assert s.groups()["1"]["metadata"]["uid"] != before["1"]["metadata"]["uid"]
             assert {p["spec"]["nodeName"] for p in s.pods("1")} == {"sp2-n0", "sp2-n1"}
             assert [e for e in emu.objects_of("events", "", NS) if e["reason"] == "GroupDrained"]
+
+
+async def test_lws_mode_deploys_becomes_ready_and_rebuilds_a_faulty_group(k8s: tuple[K8sEmulator, str]) -> None:
+    """LeaderWorkerSet mode end to end: groups as LWS-created pods (leader `<lws>-0`, worker `<lws>-0-1`), the
+    router routing to their leaders, a SeparateNPU fault under a worker rebuilding that group elsewhere."""
+    emu, url = k8s
+    async with FaultScenario(emu, url, resync=QUICK, lws=True) as s:
+        await s.serving(ascend_md(replicas=2))
+        before = s.groups()
+        assert set(before) == {"0", "1"} and not emu.objects_of("statefulsets", "apps", NS)
+        lws0 = before["0"]["metadata"]["name"]
+        pods0 = s.pods("0")
+        assert [p["metadata"]["name"] for p in pods0] == [f"{lws0}-0", f"{lws0}-0-1"]
+        assert [p["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/worker-index"] for p in pods0] == ["0", "1"]
+        assert pods0[0]["metadata"]["labels"][C.LABEL_ROLE] == C.ROLE_LEADER
+        worker_node = pods0[1]["spec"]["nodeName"]
+
+        await s.report(ascend_report(worker_node).chips(16).fault("Ascend910-5", "SeparateNPU", "8C1F8608"))
+        await s.until(lambda: s.routable() == {1}, timeout=QUICK, what="group 0 fenced off")
+        await s.until(lambda: s.status().get("readyReplicas") == 2 and s.routable() == {0, 1}
+                      and s.groups()["0"]["metadata"]["uid"] != before["0"]["metadata"]["uid"], timeout=4 * QUICK,
+                      what="group 0 rebuilt")
+        assert {p["spec"]["nodeName"] for p in s.pods("0")} == {"sp2-n0", "sp2-n1"}
+        assert s.groups()["1"]["metadata"]["uid"] == before["1"]["metadata"]["uid"]
+        assert [e for e in emu.objects_of("events", "", NS) if e["reason"] == "DeviceFaultRebuild"]
+
+        # Restart-level under group 1: its pods recreated in place by the LWS controller, the LWS kept.
+        pods1 = {p["metadata"]["uid"] for p in s.pods("1")}
+        nodes1 = [p["spec"]["nodeName"] for p in s.pods("1")]
+        await s.report(ascend_report(nodes1[1]).chips(16).fault("Ascend910-2", "RestartBusiness", "80CB8009"))
+        await s.until(lambda: len(s.pods("1")) == 2 and not {p["metadata"]["uid"] for p in s.pods("1")} & pods1
+                      and s.routable() == {0, 1}, timeout=4 * QUICK, what="group 1 restarted in place")
+        g1 = s.groups()["1"]
+        assert g1["metadata"]["uid"] == before["1"]["metadata"]["uid"]
+        assert g1["metadata"]["annotations"][C.ANNOTATION_RESTARTS] == "1"
+        assert [p["spec"]["nodeName"] for p in s.pods("1")] == nodes1
