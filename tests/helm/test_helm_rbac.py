@@ -268,7 +268,8 @@ def device_info_needs() -> set[Perm]:
 def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -> None:
     scopes = granted_to(render({"operator": {"watchNamespaces": ["llm", "batch"]}}), "-operator")
     assert set(scopes) == {"", "llm", "batch", NAMESPACE, C.ASCEND_DEVICE_INFO_NAMESPACE}
-    assert scopes[NAMESPACE] == lease_needs()
+    # The release namespace: the Lease, and finding the router replicas to ask (autoscaler, drain watch).
+    assert scopes[NAMESPACE] == lease_needs() | {("", "services", "list"), ("", "pods", "list")}
     # kube-system: only reading ConfigMaps there, for the device plugin's reports.
     assert scopes[C.ASCEND_DEVICE_INFO_NAMESPACE] == device_info_needs() == {
         ("", "configmaps", "list"), ("", "configmaps", "watch")}
@@ -277,6 +278,16 @@ def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -
     assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
     for ns in ("llm", "batch"):
         assert scopes[ns] == need - cluster_scoped, ns
+
+
+def test_operator_reads_the_routers_in_the_release_namespace_only_when_it_asks_them(render: Any) -> None:
+    """A namespaced operator lists the router Service and pods in the release namespace (router_poll.py)
+    when the autoscaler or the drain watch asks the routers, and only then."""
+    assert {("", "services", "list"), ("", "pods", "list")} <= expand(OPERATOR_PERMISSIONS)
+    quiet = {"watchNamespaces": ["llm"], "autoscaler": {"enabled": False}, "drainPollSeconds": 0}
+    assert granted_to(render({"operator": quiet}), "-operator")[NAMESPACE] == lease_needs()
+    watched_here = {"watchNamespaces": ["llm", NAMESPACE]}
+    assert not find(render({"operator": watched_here}), "Role", "-operator-routers"), "its Role there covers it"
 
 
 def test_operator_device_info_namespace_follows_the_value(render: Any) -> None:

@@ -142,7 +142,8 @@ def test_namespaced_watch_uses_roles(render: Any) -> None:
     assert roles == {("llm", f"{RELEASE}-supernode-operator"), ("batch", f"{RELEASE}-supernode-operator"),
                      ("llm", f"{RELEASE}-supernode-router"),
                      (NAMESPACE, f"{RELEASE}-supernode-operator-leader-election"),
-                     ("kube-system", f"{RELEASE}-supernode-operator-device-info")}
+                     ("kube-system", f"{RELEASE}-supernode-operator-device-info"),
+                     (NAMESPACE, f"{RELEASE}-supernode-operator-routers")}
     args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=llm" in args and "--namespace=batch" in args and "--all-namespaces" not in args
     assert "--device-info-namespace=kube-system" in args

@@ -67,6 +67,13 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
   verbs: [list, watch]
 {{- end -}}
 
+{{/* The router replicas' Service and pods (router_poll.py lists both), in the release namespace. */}}
+{{- define "supernode.operator.routerRules" -}}
+- apiGroups: [""]
+  resources: [services, pods]
+  verbs: [list]
+{{- end -}}
+
 {{/* The leader-election Lease: only in the release namespace (a Role there), whatever is watched. */}}
 {{- define "supernode.operator.leaderElectionRules" -}}
 - apiGroups: [coordination.k8s.io]
