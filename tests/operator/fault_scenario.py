@@ -48,7 +48,7 @@ class FaultScenario:
 
     async def __aenter__(self) -> FaultScenario:
         self.emu.declare(MD_KIND, shortnames=["md"])
-        cluster = FakeCluster(self.emu)
+        cluster = self.cluster = FakeCluster(self.emu)
         if self.lws:
             await fake_lws.install(self.emu)
             cluster.controllers.append(fake_lws.FakeLws(self.emu, cluster.started).step)

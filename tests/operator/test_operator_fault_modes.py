@@ -5,8 +5,11 @@ without the autoscaler, ended by the routers reporting the group idle (the drain
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from ascend_reports import ascend_report
+from builders import operator_md
+from fake_cluster import node
 from fake_router import ROUTER_NS, FakeRouter, router_service
 from fault_scenario import NS, FaultScenario, ascend_md
 from k8s_emulator import K8sEmulator
@@ -112,3 +115,36 @@ async def test_lws_mode_deploys_becomes_ready_and_rebuilds_a_faulty_group(k8s: t
         assert g1["metadata"]["uid"] == before["1"]["metadata"]["uid"]
         assert g1["metadata"]["annotations"][C.ANNOTATION_RESTARTS] == "1"
         assert [p["spec"]["nodeName"] for p in s.pods("1")] == nodes1
+
+
+async def test_an_unhealthy_gpu_in_a_pods_status_rebuilds_only_the_group_holding_it(
+        k8s: tuple[K8sEmulator, str]) -> None:
+    """NVIDIA: two groups share one 8-GPU node; the device plugin drops a GPU (allocatable 7/8) and the kubelet
+    reports it Unhealthy in the status of the pod holding it (KEP-4680): that group moves, the other stays."""
+    emu, url = k8s
+    gpu, clique = C.RESOURCE_NVIDIA, "nvidia.com/gpu.clique"
+    async with FaultScenario(emu, url, resync=QUICK, superpods=0) as s:
+        await s.cluster.add_nodes(node("gpu-a", "c0", devices=8, resource=gpu, superpod_label=clique))
+        await s.serving(operator_md("v4").engine("vllm").accelerator("nvidia-h200", 4).parallelism(tensor=4)
+                        .replicas(2).dict())
+        before = s.groups()
+        assert {p["spec"]["nodeName"] for g in ("0", "1") for p in s.pods(g)} == {"gpu-a"}
+        await s.cluster.add_nodes(node("gpu-b", "c0", devices=8, resource=gpu, superpod_label=clique))
+
+        def health(**devices: str) -> dict[str, Any]:  # what the kubelet writes into every such pod's status
+            return {"status": {"containerStatuses": [{"name": "engine", "allocatedResourcesStatus": [{
+                "name": gpu, "resources": [{"resourceID": k, "health": v} for k, v in devices.items()]}]}]}}
+
+        await emu.patch_object("pods", NS, s.pods("1")[0]["metadata"]["name"], health(**{"GPU-1a": "Healthy"}),
+                               subresource="status")
+        await emu.patch_object("pods", NS, s.pods("0")[0]["metadata"]["name"],
+                               health(**{"GPU-0a": "Healthy", "GPU-0b": "Unhealthy"}), subresource="status")
+        await emu.patch_object("nodes", None, "gpu-a", {"status": {"allocatable": {gpu: "7"}, "capacity": {gpu: "8"}}},
+                               subresource="status")
+        await s.until(lambda: s.groups()["0"]["metadata"]["uid"] != before["0"]["metadata"]["uid"]
+                      and s.status().get("readyReplicas") == 2 and s.routable() == {0, 1}, timeout=4 * QUICK,
+                      what="group 0 rebuilt")
+        assert {p["spec"]["nodeName"] for p in s.pods("0")} == {"gpu-b"}
+        assert s.groups()["1"]["metadata"]["uid"] == before["1"]["metadata"]["uid"], "the healthy group stays"
+        (rebuilt,) = [e for e in emu.objects_of("events", "", NS) if e["reason"] == "DeviceFaultRebuild"]
+        assert "gpu-a/GPU-0b: nvidia.com/gpu Unhealthy" in str(rebuilt["message"])
