@@ -53,3 +53,17 @@ async def test_unreachable_routers_mark_nothing_and_leave_the_deadline(caplog: p
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="drain watch interval must be > 0"):
         DrainWatchConfig(interval_seconds=0)
+
+
+def test_cli_drain_poll_and_device_info_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supernode.cli.main import build_parser
+    from supernode.cli.operator import _drain_config
+
+    monkeypatch.setenv("POD_NAMESPACE", "sn")
+    args = build_parser().parse_args(["operator", "--router-ops-port", "9191"])
+    assert args.device_info_namespace == "kube-system"
+    assert _drain_config(args) == DrainWatchConfig(router_namespace="sn", router_ops_port=9191, interval_seconds=5.0)
+    assert _drain_config(build_parser().parse_args(["operator", "--drain-poll", "0"])) is None
+    with pytest.raises(ValueError, match="--drain-poll must be >= 0"):
+        _drain_config(build_parser().parse_args(["operator", "--drain-poll", "-1"]))
+    assert build_parser().parse_args(["operator", "--device-info-namespace", ""]).device_info_namespace == ""
