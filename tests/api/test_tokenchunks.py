@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 from tokenizer_builders import FAMILIES, mixed_text, train
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 
 from supernode.api import chattokens as T
+from supernode.api import tokenchunks
 from supernode.api.prompttokens import Piece, PieceCache, PromptTokenizer
-from supernode.api.tokenchunks import Chunker, family
+from supernode.api.tokenchunks import PROBE, Chunker, family
 
 _TRICKY = ["a", "Z", "q", "0", "7", ".", "!", "?", ";", ":", ",", "'", "s", "t", " ", " ", " ", "\n", "\n", "\t",
            "\r", "\u00a0", "\u3000", "中", "文", "。", "\uff0c", "ー", "ぁ", "²", "é", "\u0301", "🙂", "<", "｜", "_",
@@ -127,3 +129,16 @@ def test_encode_text_with_a_bos_template_is_exact() -> None:
     assert tok.encode_text(text, add_special_tokens=True) == whole.encode_text(text, add_special_tokens=True)
     assert tok.encode_text(text) == whole.encode_text(text) == raw.encode(text, add_special_tokens=False).ids
     assert len(tok.chunker.split(text)) > 4
+
+
+def test_a_tokenizer_whose_cuts_do_not_hold_on_the_probe_gets_none(
+    tokenizers: dict[str, Tokenizer], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before a tokenizer's text is cut, the cuts are tried on a probe text around every rule; a recognised
+    family that does not behave as its rules say (here: a wrong rule for GPT-2) is encoded whole."""
+    for fam, tok in tokenizers.items():
+        assert len(Chunker(fam).cuts(PROBE)) >= 10
+        assert PromptTokenizer(tok).chunker.enabled, fam
+    monkeypatch.setitem(tokenchunks._CUTS, "gpt2", re.compile(r"\n(?=\n)|[^ ](?= )"))
+    assert not PromptTokenizer(tokenizers["gpt2"]).chunker.enabled
+    assert PromptTokenizer(tokenizers["deepseek"]).chunker.enabled

@@ -17,13 +17,13 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from supernode.api.tokenchunks import Chunker
+from supernode.api.tokenchunks import Chunker, holds_for
 
 
 class Piece(NamedTuple):
@@ -86,10 +86,15 @@ class PromptTokenizer:
         self._text_tok = HFTokenizer.from_str(json.dumps(spec))
         self.spec = spec
         self.chunker = Chunker.for_spec(spec, chunk_chars) if chunk_chars > 0 else Chunker(None)
+        if self.chunker.enabled and not holds_for(self.chunker, self._encode_texts):
+            self.chunker = Chunker(None)  # a recognised family that does not behave as its rules say: no cuts
         # add_special_tokens changes nothing for these post-processors: text may be cut for them too
         self._plain_post = (spec.get("post_processor") or {}).get("type") in (None, "ByteLevel")
         self.control_ids: frozenset[int] = frozenset(int(a["id"]) for a in added)
         self._special: dict[str, int] = {str(a["content"]): int(a["id"]) for a in added}
+
+    def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(enc.ids) for enc in self._text_tok.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     @classmethod
     def from_file(cls, path: str | Path) -> PromptTokenizer:

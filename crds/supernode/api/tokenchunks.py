@@ -30,6 +30,7 @@ old one again within a chunk or two, and the unchanged chunks after it are found
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 # The pre-tokenizer regexes recognised (as ``tokenizer.json`` spells them in ``pattern.Regex``).
@@ -130,3 +131,21 @@ class Chunker:
                 last = cut
         out.append(text[last:])
         return out
+
+
+# Text around every rule, for the check a tokenizer passes before its text is cut (``holds_for``).
+PROBE: Final = (
+    "Hello world. Next line: 42 items; done! Then? x\ny\n'\n's (a)\n[b]\n1\n2 3\n\nWord\n \t\nEnd.\r\nCR.\n\n\n"
+    "Done;  double. \u00a0nbsp. e\u0301. 99. 1234567 89\n123\nabc. <\uff5cUser\uff5c> <think>. "
+    "\u4e2d\u6587\u3002\u65e5\u672c\u8a9e\uff0c\u30c6\u30b9\u30c8\uff01\u3042\uff1f\u4e00 ok. "
+    "def f(x):\n    return x\nclass A:\n    pass\n# done.\n"
+)
+
+
+def holds_for(chunker: Chunker, encode: Callable[[Sequence[str]], list[list[int]]]) -> bool:
+    """Whether cutting ``PROBE`` at every allowed place gives the ids of encoding it whole, with ``encode``
+    (texts -> their ids) of the tokenizer at hand: a last guard before its texts are cut."""
+    cuts = chunker.cuts(PROBE)
+    parts = [PROBE[a:b] for a, b in zip([0, *cuts], [*cuts, len(PROBE)], strict=True)]
+    whole, *pieces = encode([PROBE, *parts])
+    return bool(cuts) and [i for ids in pieces for i in ids] == whole
