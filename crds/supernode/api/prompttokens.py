@@ -150,7 +150,6 @@ class PromptTokenizer:
                 out += known[piece.text]
         return out
 
-
     def _encode_missing(self, texts: list[str], known: dict[str, tuple[int, ...]], cache: PieceCache | None) -> None:
         """Encode ``texts`` into ``known``: long ones in chunks, chunks found in ``cache`` taken from it, all
         others in one ``encode_batch_fast`` call (parallel across the tokenizer's threads)."""

@@ -110,7 +110,11 @@ class PromptTokens:
         self.metrics.replies.labels(model, "busy" if busy else "cached").inc()
         if busy:
             return None
-        future = self._executor().submit(tok.tokenizer.encode_pieces, [Piece(text)], tok.cache)
+        try:
+            future = self._executor().submit(tok.tokenizer.encode_pieces, [Piece(text)], tok.cache)
+        except RuntimeError:  # closed meanwhile (shutdown): nothing to cache for
+            self._reply_done(None)
+            return None
         future.add_done_callback(self._reply_done)
         return future
 
