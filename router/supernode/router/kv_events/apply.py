@@ -110,8 +110,8 @@ def _stored(index: PreciseIndex, endpoint: str, seed: str, ev: BlockStored) -> N
     if len(ev.token_ids) != bs * len(ev.block_hashes):
         raise BadEvents(f"BlockStored.token_ids: {len(ev.token_ids)} tokens for {len(ev.block_hashes)} "
                         f"blocks of {bs}")
-    if ev.lora_id is not None:
-        return  # adapter blocks: prompts for the base model never reach them
+    if ev.keyed_beyond_tokens():
+        return  # adapter, salted or multimodal blocks: plain prompts for the base model never reach them
     if ev.parent_block_hash is None:
         parent: int | None = seed_hash(seed)
     else:
