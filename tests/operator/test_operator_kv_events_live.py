@@ -1,7 +1,8 @@
 """KV events wired end to end: the real operator renders an SGLang group with spec.engine.kvEvents, the
 emulated cluster runs its leader pod, and two router replicas — each with its own Kubernetes discovery
 and KV event feeds — find the leader's publisher on its named ports and build the same precise index
-from SGLang-layout batches, without talking to each other. Everything listens on 127.0.0.1."""
+from SGLang-layout batches (one-token pages cut into the router's blocks), without talking to each
+other. Everything listens on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tests.api.test_api_kv_events_sglang import SgEventBatch, sglang_pages
 from tests.router.test_router_kv_events import Publisher
 
 MDS = f"/apis/{C.GROUP}/{C.VERSION}/namespaces/llm/{C.PLURAL}"
-MODEL, PAGE = "deepseek-v4-flash", 4
+MODEL, BLOCK = "deepseek-v4-flash", 4  # the router's block size for the model (its tokenizer's)
 
 
 def free_ports(n: int) -> list[int]:
@@ -49,7 +50,8 @@ class RouterReplica:
 
     def __init__(self, url: str):
         self.table, self.index, self.endpoints = EndpointTable(), PreciseIndex(), list[Endpoint]()
-        self.feeds = KVEventFeeds(self.table, self.index, RouterMetrics(), PrefixConfig())
+        self.feeds = KVEventFeeds(self.table, self.index, RouterMetrics(), PrefixConfig(),
+                                  block_size_of=lambda _: BLOCK)
         self.discovery = KubernetesDiscovery(self.apply, namespace="llm", port_name=C.PORT_HTTP, default_port=8000,
                                              default_max_concurrency=8, api_url=url, debounce_s=0.02)
 
@@ -98,10 +100,10 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(k8s: tupl
                              what="the publisher announced by discovery")
         key = replicas[0].endpoints[0].url
 
-        pages, _ = sglang_pages(list(range(12)), PAGE)
+        pages, _ = sglang_pages(list(range(14)), 1)  # SGLang's default page: one token
         await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, pages, attn_dp_rank=0)))
         while not all(r.index.is_precise(key) for r in replicas):  # late joiners replay from batch 0
             await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, [], attn_dp_rank=0)))
             await asyncio.sleep(0.05)
-        prompt = block_hashes(list(range(16)), MODEL, PAGE)
+        prompt = block_hashes(list(range(16)), MODEL, BLOCK)
         assert [r.index.match(key, prompt) for r in replicas] == [3, 3]

@@ -32,9 +32,10 @@ def feed_source(state: EndpointState, enabled: bool) -> tuple[str, str, str]:
 
 class KVEventFeeds:
     def __init__(self, table: EndpointTable, index: PreciseIndex, hooks: FeedHooks, config: PrefixConfig,
-                 seed_of: Callable[[str], str] = str):
+                 seed_of: Callable[[str], str] = str, block_size_of: Callable[[str], int | None] = lambda _: None):
         self.table = table
         self.seed_of = seed_of
+        self.block_size_of = block_size_of  # model → the router's block size for it (its tokenizer's), if known
         self.index = index
         self.hooks = hooks
         self.config = config
@@ -72,7 +73,8 @@ class KVEventFeeds:
                                bad_input_retry_s=cfg.kv_events_bad_input_retry_s).run()
             else:
                 await ZmqFeed(key, model, address, replay, self.index, hooks=self.hooks,
-                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of).run()
+                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of,
+                              router_block_size=self.block_size_of(model)).run()
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in a feed: this endpoint routes approximately, the router keeps serving
