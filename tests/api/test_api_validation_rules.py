@@ -181,12 +181,6 @@ def test_kv_events_accepted_where_engines_publish_them() -> None:
         assert server_errors(md.dict()) == [] and _pydantic_errors(md.dict()) == []
 
 
-def test_the_rules_rendezvous_port_is_the_operators() -> None:
-    from supernode.operator.engines import RENDEZVOUS_PORT
-
-    assert rules.RENDEZVOUS_PORT == RENDEZVOUS_PORT
-
-
 # Random specs within the schema's bounds: the CEL rule and its Python twin must agree on each.
 _specs = st.fixed_dictionaries(
     {

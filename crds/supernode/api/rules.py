@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from supernode.api import constants as C
+
 Spec = Mapping[str, Any]
 
 
@@ -78,8 +80,7 @@ def _for_pools(rule: Rule) -> Rule:
     )
 
 
-# The engines' rendezvous port on the leader (supernode.operator.engines.RENDEZVOUS_PORT, kept equal by a test).
-RENDEZVOUS_PORT = 29500
+RENDEZVOUS_PORT = C.RENDEZVOUS_PORT  # the engines' rendezvous port on the leader
 
 
 def _kv(spec: Spec) -> Mapping[str, Any] | None:

@@ -19,7 +19,7 @@ from supernode.operator.group_secrets import GroupKeys, secret_env
 from supernode.operator.ranktable import RANK_TABLE_PATH
 
 MODEL_DIR = "/models"
-RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader
+RENDEZVOUS_PORT = C.RENDEZVOUS_PORT  # torch.distributed / vLLM / SGLang rendezvous on the leader
 DP_RPC_PORT = 13345  # vLLM data-parallel RPC port on the leader
 
 # The built-in engine's images are what docker/engine-{cpu,cuda,ascend}.Dockerfile build, in the registry
