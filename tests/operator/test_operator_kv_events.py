@@ -55,13 +55,14 @@ def test_user_args_still_come_last() -> None:
 
 def test_builtin_flags_are_what_the_engines_own_parser_accepts(tmp_path: Path) -> None:
     from supernode.cli import engine_serve
+    from supernode.engine.config import EngineConfig
 
     c = container(render(operator_md().engine("builtin").kv_events(topic="v4", bufferSteps=77)))
     parser = argparse.ArgumentParser()
     engine_serve.register(parser.add_subparsers())
     (tmp_path / "config.json").write_text("{}")
     args = parser.parse_args(["serve", str(tmp_path), *c["args"]])
-    cfg = engine_serve.options(args).engine
+    cfg = EngineConfig.from_values({**vars(args), "model_dir": engine_serve.model_dir(args)})  # what serve builds
     assert (cfg.kv_events_endpoint, cfg.kv_events_replay_endpoint) == ("tcp://*:5557", "tcp://*:5558")
     assert cfg.kv_events_topic == "v4" and cfg.kv_events_buffer_steps == 77
 

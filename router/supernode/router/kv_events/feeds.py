@@ -61,6 +61,8 @@ class KVEventFeeds:
                 continue
             self.hooks.set_prefix_mode(key, False)  # approximate until a feed holds the engine's history
             if source[0] != "none":
+                if source[0] != "http":
+                    log.info("KV events for %s: subscribing to %s (replay: %s)", key, source[0], source[1] or "none")
                 self._feeds[key] = (source, asyncio.create_task(self._run(key, source), name=f"kv-events {key}"))
 
     async def _run(self, key: str, source: tuple[str, str, str]) -> None:
