@@ -20,8 +20,9 @@ State = tuple[int, tuple[int, ...]]  # (router hash of the last completed router
 
 
 def derived_key(engine_hash: int, i: int) -> int:
-    """The index key of the i-th router block an engine block completed before its last one."""
-    return hash((engine_hash, i, "router-block"))
+    """The index key of the i-th router block an engine block completed before its last one (a tuple of ints
+    hashes the same in every process; a clash with a real engine hash is as unlikely as between two of them)."""
+    return hash((engine_hash, -1 - i))
 
 
 class Reblocker:
