@@ -102,7 +102,9 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(k8s: tupl
 
         pages, _ = sglang_pages(list(range(14)), 1)  # SGLang's default page: one token
         await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, pages, attn_dp_rank=0)))
-        while not all(r.index.is_precise(key) for r in replicas):  # late joiners replay from batch 0
+        for _ in range(200):  # late joiners replay from batch 0; 10 s at most
+            if all(r.index.is_precise(key) for r in replicas):
+                break
             await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, [], attn_dp_rank=0)))
             await asyncio.sleep(0.05)
         prompt = block_hashes(list(range(16)), MODEL, BLOCK)
