@@ -107,5 +107,6 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(k8s: tupl
                 break
             await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, [], attn_dp_rank=0)))
             await asyncio.sleep(0.05)
+        assert all(r.index.is_precise(key) for r in replicas), "the feeds never held the whole history"
         prompt = block_hashes(list(range(16)), MODEL, BLOCK)
         assert [r.index.match(key, prompt) for r in replicas] == [3, 3]
