@@ -1,19 +1,21 @@
-"""KV events wired end to end: the real operator renders an SGLang group with spec.engine.kvEvents, the
-emulated cluster runs its leader pod, and two router replicas — each with its own Kubernetes discovery
-and KV event feeds — find the leader's publisher on its named ports and build the same precise index
-from SGLang-layout batches (one-token pages cut into the router's blocks), without talking to each
-other. Everything listens on 127.0.0.1."""
+"""KV events wired end to end: the real operator renders a group with spec.engine.kvEvents (SGLang in a
+StatefulSet, vLLM over two pods in a LeaderWorkerSet), the emulated cluster runs its pods, and two router
+replicas — each with its own Kubernetes discovery and KV event feeds — find the leader's publisher on its
+named ports and build the same precise index from the engine's batches (SGLang's one-token pages, vLLM's 8-token blocks, both cut into the router's
+4-token blocks), without talking to each other. Everything listens on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
+import fake_lws
 import httpx
 import msgspec
+import pytest
 from builders import operator_md
 from fake_cluster import MD_KIND, FakeCluster, node
 from k8s_emulator import K8sEmulator
@@ -22,6 +24,7 @@ from operator_harness import eventually, running_operator
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.api.hashing import block_hashes
+from supernode.api.kv_events import BlockStored, KVEventBatch, encode_batch
 from supernode.router.config import PrefixConfig
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.kv_events.feeds import KVEventFeeds
@@ -73,14 +76,33 @@ class RouterReplica:
                 await self.feeds.close()
 
 
-async def test_router_replicas_follow_the_publisher_the_operator_wires(k8s: tuple[K8sEmulator, str]) -> None:
+def sglang_batch(tokens: list[int]) -> bytes:
+    pages, _ = sglang_pages(tokens, 1)  # SGLang's default page: one token
+    return msgspec.msgpack.encode(SgEventBatch(0.0, pages, attn_dp_rank=0))
+
+
+def vllm_batch(tokens: list[int]) -> bytes:
+    hashes = block_hashes(tokens, "vllm-own-seed", 8)  # vLLM's own hashes, over its 8-token blocks
+    return encode_batch(KVEventBatch(0.0, [BlockStored(list(hashes), None, tokens, 8, None, "GPU")], 0))
+
+
+# (engine, LeaderWorkerSet mode, pods per group, the engine's first batch of 16 cached tokens)
+CASES = [("sglang", False, 1, sglang_batch), ("vllm", True, 2, vllm_batch)]
+
+
+@pytest.mark.parametrize(("engine", "lws", "pods", "batch"), CASES, ids=["sglang-statefulset", "vllm-lws-2-pods"])
+async def test_router_replicas_follow_the_publisher_the_operator_wires(
+        k8s: tuple[K8sEmulator, str], engine: str, lws: bool, pods: int, batch: Callable[[list[int]], bytes]) -> None:
     emu, url = k8s
     emu.declare(MD_KIND, shortnames=["md"])
     cluster = FakeCluster(emu)
-    await cluster.add_nodes(node("n0", "sp-0"))
+    if lws:
+        await fake_lws.install(emu)
+        cluster.controllers.append(fake_lws.FakeLws(emu, cluster.started).step)
+    await cluster.add_nodes(*(node(f"n{i}", "sp-0") for i in range(pods)))
     pub_port, replay_port = free_ports(2)
-    md = (operator_md().engine("sglang").kv_events(port=pub_port, replayPort=replay_port)
-          .accelerator("ascend-910c", 16).parallelism(tensor=16).dict())
+    md = (operator_md().engine(engine).kv_events(port=pub_port, replayPort=replay_port)
+          .accelerator("ascend-910c", 16).parallelism(tensor=16 * pods).dict())
     publisher = Publisher(None, addresses=(f"tcp://127.0.0.1:{pub_port}", f"tcp://127.0.0.1:{replay_port}"))
     async with AsyncExitStack() as stack:
         stack.callback(publisher.close)
@@ -91,6 +113,7 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(k8s: tupl
             assert (await c.post(MDS, json=md)).status_code == 201
         leader = await eventually(lambda: emu.objects_of("pods", "", "llm", f"{C.LABEL_ROLE}={C.ROLE_LEADER}")[0],
                                   what="the group's leader pod")
+        await eventually(lambda: len(emu.objects_of("pods", "", "llm")) == pods, what="every pod of the group")
         await emu.patch_object("pods", "llm", leader["metadata"]["name"], {"status": {
             "phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}},
             subresource="status")  # an address the feeds can reach
@@ -100,13 +123,12 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(k8s: tupl
                              what="the publisher announced by discovery")
         key = replicas[0].endpoints[0].url
 
-        pages, _ = sglang_pages(list(range(14)), 1)  # SGLang's default page: one token
-        await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, pages, attn_dp_rank=0)))
+        await publisher.send(batch(list(range(16))))
         for _ in range(200):  # late joiners replay from batch 0; 10 s at most
             if all(r.index.is_precise(key) for r in replicas):
                 break
-            await publisher.send(msgspec.msgpack.encode(SgEventBatch(0.0, [], attn_dp_rank=0)))
+            await publisher.send(encode_batch(KVEventBatch(0.0, [])))
             await asyncio.sleep(0.05)
         assert all(r.index.is_precise(key) for r in replicas), "the feeds never held the whole history"
         prompt = block_hashes(list(range(16)), MODEL, BLOCK)
-        assert [r.index.match(key, prompt) for r in replicas] == [3, 3]
+        assert [r.index.match(key, prompt) for r in replicas] == [4, 4]  # 16 tokens: four router blocks
