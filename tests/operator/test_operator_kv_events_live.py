@@ -1,8 +1,9 @@
 """KV events wired end to end: the real operator renders a group with spec.engine.kvEvents (SGLang in a
 StatefulSet, vLLM over two pods in a LeaderWorkerSet), the emulated cluster runs its pods, and two router
 replicas — each with its own Kubernetes discovery and KV event feeds — find the leader's publisher on its
-named ports and build the same precise index from the engine's batches (SGLang's one-token pages, vLLM's 8-token blocks, both cut into the router's
-4-token blocks), without talking to each other. Everything listens on 127.0.0.1."""
+named ports and build the same precise index from the engine's batches (SGLang's one-token pages, vLLM's
+8-token blocks, both cut into the router's 4-token blocks), without talking to each other. Everything
+listens on 127.0.0.1."""
 
 from __future__ import annotations
 
