@@ -33,6 +33,7 @@ from fake_kv_cache import BLOCK, FakeKVCache, add_kv_events_route, prompt_hashes
 class Behaviour:
     name: str = "engine"
     fail_status: int | None = None  # answer this status before any byte
+    fail_error: dict[str, Any] | None = None  # extra fields of that answer's `error` object (code, param)
     first_byte_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     hang_after_first_chunk: bool = False
@@ -130,7 +131,8 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
         st.requests.append(body)
         b = st.behaviour
         if b.fail_status:
-            return JSONResponse({"error": {"message": f"{b.name} failing"}}, status_code=b.fail_status)
+            return JSONResponse({"error": {"message": f"{b.name} failing", **(b.fail_error or {})}},
+                                status_code=b.fail_status)
         if b.first_byte_delay_s and not body.get("stream"):
             await asyncio.sleep(b.first_byte_delay_s)
         rid = f"cmpl-{len(st.requests)}"
