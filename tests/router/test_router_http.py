@@ -318,6 +318,16 @@ async def test_engine_4xx_keeps_the_engines_error_code_and_param(stack: Stack, e
     assert e.value.body["message"] == "engine: bad failing"  # type: ignore[index]
 
 
+async def test_engine_4xx_whose_error_is_not_an_object_is_still_a_4xx(stack: Stack) -> None:
+    bad = await stack.engine("bad", Behaviour(name="bad", fail_status=422, fail_error="unprocessable"))
+    stack.write_endpoints([ep(bad)])
+    url = await stack.router()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "upstream_rejected" and "unprocessable" in e.value.message
+
+
 async def test_completions_stream_passes_through(stack: Stack) -> None:
     url = await two_engines(stack)
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
