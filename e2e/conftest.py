@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # e2e support modules (upstack)
+# e2e support modules (upstack) and the tests' fluent builders (builders.make_md), whatever the cwd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upstack import ROOT, UpLauncher, UpStack
 
 EXAMPLES = ROOT / "examples" / "local"

@@ -21,10 +21,10 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from builders import make_md
 from upstack import UpLauncher, UpStack
 
 from supernode.api import constants as C
-from tests.builders import make_md
 
 MODEL = "deepseek-v4-flash"
 NON_THINK = {"thinking": {"type": "disabled"}}
