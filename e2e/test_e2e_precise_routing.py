@@ -47,13 +47,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
         yield stack
 
 
-def urls(stack: UpStack) -> dict[str, str]:
-    return stack.group_urls()
-
-
 def synced(stack: UpStack, group: str) -> None:
     """Wait until the router's precise index holds as many blocks for `group` as its (idle) engine caches."""
-    url = urls(stack)[group]
+    url = stack.group_urls()[group]
     stack.wait_for(f"the router to follow {group}'s KV events", lambda: stack.router_gauge(
         "supernode_router_prefix_index_blocks", endpoint=url) == len(stack.engine_cached_blocks(group)), 20)
 
@@ -78,7 +74,7 @@ class Busy:
     """A long streamed completion straight to one group, so the router sees it loaded; stopped on exit."""
 
     def __init__(self, stack: UpStack, group: str):
-        self.stack, self.group, self.url = stack, group, urls(stack)[group]
+        self.stack, self.group, self.url = stack, group, stack.group_urls()[group]
         self.stop, self.started = threading.Event(), threading.Event()
         self.finished = False
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -109,7 +105,7 @@ class Busy:
 def test_both_groups_are_indexed_precisely_and_a_follow_up_lands_where_its_cache_is(up: UpStack) -> None:
     for group in GROUPS:
         up.wait_for(f"{group} on the precise index", lambda g=group: up.router_gauge(  # type: ignore[misc]
-            "supernode_router_prefix_index_mode", endpoint=urls(up)[g], mode="precise") == 1.0, 20)
+            "supernode_router_prefix_index_mode", endpoint=up.group_urls()[g], mode="precise") == 1.0, 20)
     # Two conversations of one system prompt, turn 1 of each on a different group.
     lighthouse = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Is the lamp lit tonight?"}]
     harbour = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Which ships are in harbour?"}]
