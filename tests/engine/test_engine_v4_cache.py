@@ -98,34 +98,3 @@ def test_blocks_register_only_up_to_a_snapshotted_boundary() -> None:
     assert bm.admit(twin, 21) and twin.num_computed_tokens == 16
     assert bm.state_args(twin, 16, 5)[1] == saves[0][0]  # resumes from the snapshot
 
-
-def prefill(bm: StateBlockManager, tokens: list[int]) -> Sequence:
-    """One whole prompt through admit → state_args → commit, then freed (its cached blocks stay)."""
-    seq = Sequence(tokens)
-    assert bm.admit(seq, len(tokens))
-    bm.state_args(seq, seq.num_computed_tokens, len(tokens) - seq.num_computed_tokens)
-    seq.num_computed_tokens = len(tokens)
-    bm.commit(seq)
-    bm.free(seq)
-    return seq
-
-
-def test_evicting_a_prefixs_snapshot_uncaches_the_blocks_nothing_can_resume_from() -> None:
-    """Blocks are freed newest first, so LRU eviction takes a prefix's snapshotted last block first. The
-    blocks before it cannot be resumed from any more (no snapshot, nothing cached after them): they
-    leave the cache too, and say so, or the router keeps counting them for this engine."""
-    bm = StateBlockManager(12, 4, "v4", seq_slots=2, snapshot_slots=4, boundary=8, interval=16)
-    a = prefill(bm, list(range(1, 18)))  # 17 tokens: 4 blocks cached, the snapshot at 16
-    b = prefill(bm, [*range(1, 9), *range(50, 59)])  # shares a's first 2 blocks; caches its blocks 3 and 4
-    a_hashes, b_hashes = a.block_hashes[:4], b.block_hashes[:4]
-    assert set(bm.cached_hashes()) == {*a_hashes, *b_hashes[2:]}
-    bm.drain_events()
-
-    filler = Sequence(list(range(200, 228)))  # 7 blocks: the 6 free ones and the least recently used
-    assert bm.admit(filler, 28)
-    removed = {h for ev in bm.drain_events() if ev.type == "removed" for h in ev.block_hashes}
-    assert removed == {a_hashes[3], a_hashes[2]}  # a's tail and its orphan; the shared blocks lead on to b's
-    assert set(bm.cached_hashes()) == {*a_hashes[:2], *b_hashes[2:]}
-    bm.free(filler)
-    twin = Sequence(list(b.token_ids))
-    assert bm.admit(twin, len(twin)) and twin.num_computed_tokens == 16  # b still resumes from its snapshot
