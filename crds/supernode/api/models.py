@@ -269,7 +269,8 @@ class PoolSpec(_Model):
     replicas: int | None = Field(default=None, ge=0, le=1000, description="Replica groups of this pool.")
     capacity_weight: float = Field(
         default=1.0, gt=0, le=1000,
-        description="Relative throughput of one of this pool's groups; the router's load scorer divides by it.",
+        description="Relative throughput of one of this pool's groups: the router's prior until it has measured "
+                    "the groups' capacity from their traffic.",
     )
 
 
