@@ -103,3 +103,21 @@ def test_endpoint_state_uses_the_measured_weight_once_there_is_one() -> None:
 ])
 def test_work_tokens(completion: int, prompt: int, cached: int, weight: float, expected: float) -> None:
     assert work_tokens(completion, prompt, cached, weight) == expected
+
+
+def test_signals_report_each_pools_capacity_per_group_and_draining_groups_with_their_pool() -> None:
+    from supernode.router.demand import draining_endpoints, pool_capacity
+    from supernode.router.routing.state import EndpointTable
+
+    def e(url: str, pool: str, weight: float, **kw: object) -> Endpoint:
+        return Endpoint(url=url, model="m", deployment="llm/v4", pool=pool, capacity_weight=weight, **kw)  # type: ignore[arg-type]
+
+    table = EndpointTable()
+    table.update([e("http://a", "h200", 2.0), e("http://b", "h200", 2.0), e("http://c", "ascend", 1.0),
+                  e("http://d", "ascend", 1.0, draining=True), e("http://x", "ascend", 9.0, ready=False)])
+    b = table.get("http://b")
+    assert b is not None
+    b.measured = 3.0  # measured beats declared
+    assert pool_capacity(table) == [{"deployment": "llm/v4", "pool": "ascend", "groups": 1, "weight": 1.0},
+                                    {"deployment": "llm/v4", "pool": "h200", "groups": 2, "weight": 2.5}]
+    assert [(d["pool"], d["group"]) for d in draining_endpoints(table)] == [("ascend", 0)]
