@@ -13,9 +13,9 @@ from fake_engine import Behaviour
 from prometheus_client.parser import text_string_to_metric_families
 from router_stack import MODEL, Stack, ep
 
-FAST_S, SLOW_S = 0.004, 0.016  # seconds per generated word: the fast engine decodes 4x faster
+FAST_S, SLOW_S = 0.01, 0.04  # seconds per generated word: the fast engine decodes 4x faster
 WORDS = 8
-CLIENTS, REQUESTS = 6, 120
+CLIENTS, REQUESTS = 6, 96
 
 
 async def drive(stack: Stack, url: str) -> Counter[str]:
@@ -48,11 +48,11 @@ async def capacities(stack: Stack) -> dict[str, float]:
 
 
 async def fleet(stack: Stack, measure: bool) -> tuple[str, str, str]:
-    fast = await stack.engine("fast", Behaviour(name="fast", decode_s=FAST_S, answer_words=WORDS, concurrency=4))
-    slow = await stack.engine("slow", Behaviour(name="slow", decode_s=SLOW_S, answer_words=WORDS, concurrency=4))
+    fast = await stack.engine("fast", Behaviour(name="fast", decode_s=FAST_S, answer_words=WORDS, concurrency=8))
+    slow = await stack.engine("slow", Behaviour(name="slow", decode_s=SLOW_S, answer_words=WORDS, concurrency=8))
     # Declared the wrong way round: the slow pool claims four times the fast one's throughput.
-    stack.write_endpoints([ep(fast, capacityWeight=1.0, maxConcurrency=4, pool="fast"),
-                           ep(slow, capacityWeight=4.0, maxConcurrency=4, pool="slow")])
+    stack.write_endpoints([ep(fast, capacityWeight=1.0, maxConcurrency=8, pool="fast"),
+                           ep(slow, capacityWeight=4.0, maxConcurrency=8, pool="slow")])
     url = await stack.router({"routing": {"capacity": {"measure": measure, "min_samples": 5}}})
     return fast, slow, url
 
@@ -67,9 +67,9 @@ async def test_traffic_follows_measured_speed_not_the_declared_weight(stack: Sta
     served = await drive(stack, url)
     caps = await capacities(stack)
     # The declared sum (5) shared out by measurement, in quarter-doubling steps: 4x the decode speed, less
-    # the router's own overhead per request (measured 4.0 : 1.19 to 3.36 : 1.68).
+    # the router's own time per request (more of it on a loaded machine).
     assert 4.0 <= caps[fast] + caps[slow] <= 6.0 and caps[fast] / caps[slow] >= 2.0, caps
-    assert share(served, stack, "fast") > 2 * share(served, stack, "slow"), served  # measured: 48-50 vs 10-12
+    assert share(served, stack, "fast") > 3 * share(served, stack, "slow"), served  # seen: 40-41 vs 7-8
     table = stack.router_app.state.router.table  # type: ignore[union-attr]
     assert table.get(fast).throughput.samples + table.get(slow).throughput.samples == REQUESTS
 
@@ -79,4 +79,4 @@ async def test_control_without_measuring_the_declared_weight_decides(stack: Stac
     served = await drive(stack, url)
     caps = await capacities(stack)
     assert (caps[fast], caps[slow]) == (1.0, 4.0)
-    assert share(served, stack, "fast") < 2 * share(served, stack, "slow"), served  # measured: 31-36 vs 24-29
+    assert share(served, stack, "fast") < 1.6 * share(served, stack, "slow"), served  # seen: 21-25 vs 23-27
