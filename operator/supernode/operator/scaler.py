@@ -90,6 +90,7 @@ class Autoscaler:
     def forget(self, key: str) -> None:
         self.histories.pop(key, None)
         self._learned.pop(key, None)
+        self._wrote_pools.pop(key, None)
 
     # --- signals ---------------------------------------------------------------------------------
     async def _urls(self) -> list[str]:
