@@ -12,9 +12,10 @@ import httpx
 from aiohttp import web
 from builders import operator_md
 from fake_cluster import node
+from fake_router import ROUTER_NS, FakeRouter
 from k8s_emulator import K8sEmulator
 from operator_harness import eventually, running_operator
-from test_operator_autoscaler import MODEL, ROUTER_NS, FakeRouter, get, mds, setup
+from test_operator_autoscaler import MODEL, get, mds, setup
 
 from supernode.api import constants as C
 from supernode.operator.scaler import AutoscalerConfig
