@@ -16,7 +16,7 @@ from supernode.router.config import RouterConfig
 from supernode.router.contracts import PoolKey, Tenant
 from supernode.router.errors import InvalidRequest, ModelNotFound, ModeNotOffered, PayloadTooLarge
 from supernode.router.modes import Resolved, UnknownModel, resolve
-from supernode.router.routing.prefix_index import request_hashes
+from supernode.router.routing.prefix_index import LazyRequestHashes
 from supernode.router.routing.state import EndpointTable
 
 Parser = Callable[..., ParsedRequest]
@@ -54,7 +54,7 @@ class Prepared:
     resolved: Resolved
     pools: list[PoolKey]
     session: str | None
-    block_hashes: tuple[int, ...]
+    block_hashes: Sequence[int]  # LazyRequestHashes: computed only when a reader needs them
     prompt_tokens_estimate: int  # the real prompt token count when prompt_token_ids is known
     max_tokens: int  # per choice, resolved once (shared rule); admission reserves n times it, the engine is
     # sent it or less
@@ -111,8 +111,8 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
                       param="prompt" if parsed.api == "openai-completions" else "messages")
     pools = offered_pools(resolved, table, spill)  # further spill-over (capacity) comes from admission's rules
     prefix = config.routing.prefix
-    hashes = request_hashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
-                            max_blocks=prefix.max_blocks_per_request)
+    hashes = LazyRequestHashes(resolved.model, parsed.prompt_text, block_size=prefix.block_size,
+                               max_blocks=prefix.max_blocks_per_request)
     return Prepared(parsed=parsed, resolved=resolved, pools=pools,
                     session=session_header or parsed.user, block_hashes=hashes,
                     prompt_tokens_estimate=max(1, len(parsed.prompt_text) // 4),

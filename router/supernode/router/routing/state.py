@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from supernode.api.endpoints import Endpoint
@@ -107,7 +107,9 @@ class RoutingRequest:
     request_id: str
     model: str
     mode: Mode
-    block_hashes: tuple[int, ...] = ()  # approximate: chained over the prompt text's UTF-8 bytes
+    # Approximate: chained over the prompt text's UTF-8 bytes; the router passes a LazyRequestHashes
+    # (computed only as far as read: not at all for precise endpoints and token-hashed prompts).
+    block_hashes: Sequence[int] = ()
     session: str | None = None
     # Engine-compatible: chained over the prompt's real token ids with the engine's block size and hash
     # seed (supernode.api.hashing.block_hashes); empty when the router has no tokenizer for the model.
@@ -120,8 +122,9 @@ class RoutingRequest:
         session, else the request id. Seeding with the prefix gives each prefix a stable rendezvous
         order of endpoints, so all its sessions share a home and, when it overflows, it grows onto the
         same next endpoints instead of scattering over the fleet."""
-        if self.block_hashes:
-            return str(self.block_hashes[min(len(self.block_hashes), HOME_KEY_BLOCKS) - 1])
+        head = self.block_hashes[:HOME_KEY_BLOCKS]  # only these are computed for a lazy sequence
+        if head:
+            return str(head[-1])
         return self.session or self.request_id
 
 
