@@ -8,40 +8,35 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
-from supernode.router.admission.config import AdminConfig
 from supernode.router.apis.anthropic import parse_messages
 from supernode.router.apis.openai import parse_chat, parse_completion
 from supernode.router.call import Call, request_id_from
 from supernode.router.config import RouterConfig
-from supernode.router.contracts import Gatekeeper, Meter
-from supernode.router.demand import SIGNALS_PATH, ColdModels, DemandCollector, DemandGate
-from supernode.router.demand import signals as demand_signals
+from supernode.router.demand import ColdModels, DemandCollector, DemandGate
 from supernode.router.discovery.file import FileDiscovery
 from supernode.router.discovery.kubernetes import KubernetesDiscovery
 from supernode.router.errors import InvalidRequest, RouterError, Shape, error_body
 from supernode.router.kv_events.feeds import KVEventFeeds
 from supernode.router.metrics import RouterMetrics
+from supernode.router.ops_routes import admin_ops_routes, health_routes, ops_app
 from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
 from supernode.router.proxy import Upstream, backoff_of
 from supernode.router.request_path import Service, error_response
-from supernode.router.routing.profile import Profile, build_profile
+from supernode.router.router_state import RouterState
+from supernode.router.routing.profile import build_profile
 from supernode.router.routing.state import EndpointState, EndpointTable
 from supernode.router.stats import Scraper
-from supernode.router.tokens.fetch import TokenizerFetcher
-from supernode.router.tokens.service import PromptTokens
 from supernode.router.tokens.wiring import build_tokens, load_local_tokenizers
 from supernode.router.wiring import (
     GatekeeperFactory,
@@ -55,25 +50,6 @@ from supernode.router.wiring import (
 log = logging.getLogger("supernode.router")
 
 OFFLOAD_PARSE_BYTES = 256 * 1024  # larger bodies are parsed in a worker thread, off the event loop
-
-
-@dataclass
-class RouterState:
-    config: RouterConfig
-    table: EndpointTable
-    profile: Profile
-    metrics: RouterMetrics
-    gatekeeper: Gatekeeper
-    meter: Meter
-    service: Service
-    upstream: Upstream
-    discovery: FileDiscovery | KubernetesDiscovery
-    demand: DemandGate
-    tokens: PromptTokens
-    fetcher: TokenizerFetcher | None = None
-    feeds: KVEventFeeds | None = None
-    scraper: Scraper | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _build_discovery(config: RouterConfig, apply: Callable[[list[Endpoint]], None],
@@ -201,7 +177,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     app = FastAPI(title="supernode router", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.router = state
-    app.state.ops_app = _ops_app(state)
+    app.state.ops_app = ops_app(state)
     if config.admission is not None and config.metering is not None:
         from supernode.router.admin import make_admin_key_check, make_admin_router
 
@@ -265,69 +241,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
                                       for n in sorted(names)]
         return JSONResponse({"object": "list", "data": data})
 
-    _health_routes(app, state)
+    health_routes(app, state)
     if config.server.metrics_port is None:  # no ops port: metrics + signals on the API port, for the admin only
-        from supernode.router.admin import make_admin_key_check
-
-        check = make_admin_key_check(config.admission.admin if config.admission else AdminConfig.model_validate({}))
-
-        @app.get("/metrics", include_in_schema=False)
-        async def prometheus(request: Request) -> Response:
-            try:
-                check(api_key(request))
-            except RouterError as e:
-                return error_response("openai", e)
-            return _metrics(state)
-
-        @app.get(SIGNALS_PATH, include_in_schema=False)
-        async def autoscaling_signals(request: Request) -> Response:
-            try:
-                check(api_key(request))
-            except RouterError as e:
-                return error_response("openai", e)
-            return _signals(state)
-
+        admin_ops_routes(app, state)
     return app
 
-
-def _metrics(st: RouterState) -> Response:
-    st.metrics.queue_length.set(st.gatekeeper.queue_length())
-    for s in st.table:
-        st.metrics.set_inflight(s.key, s.inflight)
-        st.metrics.set_capacity(s.key, s.endpoint.model, s.capacity)
-    return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _signals(st: RouterState) -> Response:
-    return JSONResponse(demand_signals(st.demand, st.table))
-
-
-def _health_routes(app: FastAPI, st: RouterState) -> None:
-    @app.get("/health", include_in_schema=False)
-    async def health() -> Response:
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/ready", include_in_schema=False)
-    async def ready() -> Response:
-        routable = [s.key for s in st.table if s.healthy and s.endpoint.ready and not s.endpoint.draining]
-        body = {"ready": bool(routable), "endpoints": len(st.table), "routable": len(routable),
-                "discovery_error": st.discovery.last_error}
-        return JSONResponse(body, status_code=200 if routable else 503)
-
-
-def _ops_app(st: RouterState) -> FastAPI:
-    """The ops port's app: /metrics, /autoscaling/signals, /health, /ready (no lifespan: the API app owns
-    the state). Served apart from the public API so scrapes and the operator's autoscaler need no key and
-    probes answer even when the API port is saturated."""
-    ops = FastAPI(title="supernode router ops", docs_url=None, redoc_url=None, openapi_url=None)
-    _health_routes(ops, st)
-
-    @ops.get("/metrics")
-    async def prometheus() -> Response:
-        return _metrics(st)
-
-    @ops.get(SIGNALS_PATH)
-    async def autoscaling_signals() -> Response:
-        return _signals(st)
-
-    return ops

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.router.apis.responses import AnthropicStream, to_anthropic_message, usage_from_openai
-from supernode.router.call import Call, call_headers, observe, usage_record
+from supernode.router.call import Call, call_headers, observe
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RequestContext, Ticket
 from supernode.router.errors import (
@@ -33,6 +33,7 @@ from supernode.router.routing.capacity import work_tokens
 from supernode.router.routing.state import RoutingRequest
 from supernode.router.sse import SseSplitter, data_of, reply_text, tokens_in
 from supernode.router.tokens.service import PromptTokens
+from supernode.router.usage_rows import advance_row, open_row, record_row
 
 log = logging.getLogger("supernode.router.requests")
 
@@ -65,11 +66,7 @@ class Service:
     async def _admitted(self, call: Call, ticket: Ticket) -> None:
         """Admitted: the ledger gets an open row now (durably), finalised when the request ends."""
         call.ticket = ticket
-        record = usage_record(call, "open")
-        if getattr(self.meter, "blocking", True):
-            await asyncio.to_thread(self.meter.open, record)
-        else:
-            self.meter.open(record)
+        await open_row(self.meter, call)
 
     # --- entry ----------------------------------------------------------------------------------
     async def handle(self, request: Request, call: Call) -> Response:
@@ -233,7 +230,7 @@ class Service:
                     call.delivered_tokens += tokens  # billed if the stream stops
                     if checkpoint and time.monotonic() >= next_checkpoint:
                         next_checkpoint = time.monotonic() + checkpoint
-                        await self._checkpoint(call)
+                        await advance_row(self.meter, call)
                     now = time.perf_counter()
                     if call.first_token_at is None:
                         call.first_token_at = now
@@ -248,7 +245,7 @@ class Service:
                     yield event + b"\n\n"
         if not finished and anthropic is None:
             raise UpstreamError("the engine's stream ended without [DONE]")
-        await self._meter(call, None)
+        await record_row(self.meter, call, None)
         self._remember(call, "".join(reply))
         yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
 
@@ -257,30 +254,7 @@ class Service:
         if self.tokens is not None and reply and call.prep.parsed.upstream_path == "/v1/chat/completions":
             self.tokens.remember_reply(call.prep.resolved.model, reply)
 
-    async def _checkpoint(self, call: Call) -> None:
-        """The open row learns the tokens delivered so far (what a restart bills if we die now)."""
-        record = usage_record(call, "open")
-        if getattr(self.meter, "blocking", True):
-            await asyncio.to_thread(self.meter.progress, record)
-        else:
-            self.meter.progress(record)
-
     # --- completion ---------------------------------------------------------------------------
-    async def _meter(self, call: Call, error: BaseException | None) -> None:
-        """Durably record usage (before the final bytes). Only admitted requests are metered."""
-        if call.ticket is None or call.metered:
-            return
-        call.metered = True
-        if isinstance(error, asyncio.CancelledError):
-            call.status, call.error = "cancelled", "client disconnected"
-        elif error is not None:
-            call.status, call.error = "error", str(error)[:500]
-        record = usage_record(call)
-        if isinstance(error, asyncio.CancelledError) or not getattr(self.meter, "blocking", True):
-            self.meter.record(record)  # no awaiting inside a cancelled task; or a meter that never blocks
-        else:
-            await asyncio.to_thread(self.meter.record, record)
-
     async def _finish(self, call: Call, error: BaseException | None) -> None:
         if call.finished:
             return
@@ -302,13 +276,14 @@ class Service:
                                                                  self.upstream.capacity.prefill_weight),
                                   time.monotonic() - call.opened.started, time.monotonic())
         try:
-            await self._meter(call, error)
+            await record_row(self.meter, call, error)
         finally:
             if call.opened is not None:
                 await _quiet_close(call.opened)
             if call.ticket is not None:
                 call.ticket.release(call.usage)
             observe(call, self.metrics, log_requests=self.config.server.log_requests)
+
 
 async def _disconnected(request: Request) -> None:
     while True:
