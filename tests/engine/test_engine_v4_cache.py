@@ -93,6 +93,7 @@ def test_blocks_register_only_up_to_a_snapshotted_boundary() -> None:
     bm.commit(seq)
     (event,) = bm.drain_events()
     assert event.type == "stored" and len(event.block_hashes) == 4  # 16 tokens, not the 5th block
+    assert event.ends == event.block_hashes[3:] == bm.reuse_ends()  # a reused prefix ends at 16, not 4, 8 or 12
     bm.free(seq)
     twin = Sequence(list(range(1, 22)))
     assert bm.admit(twin, 21) and twin.num_computed_tokens == 16

@@ -321,7 +321,8 @@ class LLMEngine:
         log = self._kv_log
         if after is not None and after <= self._kv_seq and (after == self._kv_seq or (log and log[0][0] <= after + 1)):
             return [(n, ev) for n, ev in log if n > after]
-        return [(self._kv_seq, KVEvent("snapshot", tuple(self.blocks.cached_hashes())))]
+        blocks = self.blocks
+        return [(self._kv_seq, KVEvent("snapshot", tuple(blocks.cached_hashes()), ends=blocks.reuse_ends()))]
 
     def _publish(self, events: list[KVEvent]) -> None:
         if not events:
@@ -331,7 +332,7 @@ class LLMEngine:
         numbered = []
         for ev in events:  # kept and streamed without token ids (a log of 10,000 prompts' tokens is large)
             self._kv_seq += 1
-            numbered.append((self._kv_seq, KVEvent(ev.type, ev.block_hashes)))
+            numbered.append((self._kv_seq, KVEvent(ev.type, ev.block_hashes, ends=ev.ends)))
         self._kv_log.extend(numbered)
         with self._lock:
             subscribers = list(self._kv_subscribers)
