@@ -120,7 +120,12 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         tokenizer = tokens.get(model)
         return tokenizer.hash_seed if tokenizer is not None else model
 
-    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix, seed_of=hash_seed)
+    def block_size(model: str) -> int | None:  # engine blocks are cut into the router's (kv_events/reblock.py)
+        tokenizer = tokens.get(model)
+        return tokenizer.block_size if tokenizer is not None else None
+
+    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix, seed_of=hash_seed,
+                         block_size_of=block_size)
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
@@ -143,6 +148,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
             return
         metrics.set_endpoint(s.key, s.endpoint.model, healthy=s.healthy, load=s.stats.running + s.stats.waiting)
+        metrics.set_prefix_blocks(s.key, profile.precise.size(s.key))
 
     # Engines that require the shared router token (SUPERNODE_ENGINE_TOKEN) get it on every call.
     engine_token = os.environ.get(C.ENV_ENGINE_TOKEN)

@@ -17,12 +17,20 @@ from supernode.router.apis.responses import AnthropicStream, to_anthropic_messag
 from supernode.router.call import Call, call_headers, observe, usage_record
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RequestContext, Ticket
-from supernode.router.errors import AdmissionRejected, RouterError, Shape, UpstreamError, render, sse_error
+from supernode.router.errors import (
+    AdmissionRejected,
+    RouterError,
+    Shape,
+    UpstreamError,
+    UpstreamRejected,
+    render,
+    sse_error,
+)
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import engine_body, per_choice
 from supernode.router.proxy import Opened, Upstream
 from supernode.router.routing.state import RoutingRequest
-from supernode.router.sse import SseSplitter, data_of, tokens_in
+from supernode.router.sse import SseSplitter, data_of, reply_text, tokens_in
 from supernode.router.tokens.service import PromptTokens
 
 log = logging.getLogger("supernode.router.requests")
@@ -99,6 +107,7 @@ class Service:
         else:
             body["model"] = call.prep.parsed.mode_fields.get("model", data.get("model"))
         await self._finish(call, None)  # metered before the body is sent
+        self._remember(call, reply_text(data))
         return JSONResponse(body, headers=call_headers(call))
 
     async def _open_watching_disconnect(self, request: Request, call: Call) -> Opened:
@@ -131,11 +140,14 @@ class Service:
         assert call.opened is not None
         status = call.opened.status
         try:
-            message = str(call.opened.json().get("error", {}).get("message") or call.opened.content[:500])
+            detail = call.opened.json().get("error")
         except RouterError:
-            message = call.opened.content[:500].decode(errors="replace")
-        err = RouterError(f"engine: {message}")
-        err.status, err.code = status, "upstream_rejected"
+            detail = None
+        if not isinstance(detail, dict):
+            detail = {}
+        message = str(detail.get("message") or call.opened.content[:500].decode(errors="replace"))
+        err = UpstreamRejected(f"engine: {message}", status=status, code=detail.get("code"),
+                               param=detail.get("param"))
         await self._finish(call, err)
         return error_response(call.shape, err)
 
@@ -196,7 +208,7 @@ class Service:
         last = None
         checkpoint = self.config.metering.checkpoint_seconds if self.config.metering else 0.0
         next_checkpoint = time.monotonic() + checkpoint
-        finished = False
+        finished, reply = False, []
         async for chunk in call.opened.chunks():
             for event in splitter.feed(chunk):
                 payload = data_of(event)
@@ -214,6 +226,7 @@ class Service:
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
                     call.usage_final = True
+                reply.append(reply_text(obj))
                 tokens = sum(tokens_in(c) for c in obj.get("choices") or [])  # every choice's (n > 1)
                 if tokens:
                     call.delivered_tokens += tokens  # billed if the stream stops
@@ -235,7 +248,13 @@ class Service:
         if not finished and anthropic is None:
             raise UpstreamError("the engine's stream ended without [DONE]")
         await self._meter(call, None)
+        self._remember(call, "".join(reply))
         yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
+
+    def _remember(self, call: Call, reply: str) -> None:
+        """A chat reply comes back as the next turn's assistant message: its ids are cached meanwhile."""
+        if self.tokens is not None and reply and call.prep.parsed.upstream_path == "/v1/chat/completions":
+            self.tokens.remember_reply(call.prep.resolved.model, reply)
 
     async def _checkpoint(self, call: Call) -> None:
         """The open row learns the tokens delivered so far (what a restart bills if we die now)."""
