@@ -48,6 +48,11 @@ class LLMEngine:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
         self.blocks = make_block_manager(runner, options.model_name, options.max_num_seqs)
         self.scheduler = Scheduler(options.scheduler_config(), self.blocks)
+        if (room := self.blocks.num_blocks * self.blocks.block_size) < options.max_model_len:
+            # `serve` caps the context at the cache; an embedder may not. A prompt the cache can never hold is
+            # then accepted and ended at once (finish_reason "length", no tokens, the model never run).
+            log.warning("max_model_len %d exceeds the KV cache's %d tokens: longer prompts finish at once with "
+                        "no output", options.max_model_len, room)
         self.sampler = Sampler(options.seed)
         self.eos_ids = (tokenizer.eos_id,)
         self._lock = threading.Lock()
