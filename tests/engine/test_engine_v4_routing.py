@@ -51,7 +51,7 @@ async def v4_fleet(server_thread: Any, tokenizer: Tokenizer, tmp_path: Path) -> 
         app = create_app(config)
         server, task, url = await serve(app)
         try:
-            yield {"engine": engine, "router": url, "state": app.state.router}
+            yield {"engine": engine, "router": url, "state": app.state.router, "config": config}
         finally:
             server.should_exit = True
             await task
@@ -97,3 +97,18 @@ async def test_router_predicts_the_prefix_a_v4_engine_reuses(v4_fleet: dict[str,
     for name, (prompt, reused) in cases.items():
         assert await turn(prompt) == (reused, reused), name
     assert blocks.stats.hits == 48  # c and e: what the engine counted matches what the router said
+
+    # A router starting now learns the same from the stream's first event, a snapshot naming the ends.
+    late = create_app(v4_fleet["config"])
+    server, task, _ = await serve(late)
+    try:
+        st2 = late.state.router
+        await until(lambda: st2.profile.precise.is_precise(url) and st2.tokens.get(MODEL) is not None)
+        probes = [a, *(p for p, _ in cases.values()), diverged(c[:33], 40), diverged(e[:29], 40)]
+        late_view = [st2.profile.precise.match(url, tok.hashes(p, 4096)) for p in probes]
+        assert late_view == [index.match(url, tok.hashes(p, 4096)) for p in probes]
+        assert late_view == [6, 6, 4, 8, 8, 8, 6]  # (each probe is cached to its last boundary now; the last
+        # runs through c's block 6 to 28 tokens and ends at a's snapshot at 24)
+    finally:
+        server.should_exit = True
+        await task
