@@ -124,8 +124,9 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
      "pools: parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod (in every pool, "
      "with the fields it inherits)"),
     ("a pool name twice", lambda b: b.pool("a").pool("a"), "spec.pools", "pools must not repeat a pool name"),
-    ("pools with autoscaling", lambda b: b.autoscaling(1, 1).pool("a"), "spec.autoscaling",
-     "autoscaling is not implemented for a deployment with pools: scale each pool's replicas"),
+    ("a pool's autoscaling minimum above its maximum", lambda b: b.autoscaling(1, 4).pool(
+        "a", minReplicas=3, maxReplicas=2), "spec.pools", "pools: minReplicas must not exceed maxReplicas"),
+    ("a pool's maximum negative", lambda b: b.pool("a", maxReplicas=-1), "spec.pools[0].maxReplicas", None),
     ("pool name not a DNS label", lambda b: b.pool("Big_A"), "spec.pools[0].name", None),
     ("pool name too long", lambda b: b.pool("a" * 16), "spec.pools[0].name", None),
     ("pool capacity weight 0", lambda b: b.pool("a", capacityWeight=0), "spec.pools[0].capacityWeight", None),
@@ -207,7 +208,8 @@ _specs = st.fixed_dictionaries(
                   "accelerator": st.fixed_dictionaries({"type": st.sampled_from([t.value for t in AcceleratorType]),
                                                         "devicesPerPod": st.integers(0, 16)}),
                   "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline",
-                                                                                        "data", "expert")})}),
+                                                                                        "data", "expert")}),
+                  "minReplicas": st.integers(0, 3), "maxReplicas": st.integers(0, 3)}),
                   max_size=3)},
 )
 

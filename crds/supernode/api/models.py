@@ -287,9 +287,17 @@ class PoolSpec(_Model):
     placement: PlacementSpec | None = Field(default=None, description="Where this pool's groups may run.")
     resources: ResourceRequirements | None = Field(default=None, description="CPU/memory of this pool's engines.")
     replicas: int | None = Field(default=None, ge=0, le=1000, description="Replica groups of this pool.")
+    min_replicas: int | None = Field(
+        default=None, ge=0, le=1000,
+        description="With spec.autoscaling: fewest groups the autoscaler leaves this pool (default 0).")
+    max_replicas: int | None = Field(
+        default=None, ge=0, le=1000,
+        description="With spec.autoscaling: most groups the autoscaler gives this pool (default "
+                    "autoscaling.maxReplicas).")
     capacity_weight: float = Field(
         default=1.0, gt=0, le=1000,
-        description="Relative throughput of one of this pool's groups; the router's load scorer divides by it.",
+        description="Relative throughput of one of this pool's groups: the router's prior until it has measured "
+                    "the groups' capacity from their traffic.",
     )
 
 

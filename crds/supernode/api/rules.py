@@ -162,10 +162,10 @@ _BASE_RULES: tuple[Rule, ...] = (
         field_path=".autoscaling.minReplicas",
     ),
     Rule(
-        name="replicas-within-autoscaling",
-        cel="!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas"
-        " && self.replicas <= self.autoscaling.maxReplicas)",
-        check=lambda s: _autoscaling_ok(
+        name="replicas-within-autoscaling",  # with pools, spec.replicas is unused (each pool has its own)
+        cel="!has(self.autoscaling) || (has(self.pools) && size(self.pools) > 0)"
+        " || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)",
+        check=lambda s: bool(s.get("pools")) or _autoscaling_ok(
             s, lambda a: a.get("minReplicas", 1) <= s.get("replicas", 1) <= a.get("maxReplicas", 1)
         ),
         message="replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas",
@@ -263,11 +263,13 @@ RULES: tuple[Rule, ...] = (
         field_path=".pools",
     ),
     Rule(
-        name="pools-no-autoscaling",
-        cel="!has(self.pools) || size(self.pools) == 0 || !has(self.autoscaling)",
-        check=lambda s: not s.get("pools") or s.get("autoscaling") is None,
-        message="autoscaling is not implemented for a deployment with pools: scale each pool's replicas",
-        field_path=".autoscaling",
+        name="pool-min-le-max",
+        cel="!has(self.pools) || self.pools.all(p, !has(p.minReplicas) || !has(p.maxReplicas)"
+        " || p.minReplicas <= p.maxReplicas)",
+        check=lambda s: all(p.get("minReplicas") is None or p.get("maxReplicas") is None
+                            or p["minReplicas"] <= p["maxReplicas"] for p in s.get("pools") or []),
+        message="pools: minReplicas must not exceed maxReplicas",
+        field_path=".pools",
     ),
 )
 

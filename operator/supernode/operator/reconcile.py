@@ -43,7 +43,7 @@ from supernode.operator.kube import (
     Res,
 )
 from supernode.operator.observe import GroupState, format_time, group_states
-from supernode.operator.pool_pass import PoolPass, event_prefix, pool_facts
+from supernode.operator.pool_pass import PoolPass, event_prefix, observed, pool_facts, removed_pools
 from supernode.operator.ranktable_objects import needs_rank_table
 from supernode.operator.ranktable_sync import sync_rank_tables
 from supernode.operator.status import Facts, compute_status
@@ -206,6 +206,7 @@ class _Run:
             all_pods = list(pods())
             all_nodes = self.r.health.node_view(nodes())  # nodes with a failing device take no new group
             passes = [self._plan_pool(view, all_nodes, all_pods, workloads) for view in views]
+            removed = removed_pools(md, workloads, all_pods, all_nodes, {pp.pool for pp in passes}, self.now)
 
         exhausted = [why for pp in passes for why in await self._gang(pp.md, pp.inputs.groups, lws)]
         children = workloads + services + pdbs + policies
@@ -213,13 +214,19 @@ class _Run:
             await self._apply_step(pp.md, pp.inputs.plan, pp.inputs.revision, lws, pp.step, pp.inputs.groups)
             await self._converge_children(pp.md, pp.inputs.plan, pp.inputs.revision, lws, pp.inputs.groups,
                                           pp.step, [o for o in children if N.pool_of(o) == pp.pool])
-        await self._converge_deployment(md, lws, children, {pp.pool for pp in passes})
+        for gone in removed:  # a pool taken out of the spec: its groups drain first, like a scale-down
+            await self._apply_step(gone.md, None, "", lws, gone.step, gone.groups)
+        # Their children stay until the step deletes their group (deleted ones went with `_delete_group`).
+        handled = {g.name for gone in removed for g in gone.groups}
+        await self._converge_deployment(md, lws, [o for o in children if o["metadata"]["name"] not in handled],
+                                        {pp.pool for pp in passes})
         if any(needs_rank_table(pp.md) for pp in passes):
             await sync_rank_tables(self, [pp for pp in passes if needs_rank_table(pp.md)], workloads, selector)
         groups = [g for pp in passes for g in pp.inputs.groups]
         if not lws:
             await self._label_leaders(groups, [p for pp in passes for p in pp.inputs.mine])
-        facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted))
+        facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted),
+                           [gone for gone in removed if len(gone.step.delete) < len(gone.groups)])
         await self._status(groups, facts, previous)
         return Result(self.writes, self.status_out, facts.desired, self.repairs, self.pod_faults)
 
@@ -254,8 +261,7 @@ class _Run:
                                  supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
         rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
         step = rollout.next_step(
-            [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
-                              drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
+            observed(groups),
             rollout.Target(replicas=md.spec.replicas, revision=rev, max_surge=md.spec.rollout.max_surge,
                            max_unavailable=md.spec.rollout.max_unavailable,
                            drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,
@@ -303,10 +309,11 @@ class _Run:
                 await self._event("Warning", "GroupRestarted", decision.reason)
         return exhausted
 
-    async def _apply_step(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool, step: rollout.Step,
+    async def _apply_step(self, md: ModelDeployment, plan: Plan | None, rev: str, lws: bool, step: rollout.Step,
                           groups: list[GroupState]) -> None:
         by_name = {g.name: g for g in groups}
         for slot in step.create:
+            assert plan is not None, "a step that creates groups comes with their plan"
             group = next(g for g in plan.groups if g.index == slot)
             # reserved while planning
             for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys,

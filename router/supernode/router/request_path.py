@@ -29,6 +29,7 @@ from supernode.router.errors import (
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import engine_body, per_choice
 from supernode.router.proxy import Opened, Upstream
+from supernode.router.routing.capacity import work_tokens
 from supernode.router.routing.state import RoutingRequest
 from supernode.router.sse import SseSplitter, data_of, reply_text, tokens_in
 from supernode.router.tokens.service import PromptTokens
@@ -295,6 +296,11 @@ class Service:
         elif error is not None:
             call.code = 500
         call.usage = call.delivered_usage()
+        if error is None and call.opened is not None and call.opened.status == 200:
+            u = call.usage
+            self.upstream.measure(call.opened.state, work_tokens(u.completion_tokens, u.prompt_tokens, u.cached_tokens,
+                                                                 self.upstream.capacity.prefill_weight),
+                                  time.monotonic() - call.opened.started, time.monotonic())
         try:
             await self._meter(call, error)
         finally:

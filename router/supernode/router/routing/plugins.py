@@ -55,8 +55,8 @@ class ServesModelModeFilter:
 
 # --- scorers ---------------------------------------------------------------------------------------
 def relative_load(s: EndpointState) -> float:
-    """Load per unit of capacity (the pool's capacity weight): what equal shares are judged by."""
-    return s.load / s.endpoint.capacity_weight
+    """Load per unit of capacity (measured, else the pool's declared weight): what equal shares are judged by."""
+    return s.load / s.capacity
 
 
 def overloaded(load: float, min_load: float, abs_threshold: float, rel_threshold: float) -> bool:
@@ -121,13 +121,14 @@ class PrefixScorer:
 
 class LoadScorer:
     """1 / (1 + load / (max concurrency x capacity weight)): 1 when idle, 0.5 at its concurrency, still
-    ordered beyond it (load = running + waiting, or the router's in-flight count if larger). Groups of a
-    pool with twice the weight reach the same score at twice the load, so they get twice the requests."""
+    ordered beyond it (load = running + waiting, or the router's in-flight count if larger). Groups with
+    twice the weight (measured, else declared) reach the same score at twice the load, so they hold twice
+    the requests."""
 
     name = "load"
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        return [1.0 / (1.0 + s.load / (max(1, s.endpoint.max_concurrency) * s.endpoint.capacity_weight))
+        return [1.0 / (1.0 + s.load / (max(1, s.endpoint.max_concurrency) * s.capacity))
                 for s in candidates]
 
 
