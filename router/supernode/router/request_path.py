@@ -132,7 +132,7 @@ class Service:
         if self.tokens is not None:  # spilled over: the serving pool's template mode (or model) hashes differently
             token_hashes = await self.tokens.hashes_for(call.prep, pool)
         rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session,
-                              token_block_hashes=token_hashes)
+                              token_block_hashes=token_hashes, prompt_tokens=call.prep.prompt_tokens_estimate)
         body = engine_body(call.prep.parsed, pool, max_tokens=per_choice(call.ticket.max_tokens, call.prep.parsed.n))
         return await self.upstream.open(rreq, call.prep.parsed.upstream_path, body, stream=call.prep.parsed.stream)
 

@@ -112,6 +112,7 @@ class RoutingRequest:
     # Engine-compatible: chained over the prompt's real token ids with the engine's block size and hash
     # seed (supernode.api.hashing.block_hashes); empty when the router has no tokenizer for the model.
     token_block_hashes: tuple[int, ...] = ()
+    prompt_tokens: int = 0  # the prompt's token count (exact when tokenized, else estimated); 0 = unknown
 
     @property
     def routing_key(self) -> str:
