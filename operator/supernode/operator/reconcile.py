@@ -24,6 +24,7 @@ from supernode.api.pools import PoolView, pool_name, pool_views
 from supernode.operator import builders, lifecycle, rollout
 from supernode.operator import naming as N
 from supernode.operator.fault_repair import FaultRepair, decide_repairs
+from supernode.operator.faults import POD_HEALTH
 from supernode.operator.group_secrets import GroupKeys, referenced_secrets
 from supernode.operator.health_book import HealthBook
 from supernode.operator.inputs import Reservation, live_reservations, lost_nodes, own_pods, planning_inputs
@@ -60,6 +61,9 @@ class Result:
     status: dict[str, Any] | None = None  # the status computed this pass (metrics)
     desired: int = 0
     repairs: tuple[str, ...] = ()  # device-fault actions taken this pass (metrics)
+    # Levels of the faults read from the repaired pods' own status (no device-plugin report names them,
+    # so they are counted as reported here, once: the repair fences the group off for later passes).
+    pod_faults: tuple[str, ...] = ()
 
 
 def spec_error(exc: ValidationError) -> str:
@@ -167,6 +171,7 @@ class _Run:
         self.status_out: dict[str, Any] | None = None
         self.unborn = False  # never reconciled: no children to list
         self.repairs: tuple[str, ...] = ()
+        self.pod_faults: tuple[str, ...] = ()
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -223,7 +228,7 @@ class _Run:
         facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted),
                            [gone for gone in removed if len(gone.step.delete) < len(gone.groups)])
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.status_out, facts.desired, self.repairs)
+        return Result(self.writes, self.status_out, facts.desired, self.repairs, self.pod_faults)
 
     async def _repair_faults(self, md: ModelDeployment, workloads: list[dict[str, Any]], lws: bool, nodes: Source,
                              pods: Source) -> list[dict[str, Any]]:
@@ -245,6 +250,7 @@ class _Run:
         self.r.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
         self.writes += fixer.writes
         self.repairs = tuple(r.action for r in repairs)
+        self.pod_faults = tuple(f.level for r in repairs for f in r.fault.faults if f.source == POD_HEALTH)
         return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
 
     def _plan_pool(self, view: PoolView, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],
