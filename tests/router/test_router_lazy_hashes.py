@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
+from supernode.api.endpoints import Endpoint
 from supernode.api.models import Mode
+from supernode.router.apis.openai import parse_chat
+from supernode.router.config import RouterConfig
+from supernode.router.pipeline import prepare, prepare_off_loop
 from supernode.router.routing.prefix_index import LazyRequestHashes, request_hashes
-from supernode.router.routing.state import HOME_KEY_BLOCKS, RoutingRequest
+from supernode.router.routing.state import HOME_KEY_BLOCKS, EndpointTable, RoutingRequest
 
 TEXT = "system prompt: be brief. " * 40 + "question?"
 
@@ -35,3 +42,18 @@ def test_reads_compute_only_the_prefix_needed() -> None:
     it = iter(lazy)
     assert next(it) == eager.block_hashes[0] and len(lazy._done) == HOME_KEY_BLOCKS
     assert list(lazy) == list(eager.block_hashes) and lazy._more is None
+
+
+def test_prepare_leaves_them_lazy_and_the_worker_thread_variant_computes_them() -> None:
+    config = RouterConfig.model_validate({"discovery": {"type": "static", "path": "unused.json"}, "admission": None})
+    table = EndpointTable()
+    table.update([Endpoint(url="http://127.0.0.1:9", model="m")])
+    raw = json.dumps({"model": "m", "messages": [{"role": "user", "content": TEXT}]}).encode()
+    kw: dict[str, Any] = {"anthropic": False, "config": config, "table": table, "session_header": None}
+    lazy, eager = prepare(raw, parse_chat, **kw), prepare_off_loop(raw, parse_chat, **kw)
+    assert isinstance(lazy.block_hashes, LazyRequestHashes) and isinstance(eager.block_hashes, LazyRequestHashes)
+    assert lazy.block_hashes._done == [] and eager.block_hashes._more is None
+    prefix = config.routing.prefix
+    want = request_hashes("m", lazy.parsed.prompt_text, block_size=prefix.block_size,
+                          max_blocks=prefix.max_blocks_per_request)
+    assert tuple(lazy.block_hashes) == tuple(eager.block_hashes) == want and want

@@ -30,7 +30,15 @@ from supernode.router.errors import InvalidRequest, RouterError, Shape, error_bo
 from supernode.router.kv_events.feeds import KVEventFeeds
 from supernode.router.metrics import RouterMetrics
 from supernode.router.ops_routes import admin_ops_routes, health_routes, ops_app
-from supernode.router.pipeline import Parser, api_key, prepare, read_body, session_of, spill_targets
+from supernode.router.pipeline import (
+    Parser,
+    api_key,
+    prepare,
+    prepare_off_loop,
+    read_body,
+    session_of,
+    spill_targets,
+)
 from supernode.router.proxy import Upstream, backoff_of
 from supernode.router.request_path import Service, error_response
 from supernode.router.router_state import RouterState
@@ -203,7 +211,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
             kw = {"anthropic": shape == "anthropic", "config": config, "table": st.table,
                   "session_header": session_of(request), "spill": spill_targets(st.gatekeeper, tenant)}
             if len(raw) > OFFLOAD_PARSE_BYTES:  # megabytes of JSON: let other requests run meanwhile
-                prep = await asyncio.to_thread(prepare, *args, **kw)  # type: ignore[arg-type]
+                prep = await asyncio.to_thread(prepare_off_loop, *args, **kw)  # type: ignore[arg-type]
             else:
                 prep = prepare(*args, **kw)  # type: ignore[arg-type]
             prep = await st.tokens.apply(prep)  # real token ids and count when the model's tokenizer is known

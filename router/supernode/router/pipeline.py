@@ -119,6 +119,14 @@ def prepare(raw: bytes, parser: Parser, *, anthropic: bool, config: RouterConfig
                     max_tokens=parsed.max_tokens or models.default_max_tokens)
 
 
+def prepare_off_loop(raw: bytes, parser: Parser, **kw: Any) -> Prepared:
+    """``prepare`` for a worker thread (a large body): the byte hashes are computed there too, since the
+    approximate index learns every answered prompt (``Profile.observe``) and the event loop should not."""
+    prep = prepare(raw, parser, **kw)
+    len(prep.block_hashes)  # LazyRequestHashes: computes (and keeps) them all
+    return prep
+
+
 def check_prompt_fits(text: str, model: str, config: RouterConfig, *, param: str = "messages") -> None:
     """Refuse, before any tokenizing, prompt text with more bytes than the model's context window can
     hold even at the tokenizer's most bytes per token (supernode.api.requestlimits)."""
