@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -202,7 +203,7 @@ async def metric(url: str, name: str) -> float:
     return sum(found) if found else float("nan")
 
 
-async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
+async def run(count: int, resync: float, quiet: int, code: Path, profile: str | None = None) -> Figures:
     async with TimedEmulator(strict=False) as emu, kmock.Server(emu) as srv:
         url = str(srv.url).rstrip("/")
         emu.declare(MD_KIND)
@@ -211,8 +212,10 @@ async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
         paths = [str(code / p) for p in COMPONENTS]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
         metrics_port = free_port()
+        # --profile: cProfile inside the operator, on only during the burst (SIGUSR1 .. SIGUSR2).
+        launch = [str(ROOT / "benchmarks" / "profiled_child.py"), profile] if profile else ["-m"]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url,
+            sys.executable, *launch, "supernode.cli", "operator", "-A", "--standalone", "--server", url,
             "--resync", str(resync), "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1",
             env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         lags: list[float] = []
@@ -224,6 +227,8 @@ async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
                 applied: dict[str, float] = {}
                 done: dict[str, float] = {}
                 lag_task = asyncio.create_task(loop_lag(lags, stop_lag))
+                if profile:
+                    proc.send_signal(signal.SIGUSR1)
                 cpu0 = (cpu_seconds(proc.pid), cpu_seconds())
                 t0 = time.monotonic()
                 for i in range(count):
@@ -240,6 +245,8 @@ async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
                     await asyncio.sleep(0.02)
                 total = time.monotonic() - t0
                 cpu_op, cpu_api = cpu_seconds(proc.pid) - cpu0[0], cpu_seconds() - cpu0[1]
+                if profile:
+                    proc.send_signal(signal.SIGUSR2)
                 stop_lag.set()
                 await lag_task
                 # Let status settle (pods ready → readyReplicas), then measure a quiet window.
@@ -331,14 +338,14 @@ def side_by_side(base: Figures, now: Figures, ref: str) -> None:
         print(f"{name:40} {b:10.1f} {n:10.1f} {b / n if n else float('nan'):23.2f}x")
 
 
-def main(count: int, resync: float, quiet: int, baseline: str | None) -> Figures:
+def main(count: int, resync: float, quiet: int, baseline: str | None, profile: str | None = None) -> Figures:
     base = None
     if baseline:
         with tempfile.TemporaryDirectory() as tmp:
             base = asyncio.run(run(count, resync, quiet, baseline_tree(baseline, Path(tmp))))
         report(base, f"baseline {baseline}")
         print()
-    now = asyncio.run(run(count, resync, quiet, ROOT))
+    now = asyncio.run(run(count, resync, quiet, ROOT, profile))
     report(now, "this tree")
     if base is not None:
         side_by_side(base, now, baseline or "")
@@ -353,6 +360,8 @@ if __name__ == "__main__":
                              "both side by side with ratios")
     parser.add_argument("--resync", type=float, default=5.0)
     parser.add_argument("--quiet", type=int, default=5, help="resync intervals in the no-op window")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile this tree's operator during the burst into FILE (python -m pstats FILE)")
     parser.add_argument("--smoke", action="store_true", help="a few seconds: 10 deployments, short windows")
     args = parser.parse_args()
     if args.smoke:
@@ -360,4 +369,4 @@ if __name__ == "__main__":
         if out.created != 10 or out.quiet_writes:
             sys.exit(f"smoke: children for {out.created}/10 deployments, {out.quiet_writes} no-op writes")
     else:
-        main(args.count, args.resync, quiet=args.quiet, baseline=args.baseline)
+        main(args.count, args.resync, quiet=args.quiet, baseline=args.baseline, profile=args.profile)
