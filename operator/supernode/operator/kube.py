@@ -90,6 +90,16 @@ class KubeClient:
         """Pod watch events cluster-wide from `resource_version`, until the server ends the stream."""
         return self._rest.watch(PODS, None, resource_version, timeout_s)
 
+    @needs(("", ["nodes"], ["list", "watch"]))
+    async def list_nodes(self) -> tuple[list[dict[str, Any]], str]:
+        """Every node, and the resourceVersion to watch from."""
+        return await self._rest.list(NODES, None)
+
+    @needs(("", ["nodes"], ["list", "watch"]))
+    def watch_nodes(self, resource_version: str, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+        """Node watch events from `resource_version`, until the server ends the stream."""
+        return self._rest.watch(NODES, None, resource_version, timeout_s)
+
     # Children carry an ownerReference with blockOwnerDeletion: true; clusters enforcing owner-reference
     # permissions (OwnerReferencesPermissionEnforcement) require update on the owner's finalizers for that.
     @needs(*_child_rules("create"), (*_SECRETS, ["create"]), (C.GROUP, [f"{C.PLURAL}/finalizers"], ["update"]))
