@@ -69,6 +69,9 @@ class PodIndex:
         self._groups: Counter[GroupKey] = Counter()
         self._noted: set[Any] = set()  # pods whose parse left notes (malformed): planning takes the full path
         self.changed: set[str] = set()  # nodes whose usage changed since NodeIndex last looked (it clears this)
+        # Usage of pods handed to `usage_of` (reservations' placeholders: the same dicts pass after pass), by
+        # identity; bounded (cleared past 4096 entries).
+        self._seen: dict[int, tuple[Pod, PodUsage]] = {}
 
     def reset(self, pods: Iterable[tuple[Any, Pod]]) -> None:
         """Replace everything (a relist)."""
@@ -132,12 +135,17 @@ class PodIndex:
     def has_group(self, key: GroupKey) -> bool:
         return key in self._groups
 
-    @staticmethod
-    def usage_of(pods: Iterable[Pod]) -> dict[str, dict[str, int]]:
-        """Devices `pods` hold, per node (as they would count in the inventory)."""
+    def usage_of(self, pods: Iterable[Pod]) -> dict[str, dict[str, int]]:
+        """Devices `pods` hold, per node (as they would count in the inventory). Read-only pods: a pod dict
+        seen before is not parsed again."""
         out: dict[str, dict[str, int]] = {}
         for pod in pods:
-            node, devices, _ = pod_usage(0, pod)
+            hit = self._seen.get(id(pod))
+            if hit is None or hit[0] is not pod:
+                if len(self._seen) > 4096:
+                    self._seen.clear()
+                hit = self._seen[id(pod)] = (pod, pod_usage(0, pod))
+            node, devices, _ = hit[1]
             if node is not None:
                 _add(out, node, devices, +1)
         return out

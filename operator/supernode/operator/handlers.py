@@ -55,6 +55,15 @@ class OperatorConfig:
             raise ValueError("OperatorConfig: metrics_port with caller-owned metrics would bind the port twice")
 
 
+class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds an "essence" of every watched object on every event (a deep copy of the body, then JSON) to
+    detect changes for its change handlers. None are registered here (one event handler per kind does the
+    work, and it compares what it reads itself, triggers.py), so that essence is never used: an empty one."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+
 def _all(index: Mapping[Any, Iterable[Any]]) -> list[Any]:
     return [value for store in index.values() for value in store]
 
@@ -76,7 +85,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.enabled = False  # our Events are explicit; kopf's per-handler ones are noise
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=C.GROUP)
+        settings.persistence.diffbase_storage = _NoDiffBase(prefix=C.GROUP)
         # No handler needs a finalizer (no per-object timers or daemons, no delete handler); kopf removes
         # this one from objects that an older operator version put it on.
         settings.persistence.finalizer = C.FINALIZER
