@@ -73,6 +73,8 @@ class Executor:
         self.now = owner.clock()
         self.writes = 0
         self.status_out: dict[str, Any] | None = None
+        # The resourceVersion of what this pass read (the status patch is refused if the object changed since).
+        self.basis = str(self.meta.get("resourceVersion") or "")
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
@@ -258,7 +260,7 @@ class Executor:
             return
         # Merge patch: keys we no longer report are nulled, lists are replaced whole.
         patch = {**{k: None for k in previous if k not in status and not _foreign(k)}, **status}
-        result = await self.client.patch_status(self.ns, self.name, patch)
+        result = await self.client.patch_status(self.ns, self.name, patch, resource_version=self.basis or None)
         self.writes += 1
         self.r.written[self.uid] = (resource_version(result.get("metadata", {})), result.get("status", status))
 

@@ -122,9 +122,15 @@ class KubeClient:
                 raise
 
     @needs((C.GROUP, [f"{C.PLURAL}/status"], ["get", "patch", "update"]))
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._rest.patch(MODEL_DEPLOYMENTS, namespace, name, {"status": status},
-                                                        sub="status")
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
+        """Merge-patch a ModelDeployment's status. With `resource_version` (what the writer read) the API server
+        refuses the patch (409) when the object changed since: lists such as `conditions` are replaced whole,
+        so a writer that read before another one wrote would otherwise drop that writer's entries."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        result: dict[str, Any] = await self._rest.patch(MODEL_DEPLOYMENTS, namespace, name, body, sub="status")
         return result
 
     @needs(("", ["events"], ["create"]), ("events.k8s.io", ["events"], ["create"]))

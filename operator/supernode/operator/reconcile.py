@@ -159,7 +159,7 @@ class _Run(Executor):
         previous = self.body.get("status") or {}
         written = self.owner.written.get(self.uid)
         if written and written[0] > resource_version(self.meta):
-            previous = written[1]
+            previous, self.basis = written[1], str(written[0])  # our last write is newer than this event
         try:
             md = ModelDeployment.from_obj({k: self.body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         except ValidationError as exc:

@@ -203,6 +203,7 @@ class Autoscaler:
         self._learned[view.key] = learned_for
         view = replace(view, lead_time=lead, lead_learned=view.lead_learned or learned_for is not None)
         policy = A.Policy.from_spec(auto, view.md.spec.engine.max_concurrency)
+        basis = str((body.get("metadata") or {}).get("resourceVersion") or "")  # status writes are guarded by it
         if auto.mode == AutoscalingMode.EXTERNAL:
             decision = A.decide(now, history.samples, replace(policy, min_replicas=view.replicas,
                                                               max_replicas=view.replicas),
@@ -215,9 +216,9 @@ class Autoscaler:
             placeable = view.replicas + max(0, room - S.promised(view, others))
             decision = A.decide(now, history.samples, policy, S.fleet(view, placeable), S.neighbours(view, others))
             decision.signals["placeableGroups"] = float(placeable)
-            await self._apply(body, view, decision, others)
+            basis = await self._apply(body, view, decision, others) or basis
         self._export(view, decision)
-        await self._write_status(body, view, decision, sample, now, error)
+        await self._write_status(body, view, decision, sample, now, error, basis)
         if not error:
             await self._mark_drained(body, view, demand.idle_draining(view.key, answers))
         return decision
@@ -241,18 +242,22 @@ class Autoscaler:
             await self.client.post_event(dict(body), "Normal", "GroupDrained",
                                          f"group {group} ({meta['name']}): no request in flight on any router")
 
-    async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision, others: list[S.View]) -> None:
+    async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision,
+                     others: list[S.View]) -> str | None:
+        """Scale (when the decision says so); returns the resourceVersion the spec write left, if any."""
         if decision.desired == view.replicas:
-            return
+            return None
         donor = next((v for v in others if v.key == decision.preempt), None)
         if donor is not None:  # the donor drains first; the freed supernode is promised to this deployment
             await self._preempt(body, view, donor)
-        await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name, {"spec": {"replicas": decision.desired}})
+        scaled = await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name,
+                                         {"spec": {"replicas": decision.desired}})
         self._wrote[view.key] = (decision.desired, self.clock())
         verb = "ScaledUp" if decision.desired > view.replicas else "ScaledDown"
         log.info("%s %s: %d -> %d: %s", view.key, verb, view.replicas, decision.desired, decision.message)
         await self.client.post_event(dict(body), "Normal", verb,
                                      f"{view.replicas} -> {decision.desired} groups: {decision.message}")
+        return str((scaled.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def _preempt(self, body: Mapping[str, Any], view: S.View, donor: S.View) -> None:
         now = self.clock()
@@ -280,7 +285,9 @@ class Autoscaler:
         desired.labels(view.namespace, view.name).set(decision.desired)
 
     async def _write_status(self, body: Mapping[str, Any], view: S.View, decision: A.Decision, sample: A.Sample,
-                            now: float, error: str) -> None:
+                            now: float, error: str, basis: str = "") -> None:
+        """`basis`: the resourceVersion the conditions were read at; a write from an older read is refused (409)
+        and the next interval decides again from the latest object."""
         status = body.get("status") or {}
         scaled = decision.desired != view.replicas
         ok = decision.reason != A.SIGNALS_UNAVAILABLE
@@ -295,7 +302,8 @@ class Autoscaler:
             return  # nothing a reader acts on changed, and the signals shown are fresh enough: no write
         if not ok and old.get("reason") != A.SIGNALS_UNAVAILABLE:
             await self.client.post_event(dict(body), "Warning", "SignalsUnavailable", message)
-        await self.client.patch_status(view.namespace, view.name, {"autoscaling": new, "conditions": conditions})
+        await self.client.patch_status(view.namespace, view.name, {"autoscaling": new, "conditions": conditions},
+                                       resource_version=basis or None)
 
 
 SIGNALS_REFRESH_SECONDS = 60.0  # status.autoscaling.signals is rewritten at least this often
