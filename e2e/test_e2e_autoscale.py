@@ -4,18 +4,16 @@ failing a request. Real engine ranks and the real router (its own stack, not the
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import yaml
+from upstack import UpLauncher, UpStack
 
 from supernode.cli.local.secrets import engine_auth_headers
-from supernode.cli.local.statefile import load_state
 
 SPEC = """
 apiVersion: supernode.io/v1alpha1
@@ -37,14 +35,6 @@ spec:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def served(url: str, state_dir: Path) -> float:
     try:  # engines answer only the router's token (this run's, in the state dir)
         text = httpx.get(f"{url}/metrics", headers=engine_auth_headers(state_dir), timeout=2).text
@@ -56,30 +46,15 @@ def served(url: str, state_dir: Path) -> float:
 
 @pytest.mark.slow
 def test_flood_starts_a_second_group_that_serves_then_it_drains_without_failing_a_request(tmp_path: Path) -> None:
-    (tmp_path / "flash.yaml").write_text(SPEC)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "supernode.cli", "up", "flash.yaml", "--port", str(port),
-                             "--state-dir", "s"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
-    state_dir = tmp_path / "s"
+    with UpLauncher(tmp_path, UpStack).deployment(yaml.safe_load(SPEC)).run() as stack:
+        flood_then_idle(stack)
 
-    def wait(cond: object, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if callable(cond) and cond():
-                return
-            assert proc.poll() is None, "".join(lines[-60:])
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}:\n{''.join(lines[-60:])}")
 
+def flood_then_idle(stack: UpStack) -> None:
     def phase(group: int) -> str:
-        state = load_state(state_dir)
-        return next((g.phase for g in state.groups if g.group == group), "") if state else ""
+        return next((g.phase for g in stack.state().groups if g.group == group), "")
 
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=stack.v1, api_key="none", max_retries=0, timeout=120)
     errors: list[BaseException] = []
     done = [0]
     flooding = threading.Event()
@@ -97,24 +72,21 @@ def test_flood_starts_a_second_group_that_serves_then_it_drains_without_failing_
                 return
 
     try:
-        wait(lambda: any("Serving." in line for line in lines), "the stack serving", 240)
         assert phase(1) == "Parked"
-        group1 = next(g.url for g in load_state(state_dir).groups if g.group == 1)  # type: ignore[union-attr]
+        group1 = next(g.url for g in stack.state().groups if g.group == 1)
         flooding.set()
         threads = [threading.Thread(target=worker) for _ in range(6)]
         for t in threads:
             t.start()
-        wait(lambda: phase(1) == "Ready", "a second group started by the flood", 120)
-        wait(lambda: served(group1, state_dir) > 0, "the second group serving requests", 60)
+        stack.wait_for("a second group started by the flood", lambda: phase(1) == "Ready", 120)
+        stack.wait_for("the second group serving requests", lambda: served(group1, stack.state_dir) > 0, 60)
         flooding.clear()  # in-flight requests finish; then idleness drains the group
         for t in threads:
             t.join(120)
-        wait(lambda: phase(1) == "Parked", "the second group drained and stopped", 60)
+        stack.wait_for("the second group drained and stopped", lambda: phase(1) == "Parked", 60)
         assert not errors, errors
         assert done[0] > 0
-        out = "".join(lines)
+        out = "\n".join(stack.lines)
         assert "flash: scale up 1 -> 2" in out and "flash/1: drained" in out, out
     finally:
         flooding.clear()
-        proc.terminate()
-        proc.wait(30)

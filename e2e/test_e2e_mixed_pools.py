@@ -10,51 +10,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import openai
 import pytest
+from upstack import ROOT, UpLauncher, UpStack
 
-from supernode.cli.local.statefile import ENDPOINTS_FILE, load_state
+from supernode.cli.local.statefile import ENDPOINTS_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "local-mixed" / "mixed.yaml"
 MODEL = "deepseek-v4-flash"
 NON_THINK = {"thinking": {"type": "disabled"}}
 
 
-class MixedStack:
-    def __init__(self, url: str, state_dir: Path, proc: subprocess.Popen[str]) -> None:
-        self.url, self.state_dir, self.proc = url, state_dir, proc
-        self.lines: list[str] = []
-
-    def groups(self) -> dict[str, Any]:
-        state = load_state(self.state_dir)
-        assert state is not None
-        return {g.deployment: g for g in state.groups}
-
-    def wait_for(self, what: str, cond: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            assert self.proc.poll() is None, f"supernode up exited waiting for {what}:\n" + "\n".join(self.lines[-60:])
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}:\n" + "\n".join(self.lines[-60:]))
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="anonymous", max_retries=0, timeout=60)
-
+class MixedStack(UpStack):
     def ask(self, text: str) -> str:
         """One short completion through the router; the group that served it (`deployment/pool/group`)."""
-        raw = self.client().chat.completions.with_raw_response.create(
+        raw = self.openai().chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=2, extra_body=NON_THINK)
         assert raw.parse().usage is not None
         return str(raw.headers["x-supernode-endpoint"])
@@ -62,34 +34,8 @@ class MixedStack:
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MixedStack]:
-    state_dir = tmp_path_factory.mktemp("mixed-state")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supernode.cli", "up", str(SPEC), "--port", str(port), "--state-dir", str(state_dir),
-         "--start-timeout", "240", "--drain-seconds", "2"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    stack = MixedStack(f"http://127.0.0.1:{port}", state_dir, proc)
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            stack.lines.append(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        stack.wait_for("the mixed stack to serve", lambda: any("Serving." in ln for ln in stack.lines), 270)
+    with UpLauncher(tmp_path_factory.mktemp("mixed"), MixedStack).spec(SPEC).drain(2).run() as stack:
         yield stack
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def test_both_pools_are_published_with_their_pool_and_weight_and_both_serve(mixed: MixedStack) -> None:

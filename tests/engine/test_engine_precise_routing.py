@@ -90,6 +90,9 @@ async def test_follow_up_lands_where_its_cache_is_and_an_evicted_prefix_routes_b
     hashes = block_hashes(turn1, MODEL, BS)
     b.client.post("/v1/completions", json={"model": MODEL, "prompt": turn1, "max_tokens": 1}).raise_for_status()
     await until(lambda: index.match(b.server.url, hashes) == 5)
+    # what the index holds per endpoint is exported (as of the last health probe)
+    exported = st.metrics.prefix_index_blocks.labels(b.server.url)
+    await until(lambda: exported._value.get() == index.size(b.server.url) >= 5)
     endpoint, cached = await via_router([*turn1, 7, 8, 9, 10])  # the follow-up turn
     assert endpoint == "b/0" and cached == 20  # all five blocks of turn 1
 

@@ -97,3 +97,4 @@ def test_blocks_register_only_up_to_a_snapshotted_boundary() -> None:
     twin = Sequence(list(range(1, 22)))
     assert bm.admit(twin, 21) and twin.num_computed_tokens == 16
     assert bm.state_args(twin, 16, 5)[1] == saves[0][0]  # resumes from the snapshot
+

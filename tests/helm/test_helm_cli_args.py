@@ -71,6 +71,29 @@ def test_the_autoscaler_reads_the_router_ops_port_through_its_metrics_service(re
     assert {"podSelector": {"matchLabels": operator_labels}} in ops["from"], "the operator may read the signals"
 
 
+def test_the_drain_watch_reads_the_routers_without_the_autoscaler(render: Any) -> None:
+    """Idle draining groups are found by asking the routers whether the autoscaler runs or not; 0 turns it
+    off (and, with the autoscaler off too, the operator's network access to the ops port)."""
+    values = {"operator": {"autoscaler": {"enabled": False}}, "router": {"metricsPort": 9191},
+              "networkPolicy": {"enabled": True, "routerMetricsFrom": [{"namespaceSelector": {"matchLabels": {}}}]}}
+    objects = render(values)
+    args = build_parser().parse_args(operator_argv(container(objects, "-operator")))
+    assert not args.autoscale and args.drain_poll == 5 and args.router_ops_port == 9191
+    assert args.router_service == one(objects, "Service", "-router-metrics")["metadata"]["name"]
+    operator_labels = one(objects, "Deployment", "-operator")["spec"]["selector"]["matchLabels"]
+
+    def reader_allowed(objs: Any) -> bool:
+        policy = next(o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-router"))
+        ops = next(rule for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == "metrics")
+        return {"podSelector": {"matchLabels": operator_labels}} in ops["from"]
+
+    assert reader_allowed(objects)
+    values["operator"]["drainPollSeconds"] = 0
+    objects = render(values)
+    assert build_parser().parse_args(operator_argv(container(objects, "-operator"))).drain_poll == 0
+    assert not reader_allowed(objects)
+
+
 def test_the_autoscaler_reads_prometheus_when_the_chart_names_one(render: Any) -> None:
     default = build_parser().parse_args(operator_argv(container(render({}), "-operator")))
     assert default.autoscale_prometheus_url == "" and default.autoscale_prometheus_selector == "", \

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
-from helm_chart_support import NAMESPACE, REPO, Objects, find
+from helm_chart_support import NAMESPACE, REPO, Objects, find, one
 
 from supernode.api import constants as C
 from supernode.operator.kube import REQUIRED_PERMISSIONS as OPERATOR_PERMISSIONS
@@ -259,15 +259,50 @@ def test_operator_cluster_wide_rbac_is_exactly_what_it_needs(render: Any) -> Non
     assert not scopes[""] - need, f"RBAC grants more than the operator uses: {sorted(scopes[''] - need)}"
 
 
+def device_info_needs() -> set[Perm]:
+    """What the device-info watch (kube.KubeClient.list_configmaps / watch_configmaps) calls."""
+    from supernode.operator.kube import KubeClient
+    return expand([r for m in (KubeClient.list_configmaps, KubeClient.watch_configmaps) for r in m.__rbac__])
+
+
 def test_operator_namespaced_rbac_keeps_cluster_scoped_reads_only(render: Any) -> None:
     scopes = granted_to(render({"operator": {"watchNamespaces": ["llm", "batch"]}}), "-operator")
-    assert set(scopes) == {"", "llm", "batch", NAMESPACE}
-    assert scopes[NAMESPACE] == lease_needs()
+    assert set(scopes) == {"", "llm", "batch", NAMESPACE, C.ASCEND_DEVICE_INFO_NAMESPACE}
+    # The release namespace: the Lease, and finding the router replicas to ask (autoscaler, drain watch).
+    assert scopes[NAMESPACE] == lease_needs() | {("", "services", "list"), ("", "pods", "list")}
+    # kube-system: only reading ConfigMaps there, for the device plugin's reports.
+    assert scopes[C.ASCEND_DEVICE_INFO_NAMESPACE] == device_info_needs() == {
+        ("", "configmaps", "list"), ("", "configmaps", "watch")}
     need = operator_needs()
     cluster_scoped = {p for p in need if p[1].split("/")[0] in {"nodes", "namespaces", "customresourcedefinitions"}}
     assert scopes[""] == cluster_scoped, f"ClusterRole must hold only cluster-scoped reads: {sorted(scopes[''])}"
     for ns in ("llm", "batch"):
         assert scopes[ns] == need - cluster_scoped, ns
+
+
+def test_operator_reads_the_routers_in_the_release_namespace_only_when_it_asks_them(render: Any) -> None:
+    """A namespaced operator lists the router Service and pods in the release namespace (router_poll.py)
+    when the autoscaler or the drain watch asks the routers, and only then."""
+    assert {("", "services", "list"), ("", "pods", "list")} <= expand(OPERATOR_PERMISSIONS)
+    quiet = {"watchNamespaces": ["llm"], "autoscaler": {"enabled": False}, "drainPollSeconds": 0}
+    assert granted_to(render({"operator": quiet}), "-operator")[NAMESPACE] == lease_needs()
+    watched_here = {"watchNamespaces": ["llm", NAMESPACE]}
+    assert not find(render({"operator": watched_here}), "Role", "-operator-routers"), "its Role there covers it"
+
+
+def test_operator_device_info_namespace_follows_the_value(render: Any) -> None:
+    """The watched namespace is what the operator is told (`--device-info-namespace`) and what the Role
+    grants; empty turns both off."""
+    for value, role_ns in (("npu-system", "npu-system"), ("", None)):
+        objects = render({"operator": {"watchNamespaces": ["llm"], "deviceInfoNamespace": value}})
+        args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--device-info-namespace={value}" in args
+        scopes = granted_to(objects, "-operator")
+        assert set(scopes) == {"", "llm", NAMESPACE} | ({role_ns} if role_ns else set())
+        if role_ns:
+            assert scopes[role_ns] == device_info_needs()
+    # Cluster-wide: the ClusterRole already reads ConfigMaps everywhere; no extra Role.
+    assert not find(render({}), "Role", "-device-info")
 
 
 def test_operator_without_leader_election_gets_no_lease_rights(render: Any) -> None:

@@ -141,9 +141,12 @@ def test_namespaced_watch_uses_roles(render: Any) -> None:
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in find(objects, "Role")}
     assert roles == {("llm", f"{RELEASE}-supernode-operator"), ("batch", f"{RELEASE}-supernode-operator"),
                      ("llm", f"{RELEASE}-supernode-router"),
-                     (NAMESPACE, f"{RELEASE}-supernode-operator-leader-election")}
+                     (NAMESPACE, f"{RELEASE}-supernode-operator-leader-election"),
+                     ("kube-system", f"{RELEASE}-supernode-operator-device-info"),
+                     (NAMESPACE, f"{RELEASE}-supernode-operator-routers")}
     args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=llm" in args and "--namespace=batch" in args and "--all-namespaces" not in args
+    assert "--device-info-namespace=kube-system" in args
     assert not find(objects, "ClusterRole", "-router"), "a namespaced router needs no ClusterRole"
 
 

@@ -1,13 +1,14 @@
 """What a real cluster's controllers would do, acting directly on the emulator's store (no HTTP, so
 request counts measure the operator alone): a StatefulSet controller + scheduler + kubelet that
-creates each StatefulSet's pods on the nodes of its affinity and marks them Running/Ready; nodes."""
+creates each StatefulSet's pods on the nodes of its affinity and marks them Running/Ready; nodes;
+further controllers plugged in (fake_lws.py: LeaderWorkerSets)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from k8s_emulator import K8sEmulator, Kind
@@ -53,6 +54,8 @@ class FakeCluster:
         self.ready = ready  # new pods become Ready at once
         self.pods_created = 0
         self.unschedulable = 0  # pods created that no node could take (their affinity matched none)
+        # More controllers run after the StatefulSet one, each step (fake_lws.FakeLws.step).
+        self.controllers: list[Callable[[], Awaitable[None]]] = []
 
     async def add_nodes(self, *nodes: dict[str, Any]) -> None:
         for n in nodes:  # like a kubelet: register, then report status
@@ -91,6 +94,13 @@ class FakeCluster:
                         subresource="status")
                 elif self.ready:
                     await self.set_pod(ns, pod_name, ready=True)
+        for controller in self.controllers:
+            await controller()
+
+    async def started(self, ns: str, name: str) -> None:
+        """A scheduled pod a controller created: Running, and Ready when new pods become Ready at once."""
+        if self.ready:
+            await self.set_pod(ns, name, ready=True)
 
     async def set_pod(self, ns: str, name: str, *, ready: bool, crash: bool = False) -> None:
         status: dict[str, Any] = {"phase": "Running", "podIP": pod_ip(ns, name), "conditions": [

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import fake_lws
 import httpx
 from ascend_reports import AscendReport
 from builders import operator_md
@@ -36,15 +37,21 @@ def ascend_md(name: str = "v4", replicas: int = 2) -> dict[str, Any]:
 class FaultScenario:
     """`superpods` SuperPoDs of two 16-chip nodes; a ModelDeployment of 2-pod groups, one per SuperPoD."""
 
-    def __init__(self, emu: K8sEmulator, url: str, *, superpods: int = 3, resync: float = 2.0,
+    def __init__(self, emu: K8sEmulator, url: str, *, superpods: int = 3, resync: float = 2.0, lws: bool = False,
                  **operator: Any) -> None:
+        """`lws`: the LeaderWorkerSet CRD is installed and fake_lws runs its controller (the operator renders
+        LeaderWorkerSets instead of StatefulSets)."""
         self.emu, self.url, self.superpods, self.resync, self.operator = emu, url, superpods, resync, operator
+        self.lws = lws
         self.published: list[tuple[float, list[Endpoint]]] = []
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> FaultScenario:
         self.emu.declare(MD_KIND, shortnames=["md"])
-        cluster = FakeCluster(self.emu)
+        cluster = self.cluster = FakeCluster(self.emu)
+        if self.lws:
+            await fake_lws.install(self.emu)
+            cluster.controllers.append(fake_lws.FakeLws(self.emu, cluster.started).step)
         for sp in range(self.superpods):
             await cluster.add_nodes(*(node(f"sp{sp}-n{i}", f"sp-{sp}") for i in range(2)))
         await self._stack.enter_async_context(cluster.running())
@@ -83,7 +90,8 @@ class FaultScenario:
 
     def groups(self, name: str = "v4") -> dict[str, dict[str, Any]]:
         """Workloads by group index."""
-        sts = self.emu.objects_of("statefulsets", "apps", NS, f"{C.LABEL_DEPLOYMENT}={name}")
+        plural, group = ("leaderworkersets", "leaderworkerset.x-k8s.io") if self.lws else ("statefulsets", "apps")
+        sts = self.emu.objects_of(plural, group, NS, f"{C.LABEL_DEPLOYMENT}={name}")
         return {s["metadata"]["labels"][C.LABEL_GROUP]: s for s in sts}
 
     def pods(self, group: str, name: str = "v4") -> list[dict[str, Any]]:

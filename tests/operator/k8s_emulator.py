@@ -7,7 +7,8 @@ stale resourceVersion, 422 on a failed JSON-patch test, 201 on create, generateN
 `/status` and `/scale` subresources, label selectors, watches that subscribe before the snapshot and
 resume from `?resourceVersion=`, ownerReference garbage collection (background / foreground /
 orphan), delete-collection, `/version/`. No-op writes do not bump resourceVersion (as the real API).
-Not emulated: controllers (StatefulSet, LWS), admission, RBAC, strategic-merge list semantics.
+Not emulated: controllers (fake_cluster.py and fake_lws.py play the StatefulSet and LWS ones on the
+store), admission, RBAC, strategic-merge list semantics.
 """
 
 from __future__ import annotations
@@ -170,6 +171,11 @@ class K8sEmulator(kmock.KubernetesEmulator):
         return [f"{r.method.value} {r.url.path}" for r in list(self._requests)[since:]
                 if r.method.value in ("POST", "PUT", "PATCH", "DELETE")]
 
+    def reads(self, since: int = 0) -> list[str]:
+        """GET requests (path, with `?watch` when one) recorded since request number `since`."""
+        return [f"{r.url.path}{'?watch' if r.url.query.get('watch') in ('true', '1') else ''}"
+                for r in list(self._requests)[since:] if r.method.value == "GET"]
+
     async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object directly (a test acting as a controller or kubelet)."""
         group, _, _version = obj["apiVersion"].rpartition("/")
@@ -186,6 +192,16 @@ class K8sEmulator(kmock.KubernetesEmulator):
         self._delete(self.kinds[(group, plural)], namespace, name, propagation)
 
     # --- request dispatch -------------------------------------------------------------------------
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's path parser takes `/api/v1/namespaces` for the start of a namespaced path and fails on it;
+        # kopf lists and watches Namespaces when it serves a namespace list (`--namespace`). Served here.
+        if raw_request.method == "GET" and raw_request.path.rstrip("/") == "/api/v1/namespaces":
+            kind, params = self.kinds[("", "namespaces")], dict(raw_request.query)
+            if params.get("watch") in ("true", "1"):
+                return await self._watch(raw_request, kind, None, params)
+            return self._json(self._list(kind, None, params))
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         res = request.resource
         if res is None or res.plural is None or (res.group, res.plural) not in self.kinds:

@@ -15,16 +15,19 @@ from supernode.operator.handlers import OperatorConfig, build_registry
 
 
 @contextlib.asynccontextmanager
-async def running_operator(url: str, *, resync: float = 0.2, **config: Any) -> AsyncIterator[None]:
+async def running_operator(url: str, *, resync: float = 0.2, namespaces: tuple[str, ...] = (),
+                           **config: Any) -> AsyncIterator[None]:
     """The operator in its own thread and event loop, as it would be in its own process: kopf's shutdown
-    (which reaps every task of its loop) never touches the test API's request handlers."""
+    (which reaps every task of its loop) never touches the test API's request handlers. `namespaces`: watch
+    only these (`--namespace`), else all (`-A`)."""
     registry = build_registry(OperatorConfig(server=url, resync_seconds=resync, fast=True, **config))
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
+            asyncio.run(kopf.operator(registry=registry, clusterwide=not namespaces,
+                                      namespaces=list(namespaces), standalone=True,
                                       stop_flag=stop, ready_flag=ready))
         except BaseException as exc:  # surfaced to the test below
             errors.append(exc)

@@ -233,3 +233,31 @@ def test_the_node_list_is_scanned_once_and_a_new_report_still_fences_at_once() -
     assert list(book.faults_on(nodes, list)) == ["n2"]
     book.remove(f"{C.ASCEND_DEVICE_INFO_PREFIX}n2")
     assert book.node_view(nodes) == nodes and book.faults_on(nodes, list) == {}
+
+
+def with_gpu_health(pod: dict[str, Any], **health: str) -> dict[str, Any]:
+    """The kubelet's per-device health in the pod's status (KEP-4680), as GPU UUID → health."""
+    pod.setdefault("status", {})["containerStatuses"] = [{"name": "engine", "allocatedResourcesStatus": [
+        {"name": C.RESOURCE_NVIDIA, "resources": [{"resourceID": uid, "health": h} for uid, h in health.items()]}]}]
+    return pod
+
+
+def test_pod_device_health_pins_an_nvidia_drop_to_the_group_holding_the_failed_gpu() -> None:
+    book, gpu = HealthBook(), C.RESOURCE_NVIDIA
+    node = k8s_node("g0", allocatable={gpu: "7"})
+    node["status"]["capacity"] = {gpu: "8"}
+    pods = [with_gpu_health(k8s_pod("a-0", "g0", {gpu: "4"}), **{"GPU-a0": "Healthy", "GPU-a1": "Unhealthy"}),
+            with_gpu_health(k8s_pod("b-0", "g0", {gpu: "4"}), **{"GPU-b0": "Healthy", "GPU-b1": "Healthy"})]
+    faults = book.faults_on([node], lambda: pods)
+    hit = group_fault([pods[0]], faults)
+    assert hit is not None and hit.action == "rebuild" and "g0/GPU-a1: nvidia.com/gpu Unhealthy" in hit.reason
+    assert group_fault([pods[1]], faults) is None, "the group whose GPUs are all healthy stays"
+    # Without the allocatable drop (seen first in the pod), the pod's own report still rebuilds its group only.
+    assert (group_fault([pods[0]], {}) or DeviceFault("", "", "", "none")).action == "rebuild"
+    assert group_fault([pods[1]], {}) is None
+    # Unknown (the plugin re-registering) is no fault of its own, and cannot rule out the drop; nor can a pod
+    # reporting nothing: both fall back to node level.
+    unsure = with_gpu_health(k8s_pod("c-0", "g0", {gpu: "4"}), **{"GPU-c0": "Healthy", "GPU-c1": "Unknown"})
+    assert group_fault([unsure], {}) is None
+    for pod in (unsure, k8s_pod("d-0", "g0", {gpu: "4"})):
+        assert (group_fault([pod], faults) or DeviceFault("", "", "", "none")).action == "rebuild"

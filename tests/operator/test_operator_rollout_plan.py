@@ -49,6 +49,9 @@ CASES: dict[str, tuple[list[Observed], Target, Step]] = {
         [g(0, "old")], Target(1, "new", max_surge=0, max_unavailable=0), Step(create=(0,))),
     "scales down by draining the highest groups first": (
         [g(0), g(1), g(2), g(3)], Target(2, "new"), Step(drain=("g3-new", "g2-new"))),
+    "replaces a group drained at the current revision only once it is deleted (same name)": (
+        [g(0), g(1, draining=True, started=100.0)], Target(2, "new", drain_timeout=600, now=110.0),
+        Step(waiting=("g1-new: draining, 590s left", "slot 1: g1-new drains first (its replacement takes its name)"))),
     "scales up into free slots only where the planner can place": (
         [g(0)], Target(3, "new", placeable=frozenset({0, 1})),
         Step(create=(1,), waiting=("slot 2: no capacity to place a group",))),

@@ -33,6 +33,7 @@ from fake_kv_cache import BLOCK, FakeKVCache, add_kv_events_route, prompt_hashes
 class Behaviour:
     name: str = "engine"
     fail_status: int | None = None  # answer this status before any byte
+    fail_error: Any = None  # a dict: extra fields of that answer's `error` object (code, param); else its `error`
     first_byte_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     hang_after_first_chunk: bool = False
@@ -130,7 +131,9 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
         st.requests.append(body)
         b = st.behaviour
         if b.fail_status:
-            return JSONResponse({"error": {"message": f"{b.name} failing"}}, status_code=b.fail_status)
+            error = b.fail_error if b.fail_error is not None and not isinstance(b.fail_error, dict) else \
+                {"message": f"{b.name} failing", **(b.fail_error or {})}
+            return JSONResponse({"error": error}, status_code=b.fail_status)
         if b.first_byte_delay_s and not body.get("stream"):
             await asyncio.sleep(b.first_byte_delay_s)
         rid = f"cmpl-{len(st.requests)}"

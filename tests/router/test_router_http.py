@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import anthropic
 import httpx
@@ -298,6 +299,33 @@ async def test_engine_4xx_is_passed_on_in_the_client_shape_without_retry(stack: 
         await an.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert ae.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert len(stack.engines["bad"].requests) == 2
+
+
+@pytest.mark.parametrize(("error", "code", "param"), [
+    ({"code": "context_length_exceeded", "param": "messages"}, "context_length_exceeded", "messages"),
+    ({"code": 400, "param": ["messages"]}, "upstream_rejected", None),  # vLLM's numeric code; not an identifier
+    ({"code": "a code with spaces"}, "upstream_rejected", None),
+])
+async def test_engine_4xx_keeps_the_engines_error_code_and_param(stack: Stack, error: dict[str, Any], code: str,
+                                                                  param: str | None) -> None:
+    bad = await stack.engine("bad", Behaviour(name="bad", fail_status=400, fail_error=error))
+    stack.write_endpoints([ep(bad)])
+    url = await stack.router()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert (e.value.code, e.value.param) == (code, param)
+    assert e.value.body["message"] == "engine: bad failing"  # type: ignore[index]
+
+
+async def test_engine_4xx_whose_error_is_not_an_object_is_still_a_4xx(stack: Stack) -> None:
+    bad = await stack.engine("bad", Behaviour(name="bad", fail_status=422, fail_error="unprocessable"))
+    stack.write_endpoints([ep(bad)])
+    url = await stack.router()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "upstream_rejected" and "unprocessable" in e.value.message
 
 
 async def test_completions_stream_passes_through(stack: Stack) -> None:

@@ -47,14 +47,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--fault-condition", action="append", default=[], metavar="TYPE=ACTION",
                         help="a node condition that, when True, means the node's devices fail; ACTION is rebuild, "
                         "drain, restart or none (repeat; default NetworkUnavailable=rebuild)")
+    parser.add_argument("--device-info-namespace", default="kube-system", metavar="NS",
+                        help="namespace of the Ascend device plugin's mindx-dl-deviceinfo-<node> ConfigMaps, watched "
+                        "there alone (needs list/watch on ConfigMaps in it); '' to not read them")
+    routers = parser.add_argument_group("routers (their signals: idle draining groups, autoscaling)")
+    routers.add_argument("--router-service", default="supernode-router-metrics",
+                       help="a Service selecting the router replicas (the chart's ops Service)")
+    routers.add_argument("--router-namespace", default=None, help="its namespace (default: $POD_NAMESPACE, else "
+                         "supernode-system)")
+    routers.add_argument("--router-ops-port", type=int, default=9090,
+                         help="the router pods' ops port (server.metrics_port), which serves /autoscaling/signals")
+    routers.add_argument("--drain-poll", type=float, default=5.0, metavar="SECONDS",
+                         help="while a group drains, ask the routers this often whether it is idle and delete it "
+                         "then (0: off; a draining group then waits out rollout.drainTimeoutSeconds)")
     scale = parser.add_argument_group("autoscaling (spec.autoscaling takes effect; leader only)")
     scale.add_argument("--autoscale", action="store_true", help="run the autoscaler on router signals")
-    scale.add_argument("--router-service", default="supernode-router-metrics",
-                       help="a Service selecting the router replicas (the chart's ops Service)")
-    scale.add_argument("--router-namespace", default=None, help="its namespace (default: $POD_NAMESPACE, else "
-                       "supernode-system)")
-    scale.add_argument("--router-ops-port", type=int, default=9090,
-                       help="the router pods' ops port (server.metrics_port), which serves /autoscaling/signals")
     scale.add_argument("--autoscale-interval", type=float, default=15.0, help="seconds between decisions")
     scale.add_argument("--autoscale-prometheus-url", default="", metavar="URL",
                        help="read the routers' supernode_router_pool_* series from this Prometheus (HTTP API) "
@@ -97,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"supernode operator: --fault-condition: {exc}", file=sys.stderr)
         return 2
+    try:
+        drain = _drain_config(args)
+    except ValueError as exc:
+        print(f"supernode operator: {exc}", file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     # With election the process owns the metrics from the start (a standby serves them too, with
     # supernode_operator_leader 0); kopf's startup handler then reuses them instead of binding again.
@@ -106,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
                                              metrics_port=args.metrics_port if metrics is None else None,
                                              metrics=metrics, keys=GroupKeys.from_env(),
                                              network_policies=args.group_network_policies,
-                                             autoscaler=_autoscaler_config(args), fault_conditions=conditions))
+                                             autoscaler=_autoscaler_config(args), fault_conditions=conditions,
+                                             device_info_namespace=args.device_info_namespace or None,
+                                             drain=drain))
     if election is None:
         kopf.run(registry=registry, clusterwide=not args.namespace, namespaces=args.namespace,
                  standalone=args.standalone, liveness_endpoint=args.liveness)
@@ -140,6 +154,20 @@ def _autoscaler_config(args: argparse.Namespace) -> Any:
                             router_ops_port=args.router_ops_port, interval_seconds=args.autoscale_interval,
                             prometheus_url=args.autoscale_prometheus_url,
                             prometheus_selector=args.autoscale_prometheus_selector)
+
+
+def _drain_config(args: argparse.Namespace) -> Any:
+    import os
+
+    from supernode.operator.drain_watch import DrainWatchConfig
+
+    if args.drain_poll < 0:
+        raise ValueError(f"--drain-poll must be >= 0 seconds, got {args.drain_poll}")
+    if not args.drain_poll:
+        return None
+    namespace = args.router_namespace or os.environ.get("POD_NAMESPACE") or "supernode-system"
+    return DrainWatchConfig(router_namespace=namespace, router_service=args.router_service,
+                            router_ops_port=args.router_ops_port, interval_seconds=args.drain_poll)
 
 
 def _election_config(args: argparse.Namespace) -> Any:

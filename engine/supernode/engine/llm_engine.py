@@ -2,25 +2,21 @@
 
 The HTTP side (asyncio) only calls ``submit`` / ``abort`` / ``subscribe_kv_events``; those hand work
 to the engine thread through a locked inbox. Results go back with ``loop.call_soon_threadsafe``.
+KV events go out through ``kv_stream.KVEventStream`` (numbering, resume log, subscribers, sinks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 import torch
 
 from supernode.engine.chat import Delta, OutputText
-from supernode.engine.core.block_manager import KVEvent
 from supernode.engine.core.context import check_prompt_fits
 from supernode.engine.core.scheduler import ScheduledSeq, Scheduler
 from supernode.engine.core.sequence import FinishReason, ReasoningControl, SamplingParams, Sequence
@@ -34,8 +30,10 @@ from supernode.engine.engine_types import (
     Runner,
     SeqInput,
 )
+from supernode.engine.kv_stream import KVEventStream, KVQueue, KVSink
 from supernode.engine.logprobs import TokenLogprob, log_probs, prompt_logprobs, token_logprob
 from supernode.engine.metrics import EngineMetrics
+from supernode.engine.outbox import Outbox
 from supernode.engine.sampler import Sampler
 from supernode.engine.tokenizer import Tokenizer
 from supernode.engine.tool_calls import ToolCallParser
@@ -43,14 +41,6 @@ from supernode.engine.tool_calls import ToolCallParser
 log = logging.getLogger("supernode.engine")
 
 __all__ = ["EngineDead", "EngineOptions", "EngineOverloaded", "LLMEngine", "Output", "RequestHandle", "SeqInput"]
-
-
-class KVSink(Protocol):
-    """Where KV events go besides /v1/kv_events subscribers (the ZMQ publisher, kv_publisher.py)."""
-
-    def offer(self, events: list[KVEvent]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class LLMEngine:
@@ -67,15 +57,10 @@ class LLMEngine:
         self._active: dict[str, RequestHandle] = {}  # engine thread only
         self._by_seq: dict[int, RequestHandle] = {}  # seq_id → handle (engine thread only)
         self._preempt_seen = 0
-        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Output], Output]]] = {}
-        self._new_subscribers: list[tuple[asyncio.AbstractEventLoop, KVQueue, int | None]] = []
+        self._outbox = Outbox()
         self._num_open = 0  # submitted and not finished (guarded by _lock)
-        self._kv_subscribers: list[tuple[asyncio.AbstractEventLoop, KVQueue]] = []
         # KV events are numbered per engine instance; the last ones are kept so a subscriber can resume.
-        self.kv_instance = uuid.uuid4().hex
-        self._kv_seq = 0
-        self._kv_log: deque[tuple[int, KVEvent]] = deque(maxlen=options.kv_events_log)
-        self.kv_sinks: list[KVSink] = []  # offered each step's events on the engine thread; closed by stop()
+        self.kv_events = KVEventStream(options.kv_events_log, self.blocks.cached_hashes)
         self._ids = itertools.count()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -93,8 +78,7 @@ class LLMEngine:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
-        for sink in self.kv_sinks:
-            sink.close()
+        self.kv_events.close()
 
     @property
     def alive(self) -> bool:
@@ -140,22 +124,28 @@ class LLMEngine:
             self._aborts.append(request_id)
             self._wake.notify()
 
+    @property
+    def kv_instance(self) -> str:
+        return self.kv_events.instance
+
+    @property
+    def kv_sinks(self) -> list[KVSink]:
+        """Offered each step's events on the engine thread; closed by stop()."""
+        return self.kv_events.sinks
+
     def subscribe_kv_events(self, maxsize: int = 10_000, after: int | None = None) -> KVQueue:
         """A queue of numbered KV events ``(seq, event)``: those after ``after`` when this instance still
         keeps them all, else first a snapshot (every cached block, numbered with the last seq), then changes.
 
         ``None`` in the queue means the subscriber fell behind and must resubscribe.
         """
-        q: KVQueue = asyncio.Queue(maxsize)
+        q = self.kv_events.subscribe(maxsize, after)
         with self._lock:
-            self._new_subscribers.append((asyncio.get_running_loop(), q, after))
-            self._wake.notify()
+            self._wake.notify()  # the engine thread sends the backlog
         return q
 
     def unsubscribe_kv_events(self, q: KVQueue) -> None:
-        with self._lock:
-            self._kv_subscribers = [(lp, s) for lp, s in self._kv_subscribers if s is not q]
-            self._new_subscribers = [(lp, s, a) for lp, s, a in self._new_subscribers if s is not q]
+        self.kv_events.unsubscribe(q)
 
     # --- engine thread ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -163,18 +153,15 @@ class LLMEngine:
             while True:
                 with self._lock:
                     while not (
-                        self._stop or self._inbox or self._aborts or self._new_subscribers or self.scheduler.has_work
+                        self._stop or self._inbox or self._aborts or self.kv_events.has_pending
+                        or self.scheduler.has_work
                     ):
                         self._wake.wait()
                     if self._stop:
                         break
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
-                    new_subs, self._new_subscribers = self._new_subscribers, []
-                    self._kv_subscribers.extend((lp, q) for lp, q, _ in new_subs)
-                for loop, q, after in new_subs:
-                    for item in self._kv_backlog(after):
-                        loop.call_soon_threadsafe(_offer, q, item)
+                self.kv_events.attach_pending()
                 for handle in inbox:
                     self._active[handle.request_id] = handle
                     self._by_seq[handle.seq.seq_id] = handle
@@ -231,8 +218,8 @@ class LLMEngine:
         for handle in list(self._active.values()):
             if handle.seq.is_finished:
                 self._emit_finish(handle, now)
-        self._flush()
-        self._publish(self.blocks.drain_events())
+        self._outbox.flush()
+        self.kv_events.publish(self.blocks.drain_events())
         self._update_gauges()
 
     def _prompt_logprobs(
@@ -264,7 +251,7 @@ class LLMEngine:
             self.scheduler.finish(seq, FinishReason.STOP)
         if seq.is_finished:
             delta = delta + handle.text.finish()
-        self._send(handle, Output(delta, [token], logprobs, self._take_prompt_logprobs(handle)))
+        self._outbox.send(handle, Output(delta, [token], logprobs, self._take_prompt_logprobs(handle)))
 
     @staticmethod
     def _take_prompt_logprobs(handle: RequestHandle) -> list[TokenLogprob] | None:
@@ -286,7 +273,7 @@ class LLMEngine:
             self.metrics.tpot.observe((now - handle.arrival) / seq.num_output_tokens)
         with self._lock:
             self._num_open -= 1
-        self._send(
+        self._outbox.send(
             handle,
             Output(
                 Delta(),
@@ -299,48 +286,6 @@ class LLMEngine:
                 reasoning_tokens=seq.num_reasoning_tokens,
             ),
         )
-
-    def _send(self, handle: RequestHandle, out: Output) -> None:
-        if not handle.streaming and out.finish_reason is None and out.error is None:
-            handle.held.append(out)
-            return
-        box = self._outbox.setdefault(handle.loop, [])
-        box.extend((handle.queue, held) for held in handle.held)
-        handle.held.clear()
-        box.append((handle.queue, out))
-
-    def _flush(self) -> None:
-        """Hand this step's outputs to each event loop in one wake-up (not one per token)."""
-        outbox, self._outbox = self._outbox, {}
-        for loop, items in outbox.items():
-            with contextlib.suppress(RuntimeError):  # the client's event loop is gone
-                loop.call_soon_threadsafe(_deliver, items)
-
-    def _kv_backlog(self, after: int | None) -> list[tuple[int, KVEvent]]:
-        """What a new subscriber gets first: the events after ``after`` if all are kept, else a snapshot."""
-        log = self._kv_log
-        if after is not None and after <= self._kv_seq and (after == self._kv_seq or (log and log[0][0] <= after + 1)):
-            return [(n, ev) for n, ev in log if n > after]
-        return [(self._kv_seq, KVEvent("snapshot", tuple(self.blocks.cached_hashes())))]
-
-    def _publish(self, events: list[KVEvent]) -> None:
-        if not events:
-            return
-        for sink in self.kv_sinks:
-            sink.offer(events)
-        numbered = []
-        for ev in events:  # kept and streamed without token ids (a log of 10,000 prompts' tokens is large)
-            self._kv_seq += 1
-            numbered.append((self._kv_seq, KVEvent(ev.type, ev.block_hashes)))
-        self._kv_log.extend(numbered)
-        with self._lock:
-            subscribers = list(self._kv_subscribers)
-        for loop, q in subscribers:
-            for item in numbered:
-                try:
-                    loop.call_soon_threadsafe(_offer, q, item)
-                except RuntimeError:
-                    self.unsubscribe_kv_events(q)
 
     def _update_gauges(self) -> None:
         m = self.metrics
@@ -356,22 +301,6 @@ class LLMEngine:
             handles = list(self._active.values()) + self._inbox
             self._inbox = []
         for handle in handles:
-            self._send(handle, Output(Delta(), [], error=message))
-        self._flush()
+            self._outbox.send(handle, Output(Delta(), [], error=message))
+        self._outbox.flush()
 
-
-def _deliver(items: list[tuple[asyncio.Queue[Output], Output]]) -> None:
-    for queue, out in items:
-        queue.put_nowait(out)
-
-
-KVQueue = asyncio.Queue[tuple[int, KVEvent] | None]
-
-
-def _offer(q: KVQueue, item: tuple[int, KVEvent]) -> None:
-    try:
-        q.put_nowait(item)
-    except asyncio.QueueFull:  # a subscriber that cannot keep up loses its stream (it must resync)
-        while not q.empty():
-            q.get_nowait()
-        q.put_nowait(None)

@@ -50,10 +50,6 @@ class NodeDeviceReport:
     update_time: int
 
 
-def is_device_info(namespace: str | None, name: str | None) -> bool:
-    return namespace == C.ASCEND_DEVICE_INFO_NAMESPACE and str(name or "").startswith(C.ASCEND_DEVICE_INFO_PREFIX)
-
-
 def go_json(value: Any) -> str:
     """`json.Marshal` of Go for the values a DeviceInfo holds (strings, integers, string maps)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)

@@ -1,18 +1,22 @@
 """Device faults → one action per replica group (pure).
 
 Inputs are `DeviceFault`s: per chip from the Ascend device plugin's ConfigMap (`device_info.py`), per node
-from node conditions, NoExecute taints and NVIDIA allocatable drops (`node_signals`). Each fault maps to
+from node conditions, NoExecute taints and NVIDIA allocatable drops (`node_signals`), per pod from the
+device health the kubelet writes into the pod's status (`pod_signals`, KEP-4680). Each fault maps to
 an action; a group takes the most severe action of the faults that touch one of its pods:
 
 | action    | from                                                                 | what the executor does         |
 |-----------|----------------------------------------------------------------------|--------------------------------|
-| `rebuild` | SeparateNPU, ManuallySeparateNPU, Unhealthy lists, node-wide faults   | fence, delete, re-place group  |
+| `rebuild` | SeparateNPU, ManuallySeparateNPU, Unhealthy lists, node-wide faults, | fence, delete, re-place group  |
+|           | a device the pod's status reports Unhealthy                          |                                |
 | `drain`   | PreSeparateNPU                                                       | fence, drain, replace when idle |
 | `restart` | RestartRequest, RestartBusiness, RestartNPU, FreeRestartNPU          | fence, gang restart in place   |
 | `none`    | NotHandleFault                                                       | nothing                        |
 
 A fault touches a pod when it is node-wide, or names a chip the pod holds (the device plugin's
-`huawei.com/AscendReal` pod annotation), or names a chip on a pod whose chips are unknown. Nodes with a
+`huawei.com/AscendReal` pod annotation), or names a chip on a pod whose chips are unknown. An NVIDIA
+allocatable drop (which GPU is not said) touches the pods holding devices there, narrowed to those whose
+status reports an unhealthy GPU when the kubelet reports per-device health. Nodes with a
 drain- or rebuild-level fault are fenced off for new groups (`fenced`), so a rebuilt group never lands
 on the same failing device and an unknown chip assignment cannot loop.
 """
@@ -126,11 +130,42 @@ def _holds_devices(pod: Mapping[str, Any]) -> bool:
     return False
 
 
+def device_health(pod: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Per resource name, the health the kubelet reports for each device the pod was given (resource ID →
+    Healthy | Unhealthy | Unknown): `status.containerStatuses[].allocatedResourcesStatus`, KEP-4680
+    (alpha in Kubernetes 1.31 behind ResourceHealthStatus, beta from 1.36), filled from the device
+    plugin's own per-device health (the NVIDIA plugin marks a GPU Unhealthy on a fatal XID). Empty when the
+    cluster does not report it."""
+    out: dict[str, dict[str, str]] = {}
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for entry in (e for c in statuses for e in (c.get("allocatedResourcesStatus") or [])):
+        per = out.setdefault(str(entry.get("name") or ""), {})
+        for res in entry.get("resources") or []:
+            if res.get("resourceID"):
+                per[str(res["resourceID"])] = str(res.get("health") or "Unknown")
+    return out
+
+
+def pod_signals(pod: Mapping[str, Any]) -> list[DeviceFault]:
+    """Devices the kubelet reports Unhealthy in the pod's own status: a fault of this pod's group only
+    (Unknown, e.g. while the plugin re-registers, is not acted on)."""
+    node = str((pod.get("spec") or {}).get("nodeName") or "")
+    return [DeviceFault(node, device, f"{name} Unhealthy", "rebuild", source="pod device health")
+            for name, devices in sorted(device_health(pod).items()) for device, health in sorted(devices.items())
+            if health == "Unhealthy"]
+
+
 def touches(fault: DeviceFault, pod: Mapping[str, Any]) -> bool:
     if fault.device == "":
         return True
     if fault.device == UNKNOWN_DEVICE:
-        return _holds_devices(pod)
+        # A GPU dropped out of allocatable: a pod whose status reports every GPU of its own Healthy is not
+        # hit; one reporting an Unhealthy GPU is; otherwise (nothing reported, Unknown) any pod holding
+        # devices there may be.
+        reported = set(device_health(pod).get(C.RESOURCE_NVIDIA, {}).values())
+        if reported == {"Healthy"}:
+            return False
+        return "Unhealthy" in reported or _holds_devices(pod)
     chips = pod_chips(pod)
     return chips is None or fault.device in chips
 
@@ -144,6 +179,7 @@ def group_fault(pods: Iterable[Mapping[str, Any]], faults_on: Mapping[str, Seque
         for fault in faults_on.get(str(node), ()) if node else ():
             if fault.action != "none" and fault not in hits and touches(fault, pod):
                 hits.append(fault)
+        hits += [f for f in pod_signals(pod) if f not in hits]
     if not hits:
         return None
     action = worst(f.action for f in hits)

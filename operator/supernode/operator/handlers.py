@@ -17,7 +17,8 @@ from typing import Any
 import kopf
 
 from supernode.api import constants as C
-from supernode.operator import health_watch
+from supernode.operator import drain_watch, health_watch
+from supernode.operator.drain_watch import DrainWatchConfig
 from supernode.operator.faults import DEFAULT_FAULT_CONDITIONS, Action
 from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.health_book import HealthBook
@@ -49,6 +50,9 @@ class OperatorConfig:
     # Node conditions that, when True, mean the node's devices fail (docs/operator.md, "Device faults").
     fault_conditions: Mapping[str, Action] = field(default_factory=lambda: dict(DEFAULT_FAULT_CONDITIONS))
     fault_events: bool = True  # a device fault reconciles its deployments at once (False: at the next resync)
+    # Where the Ascend device plugin writes its reports: one namespaced ConfigMap watch there (None: not read).
+    device_info_namespace: str | None = C.ASCEND_DEVICE_INFO_NAMESPACE
+    drain: DrainWatchConfig | None = None  # ask the routers which draining groups are idle (None: timeout only)
 
     def __post_init__(self) -> None:
         if self.metrics is not None and self.metrics_port is not None:
@@ -128,7 +132,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
         memo.stopping.set()  # handlers may still fire while kopf winds down: they return at once
-        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale", "pod_watch", "node_watch")]
+        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale", "pod_watch", "node_watch",
+                                                        "device_info_watch")]
         for task in [*tasks, *list(getattr(memo, "retries", {}).values())]:
             if task is not None:
                 task.cancel()
@@ -287,7 +292,11 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 except Exception:
                     log.exception("autoscaling %s failed", key)
 
-    health_watch.register(registry, reconcile_one, RETRYABLE, react=config.fault_events)
+    if config.drain is not None:
+        drain_watch.register(registry, config.drain, reconcile_one, RETRYABLE)
+    health_watch.register(registry, reconcile_one, RETRYABLE, react=config.fault_events,
+                          device_info_namespace=config.device_info_namespace,
+                          watch_timeout=10 if config.fast else 300, retry_seconds=0.2 if config.fast else 1.0)
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""kopf handlers for device health: the Ascend device-info ConfigMaps and the Nodes' fault signals.
+"""Device health: the Ascend device-info ConfigMaps (one watch on their namespace, device_info_watch.py) and
+the Nodes' fault signals (a kopf handler).
 
 A change that matters reconciles at once every ModelDeployment with a pod on that node, so a device fault
 reaches the routers (the fenced leader) within one event instead of at the next resync; after a repair,
@@ -20,8 +21,8 @@ import kopf
 
 from supernode.api import constants as C
 from supernode.operator import naming as N
-from supernode.operator.device_info import is_device_info
-from supernode.operator.faults import node_signals
+from supernode.operator.device_info_watch import DeviceInfoWatch
+from supernode.operator.faults import node_signals, pod_signals
 from supernode.operator.health_book import HealthBook
 from supernode.operator.metrics import OperatorMetrics
 
@@ -54,8 +55,10 @@ def node_fault_key(node: Mapping[str, Any], book: HealthBook) -> tuple[Any, ...]
 
 
 def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retryable: tuple[type[BaseException], ...],
-             *, react: bool = True) -> None:
-    """`react`: reconcile the deployments on a node at once when its faults change (else the resync finds them)."""
+             *, react: bool = True, device_info_namespace: str | None = C.ASCEND_DEVICE_INFO_NAMESPACE,
+             watch_timeout: float = 300.0, retry_seconds: float = 1.0) -> None:
+    """`react`: reconcile the deployments on a node at once when its faults change (else the resync finds them).
+    `device_info_namespace`: where to watch the Ascend device plugin's reports (None: not at all)."""
 
     async def repair_node(node: str, memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
         if memo.stopping.is_set() or not react:
@@ -66,6 +69,35 @@ def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retry
             except retryable as e:  # the resync tries again
                 log.warning("device fault on %s: reconcile of %s/%s: %s", node, body["metadata"].get("namespace"),
                             body["metadata"]["name"], e)
+
+    async def device_info(type_: str, cm: Mapping[str, Any], memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
+        """One report event from the device-info watch (device_info_watch.py)."""
+        book: HealthBook = memo.reconciler.health
+        metrics: OperatorMetrics = memo.metrics
+        meta = cm.get("metadata") or {}
+        name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+        if type_ == "DELETED":
+            node = book.remove(name)
+            if node is not None:
+                await repair_node(node, memo, indices)
+            return
+        recorded = book.record(cm)
+        for fault in recorded.new:
+            metrics.device_faults.labels(fault.level).inc()
+            log.warning("device fault: %s", fault.describe())
+        if recorded.kind:
+            metrics.device_info_rejected.labels(recorded.kind).inc()
+        if recorded.problem:
+            log.warning("device info %s/%s ignored: %s", namespace, name, recorded.problem)
+            try:
+                await memo.reconciler.client.post_event(
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                        "name": name, "namespace": namespace, "uid": meta.get("uid")}},
+                    "Warning", "DeviceInfoIgnored", recorded.problem)
+            except retryable as e:
+                log.warning("event for %s: %s", name, e)
+        if recorded.changed:
+            await repair_node(recorded.node, memo, indices)
 
     @kopf.on.startup(registry=registry)
     async def start(memo: kopf.Memo, **indices: Any) -> None:
@@ -95,44 +127,26 @@ def register(registry: kopf.OperatorRegistry, reconcile_one: ReconcileOne, retry
             key = (str(meta.get("namespace") or ""), str(label or ""))
             if not label or not react or memo.stopping.is_set():
                 return
-            if not memo.reconciler.health.recovering(key, time.time()):
-                return
+            if not memo.reconciler.health.recovering(key, time.time()) and not pod_signals(pod):
+                return  # (a pod whose status reports an unhealthy device is acted on at once too)
             dirty.add(key)
             if key not in following or following[key].done():
                 following[key] = asyncio.get_running_loop().create_task(follow(key), name=f"supernode-repaired-{key}")
 
         memo.pods.listeners.append(repaired_pod)
+        if device_info_namespace:
+            async def handle(type_: str, cm: Mapping[str, Any]) -> None:
+                if memo.stopping.is_set():
+                    return
+                try:
+                    await device_info(type_, cm, memo, indices)
+                except Exception:  # the watch goes on; the resync acts on what was recorded
+                    log.exception("device info %s: handling a %s event failed",
+                                  (cm.get("metadata") or {}).get("name"), type_)
 
-    def device_info_cm(namespace: str | None, name: str | None, **_: Any) -> bool:
-        return is_device_info(namespace, name)
-
-    @kopf.on.event("configmaps", when=device_info_cm, registry=registry)
-    async def device_info(event: Mapping[str, Any], name: str, body: kopf.Body, memo: kopf.Memo,
-                          **kwargs: Any) -> None:
-        book: HealthBook = memo.reconciler.health
-        metrics: OperatorMetrics = memo.metrics
-        if event.get("type") == "DELETED":
-            node = book.remove(name)
-            if node is not None:
-                await repair_node(node, memo, kwargs)
-            return
-        recorded = book.record(body)
-        for fault in recorded.new:
-            metrics.device_faults.labels(fault.level).inc()
-            log.warning("device fault: %s", fault.describe())
-        if recorded.kind:
-            metrics.device_info_rejected.labels(recorded.kind).inc()
-        if recorded.problem:
-            log.warning("device info %s/%s ignored: %s", body.metadata.namespace, name, recorded.problem)
-            try:
-                await memo.reconciler.client.post_event(
-                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-                        "name": name, "namespace": body.metadata.namespace, "uid": body.metadata.uid}},
-                    "Warning", "DeviceInfoIgnored", recorded.problem)
-            except retryable as e:
-                log.warning("event for %s: %s", name, e)
-        if recorded.changed:
-            await repair_node(recorded.node, memo, kwargs)
+            watch = DeviceInfoWatch(memo.reconciler.client, device_info_namespace, handle,
+                                    watch_timeout=watch_timeout, retry_seconds=retry_seconds)
+            memo.device_info_watch = asyncio.create_task(watch.run(), name="supernode-device-info")
 
     @kopf.on.event("nodes", registry=registry)
     async def node_health(event: Mapping[str, Any], name: str, body: kopf.Body, memo: kopf.Memo,

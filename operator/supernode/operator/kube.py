@@ -100,6 +100,17 @@ class KubeClient:
         """Node watch events from `resource_version`, until the server ends the stream."""
         return self._rest.watch(NODES, None, resource_version, timeout_s)
 
+    @needs(("", ["configmaps"], ["list", "watch"]))
+    async def list_configmaps(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
+        """The ConfigMaps of one namespace (the device plugin's reports in kube-system), and the version."""
+        return await self._rest.list(CONFIGMAPS, namespace)
+
+    @needs(("", ["configmaps"], ["list", "watch"]))
+    def watch_configmaps(self, namespace: str, resource_version: str,
+                         timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+        """ConfigMap watch events in one namespace from `resource_version`, until the server ends the stream."""
+        return self._rest.watch(CONFIGMAPS, namespace, resource_version, timeout_s)
+
     # Children carry an ownerReference with blockOwnerDeletion: true; clusters enforcing owner-reference
     # permissions (OwnerReferencesPermissionEnforcement) require update on the owner's finalizers for that.
     @needs(*_child_rules("create"), (*_SECRETS, ["create"]), (C.GROUP, [f"{C.PLURAL}/finalizers"], ["update"]))
@@ -189,7 +200,6 @@ class KubeClient:
 
     @needs((C.GROUP, [C.PLURAL], ["get", "list", "watch", "patch", "update"]),
            ("", ["pods", "nodes"], ["get", "list", "watch"]),
-           ("", ["configmaps"], ["get", "list", "watch"]),  # the Ascend device plugin's device-info reports
            ("", ["namespaces"], ["get", "list", "watch"]),
            ("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
            *_child_rules("get", "watch"))

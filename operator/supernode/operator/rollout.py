@@ -4,7 +4,8 @@ Groups live in *slots* 0..replicas-1. A group whose revision differs from the ta
 whole: a new group is created in its slot (counted against `maxSurge`), the old one is marked draining
 once its successor is ready (or, without surge, while `maxUnavailable` allows), and deleted when it has
 been draining for `drainTimeoutSeconds`, serves nothing, or the routers report it idle (`drained`).
-Scaling down drains the highest slots first.
+Scaling down drains the highest slots first. A group drained at the target revision (a device fault's
+pre-separate drain) is replaced once it is deleted: its successor would take its name.
 The executor (reconcile.py) only applies the returned step; `supernode operator preview-rollout`
 prints steps from the same function.
 """
@@ -83,10 +84,14 @@ def next_step(observed: Sequence[Observed], target: Target) -> Step:
     for g in live:
         by_slot.setdefault(g.index, []).append(g)
 
-    # 3. Empty slots get a group (a fill, not a surge).
+    # 3. Empty slots get a group (a fill, not a surge). A group still draining in that slot at the target
+    # revision has the name the new one would get (naming.group_name): it must be gone first.
+    same_name = {g.index: g.name for g in observed if g.draining and g.revision == rev}
     for slot in range(n):
         if slot not in by_slot:
-            if can_place(slot):
+            if slot in same_name:
+                waiting.append(f"slot {slot}: {same_name[slot]} drains first (its replacement takes its name)")
+            elif can_place(slot):
                 create.append(slot)
             else:
                 waiting.append(f"slot {slot}: no capacity to place a group")

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Gauge
 
 from supernode.api import autoscale as A
@@ -29,11 +28,12 @@ from supernode.api.models import AutoscalingMode
 from supernode.operator import autoscaling as S
 from supernode.operator import demand
 from supernode.operator import naming as N
-from supernode.operator import promsource as P
+from supernode.operator.drain_watch import mark_drained
 from supernode.operator.inventory import inventory_from_k8s
-from supernode.operator.kube import LWS, MODEL_DEPLOYMENTS, PODS, SERVICES, STATEFULSETS, ApiError, KubeClient
+from supernode.operator.kube import MODEL_DEPLOYMENTS, KubeClient
 from supernode.operator.observe import format_time, parse_time
 from supernode.operator.planner import plan as make_plan
+from supernode.operator.router_poll import RouterPoll
 
 log = logging.getLogger("supernode.operator.autoscaler")
 WRITE_MEMORY_SECONDS = 60.0  # how long our own spec.replicas writes override a lagging watch
@@ -64,13 +64,14 @@ class Autoscaler:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _poll: tuple[float, dict[str, dict[str, Any]], str] | None = None
     _learned: dict[str, float | None] = field(default_factory=dict)
-    _http: aiohttp.ClientSession | None = None
+    routers: RouterPoll = field(init=False)
     _gauges: tuple[Gauge, Gauge] | None = None
     # spec.replicas this autoscaler wrote (key -> (replicas, when)): watch events lag behind our own
     # patches, and a decision on a stale neighbour would take the same supernode twice.
     _wrote: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.routers = RouterPoll(self.client, self.config)
         if self.registry is not None:
             self._gauges = (
                 Gauge("supernode_autoscaling_signal", "Router signals per deployment (queued, inFlight, "
@@ -80,79 +81,23 @@ class Autoscaler:
                       ["namespace", "deployment"], registry=self.registry))
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        await self.routers.close()
 
     def forget(self, key: str) -> None:
         self.histories.pop(key, None)
         self._learned.pop(key, None)
 
     # --- signals ---------------------------------------------------------------------------------
-    async def _urls(self) -> list[str]:
-        if self.config.router_urls:
-            return list(self.config.router_urls)
-        ns = self.config.router_namespace
-        services = await self.client.list_children(SERVICES, ns, "")
-        service = next((s for s in services if s["metadata"]["name"] == self.config.router_service), None)
-        if service is None:
-            return []
-        selector = N.selector_string((service.get("spec") or {}).get("selector") or {})
-        pods = await self.client.list_children(PODS, ns, selector) if selector else []
-        return demand.router_urls(service, pods, self.config.router_ops_port)
-
-    async def _fetch(self, url: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds))
-        async with self._http.get(url, params=params) as resp:
-            if resp.status >= 400 and params is not None:  # Prometheus explains a refused query in its JSON body
-                try:
-                    error = await resp.json(content_type=None)
-                except ValueError:
-                    error = None
-                if isinstance(error, dict) and error.get("error"):
-                    raise P.PrometheusAnswerError(f"HTTP {resp.status}: {error.get('errorType', '')} {error['error']}")
-            resp.raise_for_status()
-            body: dict[str, Any] = await resp.json()
-            return body
-
-    async def _poll_prometheus(self) -> tuple[dict[str, dict[str, Any]], str]:
-        """The routers' series from Prometheus, combined over replicas, as one router answer; or the error."""
-        base, selector = self.config.prometheus_url, self.config.prometheus_selector
-        requests = [P.query_url(base, f, selector) for f in P.QUERIES]
-        results = await asyncio.gather(*(self._fetch(u, q) for u, q in requests), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                return {}, f"prometheus {base}: {type(result).__name__}: {result}"
-        try:
-            return P.answers_from(dict(zip(P.QUERIES, results, strict=True))), ""
-        except P.PrometheusAnswerError as e:
-            return {}, f"prometheus {base}: {e}"
-
     async def poll(self, now: float) -> tuple[dict[str, dict[str, Any]], str]:
         """Every router's answer (URL → JSON) and "" — or what went wrong; one poll serves all deployments
         deciding within half an interval. A router that does not answer makes the whole poll missing data."""
         if self._poll is not None and now - self._poll[0] < self.config.interval_seconds / 2:
             return self._poll[1], self._poll[2]
         if self.config.prometheus_url:
-            answers, error = await self._poll_prometheus()
-            self._poll = (now, answers, error)
-            return answers, error
-        answers = {}
-        error = ""
-        try:
-            urls = await self._urls()
-            if not urls:
-                error = (f"no ready router pods behind Service {self.config.router_namespace}/"
-                         f"{self.config.router_service}")
-            results = await asyncio.gather(*(self._fetch(u) for u in urls), return_exceptions=True)
-            for url, result in zip(urls, results, strict=True):
-                if isinstance(result, BaseException):
-                    error = error or f"router {url}: {type(result).__name__}: {result}"
-                else:
-                    answers[url] = result
-        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as e:
-            error = f"listing router pods: {e}"
+            answers, error = await self.routers.prometheus(self.config.prometheus_url,
+                                                           self.config.prometheus_selector)
+        else:
+            answers, error = await self.routers.routers()
         self._poll = (now, answers, error)
         return answers, error
 
@@ -220,27 +165,9 @@ class Autoscaler:
         self._export(view, decision)
         await self._write_status(body, view, decision, sample, now, error, basis)
         if not error:
-            await self._mark_drained(body, view, demand.idle_draining(view.key, answers))
+            idle = demand.idle_draining(view.key, answers)
+            await mark_drained(self.client, body, idle, self.lws is not None and await self.lws())
         return decision
-
-    async def _mark_drained(self, body: Mapping[str, Any], view: S.View, idle: set[int]) -> None:
-        """Draining groups every router reports idle get `supernode.io/drained`: the reconciler deletes them
-        now instead of waiting out rollout.drainTimeoutSeconds."""
-        if not idle:
-            return
-        res = LWS if self.lws is not None and await self.lws() else STATEFULSETS
-        selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(view.name)})
-        for w in await self.client.list_children(res, view.namespace, selector):
-            meta = w["metadata"]
-            notes, labels = meta.get("annotations") or {}, meta.get("labels") or {}
-            group = str(labels.get(C.LABEL_GROUP, ""))
-            if notes.get(C.ANNOTATION_DRAINING) != "true" or notes.get(C.ANNOTATION_DRAINED) == "true" or \
-                    not group.isdigit() or int(group) not in idle:
-                continue
-            await self.client.patch(res, view.namespace, meta["name"], {"metadata": {"annotations": {
-                C.ANNOTATION_DRAINED: "true"}}})
-            await self.client.post_event(dict(body), "Normal", "GroupDrained",
-                                         f"group {group} ({meta['name']}): no request in flight on any router")
 
     async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision,
                      others: list[S.View]) -> str | None:

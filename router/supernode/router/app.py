@@ -143,6 +143,7 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
             return
         metrics.set_endpoint(s.key, s.endpoint.model, healthy=s.healthy, load=s.stats.running + s.stats.waiting)
+        metrics.set_prefix_blocks(s.key, profile.precise.size(s.key))
 
     # Engines that require the shared router token (SUPERNODE_ENGINE_TOKEN) get it on every call.
     engine_token = os.environ.get(C.ENV_ENGINE_TOKEN)

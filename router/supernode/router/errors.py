@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Literal
 
 Shape = Literal["openai", "anthropic"]
@@ -100,6 +101,24 @@ class LedgerUnavailable(RouterError):
 
     status = 503
     code = "ledger_unavailable"
+
+
+class UpstreamRejected(RouterError):
+    """An engine's 4xx, passed on: its status, and its OpenAI `code` / `param` when they are plain
+    identifiers (vLLM sends a number as `code`; anything else becomes `upstream_rejected`)."""
+
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, status: int, code: object = None, param: object = None):
+        super().__init__(message)
+        self.status = status
+        if _identifier(code):
+            self.code = str(code)
+        self.param = str(param) if _identifier(param) else None
+
+
+def _identifier(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.]{1,64}", value) is not None
 
 
 class BadRequest(RouterError):

@@ -23,6 +23,7 @@ class RouterMetrics:
         self._endpoint_models: dict[str, set[str]] = {}  # endpoint -> model label values it has series for
         self._inflight_keys: set[str] = set()
         self._mode_keys: set[str] = set()
+        self._blocks_keys: set[str] = set()
         by = ["model", "mode", "tenant"]  # counters
         hist = ["model", "mode"]  # histograms: no tenant
         self.requests = Counter("supernode_router_requests_total", "Requests answered", [*by, "code"], registry=r)
@@ -59,6 +60,9 @@ class RouterMetrics:
         self.prefix_index_mode = Gauge("supernode_router_prefix_index_mode", "1 for the prefix index an endpoint "
                                        "is scored with: precise (its engine's KV events) or approximate",
                                        ["endpoint", "mode"], registry=r)
+        self.prefix_index_blocks = Gauge("supernode_router_prefix_index_blocks", "KV blocks the precise index "
+                                         "holds for an endpoint (what its engine reported caching), as of the "
+                                         "last health probe", ["endpoint"], registry=r)
         self.kv_event_errors = Counter("supernode_router_kv_events_malformed_total",
                                        "Times an endpoint's KV events were malformed (it fell back to approximate)",
                                        ["endpoint"], registry=r)
@@ -93,6 +97,9 @@ class RouterMetrics:
             self._mode_keys.discard(key)
             for mode in ("precise", "approximate"):
                 self.prefix_index_mode.remove(key, mode)
+        if key in self._blocks_keys:
+            self._blocks_keys.discard(key)
+            self.prefix_index_blocks.remove(key)
         with contextlib.suppress(KeyError):
             self.kv_event_errors.remove(key)
 
@@ -103,6 +110,10 @@ class RouterMetrics:
         self._mode_keys.add(key)
         self.prefix_index_mode.labels(key, "precise").set(1.0 if precise else 0.0)
         self.prefix_index_mode.labels(key, "approximate").set(0.0 if precise else 1.0)
+
+    def set_prefix_blocks(self, key: str, blocks: int) -> None:
+        self._blocks_keys.add(key)
+        self.prefix_index_blocks.labels(key).set(float(blocks))
 
     def set_inflight(self, key: str, value: float) -> None:
         self._inflight_keys.add(key)

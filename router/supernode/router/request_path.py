@@ -17,7 +17,15 @@ from supernode.router.apis.responses import AnthropicStream, to_anthropic_messag
 from supernode.router.call import Call, call_headers, observe, usage_record
 from supernode.router.config import RouterConfig
 from supernode.router.contracts import Gatekeeper, Meter, RequestContext, Ticket
-from supernode.router.errors import AdmissionRejected, RouterError, Shape, UpstreamError, render, sse_error
+from supernode.router.errors import (
+    AdmissionRejected,
+    RouterError,
+    Shape,
+    UpstreamError,
+    UpstreamRejected,
+    render,
+    sse_error,
+)
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import engine_body, per_choice
 from supernode.router.proxy import Opened, Upstream
@@ -131,11 +139,14 @@ class Service:
         assert call.opened is not None
         status = call.opened.status
         try:
-            message = str(call.opened.json().get("error", {}).get("message") or call.opened.content[:500])
+            detail = call.opened.json().get("error")
         except RouterError:
-            message = call.opened.content[:500].decode(errors="replace")
-        err = RouterError(f"engine: {message}")
-        err.status, err.code = status, "upstream_rejected"
+            detail = None
+        if not isinstance(detail, dict):
+            detail = {}
+        message = str(detail.get("message") or call.opened.content[:500].decode(errors="replace"))
+        err = UpstreamRejected(f"engine: {message}", status=status, code=detail.get("code"),
+                               param=detail.get("param"))
         await self._finish(call, err)
         return error_response(call.shape, err)
 

@@ -157,6 +157,7 @@ class BlockManager:
             block.hash = hashes[i]
             block.token_ids = tuple(seq.token_ids[i * bs : (i + 1) * bs])
             self._by_hash[hashes[i]] = block.block_id
+            self._registered(block.block_id, hashes[i - 1] if i else None)
             run.append(i)
         seq.num_hashed_blocks = full
 
@@ -192,6 +193,9 @@ class BlockManager:
         return events
 
     # --- internals ------------------------------------------------------------------------------
+    def _registered(self, bid: int, parent_hash: int | None) -> None:
+        """A block entered the prefix cache after the block cached under ``parent_hash`` (None: first)."""
+
     def _evicted(self, bid: int) -> None:
         """A cached block was taken for reuse (subclasses drop what they attached to it)."""
 

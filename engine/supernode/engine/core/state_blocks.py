@@ -12,7 +12,11 @@ sliding-window ring and the compressors' unfinished windows live in a per-sequen
   (and announced in a "stored" KV event); blocks past the last snapshot stay private, so the router's
   prefix index only sees reusable prefixes;
 - a snapshot lives as long as the cached block that ends at its boundary; when the snapshot pool runs
-  dry, the least recently used unreferenced snapshotted block is uncached to free one.
+  dry, the least recently used unreferenced snapshotted block is uncached to free one;
+- when a block leaves the cache, the unreferenced blocks before it that are left with neither a
+  snapshot nor a cached block after them leave too (a "removed" event): nothing can resume from them,
+  so the router's index must not count them. (Blocks are freed newest first, so LRU eviction takes a
+  prefix's snapshotted last block first; its predecessors would otherwise linger in the index.)
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class StateBlockManager(BlockManager):
     _saving: dict[int, list[tuple[int, int]]] = field(init=False, default_factory=dict)  # seq -> (snap, pos)
     _limit: dict[int, int] = field(init=False, default_factory=dict)  # seq_id -> blocks it may register
     _snap_of_block: dict[int, int] = field(init=False, default_factory=dict)
+    _parent: dict[int, int] = field(init=False, default_factory=dict)  # cached block -> the cached block before it
+    _kids: dict[int, set[int]] = field(init=False, default_factory=dict)  # cached block -> cached blocks after it
 
     def __post_init__(self) -> None:
         BlockManager.__post_init__(self)
@@ -122,19 +128,51 @@ class StateBlockManager(BlockManager):
         """Take the snapshot of the least recently used unreferenced boundary block (uncaching that block)."""
         for bid in self._evictable:
             if bid in self._snap_of_block:
-                block = self.blocks[bid]
-                assert block.hash is not None
-                del self._by_hash[block.hash]
-                self.events.append(KVEvent("removed", (block.hash,)))
-                block.hash, block.token_ids = None, ()
-                del self._evictable[bid]
-                self._free.append(bid)
-                return self._snap_of_block.pop(bid)
+                self.events.append(KVEvent("removed", (self._uncache(bid),)))
+                snap = self._snap_of_block.pop(bid)
+                self._unlink(bid)
+                return snap
         return None
+
+    def _registered(self, bid: int, parent_hash: int | None) -> None:
+        parent = self._by_hash.get(parent_hash) if parent_hash is not None else None
+        if parent is not None:
+            self._parent[bid] = parent
+            self._kids.setdefault(parent, set()).add(bid)
 
     def _evicted(self, bid: int) -> None:
         if (snap := self._snap_of_block.pop(bid, None)) is not None:
             self._free_snaps.append(snap)
+        self._unlink(bid)
+
+    def _uncache(self, bid: int) -> int:
+        """Take an unreferenced cached block out of the cache (to the free list); its hash."""
+        block = self.blocks[bid]
+        assert block.hash is not None and block.ref_count == 0
+        h = block.hash
+        del self._by_hash[h]
+        block.hash, block.token_ids = None, ()
+        del self._evictable[bid]
+        self._free.append(bid)
+        return h
+
+    def _unlink(self, bid: int) -> None:
+        """``bid`` left the cache: drop its links, and uncache the blocks before it that nothing can use now."""
+        for kid in self._kids.pop(bid, ()):
+            self._parent.pop(kid, None)
+        removed = []
+        parent = self._parent.pop(bid, None)
+        while parent is not None:
+            kids = self._kids.get(parent)
+            if kids is not None:
+                kids.discard(bid)
+            if kids or parent in self._snap_of_block or parent not in self._evictable:
+                break  # still leads somewhere, resumable itself, or in use by a running sequence
+            self._kids.pop(parent, None)
+            removed.append(self._uncache(parent))
+            bid, parent = parent, self._parent.pop(parent, None)
+        if removed:
+            self.events.append(KVEvent("removed", tuple(removed)))
 
 
 def make_block_manager(runner: Any, model_name: str, max_num_seqs: int) -> BlockManager:

@@ -60,6 +60,20 @@ tests/helm/test_helm_rbac.py fails when the two drift apart in either direction.
   verbs: [get, list, watch]
 {{- end -}}
 
+{{/* The Ascend device plugin's reports (kube-system/mindx-dl-deviceinfo-<node>): one namespaced watch. */}}
+{{- define "supernode.operator.deviceInfoRules" -}}
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch]
+{{- end -}}
+
+{{/* The router replicas' Service and pods (router_poll.py lists both), in the release namespace. */}}
+{{- define "supernode.operator.routerRules" -}}
+- apiGroups: [""]
+  resources: [services, pods]
+  verbs: [list]
+{{- end -}}
+
 {{/* The leader-election Lease: only in the release namespace (a Role there), whatever is watched. */}}
 {{- define "supernode.operator.leaderElectionRules" -}}
 - apiGroups: [coordination.k8s.io]
