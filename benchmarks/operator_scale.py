@@ -69,6 +69,10 @@ class TimedEmulator(K8sEmulator):
 
     busy: dict[str, list[tuple[float, float]]] = attrs.field(factory=lambda: defaultdict(list), init=False)
     added: dict[str, float] = attrs.field(factory=dict, init=False)  # MD name -> ADDED event emitted
+    # Children created per deployment, and when its 4th (StatefulSet + 2 Services + PDB) was: timed as each is
+    # created, so a deployment finished while the burst is still being applied is timed then.
+    children: Counter[str] = attrs.field(factory=Counter, init=False)
+    complete: dict[str, float] = attrs.field(factory=dict, init=False)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         start = time.monotonic()
@@ -84,6 +88,12 @@ class TimedEmulator(K8sEmulator):
         super()._emit(kind, type_, obj)
         if kind.plural == C.PLURAL and type_ == "ADDED":
             self.added[obj["metadata"]["name"]] = time.monotonic()
+        elif type_ == "ADDED" and kind.plural in CHILD_PLURALS and obj["metadata"].get("namespace") == "bench":
+            owner = (obj["metadata"].get("labels") or {}).get(C.LABEL_DEPLOYMENT)
+            if owner:
+                self.children[owner] += 1
+                if self.children[owner] == 4:
+                    self.complete[owner] = time.monotonic()
 
 
 def busy_within(spans: list[tuple[float, float]], start: float, end: float) -> float:
@@ -117,15 +127,7 @@ def operator_requests(emu: K8sEmulator, since: int) -> tuple[int, int, Counter[s
     return len(reqs), len(writes), kinds
 
 
-def children_count(emu: K8sEmulator) -> dict[str, int]:
-    """Children per deployment (StatefulSet + 2 Services + PDB = 4 when complete), one pass, no copies."""
-    counts: dict[str, int] = {}
-    for (gp, ns, _), obj in list(emu.store.items()):
-        if ns == "bench" and gp in ("apps/statefulsets", "/services", "policy/poddisruptionbudgets"):
-            owner = (obj["metadata"].get("labels") or {}).get(C.LABEL_DEPLOYMENT)
-            if owner:
-                counts[owner] = counts.get(owner, 0) + 1
-    return counts
+CHILD_PLURALS = frozenset({"statefulsets", "services", "poddisruptionbudgets"})  # 4 per deployment when complete
 
 
 async def loop_lag(samples: list[float], stop: asyncio.Event, period: float = 0.01) -> None:
@@ -237,12 +239,9 @@ async def run(count: int, resync: float, quiet: int, code: Path, profile: str | 
                     r = await c.post(f"/apis/{C.GROUP}/{C.VERSION}/namespaces/bench/{C.PLURAL}", json=md)
                     r.raise_for_status()
                     applied[md["metadata"]["name"]] = time.monotonic()
-                while len(done) < count and time.monotonic() - t0 < 300:
-                    counts = children_count(emu)
-                    for name in applied:
-                        if name not in done and counts.get(name) == 4:
-                            done[name] = time.monotonic()
+                while len(emu.complete) < count and time.monotonic() - t0 < 300:
                     await asyncio.sleep(0.02)
+                done.update({name: emu.complete[name] for name in applied if name in emu.complete})
                 total = time.monotonic() - t0
                 cpu_op, cpu_api = cpu_seconds(proc.pid) - cpu0[0], cpu_seconds() - cpu0[1]
                 if profile:
