@@ -19,24 +19,6 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_ENGINE = ROOT / "tests" / "router" / "fake_engine.py"
 MODEL = "deepseek-v4-flash"
-# The router, with each request's engine-token block hashes set to its byte block hashes: for fake
-# engines whose tokens are the prompt's UTF-8 bytes (tests/router/fake_kv_cache.py), what a router
-# holding the engine's tokenizer computes. Benchmarks only; the product router tokenizes for real.
-BYTE_TOKENS_ROUTER = """
-import sys
-import supernode.router.app as app
-import supernode.router.pipeline as pipeline
-from supernode.cli.main import main
-
-def prepare(*args, **kwargs):
-    prep = pipeline.prepare_for_real(*args, **kwargs)
-    prep.token_block_hashes = prep.block_hashes
-    return prep
-
-pipeline.prepare_for_real = pipeline.prepare
-app.prepare = prepare
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def free_ports(n: int) -> list[int]:
@@ -80,6 +62,7 @@ class Procs(ExitStack):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="supernode-bench-"))
         self.pids: dict[str, int] = {}  # name -> pid, e.g. to read a router's CPU time
+        self.ops: dict[str, str] = {}  # our router's API URL -> its ops URL (/metrics)
         self.callback(shutil.rmtree, self.tmp, True)
 
     def spawn(self, args: Sequence[str], name: str) -> subprocess.Popen[bytes]:
@@ -108,21 +91,22 @@ class Procs(ExitStack):
             wait_http(f"http://127.0.0.1:{p}/health", proc=proc)
 
     def our_router(self, port: int, engine_ports: list[int], routing: dict[str, object] | None = None,
-                   max_concurrency: int = 64, extra: dict[str, object] | None = None, name: str = "router",
-                   byte_tokens: bool = False) -> str:
+                   max_concurrency: int = 64, extra: dict[str, object] | None = None, name: str = "router") -> str:
         eps = {"endpoints": [{"url": f"http://127.0.0.1:{p}", "model": MODEL, "maxConcurrency": max_concurrency}
                              for p in engine_ports]}
         (self.tmp / "endpoints.json").write_text(json.dumps(eps))
-        cfg = {"server": {"port": port, "log_requests": False, "metrics_port": 0}, "health": {"scrape_interval_s": 1.0},
+        ops = free_ports(1)[0]
+        cfg = {"server": {"port": port, "log_requests": False, "metrics_port": ops},
+               "health": {"scrape_interval_s": 1.0},
                "discovery": {"type": "local", "path": str(self.tmp / "endpoints.json")}, "admission": None}
         if routing:
             cfg["routing"] = routing
         cfg.update(extra or {})
         (self.tmp / f"{name}.json").write_text(json.dumps(cfg))
-        command = ["-c", BYTE_TOKENS_ROUTER] if byte_tokens else ["-m", "supernode.cli"]
-        proc = self.spawn([sys.executable, *command, "router", "--config", str(self.tmp / f"{name}.json"),
+        proc = self.spawn([sys.executable, "-m", "supernode.cli", "router", "--config", str(self.tmp / f"{name}.json"),
                            "--log-level", "warning"], name)
         wait_http(f"http://127.0.0.1:{port}/ready", proc=proc)
+        self.ops[f"http://127.0.0.1:{port}"] = f"http://127.0.0.1:{ops}"
         return f"http://127.0.0.1:{port}"
 
     def sglang_router(self, port: int, engine_ports: list[int], policy: str, *extra: str) -> str:

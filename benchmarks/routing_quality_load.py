@@ -111,8 +111,10 @@ async def run_load(urls: list[str], plan: list[tuple[float, int]], prompts: list
     return ttfts, ok, failed, elapsed
 
 
-async def engine_hits(ports: list[int], reset: bool) -> tuple[float, float]:
+async def engine_hits(ports: list[int], reset: bool) -> tuple[float, float, list[float]]:
+    """(cached blocks, prompt blocks, modelled TTFTs) over the engines since their last reset."""
     hit = total = 0.0
+    ttfts: list[float] = []
     async with httpx.AsyncClient(timeout=5) as c:
         for p in ports:
             if reset:
@@ -123,4 +125,21 @@ async def engine_hits(ports: list[int], reset: bool) -> tuple[float, float]:
                     hit += float(line.split()[-1])
                 elif line.startswith("fake:prefix_blocks_total"):
                     total += float(line.split()[-1])
-    return hit, total
+            ttfts += (await c.get(f"http://127.0.0.1:{p}/ttfts")).json()["ttfts"]
+    return hit, total, ttfts
+
+
+def tokenizer_for(prompts: list[str], path: Path) -> int:
+    """Trains the engines' tokenizer on the workload's text into ``path``; tokens per cache block such
+    that a block still covers about BLOCK bytes of prompt (so cache sizes keep their meaning)."""
+    from fake_sim import build_tokenizer_json
+
+    from supernode.api.prompttokens import PromptTokenizer
+
+    corpus = [*prompts, *(f"question {i} about topic {i % 1000} answer to" for i in range(2000))]
+    text = build_tokenizer_json(corpus)
+    path.write_text(text)
+    tok = PromptTokenizer.from_str(text)
+    sample = prompts[: min(8, len(prompts))]
+    per_token = sum(len(p.encode()) for p in sample) / max(1, sum(len(tok.encode_text(p)) for p in sample))
+    return max(1, round(BLOCK / per_token))

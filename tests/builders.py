@@ -65,6 +65,11 @@ class MDBuilder:
         self.spec["engine"] = {"type": type_, **extra}
         return self
 
+    def kv_events(self, **fields: Any) -> MDBuilder:
+        """`spec.engine.kvEvents` = fields (camelCase keys, e.g. replayPort=...); call after `engine`."""
+        self.spec.setdefault("engine", {})["kvEvents"] = dict(fields)
+        return self
+
     def accelerator(self, type_: str, devices_per_pod: int = 0, resource_name: str | None = None) -> MDBuilder:
         self.spec["accelerator"] = {"type": type_, "devicesPerPod": devices_per_pod}
         if resource_name:

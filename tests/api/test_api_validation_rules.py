@@ -124,11 +124,29 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
      "pools: parallelism: tensor x pipeline x data must be a multiple of accelerator.devicesPerPod (in every pool, "
      "with the fields it inherits)"),
     ("a pool name twice", lambda b: b.pool("a").pool("a"), "spec.pools", "pools must not repeat a pool name"),
-    ("pools with autoscaling", lambda b: b.autoscaling(1, 1).pool("a"), "spec.autoscaling",
-     "autoscaling is not implemented for a deployment with pools: scale each pool's replicas"),
+    ("a pool's autoscaling minimum above its maximum", lambda b: b.autoscaling(1, 4).pool(
+        "a", minReplicas=3, maxReplicas=2), "spec.pools", "pools: minReplicas must not exceed maxReplicas"),
+    ("a pool's maximum negative", lambda b: b.pool("a", maxReplicas=-1), "spec.pools[0].maxReplicas", None),
     ("pool name not a DNS label", lambda b: b.pool("Big_A"), "spec.pools[0].name", None),
     ("pool name too long", lambda b: b.pool("a" * 16), "spec.pools[0].name", None),
     ("pool capacity weight 0", lambda b: b.pool("a", capacityWeight=0), "spec.pools[0].capacityWeight", None),
+    ("kv events from mindie", lambda b: b.engine("mindie").kv_events(), "spec.engine.kvEvents",
+     "engine.kvEvents: mindie publishes no KV events (builtin, vllm and sglang do)"),
+    ("kv events on the http port", lambda b: b.engine("vllm").kv_events(port=8000), "spec.engine.kvEvents",
+     "engine.kvEvents.port and replayPort must differ from each other, from engine.port and from 29500 (the "
+     "rendezvous port)"),
+    ("kv replay on the publisher port", lambda b: b.engine("sglang").kv_events(port=6000, replayPort=6000),
+     "spec.engine.kvEvents", "engine.kvEvents.port and replayPort must differ from each other, from engine.port "
+     "and from 29500 (the rendezvous port)"),
+    ("kv events from vllm data-parallel ranks",
+     lambda b: b.engine("vllm").kv_events().accelerator("nvidia-h200", 8).parallelism(tensor=4, data=2),
+     "spec.engine.kvEvents", "engine.kvEvents with parallelism.data above 1 is not supported for vllm and sglang "
+     "yet (each data-parallel rank publishes on its own port; the router follows one publisher per group)"),
+    ("kv events topic with a space", lambda b: b.engine("vllm").kv_events(topic="a b"),
+     "spec.engine.kvEvents.topic", None),
+    ("kv events from a mindie pool", lambda b: b.pool("a", engine={"type": "mindie", "kvEvents": {}}),
+     "spec.pools", "pools: engine.kvEvents: mindie publishes no KV events (builtin, vllm and sglang do) (in every "
+     "pool, with the fields it inherits)"),
     ("revision on an s3 source", lambda b: b.model("m", source="s3://bucket/v4").set("spec.model.revision", "v1"),
      "spec.model.revision",
      "model.revision pins hf:// sources only (for s3:// or pvc:// put the version in the path)"),
@@ -156,6 +174,14 @@ def test_a_good_baseline_passes_so_each_bad_case_breaks_one_thing() -> None:
     assert _pydantic_errors(make_md("good").dict()) == []
 
 
+def test_kv_events_accepted_where_engines_publish_them() -> None:
+    for md in (make_md("kv").engine("vllm").kv_events(), make_md("kv").engine("builtin").kv_events(topic=""),
+               make_md("kv").engine("sglang").kv_events(port=7000, replayPort=7001, bufferSteps=5),
+               make_md("kv").engine("builtin").kv_events().accelerator("nvidia-h200", 8).parallelism(tensor=8, data=2),
+               make_md("kv").engine("mindie").pool("a", engine={"type": "vllm", "kvEvents": {}})):
+        assert server_errors(md.dict()) == [] and _pydantic_errors(md.dict()) == []
+
+
 # Random specs within the schema's bounds: the CEL rule and its Python twin must agree on each.
 _specs = st.fixed_dictionaries(
     {
@@ -165,6 +191,11 @@ _specs = st.fixed_dictionaries(
                                               "devicesPerPod": st.integers(0, 16)}),
         "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline", "data",
                                                                               "expert")}),
+        "engine": st.fixed_dictionaries({"type": st.sampled_from(["builtin", "vllm", "sglang", "mindie"]),
+                                         "port": st.sampled_from([8000, 5557, 29500])},
+                                        optional={"kvEvents": st.fixed_dictionaries(
+                                            {}, optional={"port": st.sampled_from([5557, 8000, 29500]),
+                                                          "replayPort": st.sampled_from([5557, 5558])})}),
         "replicas": st.integers(0, 6),
         "modes": st.lists(st.sampled_from(["non-think", "think-high", "think-max"]), min_size=1, max_size=3),
         "rollout": st.fixed_dictionaries({"maxSurge": st.integers(0, 2), "maxUnavailable": st.integers(0, 2)}),
@@ -177,7 +208,8 @@ _specs = st.fixed_dictionaries(
                   "accelerator": st.fixed_dictionaries({"type": st.sampled_from([t.value for t in AcceleratorType]),
                                                         "devicesPerPod": st.integers(0, 16)}),
                   "parallelism": st.fixed_dictionaries({k: st.integers(1, 8) for k in ("tensor", "pipeline",
-                                                                                        "data", "expert")})}),
+                                                                                        "data", "expert")}),
+                  "minReplicas": st.integers(0, 3), "maxReplicas": st.integers(0, 3)}),
                   max_size=3)},
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,64 @@ async def test_a_tokenizer_that_cannot_encode_the_template_leaves_the_request_ap
     counted = registry.get_sample_value("supernode_router_prompt_tokenization_total",
                                         {"model": MODEL, "result": "unrenderable"})
     assert counted == 1
+
+
+async def test_a_relayed_reply_is_cached_for_the_next_turn(
+    tmp_path: Path, server_thread: Any, tokenizer: Any, fake_runner_factory: Callable[..., Any],
+) -> None:
+    """The router encodes a chat reply it relayed (streamed or not) in the background: the next turn, which
+    sends the reply back as its assistant message, finds the ids the engine gives that text cached."""
+    engine = Engine(tokenizer, fake_runner_factory(block_size=BLOCK), token=None)
+    stack = Stack(tmp_path)
+    async with running(engine, server_thread) as url:
+        try:
+            stack.write_endpoints([ep(url)])
+            router = await stack.router()
+            assert stack.router_app is not None
+            st = stack.router_app.state.router
+            await wait_for(lambda: st.tokens.get(MODEL) is not None, timeout=10)
+            model_tok = st.tokens.get(MODEL)
+            model_tok.cache.min_chars = 4  # the fake model's replies are short
+            oa = openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+            common: dict[str, Any] = {"model": MODEL, "max_tokens": 24,
+                                      "extra_body": {"thinking": {"type": "disabled"}}}
+            stream = await oa.chat.completions.create(messages=USER, stream=True, **common)
+            streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            other: Any = [{"role": "user", "content": "Name three rivers of Europe, longest first."}]
+            unary = await oa.chat.completions.create(messages=other, **common)
+            replies = [streamed, unary.choices[0].message.content or ""]
+            assert replies[0] != replies[1] and min(map(len, replies)) >= 4
+            for reply in replies:
+                await wait_for(lambda r=reply: not model_tok.cache.uncached_chars([Piece(r)]), timeout=5)
+                assert model_tok.cache.get(reply) == tuple(tokenizer.encode_text(reply))
+            counted = st.metrics.registry.get_sample_value("supernode_router_reply_texts_total",
+                                                           {"model": MODEL, "outcome": "cached"})
+            assert counted == 2
+        finally:
+            await stack.close()
+
+
+def test_replies_waiting_to_be_encoded_are_bounded(tokenizer: Any) -> None:
+    """At most ``max_pending_replies`` relayed replies wait to be encoded; more are skipped (counted busy)."""
+    tokens = PromptTokens(TokenMetrics(CollectorRegistry()), max_blocks=64, max_pending_replies=1)
+    tokens.set(MODEL, ModelTokenizer(tokenizer, MODEL, BLOCK, TEMPLATE_ID, "d", "file"))
+    model_tok = tokens.get(MODEL)
+    assert model_tok is not None
+    gate, encode = threading.Event(), model_tok.tokenizer.encode_pieces
+    model_tok.tokenizer.encode_pieces = lambda *a: gate.wait(10) and encode(*a)  # type: ignore[method-assign]
+    first, second = "the first reply " * 40, "the second reply " * 40
+    try:
+        assert tokens.remember_reply("other-model", first) is None  # no tokenizer for it
+        assert tokens.remember_reply(MODEL, "too short") is None
+        pending = tokens.remember_reply(MODEL, first)
+        assert pending is not None and tokens.remember_reply(MODEL, second) is None  # one waits already
+        assert tokens.metrics.replies.labels(MODEL, "busy")._value.get() == 1
+        gate.set()
+        pending.result(timeout=10)
+        assert model_tok.cache.get(first) == tuple(tokenizer.encode_text(first))
+        assert tokens.remember_reply(MODEL, first) is None  # cached already
+        later = tokens.remember_reply(MODEL, second)  # nothing waits any more
+        assert later is not None and later.result(timeout=10)
+    finally:
+        gate.set()
+        tokens.close()

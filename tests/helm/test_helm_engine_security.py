@@ -7,6 +7,8 @@ from typing import Any
 
 from helm_chart_support import NAMESPACE, find, one
 
+from supernode.api import constants as C
+
 NP_ON: dict[str, Any] = {"networkPolicy": {"enabled": True}}
 
 
@@ -62,8 +64,11 @@ def test_engine_pods_accept_only_the_router_and_their_peers(render: Any) -> None
     spec = policies[NAMESPACE]["spec"]
     engine_labels = {"app.kubernetes.io/managed-by": "supernode-operator", "app.kubernetes.io/component": "engine"}
     assert spec["podSelector"] == {"matchLabels": engine_labels} and spec["policyTypes"] == ["Ingress"]
-    (http,) = spec["ingress"]
+    http, kv_events = spec["ingress"]
     assert http["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert kv_events["ports"] == [{"port": C.PORT_KV_EVENTS, "protocol": "TCP"},
+                                  {"port": C.PORT_KV_REPLAY, "protocol": "TCP"}]
+    assert kv_events["from"] == http["from"]  # the routers only
     (router_peer,) = http["from"]
     router_pod = one(objs, "Deployment", "-router")["spec"]["template"]["metadata"]["labels"]
     selector = router_peer["podSelector"]["matchLabels"]

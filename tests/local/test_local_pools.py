@@ -77,3 +77,18 @@ def test_a_pool_that_does_not_fit_this_machine_is_a_warning_and_the_others_start
     only_gpu = text.replace("  - {name: cpu, replicas: 1}\n", "")
     with pytest.raises(CannotStart, match="two: no group of any pool fits on this machine"):
         plan_groups(only_gpu, tmp_path, monkeypatch)
+
+
+def test_autoscaling_with_pools_runs_each_pool_at_its_replicas_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supernode.cli.local.scaling import LocalScaler
+
+    text = BASE.replace("  pools:\n", "  autoscaling: {minReplicas: 1, maxReplicas: 3}\n  pools:\n")
+    units, printed = plan_groups(text, tmp_path, monkeypatch)
+    assert units == ["two/cpu/0"]  # no parked groups: nothing scales this deployment here
+    assert any("supernode up runs each pool at its replicas" in line for line in printed), printed
+    scaler = LocalScaler(load_deployments([tmp_path / "md.yaml"]), lambda: [])
+    try:
+        assert scaler.scaled == {}
+    finally:
+        scaler.close()

@@ -84,7 +84,8 @@ class FakeCluster:
                                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
                                                          "name": name, "uid": meta["uid"], "controller": True}]},
                        "spec": {"nodeName": nodes[i % len(nodes)] if nodes else None,
-                                "containers": [{"name": "engine", "resources": container.get("resources", {})}]}}
+                                "containers": [{"name": "engine", "resources": container.get("resources", {}),
+                                                "ports": container.get("ports", [])}]}}
                 await self.emu.put_object(pod)
                 self.pods_created += 1
                 if nodes == []:  # no node satisfies the affinity: Pending, unschedulable

@@ -69,7 +69,7 @@ class FakeLws:
             "annotations": notes, "ownerReferences": _owner(leader if leader is not None else lws)},
             "spec": {"nodeName": nodes[worker % len(nodes)] if nodes else None, "containers": [
                 {"name": container["name"], "env": env + list(container.get("env", [])),
-                 "resources": container.get("resources", {})}]}}
+                 "resources": container.get("resources", {}), "ports": container.get("ports", [])}]}}
 
     async def _create(self, pod: dict[str, Any]) -> dict[str, Any]:
         created = await self.emu.put_object(pod)

@@ -67,3 +67,34 @@ def test_cli_drain_poll_and_device_info_namespace(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValueError, match="--drain-poll must be >= 0"):
         _drain_config(build_parser().parse_args(["operator", "--drain-poll", "-1"]))
     assert build_parser().parse_args(["operator", "--device-info-namespace", ""]).device_info_namespace == ""
+
+
+class Workloads:
+    """The two calls mark_drained makes: list the deployment's workloads, patch and report the marked ones."""
+
+    def __init__(self, workloads: list[dict[str, Any]]) -> None:
+        self.workloads, self.patched = workloads, []  # type: ignore[var-annotated]
+
+    async def list_children(self, res: Any, ns: str, selector: str) -> list[dict[str, Any]]:
+        wanted = dict(kv.split("=") for kv in selector.split(","))
+        return [w for w in self.workloads if all(w["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
+
+    async def patch(self, res: Any, ns: str, name: str, body: dict[str, Any]) -> None:
+        self.patched.append(name)
+
+    async def post_event(self, *_: Any) -> None:
+        pass
+
+
+async def test_group_indexes_restart_per_pool_so_idle_groups_are_marked_in_their_own_pool() -> None:
+    from supernode.operator.drain_watch import mark_drained
+
+    def sts(name: str, pool: str, group: int) -> dict[str, Any]:
+        return {"metadata": {"name": name, "labels": {C.LABEL_DEPLOYMENT: "v4", C.LABEL_POOL: pool,
+                                                      C.LABEL_GROUP: str(group)},
+                             "annotations": {C.ANNOTATION_DRAINING: "true"}}}
+
+    client = Workloads([sts("v4-h200-g0", "h200", 0), sts("v4-ascend-g0", "ascend", 0)])
+    body = {"metadata": {"name": "v4", "namespace": "llm"}}
+    assert await mark_drained(client, body, {0}, False, "h200") == 1  # type: ignore[arg-type]
+    assert client.patched == ["v4-h200-g0"]  # the Ascend pool's group 0 may still be busy

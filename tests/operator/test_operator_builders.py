@@ -42,6 +42,15 @@ CASES: dict[str, tuple[Any, bool, list[list[str]], list[str | None], str | None]
     "sglang-ascend-sts": (base_md().engine("sglang").accelerator("ascend-910b", 8)
                           .parallelism(tensor=8, pipeline=2), False, [["a2-0", "a2-1"]], ["sp-2"],
                           C.RESOURCE_ASCEND),
+    # KV events (spec.engine.kvEvents): each engine's own flags, the named ports discovery reads.
+    "builtin-cpu-kv-events-sts": (base_md().engine("builtin").kv_events(topic="v4").accelerator("cpu")
+                                  .source("builtin://tiny"), False, [["cpu-a"]], [None], None),
+    "vllm-nvidia-kv-events-lws": (base_md().engine("vllm").kv_events(port=6557, replayPort=6558)
+                                  .accelerator("nvidia-h200", 8).parallelism(tensor=16, expert=16),
+                                  True, [["h200-0", "h200-1"]], ["clique-a"], C.RESOURCE_NVIDIA),
+    "sglang-nvidia-kv-events-sts": (base_md().engine("sglang").kv_events(bufferSteps=2000)
+                                    .accelerator("nvidia-h200", 8).parallelism(tensor=8), False, [["h200-0"]],
+                                    [None], C.RESOURCE_NVIDIA),
     "mindie-ascend-sts": (base_md().engine("mindie")
                           .accelerator("ascend-910b", 8, resource_name="huawei.com/ascend-1980")
                           .parallelism(tensor=16), False, [["a2-0", "a2-1"]], [None], C.RESOURCE_ASCEND),

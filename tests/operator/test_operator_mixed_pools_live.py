@@ -93,3 +93,39 @@ async def test_mixed_pools_place_report_and_scale_per_pool(k8s: tuple[K8sEmulato
         await eventually(lambda: pool_groups(emu, "h200") == [], what="h200 pool scaled to 0")
         assert [s["metadata"]["name"] for s in pool_groups(emu, "ascend")] == ascend_before
         await eventually(lambda: status(emu).get("poolSummary") == "ascend:1/1 h200:0/0", what="summary")
+
+
+async def test_removing_a_pool_drains_its_groups_before_deleting_them(k8s: tuple[K8sEmulator, str]) -> None:
+    emu, url = k8s
+    cluster = await setup(emu, superpods=1)
+    await cluster.add_nodes(node("h200-0", None, devices=8, resource=C.RESOURCE_NVIDIA))
+    md = mixed_md()
+    md["spec"]["rollout"] = {"maxSurge": 1, "maxUnavailable": 0, "drainTimeoutSeconds": 2}
+    async with cluster.running(), running_operator(url, resync=0.1), httpx.AsyncClient(base_url=url) as c:
+        assert (await c.post(MDS, json=md)).status_code == 201
+        await eventually(lambda: status(emu).get("readyReplicas") == 2, what="both pools ready")
+        [gpu] = pool_groups(emu, "h200")
+        name = gpu["metadata"]["name"]
+        pools = emu.get(C.PLURAL, "llm", "v4", C.GROUP)["spec"]["pools"]
+        await c.patch(f"{MDS}/v4", json={"spec": {"pools": pools[:1]}}, headers=MERGE)
+
+        def draining() -> bool:
+            notes = (emu.get("statefulsets", "llm", name, "apps") or {}).get("metadata", {}).get("annotations") or {}
+            return notes.get(C.ANNOTATION_DRAINING) == "true"
+
+        await eventually(draining, what="the removed pool's group marked draining")
+        leader = emu.get("pods", "llm", f"{name}-0")
+        assert leader is not None and leader["metadata"]["annotations"][C.ANNOTATION_DRAINING] == "true"
+        await eventually(lambda: cond(emu, C.COND_PROGRESSING)["status"] == "True", what="Progressing while draining")
+        assert pool_groups(emu, "h200"), "deleted before its drain timeout"
+        await eventually(lambda: pool_groups(emu, "h200") == [], what="the drained group deleted")
+        timeline = [(e["type"], e["object"]) for _, gp, e in emu.history
+                    if gp == "apps/statefulsets" and e["object"]["metadata"]["name"] == name]
+        marked = [i for i, (t, o) in enumerate(timeline) if t == "MODIFIED"
+                  and (o["metadata"].get("annotations") or {}).get(C.ANNOTATION_DRAINING) == "true"]
+        deleted = [i for i, (t, _) in enumerate(timeline) if t == "DELETED"]
+        assert marked and deleted and marked[0] < deleted[0]
+        started = timeline[marked[0]][1]["metadata"]["annotations"][C.ANNOTATION_DRAIN_STARTED]
+        assert started  # the drain clock the 2 s timeout ran on
+        assert [s["metadata"]["name"] for s in pool_groups(emu, "ascend")]  # the other pool untouched
+        await eventually(lambda: status(emu).get("poolSummary") == "ascend:1/1", what="summary without h200")

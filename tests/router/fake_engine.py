@@ -4,8 +4,10 @@ It answers chat/completions (streaming and not) with `reasoning_content` when th
 thinking, reports usage (prompt, cached, completion, reasoning tokens), serves `/health` and vLLM-named
 `/metrics`, and can simulate a prefix cache (LRU of N blocks; prefill cost ∝ uncached blocks; its
 changes are published on `/v1/kv_events` as the built-in engine does, see fake_kv_cache.py),
-limited concurrency, slow or failing starts and hangs. Run standalone:
-`python tests/router/fake_engine.py --port 8101 [--cache-blocks N --block-cost-ms X --concurrency C]`.
+limited concurrency, slow or failing starts and hangs. For the routing benchmark it can also tokenize
+for real and serve its tokenizer, and take TTFT from a slot model (fake_sim.py). Run standalone:
+`python tests/router/fake_engine.py --port 8101 [--cache-blocks N --block-cost-ms X --concurrency C]
+[--tokenizer FILE --block-tokens B] [--modelled-ttft]`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fake_kv_cache import BLOCK, FakeKVCache, add_kv_events_route, prompt_hashes
+from fake_sim import EngineTokens, SlotModel, add_stats_route, modelled_slot
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Behaviour:
     block_cost_s: float = 0.0  # prefill time per uncached block
     decode_s: float = 0.0  # time per generated chunk when simulating
     concurrency: int = 0  # 0 = unlimited
+    tokens: EngineTokens | None = None  # cache blocks of real token ids (and GET /v1/tokenizer), else of bytes
+    modelled_ttft: bool = False  # streams: slots and TTFT from fake_sim.SlotModel (GET /ttfts)
 
 
 @dataclass
@@ -57,6 +62,8 @@ class EngineState:
     hit_blocks: int = 0
     total_blocks: int = 0
     semaphore: asyncio.Semaphore | None = None
+    slots: SlotModel = field(default_factory=lambda: SlotModel(0))
+    ttfts: list[float] = field(default_factory=list)  # modelled, of streamed requests
 
 
 def render(body: dict[str, Any]) -> str:
@@ -73,7 +80,8 @@ def render(body: dict[str, Any]) -> str:
 
 def prefill(state: EngineState, body: dict[str, Any]) -> tuple[int, int]:
     """Look up and insert the prompt's blocks in the LRU; (cached blocks, total blocks)."""
-    keys = prompt_hashes(body)
+    tokens = state.behaviour.tokens
+    keys = tokens.hashes(body) if tokens is not None and "messages" in body else prompt_hashes(body)
     hit = state.cache.prefill(keys)
     state.hit_blocks += hit
     state.total_blocks += len(keys)
@@ -85,7 +93,11 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
     st = EngineState(behaviour or Behaviour())
     st.cache = FakeKVCache(st.behaviour.cache_blocks)
     add_kv_events_route(app, st.cache)
-    if st.behaviour.concurrency:
+    add_stats_route(app, st.ttfts)
+    if st.behaviour.tokens is not None:
+        st.behaviour.tokens.add_route(app)
+    st.slots = SlotModel(st.behaviour.concurrency)
+    if st.behaviour.concurrency and not st.behaviour.modelled_ttft:
         st.semaphore = asyncio.Semaphore(st.behaviour.concurrency)
     app.state.engine = st
 
@@ -167,9 +179,12 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
                 return f"data: {json.dumps(data)}\n\n".encode()
 
             try:
-                async with slot():
+                async with slot() if not b.modelled_ttft else modelled_slot(st) as at:
                     reasoning, words, usage, prefill_s = plan(body)
-                    await asyncio.sleep(b.first_byte_delay_s + prefill_s)
+                    if at is not None:
+                        first = await at(prefill_s, b.decode_s * len(words))
+                    else:
+                        await asyncio.sleep(b.first_byte_delay_s + prefill_s)
                     yield chunk({"role": "assistant", "content": ""})
                     if b.hang_after_first_chunk:
                         await asyncio.sleep(3600)
@@ -178,7 +193,9 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
                     for i, piece in enumerate(words):
                         if b.fail_after_words and i == b.fail_after_words:
                             raise RuntimeError(f"{b.name}: failing mid-stream on purpose")
-                        if b.chunk_delay_s or b.decode_s:
+                        if at is not None:
+                            await asyncio.sleep(max(0.0, first + (i + 1) * b.decode_s - time.monotonic()))
+                        elif b.chunk_delay_s or b.decode_s:
                             await asyncio.sleep(b.chunk_delay_s or b.decode_s)
                         yield chunk({"content": piece})
                     yield chunk({}, finish="stop")
@@ -210,6 +227,7 @@ def create_engine_app(behaviour: Behaviour | None = None) -> FastAPI:
         st.cache.clear()  # published as "cleared": routers following the events forget this engine's blocks
         st.requests.clear()
         st.hit_blocks = st.total_blocks = st.completed = st.cancelled = 0
+        st.ttfts.clear()
         return JSONResponse({"ok": True})
 
     @app.get("/health")
@@ -259,11 +277,20 @@ def main() -> None:
     ap.add_argument("--decode-ms", type=float, default=0.0)
     ap.add_argument("--concurrency", type=int, default=0)
     ap.add_argument("--answer-words", type=int, default=6)
+    ap.add_argument("--tokenizer", help="a tokenizer.json: cache blocks of real token ids, served at /v1/tokenizer")
+    ap.add_argument("--block-tokens", type=int, default=16, help="tokens per cache block (with --tokenizer)")
+    ap.add_argument("--model", default="deepseek-v4-flash", help="the served model (its tokenizer's hash seed)")
+    ap.add_argument("--modelled-ttft", action="store_true", help="streams: TTFT from a slot model (GET /ttfts)")
     a = ap.parse_args()
+    tokens = None
+    if a.tokenizer:
+        with open(a.tokenizer) as f:
+            tokens = EngineTokens(f.read(), a.model, a.block_tokens)
 
     def make(i: int) -> Behaviour:
         return Behaviour(name=f"{a.name}{i}", cache_blocks=a.cache_blocks, block_cost_s=a.block_cost_ms / 1000,
-                         decode_s=a.decode_ms / 1000, concurrency=a.concurrency, answer_words=a.answer_words)
+                         decode_s=a.decode_ms / 1000, concurrency=a.concurrency, answer_words=a.answer_words,
+                         tokens=tokens, modelled_ttft=a.modelled_ttft)
 
     asyncio.run(serve_many(a.port, make))
 

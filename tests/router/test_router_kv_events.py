@@ -198,9 +198,9 @@ def stored(tokens: list[int], parent: int | None = None) -> bytes:
 class Publisher:
     """A vLLM-style publisher under test control: PUB plus a ROUTER that replays what it kept."""
 
-    def __init__(self, tmp: Path, keep_from: int = 0):
+    def __init__(self, tmp: Path | None, keep_from: int = 0, *, addresses: tuple[str, str] | None = None):
         ctx = zmq.asyncio.Context.instance()
-        self.address, self.replay_address = f"ipc://{tmp}/pub", f"ipc://{tmp}/replay"
+        self.address, self.replay_address = addresses or (f"ipc://{tmp}/pub", f"ipc://{tmp}/replay")
         self.pub = ctx.socket(zmq.PUB)
         self.pub.bind(self.address)
         self.router = ctx.socket(zmq.ROUTER)

@@ -52,7 +52,8 @@ async def test_endpoint_series_go_when_the_endpoint_goes(stack: Stack) -> None:
         async with httpx.AsyncClient() as h:
             fams = families((await h.get(f"{stack.metrics_url}/metrics")).text)
         return {s["endpoint"] for n in ("supernode_router_endpoint_healthy", "supernode_router_endpoint_load",
-                                        "supernode_router_inflight_requests", "supernode_router_prefix_index_blocks")
+                                        "supernode_router_endpoint_capacity", "supernode_router_inflight_requests",
+                                        "supernode_router_prefix_index_blocks")
                 for s in fams.get(n, [])}
 
     for _ in range(100):  # both endpoints scraped

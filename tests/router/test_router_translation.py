@@ -216,3 +216,14 @@ def test_sse_splitter_reassembles_events_across_chunks() -> None:
     assert tokens_in({"delta": {"content": "x"}, "logprobs": {"content": [{"token": "x"}]}}) == 1
     assert tokens_in({"delta": {"reasoning_content": "r"}, "logprobs": None}) == 1
     assert tokens_in({"delta": {"content": ""}}) == 0 and tokens_in(None) == 0
+
+
+def test_reply_text_is_the_first_choices_content() -> None:
+    from supernode.router.sse import reply_text
+
+    assert reply_text({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}}]}) == "Paris."
+    two = [{"index": 1, "delta": {"content": "b"}}, {"index": 0, "delta": {"content": "a"}}]
+    assert reply_text({"choices": two}) == "a"
+    assert reply_text({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]}) == ""
+    assert reply_text({"choices": [{"index": 0, "message": {"content": None, "tool_calls": []}}]}) == ""
+    assert reply_text({"usage": {"prompt_tokens": 3}}) == reply_text([]) == reply_text({"choices": "x"}) == ""

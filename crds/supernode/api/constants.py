@@ -112,6 +112,13 @@ ENV_GROUP_KEY: Final = "SUPERNODE_GROUP_KEY"  # operator only: key the per-group
 ENV_GROUP_BIND_ADDR: Final = "SUPERNODE_GROUP_BIND_ADDR"  # address the leader's group store binds (the pod IP)
 ENV_ADMIN_KEY: Final = "SUPERNODE_ADMIN_KEY"  # router: admin API key (usage, tenants); `supernode up` sets one
 
+RENDEZVOUS_PORT: Final = 29500  # torch.distributed / vLLM / SGLang rendezvous on a group's leader
+
+# --- Named container ports on engine pods (the operator renders them; router discovery reads them) ---
+PORT_HTTP: Final = "http"  # the leader's OpenAI-compatible HTTP server
+PORT_KV_EVENTS: Final = "kv-events"  # ZMQ PUB of the engine's KV events (vLLM format), when spec.engine.kvEvents
+PORT_KV_REPLAY: Final = "kv-replay"  # ZMQ ROUTER answering replay requests for missed KV event batches
+
 # --- Condition types and reasons ---------------------------------------------------------------
 COND_READY: Final = "Ready"  # all desired groups are ready
 COND_PROGRESSING: Final = "Progressing"  # groups being created, rolled or scaled

@@ -10,6 +10,11 @@ vLLM changed the struct encoding over time: up to about v0.11 the structs are ``
 is ``[ts, [[tag, field, ...], ...], dp_rank]``); later versions encode maps (``{"type": tag, ...}``)
 and may send block hashes as bytes. ``decode_batch`` reads both; ``encode_batch`` writes the
 array form, which every reader of the format accepts.
+
+SGLang (`--kv-events-config`) publishes the same array form on the same sockets (its structs mirror
+vLLM's): one BlockStored per page (``block_size`` = the page's tokens) chained by ``parent_block_hash``,
+``medium`` "GPU" or a lower tier ("CPU_PINNED", ...), a trailing metadata map on salted blocks, and the
+batch's third field is its attention-DP rank.
 """
 
 from __future__ import annotations
@@ -46,6 +51,17 @@ class BlockStored(_ArrayEvent):
     block_size: int
     lora_id: int | None = None
     medium: str | None = None
+    # Past `medium` the engines differ: vLLM sends lora_name then extra_keys (multimodal hashes, cache
+    # salt), SGLang a metadata map carrying its cache_salt. Any of them set means the block's key holds more
+    # than its tokens, so no plain prompt of the base model reaches it (``keyed_beyond_tokens``).
+    extra: Any = None
+    extra_keys: Any = None
+
+    def keyed_beyond_tokens(self) -> bool:
+        """An adapter, a cache salt or extra keys (images, ...) are part of this block's key."""
+        keys = self.extra_keys
+        return (self.lora_id is not None or self.extra is not None
+                or (isinstance(keys, list) and any(k is not None for k in keys)))
 
 
 class BlockRemoved(_ArrayEvent):
@@ -123,7 +139,8 @@ def decode_batch(payload: bytes) -> KVEventBatch:
 
 def _from_map(e: _MapStored | _MapRemoved | _MapCleared) -> Event:
     if isinstance(e, _MapStored):
-        return BlockStored(e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size, e.lora_id, e.medium)
+        return BlockStored(e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size, e.lora_id, e.medium,
+                           e.lora_name, e.extra_keys)
     if isinstance(e, _MapRemoved):
         return BlockRemoved(e.block_hashes, e.medium)
     return AllBlocksCleared()

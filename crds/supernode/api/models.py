@@ -105,6 +105,22 @@ class ModelSpec(_Model):
     revision: str | None = Field(default=None, description="hf:// revision or s3:// version to pin.")
 
 
+class KVEventsSpec(_Model):
+    """KV cache events published by the group leader in vLLM's wire format (ZMQ PUB + replay ROUTER), so
+    every router replica keeps a precise prefix index of what the group holds (docs/operator.md)."""
+
+    port: int = Field(default=5557, ge=1024, le=65535, description="Leader port of the ZMQ PUB socket.")
+    replay_port: int = Field(
+        default=5558, ge=1024, le=65535, description="Leader port answering replay requests for missed batches."
+    )
+    topic: str = Field(
+        default="kv-events", max_length=64, pattern=r"^[A-Za-z0-9._-]*$", description="Topic frame of each batch."
+    )
+    buffer_steps: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Published batches the engine keeps for replay."
+    )
+
+
 class EngineSpec(_Model):
     type: EngineType = Field(default=EngineType.BUILTIN, description="Inference engine run in the pods.")
     image: str | None = Field(default=None, description="Container image; defaults per engine type.")
@@ -114,6 +130,10 @@ class EngineSpec(_Model):
     max_concurrency: int = Field(
         default=32, ge=1, le=100_000,
         description="Requests one group serves at once; the router admits ready groups x this.",
+    )
+    kv_events: KVEventsSpec | None = Field(
+        default=None,
+        description="Publish KV cache events for KV-aware routing (builtin, vllm, sglang); unset publishes none.",
     )
 
 
@@ -267,9 +287,17 @@ class PoolSpec(_Model):
     placement: PlacementSpec | None = Field(default=None, description="Where this pool's groups may run.")
     resources: ResourceRequirements | None = Field(default=None, description="CPU/memory of this pool's engines.")
     replicas: int | None = Field(default=None, ge=0, le=1000, description="Replica groups of this pool.")
+    min_replicas: int | None = Field(
+        default=None, ge=0, le=1000,
+        description="With spec.autoscaling: fewest groups the autoscaler leaves this pool (default 0).")
+    max_replicas: int | None = Field(
+        default=None, ge=0, le=1000,
+        description="With spec.autoscaling: most groups the autoscaler gives this pool (default "
+                    "autoscaling.maxReplicas).")
     capacity_weight: float = Field(
         default=1.0, gt=0, le=1000,
-        description="Relative throughput of one of this pool's groups; the router's load scorer divides by it.",
+        description="Relative throughput of one of this pool's groups: the router's prior until it has measured "
+                    "the groups' capacity from their traffic.",
     )
 
 

@@ -6,6 +6,9 @@ prompt only as ``Piece(..., special=True)`` from the chat template (docs/securit
 
 Each text piece is encoded on its own, so a prompt's ids are the concatenation of its pieces' ids: the
 router caches the ids of long pieces (system prompts, earlier turns, tool catalogues) in a ``PieceCache``.
+A long piece is further cut into chunks where its tokenizer provably splits anyway (``tokenchunks``):
+the chunks are encoded in one ``encode_batch_fast`` call (in parallel, no offsets) and cached one by one,
+so the ids are those of one plain encode of the piece.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from tokenizers import Tokenizer as HFTokenizer
+
+from supernode.api.tokenchunks import Chunker, holds_for
 
 
 class Piece(NamedTuple):
@@ -72,15 +77,24 @@ class PieceCache:
 class PromptTokenizer:
     """A ``tokenizer.json`` with its control-token ids resolved once; encodes prompts as the engine does."""
 
-    def __init__(self, tok: HFTokenizer) -> None:
+    def __init__(self, tok: HFTokenizer, *, chunk_chars: int = 512) -> None:
+        """``chunk_chars``: the least characters of a chunk of a long text piece (0: pieces are never cut)."""
         self._tok = tok
         spec = json.loads(tok.to_str())
         added = spec.get("added_tokens") or []
         spec["added_tokens"] = []  # no added-token matching: what a client writes stays text
         self._text_tok = HFTokenizer.from_str(json.dumps(spec))
         self.spec = spec
+        self.chunker = Chunker.for_spec(spec, chunk_chars) if chunk_chars > 0 else Chunker(None)
+        if self.chunker.enabled and not holds_for(self.chunker, self._encode_texts):
+            self.chunker = Chunker(None)  # a recognised family that does not behave as its rules say: no cuts
+        # add_special_tokens changes nothing for these post-processors: text may be cut for them too
+        self._plain_post = (spec.get("post_processor") or {}).get("type") in (None, "ByteLevel")
         self.control_ids: frozenset[int] = frozenset(int(a["id"]) for a in added)
         self._special: dict[str, int] = {str(a["content"]): int(a["id"]) for a in added}
+
+    def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(enc.ids) for enc in self._text_tok.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     @classmethod
     def from_file(cls, path: str | Path) -> PromptTokenizer:
@@ -97,10 +111,16 @@ class PromptTokenizer:
     def encode_text(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Encode client text as text: control-token spellings are tokenized like any other characters.
 
-        Goes through ``encode_batch``, which releases the GIL, so a large input run in a worker thread
-        does not stall the event loop.
+        Goes through ``encode_batch_fast``, which releases the GIL, so a large input run in a worker thread
+        does not stall the event loop; a long text is cut into chunks encoded in parallel.
         """
-        return list(self._text_tok.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids)
+        if add_special_tokens and not self._plain_post:  # e.g. a BOS template: the whole text in one call
+            return list(self._text_tok.encode_batch_fast([text], add_special_tokens=True)[0].ids)
+        chunks = self.chunker.split(text)
+        out: list[int] = []
+        for enc in self._text_tok.encode_batch_fast(chunks, add_special_tokens=False):
+            out += enc.ids
+        return out
 
     def special_id(self, token: str) -> int:
         found = self._special.get(token)
@@ -121,10 +141,7 @@ class PromptTokenizer:
             known = {p.text: hit for p in pieces if not p.special and (hit := cache.get(p.text)) is not None}
         texts = list(dict.fromkeys(p.text for p in pieces if not p.special and p.text not in known))
         if texts:
-            for text, enc in zip(texts, self._text_tok.encode_batch(texts, add_special_tokens=False), strict=True):
-                known[text] = tuple(enc.ids)
-                if cache is not None:
-                    cache.put(text, known[text])
+            self._encode_missing(texts, known, cache)
         out: list[int] = []
         for piece in pieces:
             if piece.special:
@@ -132,6 +149,32 @@ class PromptTokenizer:
             else:
                 out += known[piece.text]
         return out
+
+    def _encode_missing(self, texts: list[str], known: dict[str, tuple[int, ...]], cache: PieceCache | None) -> None:
+        """Encode ``texts`` into ``known``: long ones in chunks, chunks found in ``cache`` taken from it, all
+        others in one ``encode_batch_fast`` call (parallel across the tokenizer's threads)."""
+        split = {text: self.chunker.split(text) for text in texts}
+        chunks = {c for parts in split.values() if len(parts) > 1 for c in parts}  # cached one by one
+        have: dict[str, tuple[int, ...]] = {}
+        if cache is not None:
+            have = {c: hit for c in chunks if (hit := cache.get(c)) is not None}
+        todo = list(dict.fromkeys(c for parts in split.values() for c in parts if c not in have))
+        if todo:
+            for chunk, enc in zip(todo, self._text_tok.encode_batch_fast(todo, add_special_tokens=False), strict=True):
+                have[chunk] = tuple(enc.ids)
+                if cache is not None and chunk in chunks:
+                    cache.put(chunk, have[chunk])
+        for text, parts in split.items():
+            if len(parts) == 1:
+                ids = have[text]
+            else:
+                joined: list[int] = []
+                for c in parts:
+                    joined += have[c]
+                ids = tuple(joined)
+            known[text] = ids
+            if cache is not None:
+                cache.put(text, ids)
 
 
 def tokenizer_digest(tokenizer_json: str) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from supernode.api import constants as C
+
 Spec = Mapping[str, Any]
 
 
@@ -54,8 +56,9 @@ def _autoscaling_ok(spec: Spec, check: Callable[[Mapping[str, Any]], bool]) -> b
 _WORLD_CEL = "self.parallelism.tensor * self.parallelism.pipeline * self.parallelism.data"
 
 # The shape rules below hold for the top-level spec and for every pool with the fields it inherits.
-_SHAPE_RULES = ("cpu-no-devices", "devices-required", "world-multiple-of-devices", "expert-divides-world")
-_POOL_FIELDS = ("accelerator", "parallelism")  # the fields the shape rules read
+_SHAPE_RULES = ("cpu-no-devices", "devices-required", "world-multiple-of-devices", "expert-divides-world",
+                "kv-events-engine", "kv-events-ports", "kv-events-one-publisher")
+_POOL_FIELDS = ("accelerator", "parallelism", "engine")  # the fields the shape rules read
 
 
 def _pool_spec(spec: Spec, pool: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,6 +79,27 @@ def _for_pools(rule: Rule) -> Rule:
         message=f"pools: {rule.message} (in every pool, with the fields it inherits)", field_path=".pools",
     )
 
+
+RENDEZVOUS_PORT = C.RENDEZVOUS_PORT  # the engines' rendezvous port on the leader
+
+
+def _kv(spec: Spec) -> Mapping[str, Any] | None:
+    kv = _get(spec, "engine", "kvEvents")
+    return kv if isinstance(kv, Mapping) else None
+
+
+def _kv_ports_ok(spec: Spec) -> bool:
+    kv = _kv(spec)
+    if kv is None:
+        return True
+    port, replay = int(kv.get("port", 5557)), int(kv.get("replayPort", 5558))
+    taken = {int(_get(spec, "engine", "port", default=8000)), RENDEZVOUS_PORT}
+    return port != replay and port not in taken and replay not in taken
+
+
+_KV_CEL = "!has(self.engine.kvEvents) || "
+_KV_PORTS = ("self.engine.kvEvents.port", "self.engine.kvEvents.replayPort", "self.engine.port",
+             str(RENDEZVOUS_PORT))
 
 _BASE_RULES: tuple[Rule, ...] = (
     Rule(
@@ -107,6 +131,30 @@ _BASE_RULES: tuple[Rule, ...] = (
         field_path=".parallelism.expert",
     ),
     Rule(
+        name="kv-events-engine",
+        cel=_KV_CEL + "self.engine.type != 'mindie'",
+        check=lambda s: _kv(s) is None or _get(s, "engine", "type", default="builtin") != "mindie",
+        message="engine.kvEvents: mindie publishes no KV events (builtin, vllm and sglang do)",
+        field_path=".engine.kvEvents",
+    ),
+    Rule(
+        name="kv-events-ports",
+        cel=_KV_CEL + " && ".join(f"{a} != {b}" for i, a in enumerate(_KV_PORTS[:2]) for b in _KV_PORTS[i + 1:]),
+        check=_kv_ports_ok,
+        message=f"engine.kvEvents.port and replayPort must differ from each other, from engine.port and from "
+        f"{RENDEZVOUS_PORT} (the rendezvous port)",
+        field_path=".engine.kvEvents",
+    ),
+    Rule(
+        name="kv-events-one-publisher",
+        cel=_KV_CEL + "self.engine.type == 'builtin' || self.parallelism.data == 1",
+        check=lambda s: _kv(s) is None or _get(s, "engine", "type", default="builtin") == "builtin"
+        or int(_get(s, "parallelism", "data", default=1)) == 1,
+        message="engine.kvEvents with parallelism.data above 1 is not supported for vllm and sglang yet (each "
+        "data-parallel rank publishes on its own port; the router follows one publisher per group)",
+        field_path=".engine.kvEvents",
+    ),
+    Rule(
         name="autoscaling-min-le-max",
         cel="!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
         check=lambda s: _autoscaling_ok(s, lambda a: a.get("minReplicas", 1) <= a.get("maxReplicas", 1)),
@@ -114,10 +162,10 @@ _BASE_RULES: tuple[Rule, ...] = (
         field_path=".autoscaling.minReplicas",
     ),
     Rule(
-        name="replicas-within-autoscaling",
-        cel="!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas"
-        " && self.replicas <= self.autoscaling.maxReplicas)",
-        check=lambda s: _autoscaling_ok(
+        name="replicas-within-autoscaling",  # with pools, spec.replicas is unused (each pool has its own)
+        cel="!has(self.autoscaling) || (has(self.pools) && size(self.pools) > 0)"
+        " || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)",
+        check=lambda s: bool(s.get("pools")) or _autoscaling_ok(
             s, lambda a: a.get("minReplicas", 1) <= s.get("replicas", 1) <= a.get("maxReplicas", 1)
         ),
         message="replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas",
@@ -215,11 +263,13 @@ RULES: tuple[Rule, ...] = (
         field_path=".pools",
     ),
     Rule(
-        name="pools-no-autoscaling",
-        cel="!has(self.pools) || size(self.pools) == 0 || !has(self.autoscaling)",
-        check=lambda s: not s.get("pools") or s.get("autoscaling") is None,
-        message="autoscaling is not implemented for a deployment with pools: scale each pool's replicas",
-        field_path=".autoscaling",
+        name="pool-min-le-max",
+        cel="!has(self.pools) || self.pools.all(p, !has(p.minReplicas) || !has(p.maxReplicas)"
+        " || p.minReplicas <= p.maxReplicas)",
+        check=lambda s: all(p.get("minReplicas") is None or p.get("maxReplicas") is None
+                            or p["minReplicas"] <= p["maxReplicas"] for p in s.get("pools") or []),
+        message="pools: minReplicas must not exceed maxReplicas",
+        field_path=".pools",
     ),
 )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from supernode.api import autoscale as A
 from supernode.api.models import AutoscalingMode, ModelDeployment
+from supernode.api.pools import total_replicas
 from supernode.operator.observe import format_time, parse_time
 
 COND_SCALING_ACTIVE = "ScalingActive"  # False while signals are unavailable (the size is held)
@@ -56,7 +57,7 @@ def view_of(body: Mapping[str, Any]) -> View | None:
         return None
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     mine = status.get("autoscaling") or {}
-    replicas = md.spec.replicas
+    replicas = total_replicas(md)  # with pools: every pool's groups together
     settled = (status.get("observedGeneration") == meta.get("generation") and status.get("replicas") == replicas
                and int(status.get("readyReplicas", 0)) >= replicas)
     lead = mine.get("coldStartSeconds")
@@ -68,11 +69,13 @@ def view_of(body: Mapping[str, Any]) -> View | None:
 
 
 def neighbours(me: View, views: Iterable[View]) -> list[A.Neighbour]:
-    """Builtin-mode deployments sharing my pool (External ones are driven by someone else)."""
+    """Builtin-mode deployments sharing my pool (External ones are driven by someone else). A deployment with
+    spec.pools is nobody's neighbour: preemption takes a group through spec.replicas, which its pools ignore."""
     out = []
     for v in views:
         auto = v.md.spec.autoscaling
-        if v.key == me.key or v.pool != me.pool or auto is None or auto.mode != AutoscalingMode.BUILTIN:
+        if v.key == me.key or v.pool != me.pool or auto is None or auto.mode != AutoscalingMode.BUILTIN \
+                or v.md.spec.pools:
             continue
         out.append(A.Neighbour(v.key, auto.priority, v.replicas, auto.min_replicas))
     return out

@@ -18,7 +18,7 @@ from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.api.pools import pool_name
 from supernode.operator import naming as N
-from supernode.operator.engines import RENDEZVOUS_PORT, GroupContext, engine_container, image_for
+from supernode.operator.engines import RENDEZVOUS_PORT, GroupContext, engine_container, image_for, kv_events_ports
 from supernode.operator.group_network import network_policy
 from supernode.operator.group_secrets import GroupKeys, secret_object
 from supernode.operator.ranktable_objects import needs_rank_table, template_parts
@@ -198,7 +198,10 @@ def group_objects(md: ModelDeployment, plan: Plan, group: GroupPlan, rev: str, *
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                      "selector": _selector(md, group.index, rev),
                      "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
-                               {"name": "http", "port": md.spec.engine.port, "targetPort": md.spec.engine.port}]},
+                               {"name": C.PORT_HTTP, "port": md.spec.engine.port,
+                                "targetPort": md.spec.engine.port},
+                               *({"name": p["name"], "port": p["containerPort"], "targetPort": p["containerPort"]}
+                                 for p in kv_events_ports(md))]},
         })
     out.append({
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(name, ns, labels, owner),
@@ -221,7 +224,7 @@ def leader_service(md: ModelDeployment, *, lws: bool) -> dict[str, Any]:
         "apiVersion": "v1", "kind": "Service",
         "metadata": _meta(N.leader_service_name(md.metadata.name), ns, N.deployment_labels(md.metadata.name),
                           owner_of(md), leader_annotations(md)),
-        "spec": {"selector": selector, "ports": [{"name": "http", "port": md.spec.engine.port,
+        "spec": {"selector": selector, "ports": [{"name": C.PORT_HTTP, "port": md.spec.engine.port,
                                                   "targetPort": md.spec.engine.port, "protocol": "TCP"}]},
     }
 

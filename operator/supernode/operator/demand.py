@@ -87,19 +87,46 @@ def sample_for(names: Collection[str], answers: Mapping[str, Mapping[str, Any]],
                   queue_wait=wait, spill_rate=spilled)
 
 
-def idle_draining(deployment: str, answers: Mapping[str, Mapping[str, Any]]) -> set[int]:
+def idle_draining_by_pool(deployment: str, answers: Mapping[str, Mapping[str, Any]]) -> dict[str, set[int]]:
     """Groups of `deployment` ("namespace/name") that every router reports draining with nothing in flight
-    (their own open requests, and the engine's running + waiting when scraped): safe to delete now."""
-    per_router: list[dict[int, bool]] = []
+    (their own open requests, and the engine's running + waiting when scraped), by pool ("" without
+    spec.pools; group indexes restart in each pool): safe to delete now."""
+    per_router: list[dict[tuple[str, int], bool]] = []
     for body in answers.values():
-        mine: dict[int, bool] = {}
+        mine: dict[tuple[str, int], bool] = {}
         for ep in body.get("draining") or []:
             if ep.get("deployment") == deployment:
                 engine = float(ep.get("engineRunning", 0)) + float(ep.get("engineWaiting", 0))
-                mine[int(ep.get("group", -1))] = float(ep.get("inFlight", 0)) == 0 and (
+                mine[(str(ep.get("pool") or ""), int(ep.get("group", -1)))] = float(ep.get("inFlight", 0)) == 0 and (
                     not ep.get("scraped") or engine == 0)
         per_router.append(mine)
     if not per_router:
-        return set()
+        return {}
     groups = set.intersection(*(set(m) for m in per_router))
-    return {g for g in groups if all(m[g] for m in per_router)}
+    out: dict[str, set[int]] = {}
+    for pool, group in groups:
+        if all(m[(pool, group)] for m in per_router):
+            out.setdefault(pool, set()).add(group)
+    return out
+
+
+def idle_draining(deployment: str, answers: Mapping[str, Mapping[str, Any]], pool: str = "") -> set[int]:
+    """The idle draining groups of one pool of `deployment` (idle_draining_by_pool)."""
+    return idle_draining_by_pool(deployment, answers).get(pool, set())
+
+
+def pool_capacity(deployment: str, answers: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Capacity per group of each pool of `deployment`, as the routers measure it (their `capacity` entries,
+    averaged over routers); pools no router reports are absent (the declared capacityWeight holds)."""
+    seen: dict[str, list[float]] = {}
+    for body in answers.values():
+        for entry in body.get("capacity") or []:
+            if not isinstance(entry, Mapping) or entry.get("deployment") != deployment:
+                continue
+            try:
+                weight = float(entry.get("weight", 0))
+            except (TypeError, ValueError):
+                continue
+            if weight > 0 and weight == weight:
+                seen.setdefault(str(entry.get("pool") or ""), []).append(weight)
+    return {pool: sum(ws) / len(ws) for pool, ws in seen.items()}

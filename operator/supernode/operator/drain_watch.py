@@ -4,11 +4,12 @@ A draining group (scale-down, rollout, or a `PreSeparateNPU` device fault) gets 
 leader pod carries `supernode.io/draining`, which router discovery reads. The only place that knows
 whether its in-flight requests have finished is the routers: each replica's `/autoscaling/signals` lists
 the draining endpoints with their open requests and, when scraped, the engine's running and waiting
-counts (`demand.idle_draining`). This watch asks them every `interval_seconds`, but only while some
-leader pod is draining (the pod informer says so without an API call), and marks a group that every
-router reports idle `supernode.io/drained`; the reconcile pass it triggers deletes it and its slot's
-replacement takes over. When the routers cannot be asked (none found, one not answering), nothing is
-marked and `rollout.drainTimeoutSeconds` bounds the wait, as before.
+counts (`demand.idle_draining_by_pool`; group indexes restart in each pool of spec.pools). This watch
+asks them every `interval_seconds`, but only while some leader pod is draining (the pod informer says so
+without an API call), and marks a group that every router reports idle `supernode.io/drained`; the
+reconcile pass it triggers deletes it and its slot's replacement takes over. When the routers cannot be
+asked (none found, one not answering), nothing is marked and `rollout.drainTimeoutSeconds` bounds the
+wait, as before.
 """
 
 from __future__ import annotations
@@ -57,21 +58,23 @@ def draining(pods: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
     return out
 
 
-async def mark_drained(client: KubeClient, body: Mapping[str, Any], idle: set[int], lws: bool) -> int:
-    """Draining groups of `body` whose index is in `idle` get `supernode.io/drained` (the reconciler then
-    deletes them instead of waiting out rollout.drainTimeoutSeconds). Returns how many were marked."""
+async def mark_drained(client: KubeClient, body: Mapping[str, Any], idle: set[int], lws: bool, pool: str = "") -> int:
+    """Draining groups of `body`'s pool `pool` ("" without spec.pools) whose index is in `idle` get
+    `supernode.io/drained` (the reconciler then deletes them instead of waiting out
+    rollout.drainTimeoutSeconds). Returns how many were marked."""
     if not idle:
         return 0
     meta = body["metadata"]
     res, ns = (LWS if lws else STATEFULSETS), meta.get("namespace") or ""
-    selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(meta["name"])})
+    selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(meta["name"]),
+                                  **({C.LABEL_POOL: pool} if pool else {})})
     marked = 0
     for w in await client.list_children(res, ns, selector):
         wmeta = w["metadata"]
         notes, labels = wmeta.get("annotations") or {}, wmeta.get("labels") or {}
         group = str(labels.get(C.LABEL_GROUP, ""))
         if notes.get(C.ANNOTATION_DRAINING) != "true" or notes.get(C.ANNOTATION_DRAINED) == "true" or \
-                not group.isdigit() or int(group) not in idle:
+                not group.isdigit() or int(group) not in idle or N.pool_of(w) != pool:
             continue
         await client.patch(res, ns, wmeta["name"], {"metadata": {"annotations": {C.ANNOTATION_DRAINED: "true"}}})
         await client.post_event(dict(body), "Normal", "GroupDrained",
@@ -109,8 +112,10 @@ class DrainWatch:
             ns = meta.get("namespace") or ""
             if meta.get("deletionTimestamp") or (ns, N.label_value(meta["name"])) not in wanted:
                 continue
-            idle = demand.idle_draining(f"{ns}/{meta['name']}", answers)
-            if await mark_drained(self.client, body, idle, lws):
+            marked = 0
+            for pool, idle in demand.idle_draining_by_pool(f"{ns}/{meta['name']}", answers).items():
+                marked += await mark_drained(self.client, body, idle, lws, pool)
+            if marked:
                 out.append(body)
         return out
 

@@ -7,6 +7,7 @@ one template serves a StatefulSet (rank = pod index) and a LeaderWorkerSet (rank
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from supernode.operator.group_secrets import GroupKeys, secret_env
 from supernode.operator.ranktable import RANK_TABLE_PATH
 
 MODEL_DIR = "/models"
-RENDEZVOUS_PORT = 29500  # torch.distributed / vLLM / SGLang rendezvous on the leader
+RENDEZVOUS_PORT = C.RENDEZVOUS_PORT  # torch.distributed / vLLM / SGLang rendezvous on the leader
 DP_RPC_PORT = 13345  # vLLM data-parallel RPC port on the leader
 
 # The built-in engine's images are what docker/engine-{cpu,cuda,ascend}.Dockerfile build, in the registry
@@ -201,6 +202,37 @@ def mindie_env(md: ModelDeployment, ctx: GroupContext) -> list[dict[str, Any]]:
     return env
 
 
+def kv_events_args(md: ModelDeployment) -> list[str]:
+    """The flags that make the leader publish KV events on spec.engine.kvEvents' ports (none when unset).
+
+    Every engine binds its PUB and replay sockets on all interfaces (``tcp://*:PORT``, which vLLM and
+    SGLang bind rather than connect); the router connects to the leader pod's IP on the named ports."""
+    kv = md.spec.engine.kv_events
+    if kv is None:
+        return []
+    pub, replay = f"tcp://*:{kv.port}", f"tcp://*:{kv.replay_port}"
+    engine = md.spec.engine.type
+    if engine == EngineType.BUILTIN:
+        return ["--kv-events-endpoint", pub, "--kv-events-replay-endpoint", replay, "--kv-events-topic", kv.topic,
+                "--kv-events-buffer-steps", str(kv.buffer_steps)]
+    config: dict[str, Any] = {"publisher": "zmq", "endpoint": pub, "replay_endpoint": replay, "topic": kv.topic,
+                              "buffer_steps": kv.buffer_steps}
+    if engine == EngineType.VLLM:
+        config["enable_kv_cache_events"] = True  # vLLM publishes nothing without it, whatever the publisher
+    elif engine != EngineType.SGLANG:  # the CRD refuses it (rules "kv-events-engine"); say so if not
+        raise ValueError(f"spec.engine.kvEvents: engine {engine.value} publishes no KV events")
+    return ["--kv-events-config", json.dumps(config, sort_keys=True, separators=(",", ":"))]
+
+
+def kv_events_ports(md: ModelDeployment) -> list[dict[str, Any]]:
+    """Named container ports of the KV event sockets (what router discovery looks for)."""
+    kv = md.spec.engine.kv_events
+    if kv is None:
+        return []
+    return [{"name": C.PORT_KV_EVENTS, "containerPort": kv.port, "protocol": "TCP"},
+            {"name": C.PORT_KV_REPLAY, "containerPort": kv.replay_port, "protocol": "TCP"}]
+
+
 COMMANDS: dict[EngineType, Callable[[ModelDeployment, GroupContext], tuple[list[str], list[str]]]] = {
     EngineType.BUILTIN: _builtin,
     EngineType.VLLM: _vllm,
@@ -221,8 +253,9 @@ def engine_container(md: ModelDeployment, ctx: GroupContext) -> dict[str, Any]:
         "name": "engine",
         "image": image_for(md),
         "command": command,
-        "args": [*args, *spec.engine.args],
+        "args": [*args, *kv_events_args(md), *spec.engine.args],
         "env": env,
-        "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"},
-                  {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        "ports": [{"name": C.PORT_HTTP, "containerPort": spec.engine.port, "protocol": "TCP"},
+                  {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
+                  *kv_events_ports(md)],
     }

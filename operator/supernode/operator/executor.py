@@ -117,10 +117,11 @@ class Executor:
                 await self._event("Warning", "GroupRestarted", decision.reason)
         return exhausted
 
-    async def _apply_step(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool, step: rollout.Step,
+    async def _apply_step(self, md: ModelDeployment, plan: Plan | None, rev: str, lws: bool, step: rollout.Step,
                           groups: list[GroupState]) -> None:
         by_name = {g.name: g for g in groups}
         for slot in step.create:
+            assert plan is not None, "a step that creates groups comes with their plan"
             group = next(g for g in plan.groups if g.index == slot)
             # reserved while planning
             for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys,

@@ -30,7 +30,8 @@ def revision(md: ModelDeployment) -> str:
     spec = md.spec
     relevant: dict[str, Any] = {
         "model": spec.model.model_dump(mode="json"),
-        "engine": spec.engine.model_dump(mode="json"),
+        # An unset optional field added later leaves the hash as it was (no rollout on operator upgrade).
+        "engine": spec.engine.model_dump(mode="json", exclude={"kv_events"} if spec.engine.kv_events is None else None),
         "accelerator": spec.accelerator.model_dump(mode="json"),
         "parallelism": spec.parallelism.model_dump(mode="json"),
         "resources": spec.resources.model_dump(mode="json"),

@@ -41,7 +41,7 @@ from supernode.operator.kube import (
 )
 from supernode.operator.nodepool import CapacityMemo
 from supernode.operator.observe import group_states
-from supernode.operator.pool_pass import PoolPass, pool_facts
+from supernode.operator.pool_pass import PoolPass, observed, pool_facts, removed_pools
 from supernode.operator.ranktable_objects import needs_rank_table
 from supernode.operator.ranktable_sync import sync_rank_tables
 from supernode.operator.triggers import PassFilter, pass_inputs
@@ -187,6 +187,7 @@ class _Run(Executor):
                 self.owner._node_index.sync(all_nodes)
                 indexed = Indexed(self.owner._node_index, self.owner.pod_index, self.owner._capacity)
             passes = [self._plan_pool(view, all_nodes, all_pods, workloads, indexed) for view in views]
+            removed = removed_pools(md, workloads, all_pods, all_nodes, {pp.pool for pp in passes}, self.now)
 
         exhausted = [why for pp in passes for why in await self._gang(pp.md, pp.inputs.groups, lws)]
         children = workloads + services + pdbs + policies
@@ -194,13 +195,19 @@ class _Run(Executor):
             await self._apply_step(pp.md, pp.inputs.plan, pp.inputs.revision, lws, pp.step, pp.inputs.groups)
             await self._converge_children(pp.md, pp.inputs.plan, pp.inputs.revision, lws, pp.inputs.groups,
                                           pp.step, [o for o in children if N.pool_of(o) == pp.pool])
-        await self._converge_deployment(md, lws, children, {pp.pool for pp in passes})
+        for gone in removed:  # a pool taken out of the spec: its groups drain first, like a scale-down
+            await self._apply_step(gone.md, None, "", lws, gone.step, gone.groups)
+        # Their children stay until the step deletes their group (deleted ones went with `_delete_group`).
+        handled = {g.name for gone in removed for g in gone.groups}
+        await self._converge_deployment(md, lws, [o for o in children if o["metadata"]["name"] not in handled],
+                                        {pp.pool for pp in passes})
         if any(needs_rank_table(pp.md) for pp in passes):
             await sync_rank_tables(self, [pp for pp in passes if needs_rank_table(pp.md)], workloads, selector)
         groups = [g for pp in passes for g in pp.inputs.groups]
         if not lws:
             await self._label_leaders(groups, [p for pp in passes for p in pp.inputs.mine])
-        facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted))
+        facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted),
+                           [gone for gone in removed if len(gone.step.delete) < len(gone.groups)])
         await self._status(groups, facts, previous)
         return Result(self.writes, self.status_out, facts.desired, self.repairs)
 
@@ -235,8 +242,7 @@ class _Run(Executor):
                                  indexed=indexed)
         rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
         step = rollout.next_step(
-            [rollout.Observed(g.index, g.name, g.revision, g.ready, g.draining, g.drain_started,
-                              drained=g.annotations.get(C.ANNOTATION_DRAINED) == "true") for g in groups],
+            observed(groups),
             rollout.Target(replicas=md.spec.replicas, revision=rev, max_surge=md.spec.rollout.max_surge,
                            max_unavailable=md.spec.rollout.max_unavailable,
                            drain_timeout=float(md.spec.rollout.drain_timeout_seconds), now=self.now,

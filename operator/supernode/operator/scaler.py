@@ -24,10 +24,12 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from supernode.api import autoscale as A
 from supernode.api import constants as C
-from supernode.api.models import AutoscalingMode
+from supernode.api.models import AutoscalingMode, ModelDeployment
+from supernode.api.pools import pool_views
 from supernode.operator import autoscaling as S
 from supernode.operator import demand
 from supernode.operator import naming as N
+from supernode.operator import pool_scaling as PS
 from supernode.operator.drain_watch import mark_drained
 from supernode.operator.inventory import inventory_from_k8s
 from supernode.operator.kube import MODEL_DEPLOYMENTS, KubeClient
@@ -69,6 +71,7 @@ class Autoscaler:
     # spec.replicas this autoscaler wrote (key -> (replicas, when)): watch events lag behind our own
     # patches, and a decision on a stale neighbour would take the same supernode twice.
     _wrote: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _wrote_pools: dict[str, dict[str, int]] = field(default_factory=dict)  # the same, per pool (spec.pools)
 
     def __post_init__(self) -> None:
         self.routers = RouterPoll(self.client, self.config)
@@ -86,6 +89,7 @@ class Autoscaler:
     def forget(self, key: str) -> None:
         self.histories.pop(key, None)
         self._learned.pop(key, None)
+        self._wrote_pools.pop(key, None)
 
     # --- signals ---------------------------------------------------------------------------------
     async def poll(self, now: float) -> tuple[dict[str, dict[str, Any]], str]:
@@ -102,17 +106,30 @@ class Autoscaler:
         return answers, error
 
     # --- one deployment ----------------------------------------------------------------------------
-    def _placeable(self, view: S.View, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]]) -> int:
-        """Most groups the pool can hold for this deployment now (planned with one more than it has)."""
+    def _placeable(self, view: S.View, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],
+                   md: ModelDeployment | None = None, replicas: int | None = None, top: int | None = None) -> int:
+        """Most groups the pool can hold for this deployment now (planned with one more than it has); `md`,
+        `replicas`, `top`: one pool's view, its groups and its maximum (its own pods free, other pools' not)."""
         auto = view.md.spec.autoscaling
-        if auto is None or view.replicas >= auto.max_replicas:
-            return view.replicas
-        mine = N.label_value(view.name)
+        md, replicas = md or view.md, view.replicas if replicas is None else replicas
+        if auto is None or replicas >= (auto.max_replicas if top is None else top):
+            return replicas
+        mine, pool = N.label_value(view.name), N.pool_labels(md).get(C.LABEL_POOL, "")
         others = [p for p in pods if not ((p.get("metadata") or {}).get("namespace") == view.namespace and (
-            (p.get("metadata") or {}).get("labels") or {}).get(C.LABEL_DEPLOYMENT) == mine)]
-        bigger = view.md.model_copy(update={"spec": view.md.spec.model_copy(update={"replicas": view.replicas + 1})})
+            (p.get("metadata") or {}).get("labels") or {}).get(C.LABEL_DEPLOYMENT) == mine and N.pool_of(p) == pool)]
+        bigger = md.model_copy(update={"spec": md.spec.model_copy(update={"replicas": replicas + 1})})
         plan = make_plan(bigger, inventory_from_k8s(nodes, others), {}, supernode_label=self.supernode_label)
         return plan.capacity.placeable
+
+    def _pool_rooms(self, view: S.View, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],
+                    answers: Mapping[str, Mapping[str, Any]]) -> list[PS.PoolRoom]:
+        """Each pool's groups (ours while the watch lags), bounds, spare room and capacity per group."""
+        lagging = view.key in self._wrote and sum(v.md.spec.replicas for v in pool_views(view.md)) != view.replicas
+        wrote = self._wrote_pools.get(view.key) if lagging else None  # _fresh: the total we wrote, not the spec's
+        first = PS.rooms(view.md, {}, {}, wrote)
+        placeable = {r.name: self._placeable(view, nodes, pods, v.md, r.replicas, r.max)
+                     for r, v in zip(first, pool_views(view.md), strict=True)}
+        return PS.rooms(view.md, placeable, demand.pool_capacity(view.key, answers), wrote)
 
     def _fresh(self, view: S.View, now: float) -> S.View:
         """The view with what we wrote ourselves, until the watch catches up (then pending: not settled)."""
@@ -147,7 +164,10 @@ class Autoscaler:
         lead, learned_for = S.learned_lead_time(view, now, self._learned.get(view.key))
         self._learned[view.key] = learned_for
         view = replace(view, lead_time=lead, lead_learned=view.lead_learned or learned_for is not None)
-        policy = A.Policy.from_spec(auto, view.md.spec.engine.max_concurrency)
+        policy = A.Policy.from_spec(auto, PS.group_concurrency(view.md))
+        if view.md.spec.pools:  # every pool's groups together, within the pools' bounds
+            lo, hi = PS.bounds(view.md)
+            policy = replace(policy, min_replicas=lo, max_replicas=hi)
         basis = str((body.get("metadata") or {}).get("resourceVersion") or "")  # status writes are guarded by it
         if auto.mode == AutoscalingMode.EXTERNAL:
             decision = A.decide(now, history.samples, replace(policy, min_replicas=view.replicas,
@@ -155,6 +175,12 @@ class Autoscaler:
                                 S.fleet(view, view.replicas))
             decision = replace(decision, reason="External",
                                message="HPA/KEDA drive spec.replicas through /scale; signals are exported")
+        elif view.md.spec.pools:  # no preemption across pools: a mixed deployment neither takes nor gives
+            rooms = self._pool_rooms(view, nodes, pods, answers)
+            placeable = sum(min(r.max, max(r.replicas, r.placeable)) for r in rooms)
+            decision = A.decide(now, history.samples, policy, S.fleet(view, placeable))
+            decision.signals["placeableGroups"] = float(placeable)
+            basis = await self._apply_pools(body, view, decision, rooms) or basis
         else:
             others = [self._fresh(v, now) for b in all_bodies if (v := S.view_of(b)) is not None]
             room = self._placeable(view, nodes, pods) - view.replicas
@@ -165,8 +191,9 @@ class Autoscaler:
         self._export(view, decision)
         await self._write_status(body, view, decision, sample, now, error, basis)
         if not error:
-            idle = demand.idle_draining(view.key, answers)
-            await mark_drained(self.client, body, idle, self.lws is not None and await self.lws())
+            lws = self.lws is not None and await self.lws()
+            for pool, idle in demand.idle_draining_by_pool(view.key, answers).items():
+                await mark_drained(self.client, body, idle, lws, pool)
         return decision
 
     async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision,
@@ -184,6 +211,30 @@ class Autoscaler:
         log.info("%s %s: %d -> %d: %s", view.key, verb, view.replicas, decision.desired, decision.message)
         await self.client.post_event(dict(body), "Normal", verb,
                                      f"{view.replicas} -> {decision.desired} groups: {decision.message}")
+        return str((scaled.get("metadata") or {}).get("resourceVersion") or "") or None
+
+    async def _apply_pools(self, body: Mapping[str, Any], view: S.View, decision: A.Decision,
+                           rooms: list[PS.PoolRoom]) -> str | None:
+        """Share the decided total out per pool (pool_scaling.split) and write every pool's replicas at once;
+        returns the resourceVersion that write left, if any."""
+        before = {r.name: r.replicas for r in rooms}
+        after = PS.split(decision.desired, rooms)
+        if after == before:
+            return None
+        raw = [dict(p) for p in (body.get("spec") or {}).get("pools") or []]
+        if [p.get("name") for p in raw] != list(after):
+            return None  # the pools changed under us: decide again on the next tick
+        for p in raw:
+            p["replicas"] = after[p["name"]]
+        scaled = await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name, {"spec": {"pools": raw}})
+        total = sum(after.values())
+        self._wrote[view.key] = (total, self.clock())
+        self._wrote_pools[view.key] = after
+        verb = "ScaledUp" if total > view.replicas else "ScaledDown" if total < view.replicas else "Rebalanced"
+        change = PS.describe(before, after)
+        log.info("%s %s: %d -> %d (%s): %s", view.key, verb, view.replicas, total, change, decision.message)
+        await self.client.post_event(dict(body), "Normal", verb,
+                                     f"{view.replicas} -> {total} groups ({change}): {decision.message}")
         return str((scaled.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def _preempt(self, body: Mapping[str, Any], view: S.View, donor: S.View) -> None:

@@ -120,7 +120,12 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
         tokenizer = tokens.get(model)
         return tokenizer.hash_seed if tokenizer is not None else model
 
-    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix, seed_of=hash_seed)
+    def block_size(model: str) -> int | None:  # engine blocks are cut into the router's (kv_events/reblock.py)
+        tokenizer = tokens.get(model)
+        return tokenizer.block_size if tokenizer is not None else None
+
+    feeds = KVEventFeeds(table, profile.precise, metrics, config.routing.prefix, seed_of=hash_seed,
+                         block_size_of=block_size)
 
     def apply(endpoints: list[Endpoint]) -> None:
         table.update(endpoints)
@@ -133,7 +138,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     discovery = _build_discovery(config, apply, metrics)
     cold.discovered = getattr(discovery, "scale_to_zero_models", None)
     h = config.health
-    upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts)
+    upstream = Upstream(None, table, profile, metrics, config.timeouts, h, config.routing.max_attempts,
+                        config.routing.capacity)
     service = Service(config, demand, meter, upstream, metrics, keepalive_s=keepalive_seconds(config),
                       tokens=tokens)
     state = RouterState(config, table, profile, metrics, gatekeeper, meter, service, upstream, discovery, demand,
@@ -142,7 +148,8 @@ def create_app(config: RouterConfig, *, gatekeeper_factory: GatekeeperFactory | 
     def on_health(s: EndpointState) -> None:
         if table.get(s.key) is not s:  # probed while discovery dropped it: no series for a gone endpoint
             return
-        metrics.set_endpoint(s.key, s.endpoint.model, healthy=s.healthy, load=s.stats.running + s.stats.waiting)
+        metrics.set_endpoint(s.key, s.endpoint.model, healthy=s.healthy, load=s.stats.running + s.stats.waiting,
+                             capacity=s.capacity)
         metrics.set_prefix_blocks(s.key, profile.precise.size(s.key))
 
     # Engines that require the shared router token (SUPERNODE_ENGINE_TOKEN) get it on every call.
@@ -287,6 +294,7 @@ def _metrics(st: RouterState) -> Response:
     st.metrics.queue_length.set(st.gatekeeper.queue_length())
     for s in st.table:
         st.metrics.set_inflight(s.key, s.inflight)
+        st.metrics.set_capacity(s.key, s.endpoint.model, s.capacity)
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

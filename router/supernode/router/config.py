@@ -67,7 +67,8 @@ class DiscoveryConfig(_Section):
 
 
 class ScorerConfig(_Section):
-    name: str = Field(description="A name in routing.registry.SCORERS: prefix, load, headroom, session, kv-cache")
+    name: str = Field(description="A name in routing.registry.SCORERS: cost, prefix, load, headroom, session, "
+                      "kv-cache")
     weight: float = Field(default=1.0, ge=0)
 
     @field_validator("name")
@@ -111,6 +112,28 @@ class PrefixConfig(_Section):
                                                description="Wait after malformed KV events before trying again")
 
 
+class CostConfig(_Section):
+    """The `cost` scorer's model of an engine (routing/cost.py), in the time it takes to prefill one token."""
+
+    request_tokens: float = Field(default=8192.0, ge=0, description="One request's time on an engine slot "
+                                  "(prefill + decode) in prefill tokens: what each request queued ahead costs")
+    busy_tokens: float = Field(default=16.0, ge=0, description="What each request already running costs "
+                               "(a fuller batch is slower); orders endpoints of equal cache by load")
+
+
+class CapacityConfig(_Section):
+    """Measured capacity (routing.capacity): each endpoint's token rate per request slot, learned from
+    the requests this router sends it, replaces the declared capacityWeight once measured."""
+
+    measure: bool = Field(default=True, description="Learn each endpoint's capacity from its traffic (false: the "
+                          "declared capacityWeight only)")
+    min_samples: int = Field(default=20, ge=1, description="Finished requests on an endpoint before its "
+                             "measurement replaces the declared weight")
+    half_life_s: float = Field(default=120.0, gt=0, description="Older requests count half after this long")
+    prefill_weight: float = Field(default=0.0, ge=0, le=1, description="An uncached prompt token counts as this "
+                                  "many generated tokens (0: decode tokens only)")
+
+
 DEFAULT_FILTERS: tuple[str, ...] = ("healthy", "not-draining", "serves-model-mode")
 
 
@@ -127,6 +150,8 @@ class RoutingConfig(_Section):
     picker: PickerConfig = Field(default_factory=PickerConfig)
     imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     session_capacity: int = Field(default=100_000, ge=1, description="LRU bound of session → endpoint")
     max_attempts: int = Field(default=3, ge=1, description="Endpoints tried when failing before the first byte")
 

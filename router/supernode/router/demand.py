@@ -173,14 +173,27 @@ def model_stats(table: EndpointTable) -> list[dict[str, Any]]:
 
 def draining_endpoints(table: EndpointTable) -> list[dict[str, Any]]:
     """Draining groups and what is still running on them (the operator deletes one once it is idle)."""
-    return [{"deployment": s.endpoint.deployment, "group": s.endpoint.group, "url": s.endpoint.url,
+    return [{"deployment": s.endpoint.deployment, "pool": s.endpoint.pool, "group": s.endpoint.group,
+             "url": s.endpoint.url,
              "inFlight": s.inflight, "engineRunning": s.stats.running, "engineWaiting": s.stats.waiting,
              "scraped": s.stats.scraped}
             for s in table if s.endpoint.draining]
 
 
+def pool_capacity(table: EndpointTable) -> list[dict[str, Any]]:
+    """Per deployment pool: the mean capacity weight of its routable groups (measured, else declared) — the
+    operator's autoscaler grows the pool with the best capacity per group first."""
+    by_pool: dict[tuple[str, str], list[float]] = {}
+    for s in table:
+        if s.endpoint.deployment and s.endpoint.ready and s.healthy and not s.endpoint.draining:
+            by_pool.setdefault((s.endpoint.deployment, s.endpoint.pool), []).append(s.capacity)
+    return [{"deployment": d, "pool": p, "groups": len(ws), "weight": round(sum(ws) / len(ws), 4)}
+            for (d, p), ws in sorted(by_pool.items())]
+
+
 def signals(gate: DemandGate, table: EndpointTable, wall: Callable[[], float] = time.time) -> dict[str, Any]:
-    return {"time": wall(), "pools": gate.pools(), "models": model_stats(table), "draining": draining_endpoints(table)}
+    return {"time": wall(), "pools": gate.pools(), "models": model_stats(table), "draining": draining_endpoints(table),
+            "capacity": pool_capacity(table)}
 
 
 class DemandCollector(Collector):

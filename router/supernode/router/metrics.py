@@ -56,6 +56,9 @@ class RouterMetrics:
                                       registry=r)
         self.endpoint_load = Gauge("supernode_router_endpoint_load", "running + waiting as last seen",
                                    ["endpoint", "model"], registry=r)
+        self.endpoint_capacity = Gauge("supernode_router_endpoint_capacity", "Capacity weight the endpoint's load "
+                                       "is divided by: measured from its traffic once it has enough samples, else "
+                                       "its pool's declared capacityWeight", ["endpoint", "model"], registry=r)
         self.endpoints = Gauge("supernode_router_endpoints", "Endpoints known to discovery", registry=r)
         self.prefix_index_mode = Gauge("supernode_router_prefix_index_mode", "1 for the prefix index an endpoint "
                                        "is scored with: precise (its engine's KV events) or approximate",
@@ -75,21 +78,35 @@ class RouterMetrics:
         self.discovery_errors = Counter("supernode_router_discovery_errors_total",
                                         "Failed Kubernetes lists / watches", ["resource"], registry=r)
 
-    def set_endpoint(self, key: str, model: str, *, healthy: bool, load: float) -> None:
+    def _endpoint_gauges(self) -> tuple[Gauge, ...]:
+        return self.endpoint_healthy, self.endpoint_load, self.endpoint_capacity
+
+    def _track(self, key: str, model: str) -> None:
         models = self._endpoint_models.setdefault(key, set())
         for stale in models - {model}:  # the endpoint now announces another model
-            self.endpoint_healthy.remove(key, stale)
-            self.endpoint_load.remove(key, stale)
+            for gauge in self._endpoint_gauges():
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key, stale)
         models.intersection_update({model})
         models.add(model)
+
+    def set_endpoint(self, key: str, model: str, *, healthy: bool, load: float, capacity: float | None = None) -> None:
+        self._track(key, model)
         self.endpoint_healthy.labels(key, model).set(1.0 if healthy else 0.0)
         self.endpoint_load.labels(key, model).set(load)
+        if capacity is not None:
+            self.endpoint_capacity.labels(key, model).set(capacity)
+
+    def set_capacity(self, key: str, model: str, capacity: float) -> None:
+        self._track(key, model)
+        self.endpoint_capacity.labels(key, model).set(capacity)
 
     def forget_endpoint(self, key: str) -> None:
         """Discovery dropped the endpoint: its series go too (no stale gauges for gone endpoints)."""
         for model in self._endpoint_models.pop(key, set()):
-            self.endpoint_healthy.remove(key, model)
-            self.endpoint_load.remove(key, model)
+            for gauge in self._endpoint_gauges():
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key, model)
         if key in self._inflight_keys:
             self._inflight_keys.discard(key)
             self.inflight.remove(key)

@@ -15,9 +15,10 @@ from typing import Any
 
 import aiohttp
 
-from supernode.router.config import HealthConfig, TimeoutsConfig
+from supernode.router.config import CapacityConfig, HealthConfig, TimeoutsConfig
 from supernode.router.errors import NoCapacity, UpstreamError, UpstreamTimeout
 from supernode.router.metrics import RouterMetrics
+from supernode.router.routing.capacity import reweigh
 from supernode.router.routing.profile import Profile
 from supernode.router.routing.state import Backoff, EndpointState, EndpointTable, RoutingRequest
 
@@ -47,6 +48,7 @@ class Opened:
     first_chunk: bytes = b""
     content: bytes = b""
     attempts: int = 1
+    started: float = 0.0  # monotonic time the request was sent to this endpoint (measured capacity)
     iterator: AsyncIterator[bytes] | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -89,7 +91,9 @@ class Opened:
 
 class Upstream:
     def __init__(self, client: aiohttp.ClientSession | None, table: EndpointTable, profile: Profile,
-                 metrics: RouterMetrics, timeouts: TimeoutsConfig, health: HealthConfig, max_attempts: int):
+                 metrics: RouterMetrics, timeouts: TimeoutsConfig, health: HealthConfig, max_attempts: int,
+                 capacity: CapacityConfig | None = None):
+        self.capacity = capacity or CapacityConfig()
         self.client = client
         self.table = table
         self.profile = profile
@@ -135,6 +139,16 @@ class Upstream:
             response.close()
             raise
 
+    def measure(self, state: EndpointState, tokens: float, seconds: float, now: float) -> None:
+        """A request finished on `state`: its tokens and open seconds update the endpoint's throughput, and
+        the weights of every endpoint of its model are recomputed from the measurements."""
+        cfg = self.capacity
+        if not cfg.measure:
+            return
+        state.throughput.add(tokens, seconds, now, cfg.half_life_s)
+        model = state.endpoint.model
+        reweigh([s for s in self.table if s.endpoint.model == model], cfg.min_samples)
+
     async def open(self, req: RoutingRequest, path: str, body: dict[str, Any], *, stream: bool) -> Opened:
         """Send to the best endpoint, retrying others on failures before the first byte."""
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # once for all attempts
@@ -145,9 +159,10 @@ class Upstream:
             if state is None:
                 break
             state.inflight += 1
+            started = time.monotonic()
             try:
                 opened = await self._attempt(state, path, payload, stream)
-                opened.attempts = attempt
+                opened.attempts, opened.started = attempt, started
                 if opened.status < 400:  # the engine took the prompt: it holds its blocks now
                     self.profile.observe(req, state)
                 return opened

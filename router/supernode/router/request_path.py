@@ -29,8 +29,9 @@ from supernode.router.errors import (
 from supernode.router.metrics import RouterMetrics
 from supernode.router.pipeline import engine_body, per_choice
 from supernode.router.proxy import Opened, Upstream
+from supernode.router.routing.capacity import work_tokens
 from supernode.router.routing.state import RoutingRequest
-from supernode.router.sse import SseSplitter, data_of, tokens_in
+from supernode.router.sse import SseSplitter, data_of, reply_text, tokens_in
 from supernode.router.tokens.service import PromptTokens
 
 log = logging.getLogger("supernode.router.requests")
@@ -107,6 +108,7 @@ class Service:
         else:
             body["model"] = call.prep.parsed.mode_fields.get("model", data.get("model"))
         await self._finish(call, None)  # metered before the body is sent
+        self._remember(call, reply_text(data))
         return JSONResponse(body, headers=call_headers(call))
 
     async def _open_watching_disconnect(self, request: Request, call: Call) -> Opened:
@@ -130,7 +132,7 @@ class Service:
         if self.tokens is not None:  # spilled over: the serving pool's template mode (or model) hashes differently
             token_hashes = await self.tokens.hashes_for(call.prep, pool)
         rreq = RoutingRequest(call.request_id, pool.model, pool.mode, call.prep.block_hashes, call.prep.session,
-                              token_block_hashes=token_hashes)
+                              token_block_hashes=token_hashes, prompt_tokens=call.prep.prompt_tokens_estimate)
         body = engine_body(call.prep.parsed, pool, max_tokens=per_choice(call.ticket.max_tokens, call.prep.parsed.n))
         return await self.upstream.open(rreq, call.prep.parsed.upstream_path, body, stream=call.prep.parsed.stream)
 
@@ -207,7 +209,7 @@ class Service:
         last = None
         checkpoint = self.config.metering.checkpoint_seconds if self.config.metering else 0.0
         next_checkpoint = time.monotonic() + checkpoint
-        finished = False
+        finished, reply = False, []
         async for chunk in call.opened.chunks():
             for event in splitter.feed(chunk):
                 payload = data_of(event)
@@ -225,6 +227,7 @@ class Service:
                 if obj.get("usage"):
                     call.usage = usage_from_openai(obj["usage"])
                     call.usage_final = True
+                reply.append(reply_text(obj))
                 tokens = sum(tokens_in(c) for c in obj.get("choices") or [])  # every choice's (n > 1)
                 if tokens:
                     call.delivered_tokens += tokens  # billed if the stream stops
@@ -246,7 +249,13 @@ class Service:
         if not finished and anthropic is None:
             raise UpstreamError("the engine's stream ended without [DONE]")
         await self._meter(call, None)
+        self._remember(call, "".join(reply))
         yield (anthropic.finish(call.usage) + anthropic.stop()) if anthropic else b"data: [DONE]\n\n"
+
+    def _remember(self, call: Call, reply: str) -> None:
+        """A chat reply comes back as the next turn's assistant message: its ids are cached meanwhile."""
+        if self.tokens is not None and reply and call.prep.parsed.upstream_path == "/v1/chat/completions":
+            self.tokens.remember_reply(call.prep.resolved.model, reply)
 
     async def _checkpoint(self, call: Call) -> None:
         """The open row learns the tokens delivered so far (what a restart bills if we die now)."""
@@ -287,6 +296,11 @@ class Service:
         elif error is not None:
             call.code = 500
         call.usage = call.delivered_usage()
+        if error is None and call.opened is not None and call.opened.status == 200:
+            u = call.usage
+            self.upstream.measure(call.opened.state, work_tokens(u.completion_tokens, u.prompt_tokens, u.cached_tokens,
+                                                                 self.upstream.capacity.prefill_weight),
+                                  time.monotonic() - call.opened.started, time.monotonic())
         try:
             await self._meter(call, error)
         finally:

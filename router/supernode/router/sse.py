@@ -46,3 +46,12 @@ def tokens_in(choice: Any) -> int:
         if isinstance(entries, list) and entries:
             return len(entries)
     return int(has_token(choice))
+
+
+def reply_text(obj: Any) -> str:
+    """The text of the first choice of an OpenAI chat answer or stream event (``message`` or ``delta`` content)."""
+    for choice in obj.get("choices") or [] if isinstance(obj, dict) else []:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            content = (choice.get("message") or choice.get("delta") or {}).get("content")
+            return content if isinstance(content, str) else ""
+    return ""

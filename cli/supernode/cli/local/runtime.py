@@ -88,8 +88,12 @@ def _plan_groups(deployments: list[ModelDeployment], opts: UpOptions, state_dir:
     parked: list[str] = []
     for original in deployments:
         views = pool_views(original)
+        if original.spec.pools and original.spec.autoscaling is not None:
+            out(f"warning: {original.metadata.name}: supernode up runs each pool at its replicas; autoscaling "
+                "a deployment with pools is the operator's (docs/autoscaling.md)")
         for view in views:
-            md, start = _autoscaled_layout(view.md, inventory)  # pools refuse autoscaling (api.rules)
+            # Autoscaled layout (parked groups) for a deployment without pools only.
+            md, start = _autoscaled_layout(view.md, inventory) if not view.name else (view.md, view.md.spec.replicas)
             parked += [f"{md.metadata.name}/{i}" for i in range(start, md.spec.replicas)]
             plan = planner.plan(md, inventory)
             where = f"{md.metadata.name}/{view.name}" if view.name else md.metadata.name

@@ -95,7 +95,7 @@ class LocalScaler:
         self.scaled: dict[str, Scaled] = {}
         for md in deployments:
             auto = md.spec.autoscaling
-            if auto is None or auto.mode.value != "Builtin":
+            if auto is None or auto.mode.value != "Builtin" or md.spec.pools:  # pools: the operator only
                 continue
             policy = A.Policy.from_spec(auto, md.spec.engine.max_concurrency)
             keep = max(policy.down_window, float(auto.behavior.cold_start_seconds), 60.0) + 120.0

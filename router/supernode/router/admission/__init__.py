@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from supernode.router.admission.config import AdmissionConfig
 from supernode.router.admission.gatekeeper import AdmissionTicket, Gatekeeper, UsageTotals
 from supernode.router.admission.metrics import AdmissionMetrics
-from supernode.router.admission.tenants import TenantsFileError, file_signature, hash_key, load_directory
+from supernode.router.admission.tenants import TenantsFileError, hash_key, load_directory
 from supernode.router.contracts import PoolCapacity
 
 __all__ = ["AdmissionConfig", "AdmissionTicket", "Gatekeeper", "build_gatekeeper", "hash_key"]
@@ -58,6 +58,5 @@ def build_gatekeeper(
         metrics=AdmissionMetrics(registry),
         **extra,
     )
-    if config.tenants_file is not None:
-        gate._signature = file_signature(config.tenants_file)
+    gate.tenants_file.mark_loaded()
     return gate

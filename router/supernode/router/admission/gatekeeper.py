@@ -1,5 +1,5 @@
 """The Gatekeeper: tenant limits → spill-over candidates → capacity-bounded fair priority queue, with its
-owned background tasks (tenants-file reload by mtime poll, capacity poll)."""
+owned background tasks (tenants-file reload by mtime poll: tenants_reload.py; capacity poll)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from supernode.api.models import Mode
@@ -18,47 +17,15 @@ from supernode.router.admission.fairqueue import FairQueue, Waiter
 from supernode.router.admission.limits import TenantLimiter, Verdict, month_start
 from supernode.router.admission.metrics import AdmissionMetrics
 from supernode.router.admission.reservations import LimitStore, LocalLimitStore, Reservation
-from supernode.router.admission.tenants import (
-    TenantDirectory,
-    TenantEntry,
-    TenantsFileError,
-    file_signature,
-    load_directory,
-)
+from supernode.router.admission.tenants import TenantDirectory, TenantEntry
+from supernode.router.admission.tenants_reload import TenantsFileReload
+from supernode.router.admission.ticket import AdmissionTicket
 from supernode.router.contracts import PoolCapacity, PoolKey, RequestContext, SpillRule, Tenant, Usage
 from supernode.router.errors import AdmissionRejected, ForbiddenError, NoCapacity
 
 log = logging.getLogger("supernode.router.admission")
 
 UsageTotals = Callable[[float], Mapping[str, int]]  # month start (unix) → tokens used per tenant
-
-
-@dataclass(eq=False)
-class AdmissionTicket:
-    """Returned by ``admit``; ``release`` is idempotent and must be called exactly once per admit."""
-
-    pool: PoolKey
-    queued_seconds: float
-    tenant: Tenant
-    requested: PoolKey
-    estimate: int
-    admitted_at: float
-    reservation: Reservation | None = None
-    _gate: Gatekeeper | None = field(repr=False, default=None)
-
-    @property
-    def max_tokens(self) -> int:
-        """Completion tokens admission reserved: the engine is asked for no more."""
-        return self.reservation.max_tokens if self.reservation else 0
-
-    @property
-    def spilled(self) -> bool:
-        return self.pool != self.requested
-
-    def release(self, usage: Usage) -> None:
-        gate, self._gate = self._gate, None
-        if gate is not None:
-            gate._release(self, usage)
 
 
 @dataclass(slots=True)
@@ -73,7 +40,6 @@ class Gatekeeper:
     """``start()`` / ``stop()`` are owned by the app lifespan; both are idempotent."""
 
     _tasks: list[asyncio.Task[None]]
-    _signature: tuple[int, int, int] | None = None
 
     def __init__(
         self,
@@ -100,6 +66,8 @@ class Gatekeeper:
         self.wait_observers: list[Callable[[Tenant, float], None]] = []  # metrics hook for queue waits
         self.directory = directory
         self._set_directory(directory)
+        self.tenants_file = TenantsFileReload(config.tenants_file, lambda: self.directory, self.replace_directory,
+                                              self.metrics)
 
     # --- tenants -----------------------------------------------------------------------------
     def _set_directory(self, directory: TenantDirectory) -> None:
@@ -309,47 +277,9 @@ class Gatekeeper:
         self._dispatch()
 
     # --- tenants-file reload and owned tasks ------------------------------------------------------
-    def _path(self) -> Path | None:
-        return self.config.tenants_file
-
     def reload_tenants(self) -> bool:
-        """Re-read the tenants file now. Returns True when it changed and loaded; on a bad file the
-        previous tenants stay in force (logged, counted) and TenantsFileError is raised."""
-        path = self._path()
-        if path is None:
-            return False
-        sig = file_signature(path)
-        try:
-            if sig is None:
-                if self.directory.enabled:
-                    log.error(
-                        "tenants file %s disappeared; keeping the %d tenants loaded",
-                        path,
-                        len(self.directory.entries()),
-                    )
-                self._signature = None
-                return False
-            directory = load_directory(path)
-        except (TenantsFileError, OSError) as exc:
-            self._signature = sig  # do not re-log the same bad file every poll
-            self.metrics.tenants_reloads.labels("error").inc()
-            log.error("tenants file rejected, keeping the previous tenants: %s", exc)
-            raise TenantsFileError(str(exc)) from exc
-        self._signature = sig
-        self.replace_directory(directory)
-        self.metrics.tenants_reloads.labels("ok").inc()
-        return True
-
-    def _changed(self) -> bool:
-        path = self._path()
-        return path is not None and file_signature(path) != self._signature
-
-    async def _watch_tenants(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self._changed():
-                with contextlib.suppress(TenantsFileError):
-                    self.reload_tenants()
+        """Re-read the tenants file now (tenants_reload.TenantsFileReload.reload)."""
+        return self.tenants_file.reload()
 
     async def _poll_capacity(self, interval: float) -> None:
         while True:
@@ -360,12 +290,11 @@ class Gatekeeper:
     async def start(self) -> None:
         if getattr(self, "_tasks", None):
             return
-        path = self._path()
-        self._signature = file_signature(path) if path is not None else None
+        self.tenants_file.mark_loaded()
         self._tasks = []
-        if path is not None and self.config.tenants_reload_seconds > 0:
+        if self.tenants_file.path is not None and self.config.tenants_reload_seconds > 0:
             self._tasks.append(
-                asyncio.create_task(self._watch_tenants(self.config.tenants_reload_seconds), name="tenants-reload")
+                asyncio.create_task(self.tenants_file.watch(self.config.tenants_reload_seconds), name="tenants-reload")
             )
         if self.config.queue.dispatch_interval_seconds > 0:
             self._tasks.append(

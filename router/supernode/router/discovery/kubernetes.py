@@ -34,11 +34,31 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def _pod_port(pod: Mapping[str, Any], port_name: str, default: int) -> int:
+    return _named_port(pod, port_name) or default
+
+
+def _named_port(pod: Mapping[str, Any], port_name: str) -> int | None:
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
             if port.get("name") == port_name and port.get("containerPort"):
                 return int(port["containerPort"])
-    return default
+    return None
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip  # an IPv6 pod IP inside a URL
+
+
+def kv_event_addresses(pod: Mapping[str, Any], engine: EngineType, ip: str) -> tuple[str, str]:
+    """(kv_events, kv_events_replay) of an Endpoint for a leader pod. vLLM and SGLang leaders publish on the
+    named ports the operator renders for spec.engine.kvEvents (ZMQ, vLLM's format); without them, "auto".
+    Built-in engines stay on "auto": their HTTP stream resyncs from a snapshot, which the ZMQ replay cannot."""
+    pub = _named_port(pod, C.PORT_KV_EVENTS)
+    if engine == EngineType.BUILTIN or pub is None:
+        return "auto", ""
+    replay = _named_port(pod, C.PORT_KV_REPLAY)
+    host = _host(ip)
+    return f"tcp://{host}:{pub}", f"tcp://{host}:{replay}" if replay else ""
 
 
 def _md_index(mds: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -87,8 +107,9 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
     except ValueError as e:
         log.warning("pod %s/%s: %s; skipped", namespace, meta.get("name"), e)
         return None
+    kv_events, kv_replay = kv_event_addresses(pod, engine_type, ip)
     return Endpoint(
-        url=f"http://{ip}:{_pod_port(pod, port_name, default_port)}",
+        url=f"http://{_host(ip)}:{_pod_port(pod, port_name, default_port)}",
         model=model,
         aliases=aliases,
         modes=parsed_modes,
@@ -102,6 +123,8 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         capacity_limited=_capacity_limited(md, labels.get(C.LABEL_POOL, "")) if md else False,
         pool=labels.get(C.LABEL_POOL, ""),
         capacity_weight=min(1000.0, _positive(annotations.get(C.ANNOTATION_CAPACITY_WEIGHT), 1.0)),
+        kv_events=kv_events,
+        kv_events_replay=kv_replay,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 from supernode.api.hashing import chain_hash, seed_hash
 from supernode.api.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch, hash_key
+from supernode.router.kv_events.reblock import Reblocker
 from supernode.router.routing.precise_index import IndexFull, PreciseIndex
 
 GPU_MEDIA = (None, "GPU")  # blocks in other tiers (CPU offload, disk) are not counted as cached
@@ -87,31 +88,49 @@ def _store_own(index: PreciseIndex, endpoint: str, hashes: list[int]) -> None:
         raise BadEvents(str(e)) from None
 
 
-def apply_batch(index: PreciseIndex, endpoint: str, seed: str, batch: KVEventBatch) -> None:
-    """One vLLM-format batch. Stored blocks are re-hashed with the router's chain (seeded with ``seed``,
-    the name the router's tokenizer for the model hashes with) from their tokens
-    (vLLM's own hashes depend on its hash function and seed); a block whose parent the index does not
-    know is skipped, since no prompt can reach it through a prefix the engine holds."""
+def apply_batch(index: PreciseIndex, endpoint: str, seed: str, batch: KVEventBatch,
+                blocks: Reblocker | None = None) -> None:
+    """One vLLM-format batch (vLLM, SGLang, the built-in engine's ZMQ). Stored blocks are re-hashed with the
+    router's chain (seeded with ``seed``, the name the router's tokenizer for the model hashes with) from
+    their tokens (an engine's own hashes depend on its hash function and seed); a block whose parent the
+    index does not know is skipped, since no prompt can reach it through a prefix the engine holds. With
+    ``blocks`` (the router's block size for the model is known) the engine's blocks are cut into the
+    router's (reblock.py); without, each engine block is taken as one router block."""
     for ev in batch.events:
         if isinstance(ev, BlockStored):
-            if ev.medium in GPU_MEDIA:
-                _stored(index, endpoint, seed, ev)
+            if ev.medium in GPU_MEDIA and _checked(ev):
+                try:
+                    if blocks is None:
+                        _stored(index, endpoint, seed, ev)
+                    else:
+                        blocks.stored(index, endpoint, seed, ev)
+                except IndexFull as e:
+                    raise BadEvents(str(e)) from None
         elif isinstance(ev, BlockRemoved):
             if ev.medium in GPU_MEDIA:
-                index.remove(endpoint, (hash_key(h) for h in ev.block_hashes))
+                if blocks is None:
+                    index.remove(endpoint, (hash_key(h) for h in ev.block_hashes))
+                else:
+                    blocks.removed(index, endpoint, ev.block_hashes)
         elif isinstance(ev, AllBlocksCleared):
             index.clear(endpoint)
+            if blocks is not None:
+                blocks.clear()
 
 
-def _stored(index: PreciseIndex, endpoint: str, seed: str, ev: BlockStored) -> None:
+def _checked(ev: BlockStored) -> bool:
+    """False for blocks no plain prompt reaches; BadEvents when the sizes do not add up."""
     bs = ev.block_size
     if bs < 1:
         raise BadEvents(f"BlockStored.block_size: must be positive, got {bs}")
     if len(ev.token_ids) != bs * len(ev.block_hashes):
         raise BadEvents(f"BlockStored.token_ids: {len(ev.token_ids)} tokens for {len(ev.block_hashes)} "
                         f"blocks of {bs}")
-    if ev.lora_id is not None:
-        return  # adapter blocks: prompts for the base model never reach them
+    return not ev.keyed_beyond_tokens()  # adapter, salted or multimodal blocks are keyed by more than tokens
+
+
+def _stored(index: PreciseIndex, endpoint: str, seed: str, ev: BlockStored) -> None:
+    bs = ev.block_size
     if ev.parent_block_hash is None:
         parent: int | None = seed_hash(seed)
     else:
@@ -122,7 +141,4 @@ def _stored(index: PreciseIndex, endpoint: str, seed: str, ev: BlockStored) -> N
     for i, h in enumerate(ev.block_hashes):
         parent = chain_hash(parent, ev.token_ids[i * bs : (i + 1) * bs])
         pairs.append((hash_key(h), parent))
-    try:
-        index.store(endpoint, pairs)
-    except IndexFull as e:
-        raise BadEvents(str(e)) from None
+    index.store(endpoint, pairs)

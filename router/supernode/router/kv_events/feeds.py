@@ -32,9 +32,10 @@ def feed_source(state: EndpointState, enabled: bool) -> tuple[str, str, str]:
 
 class KVEventFeeds:
     def __init__(self, table: EndpointTable, index: PreciseIndex, hooks: FeedHooks, config: PrefixConfig,
-                 seed_of: Callable[[str], str] = str):
+                 seed_of: Callable[[str], str] = str, block_size_of: Callable[[str], int | None] = lambda _: None):
         self.table = table
         self.seed_of = seed_of
+        self.block_size_of = block_size_of  # model → the router's block size for it (its tokenizer's), if known
         self.index = index
         self.hooks = hooks
         self.config = config
@@ -60,6 +61,8 @@ class KVEventFeeds:
                 continue
             self.hooks.set_prefix_mode(key, False)  # approximate until a feed holds the engine's history
             if source[0] != "none":
+                if source[0] != "http":
+                    log.info("KV events for %s: subscribing to %s (replay: %s)", key, source[0], source[1] or "none")
                 self._feeds[key] = (source, asyncio.create_task(self._run(key, source), name=f"kv-events {key}"))
 
     async def _run(self, key: str, source: tuple[str, str, str]) -> None:
@@ -72,7 +75,8 @@ class KVEventFeeds:
                                bad_input_retry_s=cfg.kv_events_bad_input_retry_s).run()
             else:
                 await ZmqFeed(key, model, address, replay, self.index, hooks=self.hooks,
-                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of).run()
+                              bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of,
+                              router_block_size=self.block_size_of(model)).run()
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in a feed: this endpoint routes approximately, the router keeps serving

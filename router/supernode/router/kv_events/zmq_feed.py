@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from supernode.api.kv_events import END_SEQ, AllBlocksCleared, MalformedEvents, decode_batch, seq_bytes, seq_of
 from supernode.router.kv_events.apply import BadEvents, FeedHooks, apply_batch
+from supernode.router.kv_events.reblock import Reblocker
 from supernode.router.routing.precise_index import PreciseIndex
 
 log = logging.getLogger("supernode.router.kv_events")
@@ -27,13 +28,15 @@ log = logging.getLogger("supernode.router.kv_events")
 class ZmqFeed:
     def __init__(self, key: str, model: str, address: str, replay_address: str, index: PreciseIndex, *,
                  hooks: FeedHooks, bad_input_retry_s: float, replay_timeout_s: float = 2.0,
-                 seed_of: Callable[[str], str] = str):
+                 seed_of: Callable[[str], str] = str, router_block_size: int | None = None):
         self.key = key  # the endpoint's URL: the index's key
         self.model = model
         self.seed_of = seed_of  # model → the name the router's block hashes for it are seeded with
         self.address = address
         self.replay_address = replay_address
         self.index = index
+        # The router's block size for the model, when known: the engine's blocks are cut into it (reblock.py).
+        self.blocks = Reblocker(router_block_size, index.max_blocks) if router_block_size else None
         self.hooks = hooks
         self.bad_input_retry_s = bad_input_retry_s
         self.replay_timeout_s = replay_timeout_s
@@ -41,6 +44,11 @@ class ZmqFeed:
         self.complete = False
         self._ahead: tuple[int, bytes] | None = None  # a batch past a gap, applied once the gap is filled
         self._last = b""  # the last applied payload (tells a replay of our history from a restarted engine's)
+
+    def _clear(self) -> None:
+        self.index.clear(self.key)
+        if self.blocks is not None:
+            self.blocks.clear()
 
     def _set_complete(self, value: bool) -> None:
         self.complete = value
@@ -64,7 +72,7 @@ class ZmqFeed:
                 self.hooks.kv_events_malformed(self.key)
             finally:
                 sub.close()
-            self.index.clear(self.key)
+            self._clear()
             self.expected = None
             self._set_complete(False)
             await asyncio.sleep(self.bad_input_retry_s)
@@ -85,7 +93,7 @@ class ZmqFeed:
         if self.expected is not None and seq < self.expected:
             log.info("KV events from %s restarted at seq %d (expected %d): the engine restarted", self.key, seq,
                      self.expected)
-            self.index.clear(self.key)
+            self._clear()
             self.expected = None
             self._set_complete(False)
         if self.expected is None and seq == 0:
@@ -111,7 +119,7 @@ class ZmqFeed:
                 replayed = replayed[1:]
             else:
                 log.info("KV events from %s: the engine restarted (its history differs)", self.key)
-                self.index.clear(self.key)
+                self._clear()
                 self.expected = None
         if self.expected is None and self.replay_address:
             replayed = await self._replay(0)
@@ -119,7 +127,7 @@ class ZmqFeed:
         if not replayed or replayed[0][0] != start:
             log.info("KV events from %s: batches %d..%d are gone; approximate until the history is complete",
                      self.key, start, seq - 1)
-            self.index.clear(self.key)
+            self._clear()
             self._set_complete(False)
             self.expected = seq
             self._apply(seq, payload)
@@ -138,7 +146,7 @@ class ZmqFeed:
             batch = decode_batch(payload)
         except MalformedEvents as e:
             raise BadEvents(str(e)) from None
-        apply_batch(self.index, self.key, self.seed_of(self.model), batch)
+        apply_batch(self.index, self.key, self.seed_of(self.model), batch, self.blocks)
         self.expected, self._last = seq + 1, payload
         if any(isinstance(ev, AllBlocksCleared) for ev in batch.events) and not self.complete:
             self._set_complete(True)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from supernode.router.routing.cost import TOKENS_PER_BLOCK_GUESS, CostModel, cost_scores, uncached_tokens
 from supernode.router.routing.precise_index import PreciseIndex
 from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
 from supernode.router.routing.state import EndpointState, RoutingRequest
@@ -55,8 +56,8 @@ class ServesModelModeFilter:
 
 # --- scorers ---------------------------------------------------------------------------------------
 def relative_load(s: EndpointState) -> float:
-    """Load per unit of capacity (the pool's capacity weight): what equal shares are judged by."""
-    return s.load / s.endpoint.capacity_weight
+    """Load per unit of capacity (measured, else the pool's declared weight): what equal shares are judged by."""
+    return s.load / s.capacity
 
 
 def overloaded(load: float, min_load: float, abs_threshold: float, rel_threshold: float) -> bool:
@@ -119,15 +120,44 @@ class PrefixScorer:
         return [0.0 if y else r for r, y in zip(ratios, self.guard.yielding(candidates), strict=True)]
 
 
+class CostScorer:
+    """The predicted cost of the request on each endpoint (routing/cost.py: the prefill of the tokens past
+    its longest cached prefix, plus the wait for a slot and a charge per running request), as a score:
+    1 for the cheapest. The load guard still applies: where affinity yields (overloaded or saturated
+    endpoint), the endpoint is costed as holding nothing. Equal costs go to the picker's tie-break (less
+    loaded, then the prefix's rendezvous order)."""
+
+    name = "cost"
+
+    def __init__(self, index: PrefixIndex, guard: LoadGuard, model: CostModel, precise: PreciseIndex | None = None):
+        self.index = index
+        self.guard = guard
+        self.model = model
+        self.precise = precise or PreciseIndex()
+
+    def costs(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        prompt = req.prompt_tokens or len(req.block_hashes) * TOKENS_PER_BLOCK_GUESS
+        out = []
+        for s, yields in zip(candidates, self.guard.yielding(candidates), strict=True):
+            hit, total = (0, 0) if yields else cached_blocks(req, s.key, self.index, self.precise)
+            slots = max(1, s.endpoint.max_concurrency) * s.capacity  # measured, else declared weight
+            out.append(self.model.cost(uncached_tokens=uncached_tokens(prompt, hit, total), load=s.load, slots=slots))
+        return out
+
+    def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
+        return cost_scores(self.costs(req, candidates))
+
+
 class LoadScorer:
     """1 / (1 + load / (max concurrency x capacity weight)): 1 when idle, 0.5 at its concurrency, still
-    ordered beyond it (load = running + waiting, or the router's in-flight count if larger). Groups of a
-    pool with twice the weight reach the same score at twice the load, so they get twice the requests."""
+    ordered beyond it (load = running + waiting, or the router's in-flight count if larger). Groups with
+    twice the weight (measured, else declared) reach the same score at twice the load, so they hold twice
+    the requests."""
 
     name = "load"
 
     def score(self, req: RoutingRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        return [1.0 / (1.0 + s.load / (max(1, s.endpoint.max_concurrency) * s.endpoint.capacity_weight))
+        return [1.0 / (1.0 + s.load / (max(1, s.endpoint.max_concurrency) * s.capacity))
                 for s in candidates]
 
 

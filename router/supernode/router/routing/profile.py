@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supernode.router.config import RoutingConfig
+from supernode.router.routing.cost import CostModel
 from supernode.router.routing.plugins import Filter, LoadGuard, Picker, Scorer, cached_blocks
 from supernode.router.routing.precise_index import PreciseIndex
 from supernode.router.routing.prefix_index import PrefixIndex, SessionMap
@@ -75,7 +76,8 @@ def build_profile(config: RoutingConfig, *, seed: int | None = None) -> Profile:
                        precise=PreciseIndex(config.prefix.precise_max_blocks),
                        sessions=SessionMap(config.session_capacity),
                        guard=LoadGuard(im.abs_threshold, im.rel_threshold, im.saturation_guard, im.saturation_slack),
-                       rng=random.Random(seed), top_k=config.picker.top_k)
+                       rng=random.Random(seed), top_k=config.picker.top_k,
+                       cost=CostModel(config.cost.request_tokens, config.cost.busy_tokens))
     filters = [FILTERS.build(name, ctx) for name in config.filters]
     scorers = [(SCORERS.build(sc.name, ctx), sc.weight) for sc in config.scorers]
     return Profile(filters, scorers, PICKERS.build(config.picker.name, ctx), ctx.index, ctx.sessions, ctx.precise)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from supernode.router.routing.cost import CostModel
 from supernode.router.routing.plugins import (
     ArgmaxPicker,
+    CostScorer,
     Filter,
     HeadroomScorer,
     HealthyFilter,
@@ -45,6 +47,7 @@ class BuildContext:
     guard: LoadGuard
     rng: random.Random
     top_k: int = 2
+    cost: CostModel = field(default_factory=CostModel)
 
 
 class Registry(Generic[T]):
@@ -71,6 +74,7 @@ FILTERS: Registry[Filter] = Registry("filter", {
 })
 SCORERS: Registry[Scorer] = Registry("scorer", {
     "prefix": lambda c: PrefixScorer(c.index, c.guard, c.precise),
+    "cost": lambda c: CostScorer(c.index, c.guard, c.cost, c.precise),
     "load": lambda _: LoadScorer(),
     "headroom": lambda _: HeadroomScorer(),
     "session": lambda c: SessionScorer(c.sessions, c.guard),

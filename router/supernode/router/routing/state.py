@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import Mode
+from supernode.router.routing.capacity import Throughput
 
 
 @dataclass(slots=True)
@@ -43,10 +44,25 @@ class EndpointState:
     ejections: int = 0  # ejections in a row (the back-off doubles with each)
     ejected_until: float = 0.0  # monotonic time before which no success re-admits it
     admitted_at: float = 0.0  # monotonic time it was last (re-)admitted
+    throughput: Throughput = field(default_factory=Throughput)  # measured from this router's requests
+    measured: float = 0.0  # capacity weight from `throughput` (routing.capacity.reweigh); 0 = not yet
 
     @property
     def key(self) -> str:
         return self.endpoint.url
+
+    @property
+    def declared(self) -> float:
+        return self.endpoint.capacity_weight
+
+    @property
+    def slots(self) -> int:
+        return self.endpoint.max_concurrency
+
+    @property
+    def capacity(self) -> float:
+        """The weight load is divided by: measured once there are enough samples, else the declared one."""
+        return self.measured or self.endpoint.capacity_weight
 
     @property
     def load(self) -> float:
@@ -96,6 +112,7 @@ class RoutingRequest:
     # Engine-compatible: chained over the prompt's real token ids with the engine's block size and hash
     # seed (supernode.api.hashing.block_hashes); empty when the router has no tokenizer for the model.
     token_block_hashes: tuple[int, ...] = ()
+    prompt_tokens: int = 0  # the prompt's token count (exact when tokenized, else estimated); 0 = unknown
 
     @property
     def routing_key(self) -> str:

@@ -18,6 +18,10 @@ class TokenMetrics:
                                  "one prompt", buckets=FAST_BUCKETS, registry=r)
         self.fetches = Counter("supernode_router_tokenizer_fetches_total", "GET /v1/tokenizer from engines by "
                                "outcome: loaded, unchanged, failed, rejected", ["model", "outcome"], registry=r)
+        self.replies = Counter("supernode_router_reply_texts_total", "Relayed chat replies by what the router did "
+                               "with their text: cached (encoded in the background for the next turn, which sends "
+                               "it back), busy (too many waiting to be encoded: skipped)", ["model", "outcome"],
+                               registry=r)
         self.tokenizers = Gauge("supernode_router_tokenizer_loaded", "1 = the router encodes this model's prompts "
                                 "exactly (source: engine or file)", ["model", "source"], registry=r)
 

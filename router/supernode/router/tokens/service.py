@@ -12,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from supernode.api.models import Mode
-from supernode.api.prompttokens import PieceCache
+from supernode.api.prompttokens import Piece, PieceCache
 from supernode.router.contracts import PoolKey
 from supernode.router.pipeline import Prepared
 from supernode.router.tokens.metrics import TokenMetrics
@@ -27,9 +27,11 @@ log = logging.getLogger("supernode.router.tokens")
 
 class PromptTokens:
     def __init__(self, metrics: TokenMetrics, *, max_blocks: int, inline_chars: int = 16_384,
-                 workers: int = 2, cache_chars: int = 32 << 20) -> None:
+                 workers: int = 2, cache_chars: int = 32 << 20, max_pending_replies: int = 64) -> None:
         self.metrics, self.max_blocks, self.inline_chars, self.workers = metrics, max_blocks, inline_chars, workers
-        self.cache_chars = cache_chars
+        self.cache_chars, self.max_pending_replies = cache_chars, max_pending_replies
+        self._pending_replies = 0
+        self._closed = False
         self._models: dict[str, ModelTokenizer] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -93,6 +95,33 @@ class PromptTokens:
                                    time.perf_counter() - start)
         return ids
 
+    def remember_reply(self, model: str, text: str) -> Future[list[int]] | None:
+        """Encode a chat reply the router relayed into ``model``'s piece cache, in the background: a client
+        sends it back as the assistant turn of its next request, which then finds its ids cached. Skipped
+        when the text is too short to cache or already there, and when ``max_pending_replies`` wait."""
+        tok = self._models.get(model)
+        if tok is None or self._closed or len(text) < tok.cache.min_chars:
+            return None
+        if not tok.cache.uncached_chars([Piece(text)]):  # cached already
+            return None
+        with self._lock:
+            busy = self._pending_replies >= self.max_pending_replies
+            self._pending_replies += not busy
+        self.metrics.replies.labels(model, "busy" if busy else "cached").inc()
+        if busy:
+            return None
+        try:
+            future = self._executor().submit(tok.tokenizer.encode_pieces, [Piece(text)], tok.cache)
+        except RuntimeError:  # closed meanwhile (shutdown): nothing to cache for
+            self._reply_done(None)
+            return None
+        future.add_done_callback(self._reply_done)
+        return future
+
+    def _reply_done(self, _: object) -> None:
+        with self._lock:
+            self._pending_replies -= 1
+
     def _approximate(self, model: str, reason: str) -> None:
         self.metrics.approximate(model, reason)
         if reason == "no_tokenizer" and model not in self._warned:
@@ -103,15 +132,18 @@ class PromptTokens:
     async def _run(self, chars: int, work: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]]
                    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if chars <= self.inline_chars:
-            return work()  # well under a millisecond
+            return work()  # a few milliseconds at most
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), work)  # encoding releases the GIL
+
+    def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="router-tokenize")
-            pool = self._pool
-        return await asyncio.get_running_loop().run_in_executor(pool, work)  # encode_batch releases the GIL
+            return self._pool
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
