@@ -26,7 +26,11 @@ class Engine:
     """The built-in engine's HTTP app and loop with a fake model (real paged KV cache and block manager)."""
 
     def __init__(self, tokenizer: Tokenizer, runner: Any, token: str | None = TOKEN) -> None:
-        self.engine = LLMEngine(runner, tokenizer, EngineOptions(MODEL, 4096, max_num_seqs=8), EngineMetrics(MODEL))
+        # The context is capped by the KV cache, as `supernode-engine serve` caps it: a prompt the cache cannot
+        # hold is refused up front (400). Left at 4096 over a 256-token fake cache, such a prompt reached the
+        # scheduler, which ends a sequence that can never fit at once ("length", no tokens, the model never run).
+        context = min(4096, runner.num_kv_blocks * runner.block_size)
+        self.engine = LLMEngine(runner, tokenizer, EngineOptions(MODEL, context, max_num_seqs=8), EngineMetrics(MODEL))
         self.state = ServerState(MODEL, self.engine.metrics, budgets=ReasoningBudgets(8, 8), guards=Guards(token=token))
         self.app = build_app(self.state)
 

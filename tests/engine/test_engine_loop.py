@@ -54,3 +54,26 @@ async def test_outputs_identical_with_preemption_chunking_and_cache(
         tight.stop()
     assert got == expected and again[0] == expected[0]
     assert all(len(ids) == 20 for ids in got)
+
+
+async def test_a_context_larger_than_the_kv_cache_is_warned_about_and_its_long_prompts_end_empty(
+    tokenizer: Tokenizer, fake_runner_factory: Any, caplog: Any
+) -> None:
+    """`serve` caps the context at the cache; an embedder that does not is told, since a prompt the cache
+    can never hold ends at once without the model running (what the earlier gated-runner test tripped on)."""
+    runner = fake_runner_factory(num_kv_blocks=8, block_size=4)  # 32 tokens
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "exceeds the KV cache" in r.getMessage()]
+
+    LLMEngine(runner, tokenizer, EngineOptions("m", 32), EngineMetrics("m"))
+    assert warned() == []
+    engine = LLMEngine(runner, tokenizer, EngineOptions("m", 64), EngineMetrics("m"))
+    assert warned() == ["max_model_len 64 exceeds the KV cache's 32 tokens: longer prompts finish at once with "
+                        "no output"]
+    engine.start()
+    try:
+        handle = engine.submit(list(range(5, 45)), SamplingParams(max_tokens=4), streaming=False)
+        outs = [out async for out in handle]
+    finally:
+        engine.stop()
+    assert outs[-1].finish_reason == "length" and not [t for o in outs for t in o.token_ids] and runner.steps == 0

@@ -131,7 +131,8 @@ async def test_admission_reserves_the_real_prompt_token_count(
     """A prompt of characters the tokenizer never saw costs ~2 tokens per character, not the 1/4 the estimate
     assumes: the count admission reserves with (the prepared request's) is the engine's own count, and the
     tenant's TPM bucket, overdrawn by it, refuses the next small request."""
-    engine = Engine(tokenizer, fake_runner_factory(block_size=BLOCK), token=None)
+    runner = fake_runner_factory(block_size=BLOCK, num_kv_blocks=512)  # room for the ~800-token prompt
+    engine = Engine(tokenizer, runner, token=None)
     tenants_file(tenant("acme").key("sk-acme").tpm(500)).write(tmp_path / "tenants.yaml")
     admission = {"tenants_file": str(tmp_path / "tenants.yaml"), "admin": {"key_sha256": hash_key("sk-admin")}}
     big: Any = [{"role": "user", "content": "ŧ" * 400}]
@@ -150,6 +151,7 @@ async def test_admission_reserves_the_real_prompt_token_count(
             real = preps[-1].prompt_tokens_estimate
             estimate = len(preps[-1].parsed.prompt_text) // 4
             assert done.usage is not None and done.usage.prompt_tokens == real
+            assert done.usage.completion_tokens > 0 and runner.steps > 0  # the model really ran it
             assert real > 500 > estimate + 6 + 2 * (len("hi") + 20)  # the estimate would leave room for "hi"
             assert preps[-1].resolved.mode is Mode.NON_THINK
             with pytest.raises(openai.RateLimitError, match="tokens per minute"):

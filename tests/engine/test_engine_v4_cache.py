@@ -15,6 +15,7 @@ from v4_checkpoints import make_reference
 from supernode.engine.core.block_manager import KVEvent
 from supernode.engine.core.sequence import SamplingParams, Sequence
 from supernode.engine.core.state_blocks import StateBlockManager
+from supernode.engine.kv_publisher import to_wire
 from supernode.engine.llm_engine import EngineOptions, LLMEngine
 from supernode.engine.metrics import EngineMetrics
 from supernode.engine.runner import EngineConfig, ModelRunner
@@ -93,6 +94,8 @@ def test_blocks_register_only_up_to_a_snapshotted_boundary() -> None:
     bm.commit(seq)
     (event,) = bm.drain_events()
     assert event.type == "stored" and len(event.block_hashes) == 4  # 16 tokens, not the 5th block
+    assert event.ends == event.block_hashes[3:] == bm.reuse_ends()  # a reused prefix ends at 16, not 4, 8 or 12
+    assert to_wire([KVEvent("stored", (), ends=event.ends)], 4) == []  # vLLM's format has no ends-only event
     bm.free(seq)
     twin = Sequence(list(range(1, 22)))
     assert bm.admit(twin, 21) and twin.num_computed_tokens == 16

@@ -16,6 +16,7 @@ from k8s_emulator import K8sEmulator
 
 from supernode.api import constants as C
 from supernode.operator.drain_watch import DrainWatchConfig
+from supernode.operator.metrics import OperatorMetrics
 
 QUICK = 2.0
 
@@ -120,10 +121,12 @@ async def test_lws_mode_deploys_becomes_ready_and_rebuilds_a_faulty_group(k8s: t
 async def test_an_unhealthy_gpu_in_a_pods_status_rebuilds_only_the_group_holding_it(
         k8s: tuple[K8sEmulator, str]) -> None:
     """NVIDIA: two groups share one 8-GPU node; the device plugin drops a GPU (allocatable 7/8) and the kubelet
-    reports it Unhealthy in the status of the pod holding it (KEP-4680): that group moves, the other stays."""
+    reports it Unhealthy in the status of the pod holding it (KEP-4680): that group moves, the other stays,
+    and the GPU counts once among the device faults, as a repair does among the repairs."""
     emu, url = k8s
     gpu, clique = C.RESOURCE_NVIDIA, "nvidia.com/gpu.clique"
-    async with FaultScenario(emu, url, resync=QUICK, superpods=0) as s:
+    metrics = OperatorMetrics()
+    async with FaultScenario(emu, url, resync=QUICK, superpods=0, metrics=metrics) as s:
         await s.cluster.add_nodes(node("gpu-a", "c0", devices=8, resource=gpu, superpod_label=clique))
         await s.serving(operator_md("v4").engine("vllm").accelerator("nvidia-h200", 4).parallelism(tensor=4)
                         .replicas(2).dict())
@@ -148,3 +151,7 @@ async def test_an_unhealthy_gpu_in_a_pods_status_rebuilds_only_the_group_holding
         assert s.groups()["1"]["metadata"]["uid"] == before["1"]["metadata"]["uid"], "the healthy group stays"
         (rebuilt,) = [e for e in emu.objects_of("events", "", NS) if e["reason"] == "DeviceFaultRebuild"]
         assert "gpu-a/GPU-0b: nvidia.com/gpu Unhealthy" in str(rebuilt["message"])
+        await asyncio.sleep(QUICK)  # a resync or two after the rebuild: the fault is not counted again
+        sample = metrics.registry.get_sample_value
+        assert sample("supernode_operator_device_faults_total", {"level": f"{gpu} Unhealthy"}) == 1
+        assert sample("supernode_operator_fault_repairs_total", {"action": "rebuild"}) == 1

@@ -37,7 +37,7 @@ MEDIUM = "GPU"  # vLLM's name for the device cache tier, whatever the accelerato
 def to_wire(events: list[KVEvent], block_size: int) -> list[Event]:
     out: list[Event] = []
     for ev in events:
-        if ev.type == "stored":
+        if ev.type == "stored" and ev.block_hashes:  # (vLLM's format has no word for ``ends``: see docs)
             out.append(BlockStored(list(ev.block_hashes), ev.parent, list(ev.token_ids), block_size, None, MEDIUM))
         elif ev.type == "removed":
             out.append(BlockRemoved(list(ev.block_hashes), MEDIUM))

@@ -28,12 +28,14 @@ class KVSink(Protocol):
 
 
 class KVEventStream:
-    def __init__(self, keep: int, cached_hashes: Callable[[], list[int]]):
+    def __init__(self, keep: int, cached_hashes: Callable[[], list[int]],
+                 reuse_ends: Callable[[], tuple[int, ...] | None] = lambda: None):
         self.instance = uuid.uuid4().hex  # names this engine process: a new one means start over
         self.seq = 0  # the last event's number (events are numbered from 1)
         self.sinks: list[KVSink] = []  # offered each step's events on the engine thread; closed by close()
         self._log: deque[tuple[int, KVEvent]] = deque(maxlen=keep)
         self._cached_hashes = cached_hashes
+        self._reuse_ends = reuse_ends  # the cached blocks a reused prefix may end at (None: any)
         self._lock = threading.Lock()
         self._pending: list[tuple[asyncio.AbstractEventLoop, KVQueue, int | None]] = []
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, KVQueue]] = []
@@ -70,7 +72,7 @@ class KVEventStream:
         log = self._log
         if after is not None and after <= self.seq and (after == self.seq or (log and log[0][0] <= after + 1)):
             return [(n, ev) for n, ev in log if n > after]
-        return [(self.seq, KVEvent("snapshot", tuple(self._cached_hashes())))]
+        return [(self.seq, KVEvent("snapshot", tuple(self._cached_hashes()), ends=self._reuse_ends()))]
 
     def publish(self, events: list[KVEvent]) -> None:
         if not events:
@@ -80,7 +82,7 @@ class KVEventStream:
         numbered = []
         for ev in events:  # kept and streamed without token ids (a log of 10,000 prompts' tokens is large)
             self.seq += 1
-            numbered.append((self.seq, KVEvent(ev.type, ev.block_hashes)))
+            numbered.append((self.seq, KVEvent(ev.type, ev.block_hashes, ends=ev.ends)))
         self._log.extend(numbered)
         with self._lock:
             subscribers = list(self._subscribers)

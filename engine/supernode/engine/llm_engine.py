@@ -48,6 +48,11 @@ class LLMEngine:
         self.runner, self.tokenizer, self.options, self.metrics = runner, tokenizer, options, metrics
         self.blocks = make_block_manager(runner, options.model_name, options.max_num_seqs)
         self.scheduler = Scheduler(options.scheduler_config(), self.blocks)
+        if (room := self.blocks.num_blocks * self.blocks.block_size) < options.max_model_len:
+            # `serve` caps the context at the cache; an embedder may not. A prompt the cache can never hold is
+            # then accepted and ended at once (finish_reason "length", no tokens, the model never run).
+            log.warning("max_model_len %d exceeds the KV cache's %d tokens: longer prompts finish at once with "
+                        "no output", options.max_model_len, room)
         self.sampler = Sampler(options.seed)
         self.eos_ids = (tokenizer.eos_id,)
         self._lock = threading.Lock()
@@ -60,7 +65,7 @@ class LLMEngine:
         self._outbox = Outbox()
         self._num_open = 0  # submitted and not finished (guarded by _lock)
         # KV events are numbered per engine instance; the last ones are kept so a subscriber can resume.
-        self.kv_events = KVEventStream(options.kv_events_log, self.blocks.cached_hashes)
+        self.kv_events = KVEventStream(options.kv_events_log, self.blocks.cached_hashes, self.blocks.reuse_ends)
         self._ids = itertools.count()
         self._stop = False
         self._thread: threading.Thread | None = None

@@ -47,6 +47,9 @@ class Result:
     status: dict[str, Any] | None = None  # the status computed this pass (metrics)
     desired: int = 0
     repairs: tuple[str, ...] = ()  # device-fault actions taken this pass (metrics)
+    # Levels of the faults read from the repaired pods' own status (no device-plugin report names them,
+    # so they are counted as reported here, once: the repair fences the group off for later passes).
+    pod_faults: tuple[str, ...] = ()
 
 
 class Owner(Protocol):

@@ -146,11 +146,14 @@ def device_health(pod: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return out
 
 
+POD_HEALTH = "pod device health"  # DeviceFault.source of the faults read from a pod's own status
+
+
 def pod_signals(pod: Mapping[str, Any]) -> list[DeviceFault]:
     """Devices the kubelet reports Unhealthy in the pod's own status: a fault of this pod's group only
     (Unknown, e.g. while the plugin re-registers, is not acted on)."""
     node = str((pod.get("spec") or {}).get("nodeName") or "")
-    return [DeviceFault(node, device, f"{name} Unhealthy", "rebuild", source="pod device health")
+    return [DeviceFault(node, device, f"{name} Unhealthy", "rebuild", source=POD_HEALTH)
             for name, devices in sorted(device_health(pod).items()) for device, health in sorted(devices.items())
             if health == "Unhealthy"]
 

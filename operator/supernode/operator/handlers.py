@@ -168,6 +168,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         metrics.writes.inc(result.writes)
         for action in result.repairs:
             metrics.fault_repairs.labels(action).inc()
+        for level in result.pod_faults:
+            metrics.device_faults.labels(level).inc()
         metrics.observe(meta.get("namespace") or "", meta.get("name") or "", result.status, result.desired)
         if result.writes:
             log.info("reconciled %s/%s: %d writes", meta.get("namespace"), meta.get("name"), result.writes)

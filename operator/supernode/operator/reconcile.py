@@ -26,6 +26,7 @@ from supernode.operator import rollout
 from supernode.operator.cluster_index import NodeIndex, PodIndex
 from supernode.operator.executor import Executor, Result, resource_version
 from supernode.operator.fault_repair import FaultRepair, decide_repairs
+from supernode.operator.faults import POD_HEALTH
 from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.health_book import HealthBook
 from supernode.operator.inputs import Indexed, Reservation, live_reservations, lost_nodes, own_pods, planning_inputs
@@ -154,6 +155,7 @@ class _Run(Executor):
         self.owner = owner
         self.unborn = False  # never reconciled: no children to list
         self.repairs: tuple[str, ...] = ()
+        self.pod_faults: tuple[str, ...] = ()
 
     async def execute(self, nodes: Source, pods: Source) -> Result:
         previous = self.body.get("status") or {}
@@ -209,7 +211,7 @@ class _Run(Executor):
         facts = pool_facts(self.meta.get("generation"), N.status_selector(self.name), passes, tuple(exhausted),
                            [gone for gone in removed if len(gone.step.delete) < len(gone.groups)])
         await self._status(groups, facts, previous)
-        return Result(self.writes, self.status_out, facts.desired, self.repairs)
+        return Result(self.writes, self.status_out, facts.desired, self.repairs, self.pod_faults)
 
     async def _repair_faults(self, md: ModelDeployment, workloads: list[dict[str, Any]], lws: bool, nodes: Source,
                              pods: Source) -> list[dict[str, Any]]:
@@ -231,6 +233,7 @@ class _Run(Executor):
         self.owner.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
         self.writes += fixer.writes
         self.repairs = tuple(r.action for r in repairs)
+        self.pod_faults = tuple(f.level for r in repairs for f in r.fault.faults if f.source == POD_HEALTH)
         return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
 
     def _plan_pool(self, view: PoolView, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],

@@ -30,6 +30,9 @@ class KVEvent:
     block_hashes: tuple[int, ...]
     parent: int | None = None
     token_ids: tuple[int, ...] = ()
+    # Cached blocks a reused prefix may end at ("stored": of these or earlier blocks; "snapshot": all of them).
+    # None: any cached block (plain paged KV). Stateful models (V4) resume only where a state snapshot was taken.
+    ends: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -183,6 +186,10 @@ class BlockManager:
 
     def cached_hashes(self) -> list[int]:
         return list(self._by_hash)
+
+    def reuse_ends(self) -> tuple[int, ...] | None:
+        """Cached blocks a reused prefix may end at (None: every cached block)."""
+        return None
 
     def state_args(self, seq: Sequence, start: int, num_tokens: int) -> tuple[int, int, tuple[tuple[int, int], ...]]:
         """Per-sequence model state for one chunk: (slot, restore, saves); none for paged-only models."""

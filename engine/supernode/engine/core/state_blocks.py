@@ -9,8 +9,10 @@ sliding-window ring and the compressors' unfinished windows live in a per-sequen
   prefilling, a sequence snapshots its state every ``interval`` tokens (the model picks it so snapshots
   cost no more than the compressed KV they cover) and at the last boundary of its prompt (the next turn
   of a conversation resumes there). The blocks up to a snapshot are then registered in the prefix cache
-  (and announced in a "stored" KV event); blocks past the last snapshot stay private, so the router's
-  prefix index only sees reusable prefixes;
+  (and announced in a "stored" KV event); blocks past the last snapshot stay private. The blocks between
+  two snapshots are cached too (a longer prefix runs through them) but a reused prefix cannot end there:
+  KV events name the blocks that carry a snapshot (``ends``), so the router's prefix index counts a hit
+  only up to the last of them, as ``find_cached`` does;
 - a snapshot lives as long as the cached block that ends at its boundary; when the snapshot pool runs
   dry, the least recently used unreferenced snapshotted block is uncached to free one;
 - when a block leaves the cache, the unreferenced blocks before it that are left with neither a
@@ -22,7 +24,7 @@ sliding-window ring and the compressors' unfinished windows live in a per-sequen
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from supernode.engine.core.block_manager import BlockManager, KVEvent
@@ -98,17 +100,38 @@ class StateBlockManager(BlockManager):
         limit = self._limit.get(sid, seq.num_hashed_blocks)
         computed = seq.num_computed_tokens
         seq.num_computed_tokens = min(computed, limit * self.block_size)
+        first_new = len(self.events)
         try:
             BlockManager.commit(self, seq)
         finally:
             seq.num_computed_tokens = computed
+        ends: list[int] = []
         for snap, pos in done:
             pending.remove((snap, pos))
             end_block = seq.block_table[pos // self.block_size - 1]
-            if self.blocks[end_block].hash is not None and end_block not in self._snap_of_block:
+            block_hash = self.blocks[end_block].hash
+            if block_hash is not None and end_block not in self._snap_of_block:
                 self._snap_of_block[end_block] = snap
+                ends.append(block_hash)
             else:  # an identical prefix was cached (with its own snapshot) first
                 self._free_snaps.append(snap)
+        self._announce_ends(first_new, ends)
+
+    def _announce_ends(self, first_new: int, ends: list[int]) -> None:
+        """Name the blocks that just got a snapshot in this commit's "stored" events (an ends-only event for
+        any stored earlier); every stored event of a stateful model carries ``ends``, empty or not."""
+        left = set(ends)
+        for i in range(first_new, len(self.events)):
+            ev = self.events[i]
+            if ev.type == "stored":
+                mine = tuple(h for h in ev.block_hashes if h in left)
+                left.difference_update(mine)
+                self.events[i] = replace(ev, ends=mine)
+        if left:
+            self.events.append(KVEvent("stored", (), ends=tuple(h for h in ends if h in left)))
+
+    def reuse_ends(self) -> tuple[int, ...] | None:
+        return tuple(h for bid in self._snap_of_block if (h := self.blocks[bid].hash) is not None)
 
     def _snapshotted(self, seq: Sequence, pos: int) -> bool:
         h = self._hashes(seq, pos // self.block_size)[-1]

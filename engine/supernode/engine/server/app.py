@@ -230,6 +230,8 @@ def build_app(
                         return  # fell behind: the client reconnects and gets a fresh snapshot
                     seq, ev = item
                     data = {"type": ev.type, "seq": seq, "block_hashes": list(ev.block_hashes), **head}
+                    if ev.ends is not None:  # stateful models: where a reused prefix may end
+                        data["ends"] = list(ev.ends)
                     yield json.dumps(data) + "\n" if ndjson else sse(data)
             finally:
                 eng.unsubscribe_kv_events(queue)

@@ -50,6 +50,16 @@ def _hashes(record: dict[str, Any]) -> list[int]:
     return hashes
 
 
+def _ends(record: dict[str, Any]) -> list[int] | None:
+    """The blocks a reused prefix may end at (stateful models); absent: any cached block."""
+    ends = record.get("ends")
+    if ends is None:
+        return None
+    if not isinstance(ends, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ends):
+        raise BadEvents("ends: must be a list of integers")
+    return ends
+
+
 def apply_stream_record(index: PreciseIndex, endpoint: str, pos: StreamPosition, record: Any) -> Outcome:
     """One event of the built-in engine's stream. "gap" = not the next event of the instance we follow:
     the caller reconnects for a snapshot (and keeps nothing it cannot vouch for)."""
@@ -63,15 +73,19 @@ def apply_stream_record(index: PreciseIndex, endpoint: str, pos: StreamPosition,
     if not isinstance(instance, str) or not instance:
         raise BadEvents("instance: must be a non-empty string")
     hashes = _hashes(record)
+    ends = _ends(record)
     if kind == "snapshot":
+        index.restrict(endpoint, ends is not None)  # a stateful model's engine names where prefixes may end
         index.clear(endpoint)
         _store_own(index, endpoint, hashes)
+        index.mark_ends(endpoint, ends or ())
         pos.instance, pos.seq = instance, seq
         return "applied"
     if pos.seq is None or instance != pos.instance or seq != pos.seq + 1:
         return "gap"
     if kind == "stored":
         _store_own(index, endpoint, hashes)
+        index.mark_ends(endpoint, ends or ())
     elif kind == "removed":
         index.remove(endpoint, hashes)
     else:

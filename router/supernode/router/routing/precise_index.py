@@ -7,6 +7,11 @@ requests carry in ``RoutingRequest.token_block_hashes``. For the built-in engine
 
 An endpoint is *precise* only while its feed holds the engine's complete, in-order history; the
 scorer falls back to the approximate index for every other endpoint.
+
+Some engines can resume a cached prefix only at certain blocks (DeepSeek-V4 on the built-in engine:
+where a state snapshot was taken), though the blocks between are cached too. Their feeds mark the
+endpoint *restricted* and name those blocks (``mark_ends``); a match there ends at the last named block
+of the leading run, which is what the engine will reuse.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class PreciseIndex:
         self._engine: dict[str, dict[int, int]] = {}  # endpoint → engine hash → router hash
         self._ours: dict[str, dict[int, int]] = {}  # endpoint → router hash → engine blocks with it
         self._precise: set[str] = set()
+        self._ends: dict[str, set[int]] = {}  # restricted endpoint → engine hashes a reused prefix may end at
+        self._end_ours: dict[str, dict[int, int]] = {}  # restricted endpoint → router hash → ends with it
 
     # --- mode ---------------------------------------------------------------------------------
     def is_precise(self, endpoint: str) -> bool:
@@ -39,8 +46,17 @@ class PreciseIndex:
 
     # --- reads --------------------------------------------------------------------------------
     def match(self, endpoint: str, hashes: Sequence[int]) -> int:
-        """Leading blocks of ``hashes`` (router hashes) the endpoint holds; stops at the first miss."""
-        return leading_blocks(self._ours.get(endpoint), hashes)
+        """Leading blocks of ``hashes`` (router hashes) the endpoint holds and can reuse: it stops at the first
+        miss, and on a restricted endpoint goes back to the last block a reused prefix may end at."""
+        n = leading_blocks(self._ours.get(endpoint), hashes)
+        ends = self._end_ours.get(endpoint)
+        if ends is not None:
+            while n and hashes[n - 1] not in ends:
+                n -= 1
+        return n
+
+    def is_restricted(self, endpoint: str) -> bool:
+        return endpoint in self._ends
 
     def router_hash(self, endpoint: str, engine_hash: int) -> int | None:
         return self._engine.get(endpoint, {}).get(engine_hash)
@@ -59,28 +75,58 @@ class PreciseIndex:
                 continue
             if old is not None:
                 self._release(ours, old)
+                if eh in self._ends.get(endpoint, ()):  # a different block now: not an end until marked
+                    self._ends[endpoint].discard(eh)
+                    self._release(self._end_ours[endpoint], old)
             engine[eh] = rh
             ours[rh] = ours.get(rh, 0) + 1
         if len(engine) > self.max_blocks:
             raise IndexFull(f"{endpoint} reports {len(engine)} cached blocks, more than the bound {self.max_blocks}")
+
+    def restrict(self, endpoint: str, restricted: bool) -> None:
+        """Whether the endpoint reuses prefixes only up to blocks named by ``mark_ends`` (none named yet)."""
+        if restricted:
+            self._ends[endpoint], self._end_ours[endpoint] = set(), {}
+        else:
+            self._ends.pop(endpoint, None)
+            self._end_ours.pop(endpoint, None)
+
+    def mark_ends(self, endpoint: str, engine_hashes: Iterable[int]) -> None:
+        """Blocks the (restricted) endpoint holds that a reused prefix may end at; unknown blocks are ignored."""
+        ends, engine = self._ends.get(endpoint), self._engine.get(endpoint, {})
+        if ends is None:
+            return
+        end_ours = self._end_ours[endpoint]
+        for eh in engine_hashes:
+            rh = engine.get(eh)
+            if rh is not None and eh not in ends:
+                ends.add(eh)
+                end_ours[rh] = end_ours.get(rh, 0) + 1
 
     def remove(self, endpoint: str, engine_hashes: Iterable[int]) -> None:
         engine = self._engine.get(endpoint)
         if not engine:
             return
         ours = self._ours[endpoint]
+        ends = self._ends.get(endpoint)
         for eh in engine_hashes:
             rh = engine.pop(eh, None)
             if rh is not None:
                 self._release(ours, rh)
+                if ends is not None and eh in ends:
+                    ends.discard(eh)
+                    self._release(self._end_ours[endpoint], rh)
 
     def clear(self, endpoint: str) -> None:
         """The engine holds nothing (restart, AllBlocksCleared) — or we no longer know what it holds."""
         self._engine.pop(endpoint, None)
         self._ours.pop(endpoint, None)
+        if endpoint in self._ends:
+            self.restrict(endpoint, True)
 
     def drop(self, endpoint: str) -> None:
         self.clear(endpoint)
+        self.restrict(endpoint, False)
         self._precise.discard(endpoint)
 
     @staticmethod
