@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -68,6 +69,10 @@ class TimedEmulator(K8sEmulator):
 
     busy: dict[str, list[tuple[float, float]]] = attrs.field(factory=lambda: defaultdict(list), init=False)
     added: dict[str, float] = attrs.field(factory=dict, init=False)  # MD name -> ADDED event emitted
+    # Children created per deployment, and when its 4th (StatefulSet + 2 Services + PDB) was: timed as each is
+    # created, so a deployment finished while the burst is still being applied is timed then.
+    children: Counter[str] = attrs.field(factory=Counter, init=False)
+    complete: dict[str, float] = attrs.field(factory=dict, init=False)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         start = time.monotonic()
@@ -83,6 +88,12 @@ class TimedEmulator(K8sEmulator):
         super()._emit(kind, type_, obj)
         if kind.plural == C.PLURAL and type_ == "ADDED":
             self.added[obj["metadata"]["name"]] = time.monotonic()
+        elif type_ == "ADDED" and kind.plural in CHILD_PLURALS and obj["metadata"].get("namespace") == "bench":
+            owner = (obj["metadata"].get("labels") or {}).get(C.LABEL_DEPLOYMENT)
+            if owner:
+                self.children[owner] += 1
+                if self.children[owner] == 4:
+                    self.complete[owner] = time.monotonic()
 
 
 def busy_within(spans: list[tuple[float, float]], start: float, end: float) -> float:
@@ -116,15 +127,7 @@ def operator_requests(emu: K8sEmulator, since: int) -> tuple[int, int, Counter[s
     return len(reqs), len(writes), kinds
 
 
-def children_count(emu: K8sEmulator) -> dict[str, int]:
-    """Children per deployment (StatefulSet + 2 Services + PDB = 4 when complete), one pass, no copies."""
-    counts: dict[str, int] = {}
-    for (gp, ns, _), obj in list(emu.store.items()):
-        if ns == "bench" and gp in ("apps/statefulsets", "/services", "policy/poddisruptionbudgets"):
-            owner = (obj["metadata"].get("labels") or {}).get(C.LABEL_DEPLOYMENT)
-            if owner:
-                counts[owner] = counts.get(owner, 0) + 1
-    return counts
+CHILD_PLURALS = frozenset({"statefulsets", "services", "poddisruptionbudgets"})  # 4 per deployment when complete
 
 
 async def loop_lag(samples: list[float], stop: asyncio.Event, period: float = 0.01) -> None:
@@ -202,7 +205,7 @@ async def metric(url: str, name: str) -> float:
     return sum(found) if found else float("nan")
 
 
-async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
+async def run(count: int, resync: float, quiet: int, code: Path, profile: str | None = None) -> Figures:
     async with TimedEmulator(strict=False) as emu, kmock.Server(emu) as srv:
         url = str(srv.url).rstrip("/")
         emu.declare(MD_KIND)
@@ -211,8 +214,10 @@ async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
         paths = [str(code / p) for p in COMPONENTS]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
         metrics_port = free_port()
+        # --profile: cProfile inside the operator, on only during the burst (SIGUSR1 .. SIGUSR2).
+        launch = [str(ROOT / "benchmarks" / "profiled_child.py"), profile] if profile else ["-m"]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "supernode.cli", "operator", "-A", "--standalone", "--server", url,
+            sys.executable, *launch, "supernode.cli", "operator", "-A", "--standalone", "--server", url,
             "--resync", str(resync), "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1",
             env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         lags: list[float] = []
@@ -224,6 +229,8 @@ async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
                 applied: dict[str, float] = {}
                 done: dict[str, float] = {}
                 lag_task = asyncio.create_task(loop_lag(lags, stop_lag))
+                if profile:
+                    proc.send_signal(signal.SIGUSR1)
                 cpu0 = (cpu_seconds(proc.pid), cpu_seconds())
                 t0 = time.monotonic()
                 for i in range(count):
@@ -232,14 +239,13 @@ async def run(count: int, resync: float, quiet: int, code: Path) -> Figures:
                     r = await c.post(f"/apis/{C.GROUP}/{C.VERSION}/namespaces/bench/{C.PLURAL}", json=md)
                     r.raise_for_status()
                     applied[md["metadata"]["name"]] = time.monotonic()
-                while len(done) < count and time.monotonic() - t0 < 300:
-                    counts = children_count(emu)
-                    for name in applied:
-                        if name not in done and counts.get(name) == 4:
-                            done[name] = time.monotonic()
+                while len(emu.complete) < count and time.monotonic() - t0 < 300:
                     await asyncio.sleep(0.02)
+                done.update({name: emu.complete[name] for name in applied if name in emu.complete})
                 total = time.monotonic() - t0
                 cpu_op, cpu_api = cpu_seconds(proc.pid) - cpu0[0], cpu_seconds() - cpu0[1]
+                if profile:
+                    proc.send_signal(signal.SIGUSR2)
                 stop_lag.set()
                 await lag_task
                 # Let status settle (pods ready → readyReplicas), then measure a quiet window.
@@ -331,14 +337,14 @@ def side_by_side(base: Figures, now: Figures, ref: str) -> None:
         print(f"{name:40} {b:10.1f} {n:10.1f} {b / n if n else float('nan'):23.2f}x")
 
 
-def main(count: int, resync: float, quiet: int, baseline: str | None) -> Figures:
+def main(count: int, resync: float, quiet: int, baseline: str | None, profile: str | None = None) -> Figures:
     base = None
     if baseline:
         with tempfile.TemporaryDirectory() as tmp:
             base = asyncio.run(run(count, resync, quiet, baseline_tree(baseline, Path(tmp))))
         report(base, f"baseline {baseline}")
         print()
-    now = asyncio.run(run(count, resync, quiet, ROOT))
+    now = asyncio.run(run(count, resync, quiet, ROOT, profile))
     report(now, "this tree")
     if base is not None:
         side_by_side(base, now, baseline or "")
@@ -353,6 +359,8 @@ if __name__ == "__main__":
                              "both side by side with ratios")
     parser.add_argument("--resync", type=float, default=5.0)
     parser.add_argument("--quiet", type=int, default=5, help="resync intervals in the no-op window")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile this tree's operator during the burst into FILE (python -m pstats FILE)")
     parser.add_argument("--smoke", action="store_true", help="a few seconds: 10 deployments, short windows")
     args = parser.parse_args()
     if args.smoke:
@@ -360,4 +368,4 @@ if __name__ == "__main__":
         if out.created != 10 or out.quiet_writes:
             sys.exit(f"smoke: children for {out.created}/10 deployments, {out.quiet_writes} no-op writes")
     else:
-        main(args.count, args.resync, quiet=args.quiet, baseline=args.baseline)
+        main(args.count, args.resync, quiet=args.quiet, baseline=args.baseline, profile=args.profile)

@@ -219,6 +219,22 @@ def test_a_quiet_node_is_looked_at_again_once_it_changes() -> None:
     assert book.node_view([tainted])[0]["spec"]["unschedulable"] is True
 
 
+def test_the_node_list_is_scanned_once_and_a_new_report_still_fences_at_once() -> None:
+    """The node informer hands out one list until a node changes: the planner's view of it is computed once
+    per list and per version of the reports, so a device report arriving later fences its node on the next
+    call, with the same list."""
+    book = HealthBook()
+    nodes = [k8s_node(f"n{i}", allocatable={RES: "16"}) for i in range(3)]
+    view = book.node_view(nodes)
+    assert book.node_view(nodes) is view and view == nodes and book.faults_on(nodes, list) == {}
+    book.record(ascend_report("n2").chips(16).fault("Ascend910-1", "SeparateNPU").configmap())
+    fenced = book.node_view(nodes)
+    assert fenced is not view and fenced[2]["spec"]["unschedulable"] is True and fenced[0] is nodes[0]
+    assert list(book.faults_on(nodes, list)) == ["n2"]
+    book.remove(f"{C.ASCEND_DEVICE_INFO_PREFIX}n2")
+    assert book.node_view(nodes) == nodes and book.faults_on(nodes, list) == {}
+
+
 def with_gpu_health(pod: dict[str, Any], **health: str) -> dict[str, Any]:
     """The kubelet's per-device health in the pod's status (KEP-4680), as GPU UUID → health."""
     pod.setdefault("status", {})["containerStatuses"] = [{"name": "engine", "allocatedResourcesStatus": [

@@ -165,3 +165,25 @@ async def test_a_new_deployment_is_created_without_listing_children_and_later_pa
         await c.patch(f"{MDS}/v4/scale", json={"spec": {"replicas": 2}}, headers=MERGE)
         await eventually(lambda: len(groups(emu)) == 2, what="the second group")
         assert sorted(child_lists(since)) == ["poddisruptionbudgets", "services", "statefulsets"]
+
+
+def test_deployment_gauges_follow_each_status_and_a_deleted_deployment_is_set_again_when_it_returns() -> None:
+    """observe() skips re-setting gauges whose values did not change; a change and a forget() still show."""
+    metrics = OperatorMetrics()
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"namespace": "llm", "deployment": "a", **labels})
+
+    ready = {"groups": [{"phase": "Ready"}], "placeableReplicas": 1,
+             "conditions": [{"type": C.COND_READY, "status": "True"}]}
+    metrics.observe("llm", "a", ready, 1)
+    metrics.observe("llm", "a", ready, 1)
+    assert gauge("supernode_operator_groups", phase="Ready") == 1
+    assert gauge("supernode_operator_condition", condition=C.COND_READY) == 1
+    metrics.observe("llm", "a", {**ready, "conditions": [{"type": C.COND_READY, "status": "False"}]}, 2)
+    assert gauge("supernode_operator_condition", condition=C.COND_READY) == 0
+    assert gauge("supernode_operator_desired_groups") == 2
+    metrics.forget("llm", "a")
+    assert gauge("supernode_operator_desired_groups") is None
+    metrics.observe("llm", "a", ready, 1)
+    assert gauge("supernode_operator_desired_groups") == 1, "after forget() the same values are exported again"

@@ -11,7 +11,7 @@ from k8s_emulator import K8sEmulator
 from operator_harness import eventually
 
 from supernode.operator.kube import KubeClient, load_access
-from supernode.operator.pod_informer import PodInformer
+from supernode.operator.pod_informer import NodeInformer, PodInformer
 
 
 def pod(name: str, ns: str = "llm", node: str | None = "n1") -> dict[str, Any]:
@@ -56,6 +56,32 @@ async def test_lists_then_follows_adds_changes_and_deletes_across_namespaces(k8s
             emu.close_watches()  # the server ends the stream: resumed from the last resourceVersion
             await emu.put_object(pod("c"))
             await eventually(lambda: names(informer) == ["llm/a", "llm/c"], what="c after the stream ended")
+    finally:
+        await client.close()
+
+
+async def test_the_pod_index_follows_the_informer_and_nodes_come_the_same_way(k8s: tuple[K8sEmulator, str]) -> None:
+    """Each pod change updates the PodIndex planning reads (devices held per node, the deployment's pods);
+    the node informer hands out one list until a node changes."""
+    emu, url = k8s
+    await emu.put_object(pod("a", node="n1"))
+    await emu.put_object({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"x": "1"}},
+                          "status": {"allocatable": {"huawei.com/Ascend910": "16"}}})
+    client = KubeClient(load_access(url))
+    try:
+        async with running(PodInformer(client, watch_timeout=5, retry_seconds=0.05)) as pods, \
+                running(NodeInformer(client, watch_timeout=5, retry_seconds=0.05)) as nodes:
+            await asyncio.wait_for(asyncio.gather(pods.synced.wait(), nodes.synced.wait()), 10)
+            assert pods.index.used == {"n1": {"huawei.com/Ascend910": 16}}
+            listed = nodes.nodes()
+            assert [n["metadata"]["name"] for n in listed] == ["n1"] and nodes.nodes() is listed
+            await emu.put_object(pod("b", node="n2"))
+            await eventually(lambda: pods.index.used.get("n2") == {"huawei.com/Ascend910": 16}, what="b counted")
+            await emu.delete_object("pods", "llm", "a")
+            await eventually(lambda: "n1" not in pods.index.used, what="a's devices freed")
+            await emu.patch_object("nodes", None, "n1", {"metadata": {"labels": {"x": "2"}}})
+            await eventually(lambda: nodes.nodes()[0]["metadata"]["labels"]["x"] == "2", what="n1 relabelled")
+            assert nodes.nodes() is not listed
     finally:
         await client.close()
 

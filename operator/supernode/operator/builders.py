@@ -10,8 +10,9 @@ the ModelDeployment, so deleting it deletes them.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
@@ -104,10 +105,14 @@ def _probes(md: ModelDeployment, role: str | None, pods: int) -> dict[str, Any]:
             f"urllib.request.urlopen('http://127.0.0.1:{port}/health',timeout=3)")]}}
     else:
         check = {"httpGet": {"path": "/health", "port": port}}
+    def fresh() -> dict[str, Any]:  # each probe its own copy (JSON-shaped: a round trip is a deep copy)
+        return cast(dict[str, Any], json.loads(blob))
+
+    blob = json.dumps(check)
     return {
-        "startupProbe": {**copy.deepcopy(check), "periodSeconds": 10, "failureThreshold": 360},  # load: up to 1 h
-        "readinessProbe": {**copy.deepcopy(check), "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {**copy.deepcopy(check), "periodSeconds": 15, "failureThreshold": 4, "timeoutSeconds": 5},
+        "startupProbe": {**fresh(), "periodSeconds": 10, "failureThreshold": 360},  # load: up to 1 h
+        "readinessProbe": {**fresh(), "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**fresh(), "periodSeconds": 15, "failureThreshold": 4, "timeoutSeconds": 5},
     }
 
 

@@ -24,7 +24,7 @@ from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.health_book import HealthBook
 from supernode.operator.kube import TRANSPORT_ERRORS, ApiError, KubeClient, load_access
 from supernode.operator.metrics import OperatorMetrics
-from supernode.operator.pod_informer import PodInformer
+from supernode.operator.pod_informer import NodeInformer, PodInformer
 from supernode.operator.reconcile import Reconciler
 from supernode.operator.scaler import Autoscaler, AutoscalerConfig
 
@@ -59,6 +59,15 @@ class OperatorConfig:
             raise ValueError("OperatorConfig: metrics_port with caller-owned metrics would bind the port twice")
 
 
+class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds an "essence" of every watched object on every event (a deep copy of the body, then JSON) to
+    detect changes for its change handlers. None are registered here (one event handler per kind does the
+    work, and it compares what it reads itself, triggers.py), so that essence is never used: an empty one."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+
 def _all(index: Mapping[Any, Iterable[Any]]) -> list[Any]:
     return [value for store in index.values() for value in store]
 
@@ -80,7 +89,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.enabled = False  # our Events are explicit; kopf's per-handler ones are noise
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=C.GROUP)
+        settings.persistence.diffbase_storage = _NoDiffBase(prefix=C.GROUP)
         # No handler needs a finalizer (no per-object timers or daemons, no delete handler); kopf removes
         # this one from objects that an older operator version put it on.
         settings.persistence.finalizer = C.FINALIZER
@@ -111,6 +120,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         memo.pods = PodInformer(memo.reconciler.client, watch_timeout=10 if config.fast else 300,
                                 retry_seconds=0.2 if config.fast else 1.0)
         memo.pod_watch = asyncio.create_task(memo.pods.run(), name="supernode-pods")
+        memo.reconciler.pod_index = memo.pods.index  # per-node usage and per-deployment pods, kept by the informer
+        memo.nodes = NodeInformer(memo.reconciler.client, watch_timeout=10 if config.fast else 300,
+                                  retry_seconds=0.2 if config.fast else 1.0)
+        memo.node_watch = asyncio.create_task(memo.nodes.run(), name="supernode-nodes")
         memo.autoscaler = None if config.autoscaler is None else Autoscaler(
             memo.reconciler.client, config.autoscaler, supernode_label=config.supernode_label,
             registry=memo.metrics.registry, lws=memo.reconciler.lws_installed)
@@ -119,7 +132,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler = getattr(memo, "reconciler", None)
         memo.stopping.set()  # handlers may still fire while kopf winds down: they return at once
-        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale", "pod_watch", "device_info_watch")]
+        tasks = [getattr(memo, name, None) for name in ("resync", "autoscale", "pod_watch", "node_watch",
+                                                        "device_info_watch")]
         for task in [*tasks, *list(getattr(memo, "retries", {}).values())]:
             if task is not None:
                 task.cancel()
@@ -134,22 +148,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if metrics is not None and getattr(memo, "owns_metrics", True):
             metrics.stop()
 
-    # Index functions are async on purpose: kopf runs sync handlers in a thread pool, one hop per event.
-    @kopf.index("nodes", id="nodes_idx", registry=registry)
-    async def nodes_idx(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        return {name: {"metadata": {"name": name, "labels": dict(body.metadata.labels)},
-                       "spec": dict(body.spec), "status": {k: body.status.get(k) for k in (
-                           "allocatable", "capacity", "conditions")}}}
-
     async def reconcile_one(body: Mapping[str, Any], memo: kopf.Memo, indices: Mapping[str, Any]) -> None:
         reconciler: Reconciler = memo.reconciler
         metrics: OperatorMetrics = memo.metrics
         meta = body.get("metadata") or {}
         pods: PodInformer = memo.pods
+        nodes: NodeInformer = memo.nodes
         await pods.synced.wait()  # never plan without every pod's devices counted
+        await nodes.synced.wait()
         started = time.monotonic()
         try:
-            result = await reconciler.reconcile(dict(body), lambda: _all(indices["nodes_idx"]), pods.pods)
+            result = await reconciler.reconcile(dict(body), nodes.nodes, pods.pods)
         except ApiError:
             metrics.reconciles.labels("api-error").inc()
             raise
@@ -279,7 +288,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 if not (body.get("spec") or {}).get("autoscaling"):
                     continue
                 try:
-                    await autoscaler.tick(body, _all(indices["nodes_idx"]), memo.pods.pods(), bodies)
+                    await autoscaler.tick(body, memo.nodes.nodes(), memo.pods.pods(), bodies)
                 except RETRYABLE as e:  # the next interval decides again
                     log.warning("autoscaling %s: %s", key, e)
                 except Exception:

@@ -41,6 +41,11 @@ class HealthBook:
     # id -> node version known to signal nothing; bounded: the nodes of the latest `faults_on` call
     _quiet_nodes: dict[int, Mapping[str, Any]] = field(default_factory=dict)
     _quiet_next: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    # Per node list (the node informer hands out one list until a node changes; lists are read-only):
+    # (the list, its length, positions of the nodes that signal something, position by name)
+    _scan: tuple[Sequence[Mapping[str, Any]], int, tuple[int, ...], dict[str, int]] | None = None
+    # (the list, its length, the book's version, the planner's view of it)
+    _view: tuple[Sequence[Mapping[str, Any]], int, int, list[Mapping[str, Any]]] | None = None
 
     def mark_recovering(self, key: tuple[str, str], until: float) -> None:
         self._recovering[key] = until
@@ -83,16 +88,29 @@ class HealthBook:
         report = self._reports.get(node)
         return report.faults if report else ()
 
+    def _scanned(self, nodes: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, ...], dict[str, int]]:
+        """Which nodes of this list signal something themselves, and where each name is: once per list."""
+        scan = self._scan
+        if scan is None or scan[0] is not nodes or scan[1] != len(nodes):
+            loud = tuple(i for i, node in enumerate(nodes) if not self._quiet(node))
+            where = {str((node.get("metadata") or {}).get("name") or ""): i for i, node in enumerate(nodes)}
+            self._quiet_nodes, self._quiet_next = self._quiet_next, {}
+            scan = self._scan = (nodes, len(nodes), loud, where)
+        return scan[2], scan[3]
+
     def faults_on(self, nodes: Iterable[Mapping[str, Any]], pods: Callable[[], Iterable[Mapping[str, Any]]],
                   tolerations: Sequence[Toleration] = ()) -> dict[str, tuple[DeviceFault, ...]]:
         """Every known fault per node name: the device plugin's reports plus what the Node objects say.
-        `pods`: all pods, read only when some node's NVIDIA allocatable dropped."""
+        `pods`: all pods, read only when some node's NVIDIA allocatable dropped. Only nodes with a report or
+        a signal of their own are looked at (which those are is worked out once per node list)."""
+        node_list = nodes if isinstance(nodes, list | tuple) else list(nodes)
+        loud, where = self._scanned(node_list)
+        look = sorted({*loud, *(where[name] for name in self._reports if name in where)})
         out: dict[str, tuple[DeviceFault, ...]] = {}
         held: dict[str, dict[str, int]] | None = None
-        for node in nodes:
+        for i in look:
+            node = node_list[i]
             name = str((node.get("metadata") or {}).get("name") or "")
-            if name not in self._reports and self._quiet(node):
-                continue
             status = node.get("status") or {}
             left, total = ((status.get(k) or {}).get(C.RESOURCE_NVIDIA) for k in ("allocatable", "capacity"))
             if held is None and left is not None and total is not None and left != total:
@@ -102,7 +120,6 @@ class HealthBook:
             faults = self.reported(name) + tuple(signals)
             if faults:
                 out[name] = faults
-        self._quiet_nodes, self._quiet_next = self._quiet_next, {}
         return out
 
     def _quiet(self, node: Mapping[str, Any], *, remember: bool = True) -> bool:
@@ -127,26 +144,31 @@ class HealthBook:
     def node_view(self, nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The nodes as the planner should see them: fenced ones unschedulable (never written to the cluster; a
         cordon, unlike a taint, no toleration lets a new group past). Unchanged nodes are passed through as the
-        same objects, so parse caches keep working."""
-        out: list[Mapping[str, Any]] = []
+        same objects, so parse caches keep working; the same list (read-only) comes back while neither the node
+        list nor the known faults changed."""
+        node_list = nodes if isinstance(nodes, list | tuple) else list(nodes)
+        cached = self._view
+        if cached is not None and cached[0] is node_list and cached[1] == len(node_list) and cached[2] == self.version:
+            return cached[3]
+        loud, where = self._scanned(node_list)
+        look = {*loud, *(where[name] for name in self._reports if name in where)}
+        out: list[Mapping[str, Any]] = list(node_list)
         views: dict[int, tuple[Mapping[str, Any], int, Mapping[str, Any]]] = {}
-        for node in nodes:
+        for i in look:
+            node = node_list[i]
             name = str((node.get("metadata") or {}).get("name") or "")
-            if name not in self._reports and self._quiet(node, remember=False):
-                out.append(node)
-                continue
             faults = self.reported(name) + tuple(node_signals(node, conditions=self.conditions, held={}))
             if not fenced(faults):
-                out.append(node)
                 continue
-            cached = self._views.get(id(node))
-            if cached is not None and cached[0] is node and cached[1] == self.version:
-                view = cached[2]
+            old = self._views.get(id(node))
+            if old is not None and old[0] is node and old[1] == self.version:
+                view = old[2]
             else:
                 view = {**node, "spec": {**(node.get("spec") or {}), "unschedulable": True}}
             views[id(node)] = (node, self.version, view)
-            out.append(view)
+            out[i] = view
         self._views = views  # bounded: the fenced nodes of the latest call
+        self._view = (node_list, len(node_list), self.version, out)
         return out
 
 

@@ -18,7 +18,9 @@ from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.api.pools import pool_name
 from supernode.operator import naming as N
+from supernode.operator.cluster_index import NodeIndex, PodIndex, lost_nodes
 from supernode.operator.inventory import inventory_from_k8s
+from supernode.operator.nodepool import CapacityMemo
 from supernode.operator.observe import GroupState, group_states
 from supernode.operator.planner import plan as make_plan
 from supernode.operator.types import CapacityVerdict, Inventory, Plan
@@ -72,11 +74,14 @@ def group_key(pod: Pod) -> tuple[str, str]:
 
 
 def live_reservations(reservations: Iterable[Reservation], pods: Iterable[Pod], now: float,
-                      ttl: float) -> list[Reservation]:
-    """The reservations still needed: not older than `ttl` and whose group has no pod in `pods` yet."""
+                      ttl: float, *, index: PodIndex | None = None) -> list[Reservation]:
+    """The reservations still needed: not older than `ttl` and whose group has no pod in `pods` yet
+    (`index`: the same pods, indexed; then `pods` is not read)."""
     young = [r for r in reservations if now - r.since <= ttl]
     if not young:
         return []
+    if index is not None:
+        return [r for r in young if not index.has_group((r.namespace, r.deployment, r.pool, r.index, r.revision))]
     seen = {(m.get("namespace"), (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT), N.pool_of(p), *group_key(p))
             for p in pods if (m := p.get("metadata") or {})}
     return [r for r in young if (r.namespace, r.deployment, r.pool, r.index, r.revision) not in seen]
@@ -96,16 +101,6 @@ def own_pods(pods: Iterable[Pod], namespace: str, deployment: str, pool: str = "
             and (m.get("labels") or {}).get(C.LABEL_DEPLOYMENT) == deployment and N.pool_of(p) == pool]
 
 
-def lost_nodes(nodes: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """Nodes whose Ready condition is not True (their pods count as failed)."""
-    out = set()
-    for node in nodes:
-        ready = [c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
-        if ready and ready[0].get("status") != "True":
-            out.add(str(node["metadata"]["name"]))
-    return frozenset(out)
-
-
 @dataclass(frozen=True, slots=True)
 class PlanInputs:
     revision: str
@@ -118,14 +113,33 @@ class PlanInputs:
 InventoryFn = Callable[[Iterable[Mapping[str, Any]], Iterable[Pod]], Inventory]
 
 
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """The nodes and pods a pass is handed, indexed (cluster_index.py): the same plan in O(what changed)."""
+
+    nodes: NodeIndex  # synced to the `nodes` list the pass plans on
+    pods: PodIndex  # holds exactly the `pods` list the pass plans on
+    capacity: CapacityMemo | None = None  # the planner's node filtering and capacity index, kept across passes
+
+    @property
+    def exact(self) -> bool:
+        """Malformed inputs put notes (naming list positions) into the plan: those take the full path."""
+        return not (self.nodes.malformed or self.pods.malformed)
+
+
 def planning_inputs(md: ModelDeployment, nodes: Sequence[Mapping[str, Any]], pods: Sequence[Pod],
                     workloads: Sequence[Mapping[str, Any]], reservations: Iterable[Reservation], *,
-                    supernode_label: str | None = None, inventory: InventoryFn = inventory_from_k8s) -> PlanInputs:
+                    supernode_label: str | None = None, inventory: InventoryFn = inventory_from_k8s,
+                    indexed: Indexed | None = None) -> PlanInputs:
     """Everything one reconcile decides from, given what was read (no I/O). `inventory`: how nodes + pods
-    become an Inventory (the operator passes `InventoryCache.inventory`, same result, parsed once)."""
+    become an Inventory (the operator passes `InventoryCache.inventory`, same result, parsed once);
+    `indexed`: the same nodes and pods, indexed (the operator's informers keep it): same result, without
+    reading every pod and node."""
     ns, label, pool = md.metadata.namespace or "default", N.label_value(md.metadata.name), pool_name(md)
-    mine = own_pods(pods, ns, label, pool)
-    groups = group_states([w for w in workloads if N.pool_of(w) == pool], mine, lost_nodes(nodes))
+    fast = indexed is not None and indexed.exact
+    mine = indexed.pods.of_deployment(ns, label, pool) if indexed and fast else own_pods(pods, ns, label, pool)
+    lost = indexed.nodes.lost if indexed and fast else lost_nodes(nodes)
+    groups = group_states([w for w in workloads if N.pool_of(w) == pool], mine, lost)
     rev = N.revision(md)
     n = md.spec.replicas
     current = {g.index: g for g in groups if not g.draining and g.revision == rev and g.index < n}
@@ -133,13 +147,19 @@ def planning_inputs(md: ModelDeployment, nodes: Sequence[Mapping[str, Any]], pod
                 if g.nodes}
     # This deployment's current groups are being (re)placed; every other pod holds its devices.
     keep = {(str(i), rev) for i in current}
-    mine_ids = {id(p) for p in mine}
-    others = [p for p in pods if not (id(p) in mine_ids and group_key(p) in keep)]
-    others += placeholders(reservations, ns, label, pool)
-    plan = make_plan(md, inventory(nodes, others), existing, supernode_label=supernode_label)
-    capacity = plan.capacity
-    if any(g.revision != rev for g in groups):
+    held = placeholders(reservations, ns, label, pool)
+    rolling = any(g.revision != rev for g in groups)
+    if indexed and fast:
+        kept = [p for p in mine if group_key(p) in keep]
+        plan = make_plan(md, indexed.nodes.inventory(indexed.pods, kept, held), existing,
+                         supernode_label=supernode_label, memo=indexed.capacity)
         # Mid-rollout the old groups hold devices they will give back: capacity is judged without them.
-        free = inventory(nodes, [p for p in others if id(p) not in mine_ids])
-        capacity = make_plan(md, free, existing, supernode_label=supernode_label).capacity
+        free = indexed.nodes.inventory(indexed.pods, mine, held) if rolling else None
+    else:
+        mine_ids = {id(p) for p in mine}
+        others = [p for p in pods if not (id(p) in mine_ids and group_key(p) in keep)] + held
+        plan = make_plan(md, inventory(nodes, others), existing, supernode_label=supernode_label)
+        free = inventory(nodes, [p for p in others if id(p) not in mine_ids]) if rolling else None
+    capacity = plan.capacity if free is None else make_plan(md, free, existing,
+                                                           supernode_label=supernode_label).capacity
     return PlanInputs(revision=rev, mine=mine, groups=groups, plan=plan, capacity=capacity)

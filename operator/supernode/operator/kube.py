@@ -90,6 +90,16 @@ class KubeClient:
         """Pod watch events cluster-wide from `resource_version`, until the server ends the stream."""
         return self._rest.watch(PODS, None, resource_version, timeout_s)
 
+    @needs(("", ["nodes"], ["list", "watch"]))
+    async def list_nodes(self) -> tuple[list[dict[str, Any]], str]:
+        """Every node, and the resourceVersion to watch from."""
+        return await self._rest.list(NODES, None)
+
+    @needs(("", ["nodes"], ["list", "watch"]))
+    def watch_nodes(self, resource_version: str, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+        """Node watch events from `resource_version`, until the server ends the stream."""
+        return self._rest.watch(NODES, None, resource_version, timeout_s)
+
     @needs(("", ["configmaps"], ["list", "watch"]))
     async def list_configmaps(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         """The ConfigMaps of one namespace (the device plugin's reports in kube-system), and the version."""
@@ -123,9 +133,15 @@ class KubeClient:
                 raise
 
     @needs((C.GROUP, [f"{C.PLURAL}/status"], ["get", "patch", "update"]))
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._rest.patch(MODEL_DEPLOYMENTS, namespace, name, {"status": status},
-                                                        sub="status")
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
+        """Merge-patch a ModelDeployment's status. With `resource_version` (what the writer read) the API server
+        refuses the patch (409) when the object changed since: lists such as `conditions` are replaced whole,
+        so a writer that read before another one wrote would otherwise drop that writer's entries."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        result: dict[str, Any] = await self._rest.patch(MODEL_DEPLOYMENTS, namespace, name, body, sub="status")
         return result
 
     @needs(("", ["events"], ["create"]), ("events.k8s.io", ["events"], ["create"]))

@@ -18,6 +18,8 @@ PHASES = ("Pending", "Starting", "Ready", "Restarting", "Draining", "Failed")
 class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # What observe() last set per deployment (bounded: forget() drops a deleted one's entry).
+        self._observed: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.reconciles = Counter("supernode_operator_reconciles_total", "Reconcile passes by result.",
                                   ["result"], registry=self.registry)
         self.skipped = Counter("supernode_operator_reconcile_skipped_total",
@@ -67,16 +69,22 @@ class OperatorMetrics:
         phases = {p: 0 for p in PHASES}
         for g in status.get("groups") or []:
             phases[g.get("phase", "Pending")] = phases.get(g.get("phase", "Pending"), 0) + 1
+        conditions = tuple((c["type"], 1 if c["status"] == "True" else 0) for c in status.get("conditions") or []
+                           if c["type"] in C.CONDITION_TYPES)
+        values = (tuple(phases.items()), desired, status.get("placeableReplicas", 0), conditions)
+        if self._observed.get((namespace, name)) == values:
+            return  # most passes change nothing: setting a dozen labelled gauges again is not free
+        self._observed[(namespace, name)] = values
         for phase, count in phases.items():
             self.groups.labels(namespace, name, phase).set(count)
         self.desired.labels(namespace, name).set(desired)
-        self.placeable.labels(namespace, name).set(status.get("placeableReplicas", 0))
-        for c in status.get("conditions") or []:
-            if c["type"] in C.CONDITION_TYPES:
-                self.condition.labels(namespace, name, c["type"]).set(1 if c["status"] == "True" else 0)
+        self.placeable.labels(namespace, name).set(values[2])
+        for kind, value in conditions:
+            self.condition.labels(namespace, name, kind).set(value)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted deployment's series."""
+        self._observed.pop((namespace, name), None)
         series: list[tuple[Gauge, tuple[str, ...]]] = [(self.groups, (namespace, name, p)) for p in PHASES]
         series += [(self.desired, (namespace, name)), (self.placeable, (namespace, name))]
         series += [(self.condition, (namespace, name, c)) for c in C.CONDITION_TYPES]

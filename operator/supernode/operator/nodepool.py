@@ -7,8 +7,9 @@ pods are placed so choosing a supernode costs O(supernodes), not O(nodes).
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from supernode.api import constants as C
@@ -101,36 +102,72 @@ class CapacityIndex:
     """Free devices per node and free pod room per domain, updated as pods are placed."""
 
     def __init__(
-        self, nodes: Iterable[NodeInfo], eligible: set[str], label_key: str | None, resource: str | None,
-        per_pod: int,
+        self, nodes: Iterable[NodeInfo], eligible: set[str] | Container[str], label_key: str | None,
+        resource: str | None, per_pod: int,
     ):
         """`nodes`: every known node (kept groups may sit on any); domains hold only `eligible` ones."""
         self.per_pod = per_pod
         self.resource = resource
+        self.label_key = label_key
         self.free: dict[str, int] = {}
         self.supernode_of: dict[str, str | None] = {}
         self.domains: dict[str, Domain] = {}
         self.domain_of: dict[str, str] = {}
+        self._owned: set[str] | None = None  # a fork: the domains it copied (others are shared, read-only)
         for node in nodes:
-            name = node.name
-            if resource is None:
-                free = UNBOUNDED
-            else:
-                free = max(0, node.allocatable.get(resource, 0) - node.used.get(resource, 0))
-            self.free[name] = free
-            sn = (node.labels.get(label_key) or None) if label_key else None
-            self.supernode_of[name] = sn
-            if name not in eligible:
-                continue
-            key = sn if sn else f"node/{name}"
-            domain = self.domains.get(key)
-            if domain is None:
-                domain = self.domains[key] = Domain(key=key, supernode=sn, nodes=[])
-            domain.nodes.append(name)
-            domain.room += free // per_pod if per_pod else UNBOUNDED
-            self.domain_of[name] = key
+            self.add(node, node.name in eligible, sort=False)
         for domain in self.domains.values():
             domain.nodes.sort()
+
+    def add(self, node: NodeInfo, eligible: bool, *, sort: bool = True) -> None:
+        """One more node (its name not indexed yet)."""
+        name, resource = node.name, self.resource
+        free = UNBOUNDED if resource is None else max(0, node.allocatable.get(resource, 0) - node.used.get(resource, 0))
+        self.free[name] = free
+        sn = (node.labels.get(self.label_key) or None) if self.label_key else None
+        self.supernode_of[name] = sn
+        if not eligible:
+            return
+        key = sn if sn else f"node/{name}"
+        domain = self._domain(key)
+        if domain is None:
+            domain = self.domains[key] = Domain(key=key, supernode=sn, nodes=[])
+            if self._owned is not None:
+                self._owned.add(key)
+        if sort:
+            bisect.insort(domain.nodes, name)
+        else:
+            domain.nodes.append(name)
+        domain.room += free // self.per_pod if self.per_pod else UNBOUNDED
+        self.domain_of[name] = key
+
+    def remove(self, name: str) -> None:
+        """Forget a node (`add` it again with what changed)."""
+        key = self.domain_of.pop(name, None)
+        domain = self._domain(key) if key is not None else None
+        if domain is not None:
+            domain.room -= self.free[name] // self.per_pod if self.per_pod else UNBOUNDED
+            domain.nodes.remove(name)
+            if not domain.nodes:
+                del self.domains[domain.key]
+        self.free.pop(name, None)
+        self.supernode_of.pop(name, None)
+
+    def fork(self) -> CapacityIndex:
+        """A copy to place pods on; this index is left as it is (domains are copied when first changed)."""
+        out = CapacityIndex.__new__(CapacityIndex)
+        out.per_pod, out.resource, out.label_key = self.per_pod, self.resource, self.label_key
+        out.free, out.supernode_of = dict(self.free), dict(self.supernode_of)
+        out.domains, out.domain_of = dict(self.domains), dict(self.domain_of)
+        out._owned = set()
+        return out
+
+    def _domain(self, key: str) -> Domain | None:
+        domain = self.domains.get(key)
+        if domain is not None and self._owned is not None and key not in self._owned:
+            domain = self.domains[key] = Domain(domain.key, domain.supernode, list(domain.nodes), domain.room)
+            self._owned.add(key)
+        return domain
 
     def room(self, node: str) -> int:
         """Pods of this deployment `node` can still take."""
@@ -139,10 +176,55 @@ class CapacityIndex:
         return self.free.get(node, 0) // self.per_pod
 
     def take(self, node: str, pods: int) -> None:
-        domain = self.domains.get(self.domain_of.get(node, ""))
+        domain = self._domain(self.domain_of.get(node, ""))
         if domain is not None:
             domain.room -= self.room(node)
         if self.per_pod:
             self.free[node] -= pods * self.per_pod
         if domain is not None:
             domain.room += self.room(node)
+
+
+class CapacityMemo:
+    """The nodes' exclusions and capacity index of the last plans, per node filter, updated node by node.
+
+    Consecutive plans see nearly the same nodes: the operator's inventory hands out the same `NodeInfo`
+    object for a node until its labels, taints, readiness or usage change. So instead of filtering and
+    indexing every node per plan, the index of the previous node tuple is patched where a position holds
+    another object. Bounded: the `size` filters used last."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._by_filter: dict[Hashable, tuple[tuple[NodeInfo, ...], dict[str, str], CapacityIndex]] = {}
+
+    def index(self, nodes: tuple[NodeInfo, ...], key: Hashable, why_not: Callable[[NodeInfo], str | None],
+              label_key: str | None, resource: str | None, per_pod: int) -> tuple[dict[str, str], CapacityIndex]:
+        """(why each excluded node is, a fresh fork of the index over `nodes`): what building them anew gives."""
+        key = (key, label_key, resource, per_pod)
+        last = self._by_filter.pop(key, None)
+        changed = None if last is None or len(last[0]) != len(nodes) else [
+            i for i, (a, b) in enumerate(zip(last[0], nodes, strict=True)) if a is not b]
+        if last is None or changed is None or len(changed) * 4 > len(nodes) or any(
+                last[0][i].name != nodes[i].name for i in changed):
+            excluded = {n.name: why for n in nodes if (why := why_not(n)) is not None}
+            index = CapacityIndex(nodes, {n.name for n in nodes} - set(excluded), label_key, resource, per_pod)
+        else:
+            _, excluded, index = last
+            for i in changed:
+                node = nodes[i]
+                index.remove(node.name)
+                excluded.pop(node.name, None)
+                if (why := why_not(node)) is not None:
+                    excluded[node.name] = why
+                index.add(node, why is None)
+        self._by_filter[key] = (nodes, excluded, index)
+        while len(self._by_filter) > self.size:  # least recently used goes
+            del self._by_filter[next(iter(self._by_filter))]
+        return dict(excluded), index.fork()
+
+
+def filter_key(spec: ModelDeploymentSpec) -> Hashable:
+    """What `node_filter(spec, ...)` depends on, hashable (CapacityMemo's key)."""
+    return (tuple(spec.placement.node_selector.items()),  # in order: the first mismatch is the one reported
+            tuple((t.key, t.operator, t.value, t.effect) for t in spec.placement.tolerations),
+            spec.accelerator.type.value)

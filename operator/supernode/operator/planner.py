@@ -18,7 +18,15 @@ from supernode.api import constants as C
 from supernode.api.models import VISIBLE_DEVICES_ENV, ModelDeployment, SupernodePolicy
 from supernode.api.pools import pool_name, pool_views
 from supernode.api.supernodes import supernode_label_key
-from supernode.operator.nodepool import CapacityIndex, Domain, node_filter, resource_name, summarize_exclusions
+from supernode.operator.nodepool import (
+    CapacityIndex,
+    CapacityMemo,
+    Domain,
+    filter_key,
+    node_filter,
+    resource_name,
+    summarize_exclusions,
+)
 from supernode.operator.types import (
     CapacityVerdict,
     ExistingBindings,
@@ -36,12 +44,14 @@ def plan(
     existing: ExistingBindings | None = None,
     *,
     supernode_label: str | None = None,
+    memo: CapacityMemo | None = None,
 ) -> Plan:
     """Place `md.spec.replicas` groups on `inventory`, keeping still-valid `existing` bindings.
 
     `inventory` must not count this deployment's own pods as used (see `inventory_from_k8s(...,
     exclude_deployment=)`). `supernode_label` is the operator-wide Ascend SuperPoD label key; a
-    spec's `placement.supernodeLabel` wins over it.
+    spec's `placement.supernodeLabel` wins over it. `memo`: the node filtering and capacity index of earlier
+    plans, patched where `inventory` differs from theirs (the same plan, in O(changed nodes)).
     """
     pool = pool_name(md)  # a deployment with several pools is planned one view at a time
     spec = md.spec
@@ -52,9 +62,11 @@ def plan(
     policy = spec.placement.supernode
     by_name = {node.name: node for node in inventory.nodes}
     why_not = node_filter(spec, resource)
-    excluded = {n.name: why for n in inventory.nodes if (why := why_not(n)) is not None}
-    eligible = set(by_name) - set(excluded)
-    index = CapacityIndex(inventory.nodes, eligible, label_key, resource, per_pod)
+    if memo is not None:
+        excluded, index = memo.index(inventory.nodes, filter_key(spec), why_not, label_key, resource, per_pod)
+    else:
+        excluded = {n.name: why for n in inventory.nodes if (why := why_not(n)) is not None}
+        index = CapacityIndex(inventory.nodes, set(by_name) - set(excluded), label_key, resource, per_pod)
     own: Counter[str] = Counter()  # this deployment's groups per domain (spreading)
     notes: list[str] = []
     placed: dict[int, GroupPlan] = {}

@@ -12,7 +12,7 @@ from supernode.operator.ranktable_objects import RankTableError, group_configmap
 
 
 class Pass(Protocol):
-    """What of a reconcile pass this needs (reconcile._Run)."""
+    """What of a reconcile pass this needs (reconcile._Run, an executor.Executor)."""
 
     client: KubeClient
     ns: str

@@ -1,9 +1,9 @@
-"""The executor: observe → plan → decide → apply, for one ModelDeployment.
+"""One reconcile pass: observe → plan → decide, then the executor's writes, for one ModelDeployment.
 
-All decisions come from pure modules (planner, builders, rollout, lifecycle, status); this module only
-reads the inputs it is given (kopf indices) or lists children, then writes through `KubeClient`.
-A reconcile with nothing to change performs zero writes: objects are compared by the hash of their
-last-applied manifest, status only when it differs.
+All decisions come from pure modules (inputs, planner, builders, rollout, lifecycle, status); this module
+reads what it is given (the informers' nodes and pods, their indexes) or lists children, plans under the
+operator-wide lock, and hands the result to `executor.Executor`, which only writes. `Reconciler` holds
+what lives between passes: locks, reservations, the planning indexes, the last status written.
 """
 
 from __future__ import annotations
@@ -20,51 +20,35 @@ from pydantic import ValidationError
 from supernode.api import constants as C
 from supernode.api.capabilities import engine_shape_problem
 from supernode.api.models import ModelDeployment
-from supernode.api.pools import PoolView, pool_name, pool_views
-from supernode.operator import builders, lifecycle, rollout
+from supernode.api.pools import PoolView, pool_views
 from supernode.operator import naming as N
+from supernode.operator import rollout
+from supernode.operator.cluster_index import NodeIndex, PodIndex
+from supernode.operator.executor import Executor, Result, resource_version
 from supernode.operator.fault_repair import FaultRepair, decide_repairs
 from supernode.operator.faults import POD_HEALTH
-from supernode.operator.group_secrets import GroupKeys, referenced_secrets
+from supernode.operator.group_secrets import GroupKeys
 from supernode.operator.health_book import HealthBook
-from supernode.operator.inputs import Reservation, live_reservations, lost_nodes, own_pods, planning_inputs
+from supernode.operator.inputs import Indexed, Reservation, live_reservations, lost_nodes, own_pods, planning_inputs
 from supernode.operator.inventory_cache import InventoryCache
 from supernode.operator.kube import (
-    CHILD_KINDS,
     LWS,
     NETWORK_POLICIES,
     PDBS,
-    PODS,
-    SECRETS,
     SERVICES,
     STATEFULSETS,
-    ApiError,
     KubeClient,
     Res,
 )
-from supernode.operator.observe import GroupState, format_time, group_states
-from supernode.operator.pool_pass import PoolPass, event_prefix, observed, pool_facts, removed_pools
+from supernode.operator.nodepool import CapacityMemo
+from supernode.operator.observe import group_states
+from supernode.operator.pool_pass import PoolPass, observed, pool_facts, removed_pools
 from supernode.operator.ranktable_objects import needs_rank_table
 from supernode.operator.ranktable_sync import sync_rank_tables
-from supernode.operator.status import Facts, compute_status
 from supernode.operator.triggers import PassFilter, pass_inputs
-from supernode.operator.types import Plan
 
-WORKLOADS = frozenset({LWS.kind, STATEFULSETS.kind})  # the kinds whose pods read the group Secret
 RECOVERY_WATCH_S = 900.0  # after a device-fault repair, pod events reconcile the deployment this long
 log = logging.getLogger("supernode.operator")
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    writes: int
-    status: dict[str, Any] | None = None  # the status computed this pass (metrics)
-    desired: int = 0
-    repairs: tuple[str, ...] = ()  # device-fault actions taken this pass (metrics)
-    # Levels of the faults read from the repaired pods' own status (no device-plugin report names them,
-    # so they are counted as reported here, once: the repair fences the group off for later passes).
-    pod_faults: tuple[str, ...] = ()
-
 
 def spec_error(exc: ValidationError) -> str:
     """The first validation problem, naming the field the way users write it (`spec.engine.type: ...`)."""
@@ -98,13 +82,17 @@ class Reconciler:
     # One pass per object at a time (kopf handlers and the resync loop may both reach one object).
     _object_locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
     # Status we last wrote per object (resourceVersion, status): a watch event may still carry the older one.
-    _written: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False)
+    written: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False)
     # Devices promised to groups just created whose pods the pod index does not show yet.
     _reserved: dict[tuple[str, str], Reservation] = field(default_factory=dict, init=False)
     _inventory: InventoryCache = field(default_factory=InventoryCache, init=False)  # nodes/pods parsed once
+    # The pods of the `pods` source, indexed and kept current by their informer (None: plan from the lists).
+    pod_index: PodIndex | None = None
+    _node_index: NodeIndex = field(default_factory=NodeIndex, init=False)  # the planner's node list, parsed once
+    _capacity: CapacityMemo = field(default_factory=CapacityMemo, init=False)  # node filter + index, incremental
     health: HealthBook = field(default_factory=HealthBook)  # device faults (fed by the health watch handlers)
     _last_pass: dict[str, float] = field(default_factory=dict, init=False)  # uid -> when its last pass started
-    _reported: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # rank-table problems posted
+    reported: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # rank-table problems posted
     # Passes in flight at once. Waiters queue first come, first served, so under a burst the operator
     # finishes the deployments it started instead of advancing all of them a little at a time.
     concurrent_passes: int = 8
@@ -112,8 +100,8 @@ class Reconciler:
     passes: PassFilter = field(default_factory=PassFilter, init=False)  # inputs of each last completed pass
 
     def forget(self, uid: str) -> None:
-        self._reported = {k: v for k, v in self._reported.items() if k[0] != uid}
-        self._written.pop(uid, None)
+        self.reported = {k: v for k, v in self.reported.items() if k[0] != uid}
+        self.written.pop(uid, None)
         self._object_locks.pop(uid, None)
         self._last_pass.pop(uid, None)
         self.passes.forget(uid)
@@ -132,7 +120,7 @@ class Reconciler:
 
     def reservations(self, pods: Iterable[Mapping[str, Any]], now: float) -> list[Reservation]:
         """The reservations still needed (expired ones and those whose pods appeared are dropped)."""
-        live = live_reservations(self._reserved.values(), pods, now, self.reservation_ttl)
+        live = live_reservations(self._reserved.values(), pods, now, self.reservation_ttl, index=self.pod_index)
         self._reserved = {r.key: r for r in live}
         return live
 
@@ -158,31 +146,22 @@ class Reconciler:
             return result
 
 
-class _Run:
-    """One reconcile pass; counts its writes."""
+
+class _Run(Executor):
+    """One reconcile pass: reads, plans, then the executor's writes."""
 
     def __init__(self, owner: Reconciler, body: dict[str, Any]) -> None:
-        self.r, self.client, self.body = owner, owner.client, body
-        self.meta = body["metadata"]
-        self.uid = str(self.meta.get("uid", self.meta["name"]))
-        self.ns, self.name = self.meta.get("namespace") or "default", self.meta["name"]
-        self.now = owner.clock()
-        self.writes = 0
-        self.status_out: dict[str, Any] | None = None
+        super().__init__(owner, body)
+        self.owner = owner
         self.unborn = False  # never reconciled: no children to list
         self.repairs: tuple[str, ...] = ()
         self.pod_faults: tuple[str, ...] = ()
 
-    async def _event(self, type_: str, reason: str, message: str) -> None:
-        log.info("%s/%s %s: %s", self.ns, self.name, reason, message)
-        await self.client.post_event(self.body, type_, reason, message)
-        self.writes += 1
-
     async def execute(self, nodes: Source, pods: Source) -> Result:
         previous = self.body.get("status") or {}
-        written = self.r._written.get(self.uid)
-        if written and written[0] > _rv(self.meta):
-            previous = written[1]
+        written = self.owner.written.get(self.uid)
+        if written and written[0] > resource_version(self.meta):
+            previous, self.basis = written[1], str(written[0])  # our last write is newer than this event
         try:
             md = ModelDeployment.from_obj({k: self.body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         except ValidationError as exc:
@@ -193,7 +172,7 @@ class _Run:
         for view in views:
             if problem := engine_shape_problem(view.md.spec):
                 return await self._invalid(f"pool {view.name}: {problem}" if view.name else problem, previous)
-        lws = await self.r.lws_installed()
+        lws = await self.owner.lws_installed()
         selector = N.selector_string({C.LABEL_DEPLOYMENT: N.label_value(self.name)})
         kinds: tuple[Res, ...] = (LWS if lws else STATEFULSETS, SERVICES, PDBS)
         kinds += (NETWORK_POLICIES,) if self.r.network_policies else ()
@@ -202,10 +181,14 @@ class _Run:
         workloads, services, pdbs = listed[:3]
         policies = listed[3] if len(listed) > 3 else []
         workloads = await self._repair_faults(md, workloads, lws, nodes, pods)
-        async with self.r._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
-            all_pods = list(pods())
-            all_nodes = self.r.health.node_view(nodes())  # nodes with a failing device take no new group
-            passes = [self._plan_pool(view, all_nodes, all_pods, workloads) for view in views]
+        async with self.owner._plan_lock:  # pure decisions on the latest pods + reservations; no I/O inside
+            all_pods = _listed(pods())
+            all_nodes = self.owner.health.node_view(nodes())  # nodes with a failing device take no new group
+            indexed = None
+            if self.owner.pod_index is not None:
+                self.owner._node_index.sync(all_nodes)
+                indexed = Indexed(self.owner._node_index, self.owner.pod_index, self.owner._capacity)
+            passes = [self._plan_pool(view, all_nodes, all_pods, workloads, indexed) for view in views]
             removed = removed_pools(md, workloads, all_pods, all_nodes, {pp.pool for pp in passes}, self.now)
 
         exhausted = [why for pp in passes for why in await self._gang(pp.md, pp.inputs.groups, lws)]
@@ -234,8 +217,8 @@ class _Run:
                              pods: Source) -> list[dict[str, Any]]:
         """Groups with a failing device are fenced off from routing and repaired (fault_repair.py); returns the
         workloads as planning should see them (rebuilt groups gone, drained ones marked)."""
-        node_list = list(nodes())
-        faults_on = self.r.health.faults_on(node_list, pods, md.spec.placement.tolerations)
+        node_list = _listed(nodes())
+        faults_on = self.owner.health.faults_on(node_list, pods, md.spec.placement.tolerations)
         if not faults_on:  # the common case: one cheap look at the nodes, none at the pods
             return workloads
         mine = own_pods(list(pods()), self.ns, N.label_value(self.name))
@@ -247,18 +230,19 @@ class _Run:
                             lambda name: self._delete_group(name, lws))
         deleted, patched = await fixer.apply(repairs, md)
         # Until the repaired group is back, its pods' events reconcile this deployment (health_watch.py).
-        self.r.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
+        self.owner.health.mark_recovering((self.ns, N.label_value(self.name)), self.now + RECOVERY_WATCH_S)
         self.writes += fixer.writes
         self.repairs = tuple(r.action for r in repairs)
         self.pod_faults = tuple(f.level for r in repairs for f in r.fault.faults if f.source == POD_HEALTH)
         return [patched.get(w["metadata"]["name"], w) for w in workloads if w["metadata"]["name"] not in deleted]
 
     def _plan_pool(self, view: PoolView, nodes: list[Mapping[str, Any]], pods: list[Mapping[str, Any]],
-                   workloads: list[dict[str, Any]]) -> PoolPass:
+                   workloads: list[dict[str, Any]], indexed: Indexed | None) -> PoolPass:
         """Plan one pool and pick its rollout step; its new groups are reserved before the next pool plans."""
         md = view.md
-        inputs = planning_inputs(md, nodes, pods, workloads, self.r.reservations(pods, self.now),
-                                 supernode_label=self.r.supernode_label, inventory=self.r._inventory.inventory)
+        inputs = planning_inputs(md, nodes, pods, workloads, self.owner.reservations(pods, self.now),
+                                 supernode_label=self.owner.supernode_label, inventory=self.owner._inventory.inventory,
+                                 indexed=indexed)
         rev, plan, groups = inputs.revision, inputs.plan, inputs.groups
         step = rollout.next_step(
             observed(groups),
@@ -268,208 +252,15 @@ class _Run:
                            placeable=frozenset(g.index for g in plan.groups if g.placed)))
         for slot in step.create:
             group = next(g for g in plan.groups if g.index == slot)
-            self.r.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
+            self.owner.reserve(Reservation(self.ns, N.label_value(self.name), str(slot), rev,
                                        tuple(p.node for p in group.pods if p.node), plan.resource_name,
                                        plan.devices_per_pod, self.now, pool=view.name))
         return PoolPass(view, inputs, step)
 
-    async def _invalid(self, message: str, previous: Mapping[str, Any]) -> Result:
-        facts = Facts(generation=self.meta.get("generation"), desired=0, revision="", selector=N.status_selector(
-            self.name), placeable=0, invalid=message)
-        status = compute_status([], facts, previous, format_time(self.now))
-        status.pop("groups")
-        old = {c["type"]: c for c in previous.get("conditions", [])}
-        if old.get(C.COND_DEGRADED, {}).get("message") != message:
-            await self._event("Warning", "InvalidSpec", message)
-        await self._status_patch(status, previous)
-        return Result(self.writes, status=status)
 
-    async def _gang(self, md: ModelDeployment, groups: list[GroupState], lws: bool) -> list[str]:
-        exhausted: list[str] = []
-        for g in groups:
-            decision = lifecycle.decide(g, md.spec.recovery, self.now)
-            res = LWS if lws else STATEFULSETS
-            if decision.action == "exhausted":
-                exhausted.append(decision.reason)
-            elif decision.action in ("mark", "clear"):  # the back-off counts from when the failure was seen
-                seen = format_time(self.now, precise=True) if decision.action == "mark" else None
-                await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
-                    C.ANNOTATION_FAILURE_SEEN: seen}}})
-                self.writes += 1
-                if decision.action == "mark":
-                    await self._event("Warning", "GroupFailed", decision.reason)
-            elif decision.action == "restart":
-                await self.client.patch(res, self.ns, g.name, {"metadata": {"annotations": {
-                    C.ANNOTATION_RESTARTS: str(g.restarts + 1), C.ANNOTATION_LAST_RESTART: format_time(self.now),
-                    C.ANNOTATION_FAILURE_SEEN: None}}})
-                self.writes += 1
-                for pod in g.pods:  # the whole gang goes; its controller recreates every rank
-                    await self.client.delete(PODS, self.ns, pod.name)
-                    self.writes += 1
-                await self._event("Warning", "GroupRestarted", decision.reason)
-        return exhausted
-
-    async def _apply_step(self, md: ModelDeployment, plan: Plan | None, rev: str, lws: bool, step: rollout.Step,
-                          groups: list[GroupState]) -> None:
-        by_name = {g.name: g for g in groups}
-        for slot in step.create:
-            assert plan is not None, "a step that creates groups comes with their plan"
-            group = next(g for g in plan.groups if g.index == slot)
-            # reserved while planning
-            for obj in builders.group_objects(md, plan, group, rev, lws=lws, keys=self.r.keys,
-                                              policy=self.r.network_policies):
-                await self._create(obj)
-            old = [g for g in groups if g.index == slot and g.revision != rev]
-            verb = "GroupRolling" if old else "GroupCreated"
-            where = f" on supernode {group.supernode}" if group.supernode else ""
-            await self._event("Normal", verb, f"{event_prefix(md)}group {slot} at revision {rev}{where}")
-        for name in step.drain:
-            stamp = {C.ANNOTATION_DRAINING: "true", C.ANNOTATION_DRAIN_STARTED: format_time(self.now)}
-            await self.client.patch(LWS if lws else STATEFULSETS, self.ns, name, {"metadata": {"annotations": stamp}})
-            self.writes += 1
-            g = by_name[name]
-            for pod in g.pods[:1]:  # the leader: the router stops sending it new requests
-                await self.client.patch(PODS, self.ns, pod.name, {"metadata": {"annotations": stamp}})
-                self.writes += 1
-            await self._event("Normal", "GroupDraining", f"{event_prefix(md)}group {g.index} ({name}) draining "
-                              f"for up to {md.spec.rollout.drain_timeout_seconds}s")
-        for name in step.delete:
-            await self._delete_group(name, lws)
-            g = by_name[name]
-            reason = "GroupRolled" if g.index < md.spec.replicas else "GroupRemoved"
-            await self._event("Normal", reason,
-                              f"{event_prefix(md)}group {g.index} ({name}, revision {g.revision}) deleted")
-
-    @property
-    def reported(self) -> dict[tuple[str, str], str]:
-        return self.r._reported
-
-    async def create(self, obj: dict[str, Any]) -> None:
-        """Create `obj` with its applied-hash annotation (409: already there), counted as a write."""
-        await self._create(obj)
-
-    async def event(self, type_: str, reason: str, message: str) -> None:
-        await self._event(type_, reason, message)
-
-    async def _create(self, obj: dict[str, Any]) -> None:
-        obj = _with_hash(obj)
-        try:
-            await self.client.create(obj)
-        except ApiError as e:
-            if e.status != 409:  # already there (e.g. an operator restart mid-reconcile): converge below
-                raise
-        self.writes += 1
-
-    async def _delete_group(self, name: str, lws: bool) -> None:
-        extra = ((NETWORK_POLICIES,) if self.r.network_policies else ()) + ((SECRETS,) if self.r.keys else ())
-        for res in ((LWS,) if lws else (STATEFULSETS, SERVICES)) + (PDBS,) + extra:
-            target = self.r.keys.secret_name(name) if res is SECRETS and self.r.keys else name
-            await self.client.delete(res, self.ns, target, propagation="Background")
-            self.writes += 1
-
-    async def _converge_children(self, md: ModelDeployment, plan: Plan, rev: str, lws: bool,
-                                 groups: list[GroupState], step: rollout.Step, children: list[dict[str, Any]]) -> None:
-        """One pool's existing groups match their manifests; its strays are removed (`children`: the pool's)."""
-        live = {g.name: g for g in groups if g.name not in step.delete}
-        desired: list[dict[str, Any]] = []
-        plan_groups = {g.index: g for g in plan.groups}
-        for g in live.values():
-            if g.revision == rev and not g.draining and g.index in plan_groups and plan_groups[g.index].placed:
-                desired += builders.group_objects(md, plan, plan_groups[g.index], rev, lws=lws, keys=self.r.keys,
-                                                  policy=self.r.network_policies)
-        have = {(o["kind"], o["metadata"]["name"]): o for o in children}
-        created = {N.group_name(self.name, s, rev, pool_name(md)) for s in step.create}
-        # Group Secrets are write-only (the operator may not read Secrets): (re)created, 409 = present,
-        # whenever their workload is created or changed (an upgrade first adding them, new keys renaming them);
-        # Secrets the old workload read and the new one does not are deleted after the patch.
-        secrets = {o["metadata"]["labels"][C.LABEL_GROUP]: o for o in desired if o["kind"] == SECRETS.kind}
-        for obj in desired:
-            key = (obj["kind"], obj["metadata"]["name"])
-            if key[1] in created or key[0] == SECRETS.kind:
-                continue
-            obj = _with_hash(obj)
-            current = have.get(key)
-            secret = secrets.get(obj["metadata"]["labels"].get(C.LABEL_GROUP, "")) if key[0] in WORKLOADS else None
-            if current is None:
-                if secret:
-                    await self._create(secret)
-                await self._create(obj)
-            elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
-                    obj["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
-                if secret:
-                    await self._create(secret)
-                # Workload annotations we own at runtime (restarts, draining) survive the merge patch.
-                await self.client.patch(CHILD_KINDS[obj["kind"]], self.ns, key[1], obj)
-                self.writes += 1
-                if key[0] in WORKLOADS:
-                    for stale in referenced_secrets(current) - referenced_secrets(obj):
-                        await self.client.delete(SECRETS, self.ns, stale)
-                        self.writes += 1
-        # `children` was listed before this pass deleted `step.delete`'s groups: those are gone already.
-        keep = {g.name for g in live.values()} | {N.leader_service_name(self.name)} | created | set(step.delete)
-        for kind, name in have:
-            if name not in keep and kind in CHILD_KINDS:
-                await self.client.delete(CHILD_KINDS[kind], self.ns, name)
-                self.writes += 1
-
-    async def _converge_deployment(self, md: ModelDeployment, lws: bool, children: list[dict[str, Any]],
-                                   pools: set[str]) -> None:
-        """The leader Service matches its manifest; children of a pool no longer in the spec are removed."""
-        leader = _with_hash(builders.leader_service(md, lws=lws))
-        current = next((o for o in children if o["kind"] == SERVICES.kind
-                        and o["metadata"]["name"] == leader["metadata"]["name"]), None)
-        if current is None:
-            await self._create(leader)
-        elif (current["metadata"].get("annotations") or {}).get(N.ANNOTATION_APPLIED_HASH) != \
-                leader["metadata"]["annotations"][N.ANNOTATION_APPLIED_HASH]:
-            await self.client.patch(SERVICES, self.ns, leader["metadata"]["name"], leader)
-            self.writes += 1
-        for obj in children:
-            if obj is not current and N.pool_of(obj) not in pools and obj["kind"] in CHILD_KINDS:
-                await self.client.delete(CHILD_KINDS[obj["kind"]], self.ns, obj["metadata"]["name"])
-                self.writes += 1
-
-    async def _label_leaders(self, groups: list[GroupState], pods: list[Mapping[str, Any]]) -> None:
-        """StatefulSet mode: rank 0 gets the leader role label the router selects on."""
-        leaders = {p.name for g in groups for p in g.pods if p.rank == 0}
-        for pod in pods:
-            meta = pod["metadata"]
-            if meta["name"] in leaders and (meta.get("labels") or {}).get(C.LABEL_ROLE) != C.ROLE_LEADER:
-                await self.client.patch(PODS, self.ns, meta["name"], {"metadata": {"labels": {
-                    C.LABEL_ROLE: C.ROLE_LEADER}}})
-                self.writes += 1
-
-    async def _status(self, groups: list[GroupState], facts: Facts, previous: Mapping[str, Any]) -> None:
-        status = compute_status(groups, facts, previous, format_time(self.now))
-        self.status_out = status
-        old = {c["type"]: c for c in previous.get("conditions", [])}
-        limited = next(c for c in status["conditions"] if c["type"] == C.COND_CAPACITY_LIMITED)
-        if limited["status"] == "True" and old.get(C.COND_CAPACITY_LIMITED, {}).get("message") != limited["message"]:
-            await self._event("Warning", "CapacityShortfall", limited["message"])
-        await self._status_patch(status, previous)
-
-    async def _status_patch(self, status: dict[str, Any], previous: Mapping[str, Any]) -> None:
-        if _same(status, previous):
-            return
-        # Merge patch: keys we no longer report are nulled, lists are replaced whole.
-        patch = {**{k: None for k in previous if k not in status and not _foreign(k)}, **status}
-        result = await self.client.patch_status(self.ns, self.name, patch)
-        self.writes += 1
-        self.r._written[self.uid] = (_rv(result.get("metadata", {})), result.get("status", status))
+def _listed(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A source's items as a list: the source's own list when it is one (the informers' lists are read-only
+    and the same object until something changes, which the per-list caches key on)."""
+    return items if isinstance(items, list) else list(items)
 
 
-def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
-    return all(old.get(k) == v for k, v in new.items()) and all(k in new or _foreign(k) for k in old)
-
-
-def _foreign(key: str) -> bool:
-    """Status keys other writers own: kopf's, and the autoscaler's `autoscaling`."""
-    return key.startswith("kopf") or key == "autoscaling"
-
-
-def _rv(meta: Mapping[str, Any]) -> int:
-    value = str(meta.get("resourceVersion", ""))
-    return int(value) if value.isdigit() else 0
-
-
-_with_hash = N.with_applied_hash

@@ -168,6 +168,7 @@ class Autoscaler:
         if view.md.spec.pools:  # every pool's groups together, within the pools' bounds
             lo, hi = PS.bounds(view.md)
             policy = replace(policy, min_replicas=lo, max_replicas=hi)
+        basis = str((body.get("metadata") or {}).get("resourceVersion") or "")  # status writes are guarded by it
         if auto.mode == AutoscalingMode.EXTERNAL:
             decision = A.decide(now, history.samples, replace(policy, min_replicas=view.replicas,
                                                               max_replicas=view.replicas),
@@ -179,48 +180,53 @@ class Autoscaler:
             placeable = sum(min(r.max, max(r.replicas, r.placeable)) for r in rooms)
             decision = A.decide(now, history.samples, policy, S.fleet(view, placeable))
             decision.signals["placeableGroups"] = float(placeable)
-            await self._apply_pools(body, view, decision, rooms)
+            basis = await self._apply_pools(body, view, decision, rooms) or basis
         else:
             others = [self._fresh(v, now) for b in all_bodies if (v := S.view_of(b)) is not None]
             room = self._placeable(view, nodes, pods) - view.replicas
             placeable = view.replicas + max(0, room - S.promised(view, others))
             decision = A.decide(now, history.samples, policy, S.fleet(view, placeable), S.neighbours(view, others))
             decision.signals["placeableGroups"] = float(placeable)
-            await self._apply(body, view, decision, others)
+            basis = await self._apply(body, view, decision, others) or basis
         self._export(view, decision)
-        await self._write_status(body, view, decision, sample, now, error)
+        await self._write_status(body, view, decision, sample, now, error, basis)
         if not error:
             lws = self.lws is not None and await self.lws()
             for pool, idle in demand.idle_draining_by_pool(view.key, answers).items():
                 await mark_drained(self.client, body, idle, lws, pool)
         return decision
 
-    async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision, others: list[S.View]) -> None:
+    async def _apply(self, body: Mapping[str, Any], view: S.View, decision: A.Decision,
+                     others: list[S.View]) -> str | None:
+        """Scale (when the decision says so); returns the resourceVersion the spec write left, if any."""
         if decision.desired == view.replicas:
-            return
+            return None
         donor = next((v for v in others if v.key == decision.preempt), None)
         if donor is not None:  # the donor drains first; the freed supernode is promised to this deployment
             await self._preempt(body, view, donor)
-        await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name, {"spec": {"replicas": decision.desired}})
+        scaled = await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name,
+                                         {"spec": {"replicas": decision.desired}})
         self._wrote[view.key] = (decision.desired, self.clock())
         verb = "ScaledUp" if decision.desired > view.replicas else "ScaledDown"
         log.info("%s %s: %d -> %d: %s", view.key, verb, view.replicas, decision.desired, decision.message)
         await self.client.post_event(dict(body), "Normal", verb,
                                      f"{view.replicas} -> {decision.desired} groups: {decision.message}")
+        return str((scaled.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def _apply_pools(self, body: Mapping[str, Any], view: S.View, decision: A.Decision,
-                           rooms: list[PS.PoolRoom]) -> None:
-        """Share the decided total out per pool (pool_scaling.split) and write every pool's replicas at once."""
+                           rooms: list[PS.PoolRoom]) -> str | None:
+        """Share the decided total out per pool (pool_scaling.split) and write every pool's replicas at once;
+        returns the resourceVersion that write left, if any."""
         before = {r.name: r.replicas for r in rooms}
         after = PS.split(decision.desired, rooms)
         if after == before:
-            return
+            return None
         raw = [dict(p) for p in (body.get("spec") or {}).get("pools") or []]
         if [p.get("name") for p in raw] != list(after):
-            return  # the pools changed under us: decide again on the next tick
+            return None  # the pools changed under us: decide again on the next tick
         for p in raw:
             p["replicas"] = after[p["name"]]
-        await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name, {"spec": {"pools": raw}})
+        scaled = await self.client.patch(MODEL_DEPLOYMENTS, view.namespace, view.name, {"spec": {"pools": raw}})
         total = sum(after.values())
         self._wrote[view.key] = (total, self.clock())
         self._wrote_pools[view.key] = after
@@ -229,6 +235,7 @@ class Autoscaler:
         log.info("%s %s: %d -> %d (%s): %s", view.key, verb, view.replicas, total, change, decision.message)
         await self.client.post_event(dict(body), "Normal", verb,
                                      f"{view.replicas} -> {total} groups ({change}): {decision.message}")
+        return str((scaled.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def _preempt(self, body: Mapping[str, Any], view: S.View, donor: S.View) -> None:
         now = self.clock()
@@ -256,7 +263,9 @@ class Autoscaler:
         desired.labels(view.namespace, view.name).set(decision.desired)
 
     async def _write_status(self, body: Mapping[str, Any], view: S.View, decision: A.Decision, sample: A.Sample,
-                            now: float, error: str) -> None:
+                            now: float, error: str, basis: str = "") -> None:
+        """`basis`: the resourceVersion the conditions were read at; a write from an older read is refused (409)
+        and the next interval decides again from the latest object."""
         status = body.get("status") or {}
         scaled = decision.desired != view.replicas
         ok = decision.reason != A.SIGNALS_UNAVAILABLE
@@ -271,7 +280,8 @@ class Autoscaler:
             return  # nothing a reader acts on changed, and the signals shown are fresh enough: no write
         if not ok and old.get("reason") != A.SIGNALS_UNAVAILABLE:
             await self.client.post_event(dict(body), "Warning", "SignalsUnavailable", message)
-        await self.client.patch_status(view.namespace, view.name, {"autoscaling": new, "conditions": conditions})
+        await self.client.patch_status(view.namespace, view.name, {"autoscaling": new, "conditions": conditions},
+                                       resource_version=basis or None)
 
 
 SIGNALS_REFRESH_SECONDS = 60.0  # status.autoscaling.signals is rewritten at least this often
