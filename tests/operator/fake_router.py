@@ -15,6 +15,21 @@ from supernode.api import constants as C
 ROUTER_NS = "supernode-system"
 
 
+@contextlib.asynccontextmanager
+async def serve_get(handler: Any, path: str) -> AsyncIterator[int]:
+    """One GET route served on 127.0.0.1 for the block's duration; yields the port."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
 class FakeRouter:
     """Serves /autoscaling/signals (a router's ops port) with whatever the test sets per model (queued, inFlight)."""
 
@@ -34,17 +49,8 @@ class FakeRouter:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeRouter]:
-        app = web.Application()
-        app.router.add_get("/autoscaling/signals", self.signals)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        async with serve_get(self.signals, "/autoscaling/signals") as self.port:
             yield self
-        finally:
-            await runner.cleanup()
 
 
 async def router_service(emu: K8sEmulator) -> None:

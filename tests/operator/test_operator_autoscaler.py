@@ -12,7 +12,7 @@ import httpx
 from aiohttp import web
 from builders import operator_md
 from fake_cluster import MD_KIND, FakeCluster, node
-from fake_router import ROUTER_NS, FakeRouter, router_service
+from fake_router import ROUTER_NS, FakeRouter, router_service, serve_get
 from k8s_emulator import K8sEmulator
 from operator_harness import eventually, running_operator
 
@@ -170,17 +170,8 @@ class FakePrometheus:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakePrometheus]:
-        app = web.Application()
-        app.router.add_get("/api/v1/query", self.query)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        async with serve_get(self.query, "/api/v1/query") as self.port:
             yield self
-        finally:
-            await runner.cleanup()
 
 
 async def test_signals_from_prometheus_scale_up_and_an_unreachable_prometheus_holds(
