@@ -86,9 +86,9 @@ def main() -> None:
         a.clients, a.seconds = 4, 1.5
     rows: dict[str, dict[str, float]] = {}
     runs = [("declared", (1.0, 4.0), False), ("measured", (1.0, 4.0), True), ("declared-right", (4.0, 1.0), False)]
-    for name, weights, measure in runs[:2] if a.smoke else runs:
-        with Procs() as procs:
-            fast, slow = start_engines(procs, a.fast_ms, a.slow_ms, a.slots)
+    with Procs() as procs:  # one pair of engines; a router per run, each loading them in turn
+        fast, slow = start_engines(procs, a.fast_ms, a.slow_ms, a.slots)
+        for name, weights, measure in runs[:2] if a.smoke else runs:
             url = start_router(procs, name, fast, slow, weights, measure, a.slots)
             asyncio.run(load(url, a.clients, min(2.0, a.seconds / 2)))  # warm-up: the measured router learns here
             rows[name] = asyncio.run(load(url, a.clients, a.seconds))
