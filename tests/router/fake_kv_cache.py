@@ -111,9 +111,9 @@ def add_kv_events_route(app: FastAPI, cache: FakeKVCache) -> None:
                         yield json.dumps(rec) + "\n"
                     try:
                         record = await asyncio.wait_for(q.get(), 5.0 if load is None else load.timeout(5.0))
-                    except TimeoutError:
-                        if load is None or not load.owed:
-                            yield "\n"
+                    except TimeoutError:  # an owed load record is due (a timeout of 0 never gets an item)
+                        rec = load.take(cache.instance) if load is not None else None
+                        yield "\n" if rec is None else json.dumps(rec) + "\n"
                         continue
                     if record == LOAD_CHANGED:
                         if load is not None:
