@@ -4,7 +4,9 @@ Every router replica follows every engine's KV event stream; with load records o
 replica sees the requests the other replicas sent to an engine within milliseconds instead of at its next
 metrics scrape. A load record is ``{"type": "load", "instance": ..., "running": R, "waiting": W}``: not
 numbered (it is state, not a change to the cache; it may come before or after the snapshot), sent as
-the stream opens and then whenever the counts change, at most every ``interval_s`` per reader (the last change is never lost, only merged).
+the stream opens and then whenever the counts change, at most every ``interval_s`` per reader (the
+last change is never lost, only merged). A reader's wait for its next queue item ends when an owed
+record is due; a zero timeout never returns an item, so the record goes out on that timeout.
 
 Only readers that ask get load records: a router that predates them rejects unknown record types.
 ``EngineLoad`` lives on the server's event loop; a reader's queue receives ``LOAD_CHANGED`` (at most one
