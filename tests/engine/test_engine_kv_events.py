@@ -4,6 +4,9 @@ vLLM-format ZMQ publisher (PUB + replay), read back through real sockets."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,52 @@ def test_zmq_publisher_speaks_vllm_format_with_replay(
     stored = replayed[1][1].events[0]
     assert isinstance(stored, BlockStored) and stored.parent_block_hash is None and stored.block_size == 4
     assert stored.block_hashes == block_hashes(prompt, MODEL, 4) and stored.token_ids == prompt[:12]
+
+
+def test_load_records_follow_the_request_count_coalesced(
+    server_thread: Any, tokenizer: Tokenizer, fake_runner_factory: Any
+) -> None:
+    """?load=1: a load record as the stream opens, then the counts as they change, at most one
+    record per interval (the last change still arrives); a reader that does not ask gets none."""
+    with Stack(server_thread, tokenizer, fake_runner_factory(num_kv_blocks=256, delay_s=0.01)) as s:
+        s.state.kv_load_interval_s = 0.3
+        changes: list[tuple[int, int]] = []
+        load = s.engine.kv_events.load
+        real_set = load.set
+
+        def counting_set(running: int, waiting: int) -> None:
+            changes.append((running, waiting))
+            real_set(running, waiting)
+
+        load.set = counting_set  # type: ignore[method-assign]
+        got: list[dict[str, Any]] = []
+        done = threading.Event()
+
+        def read() -> None:
+            with httpx.Client(base_url=s.server.url, timeout=20) as c, c.stream(
+                    "GET", "/v1/kv_events", params={"format": "ndjson", "load": "1"}) as r:
+                for line in r.iter_lines():
+                    if line.strip():
+                        got.append(json.loads(line))
+                    loads = [g for g in got if g["type"] == "load"]
+                    if (len(loads) > 1 and loads[-1]["running"] + loads[-1]["waiting"] == 0) or done.is_set():
+                        return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.4)  # the first record went out; the next change is due at once
+        with ThreadPoolExecutor(8) as pool:  # eight requests finishing at eight different steps
+            list(pool.map(lambda n: s.client.post("/v1/completions", json={
+                "model": MODEL, "prompt": list(range(10 + n, 30 + n)), "max_tokens": 4 + 4 * n}), range(8)))
+        reader.join(15)
+        done.set()
+        loads = [g for g in got if g["type"] == "load"]
+        assert [g["type"] for g in got[:2]] in (["load", "snapshot"], ["snapshot", "load"])
+        assert loads[0] == {"type": "load", "instance": s.engine.kv_instance, "running": 0, "waiting": 0}
+        assert any(g["running"] + g["waiting"] > 0 for g in loads)
+        assert loads[-1]["running"] + loads[-1]["waiting"] == 0  # the last change is never lost
+        assert len(changes) >= 9 and len(loads) - 1 < len(changes)  # coalesced
+
+        plain = read_events(s.server.url, 1)  # a reader that predates load records sees none
+        assert plain[0]["type"] == "snapshot"
+        assert s.client.get("/v1/kv_events", params={"load": "yes"}).status_code == 400

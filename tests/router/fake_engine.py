@@ -65,6 +65,11 @@ class EngineState:
     slots: SlotModel = field(default_factory=lambda: SlotModel(0))
     ttfts: list[float] = field(default_factory=list)  # modelled, of streamed requests
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in ("running", "waiting") and "cache" in self.__dict__:  # load records on /v1/kv_events
+            self.cache.load.set(self.running, self.waiting)
+
 
 def render(body: dict[str, Any]) -> str:
     if "messages" in body:

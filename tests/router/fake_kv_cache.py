@@ -2,7 +2,9 @@
 rendered prompt's bytes, which publishes its changes as the built-in engine does (`/v1/kv_events`:
 numbered newline-delimited JSON, snapshot first, resumable with ``after``/``instance``).
 
-Evictions are published too, so a router following the stream knows what each fake engine holds.
+Evictions are published too, so a router following the stream knows what each fake engine holds. With
+``?load=1`` the stream carries load records as the built-in engine's does (supernode.api.kv_load); the
+engine state (fake_engine.EngineState) sets ``load`` as its running and waiting counts change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import StreamingResponse
 
+from supernode.api.kv_load import LOAD_CHANGED, EngineLoad, wants_load
 from supernode.router.apis.openai import render_chat
 from supernode.router.routing.prefix_index import request_hashes
 
@@ -41,7 +44,9 @@ class FakeKVCache:
         self.instance = uuid.uuid4().hex
         self.seq = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=keep_events)
-        self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.subscribers: set[asyncio.Queue[Any]] = set()
+        self.load = EngineLoad()
+        self.load_interval_s = 0.025
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -92,22 +97,32 @@ def add_kv_events_route(app: FastAPI, cache: FakeKVCache) -> None:
     @app.get("/v1/kv_events")
     async def kv_events(request: Request) -> StreamingResponse:
         after = request.query_params.get("after")
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        q: asyncio.Queue[Any] = asyncio.Queue()
         first = cache.backlog(int(after) if after and after.isdigit() else None, request.query_params.get("instance"))
         cache.subscribers.add(q)
+        load = cache.load.reader(q, cache.load_interval_s) if wants_load(request.query_params.get("load")) else None
 
         async def body() -> AsyncIterator[str]:
             try:
                 for record in first:
                     yield json.dumps(record) + "\n"
                 while True:
+                    if load is not None and q.empty() and (rec := load.take(cache.instance)) is not None:
+                        yield json.dumps(rec) + "\n"
                     try:
-                        record = await asyncio.wait_for(q.get(), 5.0)
-                    except TimeoutError:
-                        yield "\n"
+                        record = await asyncio.wait_for(q.get(), 5.0 if load is None else load.timeout(5.0))
+                    except TimeoutError:  # an owed load record is due (a timeout of 0 never gets an item)
+                        rec = load.take(cache.instance) if load is not None else None
+                        yield "\n" if rec is None else json.dumps(rec) + "\n"
+                        continue
+                    if record == LOAD_CHANGED:
+                        if load is not None:
+                            load.changed()
                         continue
                     yield json.dumps(record) + "\n"
             finally:
                 cache.subscribers.discard(q)
+                if load is not None:
+                    load.close()
 
         return StreamingResponse(body(), media_type="application/x-ndjson")

@@ -162,8 +162,8 @@ async def test_http_feed_resyncs_on_gap_and_drops_a_restarted_engines_blocks(scr
     task = asyncio.create_task(feed.run())
     try:
         await until(lambda: len(engine.queries) == 3 and index.size(url) == 1)
-        assert engine.queries[1] == {"format": "ndjson"}  # after the gap: no resume, a snapshot
-        assert engine.queries[2] == {"format": "ndjson", "after": "6", "instance": "i1"}  # a resume attempt
+        assert engine.queries[1] == {"format": "ndjson", "load": "1"}  # after the gap: no resume, a snapshot
+        assert engine.queries[2] == {"format": "ndjson", "load": "1", "after": "6", "instance": "i1"}  # resume
         assert index.match(url, [7]) == 1 and index.match(url, [1]) == 0  # the old instance's blocks left
         assert index.is_precise(url)
         assert metrics.prefix_index_mode.labels(url, "precise")._value.get() == 1.0

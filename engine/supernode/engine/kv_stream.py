@@ -14,9 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from supernode.api.kv_load import EngineLoad
 from supernode.engine.core.block_manager import KVEvent
 
-KVQueue = asyncio.Queue[tuple[int, KVEvent] | None]
+KVQueue = asyncio.Queue[tuple[int, KVEvent] | str | None]  # str: kv_load.LOAD_CHANGED
 
 
 class KVSink(Protocol):
@@ -39,12 +40,17 @@ class KVEventStream:
         self._lock = threading.Lock()
         self._pending: list[tuple[asyncio.AbstractEventLoop, KVQueue, int | None]] = []
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, KVQueue]] = []
+        self.load = EngineLoad()  # running/waiting for readers that ask for load records (server loop)
+        self._load = (0, 0)  # the counts last set on the engine thread
+        self._load_loop: asyncio.AbstractEventLoop | None = None  # where ``load`` lives
 
     # --- asyncio side ---------------------------------------------------------------------------
     def subscribe(self, maxsize: int, after: int | None) -> KVQueue:
         """A queue of numbered events ``(seq, event)``: those after ``after`` when all are still kept,
         else first a snapshot. Delivered once the engine thread runs ``attach_pending`` (wake it)."""
         q: KVQueue = asyncio.Queue(maxsize)
+        self._load_loop = asyncio.get_running_loop()
+        self.load.set(*self._load)
         with self._lock:
             self._pending.append((asyncio.get_running_loop(), q, after))
         return q
@@ -93,12 +99,23 @@ class KVEventStream:
                 except RuntimeError:  # the subscriber's event loop is gone
                     self.unsubscribe(q)
 
+    def set_load(self, running: int, waiting: int) -> None:
+        """The engine's request counts after a step; handed to the server loop when they change."""
+        if (running, waiting) == self._load:
+            return
+        self._load = (running, waiting)
+        if (loop := self._load_loop) is not None:
+            try:
+                loop.call_soon_threadsafe(self.load.set, running, waiting)
+            except RuntimeError:  # the server's event loop is gone
+                self._load_loop = None
+
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
 
 
-def offer(q: KVQueue, item: tuple[int, KVEvent]) -> None:
+def offer(q: KVQueue, item: tuple[int, KVEvent] | str) -> None:
     try:
         q.put_nowait(item)
     except asyncio.QueueFull:  # a subscriber that cannot keep up loses its stream (it must resync)

@@ -226,6 +226,8 @@ class LLMEngine:
         self._outbox.flush()
         self.kv_events.publish(self.blocks.drain_events())
         self._update_gauges()
+        running = len(self.scheduler.running)
+        self.kv_events.set_load(running, max(0, self._num_open - running))  # waiting: queued or not yet scheduled
 
     def _prompt_logprobs(
         self, batch: list[ScheduledSeq], every: list[bool], ends: list[int], logits: torch.Tensor

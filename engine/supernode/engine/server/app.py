@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supernode.api.chattemplate import TEMPLATE_ID, ChatError, chat_prompt
 from supernode.api.constants import HEADER_REQUEST_ID, HEADER_SERVED_MODE
+from supernode.api.kv_load import DEFAULT_INTERVAL_S, LOAD_CHANGED, wants_load
 from supernode.api.models import Mode
 from supernode.api.modes import ModeFieldError, resolve_mode
 from supernode.api.prompttokens import tokenizer_digest
@@ -47,6 +48,7 @@ class ServerState:
     default_mode: Mode = Mode.THINK_HIGH
     budgets: ReasoningBudgets = field(default_factory=ReasoningBudgets)
     kv_keepalive_s: float = 15.0
+    kv_load_interval_s: float = DEFAULT_INTERVAL_S  # at most one load record per /v1/kv_events reader this often
     engine: LLMEngine | None = None
     guards: Guards = field(default_factory=Guards)  # router token + body limit (server/guard.py)
     encoder: PromptEncoder = field(default_factory=PromptEncoder)  # off-loop tokenization (server/prompting.py)
@@ -210,30 +212,51 @@ def build_app(
     async def kv_events(request: Request) -> Response:
         """Numbered KV events of this engine instance. ``?after=N&instance=I`` resumes after event N when
         I is still this instance and the engine kept every later event; otherwise the stream starts with a
-        "snapshot" event (every cached block, numbered with the last seq) that replaces what the reader held."""
+        "snapshot" event (every cached block, numbered with the last seq) that replaces what the reader held.
+        ``?load=1`` adds unnumbered "load" records (running and waiting requests; supernode.api.kv_load)."""
         eng = engine()
         params = request.query_params
         ndjson = "ndjson" in request.headers.get("accept", "") or params.get("format") == "ndjson"
         after = _resume_after(params.get("after"), params.get("instance"), eng.kv_instance)
+        try:
+            with_load = wants_load(params.get("load"))
+        except ValueError as e:
+            raise APIError(400, str(e), param="load") from None
         queue = eng.subscribe_kv_events(after=after)
+        load = eng.kv_events.load.reader(queue, state.kv_load_interval_s) if with_load else None
         head = {"instance": eng.kv_instance, "block_size": eng.blocks.block_size}
+
+        def out(data: dict[str, Any]) -> str:
+            return json.dumps(data) + "\n" if ndjson else sse(data)
 
         async def body() -> AsyncIterator[str]:
             try:
                 while True:
+                    wait_s = state.kv_keepalive_s if load is None else load.timeout(state.kv_keepalive_s)
                     try:
-                        item = await asyncio.wait_for(queue.get(), state.kv_keepalive_s)
+                        item = await asyncio.wait_for(queue.get(), wait_s)
                     except TimeoutError:
-                        yield "\n" if ndjson else ": keep-alive\n\n"
+                        if load is not None and (record := load.take(eng.kv_instance)) is not None:
+                            yield out(record)
+                        else:
+                            yield "\n" if ndjson else ": keep-alive\n\n"
                         continue
                     if item is None:
                         return  # fell behind: the client reconnects and gets a fresh snapshot
-                    seq, ev = item
-                    data = {"type": ev.type, "seq": seq, "block_hashes": list(ev.block_hashes), **head}
-                    if ev.ends is not None:  # stateful models: where a reused prefix may end
-                        data["ends"] = list(ev.ends)
-                    yield json.dumps(data) + "\n" if ndjson else sse(data)
+                    if item == LOAD_CHANGED:
+                        if load is not None:
+                            load.changed()
+                    elif not isinstance(item, str):
+                        seq, ev = item
+                        data = {"type": ev.type, "seq": seq, "block_hashes": list(ev.block_hashes), **head}
+                        if ev.ends is not None:  # stateful models: where a reused prefix may end
+                            data["ends"] = list(ev.ends)
+                        yield out(data)
+                    if load is not None and queue.empty() and (record := load.take(eng.kv_instance)) is not None:
+                        yield out(record)
             finally:
+                if load is not None:
+                    load.close()
                 eng.unsubscribe_kv_events(queue)
 
         media = "application/x-ndjson" if ndjson else "text/event-stream"

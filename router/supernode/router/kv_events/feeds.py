@@ -2,7 +2,9 @@
 
 Owned by the router's lifespan (`start` / `close`). Every router replica runs its own feeds on the
 same engine streams, so replicas hold the same precise index without talking to each other.
-Endpoints without events (their engine publishes none, or `kv_events: none`) are approximate.
+The built-in engine's stream also carries its request count (load records), which becomes the
+endpoint's load here (routing.state.EndpointState.apply_engine_load). Endpoints without events
+(their engine publishes none, or `kv_events: none`) are approximate.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class KVEventFeeds:
                 task.cancel()
                 del self._feeds[key]
                 self.index.drop(key)
+                self._load_sink(key)(None)
         for key, source in wanted.items():
             if key in self._feeds:
                 continue
@@ -72,7 +75,7 @@ class KVEventFeeds:
             if address == "http":
                 assert self.session is not None
                 await HttpFeed(key, self.index, self.session, hooks=self.hooks, retry_s=cfg.kv_events_retry_s,
-                               bad_input_retry_s=cfg.kv_events_bad_input_retry_s).run()
+                               bad_input_retry_s=cfg.kv_events_bad_input_retry_s, on_load=self._load_sink(key)).run()
             else:
                 await ZmqFeed(key, model, address, replay, self.index, hooks=self.hooks,
                               bad_input_retry_s=cfg.kv_events_bad_input_retry_s, seed_of=self.seed_of,
@@ -83,6 +86,16 @@ class KVEventFeeds:
             log.exception("KV event feed for %s failed; approximate routing for it", key)
             self.index.drop(key)
             self.hooks.set_prefix_mode(key, False)
+            self._load_sink(key)(None)
+
+    def _load_sink(self, key: str) -> Callable[[int | None], None]:
+        """Where the feed of ``key`` reports the engine's request count (None: unknown, scrape again)."""
+
+        def apply(total: int | None) -> None:
+            if (state := self.table.get(key)) is not None:
+                state.apply_engine_load(total)
+
+        return apply
 
     async def close(self) -> None:
         tasks = [task for _, task in self._feeds.values()]

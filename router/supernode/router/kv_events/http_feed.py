@@ -1,5 +1,9 @@
 """The built-in engine's KV events over HTTP (`GET /v1/kv_events`, newline-delimited JSON).
 
+The feed asks for load records too (``load=1``, supernode.api.kv_load): the engine's running and waiting
+requests, handed to ``on_load`` as they change (None when the feed stops) so every router replica sees
+every other replica's requests on the engine without waiting for its metrics scrape.
+
 The stream starts with a snapshot (or, when resuming with ``after``/``instance``, with the events
 missed), then numbered changes. A gap, a new engine instance or a malformed event ends the stream:
 the feed reconnects for a fresh snapshot, which replaces everything the index held for the endpoint.
@@ -10,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
+from supernode.api.kv_load import parse_load
 from supernode.router.kv_events.apply import BadEvents, FeedHooks, StreamPosition, apply_stream_record
 from supernode.router.routing.precise_index import PreciseIndex
 
@@ -25,7 +30,7 @@ MAX_LINE_BYTES = 256 * 1024 * 1024  # a snapshot of millions of blocks still fit
 class HttpFeed:
     def __init__(self, url: str, index: PreciseIndex, session: aiohttp.ClientSession, *,
                  hooks: FeedHooks, retry_s: float, bad_input_retry_s: float,
-                 read_timeout_s: float = 60.0):
+                 read_timeout_s: float = 60.0, on_load: Callable[[int | None], None] = lambda _: None):
         self.url = url
         self.index = index
         self.session = session
@@ -34,6 +39,7 @@ class HttpFeed:
         self.bad_input_retry_s = bad_input_retry_s
         self.read_timeout_s = read_timeout_s
         self.pos = StreamPosition()
+        self.on_load = on_load
 
     def _precise(self, value: bool) -> None:
         self.index.set_precise(self.url, value)
@@ -57,10 +63,11 @@ class HttpFeed:
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 log.debug("KV events from %s unavailable: %s", self.url, e)
             self._precise(False)
+            self.on_load(None)  # the scrape counts others' requests again
             await asyncio.sleep(delay)
 
     async def _follow(self) -> str:
-        params = {"format": "ndjson"}
+        params = {"format": "ndjson", "load": "1"}
         if self.pos.seq is not None and self.pos.instance:
             params |= {"after": str(self.pos.seq), "instance": self.pos.instance}
         timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=self.read_timeout_s)
@@ -74,6 +81,12 @@ class HttpFeed:
                     record = json.loads(line)
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
                     raise BadEvents(f"not JSON: {e}") from None
+                if isinstance(record, dict) and record.get("type") == "load":
+                    try:
+                        self.on_load(parse_load(record))
+                    except ValueError as e:
+                        raise BadEvents(f"load record: {e}") from None
+                    continue
                 if apply_stream_record(self.index, self.url, self.pos, record) == "gap":
                     return "gap"
                 self._precise(True)

@@ -16,7 +16,7 @@ class EngineStats:
     waiting: float = 0.0
     kv_usage: float = 0.0  # 0..1
     scraped: bool = False
-    foreign: float = 0.0  # requests on the engine not sent by this router, as of the last scrape
+    foreign: float = 0.0  # requests on the engine not sent by this router, as of the last scrape or load record
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class EndpointState:
     admitted_at: float = 0.0  # monotonic time it was last (re-)admitted
     throughput: Throughput = field(default_factory=Throughput)  # measured from this router's requests
     measured: float = 0.0  # capacity weight from `throughput` (routing.capacity.reweigh); 0 = not yet
+    load_fed: bool = False  # the engine streams its request count (KV event feed): the scrape leaves `foreign`
 
     @property
     def key(self) -> str:
@@ -67,13 +68,25 @@ class EndpointState:
     @property
     def load(self) -> float:
         """Requests on the engine: ours (exact, instant) plus others' (other router replicas, direct
-        clients) as of the last scrape. Using the raw scraped count instead lags by a scrape interval
-        and makes a just-freed engine look busy."""
+        clients) as of the engine's last load record, or of the last scrape where the engine streams
+        none. Using the raw count instead would lag and make a just-freed engine look busy."""
         return self.inflight + self.stats.foreign
 
     def apply_scrape(self, stats: EngineStats) -> None:
-        stats.foreign = max(0.0, stats.running + stats.waiting - self.inflight)
+        if self.load_fed:
+            stats.foreign = self.stats.foreign
+        else:
+            stats.foreign = max(0.0, stats.running + stats.waiting - self.inflight)
         self.stats = stats
+
+    def apply_engine_load(self, total: int | None) -> None:
+        """The engine's running + waiting requests from its KV event feed (milliseconds old); None: the
+        feed stopped, and the next scrape counts others' requests again."""
+        if total is None:
+            self.load_fed = False
+            return
+        self.load_fed = True
+        self.stats.foreign = max(0.0, total - self.inflight)
 
     def record_failure(self, unhealthy_after: int, now: float = 0.0, backoff: Backoff = NO_BACKOFF) -> bool:
         """One failed call or probe; True when it ejects the endpoint (for `backoff`'s delay at least)."""
