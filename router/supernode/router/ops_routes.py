@@ -3,6 +3,8 @@ port's own app (no key) or, without an ops port, on the API port behind the admi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
@@ -66,18 +68,17 @@ def admin_ops_routes(app: FastAPI, state: RouterState) -> None:
     admission = state.config.admission
     check = make_admin_key_check(admission.admin if admission else AdminConfig.model_validate({}))
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus(request: Request) -> Response:
+    def admin_only(request: Request, respond: Callable[[RouterState], Response]) -> Response:
         try:
             check(api_key(request))
         except RouterError as e:
             return error_response("openai", e)
-        return metrics_response(state)
+        return respond(state)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        return admin_only(request, metrics_response)
 
     @app.get(SIGNALS_PATH, include_in_schema=False)
     async def autoscaling_signals(request: Request) -> Response:
-        try:
-            check(api_key(request))
-        except RouterError as e:
-            return error_response("openai", e)
-        return signals_response(state)
+        return admin_only(request, signals_response)

@@ -6,27 +6,27 @@ is called inline. Only admitted calls have a row."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from supernode.router.call import Call, usage_record
-from supernode.router.contracts import Meter
+from supernode.router.contracts import Meter, UsageRecord
+
+
+async def _write(meter: Meter, write: Callable[[UsageRecord], None], record: UsageRecord) -> None:
+    if getattr(meter, "blocking", True):
+        await asyncio.to_thread(write, record)
+    else:
+        write(record)
 
 
 async def open_row(meter: Meter, call: Call) -> None:
     """Admitted: the ledger gets an open row now (durably), finalised when the request ends."""
-    record = usage_record(call, "open")
-    if getattr(meter, "blocking", True):
-        await asyncio.to_thread(meter.open, record)
-    else:
-        meter.open(record)
+    await _write(meter, meter.open, usage_record(call, "open"))
 
 
 async def advance_row(meter: Meter, call: Call) -> None:
     """The open row learns the tokens delivered so far (what a restart bills if we die now)."""
-    record = usage_record(call, "open")
-    if getattr(meter, "blocking", True):
-        await asyncio.to_thread(meter.progress, record)
-    else:
-        meter.progress(record)
+    await _write(meter, meter.progress, usage_record(call, "open"))
 
 
 async def record_row(meter: Meter, call: Call, error: BaseException | None) -> None:
