@@ -103,14 +103,26 @@ class PromptTokenizer:
         return [list(enc.ids) for enc in self._text_tok.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
-        """Client texts' ids: by the fast encoder where it applies, all others in one library call."""
+        """Client texts' ids: by the fast encoder where it applies, all others by the library."""
         if self.fast is None:
-            return self._library_encode(texts)
+            return self._library_texts(texts)
         out = [self.fast.encode(text) for text in texts]
         rest = [i for i, ids in enumerate(out) if ids is None]
-        for i, ids in zip(rest, self._library_encode([texts[i] for i in rest]), strict=True):
+        for i, ids in zip(rest, self._library_texts([texts[i] for i in rest]), strict=True):
             out[i] = ids
         return out  # type: ignore[return-value]
+
+    def _library_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Texts' ids from the library: long ones cut into chunks, every chunk in one parallel call."""
+        parts = [self.chunker.split(text) for text in texts]
+        encoded = iter(self._library_encode([chunk for chunks in parts for chunk in chunks]))
+        out = []
+        for chunks in parts:
+            ids: list[int] = []
+            for _ in chunks:
+                ids += next(encoded)
+            out.append(ids)
+        return out
 
     @classmethod
     def from_file(cls, path: str | Path) -> PromptTokenizer:
@@ -132,10 +144,7 @@ class PromptTokenizer:
         """
         if add_special_tokens and not self._plain_post:  # e.g. a BOS template: the whole text in one call
             return list(self._text_tok.encode_batch_fast([text], add_special_tokens=True)[0].ids)
-        out: list[int] = []
-        for ids in self._encode_texts(self.chunker.split(text)):
-            out += ids
-        return out
+        return self._encode_texts([text])[0]
 
     def special_id(self, token: str) -> int:
         found = self._special.get(token)
@@ -166,9 +175,10 @@ class PromptTokenizer:
         return out
 
     def _encode_missing(self, texts: list[str], known: dict[str, tuple[int, ...]], cache: PieceCache | None) -> None:
-        """Encode ``texts`` into ``known``: long ones in chunks, chunks found in ``cache`` taken from it, all
-        others encoded together (``_encode_texts``)."""
-        split = {text: self.chunker.split(text) for text in texts}
+        """Encode ``texts`` into ``known``. For the library, long ones in chunks, chunks found in ``cache``
+        taken from it, all others encoded together; the fast encoder takes each text whole (re-encoding an
+        edited text costs it less than cutting it, and its pre-token cache knows the unchanged words)."""
+        split = {text: [text] if self.fast is not None else self.chunker.split(text) for text in texts}
         chunks = {c for parts in split.values() if len(parts) > 1 for c in parts}  # cached one by one
         have: dict[str, tuple[int, ...]] = {}
         if cache is not None:
