@@ -125,7 +125,8 @@ def _outside(port: str, start: str) -> str:
 _KV_PORTS_CEL = _KV_CEL + " && ".join([
     f"({_KV_PUB} + {_KV_N} <= {_KV_REPLAY} || {_KV_REPLAY} + {_KV_N} <= {_KV_PUB})",
     f"({_KV_PUB} > {_KV_REPLAY} ? {_KV_PUB} : {_KV_REPLAY}) + {_KV_N} <= 65536",
-    *(_outside(taken, start) for taken in ("self.engine.port", str(RENDEZVOUS_PORT)) for start in (_KV_PUB, _KV_REPLAY)),
+    *(_outside(taken, start) for taken in ("self.engine.port", str(RENDEZVOUS_PORT))
+      for start in (_KV_PUB, _KV_REPLAY)),
 ])
 
 _BASE_RULES: tuple[Rule, ...] = (
