@@ -177,7 +177,8 @@ async def http_engine() -> AsyncIterator[Callable[[FakeDPEngine], Any]]:
 async def test_a_follow_up_goes_to_the_rank_that_holds_its_prefix(
         engine: EngineType, http_engine: Callable[[FakeDPEngine], Any]) -> None:
     ranks = 3
-    pub, replay = consecutive_ports(ranks), consecutive_ports(ranks)
+    pub = consecutive_ports(2 * ranks)
+    replay = pub + ranks
     fake = FakeDPEngine(engine, ranks, pub, replay)
     url = await http_engine(fake)
     table, metrics = EndpointTable(), RouterMetrics()
@@ -224,7 +225,8 @@ async def test_a_follow_up_goes_to_the_rank_that_holds_its_prefix(
 
 async def test_a_publisher_on_another_ranks_port_is_refused() -> None:
     ranks = 2
-    pub, replay = consecutive_ports(ranks), consecutive_ports(ranks)
+    pub = consecutive_ports(2 * ranks)
+    replay = pub + ranks
     fake = FakeDPEngine(EngineType.VLLM, ranks, pub, replay)
     table, metrics, index = EndpointTable(), RouterMetrics(), PreciseIndex()
     url = "http://127.0.0.1:1"
