@@ -4,7 +4,7 @@ setuptools' `packages.find` cannot map one namespace to several `where` folders,
 sub-package to its folder here; everything else lives in pyproject.toml.
 """
 
-from setuptools import find_namespace_packages, setup
+from setuptools import Extension, find_namespace_packages, setup
 
 COMPONENT_DIRS = ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")
 
@@ -15,4 +15,11 @@ for root in COMPONENT_DIRS:
         packages.append(pkg)
         package_dir[pkg] = f"{root}/{pkg.replace('.', '/')}"
 
-setup(packages=packages, package_dir=package_dir)
+# The router's fast pre-tokenizer (supernode.api.fasttokens). Optional: without a C compiler the install
+# still succeeds and prompts are encoded by the `tokenizers` library alone, only slower.
+pretokenize = Extension(
+    "supernode.api._fasttokens", sources=["crds/supernode/api/_fasttokens.c"], optional=True,
+    extra_compile_args=["-O2"],
+)
+
+setup(packages=packages, package_dir=package_dir, ext_modules=[pretokenize])
