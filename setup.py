@@ -17,9 +17,10 @@ for root in COMPONENT_DIRS:
 
 # The router's fast pre-tokenizer (supernode.api.fasttokens). Optional: without a C compiler the install
 # still succeeds and prompts are encoded by the `tokenizers` library alone, only slower.
-pretokenize = Extension(
-    "supernode.api._fasttokens", sources=["crds/supernode/api/_fasttokens.c"], optional=True,
-    extra_compile_args=["-O2"],
+fasttokens = Extension(
+    "supernode.api._fasttokens", optional=True, extra_compile_args=["-O2"],
+    sources=[f"crds/csrc/fasttokens/{name}.c" for name in ("module", "pretok", "bpe")],
+    depends=["crds/csrc/fasttokens/fasttokens.h"],
 )
 
-setup(packages=packages, package_dir=package_dir, ext_modules=[pretokenize])
+setup(packages=packages, package_dir=package_dir, ext_modules=[fasttokens])

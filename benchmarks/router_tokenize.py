@@ -22,7 +22,7 @@ The tokenizer is DeepSeek-like (the DeepSeek V3 pre-tokenizer, byte-level BPE wi
 trained locally on generated prose/code/CJK/JSON; cached under ~/.cache/supernode-bench after the first run).
 
     python benchmarks/router_tokenize.py [--iterations 200] [--mix 600] [--sizes 2000,8000,32000]
-                                         [--warm-chars 2000000] [--smoke]
+                                         [--warm-chars 2000000] [--alone] [--smoke]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from router_bench_common import MODEL, pct
 from tokenize_workload import LegacyPromptTokenizer, Messages, Workload, bench_tokenizer, body
+from tokenizers import Tokenizer
 
 from supernode.api.chattemplate import TEMPLATE_ID
 from supernode.api.constants import DEFAULT_BLOCK_SIZE
@@ -53,7 +54,6 @@ from supernode.router.tokens.metrics import TokenMetrics
 from supernode.router.tokens.model import ModelTokenizer
 from supernode.router.tokens.service import PromptTokens
 
-PATHS = ("old", "chunked", "fast")
 
 
 class Bench:
@@ -82,12 +82,14 @@ class Bench:
         fast = self.tokens["fast"].get(MODEL)
         encoder = fast.tokenizer.fast if fast is not None else None
         learned = encoder.cached_pieces if encoder is not None else 0
-        for name in PATHS[self.turn % 3:] + PATHS[:self.turn % 3]:
+        names = list(self.tokens)
+        for name in names[self.turn % len(names):] + names[:self.turn % len(names)]:
+            await asyncio.sleep(0.003)  # the library's worker threads spin a moment after each call: let them park
             t1, c1 = time.perf_counter(), time.process_time()
             done = await self.tokens[name].apply(prep)
             out[name], out[f"{name}_cpu"] = time.perf_counter() - t1, time.process_time() - c1
             ids[name] = done.prompt_token_ids
-        if len({ids[name] for name in PATHS}) != 1 or not ids["fast"]:
+        if len({ids[name] for name in names}) != 1 or not ids["fast"]:
             raise AssertionError("the encoders disagree on a prompt's token ids")
         out["tokens"] = float(len(ids["fast"] or ()))
         out["new_pretokens"] = float(encoder.cached_pieces - learned if encoder is not None else 0)
@@ -126,6 +128,26 @@ async def run_cold(bench: Bench, work: Workload, size: int, iterations: int) -> 
           f"{ms(rows['old_cpu'], 50):>6}/{ms(rows['chunked_cpu'], 50)}/{ms(rows['fast_cpu'], 50)}")
 
 
+async def run_alone(raw: Tokenizer, size: int, iterations: int, warm: int) -> None:
+    """The fast encoder in a process of its own, as a router runs it (no other encoder sharing the CPU
+    caches or cores): cold prompts of ``size`` tokens after the same warm-up."""
+    alone = Bench({"fast": PromptTokenizer(raw)})
+    work = Workload(PromptTokenizer(raw), seed=5000)
+    alone.warm(work, warm)
+    rows: dict[str, list[float]] = defaultdict(list)
+    try:
+        for i in range(iterations + 2):
+            r = await alone.request(work.cold(size))
+            if i >= 2:
+                for k, v in r.items():
+                    rows[k].append(v)
+    finally:
+        alone.close()
+    print(f"{int(pct(rows['tokens'], 50)):>7} {pct(rows['new_pretokens'], 50):>8.0f} {ms(rows['prepare'], 50):>8} "
+          f"{'':>15} {'':>15} {ms(rows['fast'], 50):>7}/{ms(rows['fast'], 99):<7} {'':>8} {'':>8} "
+          f"{ms(rows['fast_cpu'], 50):>19}   (fast alone)")
+
+
 async def run_mix(bench: Bench, work: Workload, requests: int) -> None:
     rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i in range(requests + 20):
@@ -159,12 +181,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="2000,8000,32000", help="approximate cold prompt sizes in tokens")
     ap.add_argument("--vocab", type=int, default=100_000, help="vocabulary of the trained tokenizer")
     ap.add_argument("--warm-chars", type=int, default=2_000_000, help="other text each encoder sees first")
+    ap.add_argument("--alone", action="store_true", help="also time the fast encoder with no other encoder "
+                    "in the process (a second, separate run of the cold prompts)")
     ap.add_argument("--smoke", action="store_true", help="a few seconds: a small tokenizer, few requests")
     args = ap.parse_args()
     iterations, requests, sizes = args.iterations, args.mix, [int(s) for s in args.sizes.split(",")]
     vocab, chars, warm = args.vocab, max(2_000_000, args.vocab * 80), args.warm_chars
     if args.smoke:
         iterations, requests, sizes, vocab, chars, warm = 5, 40, [2000], 4000, 200_000, 50_000
+        args.alone = True
     raw, origin = bench_tokenizer(vocab, chars)
     new = PromptTokenizer(raw)
     if new.fast is None:
@@ -183,6 +208,9 @@ def main() -> None:
     try:
         for size in sizes:
             asyncio.run(run_cold(bench, work, size, iterations))
+        if args.alone:
+            for size in sizes:
+                asyncio.run(run_alone(raw, size, iterations, warm))
         print("prepare = parse + validate + byte hashes before tokenization; CPU = the process's CPU time per "
               "tokenization at p50 (the library encodes on several threads: its CPU can exceed its wall time)")
         asyncio.run(run_mix(bench, work, requests))

@@ -110,14 +110,16 @@ def test_the_c_bpe_merges_words_as_the_library(deepseek: Tokenizer) -> None:
 
 def test_models_the_c_bpe_does_not_cover_and_a_small_cache_stay_exact(deepseek: Tokenizer) -> None:
     spec = json.loads(deepseek.to_str())
+    model = dict(spec["model"])
     spec["model"]["byte_fallback"] = True  # no effect on byte-level text; the C BPE leaves it to the library
-    encoder = F.FastEncoder(spec, max_pieces=64)
-    assert not encoder.native_bpe
     library = _text_only(spec)
-    for text in [*_fuzz(21, 200, 150), "".join(mixed_text(40, 3000))]:
-        assert encoder.encode(text) == library.encode(text, add_special_tokens=False).ids, repr(text)
-        assert encoder.cached_pieces <= 64 + 400
-    assert encoder.encode("x \U000e0080") is None and encoder.fallbacks == 1
+    for encoder, native_bpe in ((F.FastEncoder(spec, max_chars=400), False),
+                                (F.FastEncoder({**spec, "model": model}, max_chars=400), True)):
+        assert encoder.native_bpe is native_bpe
+        for text in [*_fuzz(21, 200, 150), "".join(mixed_text(40, 3000))]:
+            assert encoder.encode(text) == library.encode(text, add_special_tokens=False).ids, repr(text)
+        assert encoder.restarts > 3  # the cache filled up and started afresh, many times
+        assert encoder.encode("x \U000e0080") is None and encoder.fallbacks == 1
 
 
 def test_only_the_deepseek_family_gets_the_fast_path_and_untrusted_text_falls_back(deepseek: Tokenizer) -> None:
@@ -136,7 +138,18 @@ def test_bad_arguments_are_refused() -> None:
         native.pieces(b"short", "text")
     with pytest.raises(TypeError):
         native.pieces(F.deepseek_table(), b"bytes")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="cache"):
-        native.encode(F.deepseek_table(), "text", [], None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="table"):
+        native.Encoder(b"short", None, 100)
+    with pytest.raises(TypeError, match="bpe"):
+        native.Encoder(F.deepseek_table(), [], 100)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_chars"):
+        native.Encoder(F.deepseek_table(), None, 0)
+    encoder = native.Encoder(F.deepseek_table(), None, 100)
+    with pytest.raises(TypeError, match="str"):
+        encoder.encode(b"bytes")  # type: ignore[arg-type]
+    assert encoder.encode("two words") == (None, ["two", " words"])
+    encoder.add("two", [1])
+    encoder.add(" words", [2, 3])
+    assert encoder.encode("two words") == ([1, 2, 3], []) and encoder.size() == (2, 9, 0)
     with pytest.raises(ValueError, match="256"):
         native.Bpe([0] * 3, b"", None)

@@ -25,12 +25,13 @@ are *untrusted*: a text holding one is encoded by ``tokenizers`` as before, so a
 the tokenizer's regex engine changes nothing. ``tests/api/test_fasttokens.py`` compares the pieces with
 the library's for every assigned code point in several contexts, and on fuzzed text.
 
-A pre-token missing from the cache is merged by the C BPE (``Bpe``: the library's merge order and stale-
-entry rule, for plain byte-level models) and cached. Models with options it lacks (dropout, byte fallback,
-an unknown token, word prefixes or suffixes) have their missing pre-tokens encoded by a copy of the
-tokenizer whose pre-tokenizer is only the final ``ByteLevel`` step, so each piece reaches the model whole
-as in the full pipeline. The cache holds ``max_pieces`` pre-tokens; past that the oldest quarter goes.
-The C calls hold the GIL: ~0.2 ms for a 2k-token prompt whose words are cached.
+The cache lives in C (code points and ids in two arrays, an open-addressing index): no Python object per
+pre-token. A pre-token missing from it is merged by the C BPE (``Bpe``: the library's merge order and
+stale-entry rule, for plain byte-level models) and kept. Models with options it lacks (dropout, byte
+fallback, an unknown token, word prefixes or suffixes) have their missing pre-tokens encoded by a copy of
+the tokenizer whose pre-tokenizer is only the final ``ByteLevel`` step, so each piece reaches the model
+whole as in the full pipeline. The cache holds ``max_chars`` characters of pre-tokens and then starts
+afresh. The C calls hold the GIL: ~0.2 ms for a 2k-token prompt whose words are cached.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import unicodedata
 from array import array
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from itertools import islice
 from typing import Any, Final
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -163,18 +163,18 @@ def piece_tokenizer(spec: dict[str, Any]) -> HFTokenizer:
 
 
 class FastEncoder:
-    """Encodes text of one DeepSeek-family tokenizer: the C scan, then each pre-token's ids from a cache;
+    """Encodes text of one DeepSeek-family tokenizer: the C scan, then each pre-token's ids from the C cache;
     a missing pre-token is merged by the C BPE, or by `tokenizers` when the model has options it lacks."""
 
-    def __init__(self, spec: dict[str, Any], max_pieces: int = 200_000) -> None:
+    def __init__(self, spec: dict[str, Any], max_chars: int = 4_000_000) -> None:
+        """``max_chars``: characters of pre-tokens the cache holds (~5 bytes each with their ids); when full
+        it starts afresh, which costs a few cold prompts and bounds memory."""
         if _native is None:
             raise RuntimeError("not implemented: the C pre-tokenizer was not built (no compiler at install)")
         self._piece_tok = piece_tokenizer(spec)
         self._bpe = native_bpe(spec["model"])
-        self._table = deepseek_table()
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._encoder = _native.Encoder(deepseek_table(), self._bpe, max_chars)
         self._lock = threading.Lock()
-        self.max_pieces = max_pieces
         self.fallbacks = 0  # texts with an untrusted character, left to `tokenizers`
 
     @property
@@ -183,47 +183,43 @@ class FastEncoder:
 
     def encode(self, text: str) -> list[int] | None:
         """``text``'s ids, or None when it holds an untrusted character (encode it with `tokenizers`)."""
-        got = _native.encode(self._table, text, self._cache, self._bpe)
+        got = self._encoder.encode(text)
         if got is None:
             self.fallbacks += 1
             return None
         ids, missing = got
-        if ids is None:
-            self._learn(missing)
-            got = _native.encode(self._table, text, self._cache, self._bpe)
-            ids = None if got is None else got[0]
-            if ids is None:  # the cache was trimmed by another thread in between
-                ids = self._join(text)
-        if len(self._cache) > self.max_pieces:
-            self._trim()
-        return ids
-
-    def word(self, piece: str) -> tuple[int, ...]:
-        """One pre-token's ids, merged by the C BPE when there is one (for tests)."""
-        if self._bpe is not None:
-            return tuple(self._bpe.word(piece))
-        return tuple(self._piece_tok.encode(piece, add_special_tokens=False).ids)
-
-    def _join(self, text: str) -> list[int]:
-        out: list[int] = []
+        if ids is not None:
+            return ids
+        with self._lock:  # only for models without the C BPE: the library merges the missing pre-tokens
+            for piece, enc in zip(missing, self._piece_tok.encode_batch_fast(missing, add_special_tokens=False),
+                                  strict=True):
+                self._encoder.add(piece, enc.ids)
+            got = self._encoder.encode(text)
+        if got is not None and got[0] is not None:
+            return got[0]
+        out: list[int] = []  # the cache started afresh in between: piece by piece
         for part in _native.pieces(self._table, text) or []:
-            out += self._cache.get(part) or self.word(part)
+            out += self.word(part)
         return out
 
-    def _learn(self, missing: Sequence[str]) -> None:
-        encoded = self._piece_tok.encode_batch_fast(list(missing), add_special_tokens=False)
-        with self._lock:
-            for piece, enc in zip(missing, encoded, strict=True):
-                self._cache[piece] = tuple(enc.ids)
+    def word(self, piece: str) -> tuple[int, ...]:
+        """One pre-token's ids, merged by the C BPE when there is one."""
+        if self._bpe is not None:
+            return self._bpe.word(piece)
+        return tuple(self._piece_tok.encode(piece, add_special_tokens=False).ids)
 
-    def _trim(self) -> None:
-        with self._lock:  # oldest first (dicts keep insertion order), down to three quarters
-            excess = len(self._cache) - self.max_pieces * 3 // 4
-            for old in list(islice(self._cache, max(0, excess))):
-                self._cache.pop(old, None)
+    @property
+    def _table(self) -> bytes:
+        return deepseek_table()
+
     @property
     def cached_pieces(self) -> int:
-        return len(self._cache)
+        return int(self._encoder.size()[0])
+
+    @property
+    def restarts(self) -> int:
+        """How often the cache filled up and started afresh."""
+        return int(self._encoder.size()[2])
 
 
 def fast_encoder(spec: dict[str, Any], family_name: str | None,
