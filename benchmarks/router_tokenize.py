@@ -55,7 +55,6 @@ from supernode.router.tokens.model import ModelTokenizer
 from supernode.router.tokens.service import PromptTokens
 
 
-
 class Bench:
     def __init__(self, tokenizers: dict[str, PromptTokenizer]) -> None:
         self.config = RouterConfig.model_validate({"discovery": {"type": "static", "path": "unused.json"},
