@@ -17,20 +17,24 @@ from tokenizers import Regex, Tokenizer, pre_tokenizers
 
 from supernode.api import fasttokens as F
 from supernode.api.prompttokens import PromptTokenizer
-from supernode.api.tokenchunks import DEEPSEEK_SPLITS
+from supernode.api.tokenchunks import DEEPSEEK_SPLITS, LLAMA3_SPLIT
 
 pytestmark = pytest.mark.skipif(not F.available(), reason="the C extension was not built (no compiler)")
 
-_REFERENCE = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r), "isolated") for r in DEEPSEEK_SPLITS])
+_REFERENCES = {
+    "deepseek": pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r), "isolated") for r in DEEPSEEK_SPLITS]),
+    "llama3": pre_tokenizers.Split(Regex(LLAMA3_SPLIT), "isolated"),
+}
 # Characters the regexes treat apart: kana punctuation and symbols inside the CJK class, marks, digits of
 # other scripts, Unicode white space that Python's isspace() disagrees on, format and control characters.
 _TRICKY = [*"aZq07.!?;:,'s _-()<>|{}[]\"", " ", " ", "\n", "\n", "\r", "\t", "\x0b", "\x1c", "\x85", "\u00a0", "\u3000",
            "\u2028", "\u200b", "\u2060", "\ufeff", "中", "文", "。", "\uff0c", "ー", "ぁ", "\u3099", "\u309b", "\u30a0",
-           "\u30fb", "ヿ", "²", "٣", "½", "Ⅻ", "é", "\u0301", "🙂", "👍🏽", "€", "Ω", "\x00", "\x7f", "\U000f0001"]
+           "\u30fb", "ヿ", "²", "٣", "½", "Ⅻ", "é", "\u0301", "🙂", "👍🏽", "€", "Ω", "\x00", "\x7f", "\U000f0001",
+           "'", "'", "'s", "'LL", "'Re", "'ve", "'d", "'M", "'T", "\u017f", "'x"]  # Llama 3's contractions, long s
 
 
-def _reference_pieces(text: str) -> list[str]:
-    return [p for p, _ in _REFERENCE.pre_tokenize_str(text)]
+def _reference_pieces(text: str, fam: str = "deepseek") -> list[str]:
+    return [p for p, _ in _REFERENCES[fam].pre_tokenize_str(text)]
 
 
 def _fuzz(seed: int, count: int, longest: int) -> list[str]:
@@ -48,23 +52,28 @@ def _text_only(spec: dict[str, Any]) -> Tokenizer:
     return Tokenizer.from_str(json.dumps({**spec, "added_tokens": []}))
 
 
-def test_pieces_match_the_library_for_every_code_point_python_knows() -> None:
-    table = F.deepseek_table()
+def _contexts(c: str) -> str:
+    return f"x{c}y {c}{c}1{c}!{c} {c}a\n{c}中{c}\t{c}{c}{c}{c}'{c}"
+
+
+@pytest.mark.parametrize("fam", ["deepseek", "llama3"])
+def test_pieces_match_the_library_for_every_code_point_python_knows(fam: str) -> None:
+    table = F.table_for(fam)
     # the BMP whole, the other planes sampled (private use planes are one class)
     points = [c for c in range(0x110000) if not table[c] & F.F_UNTRUSTED and (c < 0x10000 or c % 11 == 0)]
     for start in range(0, len(points), 20_000):
-        chars = map(chr, points[start:start + 20_000])
-        text = "\n".join(f"x{c}y {c}{c}1{c}!{c} {c}a\n{c}中{c}\t{c}{c}{c}{c}" for c in chars)
-        if F.pieces(text) != _reference_pieces(text):
-            wrong = [hex(ord(c)) for c in map(chr, points[start:start + 20_000])
-                     if F.pieces(f"x{c}y {c}{c}1{c}!{c} {c}a\n{c}中{c}\t{c}{c}{c}{c}")
-                     != _reference_pieces(f"x{c}y {c}{c}1{c}!{c} {c}a\n{c}中{c}\t{c}{c}{c}{c}")]
+        chars = [chr(c) for c in points[start:start + 20_000]]
+        text = "\n".join(map(_contexts, chars))
+        if F.pieces(text, fam) != _reference_pieces(text, fam):
+            wrong = [hex(ord(c)) for c in chars if F.pieces(_contexts(c), fam) != _reference_pieces(_contexts(c), fam)]
             pytest.fail(f"pre-tokens differ around code points {wrong[:20]}")
 
 
-def test_fuzzed_text_has_the_library_pieces_and_untrusted_text_is_refused() -> None:
+@pytest.mark.parametrize("fam", ["deepseek", "llama3"])
+def test_fuzzed_text_has_the_library_pieces_and_untrusted_text_is_refused(fam: str) -> None:
     for text in _fuzz(5, 3000, 60):
-        assert F.pieces(text) == _reference_pieces(text), repr(text)
+        assert F.pieces(text, fam) == _reference_pieces(text, fam), repr(text)
+    assert F.pieces("ok \U000e0080 unassigned", fam) is None
     assert F.pieces("ok \U000e0080 unassigned") is None
     assert F.pieces("ok \ud800 surrogate") is None
     assert F.pieces("kana \u3040 gap") is None  # unassigned inside the CJK class
@@ -122,8 +131,16 @@ def test_models_the_c_bpe_does_not_cover_and_a_small_cache_stay_exact(deepseek: 
         assert encoder.encode("x \U000e0080") is None and encoder.fallbacks == 1
 
 
-def test_only_the_deepseek_family_gets_the_fast_path_and_untrusted_text_falls_back(deepseek: Tokenizer) -> None:
-    assert PromptTokenizer(train("llama3", 600, 20_000, seed=2)).fast is None
+def test_llama3_texts_encode_to_the_library_ids() -> None:
+    raw = train("llama3", 1500, 40_000, seed=2)
+    tok, library = PromptTokenizer(raw), _text_only(json.loads(raw.to_str()))
+    assert tok.fast is not None and tok.fast.family == "llama3" and tok.fast.native_bpe
+    for text in _fuzz(19, 400, 200) + ["".join(mixed_text(seed, 3000)) for seed in range(3)]:
+        assert tok.encode_text(text) == library.encode(text, add_special_tokens=False).ids, repr(text[:80])
+
+
+def test_only_known_families_get_the_fast_path_and_untrusted_text_falls_back(deepseek: Tokenizer) -> None:
+    assert PromptTokenizer(train("gpt2", 600, 20_000, seed=2)).fast is None
     assert PromptTokenizer(deepseek, fast=False).fast is None
     tok = PromptTokenizer(deepseek)
     text = "unassigned \U000e0080 and kana \u3040 here. <think> " * 3
@@ -135,9 +152,11 @@ def test_bad_arguments_are_refused() -> None:
     native = F._native
     assert native is not None
     with pytest.raises(ValueError, match="table"):
-        native.pieces(b"short", "text")
+        native.pieces(b"short", "text", 0)
     with pytest.raises(TypeError):
-        native.pieces(F.deepseek_table(), b"bytes")  # type: ignore[arg-type]
+        native.pieces(F.deepseek_table(), b"bytes", 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="family"):
+        native.pieces(F.deepseek_table(), "text", 7)
     with pytest.raises(ValueError, match="table"):
         native.Encoder(b"short", None, 100)
     with pytest.raises(TypeError, match="bpe"):

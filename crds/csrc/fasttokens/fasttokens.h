@@ -1,7 +1,8 @@
 /* Shared declarations of the fast DeepSeek V3 encoder (supernode.api._fasttokens).
  *
- * pretok.c cuts text into pre-tokens exactly as the tokenizer's three isolating regex splits do (the rules
- * and why they are exact: supernode/api/fasttokens.py); bpe.c merges one pre-token's bytes as the
+ * pretok.c cuts text into pre-tokens exactly as the DeepSeek V3 tokenizer's three isolating regex splits
+ * do, or as the Llama 3 tokenizer's one split does (the rules and why they are exact:
+ * supernode/api/fasttokens.py); bpe.c merges one pre-token's bytes as the
  * `tokenizers` library does; module.c holds the pre-token cache and the Python module. Character classes
  * come from a table built in Python (one flag byte per code point): no Unicode data is compiled in here.
  */
@@ -21,11 +22,21 @@
 #define F_UNTRUSTED 64u
 #define TABLE_SIZE 0x110000
 
+/* Flag bits of the Llama 3 (cl100k-style) split's table. */
+#define L3_L 1u        /* \p{L} */
+#define L3_N 2u        /* \p{N} */
+#define L3_WS 16u      /* \s */
+#define L3_PREFIX 32u  /* [^\r\n\p{L}\p{N}] */
+#define L3_OTHER 8u    /* [^\s\p{L}\p{N}] */
+
+enum { FAMILY_DEEPSEEK = 0, FAMILY_LLAMA3 = 1 };
+
 typedef struct {
     const uint8_t *flags;
     int kind;
     const void *data;
     Py_ssize_t n;
+    int family;
 } scan_t;
 
 static inline Py_UCS4 at(const scan_t *s, Py_ssize_t i) { return PyUnicode_READ(s->kind, s->data, i); }

@@ -1,14 +1,15 @@
 /* The Python module supernode.api._fasttokens: pre-token spans, and Encoder, which encodes texts from a
  * compact cache of pre-token ids (see fasttokens.h).
  *
- *   pieces(table, text) -> list[str] | None
- *       the pre-tokens of text, in order; None when text holds a character flagged UNTRUSTED.
+ *   pieces(table, text, family) -> list[str] | None
+ *       the pre-tokens of text, in order, for family 0 (DeepSeek V3) or 1 (Llama 3) with that family's
+ *       table; None when text holds a character flagged UNTRUSTED.
  *   Bpe(byte_ids, merges, whole)
  *       byte-level BPE as the `tokenizers` library merges one word: the lowest-ranked pair first,
  *       leftmost among equals (its heap and its stale-entry rule, step for step). byte_ids: 256 ids, the id
  *       of each byte's character; merges: int32 quadruples (left, right, rank, merged id); whole: None,
  *       or a dict bytes -> id looked up first (the model's ignore_merges). .word(text) -> tuple of ids.
- *   Encoder(table, bpe, max_chars)
+ *   Encoder(table, bpe, max_chars, family=0)
  *       .encode(text) -> (list[int], []) | (None, missing pre-tokens) | None (an untrusted character):
  *       a pre-token not in the cache is merged by bpe and kept; with bpe None it is reported, and the
  *       caller adds its ids with .add(piece, ids) before encoding again. The cache keeps pre-tokens of
@@ -36,6 +37,12 @@ static int parse(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const
     s->kind = PyUnicode_KIND(args[1]);
     s->data = PyUnicode_DATA(args[1]);
     s->n = PyUnicode_GET_LENGTH(args[1]);
+    s->family = (int)PyLong_AsLong(args[2]);
+    if (s->family != FAMILY_DEEPSEEK && s->family != FAMILY_LLAMA3) {
+        PyBuffer_Release(table);
+        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: family must be 0 (DeepSeek) or 1 (Llama 3)", name);
+        return -1;
+    }
     return 0;
 }
 
@@ -48,7 +55,7 @@ static PyObject *pieces(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     scan_t s;
     Py_buffer table;
     Py_ssize_t *spans = NULL;
-    if (parse(args, nargs, 2, "pieces", &s, &table) < 0) return NULL;
+    if (parse(args, nargs, 3, "pieces", &s, &table) < 0) return NULL;
     const Py_ssize_t count = ft_split(&s, &spans);
     PyBuffer_Release(&table);
     if (count < 0) return spans_error(count);
@@ -76,6 +83,7 @@ typedef struct {
     Py_ssize_t count, restarts;
     Py_UCS4 *keys;
     size_t keys_len, keys_cap, max_chars;
+    int family;
     int32_t *ids;
     size_t ids_len, ids_cap;
 } EncoderObject;
@@ -180,6 +188,7 @@ static int scan_of(EncoderObject *e, PyObject *text, scan_t *s) {
     s->kind = PyUnicode_KIND(text);
     s->data = PyUnicode_DATA(text);
     s->n = PyUnicode_GET_LENGTH(text);
+    s->family = e->family;
     return 0;
 }
 
@@ -283,8 +292,13 @@ static PyObject *Encoder_size(EncoderObject *self, PyObject *unused) {
 static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
     PyObject *table, *bpe;
     Py_ssize_t max_chars;
-    static char *names[] = {"table", "bpe", "max_chars", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOn", names, &table, &bpe, &max_chars)) return -1;
+    int family = FAMILY_DEEPSEEK;
+    static char *names[] = {"table", "bpe", "max_chars", "family", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOn|i", names, &table, &bpe, &max_chars, &family)) return -1;
+    if (family != FAMILY_DEEPSEEK && family != FAMILY_LLAMA3) {
+        PyErr_SetString(PyExc_ValueError, "family must be 0 (DeepSeek) or 1 (Llama 3)");
+        return -1;
+    }
     if (PyBytes_GET_SIZE(table) != TABLE_SIZE) {
         PyErr_Format(PyExc_ValueError, "table must have %d bytes", TABLE_SIZE);
         return -1;
@@ -309,6 +323,7 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
     self->count = self->restarts = 0;
     self->keys_len = self->ids_len = 0;
     self->max_chars = (size_t)max_chars;
+    self->family = family;
     return 0;
 }
 
@@ -340,7 +355,7 @@ static PyTypeObject EncoderType = {
 };
 
 static PyMethodDef methods[] = {
-    {"pieces", (PyCFunction)(void (*)(void))pieces, METH_FASTCALL, "pieces(table, text) -> list[str] | None"},
+    {"pieces", (PyCFunction)(void (*)(void))pieces, METH_FASTCALL, "pieces(table, text, family) -> list[str] | None"},
     {NULL, NULL, 0, NULL},
 };
 

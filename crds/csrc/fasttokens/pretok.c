@@ -1,4 +1,4 @@
-/* The DeepSeek V3 pre-tokenizer in one scan (see fasttokens.h). */
+/* The DeepSeek V3 and Llama 3 pre-tokenizers, each in one scan (see fasttokens.h). */
 #include "fasttokens.h"
 
 static inline int is_az(Py_UCS4 c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
@@ -91,6 +91,49 @@ static int scan_segment(const scan_t *s, spans_t *sp, Py_ssize_t i, Py_ssize_t e
  * character, -2 on no memory. Digit groups and CJK runs are segments of their own (the first two splits);
  * the main regex then cuts each CJK run alone, and plain text in one pass: its classes stop at digits and
  * CJK characters, and its look-ahead treats them as a segment's end. */
+/* Case-folded ASCII letter of a contraction (with the long s, which folds to s), else 0. */
+static inline Py_UCS4 folded(Py_UCS4 c) {
+    if (c >= 'A' && c <= 'Z') return c + 32;
+    if (c == 0x17F) return 's';
+    return c < 128 ? c : 0;
+}
+
+/* End of the Llama 3 split's match at i: (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ |
+ * \p{N}{1,3} | " "?[^\s\p{L}\p{N}]+[\r\n]* | \s*[\r\n]+ | \s+(?!\S) | \s+ (every character matches one). */
+static Py_ssize_t match_llama3(const scan_t *s, Py_ssize_t i) {
+    const Py_UCS4 c = at(s, i);
+    const unsigned f = s->flags[c];
+    const int has_next = i + 1 < s->n;
+    if (c == '\'' && has_next) {
+        const Py_UCS4 c1 = folded(at(s, i + 1)), c2 = i + 2 < s->n ? folded(at(s, i + 2)) : 0;
+        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
+        if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) return i + 3;
+    }
+    if ((f & L3_PREFIX) && has_next && (fl(s, i + 1) & L3_L)) return run(s, i + 2, s->n, L3_L, 0);
+    if (f & L3_L) return run(s, i + 1, s->n, L3_L, 0);
+    if (f & L3_N) {
+        Py_ssize_t j = i + 1;
+        while (j < s->n && j < i + 3 && (fl(s, j) & L3_N)) j++;
+        return j;
+    }
+    {
+        Py_ssize_t j = (c == ' ' && has_next && (fl(s, i + 1) & L3_OTHER)) ? i + 1 : i;
+        if (s->flags[at(s, j)] & L3_OTHER) {
+            j = run(s, j + 1, s->n, L3_OTHER, 0);
+            while (j < s->n && is_rn(at(s, j))) j++;
+            return j;
+        }
+    }
+    if (f & L3_WS) {
+        const Py_ssize_t stop = run(s, i + 1, s->n, L3_WS, 0);
+        for (Py_ssize_t m = stop - 1; m >= i; m--)
+            if (is_rn(at(s, m))) return m + 1;
+        if (stop == s->n || stop - 1 == i) return stop;
+        return stop - 1;
+    }
+    return -1;
+}
+
 Py_ssize_t ft_split(const scan_t *s, Py_ssize_t **spans) {
     spans_t sp = {PyMem_Malloc(sizeof(Py_ssize_t) * 2 * 64), 0, 64};
     Py_ssize_t gap = -1, i = 0;
@@ -100,7 +143,9 @@ Py_ssize_t ft_split(const scan_t *s, Py_ssize_t **spans) {
     while (i < s->n) {
         const unsigned f = fl(s, i);
         Py_ssize_t stop;
-        if (f & F_N) { /* \p{N}{1,3}: no alternative of the main regex matches inside it */
+        if (s->family == FAMILY_LLAMA3) {
+            stop = match_llama3(s, i);
+        } else if (f & F_N) { /* \p{N}{1,3}: no alternative of the main regex matches inside it */
             stop = i + 1;
             while (stop < s->n && stop < i + 3 && (fl(s, stop) & F_N)) stop++;
         } else if (f & F_CJK) {

@@ -1,4 +1,4 @@
-"""A fast, exact encoder for DeepSeek V3-family tokenizers: one C scan of the text plus a pre-token cache.
+"""A fast, exact encoder for DeepSeek V3- and Llama 3-family tokenizers: one C scan plus a pre-token cache.
 
 Why: the ``tokenizers`` library spends nearly all of a long prompt's encoding time in its pre-tokenizer
 (three Oniguruma regex passes with Unicode classes: ~0.3 µs per character). Byte-level BPE then works on
@@ -19,6 +19,11 @@ in one pass:
   Digit groups and CJK runs cannot start inside a match of ``M`` there, so they are found where the first
   two splits find them. Text where no alternative matches is a piece of its own (an isolating split keeps
   it), in both.
+
+The Llama 3 (cl100k-style) pre-tokenizer is one isolating split by ``tokenchunks.LLAMA3_SPLIT`` and then
+``ByteLevel``: the scan follows that regex's alternatives in order, with its own table (letters without
+marks, digits, white space, and the two negated classes); its case-insensitive contractions take the
+ASCII letters and the long s, which Unicode case folding maps to ``s``.
 
 Character classes come from Python's ``unicodedata``. Characters it does not know (``Cn``) and surrogates
 are *untrusted*: a text holding one is encoded by ``tokenizers`` as before, so a newer Unicode version in
@@ -101,15 +106,50 @@ def deepseek_table() -> bytes:
     return bytes(table)
 
 
+# The Llama 3 (cl100k-style) split's classes (see _fasttokens.c's match_llama3).
+L3_L: Final = 1
+L3_N: Final = 2
+L3_OTHER: Final = 8
+L3_WS: Final = 16
+L3_PREFIX: Final = 32
+FAMILIES: Final = {"deepseek": 0, "llama3": 1}
+
+
+def _llama3_flags_of(category: str) -> int:
+    major = category[0]
+    if category in ("Cn", "Cs"):
+        return F_UNTRUSTED
+    if major == "L":
+        return L3_L
+    if major == "N":
+        return L3_N
+    return L3_PREFIX | L3_OTHER
+
+
+@lru_cache(maxsize=1)
+def llama3_table() -> bytes:
+    """One flag byte per code point for the Llama 3 split (built once per process, ~0.2 s)."""
+    categories = list(map(unicodedata.category, map(chr, range(CODE_POINTS))))
+    flags = {cat: _llama3_flags_of(cat) for cat in set(categories)}
+    table = bytearray(map(flags.__getitem__, categories))
+    for cp in WHITE_SPACE:
+        table[cp] = L3_WS | (0 if cp in _RN else L3_PREFIX)
+    return bytes(table)
+
+
+def table_for(family_name: str) -> bytes:
+    return deepseek_table() if family_name == "deepseek" else llama3_table()
+
+
 def available() -> bool:
     """Whether the C scanner was built (no compiler at install time: every text goes through `tokenizers`)."""
     return _native is not None
 
 
-def pieces(text: str) -> list[str] | None:
-    """``text``'s pre-tokens as the DeepSeek V3 pre-tokenizer cuts it; None when it holds an untrusted
-    character or the scanner is not built."""
-    return None if _native is None else _native.pieces(deepseek_table(), text)
+def pieces(text: str, family_name: str = "deepseek") -> list[str] | None:
+    """``text``'s pre-tokens as the family's pre-tokenizer cuts it (``deepseek`` or ``llama3``); None when it
+    holds an untrusted character or the scanner is not built."""
+    return None if _native is None else _native.pieces(table_for(family_name), text, FAMILIES[family_name])
 
 
 def byte_level_alphabet() -> list[str]:
@@ -154,8 +194,8 @@ def native_bpe(model: dict[str, Any]) -> Any | None:
 
 
 def piece_tokenizer(spec: dict[str, Any]) -> HFTokenizer:
-    """A copy of a DeepSeek-family tokenizer that encodes one pre-token: no split regexes, no added
-    tokens, no post-processing; only the final byte-level mapping before the BPE model."""
+    """A copy of a DeepSeek- or Llama 3-family tokenizer that encodes one pre-token: no split regexes, no
+    added tokens, no post-processing; only the final byte-level mapping before the BPE model."""
     spec = dict(spec)
     spec["pre_tokenizer"] = spec["pre_tokenizer"]["pretokenizers"][-1]
     spec["added_tokens"], spec["post_processor"] = [], None
@@ -166,14 +206,15 @@ class FastEncoder:
     """Encodes text of one DeepSeek-family tokenizer: the C scan, then each pre-token's ids from the C cache;
     a missing pre-token is merged by the C BPE, or by `tokenizers` when the model has options it lacks."""
 
-    def __init__(self, spec: dict[str, Any], max_chars: int = 4_000_000) -> None:
+    def __init__(self, spec: dict[str, Any], max_chars: int = 4_000_000, family_name: str = "deepseek") -> None:
         """``max_chars``: characters of pre-tokens the cache holds (~5 bytes each with their ids); when full
         it starts afresh, which costs a few cold prompts and bounds memory."""
         if _native is None:
             raise RuntimeError("not implemented: the C pre-tokenizer was not built (no compiler at install)")
         self._piece_tok = piece_tokenizer(spec)
         self._bpe = native_bpe(spec["model"])
-        self._encoder = _native.Encoder(deepseek_table(), self._bpe, max_chars)
+        self.family = family_name
+        self._encoder = _native.Encoder(table_for(family_name), self._bpe, max_chars, FAMILIES[family_name])
         self._lock = threading.Lock()
         self.fallbacks = 0  # texts with an untrusted character, left to `tokenizers`
 
@@ -198,7 +239,7 @@ class FastEncoder:
         if got is not None and got[0] is not None:
             return got[0]
         out: list[int] = []  # the cache started afresh in between: piece by piece
-        for part in _native.pieces(self._table, text) or []:
+        for part in pieces(text, self.family) or []:
             out += self.word(part)
         return out
 
@@ -207,10 +248,6 @@ class FastEncoder:
         if self._bpe is not None:
             return self._bpe.word(piece)
         return tuple(self._piece_tok.encode(piece, add_special_tokens=False).ids)
-
-    @property
-    def _table(self) -> bytes:
-        return deepseek_table()
 
     @property
     def cached_pieces(self) -> int:
@@ -224,11 +261,11 @@ class FastEncoder:
 
 def fast_encoder(spec: dict[str, Any], family_name: str | None,
                  reference: Callable[[Sequence[str]], list[list[int]]], probe: str) -> FastEncoder | None:
-    """A ``FastEncoder`` for a DeepSeek-family tokenizer whose ids on ``probe`` equal ``reference``'s (the
-    `tokenizers` encoding), else None (encode with `tokenizers`)."""
-    if family_name != "deepseek" or _native is None:
+    """A ``FastEncoder`` for a DeepSeek- or Llama 3-family tokenizer whose ids on ``probe`` equal
+    ``reference``'s (the `tokenizers` encoding), else None (encode with `tokenizers`)."""
+    if family_name not in FAMILIES or _native is None:
         return None
-    encoder = FastEncoder(spec)
+    encoder = FastEncoder(spec, family_name=family_name)
     if encoder.encode(probe) != reference([probe])[0]:
         log.warning("the fast pre-tokenizer disagrees with the tokenizer on the probe text; not used")
         return None
