@@ -4,7 +4,7 @@ setuptools' `packages.find` cannot map one namespace to several `where` folders,
 sub-package to its folder here; everything else lives in pyproject.toml.
 """
 
-from setuptools import find_namespace_packages, setup
+from setuptools import Extension, find_namespace_packages, setup
 
 COMPONENT_DIRS = ("crds", "kube", "httpserver", "operator", "engine", "router", "cli")
 
@@ -15,4 +15,12 @@ for root in COMPONENT_DIRS:
         packages.append(pkg)
         package_dir[pkg] = f"{root}/{pkg.replace('.', '/')}"
 
-setup(packages=packages, package_dir=package_dir)
+# The router's fast pre-tokenizer (supernode.api.fasttokens). Optional: without a C compiler the install
+# still succeeds and prompts are encoded by the `tokenizers` library alone, only slower.
+fasttokens = Extension(
+    "supernode.api._fasttokens", optional=True, extra_compile_args=["-O2"],
+    sources=[f"crds/csrc/fasttokens/{name}.c" for name in ("module", "pretok", "bpe")],
+    depends=["crds/csrc/fasttokens/fasttokens.h"],
+)
+
+setup(packages=packages, package_dir=package_dir, ext_modules=[fasttokens])

@@ -48,7 +48,7 @@ class LegacyPromptTokenizer(PromptTokenizer):
     """The previous encoder: each missing text piece encoded whole by ``encode_batch`` (offsets included)."""
 
     def __init__(self, tok: Tokenizer) -> None:
-        super().__init__(tok, chunk_chars=0)
+        super().__init__(tok, chunk_chars=0, fast=False)
 
     def encode_pieces(self, pieces: Iterable[Piece], cache: PieceCache | None = None) -> list[int]:
         pieces = [p for p in pieces if p.special or p.text]

@@ -14,10 +14,13 @@ COPY operator/ operator/
 COPY router/ router/
 COPY engine/ engine/
 COPY cli/ cli/
+# A C compiler builds the router's C prompt encoder (supernode.api._fasttokens); the import below fails the build without it.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential=12.9 && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/supernode \
  && /opt/supernode/bin/pip install --no-cache-dir --upgrade pip==25.3 \
  && /opt/supernode/bin/pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0 \
- && /opt/supernode/bin/pip install --no-cache-dir '.[engine]'
+ && /opt/supernode/bin/pip install --no-cache-dir '.[engine]' \
+ && /opt/supernode/bin/python -c "import supernode.api._fasttokens"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="supernode-engine-cuda" \

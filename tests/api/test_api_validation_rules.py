@@ -58,6 +58,14 @@ def _pydantic_errors(obj: dict[str, Any]) -> list[tuple[str, str]]:
 
 Mutation = Callable[[MDBuilder], MDBuilder]
 # (case, mutation, expected field path, expected message for CEL rules (None: a schema check))
+KV_PORTS_MSG = ("engine.kvEvents: the ports port..port+n-1 and replayPort..replayPort+n-1 (n = parallelism.data for "
+                "vllm and sglang, whose data-parallel ranks each publish on the ports plus their rank; 1 for builtin) "
+                "must not overlap, must end at 65535 at most and must not hold engine.port or 29500 (the rendezvous "
+                "port)")
+KV_RANKS_MSG = ("engine.kvEvents with parallelism.data above 1 needs the whole group in one pod for vllm and sglang "
+                "(each data-parallel rank publishes from the pod it runs on; the router follows the leader pod's "
+                "ports)")
+
 BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("tensor below 1", lambda b: b.parallelism(tensor=0), "spec.parallelism.tensor", None),
     ("unknown accelerator", lambda b: b.accelerator("tpu-v5", 4), "spec.accelerator.type", None),
@@ -133,15 +141,24 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("kv events from mindie", lambda b: b.engine("mindie").kv_events(), "spec.engine.kvEvents",
      "engine.kvEvents: mindie publishes no KV events (builtin, vllm and sglang do)"),
     ("kv events on the http port", lambda b: b.engine("vllm").kv_events(port=8000), "spec.engine.kvEvents",
-     "engine.kvEvents.port and replayPort must differ from each other, from engine.port and from 29500 (the "
-     "rendezvous port)"),
+     KV_PORTS_MSG),
     ("kv replay on the publisher port", lambda b: b.engine("sglang").kv_events(port=6000, replayPort=6000),
-     "spec.engine.kvEvents", "engine.kvEvents.port and replayPort must differ from each other, from engine.port "
-     "and from 29500 (the rendezvous port)"),
-    ("kv events from vllm data-parallel ranks",
+     "spec.engine.kvEvents", KV_PORTS_MSG),
+    ("kv events from data-parallel ranks on several pods",
+     lambda b: b.engine("vllm").kv_events(replayPort=5600).accelerator("nvidia-h200", 8).parallelism(tensor=8, data=2),
+     "spec.engine.kvEvents", KV_RANKS_MSG),
+    ("kv events from data-parallel ranks on cpu pods (one rank a pod)",
+     lambda b: b.engine("sglang").kv_events(replayPort=5600).parallelism(tensor=1, data=2),
+     "spec.engine.kvEvents", KV_RANKS_MSG),
+    ("kv rank 1's publisher on the replay port (vllm offsets both by the rank)",
      lambda b: b.engine("vllm").kv_events().accelerator("nvidia-h200", 8).parallelism(tensor=4, data=2),
-     "spec.engine.kvEvents", "engine.kvEvents with parallelism.data above 1 is not supported for vllm and sglang "
-     "yet (each data-parallel rank publishes on its own port; the router follows one publisher per group)"),
+     "spec.engine.kvEvents", KV_PORTS_MSG),
+    ("kv rank 3's replay port on the http port",
+     lambda b: b.engine("sglang").kv_events(port=7000, replayPort=7997).accelerator("nvidia-h200", 8)
+     .parallelism(tensor=2, data=4), "spec.engine.kvEvents", KV_PORTS_MSG),
+    ("kv rank ports past 65535",
+     lambda b: b.engine("vllm").kv_events(port=65530, replayPort=65520).accelerator("nvidia-h200", 8)
+     .parallelism(tensor=1, data=8), "spec.engine.kvEvents", KV_PORTS_MSG),
     ("kv events topic with a space", lambda b: b.engine("vllm").kv_events(topic="a b"),
      "spec.engine.kvEvents.topic", None),
     ("kv events from a mindie pool", lambda b: b.pool("a", engine={"type": "mindie", "kvEvents": {}}),
@@ -178,6 +195,11 @@ def test_kv_events_accepted_where_engines_publish_them() -> None:
     for md in (make_md("kv").engine("vllm").kv_events(), make_md("kv").engine("builtin").kv_events(topic=""),
                make_md("kv").engine("sglang").kv_events(port=7000, replayPort=7001, bufferSteps=5),
                make_md("kv").engine("builtin").kv_events().accelerator("nvidia-h200", 8).parallelism(tensor=8, data=2),
+               # one pod, every rank's ports apart from the others (ranks 0..7 on 5557..5564, replays from 5600)
+               make_md("kv").engine("vllm").kv_events(replayPort=5600).accelerator("nvidia-h200", 8)
+               .parallelism(data=8, expert=8),
+               make_md("kv").engine("sglang").kv_events(port=5600, replayPort=5557).accelerator("nvidia-h200", 8)
+               .parallelism(tensor=2, data=4),
                make_md("kv").engine("mindie").pool("a", engine={"type": "vllm", "kvEvents": {}})):
         assert server_errors(md.dict()) == [] and _pydantic_errors(md.dict()) == []
 

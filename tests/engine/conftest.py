@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import torch
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from supernode.api import chattokens as T
+from supernode.api.tokenchunks import DEEPSEEK_SPLITS
 from supernode.engine.tokenizer import Tokenizer
 
 CORPUS = [
@@ -24,8 +25,10 @@ CORPUS = [
 
 
 def build_tokenizer_json(path: Path, vocab_size: int = 400) -> Path:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok = HFTokenizer(models.BPE())  # DeepSeek V3's pre-tokenizer, as the real checkpoints (and init-checkpoint)
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in DEEPSEEK_SPLITS]
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                   use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -176,7 +176,8 @@ async def test_a_spilled_request_is_hashed_for_the_pool_that_serves_it(tmp_path:
     config = RouterConfig.model_validate({"discovery": {"type": "static", "path": "x.json"}, "admission": None})
     table = EndpointTable()
     table.update([Endpoint(url="http://127.0.0.1:9", model=MODEL)])
-    tokens = PromptTokens(TokenMetrics(CollectorRegistry()), max_blocks=64)
+    registry = CollectorRegistry()
+    tokens = PromptTokens(TokenMetrics(registry), max_blocks=64)
     tokens.set(MODEL, ModelTokenizer(tokenizer, MODEL, BLOCK, TEMPLATE_ID, "d", "engine"))
     raw = json.dumps({"model": MODEL, "messages": USER, "reasoning_effort": "high"}).encode()
     prep = await tokens.apply(prepare(raw, parse_chat, anthropic=False, config=config, table=table,
@@ -185,8 +186,13 @@ async def test_a_spilled_request_is_hashed_for_the_pool_that_serves_it(tmp_path:
     assert await tokens.hashes_for(prep, PoolKey(MODEL, Mode.THINK_HIGH)) == prep.token_block_hashes
     spilled = await tokens.hashes_for(prep, PoolKey(MODEL, Mode.THINK_MAX))
     expected = tokenizer.encode_pieces(chat_prompt(USER, None, None, Mode.THINK_MAX, tool_tokens=True).pieces)
-    assert spilled == tuple(block_hashes(expected, MODEL, BLOCK)) != prep.token_block_hashes
+    reusable = expected[: (len(expected) - 1) // BLOCK * BLOCK]  # the last token is always computed
+    assert spilled == tuple(block_hashes(reusable, MODEL, BLOCK)) != prep.token_block_hashes
     assert await tokens.hashes_for(prep, PoolKey("other-model", Mode.THINK_HIGH)) == ()  # no tokenizer: none
+    # the DeepSeek-family tokenizer is encoded by the C fast encoder, which the metrics show
+    assert registry.get_sample_value("supernode_router_prompt_encoder", {"model": MODEL, "encoder": "fast"}) == 1
+    assert (registry.get_sample_value("supernode_router_pretoken_cache_entries", {"model": MODEL}) or 0) > 3
+    assert registry.get_sample_value("supernode_router_prompt_encoder_fallbacks_total", {"model": MODEL}) == 0
 
 
 async def test_a_tokenizer_that_cannot_encode_the_template_leaves_the_request_approximate(tmp_path: Path) -> None:
@@ -209,6 +215,7 @@ async def test_a_tokenizer_that_cannot_encode_the_template_leaves_the_request_ap
     counted = registry.get_sample_value("supernode_router_prompt_tokenization_total",
                                         {"model": MODEL, "result": "unrenderable"})
     assert counted == 1
+    assert registry.get_sample_value("supernode_router_prompt_encoder", {"model": MODEL, "encoder": "library"}) == 1
 
 
 async def test_a_relayed_reply_is_cached_for_the_next_turn(
@@ -270,3 +277,12 @@ def test_replies_waiting_to_be_encoded_are_bounded(tokenizer: Any) -> None:
     finally:
         gate.set()
         tokens.close()
+
+
+def test_hashes_count_only_the_blocks_an_engine_can_reuse(tokenizer: Any) -> None:
+    tok = ModelTokenizer(tokenizer, MODEL, BLOCK, TEMPLATE_ID, "d", "engine")
+    ids = list(range(3 * BLOCK))
+    assert len(tok.hashes(ids, 64)) == 2  # exactly three blocks: the engine computes the last token, so its block
+    assert len(tok.hashes([*ids, 7], 64)) == 3
+    assert tok.hashes([*ids, 7], 64)[:2] == tok.hashes(ids, 64) == tuple(block_hashes(ids[:2 * BLOCK], MODEL, BLOCK))
+    assert len(tok.hashes([*ids, 7], 2)) == 2 and tok.hashes([], 64) == tok.hashes(ids[:BLOCK], 64) == ()

@@ -51,6 +51,10 @@ CASES: dict[str, tuple[Any, bool, list[list[str]], list[str | None], str | None]
     "sglang-nvidia-kv-events-sts": (base_md().engine("sglang").kv_events(bufferSteps=2000)
                                     .accelerator("nvidia-h200", 8).parallelism(tensor=8), False, [["h200-0"]],
                                     [None], C.RESOURCE_NVIDIA),
+    # One publisher per data-parallel rank (vLLM offsets both ports by the rank): a named port per rank.
+    "vllm-nvidia-dp-kv-events-sts": (base_md().engine("vllm").kv_events(port=5557, replayPort=5600)
+                                     .accelerator("nvidia-h200", 8).parallelism(data=8, expert=8), False,
+                                     [["h200-0"]], [None], C.RESOURCE_NVIDIA),
     "mindie-ascend-sts": (base_md().engine("mindie")
                           .accelerator("ascend-910b", 8, resource_name="huawei.com/ascend-1980")
                           .parallelism(tensor=16), False, [["a2-0", "a2-1"]], [None], C.RESOURCE_ASCEND),

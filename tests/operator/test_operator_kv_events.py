@@ -48,6 +48,31 @@ def test_vllm_and_sglang_get_a_zmq_config_that_binds_the_named_ports(engine: str
     assert (named[C.PORT_KV_EVENTS], named[C.PORT_KV_REPLAY]) == (7100, 7101)
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_each_data_parallel_rank_gets_named_ports_at_the_engines_offsets(engine: str) -> None:
+    # vLLM and SGLang bind rank r's PUB and replay sockets on the configured ports + r (offset_endpoint_port);
+    # the config names rank 0's ports only, the pod and the group Service name every rank's.
+    md = operator_md().engine(engine).kv_events(port=7100, replayPort=7200).accelerator("nvidia-h200", 8)
+    objs = render(md.parallelism(tensor=2, data=4))
+    c = container(objs)
+    assert (config_arg(c["args"])["endpoint"], config_arg(c["args"])["replay_endpoint"]) == ("tcp://*:7100",
+                                                                                             "tcp://*:7200")
+    named = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert {n: v for n, v in named.items() if n.startswith("kv-")} == {
+        C.PORT_KV_EVENTS: 7100, "kv-events-1": 7101, "kv-events-2": 7102, "kv-events-3": 7103,
+        C.PORT_KV_REPLAY: 7200, "kv-replay-1": 7201, "kv-replay-2": 7202, "kv-replay-3": 7203}
+    headless = next(o for o in objs if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None")
+    assert {p["name"] for p in headless["spec"]["ports"]} >= set(named)
+    assert all(len(name) <= 15 for name in named)  # an IANA service name
+    assert C.kv_port_name(C.PORT_KV_REPLAY, 1023) == "kv-replay-1023" and len("kv-replay-1023") <= 15
+
+
+def test_the_builtin_engine_publishes_once_whatever_its_data_parallel_size() -> None:
+    c = container(render(operator_md().engine("builtin").kv_events().accelerator("nvidia-h200", 8)
+                         .parallelism(tensor=4, data=2)))
+    assert {p["name"] for p in c["ports"]} == {C.PORT_HTTP, "rendezvous", C.PORT_KV_EVENTS, C.PORT_KV_REPLAY}
+
+
 def test_user_args_still_come_last() -> None:
     c = container(render(operator_md().engine("sglang", args=["--page-size", "16"]).kv_events()))
     assert c["args"][-2:] == ["--page-size", "16"] and "--kv-events-config" in c["args"]

@@ -1,5 +1,6 @@
 """KV events wired end to end: the real operator renders a group with spec.engine.kvEvents (SGLang in a
-StatefulSet, vLLM over two pods in a LeaderWorkerSet), the emulated cluster runs its pods, and two router
+StatefulSet, vLLM over two pods in a LeaderWorkerSet, vLLM with two data-parallel ranks publishing apart),
+the emulated cluster runs its pods, and two router
 replicas — each with its own Kubernetes discovery and KV event feeds — find the leader's publisher on its
 named ports and build the same precise index from the engine's batches (SGLang's one-token pages, vLLM's
 8-token blocks, both cut into the router's 4-token blocks), without talking to each other. Everything
@@ -8,7 +9,6 @@ listens on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -33,20 +33,11 @@ from supernode.router.metrics import RouterMetrics
 from supernode.router.routing.precise_index import PreciseIndex
 from supernode.router.routing.state import EndpointTable
 from tests.api.test_api_kv_events_sglang import SgEventBatch, sglang_pages
+from tests.router.test_router_dp_ranks import consecutive_ports
 from tests.router.test_router_kv_events import Publisher
 
 MDS = f"/apis/{C.GROUP}/{C.VERSION}/namespaces/llm/{C.PLURAL}"
 MODEL, BLOCK = "deepseek-v4-flash", 4  # the router's block size for the model (its tokenizer's)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class RouterReplica:
@@ -77,23 +68,26 @@ class RouterReplica:
                 await self.feeds.close()
 
 
-def sglang_batch(tokens: list[int]) -> bytes:
+def sglang_batch(tokens: list[int], rank: int = 0) -> bytes:
     pages, _ = sglang_pages(tokens, 1)  # SGLang's default page: one token
-    return msgspec.msgpack.encode(SgEventBatch(0.0, pages, attn_dp_rank=0))
+    return msgspec.msgpack.encode(SgEventBatch(0.0, pages, attn_dp_rank=rank))
 
 
-def vllm_batch(tokens: list[int]) -> bytes:
+def vllm_batch(tokens: list[int], rank: int = 0) -> bytes:
     hashes = block_hashes(tokens, "vllm-own-seed", 8)  # vLLM's own hashes, over its 8-token blocks
-    return encode_batch(KVEventBatch(0.0, [BlockStored(list(hashes), None, tokens, 8, None, "GPU")], 0))
+    return encode_batch(KVEventBatch(0.0, [BlockStored(list(hashes), None, tokens, 8, None, "GPU")], rank))
 
 
-# (engine, LeaderWorkerSet mode, pods per group, the engine's first batch of 16 cached tokens)
-CASES = [("sglang", False, 1, sglang_batch), ("vllm", True, 2, vllm_batch)]
+# (engine, LeaderWorkerSet mode, pods per group, data-parallel ranks, the engine's first batch of 16 cached
+# tokens); with ranks, the last rank caches them and each rank publishes on the ports + its rank.
+CASES = [("sglang", False, 1, 1, sglang_batch), ("vllm", True, 2, 1, vllm_batch), ("vllm", False, 1, 2, vllm_batch)]
 
 
-@pytest.mark.parametrize(("engine", "lws", "pods", "batch"), CASES, ids=["sglang-statefulset", "vllm-lws-2-pods"])
+@pytest.mark.parametrize(("engine", "lws", "pods", "ranks", "batch"), CASES,
+                         ids=["sglang-statefulset", "vllm-lws-2-pods", "vllm-dp2-statefulset"])
 async def test_router_replicas_follow_the_publisher_the_operator_wires(
-        k8s: tuple[K8sEmulator, str], engine: str, lws: bool, pods: int, batch: Callable[[list[int]], bytes]) -> None:
+        k8s: tuple[K8sEmulator, str], engine: str, lws: bool, pods: int, ranks: int,
+        batch: Callable[[list[int], int], bytes]) -> None:
     emu, url = k8s
     emu.declare(MD_KIND, shortnames=["md"])
     cluster = FakeCluster(emu)
@@ -101,12 +95,15 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(
         await fake_lws.install(emu)
         cluster.controllers.append(fake_lws.FakeLws(emu, cluster.started).step)
     await cluster.add_nodes(*(node(f"n{i}", "sp-0") for i in range(pods)))
-    pub_port, replay_port = free_ports(2)
+    pub_port = consecutive_ports(2 * ranks)
+    replay_port = pub_port + ranks
     md = (operator_md().engine(engine).kv_events(port=pub_port, replayPort=replay_port)
-          .accelerator("ascend-910c", 16).parallelism(tensor=16 * pods).dict())
-    publisher = Publisher(None, addresses=(f"tcp://127.0.0.1:{pub_port}", f"tcp://127.0.0.1:{replay_port}"))
+          .accelerator("ascend-910c", 16).parallelism(tensor=16 * pods // ranks, data=ranks).dict())
+    publishers = [Publisher(None, addresses=(f"tcp://127.0.0.1:{pub_port + r}", f"tcp://127.0.0.1:{replay_port + r}"))
+                  for r in range(ranks)]
     async with AsyncExitStack() as stack:
-        stack.callback(publisher.close)
+        for publisher in publishers:
+            stack.callback(publisher.close)
         await stack.enter_async_context(cluster.running())
         await stack.enter_async_context(running_operator(url))
         replicas = [await stack.enter_async_context(RouterReplica(url).running()) for _ in range(2)]
@@ -124,12 +121,16 @@ async def test_router_replicas_follow_the_publisher_the_operator_wires(
                              what="the publisher announced by discovery")
         key = replicas[0].endpoints[0].url
 
-        await publisher.send(batch(list(range(16))))
+        assert all(e.data_parallel_size == ranks for r in replicas for e in r.endpoints)
+        await publishers[-1].send(batch(list(range(16)), ranks - 1))
         for _ in range(200):  # late joiners replay from batch 0; 10 s at most
             if all(r.index.is_precise(key) for r in replicas):
                 break
-            await publisher.send(encode_batch(KVEventBatch(0.0, [])))
+            for rank, publisher in enumerate(publishers):
+                await publisher.send(encode_batch(KVEventBatch(0.0, [], rank)))
             await asyncio.sleep(0.05)
         assert all(r.index.is_precise(key) for r in replicas), "the feeds never held the whole history"
         prompt = block_hashes(list(range(16)), MODEL, BLOCK)
         assert [r.index.match(key, prompt) for r in replicas] == [4, 4]  # 16 tokens: four router blocks
+        if ranks > 1:  # held by the last rank only, in both replicas
+            assert [r.index.rank_matches(key, prompt) for r in replicas] == [[0] * (ranks - 1) + [4]] * 2

@@ -17,7 +17,7 @@ from supernode.operator import builders, naming
 from supernode.router.discovery.file import parse_endpoint_file
 from supernode.router.discovery.kubernetes import endpoint_from_pod
 from supernode.router.kv_events.apply import apply_batch
-from supernode.router.kv_events.feeds import feed_source
+from supernode.router.kv_events.feeds import feed_plan, feed_source
 from supernode.router.routing.precise_index import PreciseIndex
 from supernode.router.routing.state import EndpointState
 from tests.api.test_api_kv_events_sglang import SgBlockRemoved, SgEventBatch, sglang_pages
@@ -52,6 +52,23 @@ def test_leader_pods_announce_the_publishers_the_operator_renders(
     assert (ep.kv_events, ep.kv_events_replay) == want
     source = feed_source(EndpointState(ep), True)
     assert source[0] == {"auto": "http" if engine == "builtin" else "none"}.get(want[0], want[0])
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_data_parallel_leaders_announce_one_publisher_per_rank(engine: str) -> None:
+    md = (operator_md().engine(engine).kv_events(port=6000, replayPort=6100).accelerator("nvidia-h200", 8)
+          .parallelism(tensor=2, data=4))
+    ep = endpoint_from_pod(leader_pod(md), None)
+    assert ep is not None and ep.data_parallel_size == 4
+    assert (ep.kv_events, ep.kv_events_replay) == ("tcp://10.0.0.7:6000", "tcp://10.0.0.7:6100")
+    plan = feed_plan(EndpointState(ep), True)
+    assert [src[:2] for src in plan.values()] == [(f"tcp://10.0.0.7:{6000 + r}", f"tcp://10.0.0.7:{6100 + r}")
+                                                  for r in range(4)]
+    pod = leader_pod(md)  # a rank port that is not where the engine binds it ends the run of ranks
+    next(p for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "kv-events-2")["containerPort"] = 6500
+    assert (ep2 := endpoint_from_pod(pod, None)) is not None and ep2.data_parallel_size == 2
+    single = endpoint_from_pod(leader_pod(operator_md().engine(engine).kv_events()), None)
+    assert single is not None and single.data_parallel_size == 1
 
 
 def test_ipv6_pod_addresses_are_bracketed() -> None:

@@ -119,6 +119,13 @@ PORT_HTTP: Final = "http"  # the leader's OpenAI-compatible HTTP server
 PORT_KV_EVENTS: Final = "kv-events"  # ZMQ PUB of the engine's KV events (vLLM format), when spec.engine.kvEvents
 PORT_KV_REPLAY: Final = "kv-replay"  # ZMQ ROUTER answering replay requests for missed KV event batches
 
+
+def kv_port_name(base: str, rank: int) -> str:
+    """The named port of data-parallel rank ``rank``'s KV event socket: ``base`` for rank 0, ``base-RANK``
+    after it (vLLM and SGLang publish once per rank, on the configured port plus the rank)."""
+    return base if rank == 0 else f"{base}-{rank}"
+
+
 # --- Condition types and reasons ---------------------------------------------------------------
 COND_READY: Final = "Ready"  # all desired groups are ready
 COND_PROGRESSING: Final = "Progressing"  # groups being created, rolled or scaled

@@ -39,6 +39,12 @@ class Endpoint(BaseModel):
                     "tcp://host:port in vLLM's format (--kv-events-config)")
     kv_events_replay: str = Field(default="", pattern=r"^(|tcp://\S+)$",
                                   description="The engine's ZMQ replay (ROUTER) address, with a tcp:// kv_events")
+    data_parallel_size: int = Field(
+        default=1, ge=1, le=1024,
+        description="Data-parallel ranks behind the endpoint, each with its own KV cache. With a tcp:// kv_events, "
+                    "rank r publishes on that port + r and answers replays on the replay port + r (as vLLM and "
+                    "SGLang offset them); the router follows every rank and sends a request to the rank holding "
+                    "its prefix (docs/router.md)")
 
     def kv_events_source(self) -> str:
         """none, http or a tcp:// address, with auto resolved by engine type."""

@@ -7,8 +7,11 @@ prompt only as ``Piece(..., special=True)`` from the chat template (docs/securit
 Each text piece is encoded on its own, so a prompt's ids are the concatenation of its pieces' ids: the
 router caches the ids of long pieces (system prompts, earlier turns, tool catalogues) in a ``PieceCache``.
 A long piece is further cut into chunks where its tokenizer provably splits anyway (``tokenchunks``):
-the chunks are encoded in one ``encode_batch_fast`` call (in parallel, no offsets) and cached one by one,
-so the ids are those of one plain encode of the piece.
+the chunks are cached one by one, so the ids are those of one plain encode of the piece.
+
+Text of a DeepSeek-family tokenizer is encoded by ``fasttokens`` (a C pre-tokenizer and BPE with a cache
+of pre-token ids, ~20x less CPU); other tokenizers, texts with characters it does not trust, and installs
+without the C extension go through ``encode_batch_fast`` (in parallel, no offsets).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from supernode.api.tokenchunks import Chunker, holds_for
+from supernode.api.fasttokens import FastEncoder, fast_encoder
+from supernode.api.tokenchunks import PROBE, Chunker, family, holds_for
+
+FAST_SLICE_CHARS: Final = 32_768  # the most text one fast-encoder call takes (~0.3-0.6 ms holding the GIL)
 
 
 class Piece(NamedTuple):
@@ -77,8 +83,9 @@ class PieceCache:
 class PromptTokenizer:
     """A ``tokenizer.json`` with its control-token ids resolved once; encodes prompts as the engine does."""
 
-    def __init__(self, tok: HFTokenizer, *, chunk_chars: int = 512) -> None:
-        """``chunk_chars``: the least characters of a chunk of a long text piece (0: pieces are never cut)."""
+    def __init__(self, tok: HFTokenizer, *, chunk_chars: int = 512, fast: bool = True) -> None:
+        """``chunk_chars``: the least characters of a chunk of a long text piece (0: pieces are never cut);
+        ``fast``: use ``fasttokens`` where it applies (it checks itself against this tokenizer first)."""
         self._tok = tok
         spec = json.loads(tok.to_str())
         added = spec.get("added_tokens") or []
@@ -86,15 +93,52 @@ class PromptTokenizer:
         self._text_tok = HFTokenizer.from_str(json.dumps(spec))
         self.spec = spec
         self.chunker = Chunker.for_spec(spec, chunk_chars) if chunk_chars > 0 else Chunker(None)
-        if self.chunker.enabled and not holds_for(self.chunker, self._encode_texts):
+        if self.chunker.enabled and not holds_for(self.chunker, self._library_encode):
             self.chunker = Chunker(None)  # a recognised family that does not behave as its rules say: no cuts
+        self.fast: FastEncoder | None = fast_encoder(spec, family(spec), self._library_encode, PROBE) if fast else None
         # add_special_tokens changes nothing for these post-processors: text may be cut for them too
         self._plain_post = (spec.get("post_processor") or {}).get("type") in (None, "ByteLevel")
         self.control_ids: frozenset[int] = frozenset(int(a["id"]) for a in added)
         self._special: dict[str, int] = {str(a["content"]): int(a["id"]) for a in added}
 
-    def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+    def _library_encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [list(enc.ids) for enc in self._text_tok.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Client texts' ids: by the fast encoder where it applies, all others by the library."""
+        if self.fast is None:
+            return self._library_texts(texts)
+        out = [self._fast_encode(text) for text in texts]
+        rest = [i for i, ids in enumerate(out) if ids is None]
+        for i, ids in zip(rest, self._library_texts([texts[i] for i in rest]), strict=True):
+            out[i] = ids
+        return out  # type: ignore[return-value]
+
+    def _fast_encode(self, text: str) -> list[int] | None:
+        """The fast encoder's ids; a long text in slices cut where the tokenizer splits anyway, because each C
+        call holds the GIL: between slices other threads (an event loop) get their turn."""
+        assert self.fast is not None
+        if len(text) <= FAST_SLICE_CHARS or not self.chunker.enabled:
+            return self.fast.encode(text)
+        out: list[int] = []
+        for part in Chunker(self.chunker.family, FAST_SLICE_CHARS // 2).split(text):
+            ids = self.fast.encode(part)
+            if ids is None:
+                return None
+            out += ids
+        return out
+
+    def _library_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Texts' ids from the library: long ones cut into chunks, every chunk in one parallel call."""
+        parts = [self.chunker.split(text) for text in texts]
+        encoded = iter(self._library_encode([chunk for chunks in parts for chunk in chunks]))
+        out = []
+        for chunks in parts:
+            ids: list[int] = []
+            for _ in chunks:
+                ids += next(encoded)
+            out.append(ids)
+        return out
 
     @classmethod
     def from_file(cls, path: str | Path) -> PromptTokenizer:
@@ -116,11 +160,7 @@ class PromptTokenizer:
         """
         if add_special_tokens and not self._plain_post:  # e.g. a BOS template: the whole text in one call
             return list(self._text_tok.encode_batch_fast([text], add_special_tokens=True)[0].ids)
-        chunks = self.chunker.split(text)
-        out: list[int] = []
-        for enc in self._text_tok.encode_batch_fast(chunks, add_special_tokens=False):
-            out += enc.ids
-        return out
+        return self._encode_texts([text])[0]
 
     def special_id(self, token: str) -> int:
         found = self._special.get(token)
@@ -151,17 +191,18 @@ class PromptTokenizer:
         return out
 
     def _encode_missing(self, texts: list[str], known: dict[str, tuple[int, ...]], cache: PieceCache | None) -> None:
-        """Encode ``texts`` into ``known``: long ones in chunks, chunks found in ``cache`` taken from it, all
-        others in one ``encode_batch_fast`` call (parallel across the tokenizer's threads)."""
-        split = {text: self.chunker.split(text) for text in texts}
+        """Encode ``texts`` into ``known``. For the library, long ones in chunks, chunks found in ``cache``
+        taken from it, all others encoded together; the fast encoder takes each text whole (re-encoding an
+        edited text costs it less than cutting it, and its pre-token cache knows the unchanged words)."""
+        split = {text: [text] if self.fast is not None else self.chunker.split(text) for text in texts}
         chunks = {c for parts in split.values() if len(parts) > 1 for c in parts}  # cached one by one
         have: dict[str, tuple[int, ...]] = {}
         if cache is not None:
             have = {c: hit for c in chunks if (hit := cache.get(c)) is not None}
         todo = list(dict.fromkeys(c for parts in split.values() for c in parts if c not in have))
         if todo:
-            for chunk, enc in zip(todo, self._text_tok.encode_batch_fast(todo, add_special_tokens=False), strict=True):
-                have[chunk] = tuple(enc.ids)
+            for chunk, chunk_ids in zip(todo, self._encode_texts(todo), strict=True):
+                have[chunk] = tuple(chunk_ids)
                 if cache is not None and chunk in chunks:
                     cache.put(chunk, have[chunk])
         for text, parts in split.items():

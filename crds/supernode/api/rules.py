@@ -57,7 +57,7 @@ _WORLD_CEL = "self.parallelism.tensor * self.parallelism.pipeline * self.paralle
 
 # The shape rules below hold for the top-level spec and for every pool with the fields it inherits.
 _SHAPE_RULES = ("cpu-no-devices", "devices-required", "world-multiple-of-devices", "expert-divides-world",
-                "kv-events-engine", "kv-events-ports", "kv-events-one-publisher")
+                "kv-events-engine", "kv-events-ports", "kv-events-ranks-on-leader")
 _POOL_FIELDS = ("accelerator", "parallelism", "engine")  # the fields the shape rules read
 
 
@@ -88,18 +88,46 @@ def _kv(spec: Spec) -> Mapping[str, Any] | None:
     return kv if isinstance(kv, Mapping) else None
 
 
+def _kv_ranks(spec: Spec) -> int:
+    """Publishers of one group: vLLM and SGLang open one per data-parallel rank, each on the configured
+    ports plus its rank (both the PUB and the replay socket); the built-in engine publishes once."""
+    if _get(spec, "engine", "type", default="builtin") == "builtin":
+        return 1
+    return int(_get(spec, "parallelism", "data", default=1))
+
+
 def _kv_ports_ok(spec: Spec) -> bool:
     kv = _kv(spec)
     if kv is None:
         return True
+    n = _kv_ranks(spec)
     port, replay = int(kv.get("port", 5557)), int(kv.get("replayPort", 5558))
-    taken = {int(_get(spec, "engine", "port", default=8000)), RENDEZVOUS_PORT}
-    return port != replay and port not in taken and replay not in taken
+    taken = (int(_get(spec, "engine", "port", default=8000)), RENDEZVOUS_PORT)
+    return ((port + n <= replay or replay + n <= port) and max(port, replay) + n <= 65536
+            and all(not (port <= t < port + n or replay <= t < replay + n) for t in taken))
+
+
+def _ranks_on_leader(spec: Spec) -> bool:
+    """Every data-parallel rank runs on the leader pod (the group is one pod)."""
+    return _get(spec, "engine", "type", default="builtin") == "builtin" or int(
+        _get(spec, "parallelism", "data", default=1)) == 1 or 0 < _world(spec) <= _per_pod(spec)
 
 
 _KV_CEL = "!has(self.engine.kvEvents) || "
-_KV_PORTS = ("self.engine.kvEvents.port", "self.engine.kvEvents.replayPort", "self.engine.port",
-             str(RENDEZVOUS_PORT))
+_KV_N = "(self.engine.type == 'builtin' ? 1 : self.parallelism.data)"  # publishers (see _kv_ranks)
+_KV_PUB, _KV_REPLAY = "self.engine.kvEvents.port", "self.engine.kvEvents.replayPort"
+
+
+def _outside(port: str, start: str) -> str:
+    return f"({port} < {start} || {port} >= {start} + {_KV_N})"
+
+
+_KV_PORTS_CEL = _KV_CEL + " && ".join([
+    f"({_KV_PUB} + {_KV_N} <= {_KV_REPLAY} || {_KV_REPLAY} + {_KV_N} <= {_KV_PUB})",
+    f"({_KV_PUB} > {_KV_REPLAY} ? {_KV_PUB} : {_KV_REPLAY}) + {_KV_N} <= 65536",
+    *(_outside(taken, start) for taken in ("self.engine.port", str(RENDEZVOUS_PORT))
+      for start in (_KV_PUB, _KV_REPLAY)),
+])
 
 _BASE_RULES: tuple[Rule, ...] = (
     Rule(
@@ -139,19 +167,21 @@ _BASE_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="kv-events-ports",
-        cel=_KV_CEL + " && ".join(f"{a} != {b}" for i, a in enumerate(_KV_PORTS[:2]) for b in _KV_PORTS[i + 1:]),
+        cel=_KV_PORTS_CEL,
         check=_kv_ports_ok,
-        message=f"engine.kvEvents.port and replayPort must differ from each other, from engine.port and from "
-        f"{RENDEZVOUS_PORT} (the rendezvous port)",
+        message=f"engine.kvEvents: the ports port..port+n-1 and replayPort..replayPort+n-1 (n = parallelism.data "
+        f"for vllm and sglang, whose data-parallel ranks each publish on the ports plus their rank; 1 for builtin) "
+        f"must not overlap, must end at 65535 at most and must not hold engine.port or {RENDEZVOUS_PORT} (the "
+        f"rendezvous port)",
         field_path=".engine.kvEvents",
     ),
     Rule(
-        name="kv-events-one-publisher",
-        cel=_KV_CEL + "self.engine.type == 'builtin' || self.parallelism.data == 1",
-        check=lambda s: _kv(s) is None or _get(s, "engine", "type", default="builtin") == "builtin"
-        or int(_get(s, "parallelism", "data", default=1)) == 1,
-        message="engine.kvEvents with parallelism.data above 1 is not supported for vllm and sglang yet (each "
-        "data-parallel rank publishes on its own port; the router follows one publisher per group)",
+        name="kv-events-ranks-on-leader",
+        cel=_KV_CEL + "self.engine.type == 'builtin' || self.parallelism.data == 1 || "
+        f"(self.accelerator.devicesPerPod > 0 && {_WORLD_CEL} <= self.accelerator.devicesPerPod)",
+        check=lambda s: _kv(s) is None or _ranks_on_leader(s),
+        message="engine.kvEvents with parallelism.data above 1 needs the whole group in one pod for vllm and sglang "
+        "(each data-parallel rank publishes from the pod it runs on; the router follows the leader pod's ports)",
         field_path=".engine.kvEvents",
     ),
     Rule(

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from supernode.api import chattokens as tokens
+from supernode.api.tokenchunks import DEEPSEEK_SPLITS
 from supernode.engine.corpus import corpus
 from supernode.engine.model import build_model, parse_model_config
 from supernode.engine.parallel import SINGLE
@@ -58,9 +59,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def train_tokenizer(vocab_size: int) -> Tokenizer:
-    """Byte-level BPE on the built-in corpus; the DeepSeek special tokens get ids 0.. in tokens.SPECIAL_TOKENS order."""
+    """Byte-level BPE on the built-in corpus with DeepSeek V3's pre-tokenizer (digit groups, CJK runs, its main
+    split, then bytes), as the real checkpoints have; the DeepSeek special tokens get ids 0.. in
+    tokens.SPECIAL_TOKENS order."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in DEEPSEEK_SPLITS]
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                   use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(

@@ -224,13 +224,23 @@ def kv_events_args(md: ModelDeployment) -> list[str]:
     return ["--kv-events-config", json.dumps(config, sort_keys=True, separators=(",", ":"))]
 
 
+def kv_event_ranks(md: ModelDeployment) -> int:
+    """Publishers of one group: vLLM and SGLang open one per data-parallel rank, rank r on the configured
+    PUB and replay ports plus r (their ``offset_endpoint_port``); the built-in engine publishes once."""
+    return 1 if md.spec.engine.type == EngineType.BUILTIN else md.spec.parallelism.data
+
+
 def kv_events_ports(md: ModelDeployment) -> list[dict[str, Any]]:
-    """Named container ports of the KV event sockets (what router discovery looks for)."""
+    """Named container ports of the KV event sockets (what router discovery looks for): rank 0's keep the
+    plain names, rank r's carry ``-r`` (C.kv_port_name)."""
     kv = md.spec.engine.kv_events
     if kv is None:
         return []
-    return [{"name": C.PORT_KV_EVENTS, "containerPort": kv.port, "protocol": "TCP"},
-            {"name": C.PORT_KV_REPLAY, "containerPort": kv.replay_port, "protocol": "TCP"}]
+    ranks = range(kv_event_ranks(md))
+    return [*({"name": C.kv_port_name(C.PORT_KV_EVENTS, r), "containerPort": kv.port + r, "protocol": "TCP"}
+              for r in ranks),
+            *({"name": C.kv_port_name(C.PORT_KV_REPLAY, r), "containerPort": kv.replay_port + r, "protocol": "TCP"}
+              for r in ranks)]
 
 
 COMMANDS: dict[EngineType, Callable[[ModelDeployment, GroupContext], tuple[list[str], list[str]]]] = {

@@ -63,6 +63,9 @@ class RouterMetrics:
         self.prefix_index_mode = Gauge("supernode_router_prefix_index_mode", "1 for the prefix index an endpoint "
                                        "is scored with: precise (its engine's KV events) or approximate",
                                        ["endpoint", "mode"], registry=r)
+        self.prefix_index_ranks = Gauge("supernode_router_prefix_index_ranks", "Data-parallel ranks the precise "
+                                        "index follows apart for an endpoint (one KV event feed and one cache "
+                                        "each); set for endpoints with several", ["endpoint"], registry=r)
         self.prefix_index_blocks = Gauge("supernode_router_prefix_index_blocks", "KV blocks the precise index "
                                          "holds for an endpoint (what its engine reported caching), as of the "
                                          "last health probe", ["endpoint"], registry=r)
@@ -118,6 +121,8 @@ class RouterMetrics:
             self._blocks_keys.discard(key)
             self.prefix_index_blocks.remove(key)
         with contextlib.suppress(KeyError):
+            self.prefix_index_ranks.remove(key)
+        with contextlib.suppress(KeyError):
             self.kv_event_errors.remove(key)
 
     def kv_events_malformed(self, key: str) -> None:
@@ -127,6 +132,9 @@ class RouterMetrics:
         self._mode_keys.add(key)
         self.prefix_index_mode.labels(key, "precise").set(1.0 if precise else 0.0)
         self.prefix_index_mode.labels(key, "approximate").set(0.0 if precise else 1.0)
+
+    def set_prefix_ranks(self, key: str, ranks: int) -> None:
+        self.prefix_index_ranks.labels(key).set(float(ranks))
 
     def set_prefix_blocks(self, key: str, blocks: int) -> None:
         self._blocks_keys.add(key)

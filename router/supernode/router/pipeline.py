@@ -151,12 +151,17 @@ def per_choice(granted: int, n: int) -> int:
     return max(1, granted // max(1, n))
 
 
+RANK_FIELDS = ("data_parallel_rank", "routed_dp_rank")  # SGLang's request fields naming a data-parallel rank
+
+
 def engine_body(parsed: ParsedRequest, pool: PoolKey, *, max_tokens: int) -> dict[str, Any]:
     """The body sent to the engine: served model name, the completion-token limit admission reserved
     (``max_tokens`` only), mode as chat_template_kwargs, usage in streams."""
     body = dict(parsed.body)
     body["model"] = pool.model
     body.pop("max_completion_tokens", None)
+    for key in RANK_FIELDS:  # the router picks the data-parallel rank (routing/dp_ranks.py), not the client
+        body.pop(key, None)
     body["max_tokens"] = max_tokens
     if parsed.upstream_path == "/v1/chat/completions":
         kwargs = body.get("chat_template_kwargs")

@@ -19,7 +19,8 @@ from supernode.router.config import CapacityConfig, HealthConfig, TimeoutsConfig
 from supernode.router.errors import NoCapacity, UpstreamError, UpstreamTimeout
 from supernode.router.metrics import RouterMetrics
 from supernode.router.routing.capacity import reweigh
-from supernode.router.routing.profile import Profile
+from supernode.router.routing.dp_ranks import with_rank
+from supernode.router.routing.profile import Decision, Profile
 from supernode.router.routing.state import Backoff, EndpointState, EndpointTable, RoutingRequest
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -50,6 +51,7 @@ class Opened:
     attempts: int = 1
     started: float = 0.0  # monotonic time the request was sent to this endpoint (measured capacity)
     iterator: AsyncIterator[bytes] | None = None
+    dp_rank: int | None = None  # the data-parallel rank it was sent to by name
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -76,7 +78,7 @@ class Opened:
         if self._closed:
             return
         self._closed = True
-        self.state.inflight -= 1
+        release(self.state, self.dp_rank)
         self.response.close()  # a fully read response already went back to the pool; else drop the socket
 
     def json(self) -> dict[str, Any]:
@@ -87,6 +89,22 @@ class Opened:
         if not isinstance(data, dict):
             raise UpstreamError(f"{self.state.key} answered a non-object")
         return data
+
+
+def hold(state: EndpointState, rank: int | None) -> None:
+    state.inflight += 1
+    if rank is not None:
+        state.rank_inflight[rank] = state.rank_inflight.get(rank, 0) + 1
+
+
+def release(state: EndpointState, rank: int | None) -> None:
+    state.inflight -= 1
+    if rank is not None:
+        left = state.rank_inflight.get(rank, 0) - 1
+        if left > 0:
+            state.rank_inflight[rank] = left
+        else:
+            state.rank_inflight.pop(rank, None)
 
 
 class Upstream:
@@ -102,23 +120,25 @@ class Upstream:
         self.health = health
         self.max_attempts = max_attempts
 
-    def _pick(self, req: RoutingRequest, exclude: frozenset[str]) -> EndpointState | None:
+    def _pick(self, req: RoutingRequest, exclude: frozenset[str]) -> Decision | None:
         t0 = time.perf_counter()
         decision = self.profile.pick(req, self.table, exclude)
         self.metrics.routing_latency.observe(time.perf_counter() - t0)
         if decision is None:
             return None
         self.metrics.record_prefix(decision.prefix_blocks, decision.total_blocks)
-        return decision.endpoint
+        return decision
 
-    async def _attempt(self, state: EndpointState, path: str, payload: bytes, stream: bool) -> Opened:
+    async def _attempt(self, state: EndpointState, path: str, payload: bytes, stream: bool,
+                       rank: int | None = None) -> Opened:
         t = self.timeouts
         read = max(t.first_byte_s, t.between_chunks_s) if stream else t.total_s
         assert self.client is not None, "the app lifespan opens the HTTP client"
+        payload, extra = with_rank(state.endpoint.engine_type, payload, rank)
         response = await self.client.post(
-            state.endpoint.url.rstrip("/") + path, data=payload, headers=JSON_HEADERS, allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=read))
-        opened = Opened(state, response, t.between_chunks_s)
+            state.endpoint.url.rstrip("/") + path, data=payload, headers={**JSON_HEADERS, **extra},
+            allow_redirects=False, timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=read))
+        opened = Opened(state, response, t.between_chunks_s, dp_rank=rank)
         try:
             if response.status >= 500:
                 raise _Retry(f"{state.key} answered {response.status}", alive=True)
@@ -155,19 +175,20 @@ class Upstream:
         exclude: set[str] = set()
         last_error = ""
         for attempt in range(1, self.max_attempts + 1):
-            state = self._pick(req, frozenset(exclude))
-            if state is None:
+            decision = self._pick(req, frozenset(exclude))
+            if decision is None:
                 break
-            state.inflight += 1
+            state, rank = decision.endpoint, decision.dp_rank
+            hold(state, rank)
             started = time.monotonic()
             try:
-                opened = await self._attempt(state, path, payload, stream)
+                opened = await self._attempt(state, path, payload, stream, rank)
                 opened.attempts, opened.started = attempt, started
                 if opened.status < 400:  # the engine took the prompt: it holds its blocks now
                     self.profile.observe(req, state)
                 return opened
             except (*RETRYABLE, _Retry) as e:
-                state.inflight -= 1
+                release(state, rank)
                 last_error = f"{state.key}: {type(e).__name__}: {e}".rstrip(": ")
                 if not (isinstance(e, _Retry) and e.alive) and state.record_failure(
                         self.health.unhealthy_after, time.monotonic(), backoff_of(self.health)):
@@ -175,7 +196,7 @@ class Upstream:
                 exclude.add(state.key)
                 self.metrics.retries.labels(type(e).__name__).inc()
             except BaseException:
-                state.inflight -= 1
+                release(state, rank)
                 raise
         if not exclude:
             raise NoCapacity(f"no ready endpoint serves model {req.model!r} in mode {req.mode.value}",

@@ -49,16 +49,20 @@ def _host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip  # an IPv6 pod IP inside a URL
 
 
-def kv_event_addresses(pod: Mapping[str, Any], engine: EngineType, ip: str) -> tuple[str, str]:
-    """(kv_events, kv_events_replay) of an Endpoint for a leader pod. vLLM and SGLang leaders publish on the
-    named ports the operator renders for spec.engine.kvEvents (ZMQ, vLLM's format); without them, "auto".
+def kv_event_addresses(pod: Mapping[str, Any], engine: EngineType, ip: str) -> tuple[str, str, int]:
+    """(kv_events, kv_events_replay, data-parallel ranks) of an Endpoint for a leader pod. vLLM and SGLang
+    leaders publish on the named ports the operator renders for spec.engine.kvEvents (ZMQ, vLLM's format),
+    one pair per data-parallel rank (C.kv_port_name; rank r on rank 0's ports + r); without them, "auto".
     Built-in engines stay on "auto": their HTTP stream resyncs from a snapshot, which the ZMQ replay cannot."""
     pub = _named_port(pod, C.PORT_KV_EVENTS)
     if engine == EngineType.BUILTIN or pub is None:
-        return "auto", ""
+        return "auto", "", 1
     replay = _named_port(pod, C.PORT_KV_REPLAY)
+    ranks = 1
+    while ranks < 1024 and _named_port(pod, C.kv_port_name(C.PORT_KV_EVENTS, ranks)) == pub + ranks:
+        ranks += 1
     host = _host(ip)
-    return f"tcp://{host}:{pub}", f"tcp://{host}:{replay}" if replay else ""
+    return f"tcp://{host}:{pub}", f"tcp://{host}:{replay}" if replay else "", ranks
 
 
 def _md_index(mds: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -107,7 +111,7 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
     except ValueError as e:
         log.warning("pod %s/%s: %s; skipped", namespace, meta.get("name"), e)
         return None
-    kv_events, kv_replay = kv_event_addresses(pod, engine_type, ip)
+    kv_events, kv_replay, ranks = kv_event_addresses(pod, engine_type, ip)
     return Endpoint(
         url=f"http://{_host(ip)}:{_pod_port(pod, port_name, default_port)}",
         model=model,
@@ -125,6 +129,7 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         capacity_weight=min(1000.0, _positive(annotations.get(C.ANNOTATION_CAPACITY_WEIGHT), 1.0)),
         kv_events=kv_events,
         kv_events_replay=kv_replay,
+        data_parallel_size=ranks,
     )
 
 

@@ -37,6 +37,8 @@ class FeedHooks(Protocol):
 
     def kv_events_malformed(self, key: str) -> None: ...
 
+    def set_prefix_ranks(self, key: str, ranks: int) -> None: ...
+
 
 Outcome = Literal["applied", "gap"]
 

@@ -5,7 +5,8 @@ next expected one asks the replay socket for the missing ones. The index is *com
 precise) when it holds the engine's history from its first batch, or since an ``AllBlocksCleared``;
 when the replay cannot fill a gap (its buffer moved on, or there is no replay socket), the index is
 cleared and the endpoint stays approximate until the history is complete again. A sequence going
-back means the engine restarted: its old blocks leave the index.
+back means the engine restarted: its old blocks leave the index. A feed of one data-parallel rank
+(``rank``) refuses batches another rank signed (``data_parallel_rank``): its port is not that rank's.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ log = logging.getLogger("supernode.router.kv_events")
 class ZmqFeed:
     def __init__(self, key: str, model: str, address: str, replay_address: str, index: PreciseIndex, *,
                  hooks: FeedHooks, bad_input_retry_s: float, replay_timeout_s: float = 2.0,
-                 seed_of: Callable[[str], str] = str, router_block_size: int | None = None):
-        self.key = key  # the endpoint's URL: the index's key
+                 seed_of: Callable[[str], str] = str, router_block_size: int | None = None,
+                 rank: int | None = None):
+        self.key = key  # the index's key: the endpoint's URL, or one of its ranks' (routing/dp_ranks.py)
+        self.rank = rank  # the data-parallel rank this publisher is expected to be (None: any)
         self.model = model
         self.seed_of = seed_of  # model → the name the router's block hashes for it are seeded with
         self.address = address
@@ -146,6 +149,8 @@ class ZmqFeed:
             batch = decode_batch(payload)
         except MalformedEvents as e:
             raise BadEvents(str(e)) from None
+        if self.rank is not None and batch.data_parallel_rank not in (None, self.rank):
+            raise BadEvents(f"data_parallel_rank: {batch.data_parallel_rank} on the port of rank {self.rank}")
         apply_batch(self.index, self.key, self.seed_of(self.model), batch, self.blocks)
         self.expected, self._last = seq + 1, payload
         if any(isinstance(ev, AllBlocksCleared) for ev in batch.events) and not self.complete:

@@ -12,12 +12,18 @@ Some engines can resume a cached prefix only at certain blocks (DeepSeek-V4 on t
 where a state snapshot was taken), though the blocks between are cached too. Their feeds mark the
 endpoint *restricted* and name those blocks (``mark_ends``); a match there ends at the last named block
 of the leading run, which is what the engine will reuse.
+
+An endpoint with several data-parallel ranks (``set_ranks``) holds one cache per rank: each rank's feed
+writes under ``dp_ranks.rank_key(endpoint, r)``, and reads by the endpoint's own key combine them (precise
+only while every rank is; the match of the best rank where a request can name its rank, else the
+expected match when the engine picks the rank itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from supernode.router.routing.dp_ranks import rank_key
 from supernode.router.routing.prefix_index import leading_blocks
 
 
@@ -33,9 +39,30 @@ class PreciseIndex:
         self._precise: set[str] = set()
         self._ends: dict[str, set[int]] = {}  # restricted endpoint → engine hashes a reused prefix may end at
         self._end_ours: dict[str, dict[int, int]] = {}  # restricted endpoint → router hash → ends with it
+        self._ranks: dict[str, tuple[list[str], bool]] = {}  # data-parallel endpoint → (rank keys, pinnable)
+
+    # --- data-parallel ranks --------------------------------------------------------------------
+    def set_ranks(self, endpoint: str, ranks: int, pinnable: bool) -> None:
+        """The endpoint keeps one cache per rank (``ranks`` > 1); ``pinnable``: a request can name its rank."""
+        if ranks > 1:
+            self._ranks[endpoint] = ([rank_key(endpoint, r) for r in range(ranks)], pinnable)
+        else:
+            self._ranks.pop(endpoint, None)
+
+    def ranks(self, endpoint: str) -> int:
+        entry = self._ranks.get(endpoint)
+        return len(entry[0]) if entry else 1
+
+    def rank_matches(self, endpoint: str, hashes: Sequence[int]) -> list[int]:
+        """Leading blocks of ``hashes`` each rank of a data-parallel endpoint holds ([] for other endpoints)."""
+        entry = self._ranks.get(endpoint)
+        return [self._match(key, hashes) for key in entry[0]] if entry else []
 
     # --- mode ---------------------------------------------------------------------------------
     def is_precise(self, endpoint: str) -> bool:
+        entry = self._ranks.get(endpoint)
+        if entry is not None:
+            return all(key in self._precise for key in entry[0])
         return endpoint in self._precise
 
     def set_precise(self, endpoint: str, precise: bool) -> None:
@@ -47,7 +74,16 @@ class PreciseIndex:
     # --- reads --------------------------------------------------------------------------------
     def match(self, endpoint: str, hashes: Sequence[int]) -> int:
         """Leading blocks of ``hashes`` (router hashes) the endpoint holds and can reuse: it stops at the first
-        miss, and on a restricted endpoint goes back to the last block a reused prefix may end at."""
+        miss, and on a restricted endpoint goes back to the last block a reused prefix may end at. On a
+        data-parallel endpoint: its best rank's, where the request can be sent there; else the mean over
+        its ranks (the engine's balancer picks one, each alike as far as the router knows)."""
+        entry = self._ranks.get(endpoint)
+        if entry is None:
+            return self._match(endpoint, hashes)
+        per_rank = [self._match(key, hashes) for key in entry[0]]
+        return max(per_rank) if entry[1] else sum(per_rank) // len(per_rank)
+
+    def _match(self, endpoint: str, hashes: Sequence[int]) -> int:
         n = leading_blocks(self._ours.get(endpoint), hashes)
         ends = self._end_ours.get(endpoint)
         if ends is not None:
@@ -62,7 +98,9 @@ class PreciseIndex:
         return self._engine.get(endpoint, {}).get(engine_hash)
 
     def size(self, endpoint: str) -> int:
-        return len(self._engine.get(endpoint, ()))
+        entry = self._ranks.get(endpoint)
+        keys = entry[0] if entry else (endpoint,)
+        return sum(len(self._engine.get(key, ())) for key in keys)
 
     # --- writes -------------------------------------------------------------------------------
     def store(self, endpoint: str, pairs: Iterable[tuple[int, int]]) -> None:
@@ -125,6 +163,8 @@ class PreciseIndex:
             self.restrict(endpoint, True)
 
     def drop(self, endpoint: str) -> None:
+        for key in self._ranks.pop(endpoint, ([], False))[0]:
+            self.drop(key)
         self.clear(endpoint)
         self.restrict(endpoint, False)
         self._precise.discard(endpoint)

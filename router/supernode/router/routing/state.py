@@ -47,6 +47,7 @@ class EndpointState:
     throughput: Throughput = field(default_factory=Throughput)  # measured from this router's requests
     measured: float = 0.0  # capacity weight from `throughput` (routing.capacity.reweigh); 0 = not yet
     load_fed: bool = False  # the engine streams its request count (KV event feed): the scrape leaves `foreign`
+    rank_inflight: dict[int, int] = field(default_factory=dict)  # data-parallel rank → requests we sent it by name
 
     @property
     def key(self) -> str:

@@ -85,8 +85,11 @@ class ModelTokenizer:
         return tuple(self.tokenizer.encode_pieces(rendered.pieces, self.cache))
 
     def hashes(self, ids: Sequence[int], max_blocks: int) -> tuple[int, ...]:
-        """Chained block hashes of the first ``max_blocks`` full blocks, as the engine's block manager has them."""
-        return tuple(block_hashes(ids[: max_blocks * self.block_size], self.hash_seed, self.block_size))
+        """Chained block hashes of the leading blocks an engine can reuse for this prompt, as its block manager
+        has them (at most ``max_blocks``). Engines compute at least the prompt's last token, so a prompt of
+        exactly k blocks reuses k - 1 of them: counting the last would predict a hit no engine gives."""
+        usable = min(max_blocks, max(0, len(ids) - 1) // self.block_size)
+        return tuple(block_hashes(ids[: usable * self.block_size], self.hash_seed, self.block_size))
 
 
 def file_tokenizer(model: str, local: LocalTokenizer) -> ModelTokenizer:

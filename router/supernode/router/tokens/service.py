@@ -36,6 +36,7 @@ class PromptTokens:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        metrics.watch(lambda: dict(self._models))
 
     # --- the registry -----------------------------------------------------------------------------
     def get(self, model: str) -> ModelTokenizer | None:

@@ -1,0 +1,62 @@
+/* Shared declarations of the fast DeepSeek V3 encoder (supernode.api._fasttokens).
+ *
+ * pretok.c cuts text into pre-tokens exactly as the tokenizer's three isolating regex splits do (the rules
+ * and why they are exact: supernode/api/fasttokens.py); bpe.c merges one pre-token's bytes as the
+ * `tokenizers` library does; module.c holds the pre-token cache and the Python module. Character classes
+ * come from a table built in Python (one flag byte per code point): no Unicode data is compiled in here.
+ */
+#ifndef SUPERNODE_FASTTOKENS_H
+#define SUPERNODE_FASTTOKENS_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* Flag bits of the table; kept equal to the constants of fasttokens.py. */
+#define F_N 1u         /* \p{N} */
+#define F_CJK 2u       /* the CJK split's class; such characters also carry their own classes below */
+#define F_LM 4u        /* [\p{L}\p{M}] */
+#define F_PS 8u        /* [\p{P}\p{S}] */
+#define F_WS 16u       /* \s: Unicode White_Space */
+#define F_PREFIX 32u   /* [^\r\n\p{L}\p{P}\p{S}] minus \p{N} */
+#define F_UNTRUSTED 64u
+#define TABLE_SIZE 0x110000
+
+typedef struct {
+    const uint8_t *flags;
+    int kind;
+    const void *data;
+    Py_ssize_t n;
+} scan_t;
+
+static inline Py_UCS4 at(const scan_t *s, Py_ssize_t i) { return PyUnicode_READ(s->kind, s->data, i); }
+static inline unsigned fl(const scan_t *s, Py_ssize_t i) { return s->flags[at(s, i)]; }
+
+/* Pre-token spans of s->data: fills *spans with (start, end) pairs (PyMem; the caller frees them) and
+ * returns their count; -1 when the text holds an untrusted character, -2 on no memory. */
+Py_ssize_t ft_split(const scan_t *s, Py_ssize_t **spans);
+
+typedef struct {
+    uint64_t key; /* (left << 32 | right) + 1; 0: empty */
+    int32_t rank, merged;
+} slot_t;
+
+typedef struct {
+    PyObject_HEAD
+    int32_t byte_ids[256];
+    slot_t *slots;
+    uint64_t mask;
+    PyObject *whole; /* dict bytes -> int (the model's ignore_merges), or NULL */
+} BpeObject;
+
+extern PyTypeObject BpeType;
+
+/* The ids of one word (its UTF-8 bytes) into out (room for n ids); their count, or -1 with an exception. */
+Py_ssize_t ft_bpe(const BpeObject *b, const char *bytes, Py_ssize_t n, int32_t *out);
+
+static inline uint64_t ft_mix(uint64_t x) { /* splitmix64's finalizer */
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+#endif

@@ -1,0 +1,356 @@
+/* The Python module supernode.api._fasttokens: pre-token spans, and Encoder, which encodes texts from a
+ * compact cache of pre-token ids (see fasttokens.h).
+ *
+ *   pieces(table, text) -> list[str] | None
+ *       the pre-tokens of text, in order; None when text holds a character flagged UNTRUSTED.
+ *   Bpe(byte_ids, merges, whole)
+ *       byte-level BPE as the `tokenizers` library merges one word: the lowest-ranked pair first,
+ *       leftmost among equals (its heap and its stale-entry rule, step for step). byte_ids: 256 ids, the id
+ *       of each byte's character; merges: int32 quadruples (left, right, rank, merged id); whole: None,
+ *       or a dict bytes -> id looked up first (the model's ignore_merges). .word(text) -> tuple of ids.
+ *   Encoder(table, bpe, max_chars)
+ *       .encode(text) -> (list[int], []) | (None, missing pre-tokens) | None (an untrusted character):
+ *       a pre-token not in the cache is merged by bpe and kept; with bpe None it is reported, and the
+ *       caller adds its ids with .add(piece, ids) before encoding again. The cache keeps pre-tokens of
+ *       max_chars characters in all, then starts afresh (.size() -> (pre-tokens, characters, restarts)).
+ */
+#include "fasttokens.h"
+
+static int parse(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *name, scan_t *s,
+                 Py_buffer *table) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %zd arguments, got %zd", name, want, nargs);
+        return -1;
+    }
+    if (!PyUnicode_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "%s: text must be str", name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[0], table, PyBUF_SIMPLE) < 0) return -1;
+    if (table->len != TABLE_SIZE) {
+        PyBuffer_Release(table);
+        PyErr_Format(PyExc_ValueError, "%s: table must have %d bytes", name, TABLE_SIZE);
+        return -1;
+    }
+    s->flags = table->buf;
+    s->kind = PyUnicode_KIND(args[1]);
+    s->data = PyUnicode_DATA(args[1]);
+    s->n = PyUnicode_GET_LENGTH(args[1]);
+    return 0;
+}
+
+static PyObject *spans_error(Py_ssize_t count) {
+    if (count == -2) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *pieces(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    scan_t s;
+    Py_buffer table;
+    Py_ssize_t *spans = NULL;
+    if (parse(args, nargs, 2, "pieces", &s, &table) < 0) return NULL;
+    const Py_ssize_t count = ft_split(&s, &spans);
+    PyBuffer_Release(&table);
+    if (count < 0) return spans_error(count);
+    PyObject *out = PyList_New(count);
+    for (Py_ssize_t k = 0; out != NULL && k < count; k++) {
+        PyObject *piece = PyUnicode_Substring(args[1], spans[2 * k], spans[2 * k + 1]);
+        if (piece == NULL) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, k, piece);
+    }
+    PyMem_Free(spans);
+    return out;
+}
+
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    uint32_t key_at, key_len, ids_at, ids_len;
+} piece_t;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *table; /* the flag table (bytes) */
+    BpeObject *bpe;  /* NULL: missing pre-tokens are reported */
+    piece_t *slots;
+    uint64_t mask;
+    Py_ssize_t count, restarts;
+    Py_UCS4 *keys;
+    size_t keys_len, keys_cap, max_chars;
+    int32_t *ids;
+    size_t ids_len, ids_cap;
+} EncoderObject;
+
+static uint64_t span_hash(const scan_t *s, Py_ssize_t a, Py_ssize_t b) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over code points, then mixed */
+    for (Py_ssize_t i = a; i < b; i++) h = (h ^ at(s, i)) * 0x100000001b3ULL;
+    h = ft_mix(h ^ (uint64_t)(b - a));
+    return h ? h : 1;
+}
+
+static piece_t *find_piece(const EncoderObject *e, const scan_t *s, Py_ssize_t a, Py_ssize_t b, uint64_t h) {
+    for (uint64_t i = h & e->mask;; i = (i + 1) & e->mask) {
+        piece_t *p = &e->slots[i];
+        if (p->hash == 0) return NULL;
+        if (p->hash != h || p->key_len != (uint32_t)(b - a)) continue;
+        const Py_UCS4 *key = e->keys + p->key_at;
+        Py_ssize_t k = 0;
+        while (k < b - a && key[k] == at(s, a + k)) k++;
+        if (k == b - a) return p;
+    }
+}
+
+static void restart(EncoderObject *e) {
+    memset(e->slots, 0, sizeof(piece_t) * (e->mask + 1));
+    e->count = 0;
+    e->keys_len = e->ids_len = 0;
+    e->restarts++;
+}
+
+static int reserve(void **buf, size_t *cap, size_t need, size_t item) {
+    if (need <= *cap) return 0;
+    size_t cap2 = *cap ? *cap : 4096;
+    while (cap2 < need) cap2 *= 2;
+    void *grown = PyMem_Realloc(*buf, cap2 * item);
+    if (grown == NULL) return -1;
+    *buf = grown;
+    *cap = cap2;
+    return 0;
+}
+
+/* Keeps the pre-token s[a:b] with ids; -1 on no memory. May start the cache afresh first. */
+static int add_piece(EncoderObject *e, const scan_t *s, Py_ssize_t a, Py_ssize_t b, uint64_t h, const int32_t *ids,
+                     Py_ssize_t n) {
+    const size_t len = (size_t)(b - a);
+    if (e->keys_len + len > e->max_chars) restart(e);
+    if ((uint64_t)(e->count + 1) * 4 > (e->mask + 1) * 3) { /* grow the slots, rehashing by stored hash */
+        const uint64_t cap = (e->mask + 1) * 2;
+        piece_t *slots = PyMem_Calloc(cap, sizeof(piece_t));
+        if (slots == NULL) return -1;
+        for (uint64_t i = 0; i <= e->mask; i++) {
+            if (e->slots[i].hash == 0) continue;
+            uint64_t j = e->slots[i].hash & (cap - 1);
+            while (slots[j].hash != 0) j = (j + 1) & (cap - 1);
+            slots[j] = e->slots[i];
+        }
+        PyMem_Free(e->slots);
+        e->slots = slots;
+        e->mask = cap - 1;
+    }
+    if (reserve((void **)&e->keys, &e->keys_cap, e->keys_len + len, sizeof(Py_UCS4)) < 0 ||
+        reserve((void **)&e->ids, &e->ids_cap, e->ids_len + (size_t)n, sizeof(int32_t)) < 0)
+        return -1;
+    for (size_t k = 0; k < len; k++) e->keys[e->keys_len + k] = at(s, a + (Py_ssize_t)k);
+    memcpy(e->ids + e->ids_len, ids, sizeof(int32_t) * (size_t)n);
+    uint64_t i = h & e->mask;
+    while (e->slots[i].hash != 0) i = (i + 1) & e->mask;
+    e->slots[i] = (piece_t){h, (uint32_t)e->keys_len, (uint32_t)len, (uint32_t)e->ids_len, (uint32_t)n};
+    e->keys_len += len;
+    e->ids_len += (size_t)n;
+    e->count++;
+    return 0;
+}
+
+/* s[a:b] as UTF-8 into buf (room for 4 bytes per character); its length. */
+static Py_ssize_t utf8(const scan_t *s, Py_ssize_t a, Py_ssize_t b, char *buf) {
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = a; i < b; i++) {
+        const Py_UCS4 c = at(s, i);
+        if (c < 0x80) buf[n++] = (char)c;
+        else if (c < 0x800) { buf[n++] = (char)(0xC0 | (c >> 6)); buf[n++] = (char)(0x80 | (c & 0x3F)); }
+        else if (c < 0x10000) {
+            buf[n++] = (char)(0xE0 | (c >> 12));
+            buf[n++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            buf[n++] = (char)(0x80 | (c & 0x3F));
+        } else {
+            buf[n++] = (char)(0xF0 | (c >> 18));
+            buf[n++] = (char)(0x80 | ((c >> 12) & 0x3F));
+            buf[n++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            buf[n++] = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    return n;
+}
+
+static int scan_of(EncoderObject *e, PyObject *text, scan_t *s) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "text must be str");
+        return -1;
+    }
+    s->flags = (const uint8_t *)PyBytes_AS_STRING(e->table);
+    s->kind = PyUnicode_KIND(text);
+    s->data = PyUnicode_DATA(text);
+    s->n = PyUnicode_GET_LENGTH(text);
+    return 0;
+}
+
+static PyObject *Encoder_encode(EncoderObject *self, PyObject *text) {
+    scan_t s;
+    Py_ssize_t *spans = NULL;
+    if (scan_of(self, text, &s) < 0) return NULL;
+    const Py_ssize_t count = ft_split(&s, &spans);
+    if (count < 0) return spans_error(count);
+    size_t out_len = 0, out_cap = 0, buf_cap = 0, merged_cap = 0;
+    int32_t *out = NULL, *merged = NULL;
+    char *buf = NULL;
+    PyObject *missing = PyList_New(0), *seen = PySet_New(NULL), *result = NULL, *ids = NULL;
+    if (missing == NULL || seen == NULL) goto done;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const Py_ssize_t a = spans[2 * k], b = spans[2 * k + 1];
+        const uint64_t h = span_hash(&s, a, b);
+        const piece_t *p = find_piece(self, &s, a, b, h);
+        if (p == NULL && self->bpe != NULL) { /* merge it and keep it */
+            if (reserve((void **)&buf, &buf_cap, (size_t)(b - a) * 4 + 1, 1) < 0 ||
+                reserve((void **)&merged, &merged_cap, (size_t)(b - a) * 4 + 1, sizeof(int32_t)) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            const Py_ssize_t n = ft_bpe(self->bpe, buf, utf8(&s, a, b, buf), merged);
+            if (n < 0) goto done;
+            if (add_piece(self, &s, a, b, h, merged, n) < 0) { PyErr_NoMemory(); goto done; }
+            if (reserve((void **)&out, &out_cap, out_len + (size_t)n, sizeof(int32_t)) < 0) { PyErr_NoMemory(); goto done; }
+            memcpy(out + out_len, merged, sizeof(int32_t) * (size_t)n);
+            out_len += (size_t)n;
+        } else if (p == NULL) { /* reported, once */
+            PyObject *piece = PyUnicode_Substring(text, a, b);
+            const int known = piece == NULL ? -1 : PySet_Contains(seen, piece);
+            const int failed = known < 0 || (!known && (PySet_Add(seen, piece) < 0 || PyList_Append(missing, piece) < 0));
+            Py_XDECREF(piece);
+            if (failed) goto done;
+        } else if (PyList_GET_SIZE(missing) == 0) {
+            if (reserve((void **)&out, &out_cap, out_len + p->ids_len, sizeof(int32_t)) < 0) { PyErr_NoMemory(); goto done; }
+            memcpy(out + out_len, self->ids + p->ids_at, sizeof(int32_t) * p->ids_len);
+            out_len += p->ids_len;
+        }
+    }
+    if (PyList_GET_SIZE(missing) == 0) {
+        ids = PyList_New((Py_ssize_t)out_len);
+        for (size_t k = 0; ids != NULL && k < out_len; k++) {
+            PyObject *id = PyLong_FromLong(out[k]);
+            if (id == NULL) Py_CLEAR(ids);
+            else PyList_SET_ITEM(ids, (Py_ssize_t)k, id);
+        }
+        if (ids == NULL) goto done;
+    } else {
+        ids = Py_NewRef(Py_None);
+    }
+    result = PyTuple_Pack(2, ids, missing);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(missing);
+    Py_XDECREF(seen);
+    PyMem_Free(spans);
+    PyMem_Free(out);
+    PyMem_Free(merged);
+    PyMem_Free(buf);
+    return result;
+}
+
+static PyObject *Encoder_add(EncoderObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    scan_t s;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(piece, ids)");
+        return NULL;
+    }
+    if (scan_of(self, args[0], &s) < 0) return NULL;
+    PyObject *seq = PySequence_Fast(args[1], "ids must be a sequence");
+    if (seq == NULL) return NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int32_t *ids = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1));
+    int rc = ids == NULL ? -1 : 0;
+    if (ids == NULL) PyErr_NoMemory();
+    for (Py_ssize_t k = 0; rc == 0 && k < n; k++) {
+        const long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+        if (id == -1 && PyErr_Occurred()) rc = -1;
+        else ids[k] = (int32_t)id;
+    }
+    if (rc == 0 && s.n > 0) {
+        const uint64_t h = span_hash(&s, 0, s.n);
+        if (find_piece(self, &s, 0, s.n, h) == NULL && add_piece(self, &s, 0, s.n, h, ids, n) < 0) {
+            PyErr_NoMemory();
+            rc = -1;
+        }
+    }
+    PyMem_Free(ids);
+    Py_DECREF(seq);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Encoder_size(EncoderObject *self, PyObject *unused) {
+    return Py_BuildValue("(nnn)", self->count, (Py_ssize_t)self->keys_len, self->restarts);
+}
+
+static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *table, *bpe;
+    Py_ssize_t max_chars;
+    static char *names[] = {"table", "bpe", "max_chars", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOn", names, &table, &bpe, &max_chars)) return -1;
+    if (PyBytes_GET_SIZE(table) != TABLE_SIZE) {
+        PyErr_Format(PyExc_ValueError, "table must have %d bytes", TABLE_SIZE);
+        return -1;
+    }
+    if (bpe != Py_None && !PyObject_TypeCheck(bpe, &BpeType)) {
+        PyErr_SetString(PyExc_TypeError, "bpe: a Bpe or None");
+        return -1;
+    }
+    if (max_chars < 1 || max_chars > 0x7fffffff) {
+        PyErr_SetString(PyExc_ValueError, "max_chars: 1 to 2**31 - 1");
+        return -1;
+    }
+    Py_XSETREF(self->table, Py_NewRef(table));
+    Py_XSETREF(self->bpe, bpe == Py_None ? NULL : (BpeObject *)Py_NewRef(bpe));
+    PyMem_Free(self->slots);
+    self->slots = PyMem_Calloc(1024, sizeof(piece_t));
+    if (self->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->mask = 1023;
+    self->count = self->restarts = 0;
+    self->keys_len = self->ids_len = 0;
+    self->max_chars = (size_t)max_chars;
+    return 0;
+}
+
+static void Encoder_dealloc(EncoderObject *self) {
+    Py_XDECREF(self->table);
+    Py_XDECREF(self->bpe);
+    PyMem_Free(self->slots);
+    PyMem_Free(self->keys);
+    PyMem_Free(self->ids);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"encode", (PyCFunction)Encoder_encode, METH_O, "encode(text) -> (ids, missing) | None"},
+    {"add", (PyCFunction)(void (*)(void))Encoder_add, METH_FASTCALL, "add(piece, ids): keep one pre-token's ids"},
+    {"size", (PyCFunction)Encoder_size, METH_NOARGS, "size() -> (pre-tokens, characters, restarts)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "supernode.api._fasttokens.Encoder",
+    .tp_basicsize = sizeof(EncoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Encoder_init,
+    .tp_dealloc = (destructor)Encoder_dealloc,
+    .tp_methods = Encoder_methods,
+};
+
+static PyMethodDef methods[] = {
+    {"pieces", (PyCFunction)(void (*)(void))pieces, METH_FASTCALL, "pieces(table, text) -> list[str] | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_fasttokens", .m_size = -1, .m_methods = methods};
+
+PyMODINIT_FUNC PyInit__fasttokens(void) {
+    if (PyType_Ready(&BpeType) < 0 || PyType_Ready(&EncoderType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && (PyModule_AddObjectRef(m, "Bpe", (PyObject *)&BpeType) < 0 ||
+                      PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0))
+        Py_CLEAR(m);
+    return m;
+}
