@@ -97,8 +97,8 @@ async def test_follow_up_lands_where_its_cache_is_and_an_evicted_prefix_routes_b
                                                "max_tokens": 1}).raise_for_status()
     await until(lambda: index.match(b.server.url, hashes) == 0)
     # b is busy with a direct request; with no cache anywhere the conversation goes by load, to a.
-    slow = threading.Thread(target=lambda: httpx.post(
-        b.server.url + "/v1/completions", json={"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 60,
+    slow = threading.Thread(target=lambda: httpx.post(  # 24 steps of b's 50 ms: busy for over a second
+        b.server.url + "/v1/completions", json={"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 24,
                                                 "ignore_eos": True}, timeout=30))
     slow.start()
     try:
