@@ -13,7 +13,7 @@ Side by side with a baseline: the same operator with the ConfigMap event not rec
 new pods are up (the resync interval); with LeaderWorkerSet the leader label comes from LWS itself.
 
     python benchmarks/device_fault.py --trials 5 --resync 10
-    python benchmarks/device_fault.py --smoke     # one trial each, short resync (run by the tests)
+    python benchmarks/device_fault.py --smoke     # one trial each, resync 0.5 s (run by the tests)
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--resync", type=float, default=10.0, help="operator resync interval (its default: 10)")
-    parser.add_argument("--smoke", action="store_true", help="one trial per mode, resync 1 s")
+    parser.add_argument("--smoke", action="store_true", help="one trial per mode, resync 0.5 s")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.smoke:
-        args.trials, args.resync = 1, 1.0
+        args.trials, args.resync = 1, 0.5
     asyncio.run(main(args.trials, args.resync))

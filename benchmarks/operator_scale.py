@@ -364,7 +364,7 @@ if __name__ == "__main__":
     parser.add_argument("--smoke", action="store_true", help="a few seconds: 10 deployments, short windows")
     args = parser.parse_args()
     if args.smoke:
-        out = main(10, resync=0.5, quiet=2, baseline=args.baseline, profile=args.profile)
+        out = main(10, resync=0.25, quiet=2, baseline=args.baseline, profile=args.profile)
         if out.created != 10 or out.quiet_writes:
             sys.exit(f"smoke: children for {out.created}/10 deployments, {out.quiet_writes} no-op writes")
     else:

@@ -41,6 +41,13 @@ class Stack(UpStack):
         return list(r.json()["rows"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    UpLauncher.checkpoint_cache = tmp_path_factory.mktemp("checkpoints")
+    yield
+    UpLauncher.checkpoint_cache = None
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     launcher = (UpLauncher(tmp_path_factory.mktemp("supernode"), Stack)

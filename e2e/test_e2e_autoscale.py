@@ -30,7 +30,7 @@ spec:
     minReplicas: 1
     maxReplicas: 2
     target: {queueDepthPerReplica: 1}
-    behavior: {scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 3, coldStartSeconds: 10,
+    behavior: {scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 1, coldStartSeconds: 10,
                readyTimeoutSeconds: 120}
 """
 

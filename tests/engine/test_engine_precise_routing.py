@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from polling import until
 
 from supernode.api.hashing import block_hashes
 from supernode.api.models import Mode
@@ -51,12 +52,6 @@ async def fleet(server_thread: Any, tokenizer: Tokenizer, fake_runner_factory: A
         finally:
             server.should_exit = True
             await task
-
-
-async def until(cond: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 async def test_follow_up_lands_where_its_cache_is_and_an_evicted_prefix_routes_by_load(
@@ -102,8 +97,8 @@ async def test_follow_up_lands_where_its_cache_is_and_an_evicted_prefix_routes_b
                                                "max_tokens": 1}).raise_for_status()
     await until(lambda: index.match(b.server.url, hashes) == 0)
     # b is busy with a direct request; with no cache anywhere the conversation goes by load, to a.
-    slow = threading.Thread(target=lambda: httpx.post(
-        b.server.url + "/v1/completions", json={"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 60,
+    slow = threading.Thread(target=lambda: httpx.post(  # 24 steps of b's 50 ms: busy for over a second
+        b.server.url + "/v1/completions", json={"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 24,
                                                 "ignore_eos": True}, timeout=30))
     slow.start()
     try:

@@ -123,7 +123,9 @@ def test_serve_health_chat_modes_and_prefix_cache(served: Served) -> None:
 
 def test_two_ranks_match_one_and_a_dead_rank_stops_the_leader(tiny_checkpoint: Path, served: Served) -> None:
     expected = greedy_ids(served.url)
-    two = Served(tiny_checkpoint, "--nproc-per-node", "2", "--tensor-parallel", "2", "--expert-parallel", "2")
+    # the idle leader learns of the follower's death from the heartbeat: 2 s (as the other group tests), not 5 s
+    two = Served(tiny_checkpoint, "--nproc-per-node", "2", "--tensor-parallel", "2", "--expert-parallel", "2",
+                 "--heartbeat-interval-s", "0.2", "--heartbeat-timeout-s", "2")
     try:
         two.wait_healthy()
         assert greedy_ids(two.url) == expected

@@ -9,7 +9,6 @@ the router's predicted hit (before the request) must equal the engine's ``cached
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+from polling import until
 
 pytest.importorskip("transformers")
 
@@ -55,12 +55,6 @@ async def v4_fleet(server_thread: Any, tokenizer: Tokenizer, tmp_path: Path) -> 
         finally:
             server.should_exit = True
             await task
-
-
-async def until(cond: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 def diverged(shared: list[int], length: int) -> list[int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from helm_chart_support import REPO
@@ -20,31 +19,52 @@ current-context: {context}
 """
 
 
-def run_suite(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+CASES = [
+    ("nothing configured", None, None, "no cluster configured"),
+    ("unreachable kind cluster", "kind-e2e", "KUBECONFIG", "is not reachable"),
+    ("production context via KUBECONFIG", "prod-eu", "KUBECONFIG", "is not a kind-/k3d- cluster"),
+]
+
+
+def start_suite(env_extra: dict[str, str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG", "SUPERNODE_E2E_KUBECONFIG"}}
     env.update(env_extra)
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "e2e/cluster"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
-@pytest.mark.parametrize(
-    ("case", "context", "var", "reason"),
-    [
-        ("nothing configured", None, None, "no cluster configured"),
-        ("unreachable kind cluster", "kind-e2e", "KUBECONFIG", "is not reachable"),
-        ("production context via KUBECONFIG", "prod-eu", "KUBECONFIG", "is not a kind-/k3d- cluster"),
-    ],
-)
-def test_cluster_suite_skips(tmp_path: Path, case: str, context: str | None, var: str | None, reason: str) -> None:
-    env: dict[str, str] = {}
-    if context and var:
-        path = tmp_path / "kubeconfig"
-        path.write_text(KUBECONFIG.format(context=context))
-        env[var] = str(path)
-    result = run_suite(env)
-    assert result.returncode == 0, f"{case}:\n{result.stdout}\n{result.stderr}"
-    summary = result.stdout.strip().splitlines()[-1]
+@pytest.fixture(scope="module")
+def suite_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    """Every case's run of the cluster suite (return code, stdout, stderr), the three started at once:
+    each is ~3 s of pytest start-up and collection, which the cores share instead of taking in turn."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for case, context, var, _ in CASES:
+        env: dict[str, str] = {}
+        if context and var:
+            path = tmp_path_factory.mktemp("kubeconfig") / "kubeconfig"
+            path.write_text(KUBECONFIG.format(context=context))
+            env[var] = str(path)
+        procs[case] = start_suite(env)
+    runs: dict[str, tuple[int, str, str]] = {}
+    try:
+        for case, proc in procs.items():
+            out, err = proc.communicate(timeout=120)
+            runs[case] = (proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return runs
+
+
+@pytest.mark.parametrize(("case", "context", "var", "reason"), CASES)
+def test_cluster_suite_skips(suite_runs: dict[str, tuple[int, str, str]], case: str, context: str | None,
+                             var: str | None, reason: str) -> None:
+    returncode, stdout, stderr = suite_runs[case]
+    assert returncode == 0, f"{case}:\n{stdout}\n{stderr}"
+    summary = stdout.strip().splitlines()[-1]
     assert "skipped" in summary and "passed" not in summary and "failed" not in summary, f"{case}: {summary}"
-    assert reason in result.stdout, f"{case}: {result.stdout}"
+    assert reason in stdout, f"{case}: {stdout}"

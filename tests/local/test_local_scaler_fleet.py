@@ -47,7 +47,8 @@ def serve(body: dict[str, Any]) -> ThreadingHTTPServer:
             pass
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    # shutdown() waits for serve_forever's next poll (0.5 s by default)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     return srv
 
 

@@ -173,6 +173,7 @@ def test_status_probes_what_the_state_file_records(stack: Supervisor) -> None:
 
 def test_a_hung_leader_is_detected_by_liveness_probes_and_its_group_restarted(stack: Supervisor) -> None:
     stack.start(threading.Event(), timeout=30, interval=0.05)
+    stack.kill_grace = 0.5  # a stopped process cannot act on SIGTERM: the restart waits out the grace, then kills
     leader = stack.children["flash/0"][0]
     os.kill(leader.pid, signal.SIGSTOP)  # alive, but answers nothing
     try:

@@ -44,11 +44,16 @@ async def test_operator_process_reconciles_and_stops_cleanly(k8s: tuple[K8sEmula
             await c.post(MDS, json=ascend_md())
             await eventually(lambda: status(emu).get("readyReplicas") == 2, timeout=20, what="ready via CLI")
             assert len(groups(emu)) == 2
-            await asyncio.sleep(1.2)  # a resync or two: gauges follow the status
-            metrics = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
-            assert 'supernode_operator_groups{deployment="v4",namespace="llm",phase="Ready"} 2.0' in metrics
-            assert 'supernode_operator_condition{condition="Ready",deployment="v4",namespace="llm"} 1.0' in metrics
-            assert "supernode_operator_reconcile_duration_seconds_count" in metrics
+            wanted = ['supernode_operator_groups{deployment="v4",namespace="llm",phase="Ready"} 2.0',
+                      'supernode_operator_condition{condition="Ready",deployment="v4",namespace="llm"} 1.0',
+                      "supernode_operator_reconcile_duration_seconds_count"]
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # a resync or two: gauges follow the status
+                metrics = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+                if all(w in metrics for w in wanted) or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert [w for w in wanted if w not in metrics] == [], metrics
     finally:
         proc.terminate()
         out, _ = await asyncio.wait_for(proc.communicate(), 20)

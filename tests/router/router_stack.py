@@ -20,6 +20,7 @@ from fastapi import FastAPI
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_engine import Behaviour, EngineState, create_engine_app
+from quick_uvicorn import QuickServer
 
 from supernode.httpserver import limits_of, uvicorn_options
 from supernode.router.app import create_app
@@ -30,7 +31,7 @@ MODEL = "deepseek-v4-flash"
 
 async def serve(app: FastAPI, **options: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     """``options``: extra uvicorn.Config arguments (e.g. supernode.httpserver.uvicorn_options)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+    server = QuickServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
                                            access_log=False, **options))
     task = asyncio.create_task(server.serve())
     for _ in range(500):

@@ -17,6 +17,7 @@ import uvicorn
 from fake_engine import Behaviour, create_engine_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from quick_uvicorn import QuickServer
 
 from supernode.httpserver import limits_of, uvicorn_options
 from supernode.router.app import create_app
@@ -29,7 +30,7 @@ class Served:
     """A uvicorn server on 127.0.0.1:0 in a thread of its own (hypothesis tests are synchronous)."""
 
     def __init__(self, app: Any, **options: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", **options))
+        self.server = QuickServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", **options))
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 
     def __enter__(self) -> str:

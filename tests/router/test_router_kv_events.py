@@ -15,6 +15,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from aiohttp import web
+from polling import until
 
 from supernode.api.endpoints import Endpoint
 from supernode.api.hashing import block_hashes
@@ -143,12 +144,6 @@ async def scripted() -> AsyncIterator[Callable[[list[list[bytes]]], Any]]:
 
 def line(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode()
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)
 
 
 async def test_http_feed_resyncs_on_gap_and_drops_a_restarted_engines_blocks(scripted: Any) -> None:
