@@ -3,7 +3,7 @@ prefix whose snapshot goes leaves the cache (and the router's index) with it."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from supernode.engine.core.sequence import Sequence
@@ -59,6 +59,9 @@ PREFIXES = [list(range(1, 25)), list(range(100, 124)), [*range(1, 9), *range(60,
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 24), st.integers(0, 3)), min_size=1, max_size=25))
+# a prefix's first block evicted while the blocks after it stay (they lead to snapshots), then cached again:
+# it must link to them, or it is cached with nothing to resume from
+@example(ops=[(0, 4, 0), (0, 20, 0), (1, 12, 0), (0, 12, 0)])
 def test_what_is_cached_can_always_be_resumed_from(ops: list[tuple[int, int, int]]) -> None:
     """Random prompts that share prefixes, through a cache too small for them (evictions and snapshot
     reclaims): after each, every cached block has a snapshot or a cached block after it, and the

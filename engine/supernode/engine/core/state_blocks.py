@@ -46,6 +46,10 @@ class StateBlockManager(BlockManager):
     _snap_of_block: dict[int, int] = field(init=False, default_factory=dict)
     _parent: dict[int, int] = field(init=False, default_factory=dict)  # cached block -> the cached block before it
     _kids: dict[int, set[int]] = field(init=False, default_factory=dict)  # cached block -> cached blocks after it
+    # cached block -> the hash it follows, and that hash -> the cached blocks following it, linked or not: a
+    # block cached again after its successors outlived it (they lead to a snapshot) adopts them
+    _parent_hash: dict[int, int] = field(init=False, default_factory=dict)
+    _next_of_hash: dict[int, set[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         BlockManager.__post_init__(self)
@@ -158,14 +162,33 @@ class StateBlockManager(BlockManager):
         return None
 
     def _registered(self, bid: int, parent_hash: int | None) -> None:
-        parent = self._by_hash.get(parent_hash) if parent_hash is not None else None
-        if parent is not None:
-            self._parent[bid] = parent
-            self._kids.setdefault(parent, set()).add(bid)
+        if parent_hash is not None:
+            self._parent_hash[bid] = parent_hash
+            self._next_of_hash.setdefault(parent_hash, set()).add(bid)
+            if (parent := self._by_hash.get(parent_hash)) is not None:
+                self._link(parent, bid)
+        own = self.blocks[bid].hash
+        for kid in self._next_of_hash.get(own, ()) if own is not None else ():
+            if kid not in self._parent:  # its parent left the cache before it: this block is that parent again
+                self._link(bid, kid)
+
+    def _link(self, parent: int, kid: int) -> None:
+        self._parent[kid] = parent
+        self._kids.setdefault(parent, set()).add(kid)
+
+    def _left(self, bid: int) -> None:
+        """``bid`` is no longer cached: forget the hash it followed."""
+        if (parent_hash := self._parent_hash.pop(bid, None)) is not None:
+            following = self._next_of_hash.get(parent_hash)
+            if following is not None:
+                following.discard(bid)
+                if not following:
+                    del self._next_of_hash[parent_hash]
 
     def _evicted(self, bid: int) -> None:
         if (snap := self._snap_of_block.pop(bid, None)) is not None:
             self._free_snaps.append(snap)
+        self._left(bid)
         self._unlink(bid)
 
     def _uncache(self, bid: int) -> int:
@@ -177,6 +200,7 @@ class StateBlockManager(BlockManager):
         block.hash, block.token_ids = None, ()
         del self._evictable[bid]
         self._free.append(bid)
+        self._left(bid)
         return h
 
     def _unlink(self, bid: int) -> None:
