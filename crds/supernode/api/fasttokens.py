@@ -77,36 +77,7 @@ _RN: Final = (0x0A, 0x0D)
 CODE_POINTS: Final = 0x110000
 
 
-def _flags_of(category: str) -> int:
-    """The main regex's classes of a general category (digits are apart; CJK and white space come after)."""
-    major = category[0]
-    if category in ("Cn", "Cs"):
-        return F_UNTRUSTED
-    if major == "L":
-        return F_LM
-    if major == "M":
-        return F_LM | F_PREFIX
-    if major in "PS":
-        return F_PS
-    if major == "N":
-        return F_N
-    return F_PREFIX
-
-
-@lru_cache(maxsize=1)
-def deepseek_table() -> bytes:
-    """One flag byte per code point for the DeepSeek V3 pre-tokenizer (built once per process, ~0.2 s)."""
-    categories = list(map(unicodedata.category, map(chr, range(CODE_POINTS))))
-    flags = {cat: _flags_of(cat) for cat in set(categories)}
-    table = bytearray(map(flags.__getitem__, categories))
-    for lo, hi in CJK_RANGES:  # the CJK split's runs, which the main regex then cuts alone with these classes
-        table[lo : hi + 1] = bytes(F_CJK | table[cp] for cp in range(lo, hi + 1))
-    for cp in WHITE_SPACE:
-        table[cp] = F_WS | (0 if cp in _RN else F_PREFIX)
-    return bytes(table)
-
-
-# The Llama 3 (cl100k-style) split's classes (see _fasttokens.c's match_llama3).
+# The Llama 3 (cl100k-style) split's classes (see pretok.c's match_llama3).
 L3_L: Final = 1
 L3_N: Final = 2
 L3_OTHER: Final = 8
@@ -115,26 +86,43 @@ L3_PREFIX: Final = 32
 FAMILIES: Final = {"deepseek": 0, "llama3": 1}
 
 
-def _llama3_flags_of(category: str) -> int:
+def _deepseek_flags(category: str) -> int:
+    """The main regex's classes of a general category (digits are apart; CJK and white space come after)."""
     major = category[0]
-    if category in ("Cn", "Cs"):
-        return F_UNTRUSTED
-    if major == "L":
-        return L3_L
-    if major == "N":
-        return L3_N
-    return L3_PREFIX | L3_OTHER
+    if major in "LM":
+        return F_LM | (F_PREFIX if major == "M" else 0)
+    return F_PS if major in "PS" else F_N if major == "N" else F_PREFIX
+
+
+def _llama3_flags(category: str) -> int:
+    major = category[0]
+    return L3_L if major == "L" else L3_N if major == "N" else L3_PREFIX | L3_OTHER
+
+
+def _table(flags_of: Callable[[str], int], white_space: int, prefix: int) -> bytearray:
+    """One flag byte per code point: ``flags_of`` its general category (unknown ones untrusted), then the
+    white space characters (all but \\r and \\n also a prefix)."""
+    categories = list(map(unicodedata.category, map(chr, range(CODE_POINTS))))
+    flags = {cat: F_UNTRUSTED if cat in ("Cn", "Cs") else flags_of(cat) for cat in set(categories)}
+    table = bytearray(map(flags.__getitem__, categories))
+    for cp in WHITE_SPACE:
+        table[cp] = white_space | (0 if cp in _RN else prefix)
+    return table
+
+
+@lru_cache(maxsize=1)
+def deepseek_table() -> bytes:
+    """The DeepSeek V3 pre-tokenizer's table (built once per process, ~0.2 s)."""
+    table = _table(_deepseek_flags, F_WS, F_PREFIX)
+    for lo, hi in CJK_RANGES:  # the CJK split's runs, which the main regex then cuts alone with these classes
+        table[lo : hi + 1] = bytes(F_CJK | table[cp] for cp in range(lo, hi + 1))
+    return bytes(table)
 
 
 @lru_cache(maxsize=1)
 def llama3_table() -> bytes:
-    """One flag byte per code point for the Llama 3 split (built once per process, ~0.2 s)."""
-    categories = list(map(unicodedata.category, map(chr, range(CODE_POINTS))))
-    flags = {cat: _llama3_flags_of(cat) for cat in set(categories)}
-    table = bytearray(map(flags.__getitem__, categories))
-    for cp in WHITE_SPACE:
-        table[cp] = L3_WS | (0 if cp in _RN else L3_PREFIX)
-    return bytes(table)
+    """The Llama 3 split's table (built once per process, ~0.2 s)."""
+    return bytes(_table(_llama3_flags, L3_WS, L3_PREFIX))
 
 
 def table_for(family_name: str) -> bytes:
