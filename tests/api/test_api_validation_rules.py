@@ -60,11 +60,11 @@ Mutation = Callable[[MDBuilder], MDBuilder]
 # (case, mutation, expected field path, expected message for CEL rules (None: a schema check))
 KV_PORTS_MSG = ("engine.kvEvents: the ports port..port+n-1 and replayPort..replayPort+n-1 (n = parallelism.data for "
                 "vllm and sglang, whose data-parallel ranks each publish on the ports plus their rank; 1 for builtin) "
-                "must not overlap, must end at 65535 at most and must not hold engine.port or 29500 (the rendezvous "
-                "port)")
-KV_RANKS_MSG = ("engine.kvEvents with parallelism.data above 1 needs the whole group in one pod for vllm and sglang "
-                "(each data-parallel rank publishes from the pod it runs on; the router follows the leader pod's "
-                "ports)")
+                "must not overlap, must end at 65535 at most and must not hold engine.port, 29500 (the rendezvous "
+                "port) or 13345 (vLLM's data-parallel RPC port)")
+KV_RANKS_MSG = ("engine.kvEvents with parallelism.data above 1 needs parallelism.data to be a multiple of the group's "
+                "pods for vllm and sglang (each pod then runs whole data-parallel ranks and publishes them from its "
+                "own address; the router maps every rank to the pod that runs it)")
 
 BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
     ("tensor below 1", lambda b: b.parallelism(tensor=0), "spec.parallelism.tensor", None),
@@ -144,12 +144,18 @@ BAD_SPECS: list[tuple[str, Mutation, str, str | None]] = [
      KV_PORTS_MSG),
     ("kv replay on the publisher port", lambda b: b.engine("sglang").kv_events(port=6000, replayPort=6000),
      "spec.engine.kvEvents", KV_PORTS_MSG),
-    ("kv events from data-parallel ranks on several pods",
-     lambda b: b.engine("vllm").kv_events(replayPort=5600).accelerator("nvidia-h200", 8).parallelism(tensor=8, data=2),
+    ("kv events from data-parallel ranks that each span two pods",
+     lambda b: b.engine("vllm").kv_events(replayPort=5600).accelerator("nvidia-h200", 8).parallelism(tensor=16, data=2),
      "spec.engine.kvEvents", KV_RANKS_MSG),
-    ("kv events from data-parallel ranks on cpu pods (one rank a pod)",
-     lambda b: b.engine("sglang").kv_events(replayPort=5600).parallelism(tensor=1, data=2),
+    ("kv events from data-parallel ranks on cpu pods (a rank of tensor 2 over two pods)",
+     lambda b: b.engine("sglang").kv_events(replayPort=5600).parallelism(tensor=2, data=2),
      "spec.engine.kvEvents", KV_RANKS_MSG),
+    ("kv events from 3 ranks over 2 pods (not whole ranks a pod)",
+     lambda b: b.engine("vllm").kv_events(replayPort=5600).accelerator("nvidia-h200", 3).parallelism(tensor=2, data=3),
+     "spec.engine.kvEvents", KV_RANKS_MSG),
+    ("kv rank ports over vLLM's data-parallel RPC port",
+     lambda b: b.engine("vllm").kv_events(port=13340, replayPort=13400).accelerator("nvidia-h200", 8)
+     .parallelism(tensor=2, data=8), "spec.engine.kvEvents", KV_PORTS_MSG),
     ("kv rank 1's publisher on the replay port (vllm offsets both by the rank)",
      lambda b: b.engine("vllm").kv_events().accelerator("nvidia-h200", 8).parallelism(tensor=4, data=2),
      "spec.engine.kvEvents", KV_PORTS_MSG),
@@ -200,6 +206,12 @@ def test_kv_events_accepted_where_engines_publish_them() -> None:
                .parallelism(data=8, expert=8),
                make_md("kv").engine("sglang").kv_events(port=5600, replayPort=5557).accelerator("nvidia-h200", 8)
                .parallelism(tensor=2, data=4),
+               # ranks spread over pods: DP 2 over two pods, DP 16 over four pods (four ranks each)
+               make_md("kv").engine("vllm").kv_events(replayPort=5600).accelerator("nvidia-h200", 8)
+               .parallelism(tensor=8, data=2),
+               make_md("kv").engine("sglang").kv_events(replayPort=5600).accelerator("nvidia-h200", 8)
+               .parallelism(tensor=2, data=16),
+               make_md("kv").engine("vllm").kv_events(replayPort=5600).parallelism(tensor=1, data=2),  # cpu pods
                make_md("kv").engine("mindie").pool("a", engine={"type": "vllm", "kvEvents": {}})):
         assert server_errors(md.dict()) == [] and _pydantic_errors(md.dict()) == []
 

@@ -55,6 +55,14 @@ CASES: dict[str, tuple[Any, bool, list[list[str]], list[str | None], str | None]
     "vllm-nvidia-dp-kv-events-sts": (base_md().engine("vllm").kv_events(port=5557, replayPort=5600)
                                      .accelerator("nvidia-h200", 8).parallelism(data=8, expert=8), False,
                                      [["h200-0"]], [None], C.RESOURCE_NVIDIA),
+    # Ranks spread over pods (DP 4, two ranks a pod): every pod names every rank's ports (one template) and
+    # says how many ranks it runs, so discovery maps rank r to pod r // 2.
+    "vllm-nvidia-dp-kv-events-pods-lws": (base_md().engine("vllm").kv_events(port=5557, replayPort=5600)
+                                          .accelerator("nvidia-h200", 8).parallelism(tensor=4, data=4, expert=16),
+                                          True, [["h200-0", "h200-1"]], ["clique-a"], C.RESOURCE_NVIDIA),
+    "sglang-nvidia-dp-kv-events-pods-sts": (base_md().engine("sglang").kv_events(port=5557, replayPort=5600)
+                                            .accelerator("nvidia-h200", 8).parallelism(tensor=4, data=4, expert=16),
+                                            False, [["h200-0", "h200-1"]], [None], C.RESOURCE_NVIDIA),
     "mindie-ascend-sts": (base_md().engine("mindie")
                           .accelerator("ascend-910b", 8, resource_name="huawei.com/ascend-1980")
                           .parallelism(tensor=16), False, [["a2-0", "a2-1"]], [None], C.RESOURCE_ASCEND),

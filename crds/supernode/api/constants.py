@@ -51,6 +51,12 @@ ANNOTATION_DEVICE_FAULT: Final = "supernode.io/device-fault"  # on a leader pod:
 ANNOTATION_FAULT_HANDLED: Final = "supernode.io/device-fault-handled"  # digest of the faults a group restarted for
 ANNOTATION_MAX_CONCURRENCY: Final = "supernode.io/max-concurrency"  # engine.maxConcurrency of the leader's pool
 ANNOTATION_CAPACITY_WEIGHT: Final = "supernode.io/capacity-weight"  # the pool's capacityWeight (router load scorer)
+# On every pod of a vLLM/SGLang group with kvEvents and parallelism.data > 1: the data-parallel ranks each pod
+# hosts (data / pods). Pod i hosts ranks i*local .. i*local+local-1 (global ranks: the engines offset each rank's
+# KV event ports by it); router discovery maps each rank's publisher to the pod that runs it.
+ANNOTATION_DP_LOCAL: Final = "supernode.io/data-parallel-local"
+POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller (k8s >= 1.28)
+LWS_WORKER_INDEX_LABEL: Final = "leaderworkerset.sigs.k8s.io/worker-index"  # set by the LWS controller
 ANNOTATION_SP_BLOCK: Final = "sp-block"  # MindCluster: chips per logical SuperPoD
 ANNOTATION_SP_FIT: Final = "sp-fit"  # MindCluster: SuperPoD fitting policy ("idlest")
 
@@ -113,6 +119,7 @@ ENV_GROUP_BIND_ADDR: Final = "SUPERNODE_GROUP_BIND_ADDR"  # address the leader's
 ENV_ADMIN_KEY: Final = "SUPERNODE_ADMIN_KEY"  # router: admin API key (usage, tenants); `supernode up` sets one
 
 RENDEZVOUS_PORT: Final = 29500  # torch.distributed / vLLM / SGLang rendezvous on a group's leader
+DP_RPC_PORT: Final = 13345  # vLLM's data-parallel RPC port on the leader (groups with ranks on several pods)
 
 # --- Named container ports on engine pods (the operator renders them; router discovery reads them) ---
 PORT_HTTP: Final = "http"  # the leader's OpenAI-compatible HTTP server

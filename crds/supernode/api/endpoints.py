@@ -6,7 +6,7 @@ One record per replica-group leader. The `static` discovery file and the file th
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from supernode.api.models import EngineType, Mode
@@ -45,6 +45,24 @@ class Endpoint(BaseModel):
                     "rank r publishes on that port + r and answers replays on the replay port + r (as vLLM and "
                     "SGLang offset them); the router follows every rank and sends a request to the rank holding "
                     "its prefix (docs/router.md)")
+    rank_kv_events: list[str] = Field(
+        default_factory=list, max_length=1024,
+        description="Ranks that publish from several hosts (data-parallel ranks spread over a group's pods): "
+                    "rank r's ZMQ PUB address (tcp://host:port), '' while it is not known (that rank has no feed "
+                    "and the endpoint routes approximately until it is). Empty: every rank on kv_events' host, "
+                    "rank r on its port + r. When set, one entry per rank (data_parallel_size)")
+    rank_kv_events_replay: list[str] = Field(
+        default_factory=list, max_length=1024,
+        description="Rank r's ZMQ replay address beside rank_kv_events ('' for none); empty or one per rank")
+
+    @model_validator(mode="after")
+    def _rank_lists(self) -> Endpoint:
+        for name, values in (("rankKvEvents", self.rank_kv_events), ("rankKvEventsReplay", self.rank_kv_events_replay)):
+            if values and len(values) != self.data_parallel_size:
+                raise ValueError(f"{name}: {len(values)} entries for dataParallelSize {self.data_parallel_size}")
+            if any(v and not v.startswith("tcp://") for v in values):
+                raise ValueError(f"{name}: every entry is a tcp:// address or ''")
+        return self
 
     def kv_events_source(self) -> str:
         """none, http or a tcp:// address, with auto resolved by engine type."""

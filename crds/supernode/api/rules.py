@@ -57,7 +57,7 @@ _WORLD_CEL = "self.parallelism.tensor * self.parallelism.pipeline * self.paralle
 
 # The shape rules below hold for the top-level spec and for every pool with the fields it inherits.
 _SHAPE_RULES = ("cpu-no-devices", "devices-required", "world-multiple-of-devices", "expert-divides-world",
-                "kv-events-engine", "kv-events-ports", "kv-events-ranks-on-leader")
+                "kv-events-engine", "kv-events-ports", "kv-events-ranks-per-pod")
 _POOL_FIELDS = ("accelerator", "parallelism", "engine")  # the fields the shape rules read
 
 
@@ -81,6 +81,7 @@ def _for_pools(rule: Rule) -> Rule:
 
 
 RENDEZVOUS_PORT = C.RENDEZVOUS_PORT  # the engines' rendezvous port on the leader
+DP_RPC_PORT = C.DP_RPC_PORT  # vLLM's data-parallel RPC port on the leader
 
 
 def _kv(spec: Spec) -> Mapping[str, Any] | None:
@@ -102,20 +103,28 @@ def _kv_ports_ok(spec: Spec) -> bool:
         return True
     n = _kv_ranks(spec)
     port, replay = int(kv.get("port", 5557)), int(kv.get("replayPort", 5558))
-    taken = (int(_get(spec, "engine", "port", default=8000)), RENDEZVOUS_PORT)
+    taken = (int(_get(spec, "engine", "port", default=8000)), RENDEZVOUS_PORT, DP_RPC_PORT)
     return ((port + n <= replay or replay + n <= port) and max(port, replay) + n <= 65536
             and all(not (port <= t < port + n or replay <= t < replay + n) for t in taken))
 
 
-def _ranks_on_leader(spec: Spec) -> bool:
-    """Every data-parallel rank runs on the leader pod (the group is one pod)."""
-    return _get(spec, "engine", "type", default="builtin") == "builtin" or int(
-        _get(spec, "parallelism", "data", default=1)) == 1 or 0 < _world(spec) <= _per_pod(spec)
+def _pods(spec: Spec) -> int:
+    """Pods of one group (models.Spec.pods_per_group): one per device on cpu."""
+    return _world(spec) if _per_pod(spec) == 0 else max(1, _world(spec) // _per_pod(spec))
+
+
+def _whole_ranks_per_pod(spec: Spec) -> bool:
+    """Each pod of the group runs whole data-parallel ranks, the same number on every pod (rank r on pod
+    r // (data / pods)), so each rank's publisher has one pod to live on."""
+    data = int(_get(spec, "parallelism", "data", default=1))
+    return _get(spec, "engine", "type", default="builtin") == "builtin" or data == 1 or data % _pods(spec) == 0
 
 
 _KV_CEL = "!has(self.engine.kvEvents) || "
 _KV_N = "(self.engine.type == 'builtin' ? 1 : self.parallelism.data)"  # publishers (see _kv_ranks)
 _KV_PUB, _KV_REPLAY = "self.engine.kvEvents.port", "self.engine.kvEvents.replayPort"
+_PODS_CEL = (f"(self.accelerator.devicesPerPod == 0 ? {_WORLD_CEL} : ({_WORLD_CEL}) / self.accelerator.devicesPerPod "
+             f"> 1 ? ({_WORLD_CEL}) / self.accelerator.devicesPerPod : 1)")  # see _pods
 
 
 def _outside(port: str, start: str) -> str:
@@ -125,7 +134,7 @@ def _outside(port: str, start: str) -> str:
 _KV_PORTS_CEL = _KV_CEL + " && ".join([
     f"({_KV_PUB} + {_KV_N} <= {_KV_REPLAY} || {_KV_REPLAY} + {_KV_N} <= {_KV_PUB})",
     f"({_KV_PUB} > {_KV_REPLAY} ? {_KV_PUB} : {_KV_REPLAY}) + {_KV_N} <= 65536",
-    *(_outside(taken, start) for taken in ("self.engine.port", str(RENDEZVOUS_PORT))
+    *(_outside(taken, start) for taken in ("self.engine.port", str(RENDEZVOUS_PORT), str(DP_RPC_PORT))
       for start in (_KV_PUB, _KV_REPLAY)),
 ])
 
@@ -171,17 +180,18 @@ _BASE_RULES: tuple[Rule, ...] = (
         check=_kv_ports_ok,
         message=f"engine.kvEvents: the ports port..port+n-1 and replayPort..replayPort+n-1 (n = parallelism.data "
         f"for vllm and sglang, whose data-parallel ranks each publish on the ports plus their rank; 1 for builtin) "
-        f"must not overlap, must end at 65535 at most and must not hold engine.port or {RENDEZVOUS_PORT} (the "
-        f"rendezvous port)",
+        f"must not overlap, must end at 65535 at most and must not hold engine.port, {RENDEZVOUS_PORT} (the "
+        f"rendezvous port) or {DP_RPC_PORT} (vLLM's data-parallel RPC port)",
         field_path=".engine.kvEvents",
     ),
     Rule(
-        name="kv-events-ranks-on-leader",
-        cel=_KV_CEL + "self.engine.type == 'builtin' || self.parallelism.data == 1 || "
-        f"(self.accelerator.devicesPerPod > 0 && {_WORLD_CEL} <= self.accelerator.devicesPerPod)",
-        check=lambda s: _kv(s) is None or _ranks_on_leader(s),
-        message="engine.kvEvents with parallelism.data above 1 needs the whole group in one pod for vllm and sglang "
-        "(each data-parallel rank publishes from the pod it runs on; the router follows the leader pod's ports)",
+        name="kv-events-ranks-per-pod",
+        cel=_KV_CEL + f"self.engine.type == 'builtin' || self.parallelism.data == 1 || "
+        f"self.parallelism.data % {_PODS_CEL} == 0",
+        check=lambda s: _kv(s) is None or _whole_ranks_per_pod(s),
+        message="engine.kvEvents with parallelism.data above 1 needs parallelism.data to be a multiple of the "
+        "group's pods for vllm and sglang (each pod then runs whole data-parallel ranks and publishes them from "
+        "its own address; the router maps every rank to the pod that runs it)",
         field_path=".engine.kvEvents",
     ),
     Rule(

@@ -18,7 +18,14 @@ from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.api.pools import pool_name
 from supernode.operator import naming as N
-from supernode.operator.engines import RENDEZVOUS_PORT, GroupContext, engine_container, image_for, kv_events_ports
+from supernode.operator.engines import (
+    RENDEZVOUS_PORT,
+    GroupContext,
+    engine_container,
+    image_for,
+    kv_event_ranks,
+    kv_events_ports,
+)
 from supernode.operator.group_network import network_policy
 from supernode.operator.group_secrets import GroupKeys, secret_object
 from supernode.operator.ranktable_objects import needs_rank_table, template_parts
@@ -151,7 +158,17 @@ def pod_template(md: ModelDeployment, plan: Plan, group: GroupPlan, ctx: GroupCo
         spec["schedulerName"] = placement.scheduler_name
     if placement.priority_class_name:
         spec["priorityClassName"] = placement.priority_class_name
-    return {"metadata": {"labels": labels, "annotations": leader_annotations(md)}, "spec": spec}
+    return {"metadata": {"labels": labels, "annotations": {**leader_annotations(md), **dp_annotations(md, ctx)}},
+            "spec": spec}
+
+
+def dp_annotations(md: ModelDeployment, ctx: GroupContext) -> dict[str, str]:
+    """Engines that publish KV events once per data-parallel rank: the ranks each pod runs (the pods share
+    one template, so every pod names every rank's ports; discovery picks each pod's own by its index)."""
+    ranks = kv_event_ranks(md)
+    if md.spec.engine.kv_events is None or ranks == 1:
+        return {}
+    return {C.ANNOTATION_DP_LOCAL: str(ranks // max(1, ctx.pods))}
 
 
 def _selector(md: ModelDeployment, index: int, rev: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from supernode.operator.ranktable import RANK_TABLE_PATH
 
 MODEL_DIR = "/models"
 RENDEZVOUS_PORT = C.RENDEZVOUS_PORT  # torch.distributed / vLLM / SGLang rendezvous on the leader
-DP_RPC_PORT = 13345  # vLLM data-parallel RPC port on the leader
+DP_RPC_PORT = C.DP_RPC_PORT  # vLLM data-parallel RPC port on the leader
 
 # The built-in engine's images are what docker/engine-{cpu,cuda,ascend}.Dockerfile build, in the registry
 # and at the version the Helm chart uses for the control plane (tests/helm/test_helm_dockerfiles.py
@@ -232,7 +232,8 @@ def kv_event_ranks(md: ModelDeployment) -> int:
 
 def kv_events_ports(md: ModelDeployment) -> list[dict[str, Any]]:
     """Named container ports of the KV event sockets (what router discovery looks for): rank 0's keep the
-    plain names, rank r's carry ``-r`` (C.kv_port_name)."""
+    plain names, rank r's carry ``-r`` (C.kv_port_name). The pods of a group share one template, so each
+    names every rank's ports; a pod binds only those of the ranks it runs (C.ANNOTATION_DP_LOCAL)."""
     kv = md.spec.engine.kv_events
     if kv is None:
         return []

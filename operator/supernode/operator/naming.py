@@ -11,8 +11,8 @@ from supernode.api import constants as C
 from supernode.api.models import ModelDeployment
 from supernode.api.pools import pool_name
 
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller (k8s >= 1.28)
-LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"  # set by the LWS controller
+POD_INDEX_LABEL = C.POD_INDEX_LABEL  # set by the StatefulSet controller (k8s >= 1.28)
+LWS_WORKER_INDEX_LABEL = C.LWS_WORKER_INDEX_LABEL  # set by the LWS controller
 LWS_GROUP = "leaderworkerset.x-k8s.io"
 LWS_VERSION = "v1"
 LWS_PLURAL = "leaderworkersets"
