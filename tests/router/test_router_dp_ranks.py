@@ -125,10 +125,11 @@ class FakeDPEngine:
     """An engine with one publisher per data-parallel rank: it runs a request on the rank named in it, else
     on its own choice (round robin), and publishes the prompt's blocks from that rank."""
 
-    def __init__(self, engine: EngineType, ranks: int, pub: int, replay: int):
+    def __init__(self, engine: EngineType, ranks: int, pub: int, replay: int, hosts: list[str] | None = None):
         self.engine, self.ranks = engine, ranks
-        self.publishers = [Publisher(None, addresses=(f"tcp://127.0.0.1:{pub + r}", f"tcp://127.0.0.1:{replay + r}"))
-                           for r in range(ranks)]
+        self.hosts = hosts or ["127.0.0.1"] * ranks  # the host each rank publishes from (its pod's IP)
+        self.publishers = [Publisher(None, addresses=(f"tcp://{h}:{pub + r}", f"tcp://{h}:{replay + r}"))
+                           for r, h in enumerate(self.hosts)]
         self.seen: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.ran_on: list[int] = []
         self._next = 0

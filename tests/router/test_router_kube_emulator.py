@@ -197,3 +197,22 @@ async def test_router_app_serves_endpoints_discovered_from_the_api(stack: Any) -
         await stack.close()
         assert all(t.done() for t in state.tasks)
         emu.close_watches()
+
+
+async def test_worker_pods_bring_the_publishers_of_the_ranks_they_run(
+        cluster: tuple[K8sEmulator, kmock.Server, Harness]) -> None:
+    # DP 2 over two pods: rank 1 publishes from the worker pod, which discovery now watches too.
+    from tests.router.test_router_dp_pods_discovery import group_pods, spread
+    emu, _, h = cluster
+    await h.until(lambda eps: eps == [], "initial empty list")
+    leader, worker = group_pods(spread(tensor=8, data=2), lws=True, ready=(True, False))
+    for pod in (leader, worker):
+        await emu.put_object({"apiVersion": "v1", "kind": "Pod", **{k: v for k, v in pod.items() if k != "status"}})
+        await emu.patch_object("pods", "llm", pod["metadata"]["name"], {"status": pod["status"]},
+                               subresource="status")
+    await h.until(lambda eps: len(eps) == 1 and eps[0].rank_kv_events == ["tcp://10.0.0.10:6000", ""],
+                  "rank 1 unknown while its pod is not ready")
+    await emu.patch_object("pods", "llm", worker["metadata"]["name"], {"status": {"conditions": [
+        {"type": "Ready", "status": "True"}]}}, subresource="status")
+    await h.until(lambda eps: len(eps) == 1 and eps[0].rank_kv_events == ["tcp://10.0.0.10:6000",
+                                                                          "tcp://10.0.0.11:6001"], "rank 1 on its pod")

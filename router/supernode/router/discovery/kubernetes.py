@@ -1,4 +1,5 @@
-"""`kubernetes` discovery: group-leader pods (labelled by the operator) + ModelDeployments → Endpoints.
+"""`kubernetes` discovery: engine pods (labelled by the operator) + ModelDeployments → Endpoints, one per
+group leader (worker pods add the KV event publishers of the data-parallel ranks they run, dp_pods.py).
 
 `endpoints_from_objects` is the pure translation (tested without a cluster). `KubernetesDiscovery`
 lists then watches both (kube_informer), so a change reaches the routing table within `debounce_s`
@@ -15,6 +16,7 @@ from typing import Any
 from supernode.api import constants as C
 from supernode.api.endpoints import Endpoint
 from supernode.api.models import EngineType, Mode
+from supernode.router.discovery.dp_pods import group_key, group_members, rank_publishers
 from supernode.router.discovery.kube_client import Access, KubeClient, KubeResource, load_access
 from supernode.router.discovery.kube_informer import Informer
 from supernode.router.metrics import RouterMetrics
@@ -83,8 +85,10 @@ def _capacity_limited(md: Mapping[str, Any], pool: str = "") -> bool:
 
 
 def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, port_name: str = "http",
-                      default_port: int = 8000, default_max_concurrency: int = 32) -> Endpoint | None:
-    """One leader pod (+ its ModelDeployment, if known) → an Endpoint; None if it cannot serve."""
+                      default_port: int = 8000, default_max_concurrency: int = 32,
+                      members: Mapping[int, Mapping[str, Any]] | None = None) -> Endpoint | None:
+    """One leader pod (+ its ModelDeployment, if known; ``members``: its group's pods by index, for the
+    publishers of data-parallel ranks on worker pods) → an Endpoint; None if it cannot serve."""
     meta = pod.get("metadata") or {}
     labels: Mapping[str, str] = meta.get("labels") or {}
     annotations: Mapping[str, str] = meta.get("annotations") or {}
@@ -112,6 +116,8 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         log.warning("pod %s/%s: %s; skipped", namespace, meta.get("name"), e)
         return None
     kv_events, kv_replay, ranks = kv_event_addresses(pod, engine_type, ip)
+    spread = rank_publishers(pod, members or {}, ranks, named_port=_named_port, ready=_pod_ready,
+                             host=_host) if kv_events.startswith("tcp://") and ranks > 1 else None
     return Endpoint(
         url=f"http://{_host(ip)}:{_pod_port(pod, port_name, default_port)}",
         model=model,
@@ -130,6 +136,8 @@ def endpoint_from_pod(pod: Mapping[str, Any], md: Mapping[str, Any] | None, *, p
         kv_events=kv_events,
         kv_events_replay=kv_replay,
         data_parallel_size=ranks,
+        rank_kv_events=spread[0] if spread else [],
+        rank_kv_events_replay=spread[1] if spread else [],
     )
 
 
@@ -145,22 +153,26 @@ def _positive(raw: str | None, default: float) -> float:
 def endpoints_from_objects(pods: Sequence[Mapping[str, Any]], mds: Sequence[Mapping[str, Any]],
                            **kwargs: Any) -> list[Endpoint]:
     index = _md_index(mds)
+    groups = group_members(pods)
     out: list[Endpoint] = []
     for pod in pods:
         meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(C.LABEL_ROLE) != C.ROLE_LEADER:
+            continue  # a worker pod: only its group's leader reads it (data-parallel ranks it publishes)
         md = index.get((meta.get("namespace") or "", (meta.get("labels") or {}).get(C.LABEL_DEPLOYMENT, "")))
-        ep = endpoint_from_pod(pod, md, **kwargs)
+        ep = endpoint_from_pod(pod, md, members=groups.get(group_key(pod)), **kwargs)
         if ep is not None:
             out.append(ep)
     return out
 
 
-LEADER_PODS = KubeResource("", "v1", "pods", label_selector=f"{C.LABEL_ROLE}={C.ROLE_LEADER}")
+# Every engine pod (leaders and workers): a worker pod can publish KV events of data-parallel ranks it runs.
+ENGINE_PODS = KubeResource("", "v1", "pods", label_selector=C.LABEL_DEPLOYMENT)  # every pod of a group has it
 MODEL_DEPLOYMENTS = KubeResource(C.GROUP, C.VERSION, C.PLURAL)
 
 
 class KubernetesDiscovery:
-    """Two informers (leader pods, ModelDeployments) feed one debounced recompute of the endpoints.
+    """Two informers (engine pods, ModelDeployments) feed one debounced recompute of the endpoints.
 
     Nothing is published until both have listed once (a pod without its ModelDeployment would get
     default modes); after that each change publishes within `debounce_s`, and only if the endpoint
@@ -241,7 +253,7 @@ class KubernetesDiscovery:
         self.pods, self.mds = (Informer(client, resource, self.namespace, self._dirty.set,
                                         watch_timeout_s=self.watch_timeout_s, resync_s=self.resync_interval_s,
                                         metrics=self.metrics)
-                               for resource in (LEADER_PODS, MODEL_DEPLOYMENTS))
+                               for resource in (ENGINE_PODS, MODEL_DEPLOYMENTS))
         tasks = [asyncio.create_task(t, name=n) for t, n in ((self.pods.run(), "discovery-pods"),
                                                               (self.mds.run(), "discovery-mds"),
                                                               (self._publish_loop(), "discovery-publish"))]

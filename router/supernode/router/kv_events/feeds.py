@@ -37,12 +37,19 @@ def feed_source(state: EndpointState, enabled: bool) -> tuple[str, str, str]:
 
 def feed_plan(state: EndpointState, enabled: bool) -> dict[str, tuple[str, str, str]]:
     """Feed key → source of every feed an endpoint needs: one, or one per data-parallel rank for a ZMQ
-    publisher (rank r on the publisher's and the replay's port + r, keyed ``rank_key(endpoint, r)``)."""
+    publisher, keyed ``rank_key(endpoint, r)``: rank r at the endpoint's ``rank_kv_events[r]`` when discovery
+    lists them (ranks on several pods; '' → no feed, so the endpoint stays approximate), else on the
+    publisher's and the replay's port + r."""
     source = feed_source(state, enabled)
-    ranks = state.endpoint.data_parallel_size
+    ep = state.endpoint
+    ranks = ep.data_parallel_size
     address, replay, model = source
     if ranks == 1 or not address.startswith("tcp://"):
         return {state.key: source}
+    if ep.rank_kv_events:
+        replays = ep.rank_kv_events_replay or [""] * ranks
+        return {rank_key(state.key, r): (pub or "none", replays[r] if pub else "", model)
+                for r, pub in enumerate(ep.rank_kv_events)}
     return {rank_key(state.key, r): (offset_port(address, r), offset_port(replay, r), model) for r in range(ranks)}
 
 
