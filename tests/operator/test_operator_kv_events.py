@@ -67,10 +67,12 @@ def test_each_data_parallel_rank_gets_named_ports_at_the_engines_offsets(engine:
     assert C.kv_port_name(C.PORT_KV_REPLAY, 1023) == "kv-replay-1023" and len("kv-replay-1023") <= 15
 
 
-@pytest.mark.parametrize(("lws", "tensor", "data", "local"), [(False, 8, 2, 1), (True, 2, 16, 4), (False, 2, 4, 4)])
-def test_pods_of_a_spread_group_say_how_many_ranks_each_runs(lws: bool, tensor: int, data: int, local: int) -> None:
-    # DP 2 over two pods, DP 16 over four pods (four local ranks each), DP 4 in one pod: each pod runs
-    # `local` ranks (global ranks i*local.. on pod i, ports offset by the global rank) and names every rank's.
+@pytest.mark.parametrize(("lws", "tensor", "data", "local"), [(False, 8, 2, 1), (True, 2, 16, 4), (False, 2, 4, None)])
+def test_pods_of_a_spread_group_say_how_many_ranks_each_runs(lws: bool, tensor: int, data: int,
+                                                             local: int | None) -> None:
+    # DP 2 over two pods, DP 16 over four pods (four local ranks each): each pod runs `local` ranks (global
+    # ranks i*local.. on pod i, ports offset by the global rank) and names every rank's. DP 4 in one pod:
+    # no annotation (the template of such groups is what it was before ranks could spread).
     md = (operator_md().engine("vllm").kv_events(port=7100, replayPort=7200).accelerator("nvidia-h200", 8)
           .parallelism(tensor=tensor, data=data))
     obj = md.obj()
@@ -81,11 +83,11 @@ def test_pods_of_a_spread_group_say_how_many_ranks_each_runs(lws: bool, tensor: 
     templates = ([work["spec"]["template"]] if not lws else [work["spec"]["leaderWorkerTemplate"][k]
                                                              for k in ("leaderTemplate", "workerTemplate")])
     for t in templates:
-        assert t["metadata"]["annotations"][C.ANNOTATION_DP_LOCAL] == str(local)
+        assert t["metadata"]["annotations"].get(C.ANNOTATION_DP_LOCAL) == (str(local) if local else None)
         named = {p["name"]: p["containerPort"] for p in t["spec"]["containers"][0]["ports"]}
         assert all(named[C.kv_port_name(C.PORT_KV_EVENTS, r)] == 7100 + r for r in range(data))
         assert all(named[C.kv_port_name(C.PORT_KV_REPLAY, r)] == 7200 + r for r in range(data))
-    assert pods * local == data
+    assert pods * (local or data) == data
 
 
 def test_the_builtin_engine_publishes_once_whatever_its_data_parallel_size() -> None:

@@ -163,10 +163,12 @@ def pod_template(md: ModelDeployment, plan: Plan, group: GroupPlan, ctx: GroupCo
 
 
 def dp_annotations(md: ModelDeployment, ctx: GroupContext) -> dict[str, str]:
-    """Engines that publish KV events once per data-parallel rank: the ranks each pod runs (the pods share
-    one template, so every pod names every rank's ports; discovery picks each pod's own by its index)."""
+    """Engines that publish KV events once per data-parallel rank, with the ranks spread over the group's
+    pods: the ranks each pod runs (the pods share one template, so every pod names every rank's ports;
+    discovery picks each pod's own by its index). None for a group in one pod: its template, and so its
+    running pods, stay as they were before groups could spread."""
     ranks = kv_event_ranks(md)
-    if md.spec.engine.kv_events is None or ranks == 1:
+    if md.spec.engine.kv_events is None or ranks == 1 or ctx.pods == 1:
         return {}
     return {C.ANNOTATION_DP_LOCAL: str(ranks // max(1, ctx.pods))}
 
