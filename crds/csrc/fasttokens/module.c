@@ -411,8 +411,8 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "bpe: a Bpe or None");
         return -1;
     }
-    if (max_chars < 1 || max_chars > 0x7fffffff) {
-        PyErr_SetString(PyExc_ValueError, "max_chars: 1 to 2**31 - 1");
+    if (max_chars < 1 || max_chars > (1 << 28)) { /* ids then stay below 2**30: their offsets fit 32 bits */
+        PyErr_SetString(PyExc_ValueError, "max_chars: 1 to 2**28");
         return -1;
     }
     if (self->mutex != NULL) {
