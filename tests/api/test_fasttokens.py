@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -172,3 +173,28 @@ def test_bad_arguments_are_refused() -> None:
     assert encoder.encode("two words") == ([1, 2, 3], []) and encoder.size() == (2, 9, 0)
     with pytest.raises(ValueError, match="256"):
         native.Bpe([0] * 3, b"", None)
+
+
+def test_threads_sharing_one_encoder_get_exact_ids(deepseek: Tokenizer) -> None:
+    """The router encodes on the event loop and in a thread pool at once: one encoder, a cache small enough to
+    restart under them, and every thread's ids exact. Texts of 16k characters or more are encoded with the GIL
+    released (the C code's own mutex guards the cache), shorter ones with it held: both run here at once."""
+    spec = json.loads(deepseek.to_str())
+    encoder, library = F.FastEncoder(spec, max_chars=6_000), _text_only(spec)
+    texts = ["".join(mixed_text(seed, 2500 if seed % 2 else 20_000)) for seed in range(50, 58)]
+    assert max(map(len, texts)) >= 16_384 > min(map(len, texts))
+    want = [library.encode(t, add_special_tokens=False).ids for t in texts]
+    errors: list[str] = []
+
+    def work(offset: int) -> None:
+        for k in range(16):
+            i = (offset + k) % len(texts)
+            if encoder.encode(texts[i]) != want[i]:
+                errors.append(f"text {i}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and encoder.restarts > 0

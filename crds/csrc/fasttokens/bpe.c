@@ -57,11 +57,8 @@ Py_ssize_t ft_bpe(const BpeObject *b, const char *bytes, Py_ssize_t n, int32_t *
     }
     /* One allocation: a heap that holds at most 3 entries per byte, then symbols (prev, next, id, alive). */
     const Py_ssize_t heap_cap = 3 * n + 1;
-    char *mem = PyMem_Malloc(heap_cap * sizeof(entry_t) + n * (2 * sizeof(Py_ssize_t) + sizeof(int32_t) + 1));
-    if (mem == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    char *mem = PyMem_RawMalloc(heap_cap * sizeof(entry_t) + n * (2 * sizeof(Py_ssize_t) + sizeof(int32_t) + 1));
+    if (mem == NULL) return -2;
     entry_t *heap = (entry_t *)mem;
     Py_ssize_t *prev = (Py_ssize_t *)(heap + heap_cap), *next = prev + n;
     int32_t *c = (int32_t *)(next + n);
@@ -88,7 +85,7 @@ Py_ssize_t ft_bpe(const BpeObject *b, const char *bytes, Py_ssize_t n, int32_t *
         if (next[top.pos] >= 0) push_pair(b, heap, &size, c, top.pos, next[top.pos]);
     }
     for (Py_ssize_t i = n ? 0 : -1; i >= 0; i = next[i]) out[count++] = c[i];
-    PyMem_Free(mem);
+    PyMem_RawFree(mem);
     return count;
 }
 
@@ -150,6 +147,7 @@ static PyObject *Bpe_word(BpeObject *self, PyObject *arg) {
     int32_t *ids = bytes == NULL ? NULL : PyMem_Malloc(sizeof(int32_t) * (n ? n : 1));
     if (ids == NULL) return bytes == NULL ? NULL : PyErr_NoMemory();
     const Py_ssize_t count = ft_bpe(self, bytes, n, ids);
+    if (count == -2) PyErr_NoMemory();
     PyObject *out = count < 0 ? NULL : PyTuple_New(count);
     for (Py_ssize_t k = 0; out != NULL && k < count; k++) {
         PyObject *id = PyLong_FromLong(ids[k]);

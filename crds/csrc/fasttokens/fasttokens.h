@@ -42,8 +42,8 @@ typedef struct {
 static inline Py_UCS4 at(const scan_t *s, Py_ssize_t i) { return PyUnicode_READ(s->kind, s->data, i); }
 static inline unsigned fl(const scan_t *s, Py_ssize_t i) { return s->flags[at(s, i)]; }
 
-/* Pre-token spans of s->data: fills *spans with (start, end) pairs (PyMem; the caller frees them) and
- * returns their count; -1 when the text holds an untrusted character, -2 on no memory. */
+/* Pre-token spans of s->data: fills *spans with (start, end) pairs (PyMem_Raw: the caller frees them) and
+ * returns their count; -1 when the text holds an untrusted character, -2 on no memory. Needs no GIL. */
 Py_ssize_t ft_split(const scan_t *s, Py_ssize_t **spans);
 
 typedef struct {
@@ -61,7 +61,9 @@ typedef struct {
 
 extern PyTypeObject BpeType;
 
-/* The ids of one word (its UTF-8 bytes) into out (room for n ids); their count, or -1 with an exception. */
+/* The ids of one word (its UTF-8 bytes) into out (room for n ids); their count, -1 with an exception set
+ * (only from the whole-word lookup, which needs the GIL), or -2 on no memory (no exception set). Without
+ * b->whole it needs no GIL. */
 Py_ssize_t ft_bpe(const BpeObject *b, const char *bytes, Py_ssize_t n, int32_t *out);
 
 static inline uint64_t ft_mix(uint64_t x) { /* splitmix64's finalizer */

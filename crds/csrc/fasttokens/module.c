@@ -14,6 +14,8 @@
  *       a pre-token not in the cache is merged by bpe and kept; with bpe None it is reported, and the
  *       caller adds its ids with .add(piece, ids) before encoding again. The cache keeps pre-tokens of
  *       max_chars characters in all, then starts afresh (.size() -> (pre-tokens, characters, restarts)).
+ *       With a C BPE (no whole-word lookup), a text of NOGIL_CHARS or more is encoded with the GIL released;
+ *       a mutex keeps the cache consistent between threads.
  */
 #include "fasttokens.h"
 
@@ -65,7 +67,7 @@ static PyObject *pieces(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (piece == NULL) Py_CLEAR(out);
         else PyList_SET_ITEM(out, k, piece);
     }
-    PyMem_Free(spans);
+    PyMem_RawFree(spans);
     return out;
 }
 
@@ -86,7 +88,20 @@ typedef struct {
     int family;
     int32_t *ids;
     size_t ids_len, ids_cap;
+    PyThread_type_lock mutex; /* guards the cache: encode may run without the GIL */
 } EncoderObject;
+
+/* Texts this long are encoded with the GIL released (a worker thread's call then leaves the event loop free);
+ * shorter ones keep it, so a call on the event loop never waits to get it back. */
+#define NOGIL_CHARS 16384
+
+static void lock_with_gil(EncoderObject *e) {
+    if (!PyThread_acquire_lock(e->mutex, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(e->mutex, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
 
 static uint64_t span_hash(const scan_t *s, Py_ssize_t a, Py_ssize_t b) {
     uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over code points, then mixed */
@@ -118,7 +133,7 @@ static int reserve(void **buf, size_t *cap, size_t need, size_t item) {
     if (need <= *cap) return 0;
     size_t cap2 = *cap ? *cap : 4096;
     while (cap2 < need) cap2 *= 2;
-    void *grown = PyMem_Realloc(*buf, cap2 * item);
+    void *grown = PyMem_RawRealloc(*buf, cap2 * item);
     if (grown == NULL) return -1;
     *buf = grown;
     *cap = cap2;
@@ -132,7 +147,7 @@ static int add_piece(EncoderObject *e, const scan_t *s, Py_ssize_t a, Py_ssize_t
     if (e->keys_len + len > e->max_chars) restart(e);
     if ((uint64_t)(e->count + 1) * 4 > (e->mask + 1) * 3) { /* grow the slots, rehashing by stored hash */
         const uint64_t cap = (e->mask + 1) * 2;
-        piece_t *slots = PyMem_Calloc(cap, sizeof(piece_t));
+        piece_t *slots = PyMem_RawCalloc(cap, sizeof(piece_t));
         if (slots == NULL) return -1;
         for (uint64_t i = 0; i <= e->mask; i++) {
             if (e->slots[i].hash == 0) continue;
@@ -140,7 +155,7 @@ static int add_piece(EncoderObject *e, const scan_t *s, Py_ssize_t a, Py_ssize_t
             while (slots[j].hash != 0) j = (j + 1) & (cap - 1);
             slots[j] = e->slots[i];
         }
-        PyMem_Free(e->slots);
+        PyMem_RawFree(e->slots);
         e->slots = slots;
         e->mask = cap - 1;
     }
@@ -180,6 +195,10 @@ static Py_ssize_t utf8(const scan_t *s, Py_ssize_t a, Py_ssize_t b, char *buf) {
 }
 
 static int scan_of(EncoderObject *e, PyObject *text, scan_t *s) {
+    if (e->mutex == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the Encoder was not initialised");
+        return -1;
+    }
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "text must be str");
         return -1;
@@ -192,65 +211,146 @@ static int scan_of(EncoderObject *e, PyObject *text, scan_t *s) {
     return 0;
 }
 
-static PyObject *Encoder_encode(EncoderObject *self, PyObject *text) {
-    scan_t s;
+typedef struct {
+    int32_t *at;
+    size_t len, cap;
+} ids_t;
+
+static int append(ids_t *out, const int32_t *ids, size_t n) {
+    if (reserve((void **)&out->at, &out->cap, out->len + n, sizeof(int32_t)) < 0) return -1;
+    memcpy(out->at + out->len, ids, sizeof(int32_t) * n);
+    out->len += n;
+    return 0;
+}
+
+/* Every pre-token's ids into out, looked up or merged by the C BPE and kept, touching no Python object:
+ * runs with or without the GIL, the mutex held. 0, -1 (an untrusted character) or -2 (no memory). */
+static int encode_c(EncoderObject *self, const scan_t *s, ids_t *out) {
     Py_ssize_t *spans = NULL;
-    if (scan_of(self, text, &s) < 0) return NULL;
-    const Py_ssize_t count = ft_split(&s, &spans);
-    if (count < 0) return spans_error(count);
-    size_t out_len = 0, out_cap = 0, buf_cap = 0, merged_cap = 0;
-    int32_t *out = NULL, *merged = NULL;
+    const Py_ssize_t count = ft_split(s, &spans);
+    if (count < 0) return (int)count;
     char *buf = NULL;
+    int32_t *merged = NULL;
+    size_t buf_cap = 0, merged_cap = 0;
+    int rc = 0;
+    for (Py_ssize_t k = 0; k < count && rc == 0; k++) {
+        const Py_ssize_t a = spans[2 * k], b = spans[2 * k + 1];
+        const uint64_t h = span_hash(s, a, b);
+        const piece_t *p = find_piece(self, s, a, b, h);
+        if (p != NULL) {
+            rc = append(out, self->ids + p->ids_at, p->ids_len) < 0 ? -2 : 0;
+            continue;
+        }
+        if (reserve((void **)&buf, &buf_cap, (size_t)(b - a) * 4 + 1, 1) < 0 ||
+            reserve((void **)&merged, &merged_cap, (size_t)(b - a) * 4 + 1, sizeof(int32_t)) < 0) {
+            rc = -2;
+            break;
+        }
+        const Py_ssize_t n = ft_bpe(self->bpe, buf, utf8(s, a, b, buf), merged);
+        if (n < 0 || add_piece(self, s, a, b, h, merged, n) < 0 || append(out, merged, (size_t)n) < 0) rc = -2;
+    }
+    PyMem_RawFree(spans);
+    PyMem_RawFree(buf);
+    PyMem_RawFree(merged);
+    return rc;
+}
+
+static PyObject *id_list(const ids_t *out) {
+    PyObject *ids = PyList_New((Py_ssize_t)out->len);
+    for (size_t k = 0; ids != NULL && k < out->len; k++) {
+        PyObject *id = PyLong_FromLong(out->at[k]);
+        if (id == NULL) Py_CLEAR(ids);
+        else PyList_SET_ITEM(ids, (Py_ssize_t)k, id);
+    }
+    return ids;
+}
+
+/* The model's whole-word lookup needs Python, and without a C BPE missing pre-tokens are reported: this path
+ * keeps the GIL. */
+static PyObject *encode_with_python(EncoderObject *self, PyObject *text, const scan_t *s) {
+    Py_ssize_t *spans = NULL;
+    const Py_ssize_t count = ft_split(s, &spans);
+    if (count < 0) return spans_error(count);
+    ids_t out = {NULL, 0, 0};
+    int32_t *merged = NULL;
+    char *buf = NULL;
+    size_t buf_cap = 0, merged_cap = 0;
     PyObject *missing = PyList_New(0), *seen = PySet_New(NULL), *result = NULL, *ids = NULL;
     if (missing == NULL || seen == NULL) goto done;
     for (Py_ssize_t k = 0; k < count; k++) {
         const Py_ssize_t a = spans[2 * k], b = spans[2 * k + 1];
-        const uint64_t h = span_hash(&s, a, b);
-        const piece_t *p = find_piece(self, &s, a, b, h);
+        const uint64_t h = span_hash(s, a, b);
+        const piece_t *p = find_piece(self, s, a, b, h);
         if (p == NULL && self->bpe != NULL) { /* merge it and keep it */
             if (reserve((void **)&buf, &buf_cap, (size_t)(b - a) * 4 + 1, 1) < 0 ||
                 reserve((void **)&merged, &merged_cap, (size_t)(b - a) * 4 + 1, sizeof(int32_t)) < 0) {
                 PyErr_NoMemory();
                 goto done;
             }
-            const Py_ssize_t n = ft_bpe(self->bpe, buf, utf8(&s, a, b, buf), merged);
+            const Py_ssize_t n = ft_bpe(self->bpe, buf, utf8(s, a, b, buf), merged);
+            if (n == -2) PyErr_NoMemory();
             if (n < 0) goto done;
-            if (add_piece(self, &s, a, b, h, merged, n) < 0) { PyErr_NoMemory(); goto done; }
-            if (reserve((void **)&out, &out_cap, out_len + (size_t)n, sizeof(int32_t)) < 0) { PyErr_NoMemory(); goto done; }
-            memcpy(out + out_len, merged, sizeof(int32_t) * (size_t)n);
-            out_len += (size_t)n;
+            if (add_piece(self, s, a, b, h, merged, n) < 0 || append(&out, merged, (size_t)n) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
         } else if (p == NULL) { /* reported, once */
             PyObject *piece = PyUnicode_Substring(text, a, b);
             const int known = piece == NULL ? -1 : PySet_Contains(seen, piece);
-            const int failed = known < 0 || (!known && (PySet_Add(seen, piece) < 0 || PyList_Append(missing, piece) < 0));
+            const int failed = known < 0 || (!known && (PySet_Add(seen, piece) < 0 ||
+                                                        PyList_Append(missing, piece) < 0));
             Py_XDECREF(piece);
             if (failed) goto done;
-        } else if (PyList_GET_SIZE(missing) == 0) {
-            if (reserve((void **)&out, &out_cap, out_len + p->ids_len, sizeof(int32_t)) < 0) { PyErr_NoMemory(); goto done; }
-            memcpy(out + out_len, self->ids + p->ids_at, sizeof(int32_t) * p->ids_len);
-            out_len += p->ids_len;
+        } else if (PyList_GET_SIZE(missing) == 0 && append(&out, self->ids + p->ids_at, p->ids_len) < 0) {
+            PyErr_NoMemory();
+            goto done;
         }
     }
-    if (PyList_GET_SIZE(missing) == 0) {
-        ids = PyList_New((Py_ssize_t)out_len);
-        for (size_t k = 0; ids != NULL && k < out_len; k++) {
-            PyObject *id = PyLong_FromLong(out[k]);
-            if (id == NULL) Py_CLEAR(ids);
-            else PyList_SET_ITEM(ids, (Py_ssize_t)k, id);
-        }
-        if (ids == NULL) goto done;
-    } else {
-        ids = Py_NewRef(Py_None);
-    }
-    result = PyTuple_Pack(2, ids, missing);
+    ids = PyList_GET_SIZE(missing) == 0 ? id_list(&out) : Py_NewRef(Py_None);
+    if (ids != NULL) result = PyTuple_Pack(2, ids, missing);
 done:
     Py_XDECREF(ids);
     Py_XDECREF(missing);
     Py_XDECREF(seen);
-    PyMem_Free(spans);
-    PyMem_Free(out);
-    PyMem_Free(merged);
-    PyMem_Free(buf);
+    PyMem_RawFree(spans);
+    PyMem_RawFree(out.at);
+    PyMem_RawFree(merged);
+    PyMem_RawFree(buf);
+    return result;
+}
+
+static PyObject *Encoder_encode(EncoderObject *self, PyObject *text) {
+    scan_t s;
+    if (scan_of(self, text, &s) < 0) return NULL;
+    if (self->bpe == NULL || self->bpe->whole != NULL) {
+        lock_with_gil(self);
+        PyObject *result = encode_with_python(self, text, &s);
+        PyThread_release_lock(self->mutex);
+        return result;
+    }
+    ids_t out = {NULL, 0, 0};
+    int rc;
+    if (s.n >= NOGIL_CHARS) { /* text is immutable and referenced by the caller: safe to read without the GIL */
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->mutex, WAIT_LOCK);
+        rc = encode_c(self, &s, &out);
+        PyThread_release_lock(self->mutex);
+        Py_END_ALLOW_THREADS
+    } else {
+        lock_with_gil(self);
+        rc = encode_c(self, &s, &out);
+        PyThread_release_lock(self->mutex);
+    }
+    PyObject *ids = rc == 0 ? id_list(&out) : NULL, *result = NULL;
+    PyMem_RawFree(out.at);
+    if (rc == -1) Py_RETURN_NONE;
+    if (rc == -2) return PyErr_NoMemory();
+    if (ids != NULL) {
+        PyObject *none_missing = PyList_New(0);
+        if (none_missing != NULL) result = PyTuple_Pack(2, ids, none_missing);
+        Py_XDECREF(none_missing);
+        Py_DECREF(ids);
+    }
     return result;
 }
 
@@ -264,7 +364,7 @@ static PyObject *Encoder_add(EncoderObject *self, PyObject *const *args, Py_ssiz
     PyObject *seq = PySequence_Fast(args[1], "ids must be a sequence");
     if (seq == NULL) return NULL;
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    int32_t *ids = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1));
+    int32_t *ids = PyMem_RawMalloc(sizeof(int32_t) * (n ? n : 1));
     int rc = ids == NULL ? -1 : 0;
     if (ids == NULL) PyErr_NoMemory();
     for (Py_ssize_t k = 0; rc == 0 && k < n; k++) {
@@ -274,19 +374,23 @@ static PyObject *Encoder_add(EncoderObject *self, PyObject *const *args, Py_ssiz
     }
     if (rc == 0 && s.n > 0) {
         const uint64_t h = span_hash(&s, 0, s.n);
-        if (find_piece(self, &s, 0, s.n, h) == NULL && add_piece(self, &s, 0, s.n, h, ids, n) < 0) {
-            PyErr_NoMemory();
-            rc = -1;
-        }
+        lock_with_gil(self);
+        if (find_piece(self, &s, 0, s.n, h) == NULL && add_piece(self, &s, 0, s.n, h, ids, n) < 0) rc = -2;
+        PyThread_release_lock(self->mutex);
+        if (rc == -2) PyErr_NoMemory();
     }
-    PyMem_Free(ids);
+    PyMem_RawFree(ids);
     Py_DECREF(seq);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *Encoder_size(EncoderObject *self, PyObject *unused) {
-    return Py_BuildValue("(nnn)", self->count, (Py_ssize_t)self->keys_len, self->restarts);
+    if (self->mutex == NULL) return Py_BuildValue("(nnn)", (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
+    lock_with_gil(self);
+    const Py_ssize_t count = self->count, chars = (Py_ssize_t)self->keys_len, restarts = self->restarts;
+    PyThread_release_lock(self->mutex);
+    return Py_BuildValue("(nnn)", count, chars, restarts);
 }
 
 static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
@@ -307,18 +411,22 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "bpe: a Bpe or None");
         return -1;
     }
-    if (max_chars < 1 || max_chars > 0x7fffffff) {
-        PyErr_SetString(PyExc_ValueError, "max_chars: 1 to 2**31 - 1");
+    if (max_chars < 1 || max_chars > (1 << 28)) { /* ids then stay below 2**30: their offsets fit 32 bits */
+        PyErr_SetString(PyExc_ValueError, "max_chars: 1 to 2**28");
         return -1;
     }
-    Py_XSETREF(self->table, Py_NewRef(table));
-    Py_XSETREF(self->bpe, bpe == Py_None ? NULL : (BpeObject *)Py_NewRef(bpe));
-    PyMem_Free(self->slots);
-    self->slots = PyMem_Calloc(1024, sizeof(piece_t));
-    if (self->slots == NULL) {
+    if (self->mutex != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "an Encoder is initialised once");
+        return -1;
+    }
+    self->slots = PyMem_RawCalloc(1024, sizeof(piece_t));
+    self->mutex = self->slots == NULL ? NULL : PyThread_allocate_lock();
+    if (self->mutex == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    self->table = Py_NewRef(table);
+    self->bpe = bpe == Py_None ? NULL : (BpeObject *)Py_NewRef(bpe);
     self->mask = 1023;
     self->count = self->restarts = 0;
     self->keys_len = self->ids_len = 0;
@@ -330,9 +438,10 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
 static void Encoder_dealloc(EncoderObject *self) {
     Py_XDECREF(self->table);
     Py_XDECREF(self->bpe);
-    PyMem_Free(self->slots);
-    PyMem_Free(self->keys);
-    PyMem_Free(self->ids);
+    PyMem_RawFree(self->slots);
+    PyMem_RawFree(self->keys);
+    PyMem_RawFree(self->ids);
+    if (self->mutex != NULL) PyThread_free_lock(self->mutex);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

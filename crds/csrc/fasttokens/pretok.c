@@ -53,7 +53,7 @@ typedef struct {
 
 static int push(spans_t *sp, Py_ssize_t start, Py_ssize_t end) {
     if (sp->count == sp->cap) {
-        Py_ssize_t *grown = PyMem_Realloc(sp->at, sizeof(Py_ssize_t) * 4 * sp->cap);
+        Py_ssize_t *grown = PyMem_RawRealloc(sp->at, sizeof(Py_ssize_t) * 4 * sp->cap);
         if (grown == NULL) return -1;
         sp->at = grown;
         sp->cap *= 2;
@@ -135,11 +135,11 @@ static Py_ssize_t match_llama3(const scan_t *s, Py_ssize_t i) {
 }
 
 Py_ssize_t ft_split(const scan_t *s, Py_ssize_t **spans) {
-    spans_t sp = {PyMem_Malloc(sizeof(Py_ssize_t) * 2 * 64), 0, 64};
+    spans_t sp = {PyMem_RawMalloc(sizeof(Py_ssize_t) * 2 * 64), 0, 64};
     Py_ssize_t gap = -1, i = 0;
     if (sp.at == NULL) return -2;
     for (Py_ssize_t k = 0; k < s->n; k++)
-        if (fl(s, k) & F_UNTRUSTED) { PyMem_Free(sp.at); return -1; }
+        if (fl(s, k) & F_UNTRUSTED) { PyMem_RawFree(sp.at); return -1; }
     while (i < s->n) {
         const unsigned f = fl(s, i);
         Py_ssize_t stop;
@@ -168,6 +168,6 @@ Py_ssize_t ft_split(const scan_t *s, Py_ssize_t **spans) {
     *spans = sp.at;
     return sp.count;
 oom:
-    PyMem_Free(sp.at);
+    PyMem_RawFree(sp.at);
     return -2;
 }

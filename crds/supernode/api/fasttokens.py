@@ -36,7 +36,9 @@ stale-entry rule, for plain byte-level models) and kept. Models with options it 
 fallback, an unknown token, word prefixes or suffixes) have their missing pre-tokens encoded by a copy of
 the tokenizer whose pre-tokenizer is only the final ``ByteLevel`` step, so each piece reaches the model
 whole as in the full pipeline. The cache holds ``max_chars`` characters of pre-tokens and then starts
-afresh. The C calls hold the GIL: ~0.2 ms for a 2k-token prompt whose words are cached.
+afresh. A text of 16k characters or more is encoded with the GIL released (a mutex in C guards the cache),
+so a worker thread's call leaves the event loop free; shorter ones (~0.2 ms for a 2k-token prompt whose
+words are cached) keep it, so a call on the event loop never waits to get it back.
 """
 
 from __future__ import annotations

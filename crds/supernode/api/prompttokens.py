@@ -22,14 +22,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from tokenizers import Tokenizer as HFTokenizer
 
 from supernode.api.fasttokens import FastEncoder, fast_encoder
 from supernode.api.tokenchunks import PROBE, Chunker, family, holds_for
-
-FAST_SLICE_CHARS: Final = 32_768  # the most text one fast-encoder call takes (~0.3-0.6 ms holding the GIL)
 
 
 class Piece(NamedTuple):
@@ -108,25 +106,11 @@ class PromptTokenizer:
         """Client texts' ids: by the fast encoder where it applies, all others by the library."""
         if self.fast is None:
             return self._library_texts(texts)
-        out = [self._fast_encode(text) for text in texts]
+        out = [self.fast.encode(text) for text in texts]
         rest = [i for i, ids in enumerate(out) if ids is None]
         for i, ids in zip(rest, self._library_texts([texts[i] for i in rest]), strict=True):
             out[i] = ids
         return out  # type: ignore[return-value]
-
-    def _fast_encode(self, text: str) -> list[int] | None:
-        """The fast encoder's ids; a long text in slices cut where the tokenizer splits anyway, because each C
-        call holds the GIL: between slices other threads (an event loop) get their turn."""
-        assert self.fast is not None
-        if len(text) <= FAST_SLICE_CHARS or not self.chunker.enabled:
-            return self.fast.encode(text)
-        out: list[int] = []
-        for part in Chunker(self.chunker.family, FAST_SLICE_CHARS // 2).split(text):
-            ids = self.fast.encode(part)
-            if ids is None:
-                return None
-            out += ids
-        return out
 
     def _library_texts(self, texts: Sequence[str]) -> list[list[int]]:
         """Texts' ids from the library: long ones cut into chunks, every chunk in one parallel call."""
@@ -155,8 +139,8 @@ class PromptTokenizer:
     def encode_text(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Encode client text as text: control-token spellings are tokenized like any other characters.
 
-        Goes through ``encode_batch_fast``, which releases the GIL, so a large input run in a worker thread
-        does not stall the event loop; a long text is cut into chunks encoded in parallel.
+        Both encoders release the GIL for large inputs (the library in ``encode_batch_fast``, the fast encoder
+        for texts of 16k+ characters), so a large input run in a worker thread does not stall the event loop.
         """
         if add_special_tokens and not self._plain_post:  # e.g. a BOS template: the whole text in one call
             return list(self._text_tok.encode_batch_fast([text], add_special_tokens=True)[0].ids)
