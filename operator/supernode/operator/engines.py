@@ -173,8 +173,10 @@ def _leader_or_headless(cmd: str, ctx: GroupContext, extra: str) -> str:
 
 def _sglang(md: ModelDeployment, ctx: GroupContext) -> tuple[list[str], list[str]]:
     spec, par = md.spec, md.spec.parallelism
+    # With DP attention SGLang's --tp is the whole world and --dp splits it into attention ranks
+    # (e.g. 8 GPUs: --tp 8 --dp 8 --enable-dp-attention).
     args = ["--model-path", MODEL_DIR, "--served-model-name", spec.model.name, "--host", "0.0.0.0",
-            "--port", str(spec.engine.port), "--tp", str(par.tensor * par.pipeline)]
+            "--port", str(spec.engine.port), "--tp", str(par.tensor * par.pipeline * par.data)]
     if par.data > 1:
         args += ["--dp", str(par.data), "--enable-dp-attention"]
     if par.expert > 1:
