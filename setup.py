@@ -19,7 +19,7 @@ for root in COMPONENT_DIRS:
 # still succeeds and prompts are encoded by the `tokenizers` library alone, only slower.
 fasttokens = Extension(
     "supernode.api._fasttokens", optional=True, extra_compile_args=["-O2"],
-    sources=[f"crds/csrc/fasttokens/{name}.c" for name in ("module", "pretok", "bpe")],
+    sources=[f"crds/csrc/fasttokens/{name}.c" for name in ("module", "pretok", "bpe", "cache")],
     depends=["crds/csrc/fasttokens/fasttokens.h"],
 )
 

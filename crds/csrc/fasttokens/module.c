@@ -72,22 +72,11 @@ static PyObject *pieces(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 typedef struct {
-    uint64_t hash; /* 0: empty */
-    uint32_t key_at, key_len, ids_at, ids_len;
-} piece_t;
-
-typedef struct {
     PyObject_HEAD
     PyObject *table; /* the flag table (bytes) */
     BpeObject *bpe;  /* NULL: missing pre-tokens are reported */
-    piece_t *slots;
-    uint64_t mask;
-    Py_ssize_t count, restarts;
-    Py_UCS4 *keys;
-    size_t keys_len, keys_cap, max_chars;
+    ft_cache_t cache;
     int family;
-    int32_t *ids;
-    size_t ids_len, ids_cap;
     PyThread_type_lock mutex; /* guards the cache: encode may run without the GIL */
 } EncoderObject;
 
@@ -101,97 +90,6 @@ static void lock_with_gil(EncoderObject *e) {
         PyThread_acquire_lock(e->mutex, WAIT_LOCK);
         Py_END_ALLOW_THREADS
     }
-}
-
-static uint64_t span_hash(const scan_t *s, Py_ssize_t a, Py_ssize_t b) {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over code points, then mixed */
-    for (Py_ssize_t i = a; i < b; i++) h = (h ^ at(s, i)) * 0x100000001b3ULL;
-    h = ft_mix(h ^ (uint64_t)(b - a));
-    return h ? h : 1;
-}
-
-static piece_t *find_piece(const EncoderObject *e, const scan_t *s, Py_ssize_t a, Py_ssize_t b, uint64_t h) {
-    for (uint64_t i = h & e->mask;; i = (i + 1) & e->mask) {
-        piece_t *p = &e->slots[i];
-        if (p->hash == 0) return NULL;
-        if (p->hash != h || p->key_len != (uint32_t)(b - a)) continue;
-        const Py_UCS4 *key = e->keys + p->key_at;
-        Py_ssize_t k = 0;
-        while (k < b - a && key[k] == at(s, a + k)) k++;
-        if (k == b - a) return p;
-    }
-}
-
-static void restart(EncoderObject *e) {
-    memset(e->slots, 0, sizeof(piece_t) * (e->mask + 1));
-    e->count = 0;
-    e->keys_len = e->ids_len = 0;
-    e->restarts++;
-}
-
-static int reserve(void **buf, size_t *cap, size_t need, size_t item) {
-    if (need <= *cap) return 0;
-    size_t cap2 = *cap ? *cap : 4096;
-    while (cap2 < need) cap2 *= 2;
-    void *grown = PyMem_RawRealloc(*buf, cap2 * item);
-    if (grown == NULL) return -1;
-    *buf = grown;
-    *cap = cap2;
-    return 0;
-}
-
-/* Keeps the pre-token s[a:b] with ids; -1 on no memory. May start the cache afresh first. */
-static int add_piece(EncoderObject *e, const scan_t *s, Py_ssize_t a, Py_ssize_t b, uint64_t h, const int32_t *ids,
-                     Py_ssize_t n) {
-    const size_t len = (size_t)(b - a);
-    if (e->keys_len + len > e->max_chars) restart(e);
-    if ((uint64_t)(e->count + 1) * 4 > (e->mask + 1) * 3) { /* grow the slots, rehashing by stored hash */
-        const uint64_t cap = (e->mask + 1) * 2;
-        piece_t *slots = PyMem_RawCalloc(cap, sizeof(piece_t));
-        if (slots == NULL) return -1;
-        for (uint64_t i = 0; i <= e->mask; i++) {
-            if (e->slots[i].hash == 0) continue;
-            uint64_t j = e->slots[i].hash & (cap - 1);
-            while (slots[j].hash != 0) j = (j + 1) & (cap - 1);
-            slots[j] = e->slots[i];
-        }
-        PyMem_RawFree(e->slots);
-        e->slots = slots;
-        e->mask = cap - 1;
-    }
-    if (reserve((void **)&e->keys, &e->keys_cap, e->keys_len + len, sizeof(Py_UCS4)) < 0 ||
-        reserve((void **)&e->ids, &e->ids_cap, e->ids_len + (size_t)n, sizeof(int32_t)) < 0)
-        return -1;
-    for (size_t k = 0; k < len; k++) e->keys[e->keys_len + k] = at(s, a + (Py_ssize_t)k);
-    memcpy(e->ids + e->ids_len, ids, sizeof(int32_t) * (size_t)n);
-    uint64_t i = h & e->mask;
-    while (e->slots[i].hash != 0) i = (i + 1) & e->mask;
-    e->slots[i] = (piece_t){h, (uint32_t)e->keys_len, (uint32_t)len, (uint32_t)e->ids_len, (uint32_t)n};
-    e->keys_len += len;
-    e->ids_len += (size_t)n;
-    e->count++;
-    return 0;
-}
-
-/* s[a:b] as UTF-8 into buf (room for 4 bytes per character); its length. */
-static Py_ssize_t utf8(const scan_t *s, Py_ssize_t a, Py_ssize_t b, char *buf) {
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = a; i < b; i++) {
-        const Py_UCS4 c = at(s, i);
-        if (c < 0x80) buf[n++] = (char)c;
-        else if (c < 0x800) { buf[n++] = (char)(0xC0 | (c >> 6)); buf[n++] = (char)(0x80 | (c & 0x3F)); }
-        else if (c < 0x10000) {
-            buf[n++] = (char)(0xE0 | (c >> 12));
-            buf[n++] = (char)(0x80 | ((c >> 6) & 0x3F));
-            buf[n++] = (char)(0x80 | (c & 0x3F));
-        } else {
-            buf[n++] = (char)(0xF0 | (c >> 18));
-            buf[n++] = (char)(0x80 | ((c >> 12) & 0x3F));
-            buf[n++] = (char)(0x80 | ((c >> 6) & 0x3F));
-            buf[n++] = (char)(0x80 | (c & 0x3F));
-        }
-    }
-    return n;
 }
 
 static int scan_of(EncoderObject *e, PyObject *text, scan_t *s) {
@@ -211,51 +109,7 @@ static int scan_of(EncoderObject *e, PyObject *text, scan_t *s) {
     return 0;
 }
 
-typedef struct {
-    int32_t *at;
-    size_t len, cap;
-} ids_t;
-
-static int append(ids_t *out, const int32_t *ids, size_t n) {
-    if (reserve((void **)&out->at, &out->cap, out->len + n, sizeof(int32_t)) < 0) return -1;
-    memcpy(out->at + out->len, ids, sizeof(int32_t) * n);
-    out->len += n;
-    return 0;
-}
-
-/* Every pre-token's ids into out, looked up or merged by the C BPE and kept, touching no Python object:
- * runs with or without the GIL, the mutex held. 0, -1 (an untrusted character) or -2 (no memory). */
-static int encode_c(EncoderObject *self, const scan_t *s, ids_t *out) {
-    Py_ssize_t *spans = NULL;
-    const Py_ssize_t count = ft_split(s, &spans);
-    if (count < 0) return (int)count;
-    char *buf = NULL;
-    int32_t *merged = NULL;
-    size_t buf_cap = 0, merged_cap = 0;
-    int rc = 0;
-    for (Py_ssize_t k = 0; k < count && rc == 0; k++) {
-        const Py_ssize_t a = spans[2 * k], b = spans[2 * k + 1];
-        const uint64_t h = span_hash(s, a, b);
-        const piece_t *p = find_piece(self, s, a, b, h);
-        if (p != NULL) {
-            rc = append(out, self->ids + p->ids_at, p->ids_len) < 0 ? -2 : 0;
-            continue;
-        }
-        if (reserve((void **)&buf, &buf_cap, (size_t)(b - a) * 4 + 1, 1) < 0 ||
-            reserve((void **)&merged, &merged_cap, (size_t)(b - a) * 4 + 1, sizeof(int32_t)) < 0) {
-            rc = -2;
-            break;
-        }
-        const Py_ssize_t n = ft_bpe(self->bpe, buf, utf8(s, a, b, buf), merged);
-        if (n < 0 || add_piece(self, s, a, b, h, merged, n) < 0 || append(out, merged, (size_t)n) < 0) rc = -2;
-    }
-    PyMem_RawFree(spans);
-    PyMem_RawFree(buf);
-    PyMem_RawFree(merged);
-    return rc;
-}
-
-static PyObject *id_list(const ids_t *out) {
+static PyObject *id_list(const ft_ids_t *out) {
     PyObject *ids = PyList_New((Py_ssize_t)out->len);
     for (size_t k = 0; ids != NULL && k < out->len; k++) {
         PyObject *id = PyLong_FromLong(out->at[k]);
@@ -271,7 +125,7 @@ static PyObject *encode_with_python(EncoderObject *self, PyObject *text, const s
     Py_ssize_t *spans = NULL;
     const Py_ssize_t count = ft_split(s, &spans);
     if (count < 0) return spans_error(count);
-    ids_t out = {NULL, 0, 0};
+    ft_ids_t out = {NULL, 0, 0};
     int32_t *merged = NULL;
     char *buf = NULL;
     size_t buf_cap = 0, merged_cap = 0;
@@ -279,18 +133,18 @@ static PyObject *encode_with_python(EncoderObject *self, PyObject *text, const s
     if (missing == NULL || seen == NULL) goto done;
     for (Py_ssize_t k = 0; k < count; k++) {
         const Py_ssize_t a = spans[2 * k], b = spans[2 * k + 1];
-        const uint64_t h = span_hash(s, a, b);
-        const piece_t *p = find_piece(self, s, a, b, h);
+        const uint64_t h = ft_span_hash(s, a, b);
+        const ft_piece_t *p = ft_cache_find(&self->cache, s, a, b, h);
         if (p == NULL && self->bpe != NULL) { /* merge it and keep it */
-            if (reserve((void **)&buf, &buf_cap, (size_t)(b - a) * 4 + 1, 1) < 0 ||
-                reserve((void **)&merged, &merged_cap, (size_t)(b - a) * 4 + 1, sizeof(int32_t)) < 0) {
+            if (ft_reserve((void **)&buf, &buf_cap, (size_t)(b - a) * 4 + 1, 1) < 0 ||
+                ft_reserve((void **)&merged, &merged_cap, (size_t)(b - a) * 4 + 1, sizeof(int32_t)) < 0) {
                 PyErr_NoMemory();
                 goto done;
             }
-            const Py_ssize_t n = ft_bpe(self->bpe, buf, utf8(s, a, b, buf), merged);
+            const Py_ssize_t n = ft_bpe(self->bpe, buf, ft_utf8(s, a, b, buf), merged);
             if (n == -2) PyErr_NoMemory();
             if (n < 0) goto done;
-            if (add_piece(self, s, a, b, h, merged, n) < 0 || append(&out, merged, (size_t)n) < 0) {
+            if (ft_cache_add(&self->cache, s, a, b, h, merged, n) < 0 || ft_append(&out, merged, (size_t)n) < 0) {
                 PyErr_NoMemory();
                 goto done;
             }
@@ -301,7 +155,7 @@ static PyObject *encode_with_python(EncoderObject *self, PyObject *text, const s
                                                         PyList_Append(missing, piece) < 0));
             Py_XDECREF(piece);
             if (failed) goto done;
-        } else if (PyList_GET_SIZE(missing) == 0 && append(&out, self->ids + p->ids_at, p->ids_len) < 0) {
+        } else if (PyList_GET_SIZE(missing) == 0 && ft_append(&out, self->cache.ids + p->ids_at, p->ids_len) < 0) {
             PyErr_NoMemory();
             goto done;
         }
@@ -328,17 +182,17 @@ static PyObject *Encoder_encode(EncoderObject *self, PyObject *text) {
         PyThread_release_lock(self->mutex);
         return result;
     }
-    ids_t out = {NULL, 0, 0};
+    ft_ids_t out = {NULL, 0, 0};
     int rc;
     if (s.n >= NOGIL_CHARS) { /* text is immutable and referenced by the caller: safe to read without the GIL */
         Py_BEGIN_ALLOW_THREADS
         PyThread_acquire_lock(self->mutex, WAIT_LOCK);
-        rc = encode_c(self, &s, &out);
+        rc = ft_encode(&self->cache, self->bpe, &s, &out);
         PyThread_release_lock(self->mutex);
         Py_END_ALLOW_THREADS
     } else {
         lock_with_gil(self);
-        rc = encode_c(self, &s, &out);
+        rc = ft_encode(&self->cache, self->bpe, &s, &out);
         PyThread_release_lock(self->mutex);
     }
     PyObject *ids = rc == 0 ? id_list(&out) : NULL, *result = NULL;
@@ -373,9 +227,11 @@ static PyObject *Encoder_add(EncoderObject *self, PyObject *const *args, Py_ssiz
         else ids[k] = (int32_t)id;
     }
     if (rc == 0 && s.n > 0) {
-        const uint64_t h = span_hash(&s, 0, s.n);
+        const uint64_t h = ft_span_hash(&s, 0, s.n);
         lock_with_gil(self);
-        if (find_piece(self, &s, 0, s.n, h) == NULL && add_piece(self, &s, 0, s.n, h, ids, n) < 0) rc = -2;
+        if (ft_cache_find(&self->cache, &s, 0, s.n, h) == NULL &&
+            ft_cache_add(&self->cache, &s, 0, s.n, h, ids, n) < 0)
+            rc = -2;
         PyThread_release_lock(self->mutex);
         if (rc == -2) PyErr_NoMemory();
     }
@@ -388,7 +244,8 @@ static PyObject *Encoder_add(EncoderObject *self, PyObject *const *args, Py_ssiz
 static PyObject *Encoder_size(EncoderObject *self, PyObject *unused) {
     if (self->mutex == NULL) return Py_BuildValue("(nnn)", (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
     lock_with_gil(self);
-    const Py_ssize_t count = self->count, chars = (Py_ssize_t)self->keys_len, restarts = self->restarts;
+    const ft_cache_t *c = &self->cache;
+    const Py_ssize_t count = c->count, chars = (Py_ssize_t)c->keys_len, restarts = c->restarts;
     PyThread_release_lock(self->mutex);
     return Py_BuildValue("(nnn)", count, chars, restarts);
 }
@@ -419,18 +276,13 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "an Encoder is initialised once");
         return -1;
     }
-    self->slots = PyMem_RawCalloc(1024, sizeof(piece_t));
-    self->mutex = self->slots == NULL ? NULL : PyThread_allocate_lock();
-    if (self->mutex == NULL) {
+    if (ft_cache_init(&self->cache, (size_t)max_chars) < 0 || (self->mutex = PyThread_allocate_lock()) == NULL) {
+        ft_cache_free(&self->cache);
         PyErr_NoMemory();
         return -1;
     }
     self->table = Py_NewRef(table);
     self->bpe = bpe == Py_None ? NULL : (BpeObject *)Py_NewRef(bpe);
-    self->mask = 1023;
-    self->count = self->restarts = 0;
-    self->keys_len = self->ids_len = 0;
-    self->max_chars = (size_t)max_chars;
     self->family = family;
     return 0;
 }
@@ -438,9 +290,7 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
 static void Encoder_dealloc(EncoderObject *self) {
     Py_XDECREF(self->table);
     Py_XDECREF(self->bpe);
-    PyMem_RawFree(self->slots);
-    PyMem_RawFree(self->keys);
-    PyMem_RawFree(self->ids);
+    ft_cache_free(&self->cache);
     if (self->mutex != NULL) PyThread_free_lock(self->mutex);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
