@@ -14,15 +14,23 @@ import pytest
 
 from supernode.api.endpoints import Endpoint
 from supernode.api.hashing import block_hashes
-from supernode.api.models import EngineType, Mode
+from supernode.api.models import EngineType
 from supernode.router.config import HealthConfig, PrefixConfig, RoutingConfig, TimeoutsConfig
 from supernode.router.kv_events.feeds import KVEventFeeds
 from supernode.router.metrics import RouterMetrics
 from supernode.router.proxy import Upstream
 from supernode.router.routing.dp_ranks import rank_key
 from supernode.router.routing.profile import build_profile
-from supernode.router.routing.state import EndpointTable, RoutingRequest
-from tests.router.test_router_dp_ranks import BS, MODEL, FakeDPEngine, consecutive_ports, empty, http_engine
+from supernode.router.routing.state import EndpointTable
+from tests.router.test_router_dp_ranks import (
+    BS,
+    MODEL,
+    FakeDPEngine,
+    consecutive_ports,
+    empty,
+    http_engine,
+    send_prompt,
+)
 from tests.router.test_router_kv_events import until
 
 __all__ = ["http_engine"]  # the fixture, used by name
@@ -72,11 +80,7 @@ async def test_ranks_on_two_pods_are_followed_where_they_publish(
             assert metrics.prefix_index_mode.labels(url, "precise")._value.get() == 1.0
 
             async def send(tokens: list[int]) -> None:
-                req = RoutingRequest("r", MODEL, Mode.NON_THINK, token_block_hashes=tuple(
-                    block_hashes(tokens, MODEL, BS)), prompt_tokens=len(tokens))
-                opened = await upstream.open(req, "/v1/completions", {"model": MODEL, "prompt_tokens": tokens},
-                                             stream=False)
-                await opened.close()
+                await send_prompt(upstream, tokens)
 
             conversations = [list(range(c * 100, c * 100 + 16)) for c in range(ranks)]
             for turn in conversations:  # new prompts: the engine spreads them, rank r publishes from its pod

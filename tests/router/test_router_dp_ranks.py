@@ -46,6 +46,14 @@ def test_rank_ports_and_rank_hints_per_engine() -> None:
         assert with_rank(engine, body, 2) == (body, {})
     assert with_rank(EngineType.VLLM, body, None) == (body, {})
 
+async def send_prompt(upstream: Upstream, tokens: list[int]) -> None:
+    """One /v1/completions request of ``tokens`` through the router's upstream (routed by their block hashes)."""
+    req = RoutingRequest("r", MODEL, Mode.NON_THINK, token_block_hashes=tuple(block_hashes(tokens, MODEL, BS)),
+                         prompt_tokens=len(tokens))
+    opened = await upstream.open(req, "/v1/completions", {"model": MODEL, "prompt_tokens": tokens}, stream=False)
+    await opened.close()
+
+
 
 def test_rank_pick_follows_the_prefix_and_yields_to_load_like_endpoints_do() -> None:
     assert pick_rank([0, 5, 3], [0, 0, 0], 8, 1.25) == 1
@@ -202,11 +210,7 @@ async def test_a_follow_up_goes_to_the_rank_that_holds_its_prefix(
             assert metrics.prefix_index_ranks.labels(url)._value.get() == ranks
 
             async def send(tokens: list[int]) -> None:
-                req = RoutingRequest("r", MODEL, Mode.NON_THINK, token_block_hashes=tuple(
-                    block_hashes(tokens, MODEL, BS)), prompt_tokens=len(tokens))
-                opened = await upstream.open(req, "/v1/completions", {"model": MODEL, "prompt_tokens": tokens},
-                                             stream=False)
-                await opened.close()
+                await send_prompt(upstream, tokens)
 
             conversations = [list(range(c * 100, c * 100 + 16)) for c in range(ranks)]
             for turn in conversations:  # new prompts: no rank named, the engine spreads them
