@@ -5,7 +5,6 @@ event feeds, the official OpenAI SDK. Prompts are token-id completions, so the t
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -23,10 +22,8 @@ from supernode.engine.tokenizer import Tokenizer
 from tests.engine.test_engine_http import MODEL, Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "router"))
-from router_stack import serve
+from router_stack import router_over
 
-from supernode.router.app import create_app
-from supernode.router.config import RouterConfig
 from supernode.router.routing.prefix_index import request_hashes
 from supernode.router.routing.state import RoutingRequest
 
@@ -41,17 +38,8 @@ async def fleet(server_thread: Any, tokenizer: Tokenizer, fake_runner_factory: A
     with a, b:
         eps = [{"url": s.server.url, "model": MODEL, "deployment": name, "maxConcurrency": 4}
                for name, s in (("a", a), ("b", b))]
-        (tmp_path / "endpoints.json").write_text(json.dumps({"endpoints": eps}))
-        config = RouterConfig.model_validate({
-            "discovery": {"type": "local", "path": str(tmp_path / "endpoints.json"), "poll_interval_s": 0.05},
-            "health": {"scrape_interval_s": 0.1}, "admission": None})
-        app = create_app(config)
-        server, task, url = await serve(app)
-        try:
+        async with router_over(tmp_path, eps) as (app, url):
             yield {"a": a, "b": b, "router": url, "state": app.state.router}
-        finally:
-            server.should_exit = True
-            await task
 
 
 async def test_follow_up_lands_where_its_cache_is_and_an_evicted_prefix_routes_by_load(

@@ -9,7 +9,6 @@ the router's predicted hit (before the request) must equal the engine's ``cached
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,10 +28,7 @@ from supernode.engine.tokenizer import Tokenizer
 from tests.engine.test_engine_http import MODEL, Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "router"))
-from router_stack import serve
-
-from supernode.router.app import create_app
-from supernode.router.config import RouterConfig
+from router_stack import router_over
 
 BS, BOUNDARY = 4, 8  # the tiny checkpoint: 4-token blocks, compression windows of 4 and 8
 
@@ -44,17 +40,8 @@ async def v4_fleet(server_thread: Any, tokenizer: Tokenizer, tmp_path: Path) -> 
                                       max_num_seqs=4))
     with Stack(server_thread, tokenizer, runner, max_num_seqs=4, max_model_len=128) as engine:
         eps = [{"url": engine.server.url, "model": MODEL, "deployment": "v4", "maxConcurrency": 4}]
-        (tmp_path / "endpoints.json").write_text(json.dumps({"endpoints": eps}))
-        config = RouterConfig.model_validate({
-            "discovery": {"type": "local", "path": str(tmp_path / "endpoints.json"), "poll_interval_s": 0.05},
-            "health": {"scrape_interval_s": 0.1}, "admission": None})
-        app = create_app(config)
-        server, task, url = await serve(app)
-        try:
-            yield {"engine": engine, "router": url, "state": app.state.router, "config": config}
-        finally:
-            server.should_exit = True
-            await task
+        async with router_over(tmp_path, eps) as (app, url):
+            yield {"engine": engine, "router": url, "state": app.state.router, "tmp": tmp_path, "endpoints": eps}
 
 
 def diverged(shared: list[int], length: int) -> list[int]:
@@ -93,9 +80,7 @@ async def test_router_predicts_the_prefix_a_v4_engine_reuses(v4_fleet: dict[str,
     assert blocks.stats.hits == 48  # c and e: what the engine counted matches what the router said
 
     # A router starting now learns the same from the stream's first event, a snapshot naming the ends.
-    late = create_app(v4_fleet["config"])
-    server, task, _ = await serve(late)
-    try:
+    async with router_over(v4_fleet["tmp"], v4_fleet["endpoints"]) as (late, _):
         st2 = late.state.router
         await until(lambda: st2.profile.precise.is_precise(url) and st2.tokens.get(MODEL) is not None)
         probes = [a, *(p for p, _ in cases.values()), diverged(c[:33], 40), diverged(e[:29], 40)]
@@ -103,6 +88,3 @@ async def test_router_predicts_the_prefix_a_v4_engine_reuses(v4_fleet: dict[str,
         assert late_view == [index.match(url, tok.hashes(p, 4096)) for p in probes]
         assert late_view == [6, 6, 4, 8, 8, 8, 6]  # (each probe is cached to its last boundary now; the last
         # runs through c's block 6 to 28 tokens and ends at a's snapshot at 24)
-    finally:
-        server.should_exit = True
-        await task

@@ -9,7 +9,8 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,22 @@ async def serve(app: FastAPI, **options: Any) -> tuple[uvicorn.Server, asyncio.T
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, task, f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def router_over(tmp: Path, endpoints: list[dict[str, Any]]) -> AsyncIterator[tuple[FastAPI, str]]:
+    """A router on 127.0.0.1 reading ``endpoints`` from a local discovery file (polled every 50 ms, engines scraped
+    every 100 ms): its app and URL, stopped on exit."""
+    (tmp / "endpoints.json").write_text(json.dumps({"endpoints": endpoints}))
+    app = create_app(RouterConfig.model_validate({
+        "discovery": {"type": "local", "path": str(tmp / "endpoints.json"), "poll_interval_s": 0.05},
+        "health": {"scrape_interval_s": 0.1}, "admission": None}))
+    server, task, url = await serve(app)
+    try:
+        yield app, url
+    finally:
+        server.should_exit = True
+        await task
 
 
 @dataclass
