@@ -49,7 +49,7 @@ import threading
 import unicodedata
 from array import array
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Final
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -201,12 +201,17 @@ class FastEncoder:
         it starts afresh, which costs a few cold prompts and bounds memory."""
         if _native is None:
             raise RuntimeError("not implemented: the C pre-tokenizer was not built (no compiler at install)")
-        self._piece_tok = piece_tokenizer(spec)
+        self._spec = spec
         self._bpe = native_bpe(spec["model"])
         self.family = family_name
         self._encoder = _native.Encoder(table_for(family_name), self._bpe, max_chars, FAMILIES[family_name])
         self._lock = threading.Lock()
         self.fallbacks = 0  # texts with an untrusted character, left to `tokenizers`
+
+    @cached_property
+    def _piece_tok(self) -> HFTokenizer:
+        """The library's BPE for one pre-token: built only when a model's missing pre-tokens need it."""
+        return piece_tokenizer(self._spec)
 
     @property
     def native_bpe(self) -> bool:
